@@ -1,0 +1,76 @@
+"""polystore: one API to save, load and look at arrays wherever they live.
+
+Backends (disk, memory, and addons) register themselves; :class:`FileManager` reaches all
+of them by name. Optional parts (zarr, streaming, frameworks) are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from polystore.arrays import convert, framework_of, to_numpy
+from polystore.atomic import atomic_update_json, atomic_write, atomic_write_json, file_lock
+from polystore.backends import DiskBackend, MemoryBackend
+from polystore.base import DataSink, DataSource, FileStat, ReadOnlyBackend, StorageBackend
+from polystore.exceptions import (
+    BackendNotFoundError,
+    BackendRegistrationError,
+    BatchError,
+    IncompleteBackendError,
+    MissingDependencyError,
+    PathEscapeError,
+    PolystoreError,
+    ReadOnlyBackendError,
+    StorageFileNotFoundError,
+    UnsupportedDataError,
+    UnsupportedFormatError,
+)
+from polystore.filemanager import FileManager
+from polystore.formats import Format, register_format
+from polystore.registry import BackendRegistry
+
+__version__ = "0.1.0"
+
+# Names of later parts, imported when first asked for so that `import polystore` stays light.
+_LAZY: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'polystore' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "BackendNotFoundError",
+    "BackendRegistrationError",
+    "BackendRegistry",
+    "BatchError",
+    "DataSink",
+    "DataSource",
+    "DiskBackend",
+    "FileManager",
+    "FileStat",
+    "Format",
+    "IncompleteBackendError",
+    "MemoryBackend",
+    "MissingDependencyError",
+    "PathEscapeError",
+    "PolystoreError",
+    "ReadOnlyBackend",
+    "ReadOnlyBackendError",
+    "StorageBackend",
+    "StorageFileNotFoundError",
+    "UnsupportedDataError",
+    "UnsupportedFormatError",
+    "atomic_update_json",
+    "atomic_write",
+    "atomic_write_json",
+    "convert",
+    "file_lock",
+    "framework_of",
+    "register_format",
+    "to_numpy",
+]

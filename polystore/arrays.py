@@ -1,0 +1,164 @@
+"""Which framework an array belongs to, and conversion between frameworks through DLPack.
+
+Detection looks only at the type's module name, so it never imports a framework: a NumPy
+user never pays for torch being installed. Conversion goes through DLPack, which shares
+memory where the two frameworks can (NumPy <-> PyTorch on the CPU, for example), and falls
+back to a copy where they cannot (read-only arrays, a GPU array to NumPy, dtypes a framework
+does not exchange).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from polystore.exceptions import UnsupportedDataError
+from polystore.lazy import optional_import
+
+
+def _import(framework: str) -> ModuleType:
+    spec = FRAMEWORKS[framework]
+    return optional_import(spec.module, extra=spec.extra, purpose=f"Converting to {framework}")
+
+
+def _torch_from_numpy(array: np.ndarray) -> Any:
+    torch = _import("torch")
+    if not array.flags.writeable:  # DLPack cannot mark memory read-only: copy, never alias
+        array = array.copy()
+    return torch.from_dlpack(array)
+
+
+def _jax_from_numpy(array: np.ndarray) -> Any:
+    jnp = _import("jax").numpy
+    return jnp.from_dlpack(array) if array.flags.writeable else jnp.asarray(array)
+
+
+def _tensorflow_from_numpy(array: np.ndarray) -> Any:
+    tf = _import("tensorflow")
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array).copy()
+    return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+
+
+def _cupy_from_numpy(array: np.ndarray) -> Any:
+    return _import("cupy").asarray(array)  # host -> device is always a copy
+
+
+def _torch_to_numpy(tensor: Any) -> np.ndarray:
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    return _numpy_from_dlpack(tensor, fallback=lambda t: t.numpy())
+
+
+def _cupy_to_numpy(array: Any) -> np.ndarray:
+    return array.get()  # type: ignore[no-any-return]
+
+
+def _numpy_from_dlpack(obj: Any, fallback: Callable[[Any], Any] = np.asarray) -> np.ndarray:
+    try:
+        return np.from_dlpack(obj)
+    except (BufferError, TypeError, RuntimeError, ValueError):
+        return np.asarray(fallback(obj))
+
+
+@dataclass(frozen=True)
+class Framework:
+    """How one framework is recognised and converted."""
+
+    module: str
+    """Top-level module whose types are this framework's arrays."""
+    extra: str
+    """The polystore extra that installs it."""
+    type_modules: tuple[str, ...]
+    """Top-level module names of its array types (jax arrays live in ``jaxlib``)."""
+    to_numpy: Callable[[Any], np.ndarray]
+    from_numpy: Callable[[np.ndarray], Any]
+    copy: Callable[[Any], Any]
+    """An independent copy in the same framework (immutable arrays are returned as they are)."""
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    "numpy": Framework("numpy", "numpy", ("numpy",), np.asarray, lambda a: a, np.copy),
+    "torch": Framework(
+        "torch", "torch", ("torch",), _torch_to_numpy, _torch_from_numpy,
+        lambda t: t.detach().clone(),
+    ),
+    "jax": Framework(
+        "jax", "jax", ("jax", "jaxlib"), _numpy_from_dlpack, _jax_from_numpy, lambda a: a
+    ),
+    "tensorflow": Framework(
+        "tensorflow",
+        "tensorflow",
+        ("tensorflow", "tf_keras", "keras"),
+        lambda t: _numpy_from_dlpack(t, fallback=lambda x: x.numpy()),
+        _tensorflow_from_numpy,
+        lambda t: t,
+    ),
+    "cupy": Framework(
+        "cupy", "cupy", ("cupy", "cupyx"), _cupy_to_numpy, _cupy_from_numpy, lambda a: a.copy()
+    ),
+}
+
+_BY_TYPE_MODULE = {mod: name for name, fw in FRAMEWORKS.items() for mod in fw.type_modules}
+
+
+def framework_of(obj: Any) -> str | None:
+    """``"numpy"``, ``"torch"``, ``"jax"``, ``"tensorflow"``, ``"cupy"`` or ``None``.
+
+    Looks at the type's module only: never imports anything.
+    """
+    return _BY_TYPE_MODULE.get(type(obj).__module__.partition(".")[0])
+
+
+def is_array(obj: Any) -> bool:
+    """Whether ``obj`` is an array of one of the supported frameworks."""
+    return framework_of(obj) is not None and hasattr(obj, "shape")
+
+
+def to_numpy(obj: Any) -> np.ndarray:
+    """A NumPy view of ``obj`` where memory can be shared, else a NumPy copy."""
+    framework = framework_of(obj)
+    if framework is None:
+        raise UnsupportedDataError(
+            f"Expected an array (NumPy, PyTorch, JAX, TensorFlow or CuPy), got "
+            f"{type(obj).__module__}.{type(obj).__qualname__}."
+        )
+    return FRAMEWORKS[framework].to_numpy(obj)
+
+
+def convert(obj: Any, framework: str | None) -> Any:
+    """Return ``obj`` as an array of ``framework`` (``None`` leaves it as it is).
+
+    Non-array objects (dicts, strings, DataFrames) are returned unchanged.
+    """
+    if framework is None:
+        return obj
+    if framework not in FRAMEWORKS:
+        raise ValueError(
+            f"Unknown framework '{framework}'. Choose one of: {', '.join(FRAMEWORKS)}."
+        )
+    source = framework_of(obj)
+    if source is None or source == framework:
+        return obj
+    if framework == "cupy" and hasattr(obj, "__dlpack__") and source != "numpy":
+        cupy = _import("cupy")
+        try:
+            return cupy.from_dlpack(obj)  # device to device without the host round trip
+        except (BufferError, TypeError, RuntimeError, ValueError):
+            pass
+    return FRAMEWORKS[framework].from_numpy(to_numpy(obj))
+
+
+def copy_array(obj: Any) -> Any:
+    """An independent copy: arrays in their own framework, other objects deep-copied."""
+    framework = framework_of(obj)
+    if framework is not None:
+        return FRAMEWORKS[framework].copy(obj)
+    import copy
+
+    return copy.deepcopy(obj)

@@ -1,0 +1,200 @@
+"""Atomic file writes and a cross-platform lock for read-modify-write.
+
+A write goes to a temporary file in the target's own folder (same filesystem, so the final
+``os.replace`` is an atomic rename), is flushed and fsync'ed, and only then renamed over the
+target. A reader therefore sees the old complete file or the new complete file, never a torn
+one, whatever happens to the writer. Temporary files are hidden (dot-prefixed), carry the
+writer's pid, and are left out of every listing; :func:`sweep_stale_temp_files` removes the
+ones whose writer died.
+
+Renames alone make concurrent *writes* safe (last writer wins). Read-modify-write needs a
+lock: :func:`file_lock` (filelock, a separate lock file that is never unlinked, so a process
+waiting on it can never end up holding a lock on a deleted inode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from polystore.lazy import optional_import
+
+TEMP_SUFFIX = ".polystore-tmp"
+LOCK_SUFFIX = ".polystore-lock"
+_WRITE_MODES = {"w", "wt", "wb", "w+", "wb+", "w+b"}
+
+
+def is_internal_name(name: str) -> bool:
+    """Whether a file name is one of ours (temp or lock file) that listings must hide."""
+    return name.startswith(".") and (name.endswith(TEMP_SUFFIX) or name.endswith(LOCK_SUFFIX))
+
+
+def temp_path_for(target: Path) -> Path:
+    """A fresh hidden temporary path beside ``target``, named after this process."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def lock_path_for(target: Path) -> Path:
+    return target.with_name(f".{target.name}{LOCK_SUFFIX}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename inside ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open directories; its rename is durable enough
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[None]:
+    """Hold an exclusive inter-process lock tied to ``path`` (lock file beside it).
+
+    ``timeout`` in seconds; -1 waits forever. Raises ``filelock.Timeout`` when it expires.
+    """
+    filelock = optional_import("filelock", extra="lock", purpose="Locking files")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(lock_path_for(target)), timeout=timeout):
+        yield
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str],
+    mode: str = "w",
+    *,
+    encoding: str | None = None,
+    newline: str | None = None,
+    durable: bool = True,
+    lock: bool = False,
+) -> Iterator[IO[Any]]:
+    """Open a file for writing that appears at ``path`` whole, or not at all.
+
+    ``durable`` fsyncs the data and the rename (so it survives a power cut, not only a
+    crash). ``lock`` also holds :func:`file_lock` on ``path`` while writing.
+    If the ``with`` body raises, the temporary file is removed and ``path`` is untouched.
+    """
+    if mode not in _WRITE_MODES:
+        raise ValueError(
+            f"atomic_write mode must be one of {sorted(_WRITE_MODES)}, not {mode!r}: "
+            "appending cannot be atomic; read the file, change it, and write it whole."
+        )
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    guard = file_lock(target) if lock else contextlib.nullcontext()
+    with guard:
+        temp = temp_path_for(target)
+        try:
+            # 'x' creates exclusively; the handle keeps its name (tifffile and others use it)
+            with open(temp, mode.replace("w", "x"), encoding=encoding, newline=newline) as handle:
+                yield handle
+                handle.flush()
+                if durable:
+                    os.fsync(handle.fileno())
+            commit_temp(temp, target, durable=durable, synced=True)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+
+def commit_temp(temp: Path, target: Path, *, durable: bool, synced: bool = False) -> None:
+    """Rename a finished temporary file over ``target`` (fsync'ing it first unless ``synced``)."""
+    if durable and not synced:
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(temp, target)
+    if durable:
+        _fsync_directory(target.parent)
+
+
+def json_default(obj: Any) -> Any:
+    """Let arrays and NumPy scalars go into JSON as lists and numbers."""
+    from polystore.arrays import is_array, to_numpy
+
+    if is_array(obj):
+        return to_numpy(obj).tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(
+        f"Object of type {type(obj).__name__} cannot be written as JSON; convert it to "
+        "dicts, lists, strings and numbers first, or save it in another format (.npy, .pt)."
+    )
+
+
+def atomic_write_json(
+    data: Any,
+    path: str | os.PathLike[str],
+    *,
+    indent: int | None = 2,
+    lock: bool = False,
+    durable: bool = True,
+    **json_kwargs: Any,
+) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (arrays become nested lists)."""
+    text = json.dumps(data, indent=indent, default=json_default, **json_kwargs)
+    with atomic_write(path, "w", encoding="utf-8", lock=lock, durable=durable) as handle:
+        handle.write(text)
+
+
+def atomic_update_json(
+    path: str | os.PathLike[str],
+    update: Callable[[Any], Any],
+    *,
+    default: Any = None,
+    timeout: float = -1,
+) -> Any:
+    """Read-modify-write a JSON file under a lock; return what was written.
+
+    ``update`` receives the current content (``default`` when the file does not exist yet)
+    and returns the new content. Safe against other processes doing the same.
+    """
+    target = Path(path)
+    with file_lock(target, timeout=timeout):
+        try:
+            current = json.loads(target.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            current = default
+        new = update(current)
+        atomic_write_json(new, target)
+    return new
+
+
+def sweep_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files in ``directory`` whose writing process no longer runs.
+
+    Returns the removed paths. Files of live processes (writes in progress) are kept.
+    """
+    removed: list[Path] = []
+    for entry in os.scandir(directory):
+        if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
+            continue
+        pid_text = entry.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)[-2]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

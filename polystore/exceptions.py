@@ -1,0 +1,125 @@
+"""Errors raised by polystore.
+
+Every error inherits :class:`PolystoreError` *and* the builtin that matches its meaning
+(the pattern zarr-python uses), so ``except FileNotFoundError`` keeps working for code
+that knows nothing about polystore, and ``except PolystoreError`` catches all of ours.
+Each message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class PolystoreError(Exception):
+    """Root of every error polystore raises on purpose."""
+
+
+class StorageFileNotFoundError(PolystoreError, FileNotFoundError):
+    """A path that was expected to exist does not."""
+
+    def __init__(self, path: str, backend: str | None = None) -> None:
+        where = f" in backend '{backend}'" if backend else ""
+        super().__init__(f"No such file or directory{where}: '{path}'")
+        self.filename = path
+
+
+class NotADirectoryStorageError(PolystoreError, NotADirectoryError):
+    """A directory operation was given a file."""
+
+
+class IsADirectoryStorageError(PolystoreError, IsADirectoryError):
+    """A file operation was given a directory."""
+
+
+class DirectoryNotEmptyError(PolystoreError, OSError):
+    """``delete`` was asked to remove a directory that still has entries."""
+
+
+class BackendNotFoundError(PolystoreError, KeyError):
+    """A backend name that no registry entry, registered class or entry point provides."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known_list = ", ".join(sorted(known)) or "(none)"
+        super().__init__(
+            f"Unknown backend '{name}'. Known backends: {known_list}. "
+            "Register one with registry.register(name, instance), define a StorageBackend "
+            "subclass with _backend_type = '<name>', or install an addon that provides it "
+            "through the 'polystore.backends' entry-point group."
+        )
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class BackendRegistrationError(PolystoreError, TypeError):
+    """Two different classes (or a class and an instance) claim the same backend name."""
+
+
+class IncompleteBackendError(PolystoreError, NotImplementedError):
+    """A backend class left out a method of the storage contract and that method was used."""
+
+
+class ReadOnlyBackendError(PolystoreError, PermissionError):
+    """A write was attempted on a read-only backend."""
+
+
+class PathEscapeError(PolystoreError, PermissionError):
+    """A path resolves outside the root a backend is confined to."""
+
+
+class UnsupportedFormatError(PolystoreError, ValueError):
+    """No registered format handles a path's extension."""
+
+
+class UnsupportedDataError(PolystoreError, TypeError):
+    """The data given cannot be stored in the requested format."""
+
+
+class MissingDependencyError(PolystoreError, ImportError):
+    """An optional dependency is needed for this operation and is not installed."""
+
+    def __init__(self, module: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the optional package '{module}', which is not installed. "
+            f"Install it with: pip install 'polystore[{extra}]'",
+            name=module,
+        )
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    """One failed item of a batch operation."""
+
+    index: int
+    path: str
+    error: BaseException
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.path}: {type(self.error).__name__}: {self.error}"
+
+
+class BatchError(PolystoreError):
+    """Some items of a batch failed; the others completed.
+
+    ``failures`` lists each failed item (index, path, exception). For ``load_batch`` the
+    ``results`` list holds every item that did load, with ``None`` at the failed indices.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        failures: Sequence[BatchFailure],
+        total: int,
+        results: list[object] | None = None,
+    ) -> None:
+        shown = "\n  ".join(str(f) for f in failures[:20])
+        more = f"\n  ... and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(
+            f"{operation}: {len(failures)} of {total} items failed:\n  {shown}{more}"
+        )
+        self.failures = list(failures)
+        self.results = results

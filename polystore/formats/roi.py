@@ -1,0 +1,91 @@
+"""ImageJ ROI sets (``.roi.zip``) and single ROIs (``.roi``) through roifile.
+
+Fiji's RoiManager saves and opens these; the zip is written here with the standard library
+so it goes into the atomic write's handle (roifile's own writer takes only a file name).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from polystore.exceptions import UnsupportedDataError
+from polystore.lazy import optional_import
+from polystore.formats import Format
+
+
+def _roifile() -> Any:
+    return optional_import("roifile", extra="roi", purpose="Reading and writing ImageJ ROIs")
+
+
+def _as_roi_list(data: Any) -> list[Any]:
+    roi_type = _roifile().ImagejRoi
+    rois = [data] if isinstance(data, roi_type) else list(data) if isinstance(data, Iterable) else []
+    if not rois or not all(isinstance(r, roi_type) for r in rois):
+        raise UnsupportedDataError(
+            "ROI files hold roifile.ImagejRoi objects (one, or a list of them); got "
+            f"{type(data).__name__}. Build them with roifile.ImagejRoi.frompoints(...)."
+        )
+    return rois
+
+
+def _unique_entry_names(rois: list[Any]) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    for index, roi in enumerate(rois, start=1):
+        base = (getattr(roi, "name", "") or f"{index:04d}").removesuffix(".roi")
+        name, n = base, 1
+        while name in seen:
+            n += 1
+            name = f"{base}-{n}"
+        seen.add(name)
+        names.append(f"{name}.roi")
+    return names
+
+
+def _save_roi_zip(data: Any, handle: IO[bytes]) -> None:
+    if isinstance(data, (bytes, bytearray, memoryview)):  # an encoded .roi.zip payload
+        payload = bytes(data)
+        if not zipfile.is_zipfile(io.BytesIO(payload)):
+            raise UnsupportedDataError("The bytes given for a .roi.zip are not a zip archive.")
+        handle.write(payload)
+        return
+    rois = _as_roi_list(data)
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, roi in zip(_unique_entry_names(rois), rois, strict=True):
+            archive.writestr(name, roi.tobytes())
+
+
+def _load_roi_zip(path: Path) -> list[Any]:
+    rois = _roifile().roiread(path)
+    return rois if isinstance(rois, list) else [rois]
+
+
+def _save_roi(data: Any, handle: IO[bytes]) -> None:
+    rois = _as_roi_list(data)
+    if len(rois) != 1:
+        raise UnsupportedDataError(
+            f"A .roi file holds one ROI; got {len(rois)}. Save several as .roi.zip."
+        )
+    handle.write(rois[0].tobytes())
+
+
+def _load_roi(path: Path) -> Any:
+    return _roifile().ImagejRoi.fromfile(path)
+
+
+FORMATS = [
+    Format(
+        "imagej-roi-set", (".roi.zip",), _save_roi_zip, _load_roi_zip,
+        description="ImageJ ROI set (RoiManager's zip)",
+        accepts="a list of roifile.ImagejRoi, or the zip's bytes",
+    ),
+    Format(
+        "imagej-roi", (".roi",), _save_roi, _load_roi,
+        description="one ImageJ ROI",
+        accepts="one roifile.ImagejRoi",
+    ),
+]
