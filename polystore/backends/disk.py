@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat as stat_module
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,9 @@ class DiskBackend(StorageBackend):
     def stat(self, path: PathLike) -> FileStat:
         # docstring inherited
         info = self._existing(path).stat()
-        kind = "directory" if self.is_dir(path) else "file"
-        return FileStat(str(path), kind, info.st_size if kind == "file" else None, info.st_mtime)
+        if stat_module.S_ISDIR(info.st_mode):
+            return FileStat(str(path), "directory", None, info.st_mtime)
+        return FileStat(str(path), "file", info.st_size, info.st_mtime)
 
     # -- write ---------------------------------------------------------------------------
     def save(self, data: Any, file_path: PathLike, *, format: str | None = None, **options: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def _save_npy(data: Any, handle: IO[bytes]) -> None:
     np.save(handle, as_plain_array(data, ".npy"), allow_pickle=False)
 
 
-def _load_npy(path: Path, *, mmap_mode: str | None = None) -> np.ndarray:
+def _load_npy(path: Path, *, mmap_mode: Literal["r", "r+", "c"] | None = None) -> np.ndarray:
     return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)  # type: ignore[no-any-return]
 
 
@@ -36,12 +36,15 @@ def _save_npz(data: Any, handle: IO[bytes], *, compress: bool = False) -> None:
         arrays = {str(k): as_plain_array(v, ".npz") for k, v in data.items()}
     else:
         arrays = {"arr_0": as_plain_array(data, ".npz")}
-    (np.savez_compressed if compress else np.savez)(handle, **arrays)
+    if compress:
+        np.savez_compressed(handle, allow_pickle=False, **arrays)
+    else:
+        np.savez(handle, allow_pickle=False, **arrays)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | np.ndarray:
     with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
+        arrays: dict[str, np.ndarray] = {name: archive[name] for name in archive.files}
     if list(arrays) == ["arr_0"]:  # saved from a single array: give the array back
         return arrays["arr_0"]
     return arrays

@@ -69,7 +69,9 @@ def _save_tiff(
     _tifffile().imwrite(handle, array, imagej=imagej, ome=ome, metadata=meta, **tifffile_options)
 
 
-def _load_tiff(path: Path, *, key: int | slice | None = None, series: int = 0, level: int | None = None) -> np.ndarray:
+def _load_tiff(
+    path: Path, *, key: int | slice | None = None, series: int = 0, level: int | None = None
+) -> np.ndarray:
     return _tifffile().imread(path, key=key, series=series, level=level)  # type: ignore[no-any-return]
 
 
