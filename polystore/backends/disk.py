@@ -19,6 +19,7 @@ from polystore.exceptions import (
     NotADirectoryStorageError,
     PathEscapeError,
     StorageFileNotFoundError,
+    UnsupportedFormatError,
 )
 from polystore.formats import format_for
 from polystore.paths import join_given, matches, normalize_extensions
@@ -71,7 +72,16 @@ class DiskBackend(StorageBackend):
     ) -> Any:
         # docstring inherited
         target = self.resolve(file_path)
-        fmt = format_for(target, format)
+        try:
+            fmt = format_for(target, format)
+        except UnsupportedFormatError:
+            if target.is_dir():  # a folder or a missing path has no format: say what is wrong
+                raise IsADirectoryStorageError(
+                    f"'{file_path}' is a directory; load a file inside it (see list_files)."
+                ) from None
+            if not target.exists():
+                raise StorageFileNotFoundError(str(file_path), "disk") from None
+            raise
         try:
             data = fmt.load(target, **options)
         except FileNotFoundError as error:
@@ -144,13 +154,20 @@ class DiskBackend(StorageBackend):
         axes='TZCYX'`` for TIFF or ``compress=True`` for ``.npz``.
         """
         target = self.resolve(file_path)
-        fmt = format_for(target, format)
         if target.is_dir():
             raise IsADirectoryStorageError(
                 f"Cannot save to '{file_path}': it is a directory. Choose a file name inside it."
             )
-        with atomic_write(target, "wb", durable=self.durable) as handle:
-            fmt.save(data, handle, **options)
+        fmt = format_for(target, format)
+        try:
+            with atomic_write(target, "wb", durable=self.durable) as handle:
+                fmt.save(data, handle, **options)
+        except (FileExistsError, NotADirectoryError) as error:
+            if target.parent.is_dir():
+                raise
+            raise NotADirectoryStorageError(
+                f"Cannot save to '{file_path}': a file is in the way ({error.filename})."
+            ) from error
 
     def ensure_directory(self, directory: PathLike) -> str:
         # docstring inherited
