@@ -8,8 +8,10 @@ Each message says what was wrong and what to do about it.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class PolystoreError(Exception):
@@ -21,8 +23,15 @@ class StorageFileNotFoundError(PolystoreError, FileNotFoundError):
 
     def __init__(self, path: str, backend: str | None = None) -> None:
         where = f" in backend '{backend}'" if backend else ""
-        super().__init__(f"No such file or directory{where}: '{path}'")
-        self.filename = path
+        # (errno, strerror, filename): str() is "[Errno 2] No such file or directory in
+        # backend 'disk': 'a.npy'", and errno/filename are set as on the builtin's.
+        super().__init__(errno.ENOENT, f"No such file or directory{where}", path)
+        self.backend = backend
+
+    def __reduce__(self) -> tuple[type[StorageFileNotFoundError], tuple[str, str | None]]:
+        # OSError would pickle (errno, strerror, filename), which this __init__ does not take;
+        # errors cross process boundaries (process pools, Manager-backed memory stores).
+        return (type(self), (self.filename, self.backend))
 
 
 class NotADirectoryStorageError(PolystoreError, NotADirectoryError):
@@ -49,6 +58,10 @@ class BackendNotFoundError(PolystoreError, KeyError):
             "through the 'polystore.backends' entry-point group."
         )
         self.name = name
+        self._known = sorted(known)
+
+    def __reduce__(self) -> tuple[type[BackendNotFoundError], tuple[str, list[str]]]:
+        return (type(self), (self.name, self._known))  # errors cross process boundaries
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0])
@@ -88,6 +101,10 @@ class MissingDependencyError(PolystoreError, ImportError):
             name=module,
         )
         self.extra = extra
+        self._args = (module, extra, purpose)
+
+    def __reduce__(self) -> tuple[type[MissingDependencyError], tuple[str, str, str]]:
+        return (type(self), self._args)
 
 
 @dataclass(frozen=True)
@@ -123,3 +140,7 @@ class BatchError(PolystoreError):
         )
         self.failures = list(failures)
         self.results = results
+        self._args = (operation, self.failures, total, results)
+
+    def __reduce__(self) -> tuple[type[BatchError], tuple[Any, ...]]:
+        return (type(self), self._args)

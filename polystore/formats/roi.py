@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from polystore.exceptions import UnsupportedDataError
-from polystore.lazy import optional_import
 from polystore.formats import Format
+from polystore.lazy import optional_import
 
 
 def _roifile() -> Any:
