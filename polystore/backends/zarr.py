@@ -1,0 +1,741 @@
+"""Zarr and OME-Zarr, on local disk or object storage (``s3://...``), through zarr-python 3.
+
+Paths name a store and a node inside it: ``plate.zarr/B/03/0`` is node ``B/03/0`` of store
+``plate.zarr``; a path with no ``.zarr`` component lives in ``<root>/<store_name>``. Groups
+are directories; arrays are files, and so is an OME-Zarr multiscale image (a group holding
+one array per resolution level): ``load`` gives its full resolution.
+
+Screening plates follow OME-NGFF's HCS layout. Saving to ``plate.zarr/B/03/0`` writes a
+field image and updates the well's and the plate's metadata; saving ``plate.zarr/A01_s1_w2.tif``
+(a pipeline file name) puts that plane at channel 1 of field 0 of well A/01, growing the
+field image as channels arrive. Metadata updates are serialised by a file lock on local
+stores, so several processes can fill one plate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polystore.arrays import convert, framework_of, to_numpy
+from polystore.atomic import file_lock
+from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
+from polystore.base import FileStat, PathLike, StorageBackend
+from polystore.exceptions import (
+    DirectoryNotEmptyError,
+    IsADirectoryStorageError,
+    NotADirectoryStorageError,
+    StorageFileNotFoundError,
+    UnsupportedDataError,
+)
+from polystore.lazy import optional_import
+from polystore.ome import ngff
+from polystore.ome.plate import PlaneAddress, PlateLayout, parse_plate_path
+from polystore.paths import join_given, matches, normalize_extensions
+
+__all__ = ["ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig"]
+
+
+def _zarr() -> Any:
+    return optional_import("zarr", extra="zarr", purpose="The zarr backend")
+
+
+@dataclass(frozen=True)
+class _Location:
+    store: str
+    """Local path or URL of the store."""
+    node: str
+    """Path of the node inside the store ('' for its root)."""
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.store
+
+    @property
+    def name(self) -> str:
+        return self.node.rsplit("/", 1)[-1]
+
+    def child(self, name: str) -> _Location:
+        return _Location(self.store, f"{self.node}/{name}" if self.node else name)
+
+
+def _is_lazy(data: Any) -> bool:
+    return type(data).__module__.partition(".")[0] == "dask"
+
+
+class ZarrBackend(StorageBackend):
+    """Chunked, compressed arrays and OME-Zarr images and plates; local or on object storage.
+
+    ``root``: folder or URL the paths are taken from (``None``: as given). ``config`` or
+    keyword overrides (``ZarrBackend(compressor="gzip", pyramid_levels=3)``) set layout and
+    compression. ``storage_options`` go to fsspec for URLs (endpoint, credentials; by
+    default the standard ``AWS_*`` environment variables are used).
+    """
+
+    _backend_type = "zarr"
+    parallel_io = True
+
+    def __init__(
+        self,
+        root: PathLike | None = None,
+        *,
+        config: ZarrConfig | None = None,
+        storage_options: dict[str, Any] | None = None,
+        **config_overrides: Any,
+    ) -> None:
+        self.root = os.fspath(root) if root is not None else None
+        self.config = (config or ZarrConfig()).replace(**config_overrides)
+        self.storage_options = dict(storage_options or {})
+        self._stores: dict[tuple[str, bool], Any] = {}
+        self._lock = threading.RLock()
+
+    # -- locating ------------------------------------------------------------------------
+    def locate(self, path: PathLike) -> _Location:
+        """Split ``path`` into its store and the node inside it."""
+        text = os.fspath(path).replace("\\", "/")
+        if self.root is not None and "://" not in text and not os.path.isabs(text):
+            text = f"{self.root.rstrip('/')}/{text}" if text not in ("", ".") else self.root
+        scheme, sep, rest = text.partition("://")
+        if not sep:
+            scheme, rest = "", text
+        parts = [p for p in rest.split("/") if p not in ("", ".")]
+        leading = "/" if rest.startswith("/") else ""
+        prefix = f"{scheme}://" if sep else leading
+        for index, part in enumerate(parts):
+            if part.lower().endswith(".zarr"):
+                node_parts = parts[index + 1 :]
+                if ".." in node_parts:
+                    raise ValueError(f"'{path}': '..' cannot climb out of a zarr store.")
+                return _Location(prefix + "/".join(parts[: index + 1]), "/".join(node_parts))
+        base = self.root if self.root is not None else "."
+        store = f"{base.rstrip('/')}/{self.config.store_name}"
+        node = os.fspath(path).replace("\\", "/").strip("/")
+        return _Location(store, "" if node == "." else node)
+
+    def _open_store(self, store: str, *, writable: bool) -> Any:
+        key = (store, writable)
+        with self._lock:
+            cached = self._stores.get(key)
+            if cached is not None:
+                return cached
+            storage = _zarr().storage
+            if "://" in store:
+                opened = storage.FsspecStore.from_url(
+                    store, storage_options=self._fsspec_options(store), read_only=not writable
+                )
+            else:
+                opened = storage.LocalStore(store, read_only=not writable)
+            self._stores[key] = opened
+            return opened
+
+    def _fsspec_options(self, url: str) -> dict[str, Any]:
+        options = dict(self.storage_options)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if url.startswith("s3://") and endpoint and "endpoint_url" not in options:
+            options["endpoint_url"] = endpoint  # older s3fs do not read this variable
+        options.setdefault("asynchronous", True)
+        return options
+
+    def _store_exists(self, store: str) -> bool:
+        if "://" in store:
+            return bool(self._filesystem(store).exists(store))
+        return os.path.isdir(store)
+
+    def _filesystem(self, url: str) -> Any:
+        fsspec = optional_import("fsspec", extra="s3", purpose="Zarr stores on object storage")
+        options = {k: v for k, v in self._fsspec_options(url).items() if k != "asynchronous"}
+        return fsspec.filesystem(url.split("://", 1)[0], **options)
+
+    def _open_node(self, location: _Location) -> Any:
+        """The zarr Array or Group at ``location``, or StorageFileNotFoundError."""
+        if not self._store_exists(location.store):
+            raise StorageFileNotFoundError(self._display(location), "zarr")
+        store = self._open_store(location.store, writable=False)
+        try:
+            return _zarr().open(store=store, path=location.node, mode="r")
+        except (FileNotFoundError, KeyError) as error:
+            raise StorageFileNotFoundError(self._display(location), "zarr") from error
+
+    @staticmethod
+    def _display(location: _Location) -> str:
+        return f"{location.store}/{location.node}" if location.node else location.store
+
+    def _is_array(self, node: Any) -> bool:
+        return hasattr(node, "shape") and hasattr(node, "chunks")
+
+    def _is_image(self, node: Any) -> bool:
+        return not self._is_array(node) and ngff.is_multiscale_image(dict(node.attrs))
+
+    # -- reading -------------------------------------------------------------------------
+    def _resolve_array(self, location: _Location, level: int) -> tuple[Any, tuple[int, ...]]:
+        """The zarr array behind ``location`` and, for a plate plane name, its index."""
+        try:
+            node = self._open_node(location)
+        except FileNotFoundError:
+            address = self._plane_address(location)
+            if address is None or not address.plane_axes:
+                raise
+            field = self._open_node(_Location(location.store, address.field_path))
+            return self._level_array(field, level, location), address.plane_index
+        return self._level_array(node, level, location), ()
+
+    def _level_array(self, node: Any, level: int, location: _Location) -> Any:
+        if self._is_array(node):
+            return node
+        if self._is_image(node):
+            paths = ngff.multiscale_paths(dict(node.attrs))
+            if not 0 <= level < len(paths):
+                raise ValueError(f"'{self._display(location)}' has {len(paths)} levels; asked for {level}.")
+            return node[paths[level]]
+        raise IsADirectoryStorageError(
+            f"'{self._display(location)}' is a group (a directory); load an array or image inside it."
+        )
+
+    def load(
+        self,
+        file_path: PathLike,
+        *,
+        level: int = 0,
+        lazy: bool = False,
+        selection: Any = None,
+        framework: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The array at ``file_path`` (an OME-Zarr image's full resolution, or ``level``).
+
+        ``lazy=True`` returns a dask array (reading nothing yet); ``selection`` (e.g.
+        ``np.s_[0, 5]``) reads only the chunks it touches.
+        """
+        location = self.locate(file_path)
+        array, plane = self._resolve_array(location, level)
+        if lazy:
+            dask_array = optional_import("dask.array", extra="zarr", purpose="lazy=True")
+            result = dask_array.from_zarr(array)
+            if plane:
+                result = result[plane]
+            return result[selection] if selection is not None else result
+        index = plane + (tuple(selection) if isinstance(selection, tuple) else (selection,)) \
+            if selection is not None else plane
+        data = array[index] if index else array[...]
+        return convert(np.asarray(data), framework)
+
+    def _members(self, group: Any, recursive: bool) -> Iterator[tuple[str, Any]]:
+        """(relative path, node) of files below ``group``: arrays and whole OME images."""
+        for name, member in sorted(group.members(), key=lambda item: item[0]):
+            if self._is_array(member) or self._is_image(member):
+                yield name, member
+            elif recursive:
+                for sub_name, sub in self._members(member, recursive):
+                    yield f"{name}/{sub_name}", sub
+
+    def _open_group(self, location: _Location, path: PathLike) -> Any:
+        node = self._open_node(location)
+        if self._is_array(node) or self._is_image(node):
+            raise NotADirectoryStorageError(f"'{path}' is an array, not a group (directory).")
+        return node
+
+    def list_files(
+        self,
+        directory: PathLike,
+        pattern: str | None = None,
+        extensions: Iterable[str] | None = None,
+        recursive: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        # docstring inherited
+        group = self._open_group(self.locate(directory), directory)
+        wanted = normalize_extensions(extensions)
+        return sorted(
+            join_given(directory, relative)
+            for relative, _node in self._members(group, recursive)
+            if matches(relative.rsplit("/", 1)[-1], pattern, wanted)
+        )
+
+    def list_dir(self, path: PathLike) -> list[str]:
+        # docstring inherited
+        group = self._open_group(self.locate(path), path)
+        return sorted(group.keys())
+
+    def exists(self, path: PathLike) -> bool:
+        try:
+            self._resolve_array(self.locate(path), 0)
+        except IsADirectoryError:
+            return True
+        except FileNotFoundError:
+            return False
+        return True
+
+    def is_file(self, path: PathLike) -> bool:
+        try:
+            self._resolve_array(self.locate(path), 0)
+        except (FileNotFoundError, IsADirectoryError):
+            return False
+        return True
+
+    def is_dir(self, path: PathLike) -> bool:
+        try:
+            node = self._open_node(self.locate(path))
+        except FileNotFoundError:
+            return False
+        return not (self._is_array(node) or self._is_image(node))
+
+    def stat(self, path: PathLike) -> FileStat:
+        # docstring inherited
+        location = self.locate(path)
+        try:
+            array, plane = self._resolve_array(location, 0)
+        except IsADirectoryError:
+            return FileStat(str(path), "directory")
+        size = int(array.nbytes_stored()) if not plane else None
+        return FileStat(str(path), "file", size)
+
+    # -- writing -------------------------------------------------------------------------
+    def _plane_address(self, location: _Location) -> PlaneAddress | None:
+        if not self.config.write_plate_metadata or not location.node:
+            return None
+        return parse_plate_path(location.node, self.config.name_pattern)
+
+    def _lock_for(self, store: str) -> contextlib.AbstractContextManager[None]:
+        """Serialise metadata read-modify-write: a file lock beside a local store."""
+        if "://" in store:
+            return self._lock  # type: ignore[return-value]  # one process: object stores have no locks
+        return file_lock(store)
+
+    def _check_parent(self, location: _Location, path: PathLike) -> None:
+        parent = location.node.rsplit("/", 1)[0] if "/" in location.node else ""
+        if not parent or not self._store_exists(location.store):
+            return
+        try:
+            node = self._open_node(_Location(location.store, parent))
+        except FileNotFoundError:
+            return
+        if self._is_array(node) or self._is_image(node):
+            raise NotADirectoryStorageError(f"Cannot save '{path}': '{parent}' is an array, not a group.")
+
+    def save(
+        self,
+        data: Any,
+        file_path: PathLike,
+        *,
+        axes: str | None = None,
+        chunks: tuple[int, ...] | None = None,
+        levels: int | None = None,
+        channel_names: Sequence[str] | None = None,
+        colors: Sequence[str] | None = None,
+        scale: Sequence[float] | None = None,
+        units: dict[str, str] | None = None,
+        labels: bool = False,
+        **config_overrides: Any,
+    ) -> None:
+        """Write an array (of any framework, or a dask array, written chunk by chunk).
+
+        With OME-Zarr metadata on (the default), 2-D to 5-D arrays become multiscale images
+        (``axes`` default to yx, zyx, czyx, tczyx; ``levels`` resolution levels;
+        ``channel_names``/``colors`` for the viewer; ``scale`` per axis; ``labels=True``
+        downsamples by picking, not averaging). Other keywords override the config for
+        this call (``compressor="gzip"``, ``shards=(...)``).
+        """
+        config = self.config.replace(**config_overrides) if config_overrides else self.config
+        if chunks is not None:
+            config = config.replace(chunks=tuple(chunks))
+        location = self.locate(file_path)
+        array = data if _is_lazy(data) else self._as_array(data)
+        address = self._plane_address(location)
+        image = _ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
+        self._check_parent(location, file_path)
+        if address is not None and address.plane_axes:
+            self._write_plane(location, address, array, config, image)
+        else:
+            self._write_node(location, array, config, image, file_path)
+            if address is not None:
+                self._record_fields(location.store, [address], config)
+
+    @staticmethod
+    def _as_array(data: Any) -> np.ndarray:
+        if framework_of(data) is not None:
+            return to_numpy(data)
+        array = np.asarray(data)
+        if array.dtype.hasobject:
+            raise UnsupportedDataError(
+                f"Zarr stores numeric arrays; got {type(data).__name__} (dtype=object). "
+                "Save dicts or text with the disk backend (.json, .txt)."
+            )
+        return array
+
+    def _write_node(
+        self, location: _Location, array: Any, config: ZarrConfig, image: _ImageSpec, path: PathLike
+    ) -> None:
+        zarr = _zarr()
+        store = self._open_store(location.store, writable=True)
+        if not config.overwrite and self.exists(path):
+            raise FileExistsError(f"'{path}' exists and this backend is set to overwrite=False.")
+        with contextlib.suppress(FileNotFoundError):
+            if self.is_dir(path) and location.node:
+                raise IsADirectoryStorageError(
+                    f"Cannot save to '{path}': it is a group (directory). Choose a name inside it."
+                )
+        given_axes = image.axes
+        if given_axes is None and image.channel_names and array.ndim in (3, 4):
+            given_axes = "c" + "zyx"[4 - array.ndim :]  # naming channels says the first axis is c
+        axes = ngff.infer_axes(array.ndim, given_axes) if config.ome_zarr_metadata else None
+        if axes is None:
+            target = zarr.create_array(
+                store, name=location.node or None, **self._array_kwargs(array, config), overwrite=True
+            )
+            _write_into(target, array)
+            return
+        levels = image.levels if image.levels is not None else config.pyramid_levels
+        group = zarr.open_group(store, path=location.node, mode="a", zarr_format=config.zarr_format)
+        for existing in list(group.keys()):
+            del group[existing]
+        level_arrays = []
+        source: Any = array
+        for level in range(max(1, levels)):
+            if level:
+                source = _downsample(source, axes, image.labels)
+            options = self._array_kwargs(source, config)
+            options.pop("zarr_format")  # a group's arrays take the group's format
+            target = group.create_array(str(level), **options, overwrite=True)
+            _write_into(target, source)
+            level_arrays.append(target)
+            source = target  # next level reads back the chunks just written, not the input
+        base = list(image.scale) if image.scale is not None else [1.0] * len(axes)
+        scales = [
+            [s * (2**level if a in "yx" else 1) for a, s in zip(axes, base, strict=True)]
+            for level in range(len(level_arrays))
+        ]
+        channels = None
+        if "c" in axes and not image.labels:
+            channels = ngff.channel_infos(
+                array.shape[axes.index("c")], np.dtype(array.dtype), image.channel_names, image.colors
+            )
+        attrs = ngff.image_attributes(
+            axes, scales, version=config.ngff_version, units=image.units,
+            name=location.name or None, channels=channels, dtype=np.dtype(array.dtype),
+        )
+        group.attrs.put(attrs)
+
+    def _array_kwargs(self, array: Any, config: ZarrConfig) -> dict[str, Any]:
+        dtype = np.dtype(array.dtype)
+        shape = tuple(int(s) for s in array.shape)
+        kwargs: dict[str, Any] = {
+            "shape": shape,
+            "dtype": dtype,
+            "chunks": config.chunk_shape(shape),
+            "compressors": config.compressors(dtype),
+            "zarr_format": config.zarr_format,
+        }
+        if config.shards is not None:
+            if config.zarr_format != 3:
+                raise ValueError("Sharding needs Zarr v3 (zarr_format=3).")
+            kwargs["shards"] = config.shards
+        if config.zarr_format == 2:  # nested chunk keys ("0/0"), as OME-NGFF 0.4 requires
+            kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+        return kwargs
+
+    def _write_plane(
+        self, location: _Location, address: PlaneAddress, plane: Any, config: ZarrConfig, image: _ImageSpec
+    ) -> None:
+        """Put one plane into its field image, creating or growing the image as needed."""
+        plane = np.asarray(plane) if not _is_lazy(plane) else plane.compute()
+        if plane.ndim != 2:
+            raise UnsupportedDataError(
+                f"'{location.node}' names one plane of a plate (a 2-D image); got {plane.ndim}-D "
+                f"data. Save whole field images to '{address.field_path}' instead."
+            )
+        with self._lock_for(location.store):
+            self._grow_and_write(location.store, address, plane, config, image)
+            self._record_fields(location.store, [address], config, locked=True)
+
+    def _grow_and_write(
+        self, store_path: str, address: PlaneAddress, plane: np.ndarray, config: ZarrConfig, image: _ImageSpec
+    ) -> None:
+        zarr = _zarr()
+        store = self._open_store(store_path, writable=True)
+        axes = address.plane_axes + "yx"
+        needed = tuple(i + 1 for i in address.plane_index) + plane.shape
+        field_location = _Location(store_path, address.field_path)
+        try:
+            group = zarr.open_group(store, path=address.field_path, mode="r+")
+            existing_axes = ngff.multiscale_axes(dict(group.attrs))
+        except FileNotFoundError:
+            group, existing_axes = None, ""
+        if group is None or existing_axes != axes:
+            empty = np.zeros(needed, dtype=plane.dtype)
+            self._write_node(field_location, empty, config.replace(overwrite=True), image, address.field_path)
+            group = zarr.open_group(store, path=address.field_path, mode="r+")
+        paths = ngff.multiscale_paths(dict(group.attrs))
+        level_arrays = [group[p] for p in paths]
+        current = level_arrays[0].shape
+        grown = tuple(max(a, b) for a, b in zip(current, needed, strict=True))
+        if grown != current:
+            for level, level_array in enumerate(level_arrays):
+                level_array.resize(grown[:-2] + _level_shape(grown[-2:], level))
+            self._update_channels(group, grown, axes, config, plane.dtype)
+        source = plane
+        for level, level_array in enumerate(level_arrays):
+            if level:
+                source = np.asarray(_downsample(source, "yx", image.labels))
+            level_array[address.plane_index] = source
+
+    def _update_channels(
+        self, group: Any, shape: tuple[int, ...], axes: str, config: ZarrConfig, dtype: np.dtype[Any]
+    ) -> None:
+        attrs = dict(group.attrs)
+        paths = ngff.multiscale_paths(attrs)
+        section = ngff.ngff_section(attrs)
+        scales = [
+            d["coordinateTransformations"][0]["scale"] for d in section["multiscales"][0]["datasets"]
+        ]
+        channels = None
+        if "c" in axes:
+            count = shape[axes.index("c")]
+            channels = ngff.channel_infos(count, np.dtype(dtype), [f"w{i + 1}" for i in range(count)])
+        new = ngff.image_attributes(
+            axes, scales[: len(paths)], version=config.ngff_version, channels=channels,
+            dtype=np.dtype(dtype), name=section["multiscales"][0].get("name"),
+        )
+        group.attrs.update(new)
+
+    def _record_fields(
+        self, store_path: str, addresses: Sequence[PlaneAddress], config: ZarrConfig, *, locked: bool = False
+    ) -> None:
+        """Add fields to their wells' and the plate's metadata (read-modify-write, locked)."""
+        if not config.ome_zarr_metadata:
+            return
+        guard = contextlib.nullcontext() if locked else self._lock_for(store_path)
+        with guard:
+            zarr = _zarr()
+            store = self._open_store(store_path, writable=True)
+            plate_group = zarr.open_group(store, mode="a", zarr_format=config.zarr_format)
+            plate_attrs = ngff.ngff_section(dict(plate_group.attrs)).get("plate")
+            layout = PlateLayout.from_attributes(plate_attrs)
+            changed = False
+            fields_by_well: dict[str, set[str]] = {}
+            for address in addresses:
+                changed |= layout.add(address.row, address.column, address.field)
+                fields_by_well.setdefault(address.well_path, set()).add(str(address.field))
+            for well_path, fields in fields_by_well.items():
+                well = zarr.open_group(store, path=well_path, mode="a", zarr_format=config.zarr_format)
+                well_meta = ngff.ngff_section(dict(well.attrs)).get("well") or {}
+                known = [image["path"] for image in well_meta.get("images", [])]
+                if set(fields) - set(known):
+                    merged = sorted(set(known) | fields, key=int)
+                    well.attrs.update(ngff.well_attributes(merged, version=config.ngff_version))
+            if changed or not plate_attrs:
+                plate_group.attrs.update(
+                    ngff.plate_attributes(
+                        layout.rows, layout.columns, layout.wells,
+                        version=config.ngff_version, field_count=layout.field_count,
+                        name=Path(store_path.rstrip("/")).name.removesuffix(".zarr"),
+                    )
+                )
+
+    def save_batch(
+        self,
+        data_list: Sequence[Any],
+        file_paths: Sequence[PathLike],
+        *,
+        progress: bool = False,
+        max_workers: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Save many items; planes of one plate field are assembled and written together."""
+        items = list(zip(list(data_list), list(file_paths), strict=True))
+        fields: dict[tuple[str, str], list[tuple[PlaneAddress, Any]]] = {}
+        others: list[tuple[Any, PathLike]] = []
+        for data, path in items:
+            location = self.locate(path)
+            address = self._plane_address(location)
+            if address is not None and address.plane_axes and not self.exists_field(location, address):
+                fields.setdefault((location.store, address.field_path), []).append((address, data))
+            else:
+                others.append((data, path))
+        for (store_path, field_path), planes in fields.items():
+            stack = _assemble(planes)
+            first = planes[0][0]
+            field_address = PlaneAddress(first.row, first.column, first.field)
+            self._check_parent(_Location(store_path, field_path), field_path)
+            self._write_node(
+                _Location(store_path, field_path), stack, self.config,
+                _ImageSpec(first.plane_axes + "yx", kwargs.get("levels"), kwargs.get("channel_names"),
+                           kwargs.get("colors"), None, None, False),
+                field_path,
+            )
+            self._record_fields(store_path, [field_address], self.config)
+        if others:
+            super().save_batch(
+                [d for d, _ in others], [p for _, p in others],
+                progress=progress, max_workers=max_workers, **kwargs,
+            )
+
+    def exists_field(self, location: _Location, address: PlaneAddress) -> bool:
+        try:
+            self._open_node(_Location(location.store, address.field_path))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def ensure_directory(self, directory: PathLike) -> str:
+        # docstring inherited
+        location = self.locate(directory)
+        store = self._open_store(location.store, writable=True)
+        try:
+            node = self._open_node(location)
+        except FileNotFoundError:
+            _zarr().open_group(store, path=location.node, mode="a", zarr_format=self.config.zarr_format)
+            return os.fspath(directory)
+        if self._is_array(node) or self._is_image(node):
+            raise NotADirectoryStorageError(f"Cannot create group '{directory}': an array is in the way.")
+        return os.fspath(directory)
+
+    def delete(self, path: PathLike) -> None:
+        # docstring inherited
+        location = self.locate(path)
+        node = self._open_node(location)
+        if not (self._is_array(node) or self._is_image(node)) and list(node.keys()):
+            raise DirectoryNotEmptyError(
+                f"Group '{path}' is not empty; use delete_all to remove it with its contents."
+            )
+        self._remove(location)
+
+    def delete_all(self, path: PathLike) -> None:
+        # docstring inherited
+        location = self.locate(path)
+        self._open_node(location)
+        self._remove(location)
+
+    def _remove(self, location: _Location) -> None:
+        if not location.node:
+            if location.remote:
+                self._filesystem(location.store).rm(location.store, recursive=True)
+            else:
+                shutil.rmtree(location.store)
+            return
+        parent, _, name = location.node.rpartition("/")
+        store = self._open_store(location.store, writable=True)
+        group = _zarr().open_group(store, path=parent, mode="r+")
+        del group[name]
+
+    def copy(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
+        """Copy an array, image or group, keeping chunking, compression and metadata."""
+        src, dst = self.locate(source), self.locate(destination)
+        node = self._open_node(src)
+        if not self._is_array(node):
+            with contextlib.suppress(FileNotFoundError):
+                if self._is_array(self._open_node(dst)) and not self._is_image(node):
+                    raise NotADirectoryStorageError(f"Cannot copy group '{source}' onto array '{destination}'.")
+        self._check_parent(dst, destination)
+        self._copy_node(node, dst, destination)
+
+    def _copy_node(self, node: Any, dst: _Location, display: PathLike) -> None:
+        zarr = _zarr()
+        store = self._open_store(dst.store, writable=True)
+        if self._is_array(node):
+            with contextlib.suppress(FileNotFoundError):
+                if self.is_dir(f"{display}") and dst.node:
+                    raise IsADirectoryStorageError(f"Cannot copy an array onto group '{display}'.")
+            target = zarr.create_array(
+                store, name=dst.node or None, shape=node.shape, dtype=node.dtype, chunks=node.chunks,
+                compressors=node.compressors or None, zarr_format=node.metadata.zarr_format,
+                attributes=dict(node.attrs), overwrite=True,
+            )
+            for region in _chunk_regions(node.shape, node.chunks):
+                target[region] = node[region]
+            return
+        group = zarr.open_group(store, path=dst.node, mode="a", zarr_format=node.metadata.zarr_format)
+        if self._is_image(node):
+            for existing in list(group.keys()):
+                del group[existing]
+        group.attrs.update(dict(node.attrs))
+        for name, member in node.members():
+            self._copy_node(member, dst.child(name), f"{os.fspath(display).rstrip('/')}/{name}")
+
+    def move(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
+        """Rename within one local store; copy and delete otherwise."""
+        src, dst = self.locate(source), self.locate(destination)
+        self._open_node(src)
+        if dst.node.startswith(src.node + "/") and src.store == dst.store:
+            raise ValueError(f"Cannot move '{source}' into itself ('{destination}').")
+        if src.store == dst.store and not src.remote and src.node and dst.node and not self.exists(destination):
+            self._check_parent(dst, destination)
+            self.ensure_directory_of(dst)
+            os.replace(os.path.join(src.store, src.node), os.path.join(dst.store, dst.node))
+            return
+        self.copy(source, destination)
+        self._remove(src)
+
+    def ensure_directory_of(self, location: _Location) -> None:
+        parent = location.node.rpartition("/")[0]
+        store = self._open_store(location.store, writable=True)
+        _zarr().open_group(store, path=parent, mode="a", zarr_format=self.config.zarr_format)
+
+
+@dataclass(frozen=True)
+class _ImageSpec:
+    axes: str | None
+    levels: int | None
+    channel_names: Sequence[str] | None
+    colors: Sequence[str] | None
+    scale: Sequence[float] | None
+    units: dict[str, str] | None
+    labels: bool
+
+
+def _level_shape(yx: tuple[int, ...], level: int) -> tuple[int, ...]:
+    return tuple(max(1, s // (2**level)) for s in yx)
+
+
+def _downsample(source: Any, axes: str, labels: bool) -> Any:
+    """Halve y and x: block mean for intensities, every other pixel for labels (dask)."""
+    dask_array = optional_import("dask.array", extra="zarr", purpose="Writing pyramids")
+    lazy = dask_array.from_zarr(source) if hasattr(source, "chunks") and not _is_lazy(source) \
+        and not isinstance(source, np.ndarray) else dask_array.asarray(source)
+    factors = {i: 2 for i, a in enumerate(axes) if a in "yx" and lazy.shape[i] >= 2}
+    if not factors:
+        return lazy
+    if labels:
+        index = tuple(slice(None, None, 2) if i in factors else slice(None) for i in range(lazy.ndim))
+        return lazy[index]
+    reduced = dask_array.coarsen(np.mean, lazy, factors, trim_excess=True)
+    return reduced.astype(lazy.dtype) if lazy.dtype.kind in "iub" else reduced.astype(lazy.dtype)
+
+
+def _write_into(target: Any, source: Any) -> None:
+    """Write ``source`` into the zarr array ``target``: NumPy at once, dask chunk by chunk."""
+    if _is_lazy(source) or (hasattr(source, "chunks") and not isinstance(source, np.ndarray)):
+        dask_array = optional_import("dask.array", extra="zarr", purpose="Writing lazy arrays")
+        lazy = source if _is_lazy(source) else dask_array.from_zarr(source)
+        dask_array.store(lazy.rechunk(target.chunks), target, lock=False)
+    elif source.size:
+        target[...] = source
+
+
+def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
+    starts = [range(0, max(s, 1), c) for s, c in zip(shape, chunks, strict=True)]
+    for corner in itertools.product(*starts):
+        yield tuple(slice(o, o + c) for o, c in zip(corner, chunks, strict=True))
+
+
+def _assemble(planes: list[tuple[PlaneAddress, Any]]) -> np.ndarray:
+    """Stack the planes of one field into a (t, c, z, y, x)-subset array, by their indices."""
+    first_plane = np.asarray(planes[0][1])
+    shape = tuple(max(a.plane_index[i] for a, _ in planes) + 1 for i in range(len(planes[0][0].plane_index)))
+    stack = np.zeros(shape + first_plane.shape, dtype=first_plane.dtype)
+    for address, plane in planes:
+        array = to_numpy(plane) if framework_of(plane) is not None else np.asarray(plane)
+        if array.shape != first_plane.shape:
+            raise UnsupportedDataError(
+                f"Planes of field {address.field_path} differ in shape: {array.shape} vs {first_plane.shape}."
+            )
+        stack[address.plane_index] = array
+    return stack

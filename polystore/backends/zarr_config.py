@@ -1,0 +1,112 @@
+"""ZarrConfig: how the zarr backend lays out, chunks and compresses what it writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import numpy as np
+
+from polystore.lazy import optional_import
+from polystore.ome.plate import DEFAULT_NAME_PATTERN
+
+
+class ZarrCompressor(StrEnum):
+    ZSTD = "zstd"
+    BLOSC_LZ4 = "blosc-lz4"
+    BLOSC_ZSTD = "blosc-zstd"
+    GZIP = "gzip"
+    NONE = "none"
+
+
+class ZarrChunkStrategy(StrEnum):
+    PLANE = "plane"
+    """One chunk per 2-D (y, x) plane: reading one plane reads one chunk."""
+    SINGLE = "single"
+    """The whole array in one chunk."""
+    AUTO = "auto"
+    """zarr-python's own heuristic."""
+
+
+@dataclass(frozen=True)
+class ZarrConfig:
+    """Settings of a :class:`ZarrBackend`; every field can also be given to its constructor.
+
+    Defaults were measured on microscopy-like uint16 data (``benchmarks/zarr.py --defaults``):
+    zstd level 1 with byte shuffle compresses about as well as higher levels at a fraction of
+    the time, and one chunk per plane makes single-plane reads cheap.
+    """
+
+    store_name: str = "images.zarr"
+    """Store used for paths that name none (no ``.zarr`` component)."""
+    compressor: ZarrCompressor | str = ZarrCompressor.ZSTD
+    compression_level: int = 1
+    shuffle: bool = True
+    chunk_strategy: ZarrChunkStrategy | str = ZarrChunkStrategy.PLANE
+    chunks: tuple[int, ...] | None = None
+    """Explicit chunk shape (overrides ``chunk_strategy``)."""
+    shards: tuple[int, ...] | None = None
+    """Shard shape (Zarr v3 only): many chunks in one stored object, for object stores."""
+    zarr_format: Literal[2, 3] = 3
+    ome_zarr_metadata: bool = True
+    write_plate_metadata: bool = True
+    pyramid_levels: int = 1
+    """Resolution levels written for images (1: no pyramid); each halves y and x."""
+    overwrite: bool = True
+    """Replace an existing node on save (False: refuse with FileExistsError)."""
+    name_pattern: str = DEFAULT_NAME_PATTERN
+    """Regex with named groups row, column, field, channel, z, t for pipeline file names."""
+
+    @property
+    def ngff_version(self) -> Literal["0.4", "0.5"]:
+        """OME-NGFF 0.5 lives on Zarr v3, 0.4 on Zarr v2."""
+        return "0.5" if self.zarr_format == 3 else "0.4"
+
+    def replace(self, **changes: Any) -> ZarrConfig:
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(
+                f"Unknown zarr option(s): {', '.join(sorted(unknown))}. "
+                f"Known: {', '.join(f.name for f in dataclasses.fields(self))}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    def chunk_shape(self, shape: tuple[int, ...]) -> tuple[int, ...] | Literal["auto"]:
+        if self.chunks is not None:
+            return tuple(min(c, s) if s else c for c, s in zip(self.chunks, shape, strict=False))
+        strategy = ZarrChunkStrategy(self.chunk_strategy)
+        if strategy is ZarrChunkStrategy.AUTO or len(shape) < 2:
+            return "auto"
+        if strategy is ZarrChunkStrategy.SINGLE:
+            return tuple(max(1, s) for s in shape)
+        return (1,) * (len(shape) - 2) + tuple(max(1, s) for s in shape[-2:])
+
+    def compressors(self, dtype: np.dtype[Any]) -> Any:
+        """The codec(s) for ``create_array(compressors=...)`` in this config's zarr format."""
+        kind = ZarrCompressor(self.compressor)
+        if kind is ZarrCompressor.NONE:
+            return None
+        level = self.compression_level
+        blosc_name = {
+            ZarrCompressor.BLOSC_LZ4: "lz4",
+            ZarrCompressor.BLOSC_ZSTD: "zstd",
+            # zstd with shuffle is Blosc's zstd: the one standard way to shuffle in Zarr v3
+            ZarrCompressor.ZSTD: "zstd" if self.shuffle and dtype.itemsize > 1 else None,
+        }.get(kind)
+        if self.zarr_format == 2:
+            numcodecs = optional_import("numcodecs", extra="zarr", purpose="Zarr v2 compression")
+            if blosc_name:
+                shuffle = numcodecs.Blosc.SHUFFLE if self.shuffle else numcodecs.Blosc.NOSHUFFLE
+                return numcodecs.Blosc(cname=blosc_name, clevel=level, shuffle=shuffle)
+            return numcodecs.Zstd(level=level) if kind is ZarrCompressor.ZSTD else numcodecs.GZip(level=level)
+        codecs = optional_import("zarr.codecs", extra="zarr", purpose="Zarr compression")
+        if blosc_name:
+            return codecs.BloscCodec(
+                cname=blosc_name, clevel=level, shuffle="shuffle" if self.shuffle else "noshuffle",
+                typesize=dtype.itemsize,
+            )
+        if kind is ZarrCompressor.ZSTD:
+            return codecs.ZstdCodec(level=level)
+        return codecs.GzipCodec(level=level)

@@ -1,0 +1,205 @@
+"""OME-NGFF metadata (0.4 on Zarr v2, 0.5 on Zarr v3), validated by ome-zarr-models.
+
+The dictionaries are built here from plain arguments and then passed through the
+ome-zarr-models pydantic models, so what is written is checked against the specification
+by the library the community maintains, not by our reading of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from polystore.lazy import optional_import
+
+NgffVersion = Literal["0.4", "0.5"]
+
+AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "czyx", 5: "tczyx"}
+DEFAULT_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
+CHANNEL_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00", "FFFFFF")
+"""Default LUTs: green, magenta, cyan, red, blue, yellow, grey (colour-blind-friendly first)."""
+
+
+def _models(version: NgffVersion) -> Any:
+    module = "ome_zarr_models.v05" if version == "0.5" else "ome_zarr_models.v04"
+    return optional_import(module, extra="zarr", purpose="Writing OME-Zarr metadata")
+
+
+def infer_axes(ndim: int, axes: str | None = None) -> str | None:
+    """Axis letters for an ``ndim``-D image: the given ones (checked) or the NGFF default.
+
+    Returns ``None`` where OME-NGFF cannot describe the array (1-D, or over 5-D).
+    """
+    if axes is None:
+        return DEFAULT_AXES.get(ndim)
+    axes = axes.lower()
+    if len(axes) != ndim or len(set(axes)) != ndim or set(axes) - set(AXIS_TYPES):
+        raise ValueError(
+            f"axes='{axes}' does not describe a {ndim}-D image: give one distinct letter per "
+            "dimension from 't', 'c', 'z', 'y', 'x' (in OME-NGFF's order t, c, z, y, x)."
+        )
+    order = "tczyx"
+    if [order.index(a) for a in axes] != sorted(order.index(a) for a in axes):
+        raise ValueError(f"axes='{axes}' must follow OME-NGFF's order t, c, z, y, x; e.g. 'czyx'.")
+    return axes
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    label: str
+    color: str
+    window: tuple[float, float]
+    """Display range (start, end) and data range, from the data's dtype or values."""
+
+
+def default_window(dtype: np.dtype[Any]) -> tuple[float, float]:
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return 0.0, 1.0
+
+
+def channel_infos(
+    count: int,
+    dtype: np.dtype[Any],
+    names: Sequence[str] | None = None,
+    colors: Sequence[str] | None = None,
+    windows: Sequence[tuple[float, float]] | None = None,
+) -> list[ChannelInfo]:
+    return [
+        ChannelInfo(
+            label=names[i] if names and i < len(names) else f"channel {i}",
+            color=(colors[i] if colors and i < len(colors) else CHANNEL_COLORS[i % len(CHANNEL_COLORS)])
+            .lstrip("#")
+            .upper(),
+            window=windows[i] if windows and i < len(windows) else default_window(dtype),
+        )
+        for i in range(count)
+    ]
+
+
+def image_attributes(
+    axes: str,
+    level_scales: Sequence[Sequence[float]],
+    *,
+    version: NgffVersion,
+    units: dict[str, str] | None = None,
+    name: str | None = None,
+    channels: Sequence[ChannelInfo] | None = None,
+    dtype: np.dtype[Any] | None = None,
+) -> dict[str, Any]:
+    """The group attributes of a multiscale image with one dataset ("0", "1", ...) per level."""
+    unit_of = {**DEFAULT_UNITS, **(units or {})}
+    axis_list = [
+        {"name": a, "type": AXIS_TYPES[a], **({"unit": unit_of[a]} if a in unit_of else {})}
+        for a in axes
+    ]
+    multiscale: dict[str, Any] = {
+        "axes": axis_list,
+        "datasets": [
+            {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
+            for level, scale in enumerate(level_scales)
+        ],
+    }
+    if name:
+        multiscale["name"] = name
+    omero = None
+    if channels:
+        low, high = default_window(dtype) if dtype is not None else (0.0, 1.0)
+        omero = {
+            "channels": [
+                {
+                    "label": c.label,
+                    "color": c.color,
+                    "active": True,
+                    "window": {"start": c.window[0], "end": c.window[1], "min": low, "max": high},
+                }
+                for c in channels
+            ],
+            "rdefs": {"model": "color" if len(channels) > 1 else "greyscale"},
+        }
+    models = _models(version)
+    if version == "0.5":
+        attrs: dict[str, Any] = {"version": "0.5", "multiscales": [multiscale]}
+        models.image.ImageAttrs.model_validate(attrs)  # raises if we got the spec wrong
+        if omero:
+            attrs["omero"] = omero
+        return {"ome": attrs}
+    multiscale["version"] = "0.4"
+    attrs = {"multiscales": [multiscale]}
+    if omero:
+        attrs["omero"] = omero
+    models.image.ImageAttrs.model_validate(attrs)
+    return attrs
+
+
+def ngff_section(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The OME part of a group's attributes, for either version (0.5 nests it under "ome")."""
+    ome = attributes.get("ome")
+    return ome if isinstance(ome, dict) else attributes
+
+
+def is_multiscale_image(attributes: dict[str, Any]) -> bool:
+    return bool(ngff_section(attributes).get("multiscales"))
+
+
+def multiscale_paths(attributes: dict[str, Any]) -> list[str]:
+    """Dataset paths of a multiscale image, full resolution first."""
+    multiscales = ngff_section(attributes).get("multiscales") or [{}]
+    return [d["path"] for d in multiscales[0].get("datasets", [])]
+
+
+def multiscale_axes(attributes: dict[str, Any]) -> str:
+    multiscales = ngff_section(attributes).get("multiscales") or [{}]
+    return "".join(a["name"] if isinstance(a, dict) else str(a) for a in multiscales[0].get("axes", []))
+
+
+def plate_attributes(
+    rows: Sequence[str],
+    columns: Sequence[str],
+    wells: Sequence[tuple[str, str]],
+    *,
+    version: NgffVersion,
+    field_count: int | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Plate attributes listing ``wells`` (row, column) with indices into ``rows``/``columns``."""
+    plate: dict[str, Any] = {
+        "rows": [{"name": r} for r in rows],
+        "columns": [{"name": c} for c in columns],
+        "wells": [
+            {"path": f"{r}/{c}", "rowIndex": rows.index(r), "columnIndex": columns.index(c)}
+            for r, c in wells
+        ],
+        "version": version,
+    }
+    if field_count:
+        plate["field_count"] = field_count
+    if name:
+        plate["name"] = name
+    models = _models(version)
+    if version == "0.5":
+        attrs: dict[str, Any] = {"version": "0.5", "plate": plate}
+        models.hcs.HCSAttrs.model_validate(attrs)
+        return {"ome": attrs}
+    attrs = {"plate": plate}
+    models.hcs.HCSAttrs.model_validate(attrs)
+    return attrs
+
+
+def well_attributes(fields: Sequence[str], *, version: NgffVersion) -> dict[str, Any]:
+    """Well attributes listing its field-of-view image paths ("0", "1", ...)."""
+    well: dict[str, Any] = {"images": [{"path": f} for f in fields]}
+    models = _models(version)
+    if version == "0.5":
+        attrs: dict[str, Any] = {"version": "0.5", "well": well}
+        models.well.WellAttrs.model_validate(attrs)
+        return {"ome": attrs}
+    well["version"] = "0.4"
+    attrs = {"well": well}
+    models.well.WellAttrs.model_validate(attrs)
+    return attrs
