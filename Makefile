@@ -16,7 +16,7 @@ $(PY):
 # machines carry; an unpinned torch pulls several GB of CUDA packages.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test]" -c .ci/constraints.txt
 	touch $(STAMP)
 
 lint: $(STAMP)

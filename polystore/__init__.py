@@ -33,7 +33,12 @@ from polystore.registry import BackendRegistry
 __version__ = "0.1.0"
 
 # Names of later parts, imported when first asked for so that `import polystore` stays light.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "ZarrBackend": "polystore.backends.zarr",
+    "ZarrConfig": "polystore.backends.zarr_config",
+    "ZarrCompressor": "polystore.backends.zarr_config",
+    "ZarrChunkStrategy": "polystore.backends.zarr_config",
+}
 
 
 def __getattr__(name: str) -> Any:
