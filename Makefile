@@ -5,6 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.polystore-installed
+SYSTEM_STAMP := $(VENV)/.system-packages
+# Debian packages napari's Qt needs to run under Xvfb (pytest-xvfb starts one for the tests).
+# Without libxcb-icccm4, libxcb-keysyms1 and libxcb-xinerama0 Qt aborts at start.
+SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 \
+	libgl1 libgl1-mesa-dri libglx-mesa0 libegl1 libfontconfig1 libglib2.0-0 libdbus-1-3 \
+	libxkbcommon-x11-0 libxcb-cursor0 libxcb-image0 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xfixes0 libxcb-xkb1
 
 .PHONY: test demo lint typecheck pytest bench clean
 
@@ -12,9 +19,35 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# apt runs only when a package is missing (a machine that has them all never calls apt);
+# as root it installs them, otherwise it stops and prints the command to run.
+$(SYSTEM_STAMP): Makefile | $(PY)
+	@if ! command -v dpkg >/dev/null; then \
+		echo "Not a Debian system: make sure Xvfb, OpenGL (Mesa) and Qt's xcb libraries are installed."; \
+		exit 0; \
+	fi; \
+	missing=""; \
+	for package in $(SYSTEM_PACKAGES); do \
+		dpkg -s "$$package" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then \
+			echo "Installing Debian packages for napari under Xvfb:$$missing"; \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+				|| exit 1; \
+		else \
+			echo "napari needs these Debian packages to run under Xvfb:$$missing"; \
+			echo "Install them (as root), then run make again:"; \
+			echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$$missing"; \
+			exit 1; \
+		fi; \
+	fi
+	touch $(SYSTEM_STAMP)
+
 # torch is pinned here (not in pyproject) because 2.13.0 is the CPU-only wheel these
 # machines carry; an unpinned torch pulls several GB of CUDA packages.
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml .ci/constraints.txt | $(PY) $(SYSTEM_STAMP)
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test]" -c .ci/constraints.txt
 	touch $(STAMP)
@@ -25,8 +58,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# Two processes: napari's OpenGL (Mesa's LLVM) and TensorFlow's LLVM crash when they share
+# one, so the viewer tests (marker `napari`, left out of a plain run) get their own.
 pytest: $(STAMP)
 	$(PY) -m pytest
+	$(PY) -m pytest -m napari
 
 test: lint typecheck pytest
 

@@ -9,18 +9,18 @@ Screening plates follow OME-NGFF's HCS layout. Saving to ``plate.zarr/B/03/0`` w
 field image and updates the well's and the plate's metadata; saving ``plate.zarr/A01_s1_w2.tif``
 (a pipeline file name) puts that plane at channel 1 of field 0 of well A/01, growing the
 field image as channels arrive. Metadata updates are serialised by a file lock on local
-stores, so several processes can fill one plate.
+stores, so several processes can fill one plate; object stores have no locks, so a plate on
+``s3://`` is filled by one process (its threads are serialised).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,10 @@ class ZarrBackend(StorageBackend):
                 return _Location(prefix + "/".join(parts[: index + 1]), "/".join(node_parts))
         base = self.root if self.root is not None else "."
         store = f"{base.rstrip('/')}/{self.config.store_name}"
-        node = os.fspath(path).replace("\\", "/").strip("/")
-        return _Location(store, "" if node == "." else node)
+        node_parts = [p for p in os.fspath(path).replace("\\", "/").split("/") if p not in ("", ".")]
+        if ".." in node_parts:
+            raise ValueError(f"'{path}': '..' cannot climb out of a zarr store.")
+        return _Location(store, "/".join(node_parts))
 
     def _open_store(self, store: str, *, writable: bool) -> Any:
         key = (store, writable)
@@ -138,16 +140,32 @@ class ZarrBackend(StorageBackend):
             return opened
 
     def _fsspec_options(self, url: str) -> dict[str, Any]:
+        """fsspec options for ``url``: the user's ``storage_options`` over these defaults.
+
+        - ``asynchronous``: zarr's FsspecStore drives the filesystem from its event loop.
+        - ``use_listings_cache=False``: an object store is shared with other processes and
+          machines; a cached listing would hide their writes and deletes (stale ``exists``,
+          ``list_dir``), and nothing would ever invalidate it. fsspec's instance cache stays
+          on (a dropped async instance leaves its HTTP session unclosed): backends with equal
+          options share connections and credentials, but no data.
+        - s3 ``max_concurrency=1``: s3fs otherwise asks for each object's size (a HEAD, and a
+          listing when the object is missing) before every whole-object read, tripling the
+          requests for zarr's metadata probes and small chunks; ranged reads are unaffected.
+        """
         options = dict(self.storage_options)
+        s3 = url.split("://", 1)[0] in ("s3", "s3a")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if url.startswith("s3://") and endpoint and "endpoint_url" not in options:
+        if s3 and endpoint and "endpoint_url" not in options:
             options["endpoint_url"] = endpoint  # older s3fs do not read this variable
         options.setdefault("asynchronous", True)
+        options.setdefault("use_listings_cache", False)
+        if s3:
+            options.setdefault("max_concurrency", 1)
         return options
 
     def _store_exists(self, store: str) -> bool:
-        if "://" in store:
-            return bool(self._filesystem(store).exists(store))
+        if "://" in store:  # any object under the prefix (s3 has no directories)
+            return bool(self._filesystem(store).exists(store.rstrip("/")))
         return os.path.isdir(store)
 
     def _filesystem(self, url: str) -> Any:
@@ -157,13 +175,21 @@ class ZarrBackend(StorageBackend):
 
     def _open_node(self, location: _Location) -> Any:
         """The zarr Array or Group at ``location``, or StorageFileNotFoundError."""
-        if not self._store_exists(location.store):
+        # a missing remote store reads as missing keys: no separate (two-request) existence check
+        if not location.remote and not self._store_exists(location.store):
             raise StorageFileNotFoundError(self._display(location), "zarr")
         store = self._open_store(location.store, writable=False)
-        try:
-            return _zarr().open(store=store, path=location.node, mode="r")
-        except (FileNotFoundError, KeyError) as error:
-            raise StorageFileNotFoundError(self._display(location), "zarr") from error
+        # The configured format first: a node in it costs one or two metadata reads, where
+        # zarr_format=None reads both formats' keys (seven objects for a group, each a
+        # request on object storage). The other format is then tried for foreign stores.
+        preferred = self.config.zarr_format
+        error: Exception | None = None
+        for zarr_format in (preferred, 5 - preferred):
+            try:
+                return _zarr().open(store=store, path=location.node, mode="r", zarr_format=zarr_format)
+            except (FileNotFoundError, KeyError) as missing:
+                error = missing
+        raise StorageFileNotFoundError(self._display(location), "zarr") from error
 
     @staticmethod
     def _display(location: _Location) -> str:
@@ -182,7 +208,7 @@ class ZarrBackend(StorageBackend):
             node = self._open_node(location)
         except FileNotFoundError:
             address = self._plane_address(location)
-            if address is None or not address.plane_axes:
+            if address is None or address.field_path == location.node:
                 raise
             field = self._open_node(_Location(location.store, address.field_path))
             return self._level_array(field, level, location), address.plane_index
@@ -305,21 +331,31 @@ class ZarrBackend(StorageBackend):
         return parse_plate_path(location.node, self.config.name_pattern)
 
     def _lock_for(self, store: str) -> contextlib.AbstractContextManager[None]:
-        """Serialise metadata read-modify-write: a file lock beside a local store."""
+        """Serialise metadata read-modify-write: a file lock beside a local store.
+
+        Object stores have no locks: for a URL this is the backend's own lock, so threads of
+        one process are serialised, but several processes (or machines) updating one plate's
+        metadata at once can drop each other's wells and fields (the last write wins). Fill a
+        remote plate from one process, or write it locally and copy it up.
+        """
         if "://" in store:
-            return self._lock  # type: ignore[return-value]  # one process: object stores have no locks
+            return self._lock  # type: ignore[return-value]  # RLock: a context manager of bool
         return file_lock(store)
 
     def _check_parent(self, location: _Location, path: PathLike) -> None:
+        """Refuse a node below an array or image, however far up (the nearest existing ancestor)."""
         parent = location.node.rsplit("/", 1)[0] if "/" in location.node else ""
         if not parent or not self._store_exists(location.store):
             return
-        try:
-            node = self._open_node(_Location(location.store, parent))
-        except FileNotFoundError:
+        while parent:
+            try:
+                node = self._open_node(_Location(location.store, parent))
+            except FileNotFoundError:
+                parent = parent.rpartition("/")[0]
+                continue
+            if self._is_array(node) or self._is_image(node):
+                raise NotADirectoryStorageError(f"Cannot save '{path}': '{parent}' is an array, not a group.")
             return
-        if self._is_array(node) or self._is_image(node):
-            raise NotADirectoryStorageError(f"Cannot save '{path}': '{parent}' is an array, not a group.")
 
     def save(
         self,
@@ -355,15 +391,15 @@ class ZarrBackend(StorageBackend):
         if address is not None and address.plane_axes:
             self._write_plane(location, address, array, config, image)
         else:
+            if address is not None:  # "A01_s2.tif" without a plane index is the whole field image
+                location = _Location(location.store, address.field_path)
             self._write_node(location, array, config, image, file_path)
             if address is not None:
                 self._record_fields(location.store, [address], config)
 
     @staticmethod
     def _as_array(data: Any) -> np.ndarray:
-        if framework_of(data) is not None:
-            return to_numpy(data)
-        array = np.asarray(data)
+        array = to_numpy(data) if framework_of(data) is not None else np.asarray(data)
         if array.dtype.hasobject:
             raise UnsupportedDataError(
                 f"Zarr stores numeric arrays; got {type(data).__name__} (dtype=object). "
@@ -372,17 +408,26 @@ class ZarrBackend(StorageBackend):
         return array
 
     def _write_node(
-        self, location: _Location, array: Any, config: ZarrConfig, image: _ImageSpec, path: PathLike
+        self, location: _Location, array: Any, config: ZarrConfig, image: _ImageSpec, path: PathLike,
+        *, absent: bool = False,
     ) -> None:
+        """Write ``array`` (an image, or a bare array) at ``location``, replacing what is there.
+
+        ``absent``: the caller has just found nothing at ``location``, so there is no need to look.
+        """
         zarr = _zarr()
         store = self._open_store(location.store, writable=True)
-        if not config.overwrite and self.exists(path):
+        if not config.overwrite and not absent and self.exists(path):
             raise FileExistsError(f"'{path}' exists and this backend is set to overwrite=False.")
-        with contextlib.suppress(FileNotFoundError):
-            if self.is_dir(path) and location.node:
-                raise IsADirectoryStorageError(
-                    f"Cannot save to '{path}': it is a group (directory). Choose a name inside it."
-                )
+        existing = None
+        if not absent:
+            with contextlib.suppress(FileNotFoundError):
+                existing = self._open_node(location)
+        is_file = existing is not None and (self._is_array(existing) or self._is_image(existing))
+        if existing is not None and location.node and not is_file:
+            raise IsADirectoryStorageError(
+                f"Cannot save to '{path}': it is a group (directory). Choose a name inside it."
+            )
         given_axes = image.axes
         if given_axes is None and image.channel_names and array.ndim in (3, 4):
             given_axes = "c" + "zyx"[4 - array.ndim :]  # naming channels says the first axis is c
@@ -395,8 +440,9 @@ class ZarrBackend(StorageBackend):
             return
         levels = image.levels if image.levels is not None else config.pyramid_levels
         group = zarr.open_group(store, path=location.node, mode="a", zarr_format=config.zarr_format)
-        for existing in list(group.keys()):
-            del group[existing]
+        if existing is not None:  # a node that was not there has nothing in it to clear
+            for name in list(group.keys()):
+                del group[name]
         level_arrays = []
         source: Any = array
         for level in range(max(1, levels)):
@@ -404,6 +450,8 @@ class ZarrBackend(StorageBackend):
                 source = _downsample(source, axes, image.labels)
             options = self._array_kwargs(source, config)
             options.pop("zarr_format")  # a group's arrays take the group's format
+            if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
+                options["dimension_names"] = tuple(axes)
             target = group.create_array(str(level), **options, overwrite=True)
             _write_into(target, source)
             level_arrays.append(target)
@@ -471,7 +519,10 @@ class ZarrBackend(StorageBackend):
             group, existing_axes = None, ""
         if group is None or existing_axes != axes:
             empty = np.zeros(needed, dtype=plane.dtype)
-            self._write_node(field_location, empty, config.replace(overwrite=True), image, address.field_path)
+            # the plane's axes, not the default ones of an array of that many dimensions
+            names = image.channel_names or _channel_labels(needed, axes)
+            spec = replace(image, axes=axes, channel_names=names)
+            self._write_node(field_location, empty, config.replace(overwrite=True), spec, address.field_path)
             group = zarr.open_group(store, path=address.field_path, mode="r+")
         paths = ngff.multiscale_paths(dict(group.attrs))
         level_arrays = [group[p] for p in paths]
@@ -553,25 +604,43 @@ class ZarrBackend(StorageBackend):
         items = list(zip(list(data_list), list(file_paths), strict=True))
         fields: dict[tuple[str, str], list[tuple[PlaneAddress, Any]]] = {}
         others: list[tuple[Any, PathLike]] = []
+        field_exists: dict[tuple[str, str], bool] = {}  # one look per field, not one per plane
         for data, path in items:
             location = self.locate(path)
             address = self._plane_address(location)
-            if address is not None and address.plane_axes and not self.exists_field(location, address):
-                fields.setdefault((location.store, address.field_path), []).append((address, data))
-            else:
-                others.append((data, path))
-        for (store_path, field_path), planes in fields.items():
-            stack = _assemble(planes)
-            first = planes[0][0]
-            field_address = PlaneAddress(first.row, first.column, first.field)
-            self._check_parent(_Location(store_path, field_path), field_path)
-            self._write_node(
-                _Location(store_path, field_path), stack, self.config,
-                _ImageSpec(first.plane_axes + "yx", kwargs.get("levels"), kwargs.get("channel_names"),
-                           kwargs.get("colors"), None, None, False),
-                field_path,
-            )
-            self._record_fields(store_path, [field_address], self.config)
+            if address is not None and address.plane_axes:
+                key = (location.store, address.field_path)
+                if key not in field_exists:
+                    field_exists[key] = self.exists_field(location, address)
+                if not field_exists[key]:
+                    fields.setdefault(key, []).append((address, data))
+                    continue
+            others.append((data, path))
+        written: dict[str, list[PlaneAddress]] = {}
+        checked_parents: set[tuple[str, str]] = set()
+        try:
+            for (store_path, field_path), planes in fields.items():
+                stack = _assemble(planes)
+                first = planes[0][0]
+                # one check per well: this loop only adds groups above the fields it writes
+                parent = (store_path, field_path.rpartition("/")[0])
+                if parent not in checked_parents:
+                    self._check_parent(_Location(store_path, field_path), field_path)
+                    checked_parents.add(parent)
+                axes = first.plane_axes + "yx"
+                self._write_node(
+                    _Location(store_path, field_path), stack, self.config,
+                    _ImageSpec(axes, kwargs.get("levels"),
+                               kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
+                               kwargs.get("colors"), None, None, False),
+                    field_path, absent=True,  # exists_field found none of these fields above
+                )
+                written.setdefault(store_path, []).append(PlaneAddress(first.row, first.column, first.field))
+        finally:
+            # the wells' and plate's metadata once per store for the whole batch, not once per
+            # field (one lock, one read-modify-write); also after an error, for the fields written
+            for store_path, addresses in written.items():
+                self._record_fields(store_path, addresses, self.config)
         if others:
             super().save_batch(
                 [d for d, _ in others], [p for _, p in others],
@@ -592,6 +661,7 @@ class ZarrBackend(StorageBackend):
         try:
             node = self._open_node(location)
         except FileNotFoundError:
+            self._check_parent(location, directory)
             _zarr().open_group(store, path=location.node, mode="a", zarr_format=self.config.zarr_format)
             return os.fspath(directory)
         if self._is_array(node) or self._is_image(node):
@@ -630,10 +700,17 @@ class ZarrBackend(StorageBackend):
         """Copy an array, image or group, keeping chunking, compression and metadata."""
         src, dst = self.locate(source), self.locate(destination)
         node = self._open_node(src)
-        if not self._is_array(node):
-            with contextlib.suppress(FileNotFoundError):
-                if self._is_array(self._open_node(dst)) and not self._is_image(node):
-                    raise NotADirectoryStorageError(f"Cannot copy group '{source}' onto array '{destination}'.")
+        if src.store == dst.store and (not src.node or f"{dst.node}/".startswith(f"{src.node}/")):
+            raise ValueError(f"Cannot copy '{source}' onto or into itself ('{destination}').")
+        with contextlib.suppress(FileNotFoundError):
+            existing = self._open_node(dst)
+            if self._is_array(existing) or self._is_image(existing):
+                if not (self._is_array(node) or self._is_image(node)):
+                    raise NotADirectoryStorageError(
+                        f"Cannot copy group '{source}' onto array '{destination}'."
+                    )
+                if dst.node:  # a file replaces a file, whatever the layout of either
+                    self._remove(dst)
         self._check_parent(dst, destination)
         self._copy_node(node, dst, destination)
 
@@ -644,13 +721,8 @@ class ZarrBackend(StorageBackend):
             with contextlib.suppress(FileNotFoundError):
                 if self.is_dir(f"{display}") and dst.node:
                     raise IsADirectoryStorageError(f"Cannot copy an array onto group '{display}'.")
-            target = zarr.create_array(
-                store, name=dst.node or None, shape=node.shape, dtype=node.dtype, chunks=node.chunks,
-                compressors=node.compressors or None, zarr_format=node.metadata.zarr_format,
-                attributes=dict(node.attrs), overwrite=True,
-            )
-            for region in _chunk_regions(node.shape, node.chunks):
-                target[region] = node[region]
+            # keeps chunks, shards, codecs, chunk key encoding and dimension names (NGFF 0.5 needs them)
+            zarr.from_array(store, data=node, name=dst.node or None, overwrite=True)
             return
         group = zarr.open_group(store, path=dst.node, mode="a", zarr_format=node.metadata.zarr_format)
         if self._is_image(node):
@@ -666,7 +738,8 @@ class ZarrBackend(StorageBackend):
         self._open_node(src)
         if dst.node.startswith(src.node + "/") and src.store == dst.store:
             raise ValueError(f"Cannot move '{source}' into itself ('{destination}').")
-        if src.store == dst.store and not src.remote and src.node and dst.node and not self.exists(destination):
+        same_local_store = src.store == dst.store and not src.remote
+        if same_local_store and src.node and dst.node and not self.exists(destination):
             self._check_parent(dst, destination)
             self.ensure_directory_of(dst)
             os.replace(os.path.join(src.store, src.node), os.path.join(dst.store, dst.node))
@@ -691,6 +764,11 @@ class _ImageSpec:
     labels: bool
 
 
+def _channel_labels(shape: tuple[int, ...], axes: str) -> list[str]:
+    """Labels of a plate field's channels: w1, w2, ... as pipeline file names number them."""
+    return [f"w{i + 1}" for i in range(shape[axes.index("c")])] if "c" in axes else []
+
+
 def _level_shape(yx: tuple[int, ...], level: int) -> tuple[int, ...]:
     return tuple(max(1, s // (2**level)) for s in yx)
 
@@ -707,7 +785,7 @@ def _downsample(source: Any, axes: str, labels: bool) -> Any:
         index = tuple(slice(None, None, 2) if i in factors else slice(None) for i in range(lazy.ndim))
         return lazy[index]
     reduced = dask_array.coarsen(np.mean, lazy, factors, trim_excess=True)
-    return reduced.astype(lazy.dtype) if lazy.dtype.kind in "iub" else reduced.astype(lazy.dtype)
+    return reduced.astype(lazy.dtype)
 
 
 def _write_into(target: Any, source: Any) -> None:
@@ -720,15 +798,14 @@ def _write_into(target: Any, source: Any) -> None:
         target[...] = source
 
 
-def _chunk_regions(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple[slice, ...]]:
-    starts = [range(0, max(s, 1), c) for s, c in zip(shape, chunks, strict=True)]
-    for corner in itertools.product(*starts):
-        yield tuple(slice(o, o + c) for o, c in zip(corner, chunks, strict=True))
-
-
 def _assemble(planes: list[tuple[PlaneAddress, Any]]) -> np.ndarray:
     """Stack the planes of one field into a (t, c, z, y, x)-subset array, by their indices."""
     first_plane = np.asarray(planes[0][1])
+    if first_plane.ndim != 2:
+        raise UnsupportedDataError(
+            f"'{planes[0][0].field_path}' is assembled from file names that each name one plane "
+            f"(a 2-D image); got {first_plane.ndim}-D data. Save whole field images instead."
+        )
     shape = tuple(max(a.plane_index[i] for a, _ in planes) + 1 for i in range(len(planes[0][0].plane_index)))
     stack = np.zeros(shape + first_plane.shape, dtype=first_plane.dtype)
     for address, plane in planes:

@@ -7,6 +7,8 @@ by the library the community maintains, not by our reading of it.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +29,31 @@ CHANNEL_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00", "F
 def _models(version: NgffVersion) -> Any:
     module = "ome_zarr_models.v05" if version == "0.5" else "ome_zarr_models.v04"
     return optional_import(module, extra="zarr", purpose="Writing OME-Zarr metadata")
+
+
+def _validate(version: NgffVersion, model: str, attrs: dict[str, Any]) -> None:
+    """Check ``attrs`` with ome-zarr-models' ``model`` ("image.ImageAttrs"); raise if invalid.
+
+    Each distinct content is validated once: a plate repeats the same few dictionaries for
+    every field and well, and a validation costs milliseconds (ome-zarr-models builds pydantic
+    classes per call). Invalid content is never cached, so it raises every time.
+    """
+    try:
+        text = json.dumps(attrs, sort_keys=True)
+    except TypeError:  # not JSON as given (e.g. NumPy integers): validate it uncached
+        _model(version, model).model_validate(attrs)
+        return
+    _validate_json(version, model, text)
+
+
+@functools.lru_cache(maxsize=512)
+def _validate_json(version: NgffVersion, model: str, text: str) -> None:
+    _model(version, model).model_validate(json.loads(text))
+
+
+def _model(version: NgffVersion, model: str) -> Any:
+    module, name = model.split(".")
+    return getattr(getattr(_models(version), module), name)
 
 
 def infer_axes(ndim: int, axes: str | None = None) -> str | None:
@@ -122,10 +149,9 @@ def image_attributes(
             ],
             "rdefs": {"model": "color" if len(channels) > 1 else "greyscale"},
         }
-    models = _models(version)
     if version == "0.5":
         attrs: dict[str, Any] = {"version": "0.5", "multiscales": [multiscale]}
-        models.image.ImageAttrs.model_validate(attrs)  # raises if we got the spec wrong
+        _validate(version, "image.ImageAttrs", attrs)  # raises if we got the spec wrong
         if omero:
             attrs["omero"] = omero
         return {"ome": attrs}
@@ -133,7 +159,7 @@ def image_attributes(
     attrs = {"multiscales": [multiscale]}
     if omero:
         attrs["omero"] = omero
-    models.image.ImageAttrs.model_validate(attrs)
+    _validate(version, "image.ImageAttrs", attrs)
     return attrs
 
 
@@ -181,25 +207,23 @@ def plate_attributes(
         plate["field_count"] = field_count
     if name:
         plate["name"] = name
-    models = _models(version)
     if version == "0.5":
         attrs: dict[str, Any] = {"version": "0.5", "plate": plate}
-        models.hcs.HCSAttrs.model_validate(attrs)
+        _validate(version, "hcs.HCSAttrs", attrs)
         return {"ome": attrs}
     attrs = {"plate": plate}
-    models.hcs.HCSAttrs.model_validate(attrs)
+    _validate(version, "hcs.HCSAttrs", attrs)
     return attrs
 
 
 def well_attributes(fields: Sequence[str], *, version: NgffVersion) -> dict[str, Any]:
     """Well attributes listing its field-of-view image paths ("0", "1", ...)."""
     well: dict[str, Any] = {"images": [{"path": f} for f in fields]}
-    models = _models(version)
     if version == "0.5":
         attrs: dict[str, Any] = {"version": "0.5", "well": well}
-        models.well.WellAttrs.model_validate(attrs)
+        _validate(version, "well.WellAttrs", attrs)
         return {"ome": attrs}
     well["version"] = "0.4"
     attrs = {"well": well}
-    models.well.WellAttrs.model_validate(attrs)
+    _validate(version, "well.WellAttrs", attrs)
     return attrs

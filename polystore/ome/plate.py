@@ -101,7 +101,7 @@ class PlateLayout:
         columns = [c["name"] for c in plate.get("columns", [])]  # type: ignore[attr-defined]
         wells = [tuple(w["path"].split("/")) for w in plate.get("wells", [])]  # type: ignore[attr-defined]
         count = plate.get("field_count", 0)
-        return cls(rows, columns, wells, int(count) if isinstance(count, int) else 0)  # type: ignore[arg-type]
+        return cls(rows, columns, wells, int(count) if isinstance(count, int) else 0)
 
     def add(self, row: str, column: str, field_index: int) -> bool:
         """Record a field; return whether the plate's metadata changed."""
