@@ -250,7 +250,7 @@ def test_ome_image_validates_with_ome_zarr_models(tmp_path: Path, zarr_format: i
     shapes = [group[d.path].shape for d in multiscale.datasets]
     assert shapes == [(2, 3, 32, 32), (2, 3, 16, 16), (2, 3, 8, 8)]
     np.testing.assert_array_equal(backend.load("img.zarr"), image)
-    block_means = image.reshape(2, 3, 16, 2, 16, 2).mean(axis=(3, 5)).astype(np.uint16)
+    block_means = np.round(image.reshape(2, 3, 16, 2, 16, 2).mean(axis=(3, 5))).astype(np.uint16)
     np.testing.assert_array_equal(backend.load("img.zarr", level=1), block_means)
     with pytest.raises(ValueError, match="3 levels"):
         backend.load("img.zarr", level=3)
@@ -280,7 +280,7 @@ def test_ome_zarr_py_reads_the_pyramid(tmp_path: Path, zarr_format: int) -> None
     assert [level.shape for level in nodes[0].data] == [(3, 64, 64), (3, 32, 32), (3, 16, 16)]
     assert [a["name"] for a in nodes[0].metadata["axes"]] == ["z", "y", "x"]
     np.testing.assert_array_equal(np.asarray(nodes[0].data[0]), image)
-    expected_level_1 = image.reshape(3, 32, 2, 32, 2).mean(axis=(2, 4)).astype(np.uint16)
+    expected_level_1 = np.round(image.reshape(3, 32, 2, 32, 2).mean(axis=(2, 4))).astype(np.uint16)
     np.testing.assert_array_equal(np.asarray(nodes[0].data[1]), expected_level_1)
 
 
@@ -309,7 +309,19 @@ def test_channel_names_and_colours_in_omero(tmp_path: Path) -> None:
     channels = ome_section(zarr.open_group(tmp_path / "default.zarr", mode="r"))["omero"]["channels"]
     assert [c["color"] for c in channels] == ["00FF00", "FF00FF"]
     assert [c["label"] for c in channels] == ["channel 0", "channel 1"]
-    assert channels[0]["window"]["end"] == 65535
+    assert channels[0]["window"]["max"] == 65535  # the dtype's range stays the slider's range
+
+    # the display window comes from the data (robust percentiles), not the dtype's range,
+    # so a dim uint16 image does not open nearly black
+    dim = np.random.default_rng(2).integers(100, 1100, size=(2, 64, 64), dtype=np.uint16)
+    dim[1] += 1000
+    backend.save(dim, "dim.zarr", channel_names=["a", "b"])
+    windows = [
+        (c["window"]["start"], c["window"]["end"])
+        for c in ome_section(zarr.open_group(tmp_path / "dim.zarr", mode="r"))["omero"]["channels"]
+    ]
+    assert 100 <= windows[0][0] < 120 and 1080 < windows[0][1] <= 1100
+    assert 1100 <= windows[1][0] < 1120 and 2080 < windows[1][1] <= 2100
 
 
 def test_bad_axes_are_refused(tmp_path: Path) -> None:

@@ -310,3 +310,25 @@ def test_a_file_name_plane_must_be_2d(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedDataError, match="one plane"):
         backend.save_batch([np.zeros((2, 4, 4))] * 2, ["p.zarr/A02_w1.tif", "p.zarr/A02_w2.tif"])
     assert not backend.exists("p.zarr/A/01/0") and not backend.exists("p.zarr/A/02/0")
+
+
+def test_mixing_naming_styles_on_one_field_is_refused_not_erased(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    whole = np.full((8, 8), 7, np.uint16)
+    backend.save(whole, "plate.zarr/A01_s1.tif")  # the whole field, a yx image
+    with pytest.raises(UnsupportedDataError, match="one naming style"):
+        backend.save(np.ones((8, 8), np.uint16), "plate.zarr/A01_s1_w2.tif")  # a plane of cyx
+    np.testing.assert_array_equal(backend.load("plate.zarr/A/01/0"), whole)  # nothing was lost
+
+
+def test_growing_a_field_keeps_the_names_given_to_its_channels(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    backend.save_batch(
+        [np.zeros((8, 8), np.uint16)] * 2,
+        ["plate.zarr/A01_s1_w1.tif", "plate.zarr/A01_s1_w2.tif"],
+        channel_names=["DAPI", "GFP"],
+    )
+    backend.save(np.ones((8, 8), np.uint16), "plate.zarr/A01_s1_w3.tif")
+    attrs = dict(zarr.open_group(tmp_path / "plate.zarr/A/01/0", mode="r").attrs)
+    labels = [c["label"] for c in attrs["ome"]["omero"]["channels"]]
+    assert labels == ["DAPI", "GFP", "w3"]

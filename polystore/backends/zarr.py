@@ -463,8 +463,10 @@ class ZarrBackend(StorageBackend):
         ]
         channels = None
         if "c" in axes and not image.labels:
+            windows = ngff.data_windows(array, axes.index("c")) if isinstance(array, np.ndarray) else None
             channels = ngff.channel_infos(
-                array.shape[axes.index("c")], np.dtype(array.dtype), image.channel_names, image.colors
+                array.shape[axes.index("c")], np.dtype(array.dtype), image.channel_names, image.colors,
+                windows,
             )
         attrs = ngff.image_attributes(
             axes, scales, version=config.ngff_version, units=image.units,
@@ -517,7 +519,13 @@ class ZarrBackend(StorageBackend):
             existing_axes = ngff.multiscale_axes(dict(group.attrs))
         except FileNotFoundError:
             group, existing_axes = None, ""
-        if group is None or existing_axes != axes:
+        if group is not None and existing_axes != axes:
+            raise UnsupportedDataError(
+                f"Field {address.field_path} holds a '{existing_axes}' image; this name addresses a "
+                f"plane of a '{axes}' image. Use one naming style per field (e.g. A01_s1_w1.tif, "
+                f"A01_s1_w2.tif), or delete the field first (delete_all('{address.field_path}'))."
+            )
+        if group is None:
             empty = np.zeros(needed, dtype=plane.dtype)
             # the plane's axes, not the default ones of an array of that many dimensions
             names = image.channel_names or _channel_labels(needed, axes)
@@ -550,7 +558,11 @@ class ZarrBackend(StorageBackend):
         channels = None
         if "c" in axes:
             count = shape[axes.index("c")]
-            channels = ngff.channel_infos(count, np.dtype(dtype), [f"w{i + 1}" for i in range(count)])
+            known = (section.get("omero") or attrs.get("omero") or {}).get("channels", [])
+            labels = [c.get("label") for c in known] + [f"w{i + 1}" for i in range(len(known), count)]
+            colors = [c.get("color") for c in known if c.get("color")]
+            windows = [(c["window"]["start"], c["window"]["end"]) for c in known if c.get("window")]
+            channels = ngff.channel_infos(count, np.dtype(dtype), labels, colors or None, windows or None)
         new = ngff.image_attributes(
             axes, scales[: len(paths)], version=config.ngff_version, channels=channels,
             dtype=np.dtype(dtype), name=section["multiscales"][0].get("name"),
@@ -785,6 +797,8 @@ def _downsample(source: Any, axes: str, labels: bool) -> Any:
         index = tuple(slice(None, None, 2) if i in factors else slice(None) for i in range(lazy.ndim))
         return lazy[index]
     reduced = dask_array.coarsen(np.mean, lazy, factors, trim_excess=True)
+    if lazy.dtype.kind in "iu":  # a block mean of integers rounds, it does not truncate
+        reduced = dask_array.round(reduced)
     return reduced.astype(lazy.dtype)
 
 

@@ -90,6 +90,25 @@ def default_window(dtype: np.dtype[Any]) -> tuple[float, float]:
     return 0.0, 1.0
 
 
+def data_windows(array: np.ndarray, channel_axis: int, *, max_samples: int = 1 << 16) -> list[tuple[float, float]]:
+    """Display range per channel: the 0.1st-99.9th percentile of a strided sample.
+
+    A dtype's full range (0-65535 for uint16) shows typical microscopy nearly black;
+    percentiles of a sample cost well under a millisecond per channel and ignore hot pixels.
+    """
+    windows = []
+    for index in range(array.shape[channel_axis]):
+        channel = np.take(array, index, axis=channel_axis)
+        step = max(1, int((channel.size / max_samples) ** (1 / max(channel.ndim, 1))))
+        sample = channel[(slice(None, None, step),) * channel.ndim]
+        if sample.size == 0:
+            windows.append(default_window(array.dtype))
+            continue
+        low, high = np.percentile(sample, (0.1, 99.9))
+        windows.append((float(low), float(high) if high > low else float(low) + 1.0))
+    return windows
+
+
 def channel_infos(
     count: int,
     dtype: np.dtype[Any],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 # Pipelines name images like "A01_s1_w2.tif" (ImageXpress) or "B03_s2_w1_z4_t3.tif":
 # well, then optional site (field), wavelength (channel), z and t indices, all 1-based.
 DEFAULT_NAME_PATTERN = (
-    r"^(?P<row>[A-Za-z]{1,2})(?P<column>\d{1,3})"
+    r"^(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})"
     r"(?:_s(?P<field>\d+))?(?:_w(?P<channel>\d+))?(?:_z(?P<z>\d+))?(?:_t(?P<t>\d+))?"
     r"(?:\.[A-Za-z0-9.]+)?$"
 )
