@@ -9,6 +9,7 @@ does not exchange).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -22,14 +23,26 @@ from polystore.lazy import optional_import
 
 def _import(framework: str) -> ModuleType:
     spec = FRAMEWORKS[framework]
-    return optional_import(spec.module, extra=spec.extra, purpose=f"Converting to {framework}")
+    # Conversions are per-array calls: take an imported module straight from sys.modules
+    # (as the import statement's own fast path does) and leave the rest to importlib.
+    module = sys.modules.get(spec.module)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        module = optional_import(spec.module, extra=spec.extra, purpose=f"Converting to {framework}")
+    return module
 
 
 def _torch_from_numpy(array: np.ndarray) -> Any:
     torch = _import("torch")
     if not array.flags.writeable:  # DLPack cannot mark memory read-only: copy, never alias
         array = array.copy()
-    return torch.from_dlpack(array)
+    try:
+        # Shares memory like torch.from_dlpack, at a third less per call, and raises a
+        # ValueError where torch.from_dlpack aborts the whole process (negative strides).
+        return torch.from_numpy(array)
+    except ValueError:  # negative strides or a non-native byte order: torch has neither
+        return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), order="C"))
+    except TypeError:  # a dtype torch does not hold: DLPack's error names it
+        return torch.from_dlpack(array)
 
 
 def _jax_from_numpy(array: np.ndarray) -> Any:
@@ -105,6 +118,8 @@ FRAMEWORKS: dict[str, Framework] = {
 }
 
 _BY_TYPE_MODULE = {mod: name for name, fw in FRAMEWORKS.items() for mod in fw.type_modules}
+_by_type: dict[type, str | None] = {}  # memo of the answer per type (a program uses few types)
+_BY_TYPE_LIMIT = 1024
 
 
 def framework_of(obj: Any) -> str | None:
@@ -112,7 +127,14 @@ def framework_of(obj: Any) -> str | None:
 
     Looks at the type's module only: never imports anything.
     """
-    return _BY_TYPE_MODULE.get(type(obj).__module__.partition(".")[0])
+    kind = type(obj)
+    try:
+        return _by_type[kind]
+    except KeyError:
+        name = _BY_TYPE_MODULE.get(kind.__module__.partition(".")[0])
+        if len(_by_type) < _BY_TYPE_LIMIT:
+            _by_type[kind] = name
+        return name
 
 
 def is_array(obj: Any) -> bool:
@@ -151,7 +173,7 @@ def convert(obj: Any, framework: str | None) -> Any:
             return cupy.from_dlpack(obj)  # device to device without the host round trip
         except (BufferError, TypeError, RuntimeError, ValueError):
             pass
-    return FRAMEWORKS[framework].from_numpy(to_numpy(obj))
+    return FRAMEWORKS[framework].from_numpy(FRAMEWORKS[source].to_numpy(obj))
 
 
 def copy_array(obj: Any) -> Any:

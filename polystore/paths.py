@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import posixpath
 from collections.abc import Iterable
@@ -36,7 +37,14 @@ def virtual_path(path: str | os.PathLike[str]) -> str:
     ``a/b``, ``/a/b`` and ``a//b/./`` are the same entry; a path that climbs above the
     root with ``..`` raises :class:`PathEscapeError`.
     """
-    text = os.fspath(path).replace("\\", "/")
+    return _virtual_path(path if type(path) is str else os.fspath(path))
+
+
+@functools.lru_cache(maxsize=8192)
+def _virtual_path(text: str) -> str:
+    # memoised: in-memory backends normalise a path on every call, and a pipeline uses the
+    # same paths over and over (an error is never cached, so '..' raises every time)
+    text = text.replace("\\", "/")
     relative = text.lstrip("/")
     normalized = posixpath.normpath(relative) if relative else "."
     if normalized == ".." or normalized.startswith("../"):

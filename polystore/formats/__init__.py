@@ -11,10 +11,11 @@ extensions (``.roi.zip``, ``.ome.tif``) win over their last part.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 from polystore.exceptions import UnsupportedFormatError
@@ -91,7 +92,12 @@ def format_for(path: str | Path, name: str | None = None) -> Format:
             f"Unknown format '{name}'. Known formats: "
             f"{', '.join(sorted({f.name for f in _by_extension.values()}))}."
         )
-    file_name = Path(path).name
+    # the name without building a new Path (3.11's pathlib re-parses a Path it is given)
+    if isinstance(path, PurePath):
+        file_name = path.name
+    else:
+        text = os.fspath(path)
+        file_name = os.path.basename(text) or PurePath(text).name
     for ext in _candidate_extensions(file_name):
         fmt = _by_extension.get(ext)
         if fmt is not None:

@@ -90,7 +90,9 @@ def default_window(dtype: np.dtype[Any]) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def data_windows(array: np.ndarray, channel_axis: int, *, max_samples: int = 1 << 16) -> list[tuple[float, float]]:
+def data_windows(
+    array: np.ndarray, channel_axis: int, *, max_samples: int = 1 << 16
+) -> list[tuple[float, float]]:
     """Display range per channel: the 0.1st-99.9th percentile of a strided sample.
 
     A dtype's full range (0-65535 for uint16) shows typical microscopy nearly black;
