@@ -1,0 +1,673 @@
+"""ZarrBackend next to zarr-python and tensorstore writing and reading the same plate, side by side.
+
+    python benchmarks/zarr.py              # full run: a 24-well plate (about 2-3 minutes on 2 cores)
+    python benchmarks/zarr.py --quick      # 4 wells, fewer repeats, for a smoke check
+    python benchmarks/zarr.py --defaults   # the compressor table that justifies ZarrConfig's defaults
+    python benchmarks/zarr.py --json results.json
+
+The data: a screening plate of 24 wells x 4 fields x 3 channels of 1024x1024 uint16 planes
+(576 MiB), microscopy-like (camera offset + Poisson shot noise on a dim background, Gaussian
+nuclei / cell bodies / spots per channel), so compressors face what they face in practice, not
+incompressible random noise. It is generated once and reused by every case.
+
+Sections:
+  1. Writing the plate, zstd (ZarrConfig's default codec): ZarrBackend.save_batch of pipeline
+     file names ('plate.zarr/A01_s1_w1.tif': well A01, field 1, channel 1) and ZarrBackend.save
+     of whole field images ('plate.zarr/A/01/0', shape (3, 1024, 1024)), against zarr-python
+     writing the same arrays directly (zarr.create_array per field, chunks (1, 1024, 1024), the
+     codecs ZarrConfig().compressors(dtype) gives) and tensorstore (same chunks, same codecs).
+  2. Reading the plate back: ZarrBackend.load of every field against zarr-python and tensorstore
+     reading the same arrays from the same files (just written, so from the page cache: this
+     measures decoding and per-call overhead, not the disk).
+  3. Reading one plane (one channel of one field) against reading its whole well (all fields, all
+     channels): with one chunk per plane, a plane should cost about 1/12 of the well.
+  4. (--defaults, instead of 1-3) Compressors on the same kind of data (2 wells, 48 MiB), written
+     and read through zarr-python with the codecs ZarrConfig gives for each setting: write MB/s,
+     read MB/s, compression ratio; the configured default (zstd 1 + shuffle) is marked. This is
+     how the defaults are justified: measured, not guessed.
+
+Goals (the project's): ours at most 1.10x of zarr-python direct, writing and reading. Rows
+against tensorstore, and sections 3 and 4, carry no goal: they are there to be read.
+
+ZarrBackend adds OME-NGFF metadata (multiscales, well, plate) that the bare zarr-python and
+tensorstore writes do not: that is the overhead the 1.10x goal allows. Every time is the median
+of repeated samples after a warm-up; in each round every case runs once, in rotated order, so
+that drifting machine state (page cache, writeback, other processes) hits them alike. Each
+write goes to a fresh folder, removed after the sample (removal is not timed). This is a
+script, not a test: it reports PASS / MISS against each goal and always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# This file is named zarr.py: run as a script, its folder comes first on sys.path and
+# `import zarr` would import this file again. Take the folder off before anything imports zarr.
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import numpy as np
+
+import polystore
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr_config import ZarrCompressor, ZarrConfig
+
+WELLS = 24
+ROWS = "ABCDEFGH"
+COLUMNS_PER_ROW = 6
+FIELDS = 4
+CHANNELS = 3
+PLANE = (1024, 1024)
+DTYPE = np.dtype(np.uint16)
+VARIANTS = 4  # distinct synthetic planes per channel; each plane of the plate is one of them, shifted
+DEFAULTS_WELLS = 2  # --defaults writes this many wells per compressor (gzip 6 is slow)
+
+FieldKey = tuple[str, str, int]  # (row, column, 0-based field)
+
+
+# -- data --------------------------------------------------------------------------------------
+def _add_blobs(
+    image: np.ndarray, rng: np.random.Generator, count: int, sigma: tuple[float, float],
+    peak: tuple[float, float],
+) -> None:
+    """Add ``count`` Gaussian blobs (random centre, width and brightness) to ``image``."""
+    height, width = image.shape
+    for _ in range(count):
+        s = rng.uniform(*sigma)
+        radius = int(3 * s) + 1
+        profile = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * s * s)).astype(np.float32)
+        patch = rng.uniform(*peak) * np.outer(profile, profile)
+        cy, cx = int(rng.integers(0, height)), int(rng.integers(0, width))
+        y0, y1 = max(cy - radius, 0), min(cy + radius + 1, height)
+        x0, x1 = max(cx - radius, 0), min(cx + radius + 1, width)
+        image[y0:y1, x0:x1] += patch[y0 - cy + radius : y1 - cy + radius, x0 - cx + radius : x1 - cx + radius]
+
+
+def synthetic_planes(rng: np.random.Generator) -> list[list[np.ndarray]]:
+    """``VARIANTS`` microscopy-like planes for each channel: [channel][variant] -> uint16 (y, x)."""
+    y, x = np.mgrid[0 : PLANE[0], 0 : PLANE[1]].astype(np.float32)
+    r2 = ((y - PLANE[0] / 2) ** 2 + (x - PLANE[1] / 2) ** 2) / (PLANE[0] ** 2 / 2)
+    vignette = 1.0 - 0.3 * r2  # illumination falls off towards the corners
+    # (count, sigma range, peak range, background) per channel: nuclei, cell bodies, spots
+    looks = [(180, (5.0, 9.0), (600.0, 2500.0), 30.0), (140, (12.0, 22.0), (150.0, 500.0), 60.0),
+             (900, (1.0, 2.5), (300.0, 3000.0), 20.0)]
+    planes = []
+    for count, sigma, peak, background in looks:
+        variants = []
+        for _ in range(VARIANTS):
+            signal = np.full(PLANE, background, dtype=np.float32)
+            _add_blobs(signal, rng, count, sigma, peak)
+            photons = rng.poisson(signal * vignette)  # shot noise
+            variants.append(np.clip(photons + 100, 0, np.iinfo(DTYPE).max).astype(DTYPE))  # + camera offset
+        planes.append(variants)
+    return planes
+
+
+def make_plate(wells: int, seed: int = 0) -> dict[FieldKey, np.ndarray]:
+    """Field images (channels, y, x) of the first ``wells`` wells (A01..A06, B01.. row by row)."""
+    rng = np.random.default_rng(seed)
+    pool = synthetic_planes(rng)
+    plate: dict[FieldKey, np.ndarray] = {}
+    for index in range(wells):
+        row, column = ROWS[index // COLUMNS_PER_ROW], f"{index % COLUMNS_PER_ROW + 1:02d}"
+        for field_index in range(FIELDS):
+            stack = np.empty((CHANNELS, *PLANE), dtype=DTYPE)
+            for channel in range(CHANNELS):
+                # a shifted copy: every stored chunk differs, the statistics stay those of the data
+                shift = (int(rng.integers(0, PLANE[0])), int(rng.integers(0, PLANE[1])))
+                stack[channel] = np.roll(pool[channel][int(rng.integers(0, VARIANTS))], shift, axis=(0, 1))
+            plate[(row, column, field_index)] = stack
+    return plate
+
+
+def plane_names(plate: dict[FieldKey, np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """The plate as pipeline files: planes and 'plate.zarr/A01_s1_w1.tif'-style names (1-based)."""
+    planes, names = [], []
+    for (row, column, field_index), stack in plate.items():
+        for channel in range(stack.shape[0]):
+            planes.append(stack[channel])
+            names.append(f"plate.zarr/{row}{column}_s{field_index + 1}_w{channel + 1}.tif")
+    return planes, names
+
+
+def subset(plate: dict[FieldKey, np.ndarray], wells: int) -> dict[FieldKey, np.ndarray]:
+    keys = sorted({(r, c) for r, c, _ in plate}, key=lambda w: (ROWS.index(w[0]), w[1]))[:wells]
+    return {k: v for k, v in plate.items() if k[:2] in keys}
+
+
+def raw_bytes(plate: dict[FieldKey, np.ndarray]) -> int:
+    return sum(stack.nbytes for stack in plate.values())
+
+
+def stored_bytes(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+
+
+# -- writers and readers -------------------------------------------------------------------------
+def array_path(key: FieldKey) -> str:
+    """Where the full-resolution array of a field lies in the store (ZarrBackend's layout)."""
+    row, column, field_index = key
+    return f"{row}/{column}/{field_index}/0"
+
+
+class ZarrDirect:
+    """zarr-python with nothing around it, with the chunks and codecs ZarrBackend uses."""
+
+    def __init__(self, config: ZarrConfig) -> None:
+        import zarr
+
+        self.zarr = zarr
+        self.config = config
+        self.compressors = config.compressors(DTYPE)
+
+    def write(self, store_path: Path, plate: dict[FieldKey, np.ndarray]) -> None:
+        store = self.zarr.storage.LocalStore(store_path)
+        for key, stack in plate.items():
+            target = self.zarr.create_array(
+                store, name=array_path(key), shape=stack.shape, dtype=stack.dtype,
+                chunks=(1, *stack.shape[1:]), compressors=self.compressors,
+                zarr_format=self.config.zarr_format,
+            )
+            target[...] = stack
+
+    def read(self, store_path: Path, keys: list[FieldKey]) -> list[np.ndarray]:
+        store = self.zarr.storage.LocalStore(store_path, read_only=True)
+        return [self.zarr.open_array(store, path=array_path(k), mode="r")[...] for k in keys]
+
+    def read_plane(self, store_path: Path, key: FieldKey, channel: int) -> np.ndarray:
+        store = self.zarr.storage.LocalStore(store_path, read_only=True)
+        return np.asarray(self.zarr.open_array(store, path=array_path(key), mode="r")[channel])
+
+
+class TensorStoreDirect:
+    """tensorstore's zarr3 driver with the very codecs zarr-python writes for ZarrConfig()."""
+
+    def __init__(self, ts: Any, codecs: list[dict[str, Any]]) -> None:
+        self.ts = ts
+        self.codecs = codecs
+
+    @classmethod
+    def for_config(cls, ts: Any, config: ZarrConfig, scratch: Path) -> TensorStoreDirect:
+        """Read the codec list from a small array that zarr-python writes with ``config``."""
+        probe = scratch / "codec-probe.zarr"
+        ZarrDirect(config).write(probe, {("A", "01", 0): np.zeros((1, 8, 8), DTYPE)})
+        meta = json.loads((probe / array_path(("A", "01", 0)) / "zarr.json").read_text(encoding="utf-8"))
+        shutil.rmtree(probe)
+        return cls(ts, meta["codecs"])
+
+    def _spec(self, path: Path) -> dict[str, Any]:
+        return {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{path}/"}}
+
+    def write(self, store_path: Path, plate: dict[FieldKey, np.ndarray]) -> None:
+        for key, stack in plate.items():
+            spec = self._spec(store_path / array_path(key))
+            spec["metadata"] = {
+                "shape": list(stack.shape), "data_type": stack.dtype.name,
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *stack.shape[1:]]}},
+                "codecs": self.codecs,
+            }
+            self.ts.open(spec, create=True).result().write(stack).result()
+
+    def read(self, store_path: Path, keys: list[FieldKey]) -> list[np.ndarray]:
+        return [
+            self.ts.open(self._spec(store_path / array_path(k)), read=True).result().read().result()
+            for k in keys
+        ]
+
+
+def ours_save_batch(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
+    planes, names = plane_names(plate)
+    ZarrBackend(target).save_batch(planes, names)
+
+
+def ours_save_fields(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
+    backend = ZarrBackend(target)
+    for (row, column, field_index), stack in plate.items():
+        backend.save(stack, f"plate.zarr/{row}/{column}/{field_index}")
+
+
+def ours_load_fields(backend: ZarrBackend, keys: list[FieldKey]) -> list[np.ndarray]:
+    return [backend.load(f"plate.zarr/{r}/{c}/{f}") for r, c, f in keys]
+
+
+# -- measuring -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Goal:
+    """What a row should reach: ``ratio <= limit``."""
+
+    limit: float
+
+    def met(self, ratio: float) -> bool:
+        return ratio <= self.limit
+
+    def __str__(self) -> str:
+        return f"<= {self.limit:.2f}x"
+
+
+@dataclass
+class Row:
+    section: str
+    case: str
+    ours_s: float
+    reference: str
+    reference_s: float
+    ratio: float
+    goal: str
+    result: str  # PASS, MISS, or "info" for rows without a goal
+    round_ratios: list[float] = field(default_factory=list)
+    """ours / reference within each round (the two ran back to back): their spread shows the noise."""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class CodecRow:
+    codec: str
+    default: bool
+    write_mb_s: float
+    read_mb_s: float
+    compression_ratio: float
+    write_s: float
+    read_s: float
+
+
+@dataclass
+class Settings:
+    quick: bool
+    directory: Path
+    wells: int
+    ts: Any  # the tensorstore module, or None where it is not installed
+    notes: list[str] = field(default_factory=list)
+
+    def reps(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+class Scratch:
+    """Fresh, numbered folders under one directory, removed after use."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.count = 0
+
+    def fresh(self, name: str) -> Path:
+        self.count += 1
+        path = self.directory / f"{name}-{self.count:04d}"
+        path.mkdir()
+        return path
+
+
+def interleaved(
+    cases: dict[str, Callable[[], object]], *, repeat: int, warmup: int = 1,
+    before: Callable[[str], None] | None = None, after: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each case, ``repeat`` samples; each round runs every case, rotated.
+
+    ``before`` / ``after`` run (untimed) around every call, e.g. to make and remove its folder.
+    """
+    names = list(cases)
+
+    def call(name: str) -> float:
+        if before is not None:
+            before(name)
+        gc.collect()
+        start = time.perf_counter()
+        cases[name]()
+        elapsed = time.perf_counter() - start
+        if after is not None:
+            after(name)
+        return elapsed
+
+    for _ in range(warmup):
+        for name in names:
+            call(name)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeat):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(call(name))
+    return samples
+
+
+def fresh_folder_cases(
+    scratch: Scratch, writers: dict[str, Callable[[Path], object]]
+) -> tuple[dict[str, Callable[[], object]], Callable[[str], None], Callable[[str], None]]:
+    """Cases that each write into a new folder (made before, removed after, neither timed)."""
+    current: dict[str, Path] = {}
+
+    def before(name: str) -> None:
+        current[name] = scratch.fresh(name)
+
+    def after(name: str) -> None:
+        shutil.rmtree(current.pop(name))
+
+    cases = {name: (lambda w=writer, n=name: w(current[n])) for name, writer in writers.items()}
+    return cases, before, after
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def row(
+    section: str, case: str, samples: dict[str, list[float]], ours: str, reference: str,
+    reference_label: str, goal: Goal | None,
+) -> Row:
+    ours_s, ref_s = median(samples[ours]), median(samples[reference])
+    ratio = ours_s / ref_s
+    result = "info" if goal is None else ("PASS" if goal.met(ratio) else "MISS")
+    paired = [o / r for o, r in zip(samples[ours], samples[reference], strict=True)]
+    return Row(section, case, ours_s, reference_label, ref_s, ratio, str(goal) if goal else "-", result,
+               paired, {ours: samples[ours], reference: samples[reference]})
+
+
+# -- 1. writing -----------------------------------------------------------------------------------
+def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[Row]:
+    scratch = Scratch(settings.directory)
+    direct = ZarrDirect(ZarrConfig())
+    small = subset(plate, 1)
+    writers: dict[str, Callable[[Path], object]] = {
+        "batch": lambda t: ours_save_batch(t, current_plate[0]),
+        "fields": lambda t: ours_save_fields(t, current_plate[0]),
+        "zarr": lambda t: direct.write(t / "plate.zarr", current_plate[0]),
+    }
+    if settings.ts is not None:
+        tensorstore = TensorStoreDirect.for_config(settings.ts, ZarrConfig(), settings.directory)
+        writers["ts"] = lambda t: tensorstore.write(t / "plate.zarr", current_plate[0])
+    current_plate = [small]  # the warm-up writes one well; the samples, the whole plate
+    cases, before, after = fresh_folder_cases(scratch, writers)
+    interleaved(cases, repeat=0, warmup=1, before=before, after=after)
+    current_plate[0] = plate
+    samples = interleaved(cases, repeat=settings.reps(4, 2), warmup=0, before=before, after=after)
+    n = len(plate)
+    rows = [
+        row("1", f"save_batch {n * CHANNELS} planes (A01_s1_w1.tif)", samples, "batch", "zarr",
+            "zarr-python direct", Goal(1.10)),
+        row("1", f"save {n} fields (A/01/0, (3,1024,1024))", samples, "fields", "zarr",
+            "zarr-python direct", Goal(1.10)),
+    ]
+    if settings.ts is not None:
+        rows += [
+            row("1", f"save_batch {n * CHANNELS} planes", samples, "batch", "ts", "tensorstore", None),
+            row("1", f"save {n} fields", samples, "fields", "ts", "tensorstore", None),
+            row("1", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
+        ]
+    return rows
+
+
+# -- 2. reading, 3. one plane against a well ----------------------------------------------------------
+def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[list[Row], list[Row]]:
+    folder = settings.directory / "read"
+    folder.mkdir()
+    ours_save_batch(folder, plate)  # every reader reads these same files
+    store = folder / "plate.zarr"
+    settings.notes.append(
+        f"plate: {len(plate) // FIELDS} wells, {len(plate) * CHANNELS} planes, "
+        f"{raw_bytes(plate) / 2**20:.0f} MiB raw, {stored_bytes(store) / 2**20:.0f} MiB stored "
+        f"(compression ratio {raw_bytes(plate) / stored_bytes(store):.2f}, default codec)"
+    )
+    backend = ZarrBackend(folder)
+    direct = ZarrDirect(ZarrConfig())
+    keys = list(plate)
+    sample = keys[::5]  # check that the readers give back what was written
+    for got in (ours_load_fields(backend, sample), direct.read(store, sample)):
+        assert all(np.array_equal(a, plate[k]) for a, k in zip(got, sample, strict=True))
+    cases: dict[str, Callable[[], object]] = {
+        "ours": lambda: ours_load_fields(backend, keys),
+        "zarr": lambda: direct.read(store, keys),
+    }
+    if settings.ts is not None:
+        tensorstore = TensorStoreDirect(settings.ts, [])
+        assert np.array_equal(tensorstore.read(store, keys[:1])[0], plate[keys[0]])
+        cases["ts"] = lambda: tensorstore.read(store, keys)
+    samples = interleaved(cases, repeat=settings.reps(4, 3), warmup=1)
+    n = len(keys)
+    read_rows = [row("2", f"load {n} fields", samples, "ours", "zarr", "zarr-python direct", Goal(1.10))]
+    if settings.ts is not None:
+        read_rows += [
+            row("2", f"load {n} fields", samples, "ours", "ts", "tensorstore", None),
+            row("2", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
+        ]
+
+    # 3. one plane (pipeline name) against the whole well it belongs to, and against zarr-python
+    row_, column, _ = keys[0]
+    well = [k for k in keys if k[:2] == (row_, column)]
+    plane_name = f"plate.zarr/{row_}{column}_s1_w1.tif"
+    assert np.array_equal(backend.load(plane_name), plate[well[0]][0])
+    plane_cases: dict[str, Callable[[], object]] = {
+        "plane": lambda: backend.load(plane_name),
+        "well": lambda: ours_load_fields(backend, well),
+        "zarr_plane": lambda: direct.read_plane(store, well[0], 0),
+    }
+    plane_samples = interleaved(plane_cases, repeat=settings.reps(30, 10), warmup=2)
+    planes_in_well = len(well) * CHANNELS
+    plane_rows = [
+        row("3", f"load one plane ({row_}{column}_s1_w1.tif)", plane_samples, "plane", "well",
+            f"whole well ({planes_in_well} planes)", None),
+        row("3", "load one plane", plane_samples, "plane", "zarr_plane", "zarr-python [c]", None),
+    ]
+    settings.notes.append(
+        f"section 3: one plane is 1/{planes_in_well} = {1 / planes_in_well:.3f} of the well's data"
+    )
+    return read_rows, plane_rows
+
+
+# -- 4. compressors ------------------------------------------------------------------------------
+def codec_configs() -> list[tuple[str, ZarrConfig]]:
+    configs = []
+    for level in (1, 3, 5):
+        for shuffle in (True, False):
+            config = ZarrConfig(compressor=ZarrCompressor.ZSTD, compression_level=level, shuffle=shuffle)
+            configs.append((f"zstd {level}{' + shuffle' if shuffle else ''}", config))
+    lz4 = ZarrConfig(compressor=ZarrCompressor.BLOSC_LZ4, compression_level=5, shuffle=True)
+    configs.append(("blosc-lz4 5 + shuffle", lz4))
+    for level in (1, 6):
+        configs.append((f"gzip {level}", ZarrConfig(compressor=ZarrCompressor.GZIP, compression_level=level)))
+    configs.append(("none", ZarrConfig(compressor=ZarrCompressor.NONE)))
+    return configs
+
+
+def is_default(config: ZarrConfig) -> bool:
+    default = ZarrConfig()
+    return (ZarrCompressor(config.compressor), config.compression_level, config.shuffle) == (
+        ZarrCompressor(default.compressor), default.compression_level, default.shuffle)
+
+
+def bench_codecs(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[CodecRow]:
+    data = plate
+    size = raw_bytes(data)
+    keys = list(data)
+    configs = codec_configs()
+    writers = {name: ZarrDirect(config) for name, config in configs}
+    scratch = Scratch(settings.directory)
+    current = [dict(list(data.items())[:1])]  # the warm-up writes one field; the samples, all
+    cases, before, after = fresh_folder_cases(
+        scratch, {name: (lambda t, w=w: w.write(t / "plate.zarr", current[0])) for name, w in writers.items()}
+    )
+    interleaved(cases, repeat=0, warmup=1, before=before, after=after)
+    current[0] = data
+    write = interleaved(cases, repeat=settings.reps(3, 2), warmup=0, before=before, after=after)
+    stores = {}
+    for name, writer in writers.items():
+        stores[name] = scratch.fresh(f"read-{name.replace(' ', '')}") / "plate.zarr"
+        writer.write(stores[name], data)
+    read = interleaved(
+        {name: (lambda w=w, s=stores[name]: w.read(s, keys)) for name, w in writers.items()},
+        repeat=settings.reps(5, 3), warmup=1,
+    )
+    settings.notes.append(
+        f"section 4: {len(data) // FIELDS} wells ({size / 2**20:.0f} MiB) per compressor; "
+        "MB/s = 10^6 bytes of raw data per second"
+    )
+    return [
+        CodecRow(name, is_default(config), size / 1e6 / median(write[name]), size / 1e6 / median(read[name]),
+                 size / stored_bytes(stores[name]), median(write[name]), median(read[name]))
+        for name, config in configs
+    ]
+
+
+# -- report ----------------------------------------------------------------------------------------
+def _duration(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:8.3f} s "
+    return f"{seconds * 1e3:8.2f} ms"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = (f"{'':2} {'case':42} {'ours':>11}  {'reference':24} {'ref':>11} {'ratio':>7} "
+              f"{'per round':>11}  {'goal':9} result")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        spread = f"{min(r.round_ratios):.2f}-{max(r.round_ratios):.2f}" if r.round_ratios else "-"
+        print(
+            f"{r.section:2} {r.case:42} {_duration(r.ours_s)}  {r.reference:24} {_duration(r.reference_s)}"
+            f" {r.ratio:6.2f}x {spread:>11}  {r.goal:9} {r.result}"
+        )
+    print("ratio = median ours (left) / median reference (right); 'per round': the lowest and highest\n"
+          "ratio of the two run back to back in one round (a wide spread means a noisy machine).")
+
+
+def print_codec_table(rows: list[CodecRow]) -> None:
+    header = f"{'compressor':24} {'write MB/s':>10} {'read MB/s':>10} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        mark = "  <- default (ZarrConfig())" if r.default else ""
+        print(f"{r.codec:24} {r.write_mb_s:10.0f} {r.read_mb_s:10.0f} {r.compression_ratio:6.2f}x{mark}")
+    print("ratio = raw bytes / stored bytes.")
+
+
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _tensorstore() -> tuple[Any, str | None]:
+    """The tensorstore module, or None and why not."""
+    try:
+        import tensorstore
+    except ImportError as error:
+        return None, f"tensorstore is not installed ({error}); pip install -e '.[bench]'"
+    return tensorstore, None
+
+
+def _cores() -> str:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{os.cpu_count()} CPUs ({usable} usable by this process)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="4 wells and fewer repeats (a smoke run)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="measure the compressors instead (section 4), to justify ZarrConfig's defaults")
+    parser.add_argument("--wells", type=int, default=None,
+                        help=f"wells in the plate (default {WELLS}, --quick 4; with --defaults: "
+                        f"{DEFAULTS_WELLS}, --quick 1)")
+    parser.add_argument("--only", default="123",
+                        help="sections 1 (write) and 2-3 (read) to run, e.g. '1' (default: 123)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="folder to write the files in (default: a new folder under the temp dir)")
+    args = parser.parse_args(argv)
+
+    if args.defaults:
+        wells = args.wells or (1 if args.quick else DEFAULTS_WELLS)
+    else:
+        wells = args.wells or (4 if args.quick else WELLS)
+    ts, missing = _tensorstore()
+    directory = Path(tempfile.mkdtemp(prefix="polystore-zarr-bench-", dir=args.dir))
+    settings = Settings(quick=args.quick, directory=directory, wells=wells, ts=ts)
+    print(
+        f"polystore {polystore.__version__}, zarr {_version('zarr')}, numcodecs {_version('numcodecs')}, "
+        f"tensorstore {_version('tensorstore')}, numpy {np.__version__}, Python {platform.python_version()}"
+    )
+    print(f"{platform.platform()}, {_cores()}, files in {directory}{' (quick)' if args.quick else ''}")
+    if missing:
+        print(f"  note: {missing}: the tensorstore rows are skipped")
+    load_before = _load_average()
+    if load_before > 0.5:
+        print(f"  note: load average {load_before:.2f} before starting; other processes on these "
+              f"cores skew the timings")
+    started = time.perf_counter()
+    rows: list[Row] = []
+    codec_rows: list[CodecRow] = []
+    try:
+        print(f"  generating {wells} wells of synthetic data ...", flush=True)
+        plate = make_plate(wells)
+        if args.defaults:
+            print("  running (4) compressors ...", flush=True)
+            codec_rows = bench_codecs(settings, plate)
+        else:
+            if "1" in args.only:
+                print("  running (1) write ...", flush=True)
+                rows.extend(bench_write(settings, plate))
+            if "2" in args.only or "3" in args.only:
+                print("  running (2) read, (3) one plane against a well ...", flush=True)
+                read_rows, plane_rows = bench_read(settings, plate)
+                rows.extend(read_rows + plane_rows)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    print()
+    for note in settings.notes:
+        print(f"  {note}")
+    if rows:
+        print_table(rows)
+        if missing:
+            print(f"tensorstore rows skipped: {missing}")
+        print(f"{sum(r.result == 'PASS' for r in rows)} PASS, {sum(r.result == 'MISS' for r in rows)} MISS "
+              f"({elapsed:.0f} s; load average {load_before:.2f} before, {_load_average():.2f} after)")
+    if codec_rows:
+        print_codec_table(codec_rows)
+        print(f"({elapsed:.0f} s; load average {load_before:.2f} before, {_load_average():.2f} after)")
+    if args.json is not None:
+        report: dict[str, Any] = {
+            "polystore": polystore.__version__,
+            "zarr": _version("zarr"),
+            "numcodecs": _version("numcodecs"),
+            "tensorstore": _version("tensorstore"),
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "quick": args.quick,
+            "wells": wells,
+            "seconds": elapsed,
+            "load_average_before": load_before,
+            "notes": settings.notes,
+            "rows": [asdict(r) for r in rows],
+            "compressors": [asdict(r) for r in codec_rows],
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
