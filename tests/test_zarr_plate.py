@@ -332,3 +332,37 @@ def test_growing_a_field_keeps_the_names_given_to_its_channels(tmp_path: Path) -
     attrs = dict(zarr.open_group(tmp_path / "plate.zarr/A/01/0", mode="r").attrs)
     labels = [c["label"] for c in attrs["ome"]["omero"]["channels"]]
     assert labels == ["DAPI", "GFP", "w3"]
+
+
+def _write_one_channel_everywhere(store: str, channel: int, barrier: Any) -> None:
+    """Batch-save channel ``channel`` of the same new fields that three other processes fill."""
+    import dask.array  # noqa: F401  # imported before the start, so that all start at once
+    import ome_zarr_models.v05  # noqa: F401
+
+    backend = ZarrBackend()
+    barrier.wait()
+    names = [f"{store}/{row}{column}_s1_w{channel + 1}.tif" for row, column in WELLS_24[:8]]
+    planes = [np.full((16, 16), 10 * (channel + 1), np.uint16) for _ in names]
+    backend.save_batch(planes, names)
+
+
+@pytest.mark.slow
+def test_processes_batch_saving_channels_of_the_same_new_fields_lose_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "plate.zarr"
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [
+        context.Process(target=_write_one_channel_everywhere, args=(str(store), channel, barrier))
+        for channel in range(4)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+    assert [process.exitcode for process in processes] == [0] * 4
+    backend = ZarrBackend()
+    for row, column in WELLS_24[:8]:
+        field = backend.load(f"{store}/{row}/{column}/0")
+        assert field.shape == (4, 16, 16), (row, column)
+        for channel in range(4):  # every process's channel survived the others' writes
+            assert (field[channel] == 10 * (channel + 1)).all(), (row, column, channel)

@@ -342,6 +342,18 @@ class ZarrBackend(StorageBackend):
             return self._lock  # type: ignore[return-value]  # RLock: a context manager of bool
         return file_lock(store)
 
+    def _field_lock(self, store: str, field_path: str) -> contextlib.AbstractContextManager[None]:
+        """Serialise writers of one field image (creating, growing, filling it).
+
+        One lock per field, not per store, so processes writing different wells run in
+        parallel. The lock files live in one hidden folder beside the store, never inside it.
+        Always taken before the store's metadata lock, never while holding it.
+        """
+        if "://" in store:
+            return self._lock  # type: ignore[return-value]  # RLock: a context manager of bool
+        locks = Path(store).with_name(f".{Path(store).name}.polystore-locks")
+        return file_lock(locks / field_path.replace("/", "_"))
+
     def _check_parent(self, location: _Location, path: PathLike) -> None:
         """Refuse a node below an array or image, however far up (the nearest existing ancestor)."""
         parent = location.node.rsplit("/", 1)[0] if "/" in location.node else ""
@@ -391,11 +403,14 @@ class ZarrBackend(StorageBackend):
         if address is not None and address.plane_axes:
             self._write_plane(location, address, array, config, image)
         else:
-            if address is not None:  # "A01_s2.tif" without a plane index is the whole field image
-                location = _Location(location.store, address.field_path)
-            self._write_node(location, array, config, image, file_path)
-            if address is not None:
-                self._record_fields(location.store, [address], config)
+            if address is None:
+                self._write_node(location, array, config, image, file_path)
+                return
+            # "B/03/0", or "A01_s2.tif" without a plane index: the whole field image
+            location = _Location(location.store, address.field_path)
+            with self._field_lock(location.store, address.field_path):
+                self._write_node(location, array, config, image, file_path)
+            self._record_fields(location.store, [address], config)
 
     @staticmethod
     def _as_array(data: Any) -> np.ndarray:
@@ -502,9 +517,9 @@ class ZarrBackend(StorageBackend):
                 f"'{location.node}' names one plane of a plate (a 2-D image); got {plane.ndim}-D "
                 f"data. Save whole field images to '{address.field_path}' instead."
             )
-        with self._lock_for(location.store):
+        with self._field_lock(location.store, address.field_path):
             self._grow_and_write(location.store, address, plane, config, image)
-            self._record_fields(location.store, [address], config, locked=True)
+        self._record_fields(location.store, [address], config)
 
     def _grow_and_write(
         self, store_path: str, address: PlaneAddress, plane: np.ndarray, config: ZarrConfig, image: _ImageSpec
@@ -640,13 +655,18 @@ class ZarrBackend(StorageBackend):
                     self._check_parent(_Location(store_path, field_path), field_path)
                     checked_parents.add(parent)
                 axes = first.plane_axes + "yx"
-                self._write_node(
-                    _Location(store_path, field_path), stack, self.config,
-                    _ImageSpec(axes, kwargs.get("levels"),
-                               kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
-                               kwargs.get("colors"), None, None, False),
-                    field_path, absent=True,  # exists_field found none of these fields above
-                )
+                spec = _ImageSpec(axes, kwargs.get("levels"),
+                                  kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
+                                  kwargs.get("colors"), None, None, False)
+                with self._field_lock(store_path, field_path):
+                    if not self.exists_field(_Location(store_path, field_path), first):
+                        self._write_node(
+                            _Location(store_path, field_path), stack, self.config, spec,
+                            field_path, absent=True,  # looked just now, under the field's lock
+                        )
+                    else:  # another process created it meanwhile: add our planes to it
+                        for address, plane in planes:
+                            self._grow_and_write(store_path, address, np.asarray(plane), self.config, spec)
                 written.setdefault(store_path, []).append(PlaneAddress(first.row, first.column, first.field))
         finally:
             # the wells' and plate's metadata once per store for the whole batch, not once per
