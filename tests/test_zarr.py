@@ -7,6 +7,7 @@ Plates (HCS) are in tests/test_zarr_plate.py; object storage in tests/test_zarr_
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -562,3 +563,17 @@ def test_read_recorder_is_a_pass_through_store(tmp_path: Path) -> None:
     recorder = ReadRecordingStore(LocalStore(tmp_path / "s.zarr", read_only=True))
     np.testing.assert_array_equal(zarr.open_array(recorder, path="x/0", mode="r")[...], backend.load("x"))
     assert ("x/0/c/0/0", None) in recorder.reads
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"compressor": "lzma"}, "compressor='lzma': choose one of zstd"),
+        ({"chunk_strategy": "diagonal"}, "chunk_strategy='diagonal': choose one of plane"),
+        ({"zarr_format": 4}, "zarr_format=4"),
+        ({"pyramid_levels": 0}, "pyramid_levels=0"),
+    ],
+)
+def test_bad_config_fails_where_it_is_made(option: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ZarrBackend(**option)

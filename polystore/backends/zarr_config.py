@@ -59,6 +59,24 @@ class ZarrConfig:
     name_pattern: str = DEFAULT_NAME_PATTERN
     """Regex with named groups row, column, field, channel, z, t for pipeline file names."""
 
+    def __post_init__(self) -> None:
+        # Checked here, so a typo fails where the config is made, not at the first save.
+        for name, kind in (("compressor", ZarrCompressor), ("chunk_strategy", ZarrChunkStrategy)):
+            value = getattr(self, name)
+            try:
+                kind(value)
+            except ValueError:
+                choices = ", ".join(member.value for member in kind)
+                raise ValueError(f"ZarrConfig {name}={value!r}: choose one of {choices}.") from None
+        if self.zarr_format not in (2, 3):
+            raise ValueError(
+                f"ZarrConfig zarr_format={self.zarr_format!r}: choose 3 (NGFF 0.5) or 2 (NGFF 0.4)."
+            )
+        if self.pyramid_levels < 1:
+            raise ValueError(f"ZarrConfig pyramid_levels={self.pyramid_levels}: at least 1 (no pyramid).")
+        if self.shards is not None and self.zarr_format != 3:
+            raise ValueError("ZarrConfig shards need Zarr v3 (zarr_format=3).")
+
     @property
     def ngff_version(self) -> Literal["0.4", "0.5"]:
         """OME-NGFF 0.5 lives on Zarr v3, 0.4 on Zarr v2."""
