@@ -47,7 +47,9 @@ def _torch_from_numpy(array: np.ndarray) -> Any:
 
 def _jax_from_numpy(array: np.ndarray) -> Any:
     jnp = _import("jax").numpy
-    return jnp.from_dlpack(array) if array.flags.writeable else jnp.asarray(array)
+    if array.flags.writeable and array.flags.c_contiguous:
+        return jnp.from_dlpack(array)
+    return jnp.asarray(array)  # jax's DLPack import takes neither strided nor read-only memory
 
 
 def _tensorflow_from_numpy(array: np.ndarray) -> Any:

@@ -204,3 +204,11 @@ def test_cuda_torch_to_cupy_without_host_round_trip() -> None:
     array = convert(tensor, "cupy")
     assert isinstance(array, cupy.ndarray)
     assert array.data.ptr == tensor.data_ptr()
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax", "tensorflow"])
+def test_strided_and_reversed_numpy_views_convert(framework: str) -> None:
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for view in (base[::-1], base[:, ::2], base.T):
+        converted = convert(view, framework)
+        np.testing.assert_array_equal(to_numpy(converted), view)

@@ -44,7 +44,7 @@ class DiskBackend(StorageBackend):
     # -- paths -------------------------------------------------------------------------
     def resolve(self, path: PathLike) -> Path:
         """The filesystem path for ``path``, checked against ``root``."""
-        candidate = Path(path)
+        candidate = path if isinstance(path, Path) else Path(path)  # a Path is immutable: reuse it
         if self.root is None:
             return candidate
         real = Path(os.path.realpath(self.root / candidate))
