@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3-protocol server (moto's standalone server) on 127.0.0.1.
+"""Shared fixtures: the backend class table restored after a test, and a real S3-protocol
+server (moto's standalone server) on 127.0.0.1.
 
 The server is a separate process speaking HTTP, so the code under test goes through its
 ordinary client stack (zarr's FsspecStore -> s3fs -> aiobotocore) exactly as it would
@@ -20,6 +21,12 @@ from collections.abc import Iterator
 from typing import IO
 
 import pytest
+
+from polystore.registry import (
+    register_backend_class,
+    registered_backend_classes,
+    unregister_backend_class,
+)
 
 S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
 """Dummy credentials: moto accepts any."""
@@ -141,3 +148,16 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     finally:
         client.close()
     yield bucket  # left on the server: it goes with the session, and every test has its own
+
+
+@pytest.fixture
+def restore_backend_classes() -> Iterator[None]:
+    """Put the global backend class table back as it was (tests define backends freely)."""
+    before = dict(registered_backend_classes())
+    yield
+    for name, cls in list(registered_backend_classes().items()):
+        if before.get(name) is not cls:
+            unregister_backend_class(name)
+    for name, cls in before.items():
+        if name not in registered_backend_classes():
+            register_backend_class(name, cls)

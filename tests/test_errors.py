@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +33,10 @@ from polystore import (
 )
 from polystore.exceptions import BatchFailure
 from polystore.registry import (
-    register_backend_class,
     registered_backend_classes,
-    unregister_backend_class,
 )
 
-
-@pytest.fixture(autouse=True)
-def _restore_backend_classes() -> Iterator[None]:
-    before = dict(registered_backend_classes())
-    yield
-    for name, cls in list(registered_backend_classes().items()):
-        if before.get(name) is not cls:
-            unregister_backend_class(name)
-    for name, cls in before.items():
-        if name not in registered_backend_classes():
-            register_backend_class(name, cls)
+pytestmark = pytest.mark.usefixtures("restore_backend_classes")
 
 
 @pytest.fixture

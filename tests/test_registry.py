@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,22 +25,11 @@ from polystore import (
 )
 from polystore.registry import (
     ENTRY_POINT_GROUP,
-    register_backend_class,
     registered_backend_classes,
     unregister_backend_class,
 )
 
-
-@pytest.fixture(autouse=True)
-def _restore_backend_classes() -> Iterator[None]:
-    before = dict(registered_backend_classes())
-    yield
-    for name, cls in list(registered_backend_classes().items()):
-        if before.get(name) is not cls:
-            unregister_backend_class(name)
-    for name, cls in before.items():
-        if name not in registered_backend_classes():
-            register_backend_class(name, cls)
+pytestmark = pytest.mark.usefixtures("restore_backend_classes")
 
 
 class _Counted(StorageBackend):

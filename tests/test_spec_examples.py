@@ -31,23 +31,11 @@ import polystore
 from polystore import MemoryBackend  # the multiprocessing example's `worker` uses it
 from polystore import MemoryBackend as MyCustomBackend  # for the "Testing Your Backend" example
 from polystore.registry import (
-    register_backend_class,
     registered_backend_classes,
-    unregister_backend_class,
 )
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend_classes() -> Iterator[None]:
-    """Spec examples reuse names ('my_backend' twice): give each test the table it started with."""
-    before = dict(registered_backend_classes())
-    yield
-    for name, cls in list(registered_backend_classes().items()):
-        if before.get(name) is not cls:
-            unregister_backend_class(name)
-    for name, cls in before.items():
-        if name not in registered_backend_classes():
-            register_backend_class(name, cls)
+pytestmark = pytest.mark.usefixtures("restore_backend_classes")
 
 
 @pytest.fixture(autouse=True)
