@@ -48,7 +48,7 @@ def test_numpy_alone_runs_the_core(tmp_path: Path) -> None:
         ("fm.save(np.zeros((4, 4), np.uint16), 'x.tif', backend='disk')", "tiff"),
         ("fm.save(np.zeros(3), 'x.pt', backend='disk')", "torch"),
         ("fm.load_batch(['a.npy'], backend='memory', progress=True)", "progress"),
-        ("fm.save(np.zeros(3), 'x.npy', backend='memory'); fm.load('x.npy', 'memory', framework='jax')", "jax"),
+        ("fm.load('a.npy', 'memory', framework='jax')", "jax"),
         ("from polystore.atomic import file_lock\nwith file_lock('x.json'): pass", "lock"),
         ("fm.save(np.zeros((4, 4)), 'x.zarr', backend='zarr')", "zarr"),
     ],
