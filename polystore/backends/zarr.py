@@ -582,7 +582,7 @@ class ZarrBackend(StorageBackend):
             axes, scales[: len(paths)], version=config.ngff_version, channels=channels,
             dtype=np.dtype(dtype), name=section["multiscales"][0].get("name"),
         )
-        group.attrs.update(new)
+        group.update_attributes(new)  # one metadata write (attrs.update writes per key)
 
     def _record_fields(
         self, store_path: str, addresses: Sequence[PlaneAddress], config: ZarrConfig, *, locked: bool = False
@@ -608,9 +608,9 @@ class ZarrBackend(StorageBackend):
                 known = [image["path"] for image in well_meta.get("images", [])]
                 if set(fields) - set(known):
                     merged = sorted(set(known) | fields, key=int)
-                    well.attrs.update(ngff.well_attributes(merged, version=config.ngff_version))
+                    well.update_attributes(ngff.well_attributes(merged, version=config.ngff_version))
             if changed or not plate_attrs:
-                plate_group.attrs.update(
+                plate_group.update_attributes(
                     ngff.plate_attributes(
                         layout.rows, layout.columns, layout.wells,
                         version=config.ngff_version, field_count=layout.field_count,
@@ -760,7 +760,7 @@ class ZarrBackend(StorageBackend):
         if self._is_image(node):
             for existing in list(group.keys()):
                 del group[existing]
-        group.attrs.update(dict(node.attrs))
+        group.update_attributes(dict(node.attrs))
         for name, member in node.members():
             self._copy_node(member, dst.child(name), f"{os.fspath(display).rstrip('/')}/{name}")
 
