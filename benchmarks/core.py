@@ -27,21 +27,30 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gc
 import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import (
+    Goal,
+    Row,
+    Settings,
+    interleaved,
+    medians,
+    note_load,
+    print_table,
+    print_verdicts,
+    row,
+    settle,
+)
 
 import polystore
 from polystore import DiskBackend, MemoryBackend
@@ -51,72 +60,6 @@ from polystore.batch import default_workers
 FRAME_SHAPE = (2048, 2048)  # uint16: 8 MiB, the frame size of DESIGN.md's figures
 TIFF_COUNT = 64
 TIFF_SHAPE = (1024, 1024)
-
-
-@dataclass(frozen=True)
-class Goal:
-    """What a row should reach: ``ratio <= limit`` or, with ``at_least``, ``ratio >= limit``."""
-
-    limit: float
-    at_least: bool = False
-
-    def met(self, ratio: float) -> bool:
-        return ratio >= self.limit if self.at_least else ratio <= self.limit
-
-    def __str__(self) -> str:
-        return f"{'>=' if self.at_least else '<='} {self.limit:.2f}x"
-
-
-@dataclass
-class Row:
-    section: str
-    case: str
-    ours_s: float
-    reference: str
-    reference_s: float
-    ratio: float
-    goal: str
-    result: str  # PASS, MISS, or "info" for rows without a goal
-
-
-@dataclass
-class Settings:
-    quick: bool
-    directory: Path
-
-    def reps(self, full: int, quick: int) -> int:
-        return quick if self.quick else full
-
-
-def interleaved(
-    cases: dict[str, Callable[[], object]], *, repeat: int, warmup: int = 2, number: int = 1
-) -> dict[str, float]:
-    """Median seconds per call of each case; each round runs every case, in rotated order."""
-    names = list(cases)
-    for _ in range(warmup):
-        for name in names:
-            cases[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    gc.collect()
-    for round_ in range(repeat):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = cases[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples[name].append((time.perf_counter() - start) / number)
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
-def row(
-    section: str, case: str, ours: float, reference: str, ref: float, goal: Goal | None,
-    *, speedup: bool = False,
-) -> Row:
-    """A table row; ``speedup`` rows report reference / ours (how many times faster)."""
-    ratio = ref / ours if speedup else ours / ref
-    result = "info" if goal is None else ("PASS" if goal.met(ratio) else "MISS")
-    return Row(section, case, ours, reference, ref, ratio, str(goal) if goal else "-", result)
 
 
 # -- a. disk .npy ----------------------------------------------------------------------------
@@ -150,7 +93,8 @@ def bench_disk_npy(settings: Settings) -> list[Row]:
     durable, fast = DiskBackend(), DiskBackend(durable=False)
     # plain strings, as most callers pass them (a str costs DiskBackend a Path object per call)
     paths = {name: str(folder / f"{name}.npy") for name in ("ours", "ours_nd", "np", "np_fsync", "hand")}
-    saves = interleaved(
+    settle()
+    saves = medians(interleaved(
         {
             "ours": lambda: durable.save(frame, paths["ours"]),
             "ours_nd": lambda: fast.save(frame, paths["ours_nd"]),
@@ -160,13 +104,14 @@ def bench_disk_npy(settings: Settings) -> list[Row]:
         },
         repeat=settings.reps(120, 15),
         warmup=3,
-    )
+    ))
     # both read the very same file, so page-cache state cannot favour either
-    loads = interleaved(
+    settle()
+    loads = medians(interleaved(
         {"ours": lambda: durable.load(paths["np"]), "np": lambda: np.load(paths["np"])},
         repeat=settings.reps(400, 40),
         warmup=5,
-    )
+    ))
     assert np.array_equal(durable.load(paths["ours"]), frame)
     ours = "DiskBackend.save (durable, default)"
     return [
@@ -198,15 +143,16 @@ def bench_tiff_batch(settings: Settings) -> list[Row]:
             image = base + rng.integers(0, 16, TIFF_SHAPE, dtype=np.uint16)
             tifffile.imwrite(path, image, compression=compression)
             paths.append(path)
+        settle()
         usage = _CpuUsage(functools.partial(backend.load_batch, paths))
-        times = interleaved(
+        times = medians(interleaved(
             {
                 "parallel": usage,
                 "serial": functools.partial(backend.load_batch, paths, max_workers=1),
             },
             repeat=settings.reps(9 if compression else 30, 3 if compression else 7),
             warmup=1,
-        )
+        ))
         label = "uncompressed" if compression is None else compression
         rows.append(row(
             "b", f"load_batch {TIFF_COUNT} TIFF {label} ({workers} threads)", times["parallel"],
@@ -245,11 +191,11 @@ def bench_convert(settings: Settings) -> list[Row]:
         return []
     frame = np.zeros(FRAME_SHAPE, dtype=np.uint16)
     assert convert(frame, "torch").data_ptr() == frame.ctypes.data  # both share memory
-    times = interleaved(
+    times = medians(interleaved(
         {"ours": lambda: convert(frame, "torch"), "torch": lambda: torch.from_numpy(frame)},
         repeat=settings.reps(25, 7),
         number=2000,
-    )
+    ))
     return [
         row("c", "convert(a, 'torch')", times["ours"], "torch.from_numpy", times["torch"],
             Goal(2.0)),
@@ -271,38 +217,11 @@ def bench_memory(settings: Settings) -> list[Row]:
         plain[path] = frame
         plain[path]
 
-    times = interleaved({"ours": ours, "dict": reference}, repeat=settings.reps(25, 7), number=5000)
+    times = medians(interleaved({"ours": ours, "dict": reference}, repeat=settings.reps(25, 7), number=5000))
     return [
         row("d", "MemoryBackend save + load", times["ours"], "dict set + get", times["dict"],
             Goal(20.0)),
     ]
-
-
-# -- report -----------------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:8.2f} ms"
-    return f"{seconds * 1e6:8.2f} us"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = f"{'':2} {'case':49} {'ours':>11}  {'reference':22} {'ref':>11} {'ratio':>7}  {'goal':9} result"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r.section:2} {r.case:49} {_duration(r.ours_s)}  {r.reference:22} {_duration(r.reference_s)}"
-            f" {r.ratio:6.2f}x  {r.goal:9} {r.result}"
-        )
-    print("ratio = ours / reference; for load_batch rows it is the speed-up (serial / parallel).")
-
-
-def _load_average() -> float:
-    """The 1-minute load average (0 where the platform has none)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,10 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         f"polystore {polystore.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, files in {directory}{' (quick)' if args.quick else ''}"
     )
-    load_before = _load_average()
-    if load_before > 0.5:
-        print(f"  note: load average {load_before:.2f} before starting; other processes on these "
-              f"{os.cpu_count()} cores skew the timings, the parallel rows (b) most")
+    load_before = note_load(f"{os.cpu_count()} cores", ", the parallel rows (b) most")
     started = time.perf_counter()
     rows: list[Row] = []
     try:
@@ -345,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(directory, ignore_errors=True)
     elapsed = time.perf_counter() - started
     print()
-    print_table(rows)
-    print(f"{sum(r.result == 'PASS' for r in rows)} PASS, {sum(r.result == 'MISS' for r in rows)} MISS "
-          f"({elapsed:.0f} s; load average {load_before:.2f} before, {_load_average():.2f} after)")
+    print_table(rows, case_width=49, reference_width=22, units=("ms", "us"))
+    print("ratio = ours / reference; for load_batch rows it is the speed-up (serial / parallel).")
+    print_verdicts(rows, elapsed, load_before)
     if args.json is not None:
         report: dict[str, Any] = {
             "polystore": polystore.__version__,
@@ -358,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "seconds": elapsed,
             "load_average_before": load_before,
-            "rows": [asdict(r) for r in rows],
+            "rows": [r.to_json() for r in rows],
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {args.json}")

@@ -40,20 +40,33 @@ script, not a test: it reports PASS / MISS against each goal and always exits 0.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+# imported before this folder comes off sys.path (below)
+import harness
+from harness import (
+    Goal,
+    Row,
+    cores,
+    interleaved,
+    median,
+    note_load,
+    paired_row,
+    print_table,
+    print_verdicts,
+    run_summary,
+    version,
+)
 
 # This file is named zarr.py: run as a script, its folder comes first on sys.path and
 # `import zarr` would import this file again. Take the folder off before anything imports zarr.
@@ -245,34 +258,6 @@ def ours_load_fields(backend: ZarrBackend, keys: list[FieldKey]) -> list[np.ndar
 
 
 # -- measuring -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Goal:
-    """What a row should reach: ``ratio <= limit``."""
-
-    limit: float
-
-    def met(self, ratio: float) -> bool:
-        return ratio <= self.limit
-
-    def __str__(self) -> str:
-        return f"<= {self.limit:.2f}x"
-
-
-@dataclass
-class Row:
-    section: str
-    case: str
-    ours_s: float
-    reference: str
-    reference_s: float
-    ratio: float
-    goal: str
-    result: str  # PASS, MISS, or "info" for rows without a goal
-    round_ratios: list[float] = field(default_factory=list)
-    """ours / reference within each round (the two ran back to back): their spread shows the noise."""
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-
 @dataclass
 class CodecRow:
     codec: str
@@ -285,15 +270,10 @@ class CodecRow:
 
 
 @dataclass
-class Settings:
-    quick: bool
-    directory: Path
+class Settings(harness.Settings):
     wells: int
     ts: Any  # the tensorstore module, or None where it is not installed
     notes: list[str] = field(default_factory=list)
-
-    def reps(self, full: int, quick: int) -> int:
-        return quick if self.quick else full
 
 
 class Scratch:
@@ -308,38 +288,6 @@ class Scratch:
         path = self.directory / f"{name}-{self.count:04d}"
         path.mkdir()
         return path
-
-
-def interleaved(
-    cases: dict[str, Callable[[], object]], *, repeat: int, warmup: int = 1,
-    before: Callable[[str], None] | None = None, after: Callable[[str], None] | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each case, ``repeat`` samples; each round runs every case, rotated.
-
-    ``before`` / ``after`` run (untimed) around every call, e.g. to make and remove its folder.
-    """
-    names = list(cases)
-
-    def call(name: str) -> float:
-        if before is not None:
-            before(name)
-        gc.collect()
-        start = time.perf_counter()
-        cases[name]()
-        elapsed = time.perf_counter() - start
-        if after is not None:
-            after(name)
-        return elapsed
-
-    for _ in range(warmup):
-        for name in names:
-            call(name)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeat):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(call(name))
-    return samples
 
 
 def fresh_folder_cases(
@@ -358,22 +306,6 @@ def fresh_folder_cases(
     return cases, before, after
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def row(
-    section: str, case: str, samples: dict[str, list[float]], ours: str, reference: str,
-    reference_label: str, goal: Goal | None,
-) -> Row:
-    ours_s, ref_s = median(samples[ours]), median(samples[reference])
-    ratio = ours_s / ref_s
-    result = "info" if goal is None else ("PASS" if goal.met(ratio) else "MISS")
-    paired = [o / r for o, r in zip(samples[ours], samples[reference], strict=True)]
-    return Row(section, case, ours_s, reference_label, ref_s, ratio, str(goal) if goal else "-", result,
-               paired, {ours: samples[ours], reference: samples[reference]})
-
-
 # -- 1. writing -----------------------------------------------------------------------------------
 def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[Row]:
     scratch = Scratch(settings.directory)
@@ -389,21 +321,23 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
         writers["ts"] = lambda t: tensorstore.write(t / "plate.zarr", current_plate[0])
     current_plate = [small]  # the warm-up writes one well; the samples, the whole plate
     cases, before, after = fresh_folder_cases(scratch, writers)
-    interleaved(cases, repeat=0, warmup=1, before=before, after=after)
+    interleaved(cases, repeat=0, warmup=1, collect_each=True, before=before, after=after)
     current_plate[0] = plate
-    samples = interleaved(cases, repeat=settings.reps(4, 2), warmup=0, before=before, after=after)
+    samples = interleaved(
+        cases, repeat=settings.reps(4, 2), warmup=0, collect_each=True, before=before, after=after
+    )
     n = len(plate)
     rows = [
-        row("1", f"save_batch {n * CHANNELS} planes (A01_s1_w1.tif)", samples, "batch", "zarr",
+        paired_row("1", f"save_batch {n * CHANNELS} planes (A01_s1_w1.tif)", samples, "batch", "zarr",
             "zarr-python direct", Goal(1.10)),
-        row("1", f"save {n} fields (A/01/0, (3,1024,1024))", samples, "fields", "zarr",
+        paired_row("1", f"save {n} fields (A/01/0, (3,1024,1024))", samples, "fields", "zarr",
             "zarr-python direct", Goal(1.10)),
     ]
     if settings.ts is not None:
         rows += [
-            row("1", f"save_batch {n * CHANNELS} planes", samples, "batch", "ts", "tensorstore", None),
-            row("1", f"save {n} fields", samples, "fields", "ts", "tensorstore", None),
-            row("1", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
+            paired_row("1", f"save_batch {n * CHANNELS} planes", samples, "batch", "ts", "tensorstore", None),
+            paired_row("1", f"save {n} fields", samples, "fields", "ts", "tensorstore", None),
+            paired_row("1", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
         ]
     return rows
 
@@ -433,13 +367,15 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
         tensorstore = TensorStoreDirect(settings.ts, [])
         assert np.array_equal(tensorstore.read(store, keys[:1])[0], plate[keys[0]])
         cases["ts"] = lambda: tensorstore.read(store, keys)
-    samples = interleaved(cases, repeat=settings.reps(4, 3), warmup=1)
+    samples = interleaved(cases, repeat=settings.reps(4, 3), warmup=1, collect_each=True)
     n = len(keys)
-    read_rows = [row("2", f"load {n} fields", samples, "ours", "zarr", "zarr-python direct", Goal(1.10))]
+    read_rows = [
+        paired_row("2", f"load {n} fields", samples, "ours", "zarr", "zarr-python direct", Goal(1.10)),
+    ]
     if settings.ts is not None:
         read_rows += [
-            row("2", f"load {n} fields", samples, "ours", "ts", "tensorstore", None),
-            row("2", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
+            paired_row("2", f"load {n} fields", samples, "ours", "ts", "tensorstore", None),
+            paired_row("2", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
         ]
 
     # 3. one plane (pipeline name) against the whole well it belongs to, and against zarr-python
@@ -452,12 +388,12 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
         "well": lambda: ours_load_fields(backend, well),
         "zarr_plane": lambda: direct.read_plane(store, well[0], 0),
     }
-    plane_samples = interleaved(plane_cases, repeat=settings.reps(30, 10), warmup=2)
+    plane_samples = interleaved(plane_cases, repeat=settings.reps(30, 10), warmup=2, collect_each=True)
     planes_in_well = len(well) * CHANNELS
     plane_rows = [
-        row("3", f"load one plane ({row_}{column}_s1_w1.tif)", plane_samples, "plane", "well",
+        paired_row("3", f"load one plane ({row_}{column}_s1_w1.tif)", plane_samples, "plane", "well",
             f"whole well ({planes_in_well} planes)", None),
-        row("3", "load one plane", plane_samples, "plane", "zarr_plane", "zarr-python [c]", None),
+        paired_row("3", "load one plane", plane_samples, "plane", "zarr_plane", "zarr-python [c]", None),
     ]
     settings.notes.append(
         f"section 3: one plane is 1/{planes_in_well} = {1 / planes_in_well:.3f} of the well's data"
@@ -497,16 +433,18 @@ def bench_codecs(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[
     cases, before, after = fresh_folder_cases(
         scratch, {name: (lambda t, w=w: w.write(t / "plate.zarr", current[0])) for name, w in writers.items()}
     )
-    interleaved(cases, repeat=0, warmup=1, before=before, after=after)
+    interleaved(cases, repeat=0, warmup=1, collect_each=True, before=before, after=after)
     current[0] = data
-    write = interleaved(cases, repeat=settings.reps(3, 2), warmup=0, before=before, after=after)
+    write = interleaved(
+        cases, repeat=settings.reps(3, 2), warmup=0, collect_each=True, before=before, after=after
+    )
     stores = {}
     for name, writer in writers.items():
         stores[name] = scratch.fresh(f"read-{name.replace(' ', '')}") / "plate.zarr"
         writer.write(stores[name], data)
     read = interleaved(
         {name: (lambda w=w, s=stores[name]: w.read(s, keys)) for name, w in writers.items()},
-        repeat=settings.reps(5, 3), warmup=1,
+        repeat=settings.reps(5, 3), warmup=1, collect_each=True,
     )
     settings.notes.append(
         f"section 4: {len(data) // FIELDS} wells ({size / 2**20:.0f} MiB) per compressor; "
@@ -520,27 +458,6 @@ def bench_codecs(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[
 
 
 # -- report ----------------------------------------------------------------------------------------
-def _duration(seconds: float) -> str:
-    if seconds >= 1.0:
-        return f"{seconds:8.3f} s "
-    return f"{seconds * 1e3:8.2f} ms"
-
-
-def print_table(rows: list[Row]) -> None:
-    header = (f"{'':2} {'case':42} {'ours':>11}  {'reference':24} {'ref':>11} {'ratio':>7} "
-              f"{'per round':>11}  {'goal':9} result")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        spread = f"{min(r.round_ratios):.2f}-{max(r.round_ratios):.2f}" if r.round_ratios else "-"
-        print(
-            f"{r.section:2} {r.case:42} {_duration(r.ours_s)}  {r.reference:24} {_duration(r.reference_s)}"
-            f" {r.ratio:6.2f}x {spread:>11}  {r.goal:9} {r.result}"
-        )
-    print("ratio = median ours (left) / median reference (right); 'per round': the lowest and highest\n"
-          "ratio of the two run back to back in one round (a wide spread means a noisy machine).")
-
-
 def print_codec_table(rows: list[CodecRow]) -> None:
     header = f"{'compressor':24} {'write MB/s':>10} {'read MB/s':>10} {'ratio':>7}"
     print(header)
@@ -551,20 +468,6 @@ def print_codec_table(rows: list[CodecRow]) -> None:
     print("ratio = raw bytes / stored bytes.")
 
 
-def _load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _tensorstore() -> tuple[Any, str | None]:
     """The tensorstore module, or None and why not."""
     try:
@@ -572,11 +475,6 @@ def _tensorstore() -> tuple[Any, str | None]:
     except ImportError as error:
         return None, f"tensorstore is not installed ({error}); pip install -e '.[bench]'"
     return tensorstore, None
-
-
-def _cores() -> str:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{os.cpu_count()} CPUs ({usable} usable by this process)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,16 +502,13 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="polystore-zarr-bench-", dir=args.dir))
     settings = Settings(quick=args.quick, directory=directory, wells=wells, ts=ts)
     print(
-        f"polystore {polystore.__version__}, zarr {_version('zarr')}, numcodecs {_version('numcodecs')}, "
-        f"tensorstore {_version('tensorstore')}, numpy {np.__version__}, Python {platform.python_version()}"
+        f"polystore {polystore.__version__}, zarr {version('zarr')}, numcodecs {version('numcodecs')}, "
+        f"tensorstore {version('tensorstore')}, numpy {np.__version__}, Python {platform.python_version()}"
     )
-    print(f"{platform.platform()}, {_cores()}, files in {directory}{' (quick)' if args.quick else ''}")
+    print(f"{platform.platform()}, {cores()}, files in {directory}{' (quick)' if args.quick else ''}")
     if missing:
         print(f"  note: {missing}: the tensorstore rows are skipped")
-    load_before = _load_average()
-    if load_before > 0.5:
-        print(f"  note: load average {load_before:.2f} before starting; other processes on these "
-              f"cores skew the timings")
+    load_before = note_load()
     started = time.perf_counter()
     rows: list[Row] = []
     codec_rows: list[CodecRow] = []
@@ -638,20 +533,21 @@ def main(argv: list[str] | None = None) -> int:
     for note in settings.notes:
         print(f"  {note}")
     if rows:
-        print_table(rows)
+        print_table(rows, units=("s", "ms"), per_round=True)
+        print("ratio = median ours (left) / median reference (right); 'per round': the lowest and highest\n"
+              "ratio of the two run back to back in one round (a wide spread means a noisy machine).")
         if missing:
             print(f"tensorstore rows skipped: {missing}")
-        print(f"{sum(r.result == 'PASS' for r in rows)} PASS, {sum(r.result == 'MISS' for r in rows)} MISS "
-              f"({elapsed:.0f} s; load average {load_before:.2f} before, {_load_average():.2f} after)")
+        print_verdicts(rows, elapsed, load_before)
     if codec_rows:
         print_codec_table(codec_rows)
-        print(f"({elapsed:.0f} s; load average {load_before:.2f} before, {_load_average():.2f} after)")
+        print(run_summary(elapsed, load_before))
     if args.json is not None:
         report: dict[str, Any] = {
             "polystore": polystore.__version__,
-            "zarr": _version("zarr"),
-            "numcodecs": _version("numcodecs"),
-            "tensorstore": _version("tensorstore"),
+            "zarr": version("zarr"),
+            "numcodecs": version("numcodecs"),
+            "tensorstore": version("tensorstore"),
             "numpy": np.__version__,
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -661,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": elapsed,
             "load_average_before": load_before,
             "notes": settings.notes,
-            "rows": [asdict(r) for r in rows],
+            "rows": [r.to_json() for r in rows],
             "compressors": [asdict(r) for r in codec_rows],
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
