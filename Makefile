@@ -71,6 +71,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/core.py
+	$(VENV)/bin/pip install --quiet -e ".[bench]" -c .ci/constraints.txt
+	$(PY) benchmarks/zarr.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
