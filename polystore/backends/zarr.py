@@ -176,7 +176,9 @@ class ZarrBackend(StorageBackend):
     def _open_node(self, location: _Location) -> Any:
         """The zarr Array or Group at ``location``, or StorageFileNotFoundError."""
         # a missing remote store reads as missing keys: no separate (two-request) existence check
-        if not location.remote and not self._store_exists(location.store):
+        if not location.remote and not os.path.isdir(os.path.join(location.store, location.node)):
+            # every local node, array or group, v2 or v3, is a folder: one stat answers "missing"
+            # where zarr would take two metadata probes, each a hop to its event-loop thread
             raise StorageFileNotFoundError(self._display(location), "zarr")
         store = self._open_store(location.store, writable=False)
         # The configured format first: a node in it costs one or two metadata reads, where
