@@ -186,3 +186,14 @@ def copy_array(obj: Any) -> Any:
     import copy
 
     return copy.deepcopy(obj)
+
+
+def as_plain_array(data: Any, fmt: str) -> np.ndarray:
+    """A NumPy array of a non-object dtype, from any framework's array or a nested list."""
+    array = to_numpy(data) if framework_of(data) is not None else np.asarray(data)
+    if array.dtype.hasobject:
+        raise UnsupportedDataError(
+            f"{fmt} stores numeric arrays; got an array of Python objects (dtype=object), "
+            "which would need pickle. Convert it to a numeric dtype, or save it as .json on disk."
+        )
+    return array

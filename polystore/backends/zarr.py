@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from polystore.arrays import convert, framework_of, to_numpy
+from polystore.arrays import as_plain_array, convert, framework_of, to_numpy
 from polystore.atomic import file_lock
 from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.base import FileStat, PathLike, StorageBackend
@@ -398,7 +398,7 @@ class ZarrBackend(StorageBackend):
         if chunks is not None:
             config = config.replace(chunks=tuple(chunks))
         location = self.locate(file_path)
-        array = data if _is_lazy(data) else self._as_array(data)
+        array = data if _is_lazy(data) else as_plain_array(data, "Zarr")
         address = self._plane_address(location)
         image = _ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
@@ -413,16 +413,6 @@ class ZarrBackend(StorageBackend):
             with self._field_lock(location.store, address.field_path):
                 self._write_node(location, array, config, image, file_path)
             self._record_fields(location.store, [address], config)
-
-    @staticmethod
-    def _as_array(data: Any) -> np.ndarray:
-        array = to_numpy(data) if framework_of(data) is not None else np.asarray(data)
-        if array.dtype.hasobject:
-            raise UnsupportedDataError(
-                f"Zarr stores numeric arrays; got {type(data).__name__} (dtype=object). "
-                "Save dicts or text with the disk backend (.json, .txt)."
-            )
-        return array
 
     def _write_node(
         self, location: _Location, array: Any, config: ZarrConfig, image: _ImageSpec, path: PathLike,

@@ -12,9 +12,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from polystore.arrays import as_plain_array
 from polystore.exceptions import UnsupportedDataError
 from polystore.formats import Format, text_handle
-from polystore.formats.npy import as_plain_array
 from polystore.lazy import optional_import
 
 

@@ -7,20 +7,8 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from polystore.arrays import framework_of, to_numpy
-from polystore.exceptions import UnsupportedDataError
+from polystore.arrays import as_plain_array
 from polystore.formats import Format
-
-
-def as_plain_array(data: Any, fmt: str) -> np.ndarray:
-    """A NumPy array of a non-object dtype, from any framework's array or a nested list."""
-    array = to_numpy(data) if framework_of(data) is not None else np.asarray(data)
-    if array.dtype.hasobject:
-        raise UnsupportedDataError(
-            f"{fmt} stores numeric arrays; got an array of Python objects (dtype=object), "
-            "which would need pickle. Convert it to a numeric dtype, or save it as .json."
-        )
-    return array
 
 
 def _save_npy(data: Any, handle: IO[bytes]) -> None:
