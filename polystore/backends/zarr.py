@@ -630,7 +630,7 @@ class ZarrBackend(StorageBackend):
             if address is not None and address.plane_axes:
                 key = (location.store, address.field_path)
                 if key not in field_exists:
-                    field_exists[key] = self.exists_field(location, address)
+                    field_exists[key] = self._field_exists(location, address)
                 if not field_exists[key]:
                     fields.setdefault(key, []).append((address, data))
                     continue
@@ -651,7 +651,7 @@ class ZarrBackend(StorageBackend):
                                   kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
                                   kwargs.get("colors"), None, None, False)
                 with self._field_lock(store_path, field_path):
-                    if not self.exists_field(_Location(store_path, field_path), first):
+                    if not self._field_exists(_Location(store_path, field_path), first):
                         self._write_node(
                             _Location(store_path, field_path), stack, self.config, spec,
                             field_path, absent=True,  # looked just now, under the field's lock
@@ -671,7 +671,7 @@ class ZarrBackend(StorageBackend):
                 progress=progress, max_workers=max_workers, **kwargs,
             )
 
-    def exists_field(self, location: _Location, address: PlaneAddress) -> bool:
+    def _field_exists(self, location: _Location, address: PlaneAddress) -> bool:
         try:
             self._open_node(_Location(location.store, address.field_path))
         except FileNotFoundError:
@@ -765,13 +765,13 @@ class ZarrBackend(StorageBackend):
         same_local_store = src.store == dst.store and not src.remote
         if same_local_store and src.node and dst.node and not self.exists(destination):
             self._check_parent(dst, destination)
-            self.ensure_directory_of(dst)
+            self._ensure_parent_group(dst)
             os.replace(os.path.join(src.store, src.node), os.path.join(dst.store, dst.node))
             return
         self.copy(source, destination)
         self._remove(src)
 
-    def ensure_directory_of(self, location: _Location) -> None:
+    def _ensure_parent_group(self, location: _Location) -> None:
         parent = location.node.rpartition("/")[0]
         store = self._open_store(location.store, writable=True)
         _zarr().open_group(store, path=parent, mode="a", zarr_format=self.config.zarr_format)
