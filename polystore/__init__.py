@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "ZarrConfig": "polystore.backends.zarr_config",
     "ZarrCompressor": "polystore.backends.zarr_config",
     "ZarrChunkStrategy": "polystore.backends.zarr_config",
+    "StreamingBackend": "polystore.streaming.backend",
 }
 
 

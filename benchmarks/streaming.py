@@ -1,0 +1,192 @@
+"""Cross-process streaming of 2048x2048 uint16 frames (8 MiB): polystore next to plain pyzmq.
+
+    python benchmarks/streaming.py             # 100 frames per transport, 40 latency samples
+    python benchmarks/streaming.py --quick     # fewer frames, for a smoke check
+
+Rows (sender in this process, receiver in a spawned one; 127.0.0.1 / ipc on this host):
+  shm           StreamingBackend, transport="shm" (ring of reused shared-memory slots)
+  inline ipc    StreamingBackend(host="ipc://..."), transport="inline"
+  inline tcp    StreamingBackend on 127.0.0.1, transport="inline"
+  pyzmq tcp     a bare PUSH/PULL pair, send(copy=False), np.frombuffer on the receiving side
+  np.copyto     one in-process copy of the frame: the memory-bandwidth ceiling
+
+Throughput: N frames sent back to back; time from the first save to the receiver holding the
+last array (CLOCK_MONOTONIC is shared by the processes). Latency: one frame at a time
+(the next is sent when the previous one is acknowledged), from just before ``save`` to the
+receiver holding the array; p50 reported. A script, not a test: prints numbers and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHAPE = (2048, 2048)
+DTYPE = np.uint16
+SPAWN = mp.get_context("spawn")
+
+
+def _free_port() -> int:
+    for port in range(47100, 48000, 2):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+def _polystore_receiver(host: str, port: int, total: int, results: Any) -> None:
+    from polystore.streaming import StreamReceiver
+
+    arrivals: list[float] = []
+    latencies: list[float] = []
+
+    def on_item(item: Any) -> None:
+        now = time.monotonic()
+        assert item.array.shape == SHAPE
+        arrivals.append(now)
+        latencies.append(now - float(item.metadata["t0"]))
+
+    with StreamReceiver(port=port, host=host).start(on_item):
+        deadline = time.monotonic() + 120
+        while len(arrivals) < total and time.monotonic() < deadline:
+            time.sleep(0.001)
+    results.put((arrivals, latencies))
+
+
+def _pyzmq_receiver(port: int, total: int, ready: Any, results: Any) -> None:
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    ack = zmq.Context.instance().socket(zmq.PUSH)
+    ack.connect(f"tcp://127.0.0.1:{port + 1}")
+    ready.set()
+    arrivals: list[float] = []
+    latencies: list[float] = []
+    for _ in range(total):
+        t0_frame, data = sock.recv_multipart(copy=False)
+        array = np.frombuffer(data.buffer, dtype=DTYPE).reshape(SHAPE)
+        now = time.monotonic()
+        assert array.shape == SHAPE
+        arrivals.append(now)
+        latencies.append(now - float(bytes(t0_frame.buffer)))
+        ack.send(b"ok")
+    results.put((arrivals, latencies))
+    sock.close(0)
+    ack.close(1000)
+
+
+def _run_polystore(name: str, transport: str, host: str, frames: int, samples: int) -> dict[str, float]:
+    from polystore import StreamingBackend
+
+    port = _free_port()
+    results = SPAWN.Queue()
+    receiver = SPAWN.Process(target=_polystore_receiver, args=(host, port, 1 + frames + samples, results))
+    receiver.start()
+    frame = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
+    with StreamingBackend(port=port, host=host, transport=transport, send_timeout=60) as sender:  # type: ignore[arg-type]
+        sender.save(frame, "warmup", metadata={"t0": time.monotonic()}, wait_for_ack=True)
+        start = time.monotonic()
+        for i in range(frames):
+            sender.save(frame, f"f{i}", metadata={"t0": time.monotonic()})
+        for i in range(samples):
+            sender.save(frame, f"l{i}", metadata={"t0": time.monotonic()}, wait_for_ack=True)
+        arrivals, latencies = results.get(timeout=180)
+    receiver.join(30)
+    elapsed = arrivals[frames] - start  # arrival of the last throughput frame
+    return _row(name, frames, elapsed, latencies[1 + frames :])
+
+
+def _run_pyzmq(frames: int, samples: int) -> dict[str, float]:
+    import zmq
+
+    port = _free_port()
+    results = SPAWN.Queue()
+    ready = SPAWN.Event()
+    context = zmq.Context.instance()
+    out = context.socket(zmq.PUSH)
+    out.bind(f"tcp://127.0.0.1:{port}")
+    acks = context.socket(zmq.PULL)
+    acks.bind(f"tcp://127.0.0.1:{port + 1}")
+    receiver = SPAWN.Process(target=_pyzmq_receiver, args=(port, 1 + frames + samples, ready, results))
+    receiver.start()
+    ready.wait(60)
+    frame = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
+    out.send_multipart([str(time.monotonic()).encode(), frame], copy=False)
+    acks.recv()
+    start = time.monotonic()
+    for _ in range(frames):
+        out.send_multipart([str(time.monotonic()).encode(), frame], copy=False)
+    for _ in range(frames):
+        acks.recv()
+    for _ in range(samples):
+        out.send_multipart([str(time.monotonic()).encode(), frame], copy=False)
+        acks.recv()
+    arrivals, latencies = results.get(timeout=180)
+    receiver.join(30)
+    out.close(0)
+    acks.close(0)
+    return _row("pyzmq tcp", frames, arrivals[frames] - start, latencies[1 + frames :])
+
+
+def _run_copyto(frames: int) -> dict[str, float]:
+    source = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
+    target = np.empty_like(source)
+    np.copyto(target, source)
+    start = time.monotonic()
+    for _ in range(frames):
+        np.copyto(target, source)
+    elapsed = time.monotonic() - start
+    return _row("np.copyto", frames, elapsed, [elapsed / frames])
+
+
+def _row(name: str, frames: int, elapsed: float, latencies: list[float]) -> dict[str, Any]:
+    nbytes = int(np.prod(SHAPE)) * np.dtype(DTYPE).itemsize
+    return {
+        "name": name,
+        "fps": frames / elapsed,
+        "gbps": frames * nbytes / elapsed / 1e9,
+        "p50_ms": statistics.median(latencies) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    frames, samples = (20, 10) if args.quick else (args.frames, args.samples)
+    ipc = f"ipc://{tempfile.gettempdir()}/polystore-bench-{os.getpid()}"
+    rows = [
+        _run_polystore("shm", "shm", "127.0.0.1", frames, samples),
+        _run_polystore("inline ipc", "inline", ipc, frames, samples),
+        _run_polystore("inline tcp", "inline", "127.0.0.1", frames, samples),
+        _run_pyzmq(frames, samples),
+        _run_copyto(frames),
+    ]
+    for suffix in ("", ".ack"):
+        Path(ipc.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
+    print(f"{frames} frames of {SHAPE[0]}x{SHAPE[1]} {np.dtype(DTYPE).name} ({os.cpu_count()} CPUs)")
+    print(f"{'transport':<12} {'frames/s':>10} {'GB/s':>8} {'p50 latency ms':>16}")
+    for row in rows:
+        print(f"{row['name']:<12} {row['fps']:>10.1f} {row['gbps']:>8.2f} {row['p50_ms']:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""The one place pyzmq is imported (lazily, naming the ``streaming`` extra)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polystore.lazy import optional_import
+
+
+def zmq() -> Any:
+    """The ``zmq`` module, or :class:`MissingDependencyError` naming ``polystore[streaming]``."""
+    return optional_import("zmq", extra="streaming", purpose="Streaming arrays over ZeroMQ")
+
+
+def endpoint(host: str, port: int) -> str:
+    """``tcp://host:port``, or ``host`` itself when it is already a ZeroMQ endpoint (ipc://...)."""
+    return host if "://" in host else f"tcp://{host}:{port}"

@@ -1,0 +1,269 @@
+"""The wire protocol: one JSON header per item, then the item's raw bytes (or a shared-memory slot).
+
+A message is a ZeroMQ multipart message:
+
+* frame 0: the header, UTF-8 JSON (see :func:`make_header` and ``docs/streaming.md``);
+* frame 1 (``"transport": "inline"`` only): the array's bytes, exactly ``nbytes`` of them.
+
+Nothing is ever pickled. :func:`decode` checks every field before a byte is interpreted and
+raises :class:`ProtocolError` (with the reason) for anything it does not accept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from polystore.exceptions import PolystoreError
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+KINDS = frozenset({"image", "labels", "shapes", "points", "roi_set", "table"})
+TRANSPORTS = frozenset({"inline", "shm"})
+ALLOWED_DTYPE_KINDS = frozenset("biufc")
+"""bool, signed and unsigned integers, floats, complex: never object, void, strings or datetimes."""
+DEFAULT_MAX_BYTES = 2 * 1024**3
+MAX_HEADER_BYTES = 64 * 1024
+MAX_NDIM = 32
+MAX_PATH_CHARS = 4096
+DEFAULT_SHM_PREFIX = "polystore_"
+REPLY_TO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+Transport = Literal["inline", "shm"]
+
+
+class ProtocolError(PolystoreError, ValueError):
+    """A message that does not follow the protocol; ``reason`` says which rule it broke."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Rejected stream message: {reason}")
+        self.reason = reason
+
+
+@dataclass
+class StreamItem:
+    """One validated item: the array and the header it came with."""
+
+    array: np.ndarray
+    header: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return str(self.header.get("path", ""))
+
+    @property
+    def kind(self) -> str:
+        return str(self.header.get("kind", "image"))
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta = self.header.get("metadata")
+        return dict(meta) if isinstance(meta, dict) else {}
+
+
+def shm_name_pattern(prefixes: Sequence[str]) -> re.Pattern[str]:
+    """Names we create: ``{prefix}{pid}_{index}``, nothing else (no ``/``, no foreign segments)."""
+    alternatives = "|".join(re.escape(p) for p in prefixes)
+    return re.compile(rf"^(?:{alternatives})(?P<pid>[0-9]{{1,10}})_(?P<index>[0-9]{{1,10}})$")
+
+
+def path_metadata(path: str) -> dict[str, Any]:
+    """Plate, well, site, channel, z and t read from a path like ``A01_s1_w2.tif`` or ``B/03/0``."""
+    from polystore.ome.plate import parse_plate_path
+
+    plate = None
+    try:
+        address = parse_plate_path(path)
+        if address is None and "/" in path.strip("/"):
+            # a pipeline file name below its plate folder: "plate1/A01_s1_w2.tif"
+            folder, name = path.strip("/").rsplit("/", 1)
+            address = parse_plate_path(name)
+            plate = folder.rsplit("/", 1)[-1]
+    except (ValueError, KeyError, IndexError):
+        address = None
+    if address is None:
+        return {}
+    meta: dict[str, Any] = {} if plate is None else {"plate": plate}
+    meta |= {
+        "well": f"{address.row}{address.column}",
+        "row": address.row,
+        "column": address.column,
+        "site": address.field,
+    }
+    for key in ("channel", "z", "t"):
+        value = getattr(address, key)
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+def dtype_of(array: np.ndarray) -> np.dtype[Any]:
+    """The array's dtype if the protocol carries it; :class:`ProtocolError` otherwise."""
+    if array.dtype.kind not in ALLOWED_DTYPE_KINDS or array.dtype.fields is not None:
+        raise ProtocolError(
+            f"dtype {array.dtype} cannot be streamed: only bool and numeric dtypes are carried"
+        )
+    return array.dtype
+
+
+def make_header(
+    array: np.ndarray,
+    path: str,
+    *,
+    kind: str = "image",
+    metadata: Mapping[str, Any] | None = None,
+    transport: Transport = "inline",
+    shm: Mapping[str, Any] | None = None,
+    msg_id: int = 0,
+    ack: bool = False,
+    sender: int | None = None,
+    reply_to: str | None = None,
+) -> dict[str, Any]:
+    """The header for ``array`` (C- or Fortran-contiguous) sent as ``path``."""
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    dtype = dtype_of(array)
+    order = "C" if array.flags.c_contiguous else "F"
+    meta = path_metadata(path)
+    meta.update(metadata or {})
+    header: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "kind": kind,
+        "id": msg_id,
+        "path": path,
+        "shape": [int(n) for n in array.shape],
+        "dtype": dtype.str,
+        "order": order,
+        "nbytes": int(array.nbytes),
+        "metadata": meta,
+        "transport": transport,
+        "ack": bool(ack),
+    }
+    if sender is not None:
+        header["sender"] = sender
+    if reply_to is not None:
+        header["reply_to"] = reply_to
+    if transport == "shm":
+        header["shm"] = dict(shm or {})
+    return header
+
+
+def encode_header(header: Mapping[str, Any]) -> bytes:
+    """The header as frame 0; metadata that JSON cannot carry is an error here, not on the wire."""
+    try:
+        return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as error:
+        raise ProtocolError(f"header cannot be written as JSON ({error}); metadata must be JSON") from error
+
+
+def _int(value: Any, name: str, minimum: int = 0) -> int:
+    if type(value) is not int or value < minimum:
+        raise ProtocolError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a receiver accepts."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    shm_prefixes: tuple[str, ...] = (DEFAULT_SHM_PREFIX,)
+
+    def shm_pattern(self) -> re.Pattern[str]:
+        return shm_name_pattern(self.shm_prefixes)
+
+
+def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | None = None) -> dict[str, Any]:
+    """Validate a received multipart message and return its header; :class:`ProtocolError` if bad.
+
+    ``frames`` are ``bytes``, ``memoryview`` or ``zmq.Frame`` (anything with ``.buffer``).
+    For ``inline`` messages the caller then reads the array with :func:`array_from_buffer`.
+    """
+    if len(frames) not in (1, 2):
+        raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
+    raw = _buffer(frames[0])
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw)} bytes is over the {MAX_HEADER_BYTES}-byte limit")
+    try:
+        header = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ProtocolError(f"header is not UTF-8 JSON ({type(error).__name__})") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header is not a JSON object")
+    version = header.get("v")
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        raise ProtocolError(f"unsupported protocol version {version!r}")
+    if header.get("kind") not in KINDS:
+        raise ProtocolError(f"unknown kind {header.get('kind')!r}")
+    path = header.get("path")
+    if not isinstance(path, str) or len(path) > MAX_PATH_CHARS:
+        raise ProtocolError("path must be a string of at most 4096 characters")
+    shape = header.get("shape")
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM:
+        raise ProtocolError(f"shape must be a list of at most {MAX_NDIM} integers")
+    dims = [_int(n, "shape entry") for n in shape]
+    dtype_text = header.get("dtype")
+    if not isinstance(dtype_text, str) or len(dtype_text) > 8:
+        raise ProtocolError(f"dtype must be a short string, got {dtype_text!r}")
+    try:
+        dtype = np.dtype(dtype_text)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"dtype {dtype_text!r} is not a NumPy dtype") from None
+    if dtype.kind not in ALLOWED_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise ProtocolError(f"dtype {dtype_text!r} is not allowed (bool and numeric only)")
+    if header.get("order", "C") not in ("C", "F"):
+        raise ProtocolError(f"order must be 'C' or 'F', got {header.get('order')!r}")
+    nbytes = _int(header.get("nbytes"), "nbytes")
+    expected = math.prod(dims) * dtype.itemsize
+    if expected != nbytes:
+        raise ProtocolError(f"shape {dims} of {dtype} is {expected} bytes, header says {nbytes}")
+    if nbytes > limits.max_bytes:
+        raise ProtocolError(f"{nbytes} bytes is over this receiver's limit of {limits.max_bytes}")
+    if not isinstance(header.get("metadata", {}), dict):
+        raise ProtocolError("metadata must be a JSON object")
+    _int(header.get("id", 0), "id")
+    reply_to = header.get("reply_to")
+    if reply_to is not None and (not isinstance(reply_to, str) or not REPLY_TO.match(reply_to)):
+        raise ProtocolError(f"reply_to {reply_to!r} is not a routing id of ours")
+    transport = header.get("transport")
+    if transport == "inline":
+        if len(frames) != 2:
+            raise ProtocolError("an inline message has exactly 2 frames (header, data)")
+        received = len(_buffer(frames[1]))
+        if received != nbytes:
+            raise ProtocolError(f"header says {nbytes} bytes, {received} bytes arrived")
+    elif transport == "shm":
+        if len(frames) != 1:
+            raise ProtocolError("a shared-memory message has exactly 1 frame (the header)")
+        shm = header.get("shm")
+        if not isinstance(shm, dict):
+            raise ProtocolError("shm transport without an 'shm' object")
+        name = shm.get("name")
+        if not isinstance(name, str) or not (pattern or limits.shm_pattern()).match(name):
+            raise ProtocolError(f"shared-memory name {name!r} is not one of ours")
+        _int(shm.get("offset"), "shm.offset")
+        _int(shm.get("slot"), "shm.slot")
+        if _int(shm.get("size"), "shm.size") != nbytes:
+            raise ProtocolError(f"shm.size {shm.get('size')!r} differs from nbytes {nbytes}")
+    else:
+        raise ProtocolError(f"unknown transport {transport!r}")
+    return header
+
+
+def array_from_buffer(header: Mapping[str, Any], buffer: Any) -> np.ndarray:
+    """The array a validated header describes, over ``buffer`` (no copy)."""
+    dtype = np.dtype(header["dtype"])
+    flat = np.frombuffer(buffer, dtype=dtype, count=math.prod(header["shape"]))
+    return flat.reshape(header["shape"], order=header.get("order", "C"))
+
+
+def _buffer(frame: Any) -> memoryview:
+    buf = getattr(frame, "buffer", frame)
+    view = memoryview(buf)
+    return view.cast("B") if view.ndim != 1 or view.format != "B" else view

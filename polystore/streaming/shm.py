@@ -1,0 +1,137 @@
+"""Same-host transfer through a ring of reused shared-memory slots.
+
+The sender owns the segments, named ``{prefix}{pid}_{n}``; a slot is written only when the
+receiver has released it (an ack on the back channel). Normal close unlinks every segment;
+:func:`sweep_orphaned_segments` removes those left by a sender that died (its pid is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import re
+from multiprocessing import shared_memory
+from pathlib import Path
+
+from polystore.streaming.protocol import shm_name_pattern
+
+logger = logging.getLogger(__name__)
+
+SHM_DIR = Path("/dev/shm")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_segments(prefix: str) -> list[str]:
+    """Names of the shared-memory segments on this host that follow our naming for ``prefix``."""
+    if not SHM_DIR.is_dir():
+        return []
+    pattern = shm_name_pattern([prefix])
+    return sorted(p.name for p in SHM_DIR.iterdir() if pattern.match(p.name))
+
+
+def sweep_orphaned_segments(prefix: str) -> list[str]:
+    """Unlink segments named ``{prefix}{pid}_{n}`` whose owner ``pid`` no longer runs; return them."""
+    pattern = shm_name_pattern([prefix])
+    removed = []
+    for name in list_segments(prefix):
+        match = pattern.match(name)
+        if match is None or _pid_alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (SHM_DIR / name).unlink()
+            removed.append(name)
+            logger.info("removed orphaned shared-memory segment %s", name)
+    return removed
+
+
+class AttachedSegment:
+    """A receiver's read-write mapping of a sender's segment, unknown to any resource tracker.
+
+    ``SharedMemory(name)`` on Python < 3.13 registers the segment with the resource tracker,
+    which then unlinks it (and warns of a "leak") when the receiver exits, while the sender
+    still uses it. Unregistering afterwards (``resource_tracker.unregister``) is not enough
+    under the 'spawn' and 'forkserver' start methods: children share their parent's tracker,
+    so the unregister would also drop the *sender's* registration when both are in one
+    process tree. Mapping the segment directly never registers it at all.
+    """
+
+    def __init__(self, name: str) -> None:
+        import _posixshmem  # type: ignore[import-not-found]  # behind multiprocessing.shared_memory
+
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            self.size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, self.size)
+        finally:
+            os.close(fd)
+        self.name = name
+        self.buf = memoryview(self._mmap)
+
+    def close(self) -> None:
+        self.buf.release()
+        self._mmap.close()
+
+
+def attach(name: str) -> AttachedSegment:
+    """Map an existing segment of ours without registering it anywhere."""
+    return AttachedSegment(name)
+
+
+class SlotRing:
+    """A fixed number of reusable segments owned by this process."""
+
+    def __init__(self, prefix: str, slots: int = 4) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", prefix):
+            raise ValueError(f"shared-memory prefix {prefix!r} must be letters, digits and '_'")
+        self.prefix = prefix
+        self.pid = os.getpid()
+        self._segments: list[shared_memory.SharedMemory | None] = [None] * slots
+        self._free = list(range(slots))
+        self._counter = 0
+        sweep_orphaned_segments(prefix)
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
+    def has_free(self) -> bool:
+        return bool(self._free)
+
+    def acquire(self, nbytes: int) -> tuple[int, shared_memory.SharedMemory]:
+        """A free slot of at least ``nbytes``; the caller has checked :meth:`has_free`."""
+        slot = self._free.pop(0)
+        segment = self._segments[slot]
+        if segment is None or segment.size < nbytes:
+            if segment is not None:
+                segment.close()
+                segment.unlink()
+            name = f"{self.prefix}{self.pid}_{self._counter}"
+            self._counter += 1
+            segment = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+            self._segments[slot] = segment
+        return slot, segment
+
+    def release(self, slot: int) -> None:
+        if 0 <= slot < len(self._segments) and slot not in self._free:
+            self._free.append(slot)
+
+    def close(self) -> None:
+        """Close and unlink every segment."""
+        for index, segment in enumerate(self._segments):
+            if segment is not None:
+                segment.close()
+                with contextlib.suppress(FileNotFoundError):
+                    segment.unlink()
+                self._segments[index] = None
+        self._free = list(range(len(self._segments)))

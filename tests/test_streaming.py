@@ -1,0 +1,737 @@
+"""StreamingBackend, the wire protocol and the receiver loop, with real processes and sockets.
+
+Senders and receivers run in separate processes (multiprocessing 'spawn') talking over
+127.0.0.1; nothing is mocked. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+zmq = pytest.importorskip("zmq")
+
+from polystore import MissingDependencyError, StreamingBackend  # noqa: E402
+from polystore.streaming import CurveKeys, ProtocolError, StreamReceiver  # noqa: E402
+from polystore.streaming.protocol import Limits, decode, make_header  # noqa: E402
+from polystore.streaming.shm import list_segments, sweep_orphaned_segments  # noqa: E402
+
+SPAWN = mp.get_context("spawn")
+TEST_PREFIX = "pstest_"
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 (the ack channel) are both free on 127.0.0.1."""
+    for _ in range(200):
+        port = random.randint(20000, 60000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port_pair()
+
+
+# ---- the documented examples, as written ---------------------------------------------------
+
+
+class MyStreamingBackend(StreamingBackend):
+    """Custom streaming backend with extension filtering (custom_backends.txt, as written)."""
+
+    _backend_type = "my_stream"
+    VIEWER_TYPE = "myviewer"
+    SHM_PREFIX = "myviewer_"
+
+    # Declare which extensions this backend can stream
+    SUPPORTED_EXTENSIONS = {
+        ".tif", ".tiff", ".png", ".jpg", ".jpeg",
+        ".roi.zip",  # Compound extensions work too
+    }
+
+    def save_batch(self, data_list, file_paths, **kwargs):  # type: ignore[no-untyped-def]
+        """Stream data, automatically filtering unsupported files."""
+        # Filter to only supported file types
+        data_list, file_paths, skipped = self._filter_streamable_files(  # noqa: RUF059
+            data_list, file_paths
+        )
+
+        if not data_list:
+            return
+
+        # Now stream only the supported files...
+        for data, path in zip(data_list, file_paths, strict=False):
+            self._stream_data(data, path, **kwargs)
+
+
+class NapariStreamingBackend(StreamingBackend):
+    """Stand-in for polystore_napari's backend (which comes later): same base, no registration."""
+
+    VIEWER_TYPE = "napari"
+    SHM_PREFIX = "napari_"
+    SUPPORTED_EXTENSIONS = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".roi.zip"}
+
+
+class RestrictedNapariBackend(NapariStreamingBackend):
+    """Napari backend that only supports TIFF files."""
+
+    SUPPORTED_EXTENSIONS = {".tif", ".tiff"}
+
+
+def _spec_sender(port: int) -> None:
+    from polystore import StreamingBackend
+
+    # Sender
+    backend = StreamingBackend(mode="push", port=port)
+    data = np.array([1, 2, 3])
+    backend.save(data, "stream")
+    # no close(), as in the spec: a backend that goes away still delivers what it sent
+
+
+def _spec_receiver(port: int, results: Any) -> None:
+    from polystore import StreamingBackend
+
+    # Receiver
+    backend = StreamingBackend(mode="pull", port=port)
+    received = backend.load("stream")
+    results.put(received.tolist())
+
+
+def test_spec_example_push_then_pull_in_two_processes(port: int) -> None:
+    results = SPAWN.Queue()
+    sender = SPAWN.Process(target=_spec_sender, args=(port,))
+    receiver = SPAWN.Process(target=_spec_receiver, args=(port, results))
+    sender.start()
+    receiver.start()
+    try:
+        assert results.get(timeout=30) == [1, 2, 3]
+    finally:
+        sender.join(20)
+        receiver.join(20)
+    assert sender.exitcode == 0
+    assert receiver.exitcode == 0
+
+
+def _batch_sender(port: int, kind: str, count: int) -> None:
+    backend: StreamingBackend
+    if kind == "my_stream":
+        backend = MyStreamingBackend(port=port, transport="inline")
+    elif kind == "restricted":
+        backend = RestrictedNapariBackend(port=port, transport="inline")
+    else:
+        backend = StreamingBackend(port=port, transport="inline")
+    names = []
+    for i in range(count):
+        names += [f"plate/A0{i % 9 + 1}_s1_w1.tif", f"plate/m{i}.roi.zip"]
+        names += [f"plate/t{i}.csv", f"plate/p{i}.PNG"]
+    data = [np.full((4, 5), i, dtype=np.uint16) for i in range(len(names))]
+    backend.save_batch(data, names)
+    backend.close()
+
+
+def _collect(receiver: StreamReceiver, expected: int, timeout: float = 30) -> list[Any]:
+    items = []
+    deadline = time.monotonic() + timeout
+    while len(items) < expected and time.monotonic() < deadline:
+        try:
+            items.append(receiver.get(timeout=0.5))
+        except queue.Empty:
+            continue
+    return items
+
+
+@pytest.mark.parametrize(
+    ("kind", "suffixes"),
+    [
+        ("plain", [".tif", ".roi.zip", ".csv", ".PNG"]),
+        ("my_stream", [".tif", ".roi.zip", ".PNG"]),
+        ("restricted", [".tif"]),
+    ],
+)
+def test_save_batch_streams_supported_items_in_order(port: int, kind: str, suffixes: list[str]) -> None:
+    count = 5
+    with StreamReceiver(port=port).start() as receiver:
+        sender = SPAWN.Process(target=_batch_sender, args=(port, kind, count))
+        sender.start()
+        items = _collect(receiver, count * len(suffixes))
+        sender.join(30)
+        assert sender.exitcode == 0
+        time.sleep(0.2)
+        assert receiver.rejected == 0
+        assert receiver.received == count * len(suffixes)  # nothing beyond the supported ones
+    assert [item.path.rsplit("/", 1)[-1][item.path.rsplit("/", 1)[-1].index("."):] for item in items] == (
+        suffixes * count
+    )
+    assert all(item.array.shape == (4, 5) and item.array.dtype == np.uint16 for item in items)
+    values = [int(item.array[0, 0]) for item in items]
+    assert values == sorted(values)
+    tif = next(item for item in items if item.path.endswith(".tif"))
+    assert tif.metadata["well"] == "A01" and tif.metadata["site"] == 0 and tif.kind == "image"
+    assert tif.metadata["plate"] == "plate" and tif.metadata["channel"] == 0
+
+
+def test_my_streaming_backend_registers_under_its_name() -> None:
+    from polystore.registry import registered_backend_classes
+
+    assert registered_backend_classes()["my_stream"] is MyStreamingBackend
+    assert registered_backend_classes()["streaming"] is StreamingBackend
+    assert StreamingBackend.SUPPORTED_EXTENSIONS is None
+
+
+# ---- extension filtering ---------------------------------------------------------------------
+
+
+def test_filter_streamable_files_keeps_supported_and_logs_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    backend = MyStreamingBackend()
+    paths = ["a/x.tif", "a/y.csv", "a/z.ROI.ZIP", "a/w.zip", Path("a/v.json"), "a/u.TIFF"]
+    data = list(range(len(paths)))
+    with caplog.at_level(logging.INFO, logger="polystore.streaming.backend"):
+        kept, kept_paths, skipped = backend._filter_streamable_files(data, paths)
+    assert kept == [0, 2, 5]
+    assert kept_paths == ["a/x.tif", "a/z.ROI.ZIP", "a/u.TIFF"]
+    assert skipped == ["a/y.csv", "a/w.zip", Path("a/v.json")]
+    infos = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 1 and "a/y.csv" in infos[0].getMessage() and "a/v.json" in infos[0].getMessage()
+
+    everything = StreamingBackend()._filter_streamable_files(data, paths)
+    assert everything == (data, paths, [])
+    assert RestrictedNapariBackend()._filter_streamable_files(data, paths)[1] == ["a/x.tif", "a/u.TIFF"]
+    with pytest.raises(ValueError, match="one path per item"):
+        backend._filter_streamable_files([1], [])
+
+
+def test_unsupported_single_save_sends_nothing(port: int) -> None:
+    # No receiver exists: a .csv is skipped before any socket could block or time out.
+    backend = RestrictedNapariBackend(port=port, send_timeout=0.2)
+    backend.save(np.zeros(3), "table.csv")
+    assert backend.sent == 0
+    with pytest.raises(TimeoutError):
+        backend.save(np.zeros(3), "image.tif")
+    backend.close()
+
+
+# ---- late receiver, backpressure, acknowledgements ------------------------------------------
+
+
+def _latest_sender(port: int, stop: Any, report: Any) -> None:
+    backend = StreamingBackend(port=port, policy="latest", transport="inline")
+    frame = 0
+    while not stop.is_set():
+        backend.save(np.full((8, 8), frame, dtype=np.int32), "live/frame.tif")
+        frame += 1
+        time.sleep(0.01)
+    backend.flush(2)
+    report.put({"sent": backend.sent, "dropped": backend.dropped, "frames": frame})
+    backend.close(2)
+
+
+def test_receiver_started_after_sender_gets_next_frames(port: int) -> None:
+    stop = SPAWN.Event()
+    report = SPAWN.Queue()
+    sender = SPAWN.Process(target=_latest_sender, args=(port, stop, report))
+    sender.start()
+    try:
+        time.sleep(1.5)  # the sender runs with nobody listening: it keeps only the newest frame
+        with StreamReceiver(port=port).start() as receiver:
+            items = _collect(receiver, 10)
+            stop.set()
+            stats = report.get(timeout=20)
+    finally:
+        stop.set()
+        sender.join(20)
+    assert sender.exitcode == 0
+    assert len(items) == 10
+    values = [int(item.array[0, 0]) for item in items]
+    assert values == sorted(set(values))  # newer and newer frames, none twice
+    assert stats["dropped"] > 0  # frames replaced while no receiver was there
+    assert stats["sent"] + stats["dropped"] == stats["frames"]
+
+
+def test_save_without_receiver_raises_timeout(port: int) -> None:
+    backend = StreamingBackend(port=port, send_timeout=0.3)
+    with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}"):
+        backend.save(np.zeros((2, 2)), "nobody/listens.tif")
+    with pytest.raises(TimeoutError, match="no receiver"):
+        backend.save(np.zeros((2, 2)), "nobody/listens.tif", timeout=0.1)
+    assert backend.sent == 0
+    backend.close(0.1)
+
+
+def test_latest_policy_never_blocks_and_counts_drops(port: int) -> None:
+    backend = StreamingBackend(port=port, policy="latest")
+    for i in range(50):
+        backend.save(np.full(4, i), "a.tif")
+        backend.save(np.full(4, i), "b.tif")
+    assert backend.sent == 0
+    assert backend.pending == 2  # only the newest frame per path is kept
+    assert backend.dropped == 98
+    assert backend.flush(0.1) is False
+    backend.close(0.1)
+
+
+def _ack_sender(port: int, results: Any) -> None:
+    backend = StreamingBackend(port=port, send_timeout=20)
+    for i in range(3):
+        backend.save(np.full(10, i, dtype=np.float32), f"acked/{i}.tif", wait_for_ack=True)
+        results.put(("acked", i))
+    backend.close()
+
+
+def test_wait_for_ack_returns_after_the_receiver_has_the_item(port: int) -> None:
+    results = SPAWN.Queue()
+    got: list[int] = []
+    with StreamReceiver(port=port).start(lambda item: got.append(int(item.array[0]))) as receiver:
+        sender = SPAWN.Process(target=_ack_sender, args=(port, results))
+        sender.start()
+        acked = [results.get(timeout=30) for _ in range(3)]
+        # each save returned only once its item had been received (the ack follows receipt)
+        assert acked == [("acked", 0), ("acked", 1), ("acked", 2)]
+        assert got == [0, 1, 2]
+        sender.join(20)
+    assert sender.exitcode == 0
+    assert receiver.received == 3
+
+
+def test_wait_for_ack_times_out_without_an_acknowledging_receiver(port: int) -> None:
+    # a raw PULL socket takes the frame but never acknowledges it
+    raw = zmq.Context.instance().socket(zmq.PULL)
+    raw.connect(f"tcp://127.0.0.1:{port}")
+    backend = StreamingBackend(port=port, send_timeout=0.5)
+    try:
+        with pytest.raises(TimeoutError, match="acknowledge"):
+            backend.save(np.zeros(3), "x.tif", wait_for_ack=True)
+        assert raw.poll(5000)
+        header = json.loads(raw.recv_multipart()[0])
+        assert header["ack"] is True and header["path"] == "x.tif"
+    finally:
+        backend.close(0.1)
+        raw.close(0)
+
+
+def test_pull_backend_load_times_out_and_load_picks_by_path(port: int) -> None:
+    receiver = StreamingBackend(mode="pull", port=port, recv_timeout=0.2)
+    with pytest.raises(TimeoutError, match="'missing'"):
+        receiver.load("missing")
+    sender = StreamingBackend(port=port)
+    sender.save(np.array([1]), "first")
+    sender.save(np.array([2]), "second")
+    assert receiver.load("second", timeout=10).tolist() == [2]
+    assert receiver.exists("first") and receiver.list_files("") == ["first"]
+    assert receiver.load("first").tolist() == [1]
+    assert not receiver.exists("first")
+    with pytest.raises(ValueError, match="mode='push'"):
+        receiver.save(np.zeros(1), "x")
+    with pytest.raises(ValueError, match="mode='pull'"):
+        sender.load("x")
+    sender.close()
+    receiver.close()
+
+
+def test_arrays_of_every_layout_and_dtype_round_trip(port: int) -> None:
+    arrays = {
+        "bool": np.array([[True, False]]),
+        "f_order": np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        "strided": np.arange(20, dtype=np.int64)[::3],
+        "complex": np.array([1 + 2j, 3 - 4j]),
+        "empty": np.zeros((0, 3), dtype=np.uint8),
+        "scalar": np.array(7, dtype=">i4"),
+        "big_inline": np.arange(512 * 512, dtype=np.uint16).reshape(512, 512),
+    }
+    with StreamReceiver(port=port).start() as receiver, StreamingBackend(port=port) as sender:
+        for name, array in arrays.items():
+            sender.save(array, name, transport="inline", kind="labels" if name == "bool" else "image")
+        items = {item.path: item for item in _collect(receiver, len(arrays))}
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(items[name].array, array)
+        assert items[name].array.dtype == array.dtype
+    assert items["bool"].kind == "labels"
+
+
+def test_object_arrays_and_bad_kinds_are_refused_by_the_sender(port: int) -> None:
+    backend = StreamingBackend(port=port)
+    with pytest.raises(ProtocolError, match="dtype object"):
+        backend.save(np.array([{}, None], dtype=object), "x")
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        backend.save(np.zeros(2), "x", kind="movie")
+    with pytest.raises(ProtocolError, match="JSON"):
+        backend.save(np.zeros(2), "x", metadata={"bad": object()})
+    backend.close(0.1)
+
+
+def test_missing_pyzmq_names_the_streaming_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "zmq", None)  # what Python does for a package that is absent
+    with pytest.raises(MissingDependencyError, match=r"polystore\[streaming\]"):
+        StreamingBackend(port=free_port_pair()).save(np.zeros(1), "x")
+
+
+# ---- the receiver survives anything -------------------------------------------------------------
+
+
+def _malformed_messages(count: int, rng: random.Random) -> Iterator[list[bytes]]:
+    good = make_header(np.zeros((4, 4), np.uint8), "ok.tif", msg_id=1)
+
+    def variant(**changes: Any) -> dict[str, Any]:
+        header = dict(good)
+        header.update(changes)
+        return header
+
+    def shm(name: Any, size: Any = 16, **more: Any) -> dict[str, Any]:
+        return variant(transport="shm", shm={"name": name, "offset": 0, "size": size, "slot": 0, **more})
+
+    headers: list[Any] = [
+        variant(v=2), variant(v="1"), variant(v=None), variant(kind="movie"), variant(kind=None),
+        variant(shape=[4, 5]), variant(shape=[-4, -4]), variant(shape="4x4"), variant(shape=[1] * 40),
+        variant(shape=[4.0, 4.0]), variant(dtype="O"), variant(dtype="|O"), variant(dtype="V16"),
+        variant(dtype="<U4"), variant(dtype="M8[s]"), variant(dtype=[["a", "<i4"]]), variant(dtype="nope"),
+        variant(shape=[2**31, 2**31], nbytes=2**62), variant(shape=[2**20, 2**20], nbytes=2**40),
+        variant(nbytes=15), variant(nbytes=True), variant(order="K"), variant(transport="carrier-pigeon"),
+        variant(metadata=[1]), variant(path=3), variant(path="x" * 5000), variant(id=-1),
+        variant(reply_to="../x"), variant(reply_to=5), variant(reply_to="r" * 65),
+        shm("psm_deadbeef"), shm("/etc/passwd"), shm("polystore_12_x"), shm("polystore_1_2/../../x"),
+        shm("otherapp_1_2"), shm(None), shm("polystore_999999999_0"), shm("polystore_1_0", size=17),
+        shm("polystore_1_0", size=-1), variant(transport="shm"),
+        [1, 2, 3], "a string", None, 42,
+    ]
+    for i in range(count):
+        choice = i % 6
+        if choice == 0:
+            yield [rng.randbytes(rng.randint(0, 64))]
+        elif choice == 1:
+            yield [rng.randbytes(rng.randint(1, 32)), rng.randbytes(16)]
+        elif choice == 2:
+            yield [b'{"v": 1, "kind": "image", "shape": [4, 4' + rng.randbytes(4), b"\x00" * 16]
+        elif choice == 3:
+            header = headers[i % len(headers)]
+            extra = [] if isinstance(header, dict) and header.get("transport") == "shm" else [b"\x00" * 16]
+            yield [json.dumps(header).encode(), *extra]
+        elif choice == 4:
+            # lying sizes: the header promises 16 bytes and something else arrives
+            yield [json.dumps(good).encode(), b"\x00" * rng.choice([0, 1, 15, 17, 1000])]
+        else:
+            # wrong frame counts, a header too large, an inline message that says shm
+            yield rng.choice(
+                [
+                    [json.dumps(good).encode()],
+                    [json.dumps(good).encode(), b"\x00" * 16, b"extra"],
+                    [b" " * 70000 + json.dumps(good).encode(), b"\x00" * 16],
+                    [json.dumps(shm("polystore_1_0")).encode(), b"\x00" * 16],
+                ]
+            )
+
+
+def test_fuzzed_messages_are_rejected_and_counted_and_a_good_frame_still_arrives(
+    port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    count = 10_000
+    rng = random.Random(1234)
+    messages = list(_malformed_messages(count, rng))
+    assert len(messages) == count
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.bind(f"tcp://127.0.0.1:{port}")
+    good = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    with caplog.at_level(logging.WARNING, logger="polystore.streaming.receiver"):
+        receiver = StreamReceiver(port=port, max_bytes=1024**3).start()
+        try:
+            for message in messages:
+                push.send_multipart(message)
+            header = make_header(good, "good.tif", msg_id=1)
+            push.send_multipart([json.dumps(header).encode(), good.tobytes()])
+            item = receiver.get(timeout=30)
+        finally:
+            receiver.stop()
+            push.close(0)
+    np.testing.assert_array_equal(item.array, good)
+    assert item.path == "good.tif"
+    assert receiver.rejected == len(messages)
+    assert receiver.received == 1
+    reasons = {r.getMessage().split(": ", 1)[1].split(" (")[0] for r in caplog.records}
+    assert any("unsupported protocol version" in r for r in reasons)
+    assert any("not one of ours" in r for r in reasons)
+    assert any("not allowed" in r for r in reasons)
+    assert any("bytes arrived" in r for r in reasons)
+    assert any("over this receiver's limit" in r for r in reasons)
+
+
+def test_decode_rejects_sizes_over_the_configured_limit() -> None:
+    array = np.zeros(1000, np.uint8)
+    frames = [json.dumps(make_header(array, "x")).encode(), array.tobytes()]
+    assert decode(frames, Limits(max_bytes=1000))["nbytes"] == 1000
+    with pytest.raises(ProtocolError, match="limit of 999"):
+        decode(frames, Limits(max_bytes=999))
+
+
+# ---- shared memory: reused slots, nothing leaks -----------------------------------------------
+
+
+class ShmTestBackend(StreamingBackend):
+    """Segments named pstest_{pid}_{n}, so these tests see only their own in /dev/shm."""
+
+    SHM_PREFIX = TEST_PREFIX
+
+
+FRAME = (512, 512)
+
+
+def _frame(i: int) -> np.ndarray:
+    return np.full(FRAME, i, dtype=np.uint16)
+
+
+def _shm_receiver(port: int, count: int, results: Any) -> None:
+    with StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver:
+        items = _collect(receiver, count)
+    results.put(
+        [(item.header["transport"], item.header["shm"]["name"], int(item.array[0, 0])) for item in items]
+    )
+
+
+def test_shm_slots_are_reused_and_unlinked_on_close(port: int) -> None:
+    before = list_segments(TEST_PREFIX)
+    results = SPAWN.Queue()
+    count = 12
+    receiver = SPAWN.Process(target=_shm_receiver, args=(port, count, results))
+    receiver.start()
+    sender = ShmTestBackend(port=port, send_timeout=30, shm_slots=3)
+    for i in range(count):
+        sender.save(_frame(i), f"shm/{i}.tif")
+    got = results.get(timeout=30)
+    receiver.join(20)
+    assert receiver.exitcode == 0
+    assert [value for _, _, value in got] == list(range(count))
+    assert {transport for transport, _, _ in got} == {"shm"}
+    names = {name for _, name, _ in got}
+    assert len(names) == 3  # three slots, reused for twelve frames
+    assert all(name.startswith(f"{TEST_PREFIX}{os.getpid()}_") for name in names)
+    # the receiver exited normally and did not take the sender's segments with it
+    assert names <= set(list_segments(TEST_PREFIX))
+    sender.close(5)
+    assert list_segments(TEST_PREFIX) == before
+
+
+def test_transport_can_be_forced_either_way(port: int) -> None:
+    before = list_segments(TEST_PREFIX)
+    with (
+        StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver,
+        ShmTestBackend(port=port, send_timeout=10) as sender,
+    ):
+        sender.save(np.arange(4), "small_shm", transport="shm")
+        sender.save(_frame(3), "big_inline", transport="inline")
+        sender.save(_frame(4), "big_auto")
+        items = {item.path: item for item in _collect(receiver, 3)}
+    assert items["small_shm"].header["transport"] == "shm"
+    assert items["big_inline"].header["transport"] == "inline"
+    assert items["big_auto"].header["transport"] == "shm"
+    np.testing.assert_array_equal(items["small_shm"].array, np.arange(4))
+    np.testing.assert_array_equal(items["big_auto"].array, _frame(4))
+    assert list_segments(TEST_PREFIX) == before
+    with pytest.raises(ValueError, match="needs a receiver on this host"):
+        StreamingBackend(port=port, host="192.0.2.1").save(np.zeros(1), "x", transport="shm")
+
+
+def _forever_receiver(port: int, progress: Any) -> None:
+    receiver = StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,))
+    receiver.start(lambda item: progress.put(int(item.array[0, 0])))
+    time.sleep(600)
+
+
+def test_receiver_killed_mid_stream_leaves_no_segments(port: int) -> None:
+    before = list_segments(TEST_PREFIX)
+    progress = SPAWN.Queue()
+    receiver = SPAWN.Process(target=_forever_receiver, args=(port, progress))
+    receiver.start()
+    sender = ShmTestBackend(port=port, send_timeout=30, shm_slots=2)
+    try:
+        for i in range(5):
+            sender.save(_frame(i), "killed/receiver.tif")
+        assert [progress.get(timeout=30) for _ in range(5)] == list(range(5))
+        os.kill(receiver.pid or 0, signal.SIGKILL)
+        receiver.join(10)
+        sender.send_timeout = 0.3
+        with pytest.raises(TimeoutError):  # no slot comes back from a dead receiver
+            for i in range(5, 20):
+                sender.save(_frame(i), "killed/receiver.tif")
+        assert list_segments(TEST_PREFIX) != before  # the sender still owns its slots...
+    finally:
+        sender.close(0.3)
+    assert list_segments(TEST_PREFIX) == before  # ...and unlinks them when it closes
+
+
+def _forever_sender(port: int) -> None:
+    backend = ShmTestBackend(port=port, send_timeout=60)
+    i = 0
+    while True:
+        backend.save(_frame(i % 1000), "killed/sender.tif")
+        i += 1
+
+
+def test_sender_killed_mid_stream_is_swept(port: int) -> None:
+    before = list_segments(TEST_PREFIX)
+    receiver = StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start()
+    sender = SPAWN.Process(target=_forever_sender, args=(port,))
+    sender.start()
+    try:
+        items = _collect(receiver, 5)
+        assert len(items) == 5 and items[0].header["transport"] == "shm"
+        mine = f"{TEST_PREFIX}{sender.pid}_"
+        owned = [name for name in list_segments(TEST_PREFIX) if name.startswith(mine)]
+        assert owned  # the live sender's slots are in /dev/shm
+        os.kill(sender.pid or 0, signal.SIGKILL)
+        sender.join(10)
+    finally:
+        receiver.stop()
+    sweep_orphaned_segments(TEST_PREFIX)
+    assert not [n for n in list_segments(TEST_PREFIX) if n.startswith(f"{TEST_PREFIX}{sender.pid}_")]
+    assert list_segments(TEST_PREFIX) == before
+
+
+def test_sweep_removes_segments_of_dead_pids_only() -> None:
+    dead = SPAWN.Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join(10)
+    orphan = Path("/dev/shm") / f"{TEST_PREFIX}{dead.pid}_7"
+    alive = Path("/dev/shm") / f"{TEST_PREFIX}{os.getpid()}_999"
+    foreign = Path("/dev/shm") / f"{TEST_PREFIX}notapid_1"
+    for path in (orphan, alive, foreign):
+        path.write_bytes(b"\x00" * 64)
+    try:
+        removed = sweep_orphaned_segments(TEST_PREFIX)
+        assert removed == [orphan.name]
+        assert not orphan.exists() and alive.exists() and foreign.exists()
+    finally:
+        for path in (orphan, alive, foreign):
+            path.unlink(missing_ok=True)
+
+
+# ---- CurveZMQ -----------------------------------------------------------------------------------
+
+
+def test_binding_a_non_loopback_address_needs_curve_keys(port: int) -> None:
+    with pytest.raises(ValueError, match="CurveKeys"):
+        StreamingBackend(port=port, host="0.0.0.0").save(np.zeros(1), "x")
+    with pytest.raises(ValueError, match="CurveKeys"):
+        StreamReceiver(port=port, host="0.0.0.0", bind=True).start()
+
+
+def _curve_receiver(port: int, keys: CurveKeys, results: Any) -> None:
+    with StreamReceiver(port=port, curve=keys).start() as receiver:
+        item = receiver.get(timeout=30)
+        results.put((item.path, item.array.tolist()))
+
+
+def test_curve_admits_the_authorized_client_and_refuses_others(port: int) -> None:
+    server_public, server_secret = CurveKeys.keypair()
+    client_public, client_secret = CurveKeys.keypair()
+    stranger_public, stranger_secret = CurveKeys.keypair()
+    server = CurveKeys(server_public, server_secret, authorized_clients=(client_public,))
+    sender = StreamingBackend(port=port, curve=server, send_timeout=1.0)
+    context = zmq.Context()
+    plain = context.socket(zmq.PULL)  # no CURVE at all
+    stranger = context.socket(zmq.PULL)  # CURVE, knows the server key, but not authorized
+    stranger.setsockopt(zmq.CURVE_PUBLICKEY, stranger_public)
+    stranger.setsockopt(zmq.CURVE_SECRETKEY, stranger_secret)
+    stranger.setsockopt(zmq.CURVE_SERVERKEY, server_public)
+    try:
+        for sock in (plain, stranger):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(f"tcp://127.0.0.1:{port}")
+        with pytest.raises(TimeoutError):  # neither unauthenticated peer counts as a receiver
+            sender.save(np.array([1, 2]), "secret.tif")
+        assert not plain.poll(300) and not stranger.poll(300)
+
+        results = SPAWN.Queue()
+        client = CurveKeys(client_public, client_secret, server_key=server_public)
+        receiver = SPAWN.Process(target=_curve_receiver, args=(port, client, results))
+        receiver.start()
+        sender.send_timeout = 30
+        sender.save(np.array([3, 4]), "secret.tif")
+        assert results.get(timeout=30) == ("secret.tif", [3, 4])
+        receiver.join(20)
+        assert receiver.exitcode == 0
+        assert not plain.poll(100) and not stranger.poll(100)
+    finally:
+        plain.close(0)
+        stranger.close(0)
+        context.term()
+        sender.close(1)
+
+
+# ---- topology and the iterator ------------------------------------------------------------------
+
+
+def _connecting_sender(port: int, count: int) -> None:
+    # many pipelines -> one viewer: the viewer binds, each pipeline connects
+    with StreamingBackend(port=port, bind=False, send_timeout=30) as backend:
+        for i in range(count):
+            backend.save(np.array([i], dtype=np.int16), f"connect/{i}.tif", wait_for_ack=True)
+
+
+def test_a_binding_receiver_iterates_over_items_from_connecting_senders(port: int) -> None:
+    receiver = StreamReceiver(port=port, bind=True).start()
+    senders = [SPAWN.Process(target=_connecting_sender, args=(port, 3)) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    seen = []
+    guard = threading.Timer(30, receiver.stop)  # the iteration ends even if items go missing
+    guard.start()
+    for item in receiver:
+        seen.append((item.header["sender"], int(item.array[0])))
+        if len(seen) == 6:
+            receiver.stop()
+    guard.cancel()
+    for sender in senders:
+        sender.join(30)
+        assert sender.exitcode == 0  # every save was acknowledged through the bound back channel
+    assert sorted(value for _, value in seen) == [0, 0, 1, 1, 2, 2]
+    assert len({pid for pid, _ in seen}) == 2
+    for pid in {pid for pid, _ in seen}:
+        assert [value for p, value in seen if p == pid] == [0, 1, 2]  # in order per sender
+    assert not receiver.running and receiver.received == 6 and receiver.dropped == 0
+
+
+def test_pull_backend_receive_returns_the_next_item_of_any_path(port: int) -> None:
+    with (
+        StreamingBackend(mode="pull", port=port) as pull,
+        StreamingBackend(mode="push", port=port) as push,
+    ):
+        assert pull.receive(timeout=0.1) is None
+        push.save(np.eye(2), "a/b.tif", metadata={"note": "hello"})
+        item = pull.receive(timeout=10)
+        assert item is not None and item.path == "a/b.tif"
+        np.testing.assert_array_equal(item.array, np.eye(2))
+        assert item.metadata == {"note": "hello"} and item.header["v"] == 1
+        assert pull.received == 1 and pull.rejected == 0
+
+
+def test_the_streaming_entry_point_and_lazy_export_resolve() -> None:
+    from importlib import metadata
+
+    import polystore
+    from polystore.registry import BackendRegistry
+
+    points = {ep.name: ep.value for ep in metadata.entry_points(group="polystore.backends")}
+    assert points["streaming"] == "polystore.streaming.backend:StreamingBackend"
+    assert polystore.StreamingBackend is StreamingBackend
+    backend = BackendRegistry()["streaming"]  # made with no arguments: no socket is opened yet
+    assert isinstance(backend, StreamingBackend)
+    assert (backend.mode, backend.host, backend.port) == ("push", "127.0.0.1", 5555)
+    assert backend._out is None
