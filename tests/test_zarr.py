@@ -30,6 +30,8 @@ from zarr.storage import LocalStore, WrapperStore
 if "polystore.testing" not in sys.modules:  # detailed assertion messages from the suite
     pytest.register_assert_rewrite("polystore.testing")
 
+from ngff_helpers import ngff_models, ome_section
+
 from polystore import DiskBackend, FileManager, MemoryBackend
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr_config import ZarrConfig
@@ -40,20 +42,6 @@ from polystore.testing import BackendContractTests
 METADATA_KEYS = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
 
 
-def ngff_models(zarr_format: int) -> Any:
-    """ome-zarr-models for the NGFF version a Zarr format carries (0.5 on v3, 0.4 on v2)."""
-    if zarr_format == 3:
-        import ome_zarr_models.v05 as models
-    else:
-        import ome_zarr_models.v04 as models
-    return models
-
-
-def ome_section(group: Any) -> dict[str, Any]:
-    """The OME attributes of a group: under "ome" in NGFF 0.5, at the top level in 0.4."""
-    attrs = dict(group.attrs)
-    ome: dict[str, Any] = attrs.get("ome", attrs)
-    return ome
 
 
 # -- a real store that records what is read -----------------------------------------------------

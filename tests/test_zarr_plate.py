@@ -16,6 +16,7 @@ pytest.importorskip("zarr")
 pytest.importorskip("ome_zarr_models")
 
 import zarr
+from ngff_helpers import ngff_models, ome_section
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.exceptions import UnsupportedDataError
@@ -26,18 +27,6 @@ COLUMNS_24 = ["01", "02", "03", "04", "05", "06"]
 WELLS_24 = [(r, c) for r in ROWS_24 for c in COLUMNS_24]
 
 
-def ngff_models(zarr_format: int) -> Any:
-    if zarr_format == 3:
-        import ome_zarr_models.v05 as models
-    else:
-        import ome_zarr_models.v04 as models
-    return models
-
-
-def ome_section(group: Any) -> dict[str, Any]:
-    attrs = dict(group.attrs)
-    ome: dict[str, Any] = attrs.get("ome", attrs)
-    return ome
 
 
 def plate_meta(store: Path) -> dict[str, Any]:
