@@ -212,3 +212,13 @@ def test_strided_and_reversed_numpy_views_convert(framework: str) -> None:
     for view in (base[::-1], base[:, ::2], base.T):
         converted = convert(view, framework)
         np.testing.assert_array_equal(to_numpy(converted), view)
+
+
+def test_numpy_to_tensorflow_and_jax_back_share_memory() -> None:
+    import jax.numpy as jnp
+
+    array = np.arange(12, dtype=np.float32)
+    tensor = convert(array, "tensorflow")
+    assert np.from_dlpack(tensor).ctypes.data == array.ctypes.data  # docs/frameworks.md says so
+    on_jax = jnp.arange(12.0)
+    assert convert(on_jax, "numpy").ctypes.data == on_jax.unsafe_buffer_pointer()
