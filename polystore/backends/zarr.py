@@ -577,13 +577,12 @@ class ZarrBackend(StorageBackend):
         group.update_attributes(new)  # one metadata write (attrs.update writes per key)
 
     def _record_fields(
-        self, store_path: str, addresses: Sequence[PlaneAddress], config: ZarrConfig, *, locked: bool = False
+        self, store_path: str, addresses: Sequence[PlaneAddress], config: ZarrConfig
     ) -> None:
         """Add fields to their wells' and the plate's metadata (read-modify-write, locked)."""
         if not config.ome_zarr_metadata:
             return
-        guard = contextlib.nullcontext() if locked else self._lock_for(store_path)
-        with guard:
+        with self._lock_for(store_path):
             zarr = _zarr()
             store = self._open_store(store_path, writable=True)
             plate_group = zarr.open_group(store, mode="a", zarr_format=config.zarr_format)
