@@ -6,12 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.polystore-installed
 SYSTEM_STAMP := $(VENV)/.system-packages
-# Debian packages napari's Qt needs to run under Xvfb (pytest-xvfb starts one for the tests).
+# Debian packages napari's Qt needs to run under Xvfb (pytest-xvfb starts one for the tests),
+# and a JVM with ImageJ's jar (/usr/share/java/ij.jar) for the Fiji bridge's tests.
 # Without libxcb-icccm4, libxcb-keysyms1 and libxcb-xinerama0 Qt aborts at start.
 SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 \
 	libgl1 libgl1-mesa-dri libglx-mesa0 libegl1 libfontconfig1 libglib2.0-0 libdbus-1-3 \
 	libxkbcommon-x11-0 libxcb-cursor0 libxcb-image0 libxcb-randr0 libxcb-render-util0 \
-	libxcb-shape0 libxcb-xfixes0 libxcb-xkb1
+	libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 \
+	openjdk-17-jre imagej
 
 .PHONY: test demo lint typecheck pytest bench clean
 

@@ -25,6 +25,8 @@ from polystore.exceptions import (
     StorageFileNotFoundError,
     UnsupportedDataError,
     UnsupportedFormatError,
+    ViewerError,
+    ViewerUnavailableError,
 )
 from polystore.filemanager import FileManager
 from polystore.formats import Format, register_format
@@ -39,6 +41,7 @@ _LAZY: dict[str, str] = {
     "ZarrCompressor": "polystore.backends.zarr_config",
     "ZarrChunkStrategy": "polystore.backends.zarr_config",
     "StreamingBackend": "polystore.streaming.backend",
+    "ViewerStreamingBackend": "polystore.streaming.viewer",
 }
 
 
@@ -71,6 +74,8 @@ __all__ = [
     "StorageFileNotFoundError",
     "UnsupportedDataError",
     "UnsupportedFormatError",
+    "ViewerError",
+    "ViewerUnavailableError",
     "atomic_update_json",
     "atomic_write",
     "atomic_write_json",

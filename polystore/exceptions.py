@@ -107,6 +107,14 @@ class MissingDependencyError(PolystoreError, ImportError):
         return (type(self), self._args)
 
 
+class ViewerError(PolystoreError, RuntimeError):
+    """A live viewer (napari, Fiji, ...) refused a request; the message is the viewer's reason."""
+
+
+class ViewerUnavailableError(ViewerError, ConnectionError):
+    """No viewer answered at the address, and none was (or could be) launched."""
+
+
 @dataclass(frozen=True)
 class BatchFailure:
     """One failed item of a batch operation."""

@@ -59,6 +59,24 @@ def _save_roi_zip(data: Any, handle: IO[bytes]) -> None:
             archive.writestr(name, roi.tobytes())
 
 
+def roi_zip_bytes(data: Any) -> bytes:
+    """A ``.roi.zip`` archive's bytes for ``data`` (ImagejRoi objects, or already-encoded bytes)."""
+    buffer = io.BytesIO()
+    _save_roi_zip(data, buffer)
+    return buffer.getvalue()
+
+
+def rois_from_zip_bytes(payload: bytes | bytearray | memoryview) -> list[Any]:
+    """The ROIs in a ``.roi.zip`` archive held in memory (as roifile.ImagejRoi, in archive order)."""
+    roi_type = _roifile().ImagejRoi
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(payload))) as archive:
+            return [roi_type.frombytes(archive.read(name)) for name in archive.namelist()
+                    if name.endswith(".roi")]
+    except zipfile.BadZipFile as error:
+        raise UnsupportedDataError(f"Not a .roi.zip archive: {error}") from None
+
+
 def _load_roi_zip(path: Path) -> list[Any]:
     rois = _roifile().roiread(path)
     return rois if isinstance(rois, list) else [rois]

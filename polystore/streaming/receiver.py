@@ -74,8 +74,6 @@ class Inbound:
         self._socket.setsockopt(z.LINGER, 0)
         if curve is not None:
             curve.secure(self._socket, server=bind)
-        address = endpoint(host, port)
-        self._socket.bind(address) if bind else self._socket.connect(address)
         # connecting: PUSH into the sender's bound PULL. Binding (one receiver, many senders):
         # ROUTER, so each ack goes to the sender that asked (its reply_to routing id).
         self._ack = self._context.socket(z.ROUTER if bind else z.PUSH)
@@ -86,10 +84,16 @@ class Inbound:
         self._ack.setsockopt(z.SNDHWM, 10000)
         if curve is not None:
             curve.secure(self._ack, server=bind)
+        address = endpoint(host, port)
         ack_address = endpoint(host, ack_port if ack_port is not None else port + 1)
         if "://" in host:
             ack_address = host + ".ack"
-        self._ack.bind(ack_address) if bind else self._ack.connect(ack_address)
+        try:
+            self._socket.bind(address) if bind else self._socket.connect(address)
+            self._ack.bind(ack_address) if bind else self._ack.connect(ack_address)
+        except BaseException:
+            self.close()  # a taken address must not leave sockets (or an authenticator) behind
+            raise
 
     def receive(self, timeout: float | None) -> StreamItem | None:
         """The next valid item, or ``None`` when ``timeout`` seconds pass first."""

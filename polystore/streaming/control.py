@@ -1,0 +1,236 @@
+"""The control channel: small requests from a pipeline (or a test) to a live viewer, and replies.
+
+Data flows one way on the stream (PUSH -> PULL); questions such as "are you there?", "which
+windows do you show?" or "give me the ROIs drawn on this image" need an answer, so a viewer
+also binds a ZeroMQ REP socket (by default on ``port + 2``). A message on it is:
+
+* frame 0: UTF-8 JSON, at most 64 KiB: a request ``{"v": 1, "op": str, "params": {...}}``,
+  a reply ``{"v": 1, "ok": true, ...}`` or ``{"v": 1, "ok": false, "error": str}``;
+* frames 1..n: raw byte buffers that go with it (an image's pixels, a ``.roi.zip``).
+
+As on the stream, nothing is ever pickled. The format is written down in ``docs/streaming.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polystore.exceptions import ViewerError, ViewerUnavailableError
+from polystore.streaming._zmq import endpoint, zmq
+from polystore.streaming.protocol import (
+    ALLOWED_DTYPE_KINDS,
+    DEFAULT_MAX_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_NDIM,
+)
+from polystore.streaming.security import CurveKeys, require_keys_for
+
+logger = logging.getLogger(__name__)
+
+CONTROL_VERSION = 1
+MAX_BUFFERS = 64
+
+HandlerResult = Mapping[str, Any] | tuple[Mapping[str, Any], Sequence[Any]]
+Handler = Callable[[dict[str, Any], list[memoryview]], HandlerResult]
+"""``handler(params, buffers)`` -> a JSON-able reply dict, or ``(reply, [buffers])``."""
+
+
+@dataclass
+class Reply:
+    """A viewer's answer: the JSON header and the raw buffers that came with it."""
+
+    header: dict[str, Any]
+    buffers: list[bytes] = field(default_factory=list)
+
+
+def control_endpoint(host: str, port: int) -> str:
+    """``tcp://host:port``, or ``<ipc path>.ctl`` beside an ipc:// data endpoint."""
+    return host + ".ctl" if "://" in host else endpoint(host, port)
+
+
+def array_reply(array: np.ndarray, **fields: Any) -> tuple[dict[str, Any], list[Any]]:
+    """A reply carrying one array: shape and dtype in the header, C-ordered bytes in frame 1."""
+    contiguous = np.ascontiguousarray(array)
+    header = {"shape": list(contiguous.shape), "dtype": contiguous.dtype.str, **fields}
+    return header, [contiguous.data if contiguous.nbytes else b""]
+
+
+def array_from_reply(reply: Reply, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """The array an :func:`array_reply` carried, checked against its announced shape and dtype."""
+    try:
+        shape = tuple(int(n) for n in reply.header["shape"])
+        dtype = np.dtype(reply.header["dtype"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ViewerError(f"the viewer's reply carries no valid shape/dtype ({error})") from None
+    if dtype.kind not in ALLOWED_DTYPE_KINDS or dtype.fields is not None or len(shape) > MAX_NDIM:
+        raise ViewerError(f"the viewer replied with an array of dtype {dtype} and {len(shape)} dims")
+    if any(n < 0 for n in shape):
+        raise ViewerError(f"the viewer replied with a negative shape {shape}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not reply.buffers or len(reply.buffers[0]) != expected or expected > max_bytes:
+        got = len(reply.buffers[0]) if reply.buffers else 0
+        raise ViewerError(f"the viewer announced {shape} {dtype} ({expected} bytes) but sent {got} bytes")
+    return np.frombuffer(reply.buffers[0], dtype=dtype).reshape(shape).copy()
+
+
+class ControlServer:
+    """Answers control requests on its own thread with a table of handlers (op name -> handler)."""
+
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        curve: CurveKeys | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        require_keys_for(host, True, curve)
+        self.address = control_endpoint(host, port)
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.curve = curve
+        self.max_bytes = max_bytes
+        self.served = 0
+        self.refused = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ControlServer:
+        """Bind and serve; raises here (not on the thread) when the address is taken."""
+        self._stop.clear()
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="polystore-control")
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        z = zmq()
+        context = z.Context() if self.curve is not None else z.Context.instance()
+        authenticator = self.curve.start_authenticator(context) if self.curve is not None else None
+        socket = context.socket(z.REP)
+        socket.setsockopt(z.LINGER, 0)
+        if self.curve is not None:
+            self.curve.secure(socket, server=True)
+        try:
+            socket.bind(self.address)
+        except z.ZMQError as error:
+            socket.close(0)
+            self._error = ViewerError(
+                f"Cannot serve control requests on {self.address}: {error}. Another viewer may "
+                "already be listening there: connect to it, or choose another port."
+            )
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                if not socket.poll(100, z.POLLIN):
+                    continue
+                frames = socket.recv_multipart(copy=False)
+                header, buffers = self._answer(frames)
+                socket.send_multipart([json.dumps(header).encode(), *buffers], copy=False)
+        finally:
+            socket.close(0)
+            if authenticator is not None:
+                authenticator.stop()
+            if self.curve is not None:
+                context.term()
+
+    def _answer(self, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
+        try:
+            op, params = self._parse(frames)
+            handler = self.handlers.get(op)
+            if handler is None:
+                known = ", ".join(sorted(self.handlers))
+                raise ViewerError(f"unknown op {op!r}; this viewer answers: {known}")
+            result = handler(params, [memoryview(frame.buffer) for frame in frames[1:]])
+            reply, buffers = (result if isinstance(result, tuple) else (result, ()))
+            header = {"v": CONTROL_VERSION, "ok": True, **reply}
+            json.dumps(header)  # a handler's reply must be JSON; fail here, not mid-send
+        except Exception as error:
+            self.refused += 1
+            logger.warning("control request refused: %s", error)
+            return {"v": CONTROL_VERSION, "ok": False, "error": str(error) or type(error).__name__}, []
+        self.served += 1
+        return header, list(buffers)
+
+    def _parse(self, frames: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+        raw = frames[0].bytes if frames else b""
+        if len(raw) > MAX_HEADER_BYTES:
+            raise ViewerError(f"request header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+        if len(frames) - 1 > MAX_BUFFERS or sum(len(f.buffer) for f in frames[1:]) > self.max_bytes:
+            raise ViewerError("request carries too many or too large buffers")
+        try:
+            request = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise ViewerError(f"request header is not JSON ({error})") from None
+        if not isinstance(request, dict) or request.get("v") != CONTROL_VERSION:
+            raise ViewerError(f"request is not a version-{CONTROL_VERSION} control message")
+        op, params = request.get("op"), request.get("params", {})
+        if not isinstance(op, str) or not isinstance(params, dict):
+            raise ViewerError("request needs a string 'op' and an object 'params'")
+        return op, params
+
+
+def request(
+    host: str,
+    port: int,
+    op: str,
+    params: Mapping[str, Any] | None = None,
+    buffers: Sequence[Any] = (),
+    *,
+    timeout: float = 5.0,
+    curve: CurveKeys | None = None,
+) -> Reply:
+    """Ask the viewer at ``host:port`` (its control port) to run ``op``; its reply.
+
+    Raises :class:`ViewerUnavailableError` when nothing answers within ``timeout`` seconds and
+    :class:`ViewerError` when the viewer refuses (with its reason).
+    """
+    z = zmq()
+    # a socket per request: a REQ socket whose reply never came cannot send again
+    context = z.Context() if curve is not None else z.Context.instance()
+    socket = context.socket(z.REQ)
+    socket.setsockopt(z.LINGER, 0)
+    address = control_endpoint(host, port)
+    try:
+        if curve is not None:
+            curve.secure(socket, server=False)
+        socket.connect(address)
+        message = json.dumps({"v": CONTROL_VERSION, "op": op, "params": dict(params or {})}).encode()
+        socket.send_multipart([message, *buffers], copy=False)
+        if not socket.poll(int(timeout * 1000), z.POLLIN):
+            raise ViewerUnavailableError(f"No viewer answered {op!r} at {address} within {timeout:g} s.")
+        frames = socket.recv_multipart(copy=True)
+    finally:
+        socket.close(0)
+        if curve is not None:
+            with contextlib.suppress(Exception):
+                context.term()
+    try:
+        header = json.loads(frames[0])
+    except ValueError:
+        raise ViewerError(f"the viewer at {address} replied with a header that is not JSON") from None
+    if not isinstance(header, dict):
+        raise ViewerError(f"the viewer at {address} replied with a header that is not an object")
+    if not header.get("ok"):
+        raise ViewerError(f"The viewer at {address} refused {op!r}: {header.get('error', 'no reason given')}")
+    return Reply(header, list(frames[1:]))

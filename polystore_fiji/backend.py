@@ -1,0 +1,30 @@
+"""FijiStreamingBackend: ``fm.save(img, path, backend="fiji")`` shows ``img`` in Fiji (or ImageJ).
+
+Imported by pipelines, so it imports neither JPype nor scyjava: the viewer end is the bridge
+process (``python -m polystore_fiji``, :mod:`polystore_fiji.bridge`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from polystore.streaming.viewer import ViewerStreamingBackend
+
+IMAGE_EXTENSIONS = frozenset({
+    ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz",
+})
+
+
+class FijiStreamingBackend(ViewerStreamingBackend):
+    """Streams images and ROI sets to the Fiji bridge, which assembles them into hyperstacks.
+
+    The bridge listens on ``127.0.0.1:5571`` by default; ``launch=True`` (or
+    ``POLYSTORE_FIJI_LAUNCH=1``) starts ``python -m polystore_fiji`` when none answers.
+    """
+
+    _backend_type = "fiji"
+    VIEWER_TYPE: ClassVar[str] = "fiji"
+    SHM_PREFIX: ClassVar[str] = "polystore_fiji_"
+    DEFAULT_PORT: ClassVar[int] = 5571
+    LAUNCH_MODULE: ClassVar[str | None] = "polystore_fiji"
+    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = IMAGE_EXTENSIONS | {".roi.zip", ".roi"}
