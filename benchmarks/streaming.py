@@ -4,11 +4,19 @@
     python benchmarks/streaming.py --quick     # fewer frames, for a smoke check
 
 Rows (sender in this process, receiver in a spawned one; 127.0.0.1 / ipc on this host):
-  shm           StreamingBackend, transport="shm" (ring of reused shared-memory slots)
+  shm           StreamingBackend, transport="shm" (ring of reused shared-memory slots); the
+                receiver copies each frame out of its slot (StreamReceiver's default)
+  shm 0-copy    the same with StreamReceiver(zero_copy=True): the receiver's array is a
+                read-only view of the slot, given back when the array is collected
   inline ipc    StreamingBackend(host="ipc://..."), transport="inline"
   inline tcp    StreamingBackend on 127.0.0.1, transport="inline"
-  pyzmq tcp     a bare PUSH/PULL pair, send(copy=False), np.frombuffer on the receiving side
+  pyzmq ipc     a bare PUSH/PULL pair over ipc://, send(copy=False), np.frombuffer on the
+                receiving side: the floor to beat
+  pyzmq tcp     the same over 127.0.0.1
   np.copyto     one in-process copy of the frame: the memory-bandwidth ceiling
+
+Goals (issue 4): shm at least 40% of np.copyto's bandwidth and at least 2x pyzmq over ipc;
+p50 latency from ``save`` to the array in the receiver's hands under 2 ms.
 
 Throughput: N frames sent back to back; time from the first save to the receiver holding the
 last array (CLOCK_MONOTONIC is shared by the processes). Latency: one frame at a time
@@ -29,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness import Goal, cores, note_load, run_summary
 
 SHAPE = (2048, 2048)
 DTYPE = np.uint16
@@ -47,7 +56,7 @@ def _free_port() -> int:
     raise RuntimeError("no free port pair")
 
 
-def _polystore_receiver(host: str, port: int, total: int, results: Any) -> None:
+def _polystore_receiver(host: str, port: int, total: int, zero_copy: bool, results: Any) -> None:
     from polystore.streaming import StreamReceiver
 
     arrivals: list[float] = []
@@ -59,20 +68,27 @@ def _polystore_receiver(host: str, port: int, total: int, results: Any) -> None:
         arrivals.append(now)
         latencies.append(now - float(item.metadata["t0"]))
 
-    with StreamReceiver(port=port, host=host).start(on_item):
+    with StreamReceiver(port=port, host=host, zero_copy=zero_copy).start(on_item):
         deadline = time.monotonic() + 120
         while len(arrivals) < total and time.monotonic() < deadline:
             time.sleep(0.001)
     results.put((arrivals, latencies))
 
 
-def _pyzmq_receiver(port: int, total: int, ready: Any, results: Any) -> None:
+def _pyzmq_endpoints(host: str, port: int) -> tuple[str, str]:
+    if host.startswith("ipc://"):
+        return host, host + ".ack"
+    return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+
+
+def _pyzmq_receiver(host: str, port: int, total: int, ready: Any, results: Any) -> None:
     import zmq
 
+    data_endpoint, ack_endpoint = _pyzmq_endpoints(host, port)
     sock = zmq.Context.instance().socket(zmq.PULL)
-    sock.connect(f"tcp://127.0.0.1:{port}")
+    sock.connect(data_endpoint)
     ack = zmq.Context.instance().socket(zmq.PUSH)
-    ack.connect(f"tcp://127.0.0.1:{port + 1}")
+    ack.connect(ack_endpoint)
     ready.set()
     arrivals: list[float] = []
     latencies: list[float] = []
@@ -89,12 +105,16 @@ def _pyzmq_receiver(port: int, total: int, ready: Any, results: Any) -> None:
     ack.close(1000)
 
 
-def _run_polystore(name: str, transport: str, host: str, frames: int, samples: int) -> dict[str, float]:
+def _run_polystore(
+    name: str, transport: str, host: str, frames: int, samples: int, zero_copy: bool = False
+) -> dict[str, float]:
     from polystore import StreamingBackend
 
     port = _free_port()
     results = SPAWN.Queue()
-    receiver = SPAWN.Process(target=_polystore_receiver, args=(host, port, 1 + frames + samples, results))
+    receiver = SPAWN.Process(
+        target=_polystore_receiver, args=(host, port, 1 + frames + samples, zero_copy, results)
+    )
     receiver.start()
     frame = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
     with StreamingBackend(port=port, host=host, transport=transport, send_timeout=60) as sender:  # type: ignore[arg-type]
@@ -110,18 +130,19 @@ def _run_polystore(name: str, transport: str, host: str, frames: int, samples: i
     return _row(name, frames, elapsed, latencies[1 + frames :])
 
 
-def _run_pyzmq(frames: int, samples: int) -> dict[str, float]:
+def _run_pyzmq(name: str, host: str, frames: int, samples: int) -> dict[str, float]:
     import zmq
 
     port = _free_port()
     results = SPAWN.Queue()
     ready = SPAWN.Event()
     context = zmq.Context.instance()
+    data_endpoint, ack_endpoint = _pyzmq_endpoints(host, port)
     out = context.socket(zmq.PUSH)
-    out.bind(f"tcp://127.0.0.1:{port}")
+    out.bind(data_endpoint)
     acks = context.socket(zmq.PULL)
-    acks.bind(f"tcp://127.0.0.1:{port + 1}")
-    receiver = SPAWN.Process(target=_pyzmq_receiver, args=(port, 1 + frames + samples, ready, results))
+    acks.bind(ack_endpoint)
+    receiver = SPAWN.Process(target=_pyzmq_receiver, args=(host, port, 1 + frames + samples, ready, results))
     receiver.start()
     ready.wait(60)
     frame = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
@@ -139,7 +160,7 @@ def _run_pyzmq(frames: int, samples: int) -> dict[str, float]:
     receiver.join(30)
     out.close(0)
     acks.close(0)
-    return _row("pyzmq tcp", frames, arrivals[frames] - start, latencies[1 + frames :])
+    return _row(name, frames, arrivals[frames] - start, latencies[1 + frames :])
 
 
 def _run_copyto(frames: int) -> dict[str, float]:
@@ -173,19 +194,47 @@ def main() -> None:
     args = parser.parse_args()
     frames, samples = (20, 10) if args.quick else (args.frames, args.samples)
     ipc = f"ipc://{tempfile.gettempdir()}/polystore-bench-{os.getpid()}"
-    rows = [
-        _run_polystore("shm", "shm", "127.0.0.1", frames, samples),
-        _run_polystore("inline ipc", "inline", ipc, frames, samples),
-        _run_polystore("inline tcp", "inline", "127.0.0.1", frames, samples),
-        _run_pyzmq(frames, samples),
-        _run_copyto(frames),
-    ]
-    for suffix in ("", ".ack"):
-        Path(ipc.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
-    print(f"{frames} frames of {SHAPE[0]}x{SHAPE[1]} {np.dtype(DTYPE).name} ({os.cpu_count()} CPUs)")
+    load_before = note_load()
+    started = time.monotonic()
+    rows = {
+        row["name"]: row for row in (
+            _run_polystore("shm", "shm", "127.0.0.1", frames, samples),
+            _run_polystore("shm 0-copy", "shm", "127.0.0.1", frames, samples, zero_copy=True),
+            _run_polystore("inline ipc", "inline", ipc, frames, samples),
+            _run_polystore("inline tcp", "inline", "127.0.0.1", frames, samples),
+            _run_pyzmq("pyzmq ipc", ipc + "-raw", frames, samples),
+            _run_pyzmq("pyzmq tcp", "127.0.0.1", frames, samples),
+            _run_copyto(frames),
+        )
+    }
+    for path in (ipc, ipc + "-raw"):
+        for suffix in ("", ".ack"):
+            Path(path.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
+    print(f"{frames} frames of {SHAPE[0]}x{SHAPE[1]} {np.dtype(DTYPE).name}, {cores()}")
     print(f"{'transport':<12} {'frames/s':>10} {'GB/s':>8} {'p50 latency ms':>16}")
-    for row in rows:
+    for row in rows.values():
         print(f"{row['name']:<12} {row['fps']:>10.1f} {row['gbps']:>8.2f} {row['p50_ms']:>16.2f}")
+    print()
+    at_least = Goal(0.40, at_least=True), Goal(2.0, at_least=True)
+    def ratio(ours: str, reference: str, unit: str) -> float:
+        return float(rows[ours][unit] / rows[reference][unit])
+
+    verdicts = [
+        ("shm bandwidth / np.copyto", ratio("shm", "np.copyto", "gbps"), at_least[0]),
+        ("shm frames/s / pyzmq ipc", ratio("shm", "pyzmq ipc", "fps"), at_least[1]),
+        ("shm 0-copy bandwidth / np.copyto", ratio("shm 0-copy", "np.copyto", "gbps"), at_least[0]),
+        ("shm 0-copy frames/s / pyzmq ipc", ratio("shm 0-copy", "pyzmq ipc", "fps"), at_least[1]),
+        ("inline ipc frames/s / pyzmq ipc", ratio("inline ipc", "pyzmq ipc", "fps"), None),
+        ("inline tcp frames/s / pyzmq tcp", ratio("inline tcp", "pyzmq tcp", "fps"), None),
+    ]
+    for label, value, goal in verdicts:
+        result = "info" if goal is None else ("PASS" if goal.met(value) else "MISS")
+        print(f"{label:<34} {value:6.2f}x  goal {str(goal) if goal else '-':<9} {result}")
+    for name in ("shm", "shm 0-copy"):
+        p50 = rows[name]["p50_ms"]
+        verdict = "PASS" if p50 < 2 else "MISS"
+        print(f"{name + ' p50 latency, save -> array':<34} {p50:6.2f} ms goal < 2 ms    {verdict}")
+    print(run_summary(time.monotonic() - started, load_before))
 
 
 if __name__ == "__main__":

@@ -548,6 +548,58 @@ def test_transport_can_be_forced_either_way(port: int) -> None:
         StreamingBackend(port=port, host="192.0.2.1").save(np.zeros(1), "x", transport="shm")
 
 
+def _zero_copy_receiver(port: int, commands: Any, report: Any) -> None:
+    """Holds what it receives until told to drop it; reports what it sees."""
+    held: dict[str, np.ndarray] = {}
+    with StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,), zero_copy=True).start() as receiver:
+        while True:
+            command, path = commands.get(timeout=60)
+            if command == "take":
+                item = receiver.get(timeout=20)
+                array = item.array
+                report.put((item.path, int(array[0, 0]), array.flags.writeable, item.header["transport"]))
+                held[item.path] = array if path == "whole" else array[::2, 1:]  # a derived view
+                del item, array
+            elif command == "drop":
+                del held[path]
+            else:
+                report.put(sorted(held))
+                return
+
+
+def test_zero_copy_receiver_gives_a_slot_back_only_when_its_last_view_is_gone(port: int) -> None:
+    before = list_segments(TEST_PREFIX)
+    commands, report = SPAWN.Queue(), SPAWN.Queue()
+    receiver = SPAWN.Process(target=_zero_copy_receiver, args=(port, commands, report))
+    receiver.start()
+    sender = ShmTestBackend(port=port, send_timeout=20, shm_slots=2)
+    try:
+        sender.save(_frame(1), "a.tif")
+        commands.put(("take", "whole"))
+        sender.save(_frame(2), "b.tif")
+        commands.put(("take", "view"))
+        assert report.get(timeout=20) == ("a.tif", 1, False, "shm")  # read-only, in the slot
+        assert report.get(timeout=20) == ("b.tif", 2, False, "shm")
+        # both slots are held by the receiver's arrays (one of them only through a derived view)
+        with pytest.raises(TimeoutError, match="No shared-memory slot was released"):
+            sender.save(_frame(3), "c.tif", timeout=1.0)
+        commands.put(("drop", "b.tif"))  # the last view of b's slot goes: the slot comes back
+        sender.save(_frame(4), "d.tif", timeout=10)
+        commands.put(("take", "whole"))
+        assert report.get(timeout=20) == ("d.tif", 4, False, "shm")
+        commands.put(("drop", "a.tif"))
+        commands.put(("drop", "d.tif"))
+        commands.put(("report", ""))
+        assert report.get(timeout=20) == []
+        receiver.join(20)
+        assert receiver.exitcode == 0
+    finally:
+        sender.close(5)
+        if receiver.is_alive():
+            receiver.kill()
+    assert list_segments(TEST_PREFIX) == before
+
+
 def _forever_receiver(port: int, progress: Any) -> None:
     receiver = StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,))
     receiver.start(lambda item: progress.put(int(item.array[0, 0])))

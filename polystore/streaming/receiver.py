@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -54,8 +55,18 @@ class Inbound:
         max_bytes: int = DEFAULT_MAX_BYTES,
         shm_prefixes: Sequence[str] = (DEFAULT_SHM_PREFIX,),
         curve: CurveKeys | None = None,
+        zero_copy: bool = False,
     ) -> None:
         self.limits = Limits(max_bytes=max_bytes, shm_prefixes=tuple(shm_prefixes))
+        self.zero_copy = zero_copy
+        # zero-copy slots are given back when their last array is collected, on any thread;
+        # the socket belongs to the receiving thread, so the release waits in this deque and
+        # a byte on the pipe wakes the receiving thread's poll to send it
+        self._releases: collections.deque[bytes] = collections.deque()
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._closing = threading.Lock()
+        self._closed = False
         self._bound = bind
         self._pattern = self.limits.shm_pattern()
         self.received = 0
@@ -94,10 +105,12 @@ class Inbound:
         except BaseException:
             self.close()  # a taken address must not leave sockets (or an authenticator) behind
             raise
+        self._poller = z.Poller()
+        self._poller.register(self._socket, z.POLLIN)
+        self._poller.register(self._wake_read, z.POLLIN)
 
     def receive(self, timeout: float | None) -> StreamItem | None:
         """The next valid item, or ``None`` when ``timeout`` seconds pass first."""
-        z = zmq()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._unrouted:
@@ -110,7 +123,10 @@ class Inbound:
             wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
             if self._unrouted:
                 wait_ms = min(wait_ms, 10)
-            if not self._socket.poll(wait_ms, z.POLLIN):
+            ready = dict(self._poller.poll(wait_ms))
+            if self._wake_read in ready:
+                self._send_releases()
+            if self._socket not in ready:
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
@@ -138,8 +154,9 @@ class Inbound:
             if last is not None and header["id"] > last + 1:
                 self.dropped += header["id"] - last - 1
             self._last_id[sender] = header["id"]
-        if header.get("ack") or header["transport"] == "shm":
-            self._send_ack(header)
+        slot_later = self.zero_copy and header["transport"] == "shm"
+        if header.get("ack") or (header["transport"] == "shm" and not slot_later):
+            self._send_ack(header, give_slot=not slot_later)
         return StreamItem(array, header)
 
     def _from_shm(self, header: dict[str, Any]) -> np.ndarray:
@@ -160,21 +177,50 @@ class Inbound:
         if info["offset"] + info["size"] > segment.size:
             self._send_ack(header)  # give the slot back even though its contents are refused
             raise ProtocolError(f"shm slot {name!r} is {segment.size} bytes, smaller than announced")
+        if self.zero_copy:
+            owner = segment.exported(info["offset"], info["size"])
+            array = array_from_buffer(header, owner)
+            array.flags.writeable = False  # the sender's memory: never written from here
+            weakref.finalize(owner, self._release_later, self._release_message(header))
+            return array
         view = segment.buf[info["offset"] : info["offset"] + info["size"]]
         try:
             return array_from_buffer(header, view).copy()
         finally:
             view.release()
 
-    def _send_ack(self, header: dict[str, Any]) -> None:
-        slot = header["shm"]["slot"] if header["transport"] == "shm" else None
+    def _release_message(self, header: dict[str, Any]) -> bytes:
+        """Routing id (or empty) + the message that gives a zero-copy item's slot back."""
+        release = {"v": 1, "ack": None, "slot": header["shm"]["slot"], "pid": os.getpid()}
+        return (header.get("reply_to") or "").encode() + b"\0" + json.dumps(release).encode()
+
+    def _release_later(self, message: bytes) -> None:
+        # runs wherever the item's last array died: queue it for the receiving thread
+        with self._closing:
+            if self._closed:
+                return
+            self._releases.append(message)
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_write, b"\0")
+
+    def _send_releases(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_read, 4096)
+        while self._releases:
+            reply_to, _, message = self._releases.popleft().partition(b"\0")
+            self._deliver(reply_to.decode() or None, message)
+
+    def _send_ack(self, header: dict[str, Any], give_slot: bool = True) -> None:
+        slot = header["shm"]["slot"] if header["transport"] == "shm" and give_slot else None
         message = json.dumps({"v": 1, "ack": header["id"], "slot": slot, "pid": os.getpid()}).encode()
+        self._deliver(header.get("reply_to"), message)
+
+    def _deliver(self, reply_to: str | None, message: bytes) -> None:
         z = zmq()
         if not self._bound:
             with contextlib.suppress(z.Again):
                 self._ack.send(message, z.NOBLOCK)
             return
-        reply_to = header.get("reply_to")
         if reply_to is None:
             return  # a sender that binds its own back channel cannot be reached from here
         self._route(reply_to.encode(), message, time.monotonic() + ACK_ROUTE_WINDOW_S)
@@ -195,6 +241,12 @@ class Inbound:
             self._route(identity, message, deadline)
 
     def close(self) -> None:
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            os.close(self._wake_read)
+            os.close(self._wake_write)
         for segment in self._attached.values():
             segment.close()
         self._attached.clear()
@@ -213,6 +265,11 @@ class StreamReceiver:
     >>> receiver.stop()
 
     Without a callback, iterate over the receiver (or call :meth:`get`) for the items.
+
+    ``zero_copy=True``: an item that came through shared memory is a read-only array *inside*
+    the sender's slot, not a copy; the slot goes back to the sender when the last array built
+    on it is collected. Faster (one copy per frame instead of two), but a consumer that keeps
+    items stalls the sender once its ring (``shm_slots``, 4) is held: copy what you keep.
     """
 
     def __init__(
@@ -226,10 +283,11 @@ class StreamReceiver:
         shm_prefixes: Sequence[str] = (DEFAULT_SHM_PREFIX,),
         curve: CurveKeys | None = None,
         queue_size: int = 64,
+        zero_copy: bool = False,
     ) -> None:
         self._options: dict[str, Any] = dict(
             port=port, host=host, ack_port=ack_port, bind=bind, max_bytes=max_bytes,
-            shm_prefixes=tuple(shm_prefixes), curve=curve,
+            shm_prefixes=tuple(shm_prefixes), curve=curve, zero_copy=zero_copy,
         )
         self._queue: queue.Queue[StreamItem] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()

@@ -8,6 +8,7 @@ receiver has released it (an ack on the back channel). Normal close unlinks ever
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import mmap
 import os
@@ -78,9 +79,22 @@ class AttachedSegment:
         self.name = name
         self.buf = memoryview(self._mmap)
 
+    def exported(self, offset: int, size: int) -> ctypes.Array[ctypes.c_char]:
+        """``size`` bytes at ``offset`` as a buffer object that arrays can be built on.
+
+        A ctypes array, not a slice of :attr:`buf`: NumPy collapses a view's ``base`` down to
+        the first object that is not an ndarray, so every array derived from one built on this
+        object keeps *this object* alive, and a ``weakref.finalize`` on it fires only when the
+        last of them is gone (the moment a zero-copy receiver may give the slot back).
+        """
+        return (ctypes.c_char * size).from_buffer(self._mmap, offset)
+
     def close(self) -> None:
         self.buf.release()
-        self._mmap.close()
+        # zero-copy arrays may still point into the mapping: then it is unmapped when the last
+        # of them is collected (the sender may unlink the segment meanwhile; the pages stay)
+        with contextlib.suppress(BufferError):
+            self._mmap.close()
 
 
 def attach(name: str) -> AttachedSegment:
