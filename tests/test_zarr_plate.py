@@ -19,7 +19,7 @@ import zarr
 from ngff_helpers import ngff_models, ome_section
 
 from polystore.backends.zarr import ZarrBackend
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import BatchError, UnsupportedDataError
 from polystore.ome.plate import parse_plate_path, row_sort_key
 
 ROWS_24 = ["A", "B", "C", "D"]
@@ -287,8 +287,10 @@ def test_four_processes_fill_a_24_well_plate(tmp_path: Path) -> None:
 # -- bad input -----------------------------------------------------------------------------------
 def test_batch_planes_of_different_shapes_are_refused(tmp_path: Path) -> None:
     backend = ZarrBackend(root=tmp_path)
-    with pytest.raises(UnsupportedDataError, match="differ in shape"):
+    # a batch attempts every field and reports the failures together, like every backend's
+    with pytest.raises(BatchError, match="differ in shape") as caught:
         backend.save_batch([np.zeros((4, 4)), np.zeros((5, 5))], ["p.zarr/A01_w1.tif", "p.zarr/A01_w2.tif"])
+    assert isinstance(caught.value.failures[0].error, UnsupportedDataError)
     assert not backend.exists("p.zarr/A/01/0")
 
 
@@ -296,7 +298,7 @@ def test_a_file_name_plane_must_be_2d(tmp_path: Path) -> None:
     backend = ZarrBackend(root=tmp_path)
     with pytest.raises(UnsupportedDataError, match="one plane"):
         backend.save(np.zeros((2, 4, 4)), "p.zarr/A01_s1_w1.tif")
-    with pytest.raises(UnsupportedDataError, match="one plane"):
+    with pytest.raises(BatchError, match="one plane"):
         backend.save_batch([np.zeros((2, 4, 4))] * 2, ["p.zarr/A02_w1.tif", "p.zarr/A02_w2.tif"])
     assert not backend.exists("p.zarr/A/01/0") and not backend.exists("p.zarr/A/02/0")
 

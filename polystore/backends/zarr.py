@@ -30,6 +30,7 @@ from polystore.arrays import as_plain_array, convert, framework_of, to_numpy
 from polystore.atomic import file_lock
 from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.base import FileStat, PathLike, StorageBackend
+from polystore.batch import run_batch
 from polystore.exceptions import (
     DirectoryNotEmptyError,
     IsADirectoryStorageError,
@@ -636,29 +637,43 @@ class ZarrBackend(StorageBackend):
             others.append((data, path))
         written: dict[str, list[PlaneAddress]] = {}
         checked_parents: set[tuple[str, str]] = set()
-        try:
-            for (store_path, field_path), planes in fields.items():
-                stack = _assemble(planes)
-                first = planes[0][0]
-                # one check per well: this loop only adds groups above the fields it writes
-                parent = (store_path, field_path.rpartition("/")[0])
-                if parent not in checked_parents:
-                    self._check_parent(_Location(store_path, field_path), field_path)
-                    checked_parents.add(parent)
-                axes = first.plane_axes + "yx"
-                spec = _ImageSpec(axes, kwargs.get("levels"),
-                                  kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
-                                  kwargs.get("colors"), None, None, False)
-                with self._field_lock(store_path, field_path):
-                    if not self._field_exists(_Location(store_path, field_path), first):
-                        self._write_node(
-                            _Location(store_path, field_path), stack, self.config, spec,
-                            field_path, absent=True,  # looked just now, under the field's lock
-                        )
-                    else:  # another process created it meanwhile: add our planes to it
-                        for address, plane in planes:
-                            self._grow_and_write(store_path, address, np.asarray(plane), self.config, spec)
+        bookkeeping = threading.Lock()
+
+        def write_field(entry: tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]) -> None:
+            (store_path, field_path), planes = entry
+            stack = _assemble(planes)
+            first = planes[0][0]
+            # one check per well: this batch only adds groups above the fields it writes
+            parent = (store_path, field_path.rpartition("/")[0])
+            with bookkeeping:
+                check = parent not in checked_parents
+                checked_parents.add(parent)
+            if check:
+                self._check_parent(_Location(store_path, field_path), field_path)
+            axes = first.plane_axes + "yx"
+            spec = _ImageSpec(axes, kwargs.get("levels"),
+                              kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
+                              kwargs.get("colors"), None, None, False)
+            with self._field_lock(store_path, field_path):
+                if not self._field_exists(_Location(store_path, field_path), first):
+                    self._write_node(
+                        _Location(store_path, field_path), stack, self.config, spec,
+                        field_path, absent=True,  # looked just now, under the field's lock
+                    )
+                else:  # another process created it meanwhile: add our planes to it
+                    for address, plane in planes:
+                        self._grow_and_write(store_path, address, np.asarray(plane), self.config, spec)
+            with bookkeeping:
                 written.setdefault(store_path, []).append(PlaneAddress(first.row, first.column, first.field))
+
+        try:
+            # fields in parallel: while one thread waits on metadata I/O another compresses
+            # (the codecs release the GIL); one thread per core, as compression is CPU-bound
+            run_batch(
+                "save_batch", write_field, list(fields.items()), path_of=lambda entry: entry[0][1],
+                parallel=len(fields) > 1, progress=progress,
+                max_workers=max_workers if max_workers is not None else (os.cpu_count() or 1),
+            )
         finally:
             # the wells' and plate's metadata once per store for the whole batch, not once per
             # field (one lock, one read-modify-write); also after an error, for the fields written
