@@ -145,7 +145,14 @@ def _batch_sender(port: int, kind: str, count: int) -> None:
     for i in range(count):
         names += [f"plate/A0{i % 9 + 1}_s1_w1.tif", f"plate/m{i}.roi.zip"]
         names += [f"plate/t{i}.csv", f"plate/p{i}.PNG"]
-    data = [np.full((4, 5), i, dtype=np.uint16) for i in range(len(names))]
+    import roifile
+
+    # ROI sets are ImagejRoi objects (they travel as .roi.zip bytes); everything else arrays
+    data = [
+        [roifile.ImagejRoi.frompoints([[i, 0], [4, 5], [0, 5]], name=f"r{i}")] if name.endswith(".roi.zip")
+        else np.full((4, 5), i, dtype=np.uint16)
+        for i, name in enumerate(names)
+    ]
     backend.save_batch(data, names)
     backend.close()
 
@@ -183,9 +190,12 @@ def test_save_batch_streams_supported_items_in_order(port: int, kind: str, suffi
     assert [item.path.rsplit("/", 1)[-1][item.path.rsplit("/", 1)[-1].index("."):] for item in items] == (
         suffixes * count
     )
-    assert all(item.array.shape == (4, 5) and item.array.dtype == np.uint16 for item in items)
-    values = [int(item.array[0, 0]) for item in items]
+    arrays = [item for item in items if item.kind != "roi_set"]
+    assert all(item.array.shape == (4, 5) and item.array.dtype == np.uint16 for item in arrays)
+    values = [int(item.array[0, 0]) if item.kind != "roi_set" else int(item.rois()[0].coordinates()[0, 0])
+              for item in items]
     assert values == sorted(values)
+    assert all(item.kind == "roi_set" for item in items if item.path.endswith(".roi.zip"))
     tif = next(item for item in items if item.path.endswith(".tif"))
     assert tif.metadata["well"] == "A01" and tif.metadata["site"] == 0 and tif.kind == "image"
     assert tif.metadata["plate"] == "plate" and tif.metadata["channel"] == 0
@@ -787,3 +797,19 @@ def test_the_streaming_entry_point_and_lazy_export_resolve() -> None:
     assert isinstance(backend, StreamingBackend)
     assert (backend.mode, backend.host, backend.port) == ("push", "127.0.0.1", 5555)
     assert backend._out is None
+
+
+def test_tables_stream_with_their_string_columns_and_arrays_as_tables(port: int) -> None:
+    pandas = pytest.importorskip("pandas", reason="pandas is not installed (pip install 'polystore[pandas]')")
+    table = pandas.DataFrame({"label": ["nucleus", "cell", "spot"], "area": [12.5, 340.0, 1.25],
+                              "count": [1, 2, 3]})
+    with StreamReceiver(port=port).start() as receiver, StreamingBackend(port=port) as sender:
+        sender.save(table, "A01/measurements.csv")
+        sender.save(np.arange(6, dtype=np.float64).reshape(3, 2), "A01/xy.csv", kind="table")
+        items = {item.path: item for item in _collect(receiver, 2)}
+    received = items["A01/measurements.csv"]
+    assert received.kind == "table" and received.metadata["encoding"] == "pandas-split-json"
+    pandas.testing.assert_frame_equal(received.table(), table)
+    np.testing.assert_array_equal(items["A01/xy.csv"].table().to_numpy(), np.arange(6).reshape(3, 2))
+    with pytest.raises(ProtocolError, match="is a 'table', not a roi_set"):
+        received.rois()

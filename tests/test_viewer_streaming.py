@@ -25,7 +25,6 @@ import zmq  # noqa: E402
 from net_helpers import free_port_block  # noqa: E402
 
 from polystore import FileManager, ViewerError, ViewerUnavailableError  # noqa: E402
-from polystore.formats.roi import rois_from_zip_bytes  # noqa: E402
 from polystore.registry import BackendRegistry  # noqa: E402
 from polystore.streaming.control import ControlServer, array_from_reply, array_reply, request  # noqa: E402
 from polystore.streaming.protocol import StreamItem  # noqa: E402
@@ -257,7 +256,7 @@ def test_roi_sets_travel_as_roi_zip_bytes(port: int) -> None:
         _wait_for(items, 1)
         registry["testviewer"].close()
     assert items[0].kind == "roi_set" and items[0].array.dtype == np.uint8
-    received = rois_from_zip_bytes(items[0].array.tobytes())
+    received = items[0].rois()
     assert [r.name for r in received] == ["cell0", "cell1", "cell2"]
     np.testing.assert_array_equal(received[2].coordinates(), rois[2].coordinates())
     assert received[1].t_position == 5

@@ -18,10 +18,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from polystore.arrays import to_numpy
 from polystore.base import PathLike, StorageBackend
 from polystore.paths import matches, normalize_extensions
 from polystore.streaming._zmq import endpoint, zmq
+from polystore.streaming.payloads import encode
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SHM_PREFIX,
@@ -211,10 +211,15 @@ class StreamingBackend(StorageBackend):
         if kwargs.get("transport", self.transport) == "shm" and not is_local(self.host):
             raise ValueError(f"transport='shm' needs a receiver on this host; host is {self.host!r}")
         self._open_sender()
-        array = to_numpy(data)
+        payload = encode(data, path)  # ROI sets and DataFrames become bytes of a stated format
+        array = payload.array
         if not (array.flags.c_contiguous or array.flags.f_contiguous):
             array = np.ascontiguousarray(array)
         options = dict(kwargs)
+        if payload.kind is not None:
+            options.setdefault("kind", payload.kind)
+        if payload.metadata:
+            options["metadata"] = {**payload.metadata, **(options.get("metadata") or {})}
         options["id"] = self._next_id
         self._next_id += 1
         key = os.fspath(path)

@@ -66,6 +66,18 @@ class StreamItem:
         meta = self.header.get("metadata")
         return dict(meta) if isinstance(meta, dict) else {}
 
+    def rois(self) -> list[Any]:
+        """A ``roi_set`` item's ROIs (``roifile.ImagejRoi``), decoded from its ``.roi.zip`` bytes."""
+        from polystore.streaming.payloads import rois_of
+
+        return rois_of(self)
+
+    def table(self) -> Any:
+        """A ``table`` item as a pandas DataFrame."""
+        from polystore.streaming.payloads import table_of
+
+        return table_of(self)
+
 
 def shm_name_pattern(prefixes: Sequence[str]) -> re.Pattern[str]:
     """Names we create: ``{prefix}{pid}_{index}``, nothing else (no ``/``, no foreign segments)."""

@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from polystore.atomic import file_lock
 from polystore.base import PathLike
 from polystore.exceptions import ViewerError, ViewerUnavailableError
@@ -39,9 +37,6 @@ logger = logging.getLogger(__name__)
 
 CONTROL_PORT_OFFSET = 2
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-
-ROI_SET_SUFFIXES = (".roi.zip", ".roi")
-"""Paths whose payload is an ImageJ ROI set: sent as its ``.roi.zip`` bytes, kind ``roi_set``."""
 
 
 def environment_setting(viewer_type: str, name: str) -> str | None:
@@ -273,11 +268,6 @@ class ViewerStreamingBackend(StreamingBackend):
     # -- sending -----------------------------------------------------------------------------
     def _stream_data(self, data: Any, path: PathLike, **kwargs: Any) -> None:
         self.ensure_viewer()
-        if os.fspath(path).lower().endswith(ROI_SET_SUFFIXES):
-            from polystore.formats.roi import roi_zip_bytes
-
-            data = np.frombuffer(roi_zip_bytes(data), dtype=np.uint8)
-            kwargs.setdefault("kind", "roi_set")
         super()._stream_data(data, path, **kwargs)
 
     def load(self, file_path: PathLike, **kwargs: Any) -> Any:
