@@ -7,6 +7,7 @@ and s3fs, the same path it takes to AWS or MinIO. Arrays are small: every chunk 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,71 @@ def test_filemanager_copies_memory_to_s3_and_s3_to_disk(s3_bucket: str, tmp_path
     loaded = np.load(tmp_path / "out" / "sub" / "b.npy")
     assert loaded.dtype == second.dtype
     np.testing.assert_array_equal(loaded, second)
+
+
+# -- several processes, one plate on the object store ---------------------------------------------
+S3_WELLS = [(row, column) for row in ("A", "B") for column in ("01", "02", "03", "04")]
+
+
+def _fill_s3_field(url: str, field: int, barrier: Any) -> None:
+    """One of four processes: field ``field`` of every well, in the same order as the others."""
+    import dask.array  # noqa: F401  # imported before the start, so that all start at once
+
+    backend = ZarrBackend()
+    barrier.wait()
+    for row, column in S3_WELLS:
+        image = np.full((2, 8, 8), ord(row) * 100 + int(column) * 10 + field, np.uint16)
+        backend.save(image, f"{url}/{row}/{column}/{field}")
+
+
+@pytest.mark.slow
+def test_four_processes_fill_one_plate_on_s3_and_lose_no_well_or_field(s3_bucket: str) -> None:
+    """Without a lock across processes the plate's and wells' metadata would keep only the
+    last writer's view (read-modify-write races); the conditional-write lock keeps them whole."""
+    import multiprocessing
+
+    url = f"s3://{s3_bucket}/plate.zarr"
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    processes = [context.Process(target=_fill_s3_field, args=(url, field, barrier)) for field in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+    assert [process.exitcode for process in processes] == [0] * 4
+    plate = _ome_attributes(url)["plate"]
+    assert sorted((w["rowIndex"], w["columnIndex"]) for w in plate["wells"]) == [
+        (r, c) for r in range(2) for c in range(4)
+    ]
+    assert plate["field_count"] == 4
+    backend = ZarrBackend()
+    for row, column in S3_WELLS:
+        images = _ome_attributes(url, f"{row}/{column}")["well"]["images"]
+        assert sorted(image["path"] for image in images) == ["0", "1", "2", "3"], (row, column)
+        for field in range(4):
+            expected = ord(row) * 100 + int(column) * 10 + field
+            assert np.all(backend.load(f"{url}/{row}/{column}/{field}") == expected)
+    # the lock objects are gone once every writer has finished
+    assert not [key for key in _object_keys(os.environ["AWS_ENDPOINT_URL"], s3_bucket) if "polystore-lock" in key]
+
+
+def test_object_store_lock_times_out_on_a_live_holder_and_takes_over_an_expired_one(s3_bucket: str) -> None:
+    import json
+    import time
+
+    import s3fs
+
+    from polystore.backends.object_lock import ObjectStoreLock
+
+    fs = s3fs.S3FileSystem()
+    key = f"{s3_bucket}/.plate.zarr.polystore-lock"
+    with ObjectStoreLock(fs, key, lease=60):
+        contender = ObjectStoreLock(fs, key, timeout=0.5)
+        with pytest.raises(TimeoutError, match=r"another writer holds it \(owner .*:\d+:"):
+            contender.acquire()
+    assert not fs.exists(key)  # released
+    # a writer that died while holding the lock: its lease has run out
+    fs.pipe_file(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
+    with ObjectStoreLock(fs, key, timeout=10) as lock:
+        assert json.loads(fs.cat_file(key))["owner"] == lock.owner
+    assert not fs.exists(key)

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from polystore.arrays import as_plain_array, convert, framework_of, to_numpy
-from polystore.atomic import file_lock
+from polystore.atomic import LOCK_SUFFIX, file_lock
+from polystore.backends.object_lock import ObjectStoreLock
 from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
@@ -333,29 +334,29 @@ class ZarrBackend(StorageBackend):
             return None
         return parse_plate_path(location.node, self.config.name_pattern)
 
-    def _lock_for(self, store: str) -> contextlib.AbstractContextManager[None]:
-        """Serialise metadata read-modify-write: a file lock beside a local store.
+    def _lock_for(self, store: str) -> contextlib.AbstractContextManager[Any]:
+        """Serialise metadata read-modify-write across processes (and machines, for URLs).
 
-        Object stores have no locks: for a URL this is the backend's own lock, so threads of
-        one process are serialised, but several processes (or machines) updating one plate's
-        metadata at once can drop each other's wells and fields (the last write wins). Fill a
-        remote plate from one process, or write it locally and copy it up.
+        A file lock beside a local store; beside a store on object storage, a lock object
+        created with a conditional write (:class:`ObjectStoreLock`).
         """
         if "://" in store:
-            return self._lock  # type: ignore[return-value]  # RLock: a context manager of bool
+            return ObjectStoreLock(self._filesystem(store), _beside(store, f".{{}}{LOCK_SUFFIX}"))
         return file_lock(store)
 
-    def _field_lock(self, store: str, field_path: str) -> contextlib.AbstractContextManager[None]:
+    def _field_lock(self, store: str, field_path: str) -> contextlib.AbstractContextManager[Any]:
         """Serialise writers of one field image (creating, growing, filling it).
 
         One lock per field, not per store, so processes writing different wells run in
-        parallel. The lock files live in one hidden folder beside the store, never inside it.
+        parallel. The locks live in one hidden folder beside the store, never inside it.
         Always taken before the store's metadata lock, never while holding it.
         """
+        lock_name = field_path.replace("/", "_")
         if "://" in store:
-            return self._lock  # type: ignore[return-value]  # RLock: a context manager of bool
+            key = _beside(store, f".{{}}.polystore-locks/{lock_name}{LOCK_SUFFIX}")
+            return ObjectStoreLock(self._filesystem(store), key)
         locks = Path(store).with_name(f".{Path(store).name}.polystore-locks")
-        return file_lock(locks / field_path.replace("/", "_"))
+        return file_lock(locks / lock_name)
 
     def _check_parent(self, location: _Location, path: PathLike) -> None:
         """Refuse a node below an array or image, however far up (the nearest existing ancestor)."""
@@ -800,6 +801,12 @@ class _ImageSpec:
     scale: Sequence[float] | None
     units: dict[str, str] | None
     labels: bool
+
+
+def _beside(store_url: str, name_template: str) -> str:
+    """A key next to ``store_url`` (``s3://b/p.zarr``), named from the store's name."""
+    parent, _, name = store_url.rstrip("/").rpartition("/")
+    return f"{parent}/{name_template.format(name)}"
 
 
 def _channel_labels(shape: tuple[int, ...], axes: str) -> list[str]:
