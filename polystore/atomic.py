@@ -26,12 +26,14 @@ from polystore.lazy import optional_import
 
 TEMP_SUFFIX = ".polystore-tmp"
 LOCK_SUFFIX = ".polystore-lock"
+LOCKS_FOLDER_SUFFIX = ".polystore-locks"
+"""A hidden folder of lock files beside a store (``.plate.zarr.polystore-locks``)."""
 _WRITE_MODES = {"w", "wt", "wb", "w+", "wb+", "w+b"}
 
 
 def is_internal_name(name: str) -> bool:
-    """Whether a file name is one of ours (temp or lock file) that listings must hide."""
-    return name.startswith(".") and (name.endswith(TEMP_SUFFIX) or name.endswith(LOCK_SUFFIX))
+    """Whether a file name is one of ours (temp or lock file, lock folder) that listings must hide."""
+    return name.startswith(".") and name.endswith((TEMP_SUFFIX, LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX))
 
 
 def temp_path_for(target: Path) -> Path:

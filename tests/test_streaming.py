@@ -418,6 +418,9 @@ def _malformed_messages(count: int, rng: random.Random) -> Iterator[list[bytes]]
         variant(nbytes=15), variant(nbytes=True), variant(order="K"), variant(transport="carrier-pigeon"),
         variant(metadata=[1]), variant(path=3), variant(path="x" * 5000), variant(id=-1),
         variant(reply_to="../x"), variant(reply_to=5), variant(reply_to="r" * 65),
+        variant(stream="../x"), variant(stream=7),
+        # shapes NumPy itself refuses, or whose product is too large to print in a message
+        variant(shape=[0, 2**63], nbytes=0), variant(shape=[10**2200, 10**2200], nbytes=0),
         shm("psm_deadbeef"), shm("/etc/passwd"), shm("polystore_12_x"), shm("polystore_1_2/../../x"),
         shm("otherapp_1_2"), shm(None), shm("polystore_999999999_0"), shm("polystore_1_0", size=17),
         shm("polystore_1_0", size=-1), variant(transport="shm"),
@@ -432,7 +435,7 @@ def _malformed_messages(count: int, rng: random.Random) -> Iterator[list[bytes]]
         elif choice == 2:
             yield [b'{"v": 1, "kind": "image", "shape": [4, 4' + rng.randbytes(4), b"\x00" * 16]
         elif choice == 3:
-            header = headers[i % len(headers)]
+            header = headers[(i // 6) % len(headers)]  # every header, whatever their count
             extra = [] if isinstance(header, dict) and header.get("transport") == "shm" else [b"\x00" * 16]
             yield [json.dumps(header).encode(), *extra]
         elif choice == 4:
@@ -813,3 +816,89 @@ def test_tables_stream_with_their_string_columns_and_arrays_as_tables(port: int)
     np.testing.assert_array_equal(items["A01/xy.csv"].table().to_numpy(), np.arange(6).reshape(3, 2))
     with pytest.raises(ProtocolError, match="is a 'table', not a roi_set"):
         received.rois()
+
+
+def test_a_sender_recovers_its_slots_from_a_receiver_that_died_without_acknowledging(port: int) -> None:
+    """The slots the dead receiver held are given up after send_timeout and replaced by fresh
+    segments; the next receiver gets every later frame."""
+    before = list_segments(TEST_PREFIX)
+    sender = ShmTestBackend(port=port, send_timeout=1.0, shm_slots=2)
+    commands, report = SPAWN.Queue(), SPAWN.Queue()
+    first = SPAWN.Process(target=_zero_copy_receiver, args=(port, commands, report))
+    first.start()
+    try:
+        sender.save(_frame(1), "a.tif")  # held by the zero-copy receiver: not given back yet
+        sender.save(_frame(2), "b.tif")
+        commands.put(("take", "whole"))
+        commands.put(("take", "whole"))
+        assert [report.get(timeout=20)[1] for _ in range(2)] == [1, 2]
+        first.kill()  # dies holding both slots
+        first.join(10)
+        second = StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start()
+        try:
+            for value in (3, 4, 5):
+                sender.save(_frame(value), f"{value}.tif", timeout=10)
+            got = _collect(second, 3)
+        finally:
+            second.stop()
+        assert [int(item.array[0, 0]) for item in got] == [3, 4, 5]
+        assert sender.reclaimed >= 1  # as many as needed: the new receiver gives its slots back
+    finally:
+        sender.close(1)
+    assert list_segments(TEST_PREFIX) == before
+
+
+def test_a_send_that_fails_after_taking_a_slot_gives_it_back(port: int) -> None:
+    with StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver:
+        sender = ShmTestBackend(port=port, send_timeout=5, shm_slots=2)
+        try:
+            for _ in range(4):
+                with pytest.raises(ProtocolError, match="unknown kind"):
+                    sender.save(_frame(0), "x.tif", kind="bogus")
+            assert sender._ring.free_slots == 2
+            sender.save(_frame(6), "ok.tif", wait_for_ack=True)
+            assert int(receiver.get(timeout=10).array[0, 0]) == 6
+        finally:
+            sender.close(2)
+
+
+def test_acknowledgements_meant_for_an_earlier_sender_are_ignored(port: int) -> None:
+    """A receiver's back channel outlives the sender it answered; the next sender on the port
+    must not free a slot because of an ack for a frame it never sent."""
+    with StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver:
+        first = ShmTestBackend(port=port, send_timeout=5, shm_slots=1)
+        first.save(_frame(1), "one.tif", wait_for_ack=True)
+        first.close(2)
+        second = ShmTestBackend(port=port, send_timeout=5, shm_slots=1)
+        try:
+            forged = json.dumps({"v": 1, "ack": 1, "slot": 0, "name": "pstest_1_0", "stream": "other"})
+            second._open_sender()
+            assert int(receiver.get(timeout=10).array[0, 0]) == 1
+            second.save(_frame(2), "two.tif", wait_for_ack=True)
+            assert int(receiver.get(timeout=10).array[0, 0]) == 2
+            # an ack naming another stream, or the right stream but another segment, frees nothing
+            slot, _ = second._ring.acquire(16)
+            push = zmq.Context.instance().socket(zmq.PUSH)
+            push.connect(f"tcp://127.0.0.1:{port + 1}")
+            push.send(forged.encode())
+            stale = {"v": 1, "ack": None, "slot": slot, "name": "pstest_1_99", "stream": second._stream_id}
+            push.send(json.dumps(stale).encode())
+            push.close(1000)
+            second._drain_acks(1.0)
+            second._drain_acks(0.5)
+            assert second._ring.free_slots == 0 and 1 not in second._acked
+            second._ring.release(slot)
+        finally:
+            second.close(2)
+
+
+def test_failed_receivers_leak_no_file_descriptors(port: int) -> None:
+    holder = StreamReceiver(port=port, bind=True).start()
+    try:
+        opened = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            with pytest.raises(zmq.ZMQError):
+                StreamReceiver(port=port, bind=True).start()
+        assert len(os.listdir("/proc/self/fd")) <= opened + 2  # zmq may keep an fd or two around
+    finally:
+        holder.stop()

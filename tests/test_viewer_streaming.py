@@ -21,15 +21,15 @@ import pytest
 
 pytest.importorskip("zmq", reason="pyzmq is not installed (pip install 'polystore[streaming]')")
 
-import zmq  # noqa: E402
-from net_helpers import free_port_block  # noqa: E402
+import zmq
+from net_helpers import free_port_block
 
-from polystore import FileManager, ViewerError, ViewerUnavailableError  # noqa: E402
-from polystore.registry import BackendRegistry  # noqa: E402
-from polystore.streaming.control import ControlServer, array_from_reply, array_reply, request  # noqa: E402
-from polystore.streaming.protocol import StreamItem  # noqa: E402
-from polystore.streaming.shm import list_segments  # noqa: E402
-from polystore.streaming.viewer import ViewerService, ViewerStreamingBackend  # noqa: E402
+from polystore import FileManager, ViewerError, ViewerUnavailableError
+from polystore.registry import BackendRegistry
+from polystore.streaming.control import ControlServer, array_from_reply, array_reply, request
+from polystore.streaming.protocol import StreamItem
+from polystore.streaming.shm import list_segments
+from polystore.streaming.viewer import ViewerService, ViewerStreamingBackend
 
 SPAWN = mp.get_context("spawn")
 VIEWER_SCRIPT = Path(__file__).with_name("viewer_process.py")
@@ -209,7 +209,9 @@ def _launching_pipeline(port: int, tag: int, results: Any) -> None:
     backend.close()
 
 
-def test_launch_on_demand_starts_one_viewer_for_concurrent_pipelines(port: int, kill_launched: list[int]) -> None:
+def test_launch_on_demand_starts_one_viewer_for_concurrent_pipelines(
+    port: int, kill_launched: list[int]
+) -> None:
     results = SPAWN.Queue()
     pipelines = [SPAWN.Process(target=_launching_pipeline, args=(port, tag, results)) for tag in (1, 2)]
     for process in pipelines:
@@ -229,7 +231,7 @@ def test_launch_on_demand_starts_one_viewer_for_concurrent_pipelines(port: int, 
     backend.save(np.full((4, 4), 7, dtype=np.int16), "third.tif", wait_for_ack=True)
     assert backend.launched is None and backend.viewer is not None and backend.viewer["pid"] in viewer_pids
     np.testing.assert_array_equal(backend.load("third.tif"), np.full((4, 4), 7, dtype=np.int16))
-    with pytest.raises(ViewerError, match="nothing was received as 'never.tif'"):
+    with pytest.raises(ViewerError, match=r"nothing was received as 'never\.tif'"):
         backend.load("never.tif")
     backend.close()
 
@@ -240,7 +242,8 @@ def test_a_launched_viewer_that_dies_reports_its_output(port: int) -> None:
             return [sys.executable, "-c", "import sys; print('cannot open display :99'); sys.exit(3)"]
 
     backend = BrokenViewer(port=port, launch=True, probe_timeout=0.2)
-    with pytest.raises(ViewerError, match=r"(?s)exited with status 3 before it answered.*cannot open display :99"):
+    expected = r"(?s)exited with status 3 before it answered.*cannot open display :99"
+    with pytest.raises(ViewerError, match=expected):
         backend.save(np.zeros(4), "a.tif")
     backend.close()
 
@@ -263,5 +266,6 @@ def test_roi_sets_travel_as_roi_zip_bytes(port: int) -> None:
 
 
 def test_a_second_viewer_on_a_taken_port_is_refused_clearly(port: int) -> None:
-    with _collecting_service(port, []), pytest.raises(ViewerError, match="Another viewer may already be listening"):
+    taken = "Another viewer may already be listening"
+    with _collecting_service(port, []), pytest.raises(ViewerError, match=taken):
         _collecting_service(port, []).start()

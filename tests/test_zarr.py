@@ -565,3 +565,15 @@ def test_read_recorder_is_a_pass_through_store(tmp_path: Path) -> None:
 def test_bad_config_fails_where_it_is_made(option: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         ZarrBackend(**option)
+
+
+def test_node_and_attributes_expose_what_polystore_does_not_wrap(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    image = np.zeros((2, 16, 16), np.uint16)
+    backend.save(image, "images.zarr/cells", levels=2, channel_names=["dna", "actin"])
+    node = backend.node("images.zarr/cells")
+    assert sorted(node.keys()) == ["0", "1"]
+    attributes = backend.attributes("images.zarr/cells")
+    assert "ome" in attributes or "multiscales" in attributes
+    with pytest.raises(FileNotFoundError):
+        backend.attributes("images.zarr/missing")

@@ -319,7 +319,8 @@ def test_four_processes_fill_one_plate_on_s3_and_lose_no_well_or_field(s3_bucket
             expected = ord(row) * 100 + int(column) * 10 + field
             assert np.all(backend.load(f"{url}/{row}/{column}/{field}") == expected)
     # the lock objects are gone once every writer has finished
-    assert not [key for key in _object_keys(os.environ["AWS_ENDPOINT_URL"], s3_bucket) if "polystore-lock" in key]
+    keys = _object_keys(os.environ["AWS_ENDPOINT_URL"], s3_bucket)
+    assert not [key for key in keys if "polystore-lock" in key]
 
 
 def test_object_store_lock_times_out_on_a_live_holder_and_takes_over_an_expired_one(s3_bucket: str) -> None:
@@ -341,4 +342,36 @@ def test_object_store_lock_times_out_on_a_live_holder_and_takes_over_an_expired_
     fs.pipe_file(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
     with ObjectStoreLock(fs, key, timeout=10) as lock:
         assert json.loads(fs.cat_file(key))["owner"] == lock.owner
+    assert not fs.exists(key)
+
+
+def test_only_one_of_several_writers_takes_over_an_expired_lock(s3_bucket: str) -> None:
+    import json
+    import threading
+    import time
+
+    import s3fs
+
+    from polystore.backends.object_lock import ObjectStoreLock
+
+    fs = s3fs.S3FileSystem()
+    key = f"{s3_bucket}/.plate.zarr.polystore-lock"
+    fs.pipe_file(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
+    contenders = [ObjectStoreLock(fs, key) for _ in range(4)]
+    barrier = threading.Barrier(len(contenders))
+    won: list[ObjectStoreLock] = []
+
+    def take_over(lock: ObjectStoreLock) -> None:
+        barrier.wait()
+        if lock._take_over_if_expired():
+            won.append(lock)
+
+    threads = [threading.Thread(target=take_over, args=(lock,)) for lock in contenders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(won) == 1
+    assert json.loads(fs.cat_file(key))["owner"] == won[0].owner
+    won[0].release()
     assert not fs.exists(key)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from polystore.arrays import as_plain_array, convert, framework_of, to_numpy
-from polystore.atomic import LOCK_SUFFIX, file_lock
+from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX, file_lock
 from polystore.backends.object_lock import ObjectStoreLock
 from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.base import FileStat, PathLike, StorageBackend
@@ -318,6 +318,18 @@ class ZarrBackend(StorageBackend):
             return False
         return not (self._is_array(node) or self._is_image(node))
 
+    def node(self, path: PathLike) -> Any:
+        """The zarr ``Array`` or ``Group`` at ``path``, for what polystore does not wrap.
+
+        Opened through the backend's store cache and storage options (``s3://`` included);
+        ``StorageFileNotFoundError`` when nothing is there.
+        """
+        return self._open_node(self.locate(path))
+
+    def attributes(self, path: PathLike) -> dict[str, Any]:
+        """The attributes of the group or array at ``path`` (its OME-NGFF metadata, for images)."""
+        return dict(self.node(path).attrs)
+
     def stat(self, path: PathLike) -> FileStat:
         # docstring inherited
         location = self.locate(path)
@@ -353,9 +365,9 @@ class ZarrBackend(StorageBackend):
         """
         lock_name = field_path.replace("/", "_")
         if "://" in store:
-            key = _beside(store, f".{{}}.polystore-locks/{lock_name}{LOCK_SUFFIX}")
+            key = _beside(store, f".{{}}{LOCKS_FOLDER_SUFFIX}/{lock_name}{LOCK_SUFFIX}")
             return ObjectStoreLock(self._filesystem(store), key)
-        locks = Path(store).with_name(f".{Path(store).name}.polystore-locks")
+        locks = Path(store).with_name(f".{Path(store).name}{LOCKS_FOLDER_SUFFIX}")
         return file_lock(locks / lock_name)
 
     def _check_parent(self, location: _Location, path: PathLike) -> None:

@@ -68,7 +68,10 @@ def known_extensions() -> list[str]:
 
 def registered_formats() -> list[Format]:
     """Each registered format once, in registration order."""
-    return list(dict.fromkeys(_by_extension.values(), None))
+    unique: dict[int, Format] = {}  # by identity: a Format holds a dict, so it cannot be hashed
+    for fmt in _by_extension.values():
+        unique.setdefault(id(fmt), fmt)
+    return list(unique.values())
 
 
 def _candidate_extensions(name: str) -> Iterable[str]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal
@@ -92,6 +93,9 @@ class StreamingBackend(StorageBackend):
         self.sent = 0
         self.dropped = 0
         """Frames replaced by a newer one for the same path before they could be sent (``latest``)."""
+        self.reclaimed = 0
+        """Shared-memory slots given up on because no receiver gave them back in ``send_timeout``."""
+        self._stream_id = secrets.token_hex(8)
         self._next_id = 1
         self._pending: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
         self._acked: set[int] = set()
@@ -279,6 +283,12 @@ class StreamingBackend(StorageBackend):
                 self._drain_acks(0.0 if not block else min(0.05, max(0.0, deadline - time.monotonic())))
                 if ring.has_free():
                     break
+                if ring.oldest_age() > self.send_timeout:
+                    # its receiver died or lost it: a fresh segment takes the slot's place (a
+                    # reader still holding the old one keeps its pages; its late ack is ignored)
+                    ring.reclaim_oldest()
+                    self.reclaimed += 1
+                    break
                 if not block:
                     return False
                 if time.monotonic() >= deadline:
@@ -287,28 +297,31 @@ class StreamingBackend(StorageBackend):
                         f"'{path}': is the receiver on port {self.port} running?"
                     )
             slot, segment = ring.acquire(array.nbytes)
-            target = np.ndarray(array.shape, dtype=array.dtype, buffer=segment.buf,
-                                order="C" if array.flags.c_contiguous else "F")
-            np.copyto(target, array, casting="no")
-            del target
-            shm_info = {"name": segment.name, "offset": 0, "size": int(array.nbytes), "slot": slot}
-        header = make_header(
-            array, path, kind=options.pop("kind", "image"), metadata=options.pop("metadata", None),
-            transport="shm" if transport == "shm" else "inline", shm=shm_info, msg_id=msg_id,
-            ack=wait_for_ack, sender=os.getpid(), reply_to=self._reply_to,
-        )
-        frames: list[Any] = [encode_header(header)]
-        if transport != "shm":
-            frames.append(array.reshape(-1, order="A").view(np.uint8).data if array.nbytes else b"")
         try:
+            if slot is not None:
+                target = np.ndarray(array.shape, dtype=array.dtype, buffer=segment.buf,
+                                    order="C" if array.flags.c_contiguous else "F")
+                np.copyto(target, array, casting="no")
+                del target
+                shm_info = {"name": segment.name, "offset": 0, "size": int(array.nbytes), "slot": slot}
+            header = make_header(
+                array, path, kind=options.pop("kind", "image"), metadata=options.pop("metadata", None),
+                transport="shm" if transport == "shm" else "inline", shm=shm_info, msg_id=msg_id,
+                ack=wait_for_ack, sender=os.getpid(), reply_to=self._reply_to, stream=self._stream_id,
+            )
+            frames: list[Any] = [encode_header(header)]
+            if transport != "shm":
+                frames.append(array.reshape(-1, order="A").view(np.uint8).data if array.nbytes else b"")
             if block:
                 self._out.setsockopt(z.SNDTIMEO, max(1, int((deadline - time.monotonic()) * 1000)))
                 self._out.send_multipart(frames, copy=False)
             else:
                 self._out.send_multipart(frames, flags=z.NOBLOCK, copy=False)
-        except z.Again:
-            if slot is not None:
+        except BaseException as error:
+            if slot is not None:  # nothing went out: the slot is ours again
                 self._ring.release(slot)
+            if not isinstance(error, z.Again):
+                raise
             if not block:
                 return False
             raise TimeoutError(
@@ -344,13 +357,18 @@ class StreamingBackend(StorageBackend):
             try:
                 message = json.loads(raw)
                 ack_id, slot = message["ack"], message.get("slot")
-            except (ValueError, TypeError, KeyError):
+                stream = message.get("stream")
+            except (ValueError, TypeError, KeyError, AttributeError):
                 logger.warning("ignored a malformed acknowledgement")
                 continue
+            if stream != self._stream_id:
+                continue  # meant for an earlier sender on this port (or another one)
             if type(ack_id) is int:
                 self._acked.add(ack_id)
-            if type(slot) is int and self._ring is not None:
-                self._ring.release(slot)
+            # only if the slot still holds the segment the receiver read (not a replaced one)
+            ring = self._ring
+            if type(slot) is int and ring is not None and ring.name_of(slot) == message.get("name"):
+                ring.release(slot)
 
     def _wait_for_ack(self, msg_id: int, path: str, deadline: float, timeout: float) -> None:
         while msg_id not in self._acked:

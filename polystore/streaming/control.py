@@ -146,7 +146,14 @@ class ControlServer:
                     continue
                 frames = socket.recv_multipart(copy=False)
                 header, buffers = self._answer(frames)
-                socket.send_multipart([json.dumps(header).encode(), *buffers], copy=False)
+                try:
+                    socket.send_multipart([json.dumps(header).encode(), *buffers], copy=False)
+                except (z.ZMQError, TypeError, ValueError) as error:
+                    # a REP socket must answer before it can receive again: send the reason
+                    logger.warning("control reply could not be sent: %s", error)
+                    refusal = {"v": CONTROL_VERSION, "ok": False, "error": f"reply not sendable: {error}"}
+                    with contextlib.suppress(z.ZMQError):
+                        socket.send(json.dumps(refusal).encode())
         finally:
             socket.close(0)
             if authenticator is not None:
@@ -162,9 +169,10 @@ class ControlServer:
                 known = ", ".join(sorted(self.handlers))
                 raise ViewerError(f"unknown op {op!r}; this viewer answers: {known}")
             result = handler(params, [memoryview(frame.buffer) for frame in frames[1:]])
-            reply, buffers = (result if isinstance(result, tuple) else (result, ()))
+            reply, raw_buffers = (result if isinstance(result, tuple) else (result, ()))
             header = {"v": CONTROL_VERSION, "ok": True, **reply}
             json.dumps(header)  # a handler's reply must be JSON; fail here, not mid-send
+            buffers = [memoryview(b) for b in raw_buffers]  # bytes-like, or refused here
         except Exception as error:
             self.refused += 1
             logger.warning("control request refused: %s", error)

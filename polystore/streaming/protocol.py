@@ -31,6 +31,7 @@ ALLOWED_DTYPE_KINDS = frozenset("biufc")
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_HEADER_BYTES = 64 * 1024
 MAX_NDIM = 32
+MAX_DIMENSION = 2**48
 MAX_PATH_CHARS = 4096
 DEFAULT_SHM_PREFIX = "polystore_"
 REPLY_TO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -136,6 +137,7 @@ def make_header(
     ack: bool = False,
     sender: int | None = None,
     reply_to: str | None = None,
+    stream: str | None = None,
 ) -> dict[str, Any]:
     """The header for ``array`` (C- or Fortran-contiguous) sent as ``path``."""
     if kind not in KINDS:
@@ -161,6 +163,8 @@ def make_header(
         header["sender"] = sender
     if reply_to is not None:
         header["reply_to"] = reply_to
+    if stream is not None:
+        header["stream"] = stream
     if transport == "shm":
         header["shm"] = dict(shm or {})
     return header
@@ -220,6 +224,10 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
     if not isinstance(shape, list) or len(shape) > MAX_NDIM:
         raise ProtocolError(f"shape must be a list of at most {MAX_NDIM} integers")
     dims = [_int(n, "shape entry") for n in shape]
+    # bound each dimension before multiplying: NumPy refuses dimensions >= 2**63, and a
+    # product of huge ints would be slow to compute and to print in the message
+    if any(n > MAX_DIMENSION for n in dims):
+        raise ProtocolError(f"a shape entry is over {MAX_DIMENSION}")
     dtype_text = header.get("dtype")
     if not isinstance(dtype_text, str) or len(dtype_text) > 8:
         raise ProtocolError(f"dtype must be a short string, got {dtype_text!r}")
@@ -232,7 +240,10 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
     if header.get("order", "C") not in ("C", "F"):
         raise ProtocolError(f"order must be 'C' or 'F', got {header.get('order')!r}")
     nbytes = _int(header.get("nbytes"), "nbytes")
-    expected = math.prod(dims) * dtype.itemsize
+    elements = 0 if 0 in dims else math.prod(dims)
+    if elements > limits.max_bytes:
+        raise ProtocolError(f"shape {dims} is over this receiver's limit of {limits.max_bytes} bytes")
+    expected = elements * dtype.itemsize
     if expected != nbytes:
         raise ProtocolError(f"shape {dims} of {dtype} is {expected} bytes, header says {nbytes}")
     if nbytes > limits.max_bytes:
@@ -240,9 +251,10 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
     if not isinstance(header.get("metadata", {}), dict):
         raise ProtocolError("metadata must be a JSON object")
     _int(header.get("id", 0), "id")
-    reply_to = header.get("reply_to")
-    if reply_to is not None and (not isinstance(reply_to, str) or not REPLY_TO.match(reply_to)):
-        raise ProtocolError(f"reply_to {reply_to!r} is not a routing id of ours")
+    for field_name in ("reply_to", "stream"):
+        value = header.get(field_name)
+        if value is not None and (not isinstance(value, str) or not REPLY_TO.match(value)):
+            raise ProtocolError(f"{field_name} {value!r} is not an id of ours ([A-Za-z0-9_.:-], 1 to 64)")
     transport = header.get("transport")
     if transport == "inline":
         if len(frames) != 2:

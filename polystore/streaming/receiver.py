@@ -27,6 +27,7 @@ from polystore.streaming._zmq import endpoint, zmq
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SHM_PREFIX,
+    MAX_HEADER_BYTES,
     Limits,
     ProtocolError,
     StreamItem,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 5.0
 ACK_ROUTE_WINDOW_S = 5.0
 _MAX_ATTACHED = 16
+_MAX_SENDERS_TRACKED = 1024
 
 
 class Inbound:
@@ -57,53 +59,59 @@ class Inbound:
         curve: CurveKeys | None = None,
         zero_copy: bool = False,
     ) -> None:
+        require_keys_for(host, bind, curve)  # before anything is allocated
         self.limits = Limits(max_bytes=max_bytes, shm_prefixes=tuple(shm_prefixes))
         self.zero_copy = zero_copy
-        # zero-copy slots are given back when their last array is collected, on any thread;
+        # zero-copy slots are given back when their last array is collected, on any thread
+        # (a finalizer may even run inside a garbage collection on this thread, hence RLock);
         # the socket belongs to the receiving thread, so the release waits in this deque and
         # a byte on the pipe wakes the receiving thread's poll to send it
         self._releases: collections.deque[bytes] = collections.deque()
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        self._closing = threading.Lock()
+        self._closing = threading.RLock()
         self._closed = False
+        self._wake_read: int | None = None
+        self._wake_write: int | None = None
         self._bound = bind
         self._pattern = self.limits.shm_pattern()
         self.received = 0
         self.rejected = 0
         self.dropped = 0
         self.last_reason: str | None = None
-        self._last_id: dict[int, int] = {}
+        self._last_id: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._attached: collections.OrderedDict[str, shm_mod.AttachedSegment] = collections.OrderedDict()
         self._last_sweep = 0.0
+        self._unrouted: list[tuple[bytes, bytes, float]] = []
         z = zmq()
-        require_keys_for(host, bind, curve)
         self._own_context = curve is not None
         self._context = z.Context() if self._own_context else z.Context.instance()
-        self._authenticator = curve.start_authenticator(self._context) if curve and bind else None
+        self._authenticator: Any = None
         self._socket = self._context.socket(z.PULL)
-        self._socket.setsockopt(z.LINGER, 0)
-        if curve is not None:
-            curve.secure(self._socket, server=bind)
         # connecting: PUSH into the sender's bound PULL. Binding (one receiver, many senders):
         # ROUTER, so each ack goes to the sender that asked (its reply_to routing id).
         self._ack = self._context.socket(z.ROUTER if bind else z.PUSH)
-        if bind:
-            self._ack.setsockopt(z.ROUTER_MANDATORY, 1)
-        self._unrouted: list[tuple[bytes, bytes, float]] = []
-        self._ack.setsockopt(z.LINGER, 0)
-        self._ack.setsockopt(z.SNDHWM, 10000)
-        if curve is not None:
-            curve.secure(self._ack, server=bind)
-        address = endpoint(host, port)
-        ack_address = endpoint(host, ack_port if ack_port is not None else port + 1)
-        if "://" in host:
-            ack_address = host + ".ack"
         try:
+            self._authenticator = curve.start_authenticator(self._context) if curve and bind else None
+            self._socket.setsockopt(z.LINGER, 0)
+            # libzmq would otherwise buffer a frame of any size before max_bytes is checked
+            self._socket.setsockopt(z.MAXMSGSIZE, max_bytes + MAX_HEADER_BYTES)
+            if bind:
+                self._ack.setsockopt(z.ROUTER_MANDATORY, 1)
+            self._ack.setsockopt(z.LINGER, 0)
+            self._ack.setsockopt(z.SNDHWM, 10000)
+            if curve is not None:
+                curve.secure(self._socket, server=bind)
+                curve.secure(self._ack, server=bind)
+            address = endpoint(host, port)
+            ack_address = endpoint(host, ack_port if ack_port is not None else port + 1)
+            if "://" in host:
+                ack_address = host + ".ack"
             self._socket.bind(address) if bind else self._socket.connect(address)
             self._ack.bind(ack_address) if bind else self._ack.connect(ack_address)
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_read, False)
+            os.set_blocking(self._wake_write, False)
         except BaseException:
-            self.close()  # a taken address must not leave sockets (or an authenticator) behind
+            self.close()  # a taken address must not leave sockets, fds or an authenticator behind
             raise
         self._poller = z.Poller()
         self._poller.register(self._socket, z.POLLIN)
@@ -142,10 +150,11 @@ class Inbound:
                 array = array_from_buffer(header, frames[1].buffer)
             else:
                 array = self._from_shm(header)
-        except ProtocolError as error:
+        except Exception as error:  # whatever a message does, the loop goes on serving
+            reason = error.reason if isinstance(error, ProtocolError) else f"{type(error).__name__}: {error}"
             self.rejected += 1
-            self.last_reason = error.reason
-            logger.warning("%s (%d rejected so far)", error, self.rejected)
+            self.last_reason = reason
+            logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
             return None
         self.received += 1
         sender = header.get("sender")
@@ -154,6 +163,9 @@ class Inbound:
             if last is not None and header["id"] > last + 1:
                 self.dropped += header["id"] - last - 1
             self._last_id[sender] = header["id"]
+            self._last_id.move_to_end(sender)
+            if len(self._last_id) > _MAX_SENDERS_TRACKED:  # sender ids come from the wire: bound them
+                self._last_id.popitem(last=False)
         slot_later = self.zero_copy and header["transport"] == "shm"
         if header.get("ack") or (header["transport"] == "shm" and not slot_later):
             self._send_ack(header, give_slot=not slot_later)
@@ -163,6 +175,11 @@ class Inbound:
         info = header["shm"]
         name = info["name"]
         segment = self._attached.get(name)
+        if segment is not None and not segment.is_current():
+            # unlinked and the name used again (a new sender with a recycled pid): remap
+            del self._attached[name]
+            segment.close()
+            segment = None
         if segment is None:
             try:
                 segment = shm_mod.attach(name)
@@ -189,30 +206,41 @@ class Inbound:
         finally:
             view.release()
 
+    @staticmethod
+    def _ack_message(header: dict[str, Any], *, ack: int | None, give_slot: bool) -> bytes:
+        """An acknowledgement; it names the sender's stream and the segment, so that a sender
+        ignores acks meant for another sender (or for a slot it has replaced since)."""
+        shm = header.get("shm") if header["transport"] == "shm" and give_slot else None
+        message = {
+            "v": 1, "ack": ack, "stream": header.get("stream"), "pid": os.getpid(),
+            "slot": shm["slot"] if shm else None, "name": shm["name"] if shm else None,
+        }
+        return json.dumps(message).encode()
+
     def _release_message(self, header: dict[str, Any]) -> bytes:
         """Routing id (or empty) + the message that gives a zero-copy item's slot back."""
-        release = {"v": 1, "ack": None, "slot": header["shm"]["slot"], "pid": os.getpid()}
-        return (header.get("reply_to") or "").encode() + b"\0" + json.dumps(release).encode()
+        release = self._ack_message(header, ack=None, give_slot=True)
+        return (header.get("reply_to") or "").encode() + b"\0" + release
 
     def _release_later(self, message: bytes) -> None:
         # runs wherever the item's last array died: queue it for the receiving thread
         with self._closing:
-            if self._closed:
+            if self._closed or self._wake_write is None:
                 return
             self._releases.append(message)
-            with contextlib.suppress(BlockingIOError):
+            with contextlib.suppress(BlockingIOError):  # a full pipe is awake already
                 os.write(self._wake_write, b"\0")
 
     def _send_releases(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_read, 4096)
+        if self._wake_read is not None:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_read, 4096)
         while self._releases:
             reply_to, _, message = self._releases.popleft().partition(b"\0")
             self._deliver(reply_to.decode() or None, message)
 
     def _send_ack(self, header: dict[str, Any], give_slot: bool = True) -> None:
-        slot = header["shm"]["slot"] if header["transport"] == "shm" and give_slot else None
-        message = json.dumps({"v": 1, "ack": header["id"], "slot": slot, "pid": os.getpid()}).encode()
+        message = self._ack_message(header, ack=header["id"], give_slot=give_slot)
         self._deliver(header.get("reply_to"), message)
 
     def _deliver(self, reply_to: str | None, message: bytes) -> None:
@@ -245,8 +273,9 @@ class Inbound:
             if self._closed:
                 return
             self._closed = True
-            os.close(self._wake_read)
-            os.close(self._wake_write)
+            for fd in (self._wake_read, self._wake_write):
+                if fd is not None:
+                    os.close(fd)
         for segment in self._attached.values():
             segment.close()
         self._attached.clear()
@@ -345,7 +374,12 @@ class StreamReceiver:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                item = self._inbound.receive(0.1)
+                try:
+                    item = self._inbound.receive(0.1)
+                except Exception:  # a socket error must not end the viewer's only receiver
+                    logger.exception("the stream receiver hit an error; it keeps serving")
+                    time.sleep(0.1)
+                    continue
                 if item is None:
                     continue
                 if callback is not None:

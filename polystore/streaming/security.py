@@ -29,8 +29,11 @@ def is_local(host: str) -> bool:
 
 
 def require_keys_for(host: str, bind: bool, curve: CurveKeys | None) -> None:
-    """Binding a non-loopback address without CurveZMQ keys is refused."""
-    if bind and curve is None and not is_local(host):
+    """Binding a non-loopback address needs CurveZMQ keys *and* the list of clients to admit:
+    keys alone would encrypt the traffic but let any client that knows the public key in."""
+    if not bind or is_local(host):
+        return
+    if curve is None or not curve.authorized_clients:
         raise ValueError(
             f"Binding {host!r} would let any machine that reaches it stream to or from this "
             "process. Pass curve=CurveKeys(public, secret, authorized_clients=[...]) "

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import mmap
 import os
 import re
+import time
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from polystore.streaming.protocol import shm_name_pattern
 logger = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
+_segment_numbers = itertools.count()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -72,12 +75,22 @@ class AttachedSegment:
 
         fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
         try:
-            self.size = os.fstat(fd).st_size
+            status = os.fstat(fd)
+            self.size = status.st_size
+            self.identity = (status.st_dev, status.st_ino)
             self._mmap = mmap.mmap(fd, self.size)
         finally:
             os.close(fd)
         self.name = name
         self.buf = memoryview(self._mmap)
+
+    def is_current(self) -> bool:
+        """Whether ``name`` still names the segment mapped here (not unlinked, nor replaced)."""
+        try:
+            status = os.stat(SHM_DIR / self.name)
+        except FileNotFoundError:
+            return False
+        return (status.st_dev, status.st_ino) == self.identity
 
     def exported(self, offset: int, size: int) -> ctypes.Array[ctypes.c_char]:
         """``size`` bytes at ``offset`` as a buffer object that arrays can be built on.
@@ -112,7 +125,8 @@ class SlotRing:
         self.pid = os.getpid()
         self._segments: list[shared_memory.SharedMemory | None] = [None] * slots
         self._free = list(range(slots))
-        self._counter = 0
+        self._in_flight: list[int] = []  # oldest first
+        self._sent_at: dict[int, float] = {}
         sweep_orphaned_segments(prefix)
 
     @property
@@ -127,25 +141,54 @@ class SlotRing:
         slot = self._free.pop(0)
         segment = self._segments[slot]
         if segment is None or segment.size < nbytes:
-            if segment is not None:
-                segment.close()
-                segment.unlink()
-            name = f"{self.prefix}{self.pid}_{self._counter}"
-            self._counter += 1
+            self._drop(slot)
+            # a number no other ring of this process has used: a receiver never confuses a
+            # new segment with an old one of the same name it still has mapped
+            name = f"{self.prefix}{self.pid}_{next(_segment_numbers)}"
             segment = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
             self._segments[slot] = segment
+        self._in_flight.append(slot)
+        self._sent_at[slot] = time.monotonic()
         return slot, segment
+
+    def oldest_age(self) -> float:
+        """Seconds since the slot in flight longest was taken (0 when none is in flight)."""
+        return time.monotonic() - self._sent_at[self._in_flight[0]] if self._in_flight else 0.0
+
+    def name_of(self, slot: int) -> str | None:
+        """The name of the segment in ``slot`` now (None for an empty or unknown slot)."""
+        segment = self._segments[slot] if 0 <= slot < len(self._segments) else None
+        return segment.name if segment is not None else None
 
     def release(self, slot: int) -> None:
         if 0 <= slot < len(self._segments) and slot not in self._free:
             self._free.append(slot)
+            with contextlib.suppress(ValueError):
+                self._in_flight.remove(slot)
+
+    def reclaim_oldest(self) -> int | None:
+        """Give up on the slot in flight longest (its receiver died, or lost it): a new segment
+        will take its place. Safe while someone still reads it: unlinking keeps their pages."""
+        if not self._in_flight:
+            return None
+        slot = self._in_flight[0]
+        self._drop(slot)
+        self.release(slot)
+        return slot
+
+    def _drop(self, slot: int) -> None:
+        segment = self._segments[slot]
+        if segment is not None:
+            segment.close()
+            with contextlib.suppress(FileNotFoundError):
+                segment.unlink()
+            self._segments[slot] = None
 
     def close(self) -> None:
-        """Close and unlink every segment."""
-        for index, segment in enumerate(self._segments):
-            if segment is not None:
-                segment.close()
-                with contextlib.suppress(FileNotFoundError):
-                    segment.unlink()
-                self._segments[index] = None
+        """Close and unlink every segment (in the process that created them only)."""
+        if os.getpid() != self.pid:
+            return  # a forked child closing an inherited backend must not unlink the parent's
+        for index in range(len(self._segments)):
+            self._drop(index)
         self._free = list(range(len(self._segments)))
+        self._in_flight = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,9 +45,20 @@ def environment_setting(viewer_type: str, name: str) -> str | None:
     return os.environ.get(f"POLYSTORE_{viewer_type.upper()}_{name.upper()}")
 
 
+def runtime_directory() -> Path:
+    """This user's folder for launch locks and viewer logs: private (0700), not the shared /tmp
+    itself, where another user could plant a link at a predictable name."""
+    folder = Path(tempfile.gettempdir()) / f"polystore-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    status = folder.lstat()
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise ViewerError(f"{folder} must be a folder of yours that only you can open; remove it.")
+    return folder
+
+
 def launch_log_path(viewer_type: str, port: int) -> Path:
     """Where a launched viewer's output goes (read it when the launch fails)."""
-    return Path(tempfile.gettempdir()) / f"polystore-{viewer_type}-{port}.log"
+    return runtime_directory() / f"{viewer_type}-{port}.log"
 
 
 class ViewerService:
@@ -234,36 +246,46 @@ class ViewerStreamingBackend(StreamingBackend):
 
     def _launch(self) -> dict[str, Any] | None:
         """Start a viewer unless another process did meanwhile; wait until it answers."""
-        lock_path = Path(tempfile.gettempdir()) / f"polystore-{self.VIEWER_TYPE}-{self.port}.launch"
-        with file_lock(lock_path, timeout=self.launch_timeout):
-            info = self.ping()  # the pipeline that held the lock before us may have launched it
+        lock_path = runtime_directory() / f"{self.VIEWER_TYPE}-{self.port}.launch"
+        try:
+            with file_lock(lock_path, timeout=self.launch_timeout):
+                return self._launch_locked()
+        except TimeoutError as error:  # filelock.Timeout: waiting on another launcher took too long
+            log_path = launch_log_path(self.VIEWER_TYPE, self.port)
+            raise ViewerUnavailableError(
+                f"Another pipeline has been launching a {self.VIEWER_TYPE} viewer for "
+                f"{self.launch_timeout:g} s and it has not answered yet; see {log_path}."
+            ) from error
+
+    def _launch_locked(self) -> dict[str, Any] | None:
+        info = self.ping()  # the pipeline that held the lock before us may have launched it
+        if info is not None:
+            return info
+        log_path = launch_log_path(self.VIEWER_TYPE, self.port)
+        logger.info("starting a %s viewer: %s (output in %s)", self.VIEWER_TYPE,
+                    " ".join(self.launch_command()), log_path)
+        with log_path.open("wb") as log:
+            # its own session: the viewer outlives this pipeline and its Ctrl-C
+            self.launched = subprocess.Popen(
+                self.launch_command(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + self.launch_timeout
+        while time.monotonic() < deadline:
+            info = self.ping(timeout=0.5)
             if info is not None:
                 return info
-            log_path = launch_log_path(self.VIEWER_TYPE, self.port)
-            logger.info("starting a %s viewer: %s (output in %s)", self.VIEWER_TYPE,
-                        " ".join(self.launch_command()), log_path)
-            with log_path.open("wb") as log:
-                # its own session: the viewer outlives this pipeline and its Ctrl-C
-                self.launched = subprocess.Popen(
-                    self.launch_command(), stdout=log, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+            if self.launched.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ViewerError(
+                    f"The {self.VIEWER_TYPE} viewer started with {' '.join(self.launch_command())} "
+                    f"exited with status {self.launched.returncode} before it answered. "
+                    f"Its output ({log_path}):\n{tail}"
                 )
-            deadline = time.monotonic() + self.launch_timeout
-            while time.monotonic() < deadline:
-                info = self.ping(timeout=0.5)
-                if info is not None:
-                    return info
-                if self.launched.poll() is not None:
-                    tail = log_path.read_text(errors="replace")[-2000:]
-                    raise ViewerError(
-                        f"The {self.VIEWER_TYPE} viewer started with {' '.join(self.launch_command())} "
-                        f"exited with status {self.launched.returncode} before it answered. "
-                        f"Its output ({log_path}):\n{tail}"
-                    )
-            raise ViewerUnavailableError(
-                f"The {self.VIEWER_TYPE} viewer launched {self.launch_timeout:g} s ago (pid "
-                f"{self.launched.pid}) has not answered yet; its output is in {log_path}."
-            )
+        raise ViewerUnavailableError(
+            f"The {self.VIEWER_TYPE} viewer launched {self.launch_timeout:g} s ago (pid "
+            f"{self.launched.pid}) has not answered yet; its output is in {log_path}."
+        )
 
     # -- sending -----------------------------------------------------------------------------
     def _stream_data(self, data: Any, path: PathLike, **kwargs: Any) -> None:
