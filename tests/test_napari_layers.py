@@ -1,0 +1,313 @@
+"""Live layers from stream items, the reader and the writer: napari's layer models, no window.
+
+``napari.components.ViewerModel`` is the viewer without Qt or OpenGL, so these run in well
+under a second each; the tests with a real window are in ``test_napari_plugin.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("roifile")
+
+from napari.components import ViewerModel
+from napari.layers import Image, Labels, Points, Shapes
+from roifile import ROI_TYPE, ImagejRoi
+
+from polystore.backends.zarr import ZarrBackend
+from polystore.filemanager import FileManager
+from polystore.formats.roi import roi_zip_bytes
+from polystore.streaming.protocol import StreamItem, make_header
+from polystore_napari import _reader, _writer
+from polystore_napari.layers import Coalescer, ComponentParser, LiveLayers, PlaneStack, Series
+
+# napari's libraries stay out of the main test process (see addopts in pyproject.toml)
+pytestmark = pytest.mark.napari
+
+WELLS = ("A01", "A02", "B01")
+SITES = (1, 2)
+CHANNELS = (1, 2)
+
+
+def stream_item(array: np.ndarray, path: str, kind: str = "image", **metadata: Any) -> StreamItem:
+    """An item as the receiver hands it over: the header the sender builds, and the array."""
+    return StreamItem(array, make_header(array, path, kind=kind, metadata=metadata))
+
+
+def plate_planes(shape: tuple[int, int] = (12, 16)) -> dict[tuple[str, int, int], np.ndarray]:
+    rng = np.random.default_rng(3)
+    return {
+        (well, site, channel): rng.integers(1, 60000, size=shape, dtype=np.uint16)
+        for well in WELLS for site in SITES for channel in CHANNELS
+    }
+
+
+def show(live: LiveLayers, *items: StreamItem) -> int:
+    return live.apply([(live.parser.place(item), item) for item in items])
+
+
+def test_a_streamed_plate_becomes_one_layer_per_channel_with_well_and_site_sliders() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    planes = plate_planes()
+    # out of order, one item at a time, as a pipeline's workers finish
+    order = sorted(planes, key=lambda k: (k[2], k[1], k[0]), reverse=True)
+    for well, site, channel in order:
+        show(live, stream_item(planes[well, site, channel], f"plate1/{well}_s{site}_w{channel}.tif"))
+
+    assert [layer.name for layer in viewer.layers] == ["plate1 w2", "plate1 w1"]
+    for layer in viewer.layers:
+        assert isinstance(layer, Image)
+        assert layer.data.shape == (3, 2, 12, 16)
+        assert tuple(layer.axis_labels) == ("well", "site", "y", "x")
+        assert layer.metadata["polystore"]["components"] == {"well": list(WELLS), "site": [0, 1]}
+    assert tuple(viewer.dims.axis_labels) == ("well", "site", "y", "x")
+    by_name = {layer.name: layer for layer in viewer.layers}
+    for (well, site, channel), plane in planes.items():
+        layer = by_name[f"plate1 w{channel}"]
+        np.testing.assert_array_equal(layer.data[WELLS.index(well), site - 1], plane)
+    # the whole stack materialises as NumPy would index it
+    full = np.asarray(by_name["plate1 w1"].data)
+    np.testing.assert_array_equal(full[2, 1], planes["B01", 2, 1])
+    assert by_name["plate1 w1"].colormap.name == "green"
+    assert by_name["plate1 w2"].colormap.name == "magenta"
+
+
+def test_a_new_frame_updates_its_layer_in_place_and_keeps_the_contrast() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    first = np.full((8, 8), 100, np.uint16)
+    first[0, 0] = 1000
+    show(live, stream_item(first, "camera/live.tif"))
+    layer = viewer.layers["camera/live.tif"]
+    assert layer.contrast_limits == [100, 1000]
+    layer.contrast_limits = (0, 500)  # the user's choice
+
+    second = np.full((8, 8), 30000, np.uint16)
+    show(live, stream_item(second, "camera/live.tif"))
+    assert viewer.layers["camera/live.tif"] is layer
+    assert len(viewer.layers) == 1
+    np.testing.assert_array_equal(layer.data[...], second)
+    np.testing.assert_array_equal(layer._slice.image.raw, second)  # what the canvas is given
+    assert layer.contrast_limits == [0, 500]
+
+
+def test_a_new_well_or_axis_grows_every_layer_of_its_series() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    a01, b02, z = (np.full((4, 4), v, np.uint8) for v in (1, 2, 3))
+    show(live, stream_item(a01, "p/A01_s1_w1.tif"))
+    layer = viewer.layers["p w1"]
+    assert layer.data.shape == (1, 1, 4, 4)
+    show(live, stream_item(b02, "p/B02_s1_w1.tif"))
+    assert layer.data.shape == (2, 1, 4, 4)
+    show(live, stream_item(z, "p/A01_s1_w1_z3.tif"))  # a z component appears
+    assert layer.data.shape == (2, 1, 2, 4, 4)
+    assert tuple(layer.axis_labels) == ("well", "site", "z", "y", "x")
+    np.testing.assert_array_equal(layer.data[0, 0, 0], a01)  # "no z" sits before z=2
+    np.testing.assert_array_equal(layer.data[0, 0, 1], z)
+    np.testing.assert_array_equal(layer.data[1, 0, 1], 0)  # never received: zeros
+
+
+def test_a_file_name_pattern_and_a_channel_axis() -> None:
+    viewer = ViewerModel()
+    parser = ComponentParser(r"(?P<well>[A-P]\d\d)_f(?P<site>\d+)d(?P<channel>\d)", channel_mode="axis")
+    live = LiveLayers(viewer, parser)
+    for channel in (0, 1, 2):
+        for site in (1, 2):
+            array = np.full((5, 6), 10 * channel + site, np.uint16)
+            show(live, stream_item(array, f"run7/C05_f{site}d{channel}.png"))
+    (layer,) = viewer.layers
+    assert layer.name == "run7"
+    assert tuple(layer.axis_labels) == ("well", "site", "channel", "y", "x")
+    assert layer.data.shape == (1, 2, 3, 5, 6)
+    assert layer.data[0, 1, 2, 0, 0] == 22
+    with pytest.raises(Exception, match="unterminated"):
+        ComponentParser(r"(?P<well>")
+
+
+def test_labels_shapes_points_and_roi_sets_arrive_as_their_layers() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    image = np.ones((20, 30), np.uint16)
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:5, 3:9] = 7
+    triangle = np.array([[1.0, 1.0], [10.0, 1.0], [10.0, 12.0]])
+    points = np.array([[3.0, 4.0], [5.0, 6.0]])
+    rois = [
+        ImagejRoi(roitype=ROI_TYPE.RECT, left=2, top=3, right=12, bottom=8, name="box"),
+        ImagejRoi.frompoints(np.array([[1.0, 2.0], [5.0, 9.0]]), name="dots"),
+    ]
+    rois[1].roitype = ROI_TYPE.POINT
+    payload = np.frombuffer(roi_zip_bytes(rois), dtype=np.uint8)
+    show(
+        live,
+        stream_item(image, "p/A01_s1_w1.tif"),
+        stream_item(image, "p/B01_s1_w1.tif"),
+        stream_item(labels, "p/A01_s1_w1.tif", kind="labels"),
+        stream_item(triangle, "p/B01_s1.tif", kind="shapes"),
+        stream_item(points, "p/A01_s1.tif", kind="points"),
+        stream_item(payload, "p/A01_s1_w2.roi.zip", kind="roi_set"),
+    )
+    kinds = {layer.name: type(layer) for layer in viewer.layers}
+    assert kinds == {"p w1": Image, "p w1 labels": Labels, "p shapes": Shapes, "p points": Points}
+    np.testing.assert_array_equal(viewer.layers["p w1 labels"].data[0, 0], labels)
+    shapes = viewer.layers["p shapes"]
+    # each shape sits on its well's slider position (B01 is well 1, A01 well 0; one site)
+    found = {(t, tuple(map(tuple, d))) for t, d in zip(shapes.shape_type, shapes.data, strict=True)}
+    assert ("polygon", tuple((1.0, 0.0, y, x) for y, x in triangle)) in found
+    assert ("rectangle", ((0.0, 0.0, 3.0, 2.0), (0.0, 0.0, 3.0, 12.0), (0.0, 0.0, 8.0, 12.0),
+                          (0.0, 0.0, 8.0, 2.0))) in found
+    assert len(found) == 2
+    np.testing.assert_array_equal(
+        viewer.layers["p points"].data, [[0, 0, 3, 4], [0, 0, 5, 6]]
+    )
+
+
+def test_plane_stack_indexes_like_numpy() -> None:
+    series = Series("s")
+    rng = np.random.default_rng(0)
+    for well in ("B2", "A1", "A10"):
+        for t in (3, 1):
+            series.add((("well", well), ("t", t)))
+    stack = PlaneStack(series, np.zeros((3, 4), np.int32))
+    reference = np.zeros((*series.shape, 3, 4), np.int32)
+    for i, well in enumerate(series.values["well"]):
+        for j, t in enumerate(series.values["t"]):
+            plane = rng.integers(0, 100, (3, 4), dtype=np.int32)
+            stack.put((("t", t), ("well", well)), plane)
+            reference[i, j] = plane
+    assert series.values == {"well": ["A1", "A10", "B2"], "t": [1, 3]}
+    for key in [(1, 0), (slice(None), 1), 2, (slice(1, 3), slice(None), slice(0, 2)), (Ellipsis, 1),
+                (0, Ellipsis), (slice(None), slice(None), 1, 2)]:
+        np.testing.assert_array_equal(stack[key], reference[key], err_msg=str(key))
+    np.testing.assert_array_equal(np.asarray(stack), reference)
+
+
+def test_the_coalescer_keeps_the_newest_frame_per_plane_across_threads() -> None:
+    coalescer = Coalescer()
+
+    def pipeline(well: str) -> None:
+        for value in range(50):
+            coalescer.put(stream_item(np.full((2, 2), value, np.uint8), f"p/{well}_s1_w1.tif"))
+
+    threads = [threading.Thread(target=pipeline, args=(well,)) for well in WELLS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    taken = coalescer.take()
+    assert sorted(item.path for _, item in taken) == [f"p/{w}_s1_w1.tif" for w in WELLS]
+    assert all(item.array[0, 0] == 49 for _, item in taken)
+    assert coalescer.replaced == 3 * 49
+    assert coalescer.take() == []
+
+
+# -- reader and writer ---------------------------------------------------------------------------
+
+
+def test_the_reader_opens_an_ome_zarr_plate_written_by_zarr_backend(tmp_path: Path) -> None:
+    planes = plate_planes((16, 20))
+    backend = ZarrBackend(tmp_path)
+    for (well, site, channel), plane in planes.items():
+        if (well, site, channel) != ("B01", 2, 2):  # a field still missing its second channel
+            backend.save(plane, f"plate.zarr/{well}_s{site}_w{channel}.tif")
+
+    reader = _reader.get_reader(str(tmp_path / "plate.zarr"))
+    assert reader is not None
+    (layer_data,) = reader(str(tmp_path / "plate.zarr"))
+    data, options, layer_type = layer_data
+    assert layer_type == "image"
+    assert type(data).__module__.startswith("dask")  # lazy
+    assert data.shape == (3, 2, 2, 16, 20)
+    assert options["channel_axis"] == 2
+    assert options["name"] == ["w1", "w2"]
+    assert options["axis_labels"] == ("well", "site", "y", "x")
+    assert options["metadata"]["polystore"]["components"] == {"well": list(WELLS), "site": [0, 1]}
+    stack = np.asarray(data)
+    for (well, site, channel), plane in planes.items():
+        expected = 0 if (well, site, channel) == ("B01", 2, 2) else plane
+        np.testing.assert_array_equal(stack[WELLS.index(well), site - 1, channel - 1], expected)
+
+    viewer = ViewerModel()
+    layers = viewer.add_image(data, **options)
+    assert [layer.name for layer in layers] == ["w1", "w2"]
+    assert tuple(viewer.dims.axis_labels) == ("well", "site", "y", "x")
+
+
+def test_the_reader_opens_a_pyramid_as_a_lazy_multiscale_layer(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).integers(0, 4000, size=(2, 64, 48), dtype=np.uint16)
+    ZarrBackend(tmp_path).save(data, "cells.zarr", levels=3, channel_names=["DAPI", "GFP"])
+    ((levels, options, _),) = _reader.read(str(tmp_path / "cells.zarr"))
+    assert options["multiscale"] and options["channel_axis"] == 0
+    assert [tuple(level.shape) for level in levels] == [(2, 64, 48), (2, 32, 24), (2, 16, 12)]
+    assert options["name"] == ["DAPI", "GFP"]
+    np.testing.assert_array_equal(np.asarray(levels[0]), data)
+
+
+def test_written_layers_read_back_equal(tmp_path: Path) -> None:
+    viewer = ViewerModel()
+    image = viewer.add_image(np.arange(6 * 7, dtype=np.float32).reshape(6, 7), name="img")
+    labels = viewer.add_labels(np.eye(9, dtype=np.int32) * 3, name="lab")
+    shapes = viewer.add_shapes(
+        [np.array([[2, 3], [2, 13], [9, 13], [9, 3]]), np.array([[1, 1], [4, 8], [9, 2]]),
+         np.array([[1.5, 2.0], [7.0, 3.25]]), np.array([[0, 0], [3, 3], [5, 1]])],
+        shape_type=["rectangle", "polygon", "line", "path"],
+    )
+    manager = FileManager()
+    for layer, path in [(image, "a/img.tif"), (image, "img.zarr"), (labels, "lab.npy"),
+                        (labels, "lab.zarr"), (shapes, "rois.roi.zip")]:
+        target = str(tmp_path / path)
+        backend = _writer.backend_for(target)
+        _writer.save_layer(manager, layer, target, backend)
+        if isinstance(layer, Shapes):
+            ((data, options, kind),) = _reader.read(target)
+            assert kind == "shapes"
+            assert options["shape_type"] == ["rectangle", "polygon", "line", "path"]
+            for written, read in zip(layer.data, data, strict=True):
+                np.testing.assert_allclose(read, written)
+        else:
+            np.testing.assert_array_equal(manager.load(target, backend), layer.data)
+    # npe2's writer entry points write the same
+    _writer.write_labels(str(tmp_path / "w.tif"), labels.data, {})
+    np.testing.assert_array_equal(manager.load(str(tmp_path / "w.tif"), "disk"), labels.data)
+    assert _reader.get_reader(str(tmp_path / "notes.txt")) is None
+
+
+def test_importing_the_package_and_its_backend_loads_neither_qt_nor_napari() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polystore_napari, polystore_napari.backend\n"
+        "from polystore.filemanager import FileManager\n"
+        "FileManager().get_backend('napari')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('napari', 'qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'vispy', 'magicgui'))\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_store_browser_opens_a_pyramid_from_an_s3_url(qtbot: Any, s3_bucket: str) -> None:
+    pytest.importorskip("s3fs")
+    from polystore_napari.browser_widget import StoreBrowserWidget
+
+    url = f"s3://{s3_bucket}/cells.zarr"
+    pyramid = np.random.default_rng(9).integers(0, 3000, size=(64, 64), dtype=np.uint16)
+    ZarrBackend().save(pyramid, url, levels=2)
+    viewer = ViewerModel()  # the widget needs a QApplication (qtbot's), not an OpenGL window
+    browser = StoreBrowserWidget(viewer, FileManager())
+    qtbot.addWidget(browser)
+    item = browser.add_place("zarr", url)
+    assert item is not None, browser.status.value
+    (layer,) = browser.open_item(item)
+    assert layer.multiscale and [tuple(d.shape) for d in layer.data] == [(64, 64), (32, 32)]
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), pyramid)
