@@ -1,0 +1,118 @@
+"""Frames per second into an ImageJ window: streamed from a pipeline process vs built in-process.
+
+    xvfb-run -a python benchmarks/fiji_stream.py            # (any display will do)
+    xvfb-run -a python benchmarks/fiji_stream.py --quick
+
+Ours: this process is the pipeline. It streams 2048x2048 uint16 frames with
+FijiStreamingBackend (shared memory on this host) to a bridge process (``python -m
+polystore_fiji``), which puts each into a hyperstack window that grows along T; a sample
+ends when the bridge reports every frame placed in the window (control op ``wait``).
+
+Ceiling: the same frames, already in memory in the process that runs ImageJ (a JVM started
+here), copied into ImageJ processors, stacked into one ImagePlus and shown in a window: what
+the bridge's end costs with no stream at all.
+
+Goal: ours at least 0.7x of the ceiling's frames per second. Samples alternate between the
+two (harness.interleaved). A script, not a test: it reports PASS / MISS and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import harness
+import numpy as np
+from harness import Goal, cores, interleaved, note_load, paired_row, print_table, print_verdicts
+
+from polystore_fiji.backend import FijiStreamingBackend
+from polystore_fiji.client import launch_bridge
+from polystore_fiji.convert import processor_from_plane
+from polystore_fiji.jvm import on_edt, start_imagej
+
+SIZE = 2048
+GOAL = Goal(0.7, at_least=True)
+
+
+def frames_for(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    base = rng.integers(100, 4000, (SIZE, SIZE), dtype=np.uint16)
+    return [base + np.uint16(i) for i in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer frames and repeats")
+    args = parser.parse_args()
+    if not os.environ.get("DISPLAY"):
+        sys.exit("needs a display: run under xvfb-run -a (ImageJ windows are part of what is measured)")
+    count = 8 if args.quick else 16
+    repeat = 3 if args.quick else 7
+    frames = frames_for(count)
+    mib = count * frames[0].nbytes / 2**20
+    print(f"fiji_stream: {count} frames of {SIZE}x{SIZE} uint16 ({mib:.0f} MiB) per sample; {cores()}")
+    load_before = note_load()
+    started = time.perf_counter()
+
+    start_imagej()  # the ceiling's JVM, in this process
+    from scyjava import jimport
+
+    image_stack, image_plus = jimport("ij.ImageStack"), jimport("ij.ImagePlus")
+
+    def ceiling() -> None:
+        stack = image_stack(SIZE, SIZE)
+        for frame in frames:
+            stack.addSlice("", processor_from_plane(frame))
+        imp = image_plus("ceiling", stack)
+        imp.setDimensions(1, 1, count)
+        imp.setOpenAsHyperStack(True)
+        on_edt(imp.show)
+
+        def close() -> None:
+            imp.changes = False
+            imp.close()
+
+        on_edt(close)
+
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        launch_bridge(log_path=Path(folder) / "bridge.log") as (client, _),
+    ):
+        backend = FijiStreamingBackend(port=client.port)
+        rounds = itertools.count()
+        handled = [int(client.status()["handled"])]
+
+        def streamed() -> None:
+            plate = f"run{next(rounds)}"
+            for index, frame in enumerate(frames):
+                backend.save(frame, f"{plate}/A01_s1_w1_t{index + 1}.tif")
+            handled[0] += count
+            client.wait(handled[0], timeout=120)
+            client.close(f"{plate}/A01")
+
+        samples = interleaved({"streamed": streamed, "ceiling": ceiling}, repeat=repeat, warmup=1)
+        backend.close()
+
+    # frames per second: the ratio of times, inverted (ours is "at least 0.7x" the ceiling's rate)
+    per_frame = {name: [s / count for s in values] for name, values in samples.items()}
+    row = paired_row("1", "streamed into a window, per frame", per_frame, "streamed", "ceiling",
+                     "in-process ImagePlus", None)
+    rate_ratio = 1 / row.ratio
+    row = harness.row("1", "streamed into a window, per frame", row.ours_s, "in-process ImagePlus",
+                      row.reference_s, GOAL, speedup=True,
+                      round_ratios=[1 / r for r in row.round_ratios], samples=row.samples)
+    print_table([row], units=("ms",), per_round=True)
+    print(f"  streamed: {1 / row.ours_s:.1f} frames/s; in-process ceiling: {1 / row.reference_s:.1f} "
+          f"frames/s; ratio (frames/s, ours / ceiling): {rate_ratio:.2f}x, goal {GOAL}")
+    print_verdicts([row], time.perf_counter() - started, load_before)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,489 @@
+"""The Fiji bridge: a process that runs ImageJ and shows what pipelines stream to it.
+
+    python -m polystore_fiji [--port 5571] [--host 127.0.0.1] [--ij-jar PATH | --fiji-dir DIR | --fiji]
+                             [--headless]
+    polystore-fiji ...            (the same, as a console script)
+
+It starts ImageJ (:mod:`polystore_fiji.jvm`), binds the stream (``port``, acknowledgements on
+``port + 1``) and the control channel (``port + 2``) through
+:class:`polystore.streaming.viewer.ViewerService`, and then:
+
+* images and labels go into hyperstack windows (:mod:`polystore_fiji.hyperstack`);
+* ``.roi.zip`` payloads (kind ``roi_set``) go into the RoiManager at their c/z/t positions;
+  points and shapes (N x 2 arrays of y, x) become point and polygon ROIs;
+* tables (kind ``table``, 2-D numbers; column names from ``metadata["columns"]``) become
+  ResultsTables;
+* the control ops in :data:`CONTROL_OPS` answer questions: which windows exist, their
+  pixels, the ROIs and results drawn and measured in ImageJ, a macro to run, a screenshot.
+
+It stops on SIGTERM, Ctrl-C, the ``quit`` op, or when the user closes ImageJ's main window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from polystore.exceptions import MissingDependencyError, ViewerError
+from polystore.streaming.control import Handler, HandlerResult, array_reply
+from polystore.streaming.protocol import StreamItem, path_metadata
+from polystore.streaming.viewer import ViewerService
+from polystore_fiji.backend import FijiStreamingBackend
+from polystore_fiji.convert import describe_imageplus, from_imageplus, imageplus_axes, to_imageplus
+from polystore_fiji.hyperstack import HyperstackAssembler, window_title
+from polystore_fiji.jvm import ImageJRuntime, ImageJStartError, on_edt, start_imagej
+from polystore_fiji.rois import (
+    RoiStore,
+    find_results_table,
+    overlay_rois,
+    results_columns,
+    rois_from_zip,
+    rois_to_zip,
+    table_from_columns,
+)
+
+logger = logging.getLogger("polystore_fiji.bridge")
+
+MAX_WAIT_S = 120.0
+EXIT_SETUP_FAILED = 2
+
+
+ControlOp = Callable[["FijiBridge", dict[str, Any], list[memoryview]], HandlerResult]
+"""A control op's method: ``op(bridge, params, buffers)``."""
+
+
+def _jclass(name: str) -> Any:
+    from scyjava import jimport
+
+    return jimport(name)
+
+
+def _text(params: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = params.get(name, default)
+    if not isinstance(value, str):
+        raise ViewerError(f"parameter {name!r} must be a string")
+    return value
+
+
+class FijiBridge:
+    """The bridge's state and its control ops; ImageJ must already run (see :func:`main`)."""
+
+    def __init__(self, runtime: ImageJRuntime, port: int = FijiStreamingBackend.DEFAULT_PORT,
+                 host: str = "127.0.0.1") -> None:
+        self.runtime = runtime
+        self.headless = runtime.headless
+        self.assembler = HyperstackAssembler(
+            show=not self.headless, run_later=None if self.headless else self._run_later,
+            on_placed=self._item_done,
+        )
+        self.roi_store = RoiStore()
+        self.tables: dict[str, Any] = {}
+        """ResultsTables made from streamed tables, by title (headless JVMs cannot show them)."""
+        self.images: dict[str, Any] = {}
+        """Images sent with the ``put_image`` op, by title."""
+        self.handled = 0
+        self.failed = 0
+        self.last_error: str | None = None
+        self._progress = threading.Condition()
+        self.stopping = threading.Event()
+        self.service = ViewerService(
+            FijiStreamingBackend.VIEWER_TYPE, port, host, on_item=self.on_item,
+            handlers=self.handlers(), shm_prefixes=(FijiStreamingBackend.SHM_PREFIX,),
+        )
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def start(self) -> FijiBridge:
+        self.service.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.service.stop()
+
+    def _run_later(self, function: Callable[[], None]) -> None:
+        from polystore_fiji.jvm import _python_runnable
+
+        _jclass("java.awt.EventQueue").invokeLater(_python_runnable()(function))
+
+    # -- stream items -------------------------------------------------------------------------
+    def on_item(self, item: StreamItem) -> None:
+        """Show one validated item (receiver thread)."""
+        try:
+            handler = self.ITEM_KINDS[item.kind]
+            if handler(self, item):
+                return  # counted by the event thread once the window has it
+        except Exception as error:
+            logger.exception("could not show '%s'", item.path)
+            self._item_done(window_title(item.path, item.metadata), error)
+            return
+        self._item_done(window_title(item.path, item.metadata))
+
+    def _item_done(self, title: str, error: BaseException | None = None) -> None:
+        with self._progress:
+            self.handled += 1
+            if error is not None:
+                self.failed += 1
+                self.last_error = f"{title}: {error}"
+            self._progress.notify_all()
+
+    def _show_image(self, item: StreamItem) -> bool:
+        self.assembler.submit(item.array, item.path, item.metadata)
+        return True
+
+    def _add_roi_set(self, item: StreamItem) -> bool:
+        rois = rois_from_zip(item.array.tobytes())
+        self.roi_store.add(rois, self._image_or_none(window_title(item.path, item.metadata)))
+        return False
+
+    def _add_coordinates(self, item: StreamItem) -> bool:
+        coordinates = np.asarray(item.array, dtype=np.float32)
+        if coordinates.ndim != 2 or coordinates.shape[1] < 2:
+            raise ViewerError(
+                f"'{item.path}': points and shapes are N x 2 (y, x) arrays, got {coordinates.shape}"
+            )
+        ys, xs = coordinates[:, -2].tolist(), coordinates[:, -1].tolist()
+        import jpype
+
+        java_xs, java_ys = jpype.JArray(jpype.JFloat)(xs), jpype.JArray(jpype.JFloat)(ys)
+        if item.kind == "points":
+            roi = _jclass("ij.gui.PointRoi")(java_xs, java_ys, len(xs))
+        else:
+            polygon_roi = _jclass("ij.gui.PolygonRoi")
+            roi = polygon_roi(java_xs, java_ys, len(xs), polygon_roi.POLYGON)
+        meta = item.metadata
+        roi.setPosition(*(int(meta.get(k, 0)) + 1 for k in ("channel", "z", "t")))
+        roi.setName(window_title(item.path, {}))
+        self.roi_store.add([roi], self._image_or_none(window_title(item.path, meta)))
+        return False
+
+    def _add_table(self, item: StreamItem) -> bool:
+        table = np.atleast_2d(item.array)
+        if table.ndim != 2:
+            raise ViewerError(f"'{item.path}': a table is a 2-D array, got shape {item.array.shape}")
+        names = item.metadata.get("columns")
+        if not (isinstance(names, list) and len(names) == table.shape[1]):
+            names = [f"C{index + 1}" for index in range(table.shape[1])]
+        title = window_title(item.path, {})
+        self.tables[title] = table_from_columns(
+            {str(name): table[:, index] for index, name in enumerate(names)}, title
+        )
+        return False
+
+    ITEM_KINDS: dict[str, Callable[[FijiBridge, StreamItem], bool]] = {
+        "image": _show_image,
+        "labels": _show_image,
+        "roi_set": _add_roi_set,
+        "points": _add_coordinates,
+        "shapes": _add_coordinates,
+        "table": _add_table,
+    }
+    """Item kind -> what to do; True when the event thread counts the item as done."""
+
+    # -- finding images -------------------------------------------------------------------------
+    def _all_images(self) -> list[Any]:
+        """Every image the bridge knows: its windows, images put by request, ImageJ's open windows."""
+        def collect() -> list[Any]:
+            found = [w.imp for w in self.assembler.windows.values() if w.imp is not None]
+            found += list(self.images.values())
+            window_manager = _jclass("ij.WindowManager")
+            ids = window_manager.getIDList()
+            found += [window_manager.getImage(i) for i in (ids or [])]
+            unique: dict[int, Any] = {}
+            for imp in found:
+                if imp is not None:
+                    unique.setdefault(int(imp.getID()), imp)
+            return list(unique.values())
+
+        images: list[Any] = self._on_edt(collect)
+        return images
+
+    def _image_or_none(self, title: str) -> Any:
+        for imp in self._all_images():
+            if str(imp.getTitle()) == title:
+                return imp
+        return None
+
+    def find_image(self, title: str) -> Any:
+        """The image titled ``title``; a :class:`ViewerError` listing the titles there are if none."""
+        imp = self._image_or_none(title)
+        if imp is None:
+            titles = sorted({str(i.getTitle()) for i in self._all_images()})
+            raise ViewerError(f"no image titled {title!r}; images: {', '.join(titles) or '(none)'}")
+        return imp
+
+    def _on_edt(self, function: Callable[[], Any]) -> Any:
+        return function() if self.headless else on_edt(function)
+
+    # -- control ops --------------------------------------------------------------------------
+    def handlers(self) -> dict[str, Handler]:
+        return {op: self._bind(method) for op, method in CONTROL_OPS.items()}
+
+    def _bind(self, method: ControlOp) -> Handler:
+        def handler(params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+            try:
+                return method(self, params, buffers)
+            except LookupError as error:  # a clean message, without KeyError's quotes
+                raise ViewerError(str(error.args[0]) if error.args else str(error)) from None
+
+        return handler
+
+    def op_status(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        with self._progress:
+            return {
+                "handled": self.handled, "failed": self.failed, "last_error": self.last_error,
+                "imagej": self.runtime.version, "flavor": self.runtime.flavor, "headless": self.headless,
+                "received": self.service.received, "rejected": self.service.rejected,
+            }
+
+    def op_wait(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """Wait until ``handled`` items have been shown (at most ``timeout`` s); the status."""
+        target = int(params.get("handled", 0))
+        timeout = min(float(params.get("timeout", 10.0)), MAX_WAIT_S)
+        with self._progress:
+            done = self._progress.wait_for(lambda: self.handled >= target, timeout)
+        if not done:
+            raise ViewerError(f"only {self.handled} of {target} items were shown within {timeout:g} s "
+                              f"({self.service.received} received, {self.service.rejected} rejected)")
+        # items are counted as they are placed; the event thread may still be drawing
+        self._on_edt(lambda: None)
+        return self.op_status(params, buffers)
+
+    def op_windows(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        images = self._all_images()
+        return {"windows": self._on_edt(lambda: [describe_imageplus(imp) for imp in images])}
+
+    def _image_reply(self, imp: Any, params: dict[str, Any]) -> HandlerResult:
+        axes = params.get("axes")
+        native = bool(params.get("native", False))
+
+        def read() -> tuple[np.ndarray, str]:
+            return from_imageplus(imp, axes, native=native), axes or imageplus_axes(imp)
+
+        array, used_axes = self._on_edt(read)
+        return array_reply(array, axes=used_axes, title=str(imp.getTitle()))
+
+    def op_fetch_image(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        return self._image_reply(self.find_image(_text(params, "title")), params)
+
+    def op_load(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """The window a streamed path went to (``FijiStreamingBackend.load``)."""
+        path = _text(params, "path")
+        return self._image_reply(self.find_image(window_title(path, path_metadata(path))), params)
+
+    def op_put_image(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """Show an array sent with the request: ``shape``, ``dtype``, ``title``, ``axes``, ``show``."""
+        if len(buffers) != 1:
+            raise ViewerError("put_image takes exactly one buffer: the array's bytes")
+        shape = [int(n) for n in params.get("shape", [])]
+        dtype = np.dtype(_text(params, "dtype"))
+        if dtype.kind not in "biufc" or int(np.prod(shape)) * dtype.itemsize != len(buffers[0]):
+            raise ViewerError(f"the buffer of {len(buffers[0])} bytes is not a {shape} {dtype} array")
+        array = np.frombuffer(buffers[0], dtype=dtype).reshape(shape).copy()
+        title = _text(params, "title", "image")
+        axes = params.get("axes")
+        imp = to_imageplus(array, axes if isinstance(axes, str) else None, title)
+        show = bool(params.get("show", True)) and not self.headless
+
+        def register() -> dict[str, Any]:
+            previous = self.images.pop(title, None)
+            if previous is not None:
+                previous.changes = False
+                previous.close()
+            self.images[title] = imp
+            if show:
+                imp.show()
+            return describe_imageplus(imp)
+
+        return {"window": self._on_edt(register)}
+
+    def op_fetch_rois(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """``source``: ``manager`` (default: the RoiManager) or ``overlay`` (of image ``title``)."""
+        source = _text(params, "source", "manager")
+        if source == "overlay":
+            imp = self.find_image(_text(params, "title"))
+            rois = self._on_edt(lambda: overlay_rois(imp))
+        elif source == "manager":
+            rois = self.roi_store.rois()
+            title = params.get("title")
+            if isinstance(title, str):  # only those attached to that image, when asked
+                rois = [r for r in rois if r.getImage() is not None and str(r.getImage().getTitle()) == title]
+        else:
+            raise ViewerError(f"source must be 'manager' or 'overlay', got {source!r}")
+        return {"count": len(rois), "names": [str(r.getName() or "") for r in rois]}, [rois_to_zip(rois)]
+
+    def op_put_rois(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """Add the ROIs of a ``.roi.zip`` (one buffer) to the RoiManager; ``title``: attach to that image."""
+        if len(buffers) != 1:
+            raise ViewerError("put_rois takes exactly one buffer: the .roi.zip's bytes")
+        title = params.get("title")
+        imp = self.find_image(title) if isinstance(title, str) else None
+        return {"count": self.roi_store.add(rois_from_zip(bytes(buffers[0])), imp)}
+
+    def op_clear_rois(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        self.roi_store.clear()
+        return {}
+
+    def op_fetch_results(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """A ResultsTable's columns: numbers as float64 buffers, text as JSON lists."""
+        title = params.get("title")
+        title = title if isinstance(title, str) else None
+        streamed = self.tables.get(title) if title is not None else None
+        table = streamed if streamed is not None else find_results_table(title)
+        columns: list[dict[str, Any]] = []
+        payload: list[bytes] = []
+        for name, values in results_columns(table).items():
+            if isinstance(values, np.ndarray):
+                columns.append({"name": name, "dtype": values.dtype.str, "buffer": len(payload)})
+                payload.append(values.tobytes())
+            else:
+                columns.append({"name": name, "values": values})
+        return {"rows": int(table.size()), "columns": columns}, payload
+
+    def op_run_macro(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """Run an ImageJ macro (``code``, optional ``arg``); its return value, or its error."""
+        interpreter = _jclass("ij.macro.Interpreter")()
+        interpreter.setIgnoreErrors(True)  # an error is returned, not shown in a dialog nobody closes
+        result = interpreter.run(_text(params, "code"), _text(params, "arg", ""))
+        error = interpreter.getErrorMessage()
+        if error is not None and str(error):
+            raise ViewerError(f"the macro failed: {error}")
+        return {"result": None if result is None else str(result)}
+
+    def op_screenshot(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """What the screen shows of an image's window (its canvas), as a (Y, X, 3) uint8 array."""
+        if self.headless:
+            raise ViewerError("a headless bridge shows no windows to capture; start it without --headless")
+        imp = self.find_image(_text(params, "title"))
+
+        def bounds() -> tuple[int, int, int, int]:
+            window = imp.getWindow()
+            if window is None:
+                raise ViewerError(f"{imp.getTitle()!s} is not shown in a window")
+            window.toFront()
+            imp.updateAndDraw()
+            canvas = window.getCanvas()
+            origin, size = canvas.getLocationOnScreen(), canvas.getSize()
+            return int(origin.x), int(origin.y), int(size.width), int(size.height)
+
+        x, y, width, height = on_edt(bounds)
+        robot = _jclass("java.awt.Robot")()
+        robot.waitForIdle()  # until the event thread has painted what was queued
+        _jclass("java.awt.Toolkit").getDefaultToolkit().sync()
+        capture = robot.createScreenCapture(_jclass("java.awt.Rectangle")(x, y, width, height))
+        packed = np.array(capture.getRGB(0, 0, width, height, None, 0, width), dtype=np.int32)
+        argb = packed.view(np.uint32).reshape(height, width)
+        rgb = np.stack([(argb >> shift) & 0xFF for shift in (16, 8, 0)], axis=-1).astype(np.uint8)
+        return array_reply(rgb, title=str(imp.getTitle()), x=x, y=y)
+
+    def op_close(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        """Close every image titled ``title`` (unsaved changes discarded)."""
+        title = _text(params, "title")
+        images = [imp for imp in self._all_images() if str(imp.getTitle()) == title]
+
+        def close() -> None:
+            for imp in images:
+                imp.changes = False
+                imp.close()
+            self.assembler.windows.pop(title, None)
+            self.images.pop(title, None)
+
+        self._on_edt(close)
+        return {"closed": len(images)}
+
+    def op_quit(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+        self.stopping.set()
+        return {"stopping": True}
+
+
+CONTROL_OPS: dict[str, ControlOp] = {
+    "status": FijiBridge.op_status,
+    "wait": FijiBridge.op_wait,
+    "windows": FijiBridge.op_windows,
+    "fetch_image": FijiBridge.op_fetch_image,
+    "load": FijiBridge.op_load,
+    "put_image": FijiBridge.op_put_image,
+    "fetch_rois": FijiBridge.op_fetch_rois,
+    "put_rois": FijiBridge.op_put_rois,
+    "clear_rois": FijiBridge.op_clear_rois,
+    "fetch_results": FijiBridge.op_fetch_results,
+    "run_macro": FijiBridge.op_run_macro,
+    "screenshot": FijiBridge.op_screenshot,
+    "close": FijiBridge.op_close,
+    "quit": FijiBridge.op_quit,
+}
+"""The bridge's control ops (besides the built-in ``ping``); ``docs/fiji.md`` describes each."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="polystore-fiji",
+        description="Run ImageJ (Fiji through pyimagej, or ImageJ 1 from a jar) and show what "
+        "pipelines stream to it with backend='fiji'.",
+    )
+    parser.add_argument("--port", type=int, default=FijiStreamingBackend.DEFAULT_PORT,
+                        help="stream port (acks on port+1, control on port+2); default %(default)s")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind; default %(default)s")
+    parser.add_argument("--ij-jar",
+                        help="ImageJ jar (default: $POLYSTORE_IJ_JAR, else /usr/share/java/ij.jar)")
+    parser.add_argument("--fiji-dir", help="a Fiji.app folder: start Fiji through pyimagej")
+    parser.add_argument("--fiji", action="store_true",
+                        help="start Fiji through pyimagej from Maven (sc.fiji:fiji; downloads on first use)")
+    parser.add_argument("--headless", action="store_true",
+                        help="no display: images kept without windows, no RoiManager window")
+    parser.add_argument("--log-level", default="INFO", help="logging level; default %(default)s")
+    return parser.parse_args(argv)
+
+
+def _show_imagej_ui(runtime: ImageJRuntime) -> None:
+    """ImageJ's main window (menus and tools), as a user of the bridge expects."""
+    if runtime.headless or runtime.flavor == "attached":
+        return
+    if runtime.flavor == "fiji" and runtime.gateway is not None:
+        runtime.gateway.ui().showUI()
+        return
+    imagej = _jclass("ij.ImageJ")
+    if _jclass("ij.IJ").getInstance() is None:
+        on_edt(lambda: imagej(imagej.EMBEDDED))  # EMBEDDED: quitting ImageJ does not exit Python
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the bridge until it is told to stop; the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="polystore-fiji: %(levelname)s %(message)s")
+    logging.getLogger("scyjava").setLevel(logging.WARNING)  # "Fetching zulu-jre" when it fetches nothing
+    try:
+        runtime = start_imagej(
+            ij_jar=args.ij_jar, fiji_dir=args.fiji_dir, fiji=args.fiji, headless=args.headless
+        )
+    except (ImageJStartError, MissingDependencyError) as error:
+        print(f"polystore-fiji: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    _show_imagej_ui(runtime)
+    bridge = FijiBridge(runtime, args.port, args.host)
+    try:
+        bridge.start()
+    except ViewerError as error:
+        print(f"polystore-fiji: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use): no signals
+        signal.signal(signal.SIGTERM, lambda *_: bridge.stopping.set())
+    ui_shown = _jclass("ij.IJ").getInstance() is not None
+    print(f"polystore-fiji: ImageJ {runtime.version} ({runtime.flavor}) listening on "
+          f"{args.host}:{args.port} (control {bridge.service.control_port})", flush=True)
+    try:
+        while not bridge.stopping.wait(0.25):
+            if ui_shown and _jclass("ij.IJ").getInstance() is None:
+                logger.info("ImageJ's main window was closed: stopping")
+                break
+    except KeyboardInterrupt:
+        pass
+    bridge.stop()
+    return 0

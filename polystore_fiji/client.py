@@ -1,0 +1,230 @@
+"""Talking to a running Fiji bridge from Python: what it shows, and what was drawn and measured there.
+
+    from polystore_fiji import FijiClient
+    fiji = FijiClient()                      # the bridge on 127.0.0.1:5571 (control 5573)
+    fiji.windows()                           # [{"title": "A01", "channels": 2, ...}, ...]
+    image = fiji.fetch_image("A01")          # NumPy, axes TZCYX without the singleton ones
+    rois = fiji.fetch_rois()                 # the RoiManager's ROIs as .roi.zip bytes
+    table = fiji.fetch_results("Results")    # a pandas DataFrame
+
+No JVM here: this is a ZeroMQ client of the bridge's control channel
+(:mod:`polystore.streaming.control`). :func:`launch_bridge` runs a bridge process of one's
+own on free ports for as long as a ``with`` block lasts (benchmarks, tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polystore.exceptions import ViewerError, ViewerUnavailableError
+from polystore.streaming.control import Reply, array_from_reply, request
+from polystore.streaming.viewer import CONTROL_PORT_OFFSET
+from polystore_fiji.backend import FijiStreamingBackend
+
+
+@dataclass
+class FijiClient:
+    """The control channel of the bridge streaming on ``host:port`` (control on ``port + 2``)."""
+
+    port: int = FijiStreamingBackend.DEFAULT_PORT
+    host: str = "127.0.0.1"
+    timeout: float = 10.0
+
+    @property
+    def control_port(self) -> int:
+        return self.port + CONTROL_PORT_OFFSET
+
+    def request(self, op: str, params: Mapping[str, Any] | None = None, buffers: Sequence[Any] = (),
+                *, timeout: float | None = None) -> Reply:
+        """Run a control op on the bridge; :class:`ViewerError` with its reason if it refuses."""
+        return request(self.host, self.control_port, op, params, buffers,
+                       timeout=self.timeout if timeout is None else timeout)
+
+    def ping(self) -> dict[str, Any]:
+        return self.request("ping").header
+
+    def status(self) -> dict[str, Any]:
+        """Items handled and failed, ImageJ's version, headless or not."""
+        return self.request("status").header
+
+    def wait(self, handled: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Block until the bridge has shown ``handled`` stream items in all; its status."""
+        return self.request("wait", {"handled": handled, "timeout": timeout}, timeout=timeout + 5).header
+
+    def windows(self) -> list[dict[str, Any]]:
+        """Every image the bridge knows: title, width, height, channels, slices, frames, dtype, axes."""
+        windows: list[dict[str, Any]] = self.request("windows").header["windows"]
+        return windows
+
+    def fetch_image(self, title: str, axes: str | None = None, *, native: bool = False) -> np.ndarray:
+        """The pixels of image ``title`` (see :func:`polystore_fiji.convert.from_imageplus`)."""
+        params: dict[str, Any] = {"title": title, "native": native}
+        if axes is not None:
+            params["axes"] = axes
+        return array_from_reply(self.request("fetch_image", params))
+
+    def put_image(
+        self, array: np.ndarray, title: str, axes: str | None = None, *, show: bool = True
+    ) -> dict[str, Any]:
+        """Show ``array`` in ImageJ as ``title`` (conversion rules of :mod:`polystore_fiji.convert`)."""
+        data = np.ascontiguousarray(array)
+        params: dict[str, Any] = {
+            "title": title, "shape": list(data.shape), "dtype": data.dtype.str, "show": show,
+        }
+        if axes is not None:
+            params["axes"] = axes
+        reply = self.request("put_image", params, [data.data if data.nbytes else b""])
+        window: dict[str, Any] = reply.header["window"]
+        return window
+
+    def fetch_rois(self, title: str | None = None, source: str = "manager") -> bytes:
+        """ROIs as ``.roi.zip`` bytes: the RoiManager's (``title``: only those on that image), or an
+        image's overlay (``source="overlay"``). Save them with ``fm.save(data, "cells.roi.zip", "disk")``."""
+        params: dict[str, Any] = {"source": source}
+        if title is not None:
+            params["title"] = title
+        reply = self.request("fetch_rois", params)
+        return reply.buffers[0] if reply.buffers else b""
+
+    def fetch_roifile(self, title: str | None = None, source: str = "manager") -> list[Any]:
+        """The same ROIs as roifile.ImagejRoi objects."""
+        from polystore.formats.roi import rois_from_zip_bytes
+
+        return rois_from_zip_bytes(self.fetch_rois(title, source))
+
+    def put_rois(self, rois: Any, title: str | None = None) -> int:
+        """Add ROIs (``.roi.zip`` bytes or roifile.ImagejRoi objects) to the RoiManager."""
+        from polystore.formats.roi import roi_zip_bytes
+
+        params = {"title": title} if title is not None else {}
+        count: int = self.request("put_rois", params, [roi_zip_bytes(rois)]).header["count"]
+        return count
+
+    def results_columns(self, title: str | None = "Results") -> dict[str, np.ndarray | list[str]]:
+        """A ResultsTable's columns: float64 arrays for numbers, lists of str for text."""
+        reply = self.request("fetch_results", {"title": title} if title is not None else {})
+        columns: dict[str, np.ndarray | list[str]] = {}
+        for column in reply.header["columns"]:
+            if "values" in column:
+                columns[column["name"]] = [str(v) for v in column["values"]]
+                continue
+            index = column.get("buffer")
+            if type(index) is not int or not 0 <= index < len(reply.buffers):
+                raise ViewerError(
+                    f"the bridge's reply names buffer {index!r} for column {column.get('name')!r}"
+                )
+            dtype = np.dtype(column["dtype"])
+            columns[column["name"]] = np.frombuffer(reply.buffers[index], dtype=dtype).copy()
+        return columns
+
+    def fetch_results(self, title: str | None = "Results") -> Any:
+        """A ResultsTable as a pandas DataFrame."""
+        from polystore.lazy import optional_import
+
+        pandas = optional_import("pandas", extra="pandas", purpose="ImageJ results as a DataFrame")
+        return pandas.DataFrame(self.results_columns(title))
+
+    def run_macro(self, code: str, arg: str = "") -> str | None:
+        """Run an ImageJ macro in the bridge; what it returns. :class:`ViewerError` with its error."""
+        reply = self.request("run_macro", {"code": code, "arg": arg}, timeout=max(self.timeout, 60))
+        result: str | None = reply.header["result"]
+        return result
+
+    def screenshot(self, title: str) -> np.ndarray:
+        """What the screen shows of window ``title``: (Y, X, 3) uint8."""
+        return array_from_reply(self.request("screenshot", {"title": title}))
+
+    def close(self, title: str) -> int:
+        """Close the images titled ``title``; how many."""
+        closed: int = self.request("close", {"title": title}).header["closed"]
+        return closed
+
+    def clear_rois(self) -> None:
+        self.request("clear_rois")
+
+    def quit(self) -> None:
+        """Stop the bridge (it exits once its reply is sent)."""
+        self.request("quit")
+
+
+BRIDGE_START_TIMEOUT_S = 60.0
+BRIDGE_STOP_TIMEOUT_S = 30.0
+
+
+def free_port_triple(host: str = "127.0.0.1") -> int:
+    """A port p with p, p+1 and p+2 free on ``host`` (stream, acks, control)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            base = int(probe.getsockname()[1])
+        if base + CONTROL_PORT_OFFSET > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + CONTROL_PORT_OFFSET + 1):
+                candidate = socket.socket()
+                sockets.append(candidate)
+                candidate.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for candidate in sockets:
+                candidate.close()
+        return base
+    raise ViewerError(f"no three consecutive free ports on {host}")
+
+
+@contextmanager
+def launch_bridge(
+    *args: str, log_path: Path | str, port: int | None = None, host: str = "127.0.0.1",
+    start_timeout: float = BRIDGE_START_TIMEOUT_S, client_timeout: float = 30.0,
+) -> Iterator[tuple[FijiClient, subprocess.Popen[bytes]]]:
+    """Run ``python -m polystore_fiji ARGS`` on ``port`` (default: free ones) until the block ends.
+
+    Yields a client once the bridge answers ``ping``, and the process; the bridge's output
+    goes to ``log_path``. :class:`ViewerError` with the log's end if it exits or does not
+    answer within ``start_timeout`` s. Afterwards it is asked to quit, and killed if it
+    does not within :data:`BRIDGE_STOP_TIMEOUT_S`. Unlike ``FijiStreamingBackend(launch=True)``,
+    which leaves the bridge it starts running for the user, this one is owned by the block.
+    """
+    port = free_port_triple(host) if port is None else port
+    log_file = Path(log_path)
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "polystore_fiji", "--port", str(port), "--host", host, *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    client = FijiClient(port, host, timeout=client_timeout)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                client.request("ping", timeout=0.5)
+                break
+            except ViewerUnavailableError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    state = (f"exited with status {process.returncode}" if process.poll() is not None
+                             else f"did not answer within {start_timeout:g} s")
+                    raise ViewerError(
+                        f"the Fiji bridge on {host}:{port} {state}; its output ({log_file}):\n"
+                        f"{log_file.read_text(errors='replace')[-3000:]}"
+                    ) from None
+        yield client, process
+    finally:
+        if process.poll() is None:
+            try:
+                client.quit()
+                process.wait(timeout=BRIDGE_STOP_TIMEOUT_S)
+            except (ViewerUnavailableError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait(timeout=BRIDGE_STOP_TIMEOUT_S)

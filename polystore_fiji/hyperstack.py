@@ -1,0 +1,449 @@
+"""Streamed items assembled into hyperstack windows, updated in place as frames arrive.
+
+Grouping (see :func:`window_title` and :func:`item_planes`): every item of one well (of one
+plate) goes to one window titled ``A01`` (or ``plate1/A01``); its channel index is the
+window's C, its z the Z, and (site, t) the T. An item without a well gets a window of its
+own, titled by its path without the extension. An item with more than two dimensions brings
+several planes (axes from ``metadata["axes"]`` or, by default, the trailing ``TZCYX``),
+placed from the item's own c/z/t onwards.
+
+A window is created once, as a CompositeImage (grayscale while it has one channel, composite
+with ImageJ's channel LUTs once it has several). A plane that arrives again replaces its
+pixels in place; a new channel, z or (site, t) index grows the stack around the existing
+planes (no pixel copies) and the same ImagePlus gets the new dimensions in the same window,
+whose C/Z/T sliders are rebuilt for them (ImageJ itself would build a new window). Each channel's
+display range is set once, from the first plane of that channel.
+
+All ImageJ work for the windows happens on AWT's event thread: the receiver thread converts
+pixels into Java arrays and queues the update (:meth:`HyperstackAssembler.submit`), so the
+next frame is received and converted while the event thread draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polystore.exceptions import UnsupportedDataError
+from polystore_fiji.convert import (
+    DTYPE_PROPERTY,
+    display_range,
+    make_composite,
+    processor_from_plane,
+    set_channel_display_range,
+    stored_hyperstack,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_QUEUED_UPDATES = 16
+"""Updates queued for the event thread before the receiver waits: bounds memory (16 frames of
+8 MiB), and lets a burst of frames be placed with one redraw (see :meth:`HyperstackWindow.put`)."""
+RGB_SAMPLES = (3, 4)
+
+
+@dataclass(frozen=True, order=True)
+class PlaneKey:
+    """Where a plane goes in its window: channel, z and (site, t), all 0-based."""
+
+    channel: int
+    z: int
+    frame: tuple[int, int]
+
+
+def _index(metadata: Mapping[str, Any], name: str) -> int:
+    value = metadata.get(name)
+    return value if type(value) is int and value >= 0 else 0
+
+
+def window_title(path: str, metadata: Mapping[str, Any]) -> str:
+    """The window an item goes to: its well (``plate/well`` with a plate), else its path's stem."""
+    well = metadata.get("well")
+    if isinstance(well, str) and well:
+        plate = metadata.get("plate")
+        return f"{plate}/{well}" if isinstance(plate, str) and plate else well
+    name = path.replace("\\", "/").strip("/")
+    folder, _, leaf = name.rpartition("/")
+    stem = leaf.split(".", 1)[0] or leaf
+    return f"{folder}/{stem}" if folder else (stem or "image")
+
+
+def item_axes(array: np.ndarray, metadata: Mapping[str, Any]) -> str | None:
+    """``metadata["axes"]``, or ``YXC`` for an RGB(A) image (Y, X, 3|4 uint8), else None (default)."""
+    axes = metadata.get("axes")
+    if isinstance(axes, str):
+        return axes
+    if array.ndim == 3 and array.dtype == np.uint8 and array.shape[-1] in RGB_SAMPLES and array.shape[0] > 4:
+        return "YXC"
+    return None
+
+
+def item_planes(
+    array: np.ndarray, metadata: Mapping[str, Any]
+) -> tuple[list[tuple[PlaneKey, np.ndarray]], np.dtype[Any], bool]:
+    """The planes of one item with their keys, in the dtype ImageJ holds; the item's dtype; signed16."""
+    hyperstack, rule = stored_hyperstack(array, item_axes(array, metadata))
+    channel0, z0, t0, site = (_index(metadata, k) for k in ("channel", "z", "t", "site"))
+    frames, slices, channels = hyperstack.shape[:3]
+    planes = [
+        (PlaneKey(channel0 + c, z0 + z, (site, t0 + t)), hyperstack[t, z, c])
+        for t in range(frames) for z in range(slices) for c in range(channels)
+    ]
+    return planes, array.dtype, rule.signed16
+
+
+class _StackWindowInternals:
+    """Reflective handles on ImageJ 1's ``StackWindow`` members that have no public setter.
+
+    ImageJ rebuilds a StackWindow when a shown hyperstack's dimensions change; to keep the
+    window, the bridge does what the StackWindow constructor does on the existing window:
+    ``addScrollbars(imp)`` (package-private) recreates the C/Z/T sliders from the image's
+    dimensions, and the ``hyperStack``, ``c``, ``z``, ``t`` fields must agree with them. The
+    names are the same from ImageJ 1.52 to 1.54 (``ij.jar`` and Fiji); the classes live in
+    the unnamed module, so ``setAccessible`` is allowed.
+    """
+
+    def __init__(self) -> None:
+        from scyjava import jimport
+
+        window_class = jimport("ij.gui.StackWindow").class_
+        self.add_scrollbars = window_class.getDeclaredMethod(
+            "addScrollbars", jimport("ij.ImagePlus").class_
+        )
+        self.add_scrollbars.setAccessible(True)
+        self.fields = {name: window_class.getDeclaredField(name) for name in ("hyperStack", "c", "z", "t")}
+        for reflected in self.fields.values():
+            reflected.setAccessible(True)
+
+
+_internals: _StackWindowInternals | None = None
+
+
+def _stack_window_internals() -> _StackWindowInternals:
+    global _internals
+    if _internals is None:
+        _internals = _StackWindowInternals()
+    return _internals
+
+
+def show_in_stack_window(imp: Any) -> None:
+    """Show ``imp`` in a StackWindow even while it has one plane (event thread).
+
+    ``ImagePlus.show()`` gives a single plane an ImageWindow, which has no sliders, so the
+    first plane that followed would make ImageJ replace the window; a StackWindow with no
+    sliders yet grows its sliders in place (:func:`set_dimensions_in_place`).
+    """
+    if imp.getStackSize() > 1:
+        imp.show()
+        return
+    from scyjava import jimport
+
+    jimport("ij.gui.StackWindow")(imp)  # shows itself and registers with ImageJ's WindowManager
+
+
+def set_dimensions_in_place(imp: Any, channels: int, slices: int, frames: int) -> None:
+    """Give ``imp`` (whose stack already holds C x Z x T planes) new dimensions in its own window.
+
+    ``ImagePlus.setDimensions`` replaces a shown hyperstack's window by a new StackWindow when
+    the dimensions change; marked as not a hyperstack for that call, the window is kept, and
+    its sliders are then rebuilt for the new sizes (event thread).
+    """
+    from scyjava import jimport
+
+    window = imp.getWindow()
+    stack_window = jimport("ij.gui.StackWindow")
+    if window is None or not isinstance(window, stack_window):
+        imp.setDimensions(channels, slices, frames)
+        if window is not None and imp.getStackSize() > 1:
+            stack_window(imp)  # a plain ImageWindow has no sliders: ImageJ's own replacement
+        return
+    internals = _stack_window_internals()
+    internals.fields["hyperStack"].setBoolean(window, False)
+    imp.setDimensions(channels, slices, frames)
+    imp.setOpenAsHyperStack(True)  # read (and cleared) by addScrollbars, as in the constructor
+    sliders = int(window.getNScrollbars())
+    internals.add_scrollbars.invoke(window, imp)
+    for name in ("c", "z", "t"):  # the new sliders stand at 1: make the window agree
+        internals.fields[name].setInt(window, 1)
+    if int(window.getNScrollbars()) != sliders:
+        window.pack()  # a slider more: the window grows to hold it, as a new window would
+    else:
+        window.validate()
+
+
+def _insert_sorted(values: list[Any], value: Any) -> bool:
+    if value in values:
+        return False
+    values.append(value)
+    values.sort()
+    return True
+
+
+@dataclass
+class PreparedPlane:
+    """A plane converted on the receiver thread, ready for the event thread."""
+
+    key: PlaneKey
+    processor: Any
+    label: str
+    limits: tuple[float, float]
+
+
+@dataclass
+class HyperstackWindow:
+    """One window's ImagePlus and the order of its planes. Methods run on the event thread."""
+
+    title: str
+    width: int
+    height: int
+    stored: np.dtype[Any]
+    dtype: np.dtype[Any]
+    signed16: bool
+    show: bool
+    channels: list[int] = field(default_factory=list)
+    slices: list[int] = field(default_factory=list)
+    frames: list[tuple[int, int]] = field(default_factory=list)
+    processors: dict[PlaneKey, Any] = field(default_factory=dict)
+    labels: dict[PlaneKey, str] = field(default_factory=dict)
+    channel_ranges: dict[int, tuple[float, float]] = field(default_factory=dict)
+    changed: set[PlaneKey] = field(default_factory=set)
+    """Planes recorded since the ImagePlus was last brought up to date."""
+    grown: bool = False
+    """Whether a recorded plane brought a new channel, z or (site, t) since then."""
+    last: PlaneKey | None = None
+    imp: Any = None
+    stacked: set[PlaneKey] = field(default_factory=set)
+    """Positions that have a slice in the ImagePlus's stack."""
+
+    def fits(self, width: int, height: int, stored: np.dtype[Any]) -> bool:
+        return (width, height, stored) == (self.width, self.height, self.stored)
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return len(self.channels), len(self.slices), len(self.frames)
+
+    def stack_index(self, key: PlaneKey) -> int:
+        """1-based position in ImageJ's stack (channel fastest, then z, then t)."""
+        channels, slices, _ = self.sizes
+        c, z, t = self.channels.index(key.channel), self.slices.index(key.z), self.frames.index(key.frame)
+        return 1 + c + z * channels + t * channels * slices
+
+    def put(self, planes: list[PreparedPlane], apply: bool) -> None:
+        """Record ``planes``; with ``apply``, bring the ImagePlus up to date with all recorded so far.
+
+        Planes that arrive while the event thread is busy are recorded first and placed
+        together, with one redraw: the last queued update of the window applies them.
+        """
+        for plane in planes:
+            self.grown |= _insert_sorted(self.channels, plane.key.channel)
+            self.grown |= _insert_sorted(self.slices, plane.key.z)
+            self.grown |= _insert_sorted(self.frames, plane.key.frame)
+            self.processors[plane.key] = plane.processor
+            self.labels[plane.key] = plane.label
+            self.changed.add(plane.key)
+            self.channel_ranges.setdefault(plane.key.channel, plane.limits)  # set once per channel
+            self.last = plane.key
+        if apply:
+            self.apply()
+
+    def apply(self) -> None:
+        """Create, grow (new positions) or update in place (known positions) the ImagePlus; draw."""
+        if self.imp is None:
+            self._create()
+        else:
+            if self.grown:
+                self._grow()
+            stack = self.imp.getStack()
+            for key in self.changed & self.stacked:  # known positions: new pixels, same slots
+                index = self.stack_index(key)
+                stack.setPixels(self.processors[key].getPixels(), index)
+                stack.setSliceLabel(self.labels[key], index)
+        self.grown = False
+        self.changed.clear()
+        if self.show and self.imp.getWindow() is None:
+            show_in_stack_window(self.imp)  # first time, or the user closed the window: show it again
+        if self.last is not None:
+            position = (
+                self.channels.index(self.last.channel) + 1,
+                self.slices.index(self.last.z) + 1,
+                self.frames.index(self.last.frame) + 1,
+            )
+            # setPosition moves the window's sliders too; without a window nothing is drawn
+            if self.imp.getWindow() is not None:
+                self.imp.setPosition(*position)
+            else:
+                self.imp.setPositionWithoutUpdate(*position)
+        self.imp.updateAndDraw()
+
+    def _order(self) -> list[PlaneKey]:
+        """Every position of the window in ImageJ's stack order (channel fastest, then z, then t)."""
+        return [
+            PlaneKey(channel, z, frame)
+            for frame in self.frames for z in self.slices for channel in self.channels
+        ]
+
+    def _processor(self, key: PlaneKey) -> Any:
+        processor = self.processors.get(key)
+        if processor is None:  # not arrived yet: black until it does
+            template = next(iter(self.processors.values()))
+            processor = template.createProcessor(self.width, self.height)
+            self.processors[key] = processor
+        return processor
+
+    def _stack(self) -> Any:
+        from scyjava import jimport
+
+        stack = jimport("ij.ImageStack")(self.width, self.height)
+        for key in self._order():
+            stack.addSlice(self.labels.get(key, ""), self._processor(key))
+        self.stacked = set(self._order())
+        return stack
+
+    def _create(self) -> None:
+        from scyjava import jimport
+
+        channels, slices, frames = self.sizes
+        imp = jimport("ij.ImagePlus")(self.title, self._stack())
+        imp.setDimensions(channels, slices, frames)
+        imp.setOpenAsHyperStack(True)
+        if self.signed16:
+            imp.getCalibration().setSigned16BitCalibration()
+        imp.setProp(DTYPE_PROPERTY, str(self.dtype.newbyteorder("=")))
+        # a CompositeImage from the start, even with one channel, so that channels arriving
+        # later grow this same image instead of replacing it by a new one
+        self.imp = make_composite(imp, "composite" if channels > 1 else "grayscale")
+        self._apply_ranges()
+
+    def _grow(self) -> None:
+        """Insert the new positions into the image's own stack; same ImagePlus, same window.
+
+        ``ImagePlus.setStack`` and ``setDimensions`` would make ImageJ build a new StackWindow
+        (about 0.1 s) whenever a shown hyperstack's C, Z or T changes; inserting the planes
+        (references, no pixel copies) and updating the window's sliders costs about a
+        millisecond. Known positions keep their relative order when positions are added,
+        so walking the new order and inserting each new position after its predecessor
+        places every plane where ``stack_index`` says it is.
+        """
+        stack = self.imp.getStack()
+        for index, key in enumerate(self._order()):
+            if key not in self.stacked:
+                stack.addSlice(self.labels.get(key, ""), self._processor(key), index)
+                self.stacked.add(key)
+        channels, slices, frames = self.sizes
+        previous_channels = int(self.imp.getNChannels())
+        set_dimensions_in_place(self.imp, channels, slices, frames)
+        taken = (int(self.imp.getNChannels()), int(self.imp.getNSlices()), int(self.imp.getNFrames()))
+        if taken != self.sizes:
+            raise UnsupportedDataError(
+                f"ImageJ took {taken} instead of {self.sizes} as the C, Z, T of '{self.title}'"
+            )
+        if channels != previous_channels:
+            from scyjava import jimport
+
+            self.imp.reset()  # the CompositeImage's LUTs and channel processors for the new count
+            if previous_channels == 1:
+                self.imp.setMode(jimport("ij.CompositeImage").COMPOSITE)
+        self._apply_ranges()
+
+    def _apply_ranges(self) -> None:
+        for channel, limits in self.channel_ranges.items():
+            set_channel_display_range(self.imp, self.channels.index(channel), limits)
+
+
+@dataclass
+class HyperstackAssembler:
+    """Turns stream items into hyperstack windows (see the module's docstring)."""
+
+    show: bool = True
+    run_on_edt: Callable[[Callable[[], Any]], Any] | None = None
+    """Runs a function on the event thread and waits (``jvm.on_edt``); None: the calling thread."""
+    run_later: Callable[[Callable[[], None]], None] | None = None
+    """Queues a function for the event thread without waiting; None: run it now."""
+    on_placed: Callable[[str], None] | None = None
+    """Called (on the event thread) with the window title after each item is placed."""
+    windows: dict[str, HyperstackWindow] = field(default_factory=dict)
+    _slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_QUEUED_UPDATES)
+    )
+    _queued: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ranged: set[tuple[str, int, tuple[int, ...], np.dtype[Any]]] = field(default_factory=set)
+    """(title, channel, plane shape, dtype) whose display range was measured (receiver thread)."""
+
+    def prepare(
+        self, array: np.ndarray, path: str, metadata: Mapping[str, Any]
+    ) -> tuple[str, list[PreparedPlane], Any]:
+        """Convert an item's planes into ImageJ processors (any thread); its window title too."""
+        if array.ndim < 2:
+            raise UnsupportedDataError(f"'{path}' has shape {array.shape}: images have at least 2 dimensions")
+        planes, dtype, signed16 = item_planes(array, metadata)
+        title = window_title(path, metadata)
+        prepared = []
+        for key, plane in planes:
+            # the display range is set once per channel: measured on its first plane only
+            first = (title, key.channel, plane.shape, plane.dtype)
+            limits = (0.0, 1.0)
+            if first not in self._ranged:
+                self._ranged.add(first)
+                limits = display_range(plane)
+            prepared.append(PreparedPlane(key, processor_from_plane(plane), path, limits))
+        return title, prepared, (dtype, signed16)
+
+    def submit(self, array: np.ndarray, path: str, metadata: Mapping[str, Any]) -> str:
+        """Convert now, place on the event thread soon (at most a few updates queued); the title."""
+        title, planes, (dtype, signed16) = self.prepare(array, path, metadata)
+        with self._lock:
+            self._queued[title] = self._queued.get(title, 0) + 1
+        self._slots.acquire()
+
+        def place() -> None:
+            try:
+                with self._lock:
+                    self._queued[title] -= 1
+                    apply = self._queued[title] == 0  # else a later update of this window applies both
+                self.place(title, planes, dtype, signed16, apply=apply)
+            except Exception:
+                logger.exception("could not show '%s' in window '%s'", path, title)
+            finally:
+                self._slots.release()
+
+        if self.run_later is None:
+            place()
+        else:
+            self.run_later(place)
+        return title
+
+    def place(
+        self, title: str, planes: list[PreparedPlane], dtype: np.dtype[Any], signed16: bool,
+        *, apply: bool = True,
+    ) -> None:
+        """Put prepared planes into their window (creating it the first time); event thread."""
+        template = planes[0].processor
+        width, height = int(template.getWidth()), int(template.getHeight())
+        stored = np.dtype({8: np.uint8, 16: np.uint16, 32: np.float32}[int(template.getBitDepth())])
+        window = self.windows.get(title)
+        if window is not None and not window.fits(width, height, stored):
+            logger.warning(
+                "'%s' changed from %dx%d %s to %dx%d %s: starting a new window",
+                title, window.width, window.height, window.stored, width, height, stored,
+            )
+            if window.imp is not None:
+                window.imp.changes = False
+                window.imp.close()
+            window = None
+        if window is None:
+            window = HyperstackWindow(title, width, height, stored, dtype, signed16, self.show)
+            self.windows[title] = window
+        window.put(planes, apply)
+        if self.on_placed is not None:
+            self.on_placed(title)
+
+    def image(self, title: str) -> Any:
+        """The ImagePlus of window ``title`` (None if there is none)."""
+        window = self.windows.get(title)
+        return window.imp if window is not None else None

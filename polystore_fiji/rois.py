@@ -1,0 +1,211 @@
+"""ROIs and results tables between ImageJ and Python.
+
+ROIs travel as ImageJ's own ``.roi.zip`` (one ``.roi`` per entry, written by
+``ij.io.RoiEncoder`` and read by ``ij.io.RoiDecoder``): the same bytes Fiji's RoiManager
+saves, which PyPI's ``roifile`` reads and writes, positions (c, z, t) included.
+ResultsTables travel as columns: numbers as float64 arrays, text as lists of strings.
+
+Everything here runs in the JVM's process; the RoiManager is touched on the event thread
+(:func:`polystore_fiji.jvm.on_edt`). A headless JVM has no RoiManager: :class:`RoiStore`
+keeps the ROIs in a list instead.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polystore.exceptions import UnsupportedDataError
+from polystore_fiji.jvm import is_headless, on_edt
+
+ROI_ENTRY_SUFFIX = ".roi"
+LABEL_COLUMN = "Label"
+
+
+def _jclass(name: str) -> Any:
+    from scyjava import jimport
+
+    return jimport(name)
+
+
+def encode_roi(roi: Any) -> bytes:
+    """One ROI as ``.roi`` bytes (ImageJ's RoiEncoder)."""
+    encoded = _jclass("ij.io.RoiEncoder").saveAsByteArray(roi)
+    return np.array(encoded, dtype=np.int8).tobytes()
+
+
+def decode_roi(data: bytes, name: str = "roi") -> Any:
+    """An ImageJ Roi from ``.roi`` bytes (ImageJ's RoiDecoder)."""
+    import jpype
+
+    java_bytes = jpype.JArray(jpype.JByte)(np.frombuffer(data, dtype=np.int8))
+    roi = _jclass("ij.io.RoiDecoder")(java_bytes, name).getRoi()
+    if roi is None:
+        raise UnsupportedDataError(f"'{name}' is not an ImageJ ROI ImageJ can read")
+    return roi
+
+
+def _entry_names(rois: Sequence[Any]) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    for number, roi in enumerate(rois, start=1):
+        base = str(roi.getName() or "") or f"{number:04d}"
+        base = base.removesuffix(ROI_ENTRY_SUFFIX).replace("/", "_")
+        name, copy = base, 1
+        while name in seen:  # RoiManager allows equal names; zip entries must differ
+            copy += 1
+            name = f"{base}-{copy}"
+        seen.add(name)
+        names.append(name + ROI_ENTRY_SUFFIX)
+    return names
+
+
+def rois_to_zip(rois: Iterable[Any]) -> bytes:
+    """A ``.roi.zip`` archive (RoiManager's format) of ImageJ Rois."""
+    roi_list = list(rois)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, roi in zip(_entry_names(roi_list), roi_list, strict=True):
+            archive.writestr(name, encode_roi(roi))
+    return buffer.getvalue()
+
+
+def rois_from_zip(payload: bytes | bytearray | memoryview) -> list[Any]:
+    """The ImageJ Rois in a ``.roi.zip`` archive, in archive order (names without ``.roi``)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(payload))) as archive:
+            return [
+                decode_roi(archive.read(name), name.removesuffix(ROI_ENTRY_SUFFIX))
+                for name in archive.namelist() if name.endswith(ROI_ENTRY_SUFFIX)
+            ]
+    except zipfile.BadZipFile as error:
+        raise UnsupportedDataError(f"not a .roi.zip archive: {error}") from None
+
+
+def overlay_rois(imp: Any) -> list[Any]:
+    """The ROIs on ``imp``'s overlay (an empty list without one)."""
+    overlay = imp.getOverlay()
+    return list(overlay.toArray()) if overlay is not None else []
+
+
+@dataclass
+class RoiStore:
+    """Where ROIs sent from Python land and where "the RoiManager's ROIs" are read from.
+
+    With a display: ImageJ's RoiManager (shown, as a user expects). Headless: a plain list.
+    """
+
+    headless_rois: list[Any] = field(default_factory=list)
+
+    def add(self, rois: Iterable[Any], imp: Any = None) -> int:
+        """Add ``rois`` (their c/z/t positions kept); attach them to ``imp`` when given."""
+        roi_list = list(rois)
+        if is_headless():
+            self.headless_rois.extend(roi_list)
+            return len(roi_list)
+
+        def add_all() -> int:
+            manager = _jclass("ij.plugin.frame.RoiManager").getRoiManager()
+            for roi in roi_list:
+                if imp is not None:
+                    roi.setImage(imp)
+                manager.add(roi, -1)  # add(Roi, int) keeps the ROI's own position
+            return len(roi_list)
+
+        return on_edt(add_all)
+
+    def rois(self) -> list[Any]:
+        """Every ROI in the RoiManager (the headless list without a display)."""
+        if is_headless():
+            return list(self.headless_rois)
+
+        def read() -> list[Any]:
+            manager = _jclass("ij.plugin.frame.RoiManager").getInstance()
+            return list(manager.getRoisAsArray()) if manager is not None else []
+
+        return on_edt(read)
+
+    def clear(self) -> None:
+        if is_headless():
+            self.headless_rois.clear()
+            return
+
+        def reset() -> None:
+            manager = _jclass("ij.plugin.frame.RoiManager").getInstance()
+            if manager is not None:
+                manager.reset()
+
+        on_edt(reset)
+
+
+# -- results tables -----------------------------------------------------------------------------
+
+def find_results_table(title: str | None = None) -> Any:
+    """The ResultsTable named ``title`` (default and ``"Results"``: ImageJ's main table)."""
+    table_class = _jclass("ij.measure.ResultsTable")
+    main_table = title in (None, "Results")
+    table = table_class.getResultsTable() if main_table else table_class.getResultsTable(title)
+    if table is None:
+        raise LookupError(f"ImageJ has no results table titled {title or 'Results'!r}")
+    return table
+
+
+def results_columns(table: Any) -> dict[str, np.ndarray | list[str]]:
+    """A ResultsTable's columns in order: float64 arrays, or lists of strings for text columns."""
+    rows = int(table.size())
+    columns: dict[str, np.ndarray | list[str]] = {}
+    if rows and table.getLabel(0) is not None:
+        columns[LABEL_COLUMN] = [str(table.getLabel(row) or "") for row in range(rows)]
+    for heading in (str(h) for h in table.getHeadings()):
+        if heading in (LABEL_COLUMN, " ") or not heading.strip():
+            continue  # " " is the row-number column ImageJ puts first
+        index = int(table.getColumnIndex(heading))
+        if index < 0:
+            continue
+        values = np.array(table.getColumnAsDoubles(index), dtype=np.float64)
+        has_nan = bool(np.isnan(values).any())
+        texts = [str(table.getStringValue(index, row)) for row in range(rows)] if has_nan else []
+        # a NaN where the cell's text is not "NaN" is a text cell: the column is text
+        if np.isnan(values).any() and any(
+            math.isnan(v) and t not in ("NaN", "") for v, t in zip(values.tolist(), texts, strict=True)
+        ):
+            columns[heading] = texts
+        else:
+            columns[heading] = values
+    return columns
+
+
+def results_to_dataframe(table: Any) -> Any:
+    """A ResultsTable as a pandas DataFrame (text columns as strings)."""
+    from polystore.lazy import optional_import
+
+    pandas = optional_import("pandas", extra="pandas", purpose="ImageJ results as a DataFrame")
+    return pandas.DataFrame(results_columns(table))
+
+
+def table_from_columns(columns: Mapping[str, Sequence[Any] | np.ndarray], title: str | None = None) -> Any:
+    """A new ImageJ ResultsTable holding ``columns`` (numbers or strings); shown under ``title`` if given."""
+    table = _jclass("ij.measure.ResultsTable")()
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise UnsupportedDataError(f"table columns differ in length: {sorted(lengths)}")
+    rows = lengths.pop() if lengths else 0
+    for _ in range(rows):
+        table.incrementCounter()
+    for name, values in columns.items():
+        for row, value in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
+            if name == LABEL_COLUMN:
+                table.setLabel(str(value), row)
+            elif isinstance(value, str):
+                table.setValue(name, row, value)
+            else:
+                table.setValue(name, row, float(value))
+    if title is not None and not is_headless():
+        on_edt(lambda: table.show(title))
+    return table

@@ -1,0 +1,98 @@
+"""The Fiji bridge's pure-Python rules (no JVM): dtype table, axes, and how items become windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polystore.exceptions import UnsupportedDataError
+from polystore.streaming.protocol import path_metadata
+from polystore_fiji.convert import (
+    DTYPE_RULES,
+    check_axes,
+    default_axes,
+    display_range,
+    dtype_rule,
+    from_tzcyx,
+    squeezed_axes,
+    stored_hyperstack,
+    to_tzcyx,
+)
+from polystore_fiji.hyperstack import PlaneKey, item_axes, item_planes, window_title
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPE_RULES, key=str), ids=str)
+def test_every_rule_stores_an_imagej_pixel_type_and_undoes_itself(dtype: np.dtype) -> None:
+    rule = DTYPE_RULES[dtype]
+    assert rule.stored in (np.uint8, np.uint16, np.float32)
+    values = np.array([0, 1, 100], dtype=dtype) if dtype != np.bool_ else np.array([False, True, True])
+    stored = rule.to_stored(values) if rule.to_stored else values
+    assert stored.dtype == rule.stored
+    restored = rule.from_stored(stored) if rule.from_stored else stored
+    np.testing.assert_array_equal(restored.astype(dtype), values)
+
+
+def test_the_stated_rules_for_non_native_dtypes() -> None:
+    assert dtype_rule(np.int16).signed16
+    shift = DTYPE_RULES[np.dtype(np.int16)].to_stored
+    assert shift is not None
+    np.testing.assert_array_equal(shift(np.array([-32768, -1, 0, 32767], np.int16)), [0, 32767, 32768, 65535])
+    mask = DTYPE_RULES[np.dtype(np.bool_)].to_stored
+    assert mask is not None
+    np.testing.assert_array_equal(mask(np.array([True, False])), [255, 0])
+    assert dtype_rule(">u2").stored == np.uint16  # big-endian input: same rule
+    with pytest.raises(UnsupportedDataError, match="ImageJ cannot hold complex64 pixels; supported dtypes"):
+        dtype_rule(np.complex64)
+
+
+def test_axes_default_to_trailing_tzcyx_and_are_checked() -> None:
+    assert [default_axes(n) for n in (2, 3, 4, 5)] == ["YX", "CYX", "ZCYX", "TZCYX"]
+    assert check_axes("zyx", 3) == "ZYX"
+    with pytest.raises(UnsupportedDataError, match="2 to 5 dimensions"):
+        default_axes(6)
+    with pytest.raises(UnsupportedDataError, match="no Y and X"):
+        check_axes("TZC", 3)
+    with pytest.raises(UnsupportedDataError, match="a repeated letter"):
+        check_axes("ZZYX", 4)
+
+
+def test_to_and_from_tzcyx_are_inverse() -> None:
+    array = np.arange(3 * 4 * 5 * 6).reshape(3, 4, 5, 6)
+    full = to_tzcyx(array, "CZYX")
+    assert full.shape == (1, 4, 3, 5, 6)
+    np.testing.assert_array_equal(full[0, 2, 1], array[1, 2])
+    np.testing.assert_array_equal(from_tzcyx(full, "CZYX"), array)
+    assert squeezed_axes({"T": 1, "Z": 4, "C": 3, "Y": 5, "X": 6}) == "ZCYX"
+    with pytest.raises(UnsupportedDataError, match="has 4 Z planes"):
+        from_tzcyx(full, "CYX")
+
+
+def test_stored_hyperstack_applies_the_rule() -> None:
+    stored, rule = stored_hyperstack(np.array([[-1, 2]], dtype=np.int8))
+    assert stored.dtype == np.float32 and stored.shape == (1, 1, 1, 1, 2) and not rule.native
+
+
+def test_display_range_ignores_non_finite_values() -> None:
+    assert display_range(np.array([[np.nan, 2.0, np.inf, 5.0]], np.float32)) == (2.0, 5.0)
+    assert display_range(np.full((2, 2), 7, np.uint16)) == (7.0, 8.0)
+
+
+def test_plate_items_group_into_one_window_per_well() -> None:
+    meta = path_metadata("plate1/B03_s2_w3_z4_t5.tif")
+    assert window_title("plate1/B03_s2_w3_z4_t5.tif", meta) == "plate1/B03"
+    assert window_title("B03_s1_w1.tif", path_metadata("B03_s1_w1.tif")) == "B03"
+    assert window_title("results/blurred.ome.tif", {}) == "results/blurred"
+    planes, dtype, signed16 = item_planes(np.zeros((8, 9), np.uint16), meta)
+    assert [key for key, _ in planes] == [PlaneKey(channel=2, z=3, frame=(1, 4))]
+    assert dtype == np.uint16 and not signed16
+
+
+def test_a_multi_plane_item_is_placed_from_its_own_position() -> None:
+    stack = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # ZCYX
+    planes, _, _ = item_planes(stack, {"well": "A01", "channel": 1, "site": 2})
+    keys = [key for key, _ in planes]
+    assert keys[:3] == [PlaneKey(1, 0, (2, 0)), PlaneKey(2, 0, (2, 0)), PlaneKey(3, 0, (2, 0))]
+    assert keys[-1] == PlaneKey(3, 1, (2, 0))
+    np.testing.assert_array_equal(planes[-1][1], stack[1, 2])
+    assert item_axes(np.zeros((10, 12, 3), np.uint8), {}) == "YXC"  # an RGB picture: its samples are channels
+    assert item_axes(np.zeros((3, 10, 12), np.uint8), {}) is None

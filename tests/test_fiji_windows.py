@@ -1,0 +1,150 @@
+"""A shown hyperstack grows in its own window: same StackWindow, right C/Z/T, sliders that reach
+the new positions, pixels where they belong.
+
+ImageJ 1 replaces a shown hyperstack's window whenever its dimensions change; the bridge keeps
+it (:func:`polystore_fiji.hyperstack.set_dimensions_in_place`). The assembler runs in a
+subprocess with a JVM and ImageJ's jar under the test's display (one JVM per process, never
+in pytest's own), and reports what ImageJ holds after each step as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from fiji_helpers import REPO, requires_imagej
+
+from polystore_fiji.jvm import DEFAULT_IJ_JAR, IJ_JAR_ENV
+
+SCRIPT_TIMEOUT_S = 120
+
+# (channel, z, t) of the planes sent, one step at a time; every plane is 100*c + 10*z + t + 1
+STEPS: list[list[tuple[int, int, int]]] = [
+    [(0, 0, 0)],                                 # one plane: a StackWindow without sliders
+    [(0, 0, 1)],                                 # T 1 -> 2: the first slider
+    [(0, 0, 2), (0, 0, 3)],                      # T 2 -> 4 in one update
+    [(2, 0, 3)],                                 # a channel (c 2): C 1 -> 2, composite, a slider more
+    [(1, 0, 0)],                                 # a channel between the two: C 2 -> 3, inserted
+    [(0, 1, 2), (1, 1, 2)],                      # a z: Z 1 -> 2, inserted between the planes
+    [(0, 0, 0)],                                 # a known position: replaced, no growth
+]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from polystore_fiji.hyperstack import HyperstackAssembler
+    from polystore_fiji.jvm import on_edt, start_imagej
+    from scyjava import jimport
+
+    start_imagej(ij_jar={jar!r})
+    steps = json.loads({steps!r})
+    assembler = HyperstackAssembler(show=True)
+    scrollbar = jimport("ij.gui.ScrollbarWithLabel")
+    system = jimport("java.lang.System")
+    sent = {{}}
+
+    def value(c, z, t, replaced):
+        return 100 * c + 10 * z + t + 1 + (1000 if replaced else 0)
+
+    def report():
+        imp = assembler.image("grow")
+        window = imp.getWindow()
+        pixels = {{}}
+        channels = sorted({{k[0] for k in sent}})
+        slices = sorted({{k[1] for k in sent}})
+        frames = sorted({{k[2] for k in sent}})
+        for (c, z, t), expected in sent.items():
+            index = imp.getStackIndex(channels.index(c) + 1, slices.index(z) + 1, frames.index(t) + 1)
+            pixels[f"{{c}},{{z}},{{t}}"] = [int(imp.getStack().getProcessor(index).get(5, 3)), expected]
+        return {{
+            "window": int(system.identityHashCode(window)),
+            "window_class": str(window.getClass().getName()),
+            "visible": bool(window.isVisible()),
+            "imp": int(system.identityHashCode(imp)),
+            "dims": [int(imp.getNChannels()), int(imp.getNSlices()), int(imp.getNFrames())],
+            "stack_size": int(imp.getStackSize()),
+            "sliders": [int(s.getMaximum()) for s in window.getComponents() if isinstance(s, scrollbar)],
+            "valid": bool(window.validDimensions()) if window.isHyperStack() else None,
+            "composite_mode": int(imp.getMode()) if imp.isComposite() else None,
+            "position": [int(imp.getChannel()), int(imp.getSlice()), int(imp.getFrame())],
+            "pixels": pixels,
+        }}
+
+    for number, step in enumerate(steps):
+        for c, z, t in step:
+            replaced = (c, z, t) in sent
+            sent[(c, z, t)] = value(c, z, t, replaced)
+            plane = np.full((24, 32), sent[(c, z, t)], dtype=np.uint16)
+            # as the bridge's receiver queues them: the last update of a step applies the step
+            on_edt(lambda p=plane, c=c, z=z, t=t, last=(c, z, t) == tuple(step[-1]): assembler.place(
+                "grow", assembler.prepare(p, "grow.tif", {{"channel": c, "z": z, "t": t}})[1],
+                np.dtype(np.uint16), False, apply=last))
+        print(json.dumps(on_edt(report)), flush=True)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def reports() -> list[dict[str, Any]]:
+    """What ImageJ held after each of :data:`STEPS`."""
+    requires_imagej()
+    jar = os.environ.get(IJ_JAR_ENV, DEFAULT_IJ_JAR)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(jar=jar, steps=json.dumps(STEPS))],
+        capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(STEPS), result.stdout + result.stderr[-3000:]
+    return lines
+
+
+def expected_dims(step: int) -> list[int]:
+    sent = {key for planes in STEPS[: step + 1] for key in planes}
+    return [len({key[axis] for key in sent}) for axis in range(3)]
+
+
+def test_the_window_is_never_replaced(reports: list[dict[str, Any]]) -> None:
+    assert {r["window"] for r in reports} == {reports[0]["window"]}
+    assert {r["imp"] for r in reports} == {reports[0]["imp"]}
+    assert all(r["window_class"] == "ij.gui.StackWindow" and r["visible"] for r in reports)
+
+
+def test_dimensions_follow_the_positions_sent(reports: list[dict[str, Any]]) -> None:
+    for step, report in enumerate(reports):
+        channels, slices, frames = expected_dims(step)
+        assert report["dims"] == [channels, slices, frames], step
+        assert report["stack_size"] == channels * slices * frames, step
+
+
+def test_sliders_reach_the_new_positions(reports: list[dict[str, Any]]) -> None:
+    # ImageJ's sliders run from 1 to size + 1 (exclusive), one per dimension above 1, C Z T
+    for step, report in enumerate(reports):
+        assert report["sliders"] == [n + 1 for n in expected_dims(step) if n > 1], step
+        assert report["valid"] in (True, None), step  # a hyperstack window agrees with its image
+    assert reports[-1]["valid"] is True
+
+
+def test_the_window_shows_the_last_plane_placed(reports: list[dict[str, Any]]) -> None:
+    # step 4 placed c=1 (the second of channels 0, 1, 2) at t=0; step 5 ended with c=1, z=1, t=2
+    assert reports[4]["position"] == [2, 1, 1]
+    assert reports[5]["position"] == [2, 2, 3]
+
+
+def test_pixels_are_at_their_positions_after_each_growth(reports: list[dict[str, Any]]) -> None:
+    for step, report in enumerate(reports):
+        for where, (found, expected) in report["pixels"].items():
+            assert found == expected, (step, where)
+    assert reports[-1]["pixels"]["0,0,0"] == [1001, 1001]  # replaced in place, no growth
+
+
+def test_new_channels_make_the_window_composite(reports: list[dict[str, Any]]) -> None:
+    composite = 1  # ij.CompositeImage.COMPOSITE
+    assert reports[2]["composite_mode"] != composite  # one channel: grayscale
+    assert all(r["composite_mode"] == composite for r in reports[3:])
