@@ -68,13 +68,19 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# The core tour (seconds), then the main demo: napari with the plugin, fed by a pipeline
+# process streaming a plate; without a display it starts Xvfb, saves a screenshot and says where.
 demo: $(STAMP)
 	$(PY) demos/core_demo.py
+	$(PY) demos/napari_demo.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/core.py
 	$(VENV)/bin/pip install --quiet -e ".[bench]" -c .ci/constraints.txt
 	$(PY) benchmarks/zarr.py
+	$(PY) benchmarks/streaming.py
+	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) benchmarks/napari_stream.py
+	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) benchmarks/fiji_stream.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("DISPLAY"):
         sys.exit("needs a display: run under xvfb-run -a (ImageJ windows are part of what is measured)")
-    count = 8 if args.quick else 16
-    repeat = 3 if args.quick else 7
+    count = 16 if args.quick else 48
+    repeat = 3 if args.quick else 9
     frames = frames_for(count)
     mib = count * frames[0].nbytes / 2**20
     print(f"fiji_stream: {count} frames of {SIZE}x{SIZE} uint16 ({mib:.0f} MiB) per sample; {cores()}")

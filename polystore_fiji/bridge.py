@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,8 @@ from polystore_fiji.rois import (
 logger = logging.getLogger("polystore_fiji.bridge")
 
 MAX_WAIT_S = 120.0
+MAX_CONVERTING = 4
+"""Images being converted to Java arrays at once, at most (received but not yet converted)."""
 EXIT_SETUP_FAILED = 2
 
 
@@ -94,9 +97,19 @@ class FijiBridge:
         self.last_error: str | None = None
         self._progress = threading.Condition()
         self.stopping = threading.Event()
+        # Images are converted to Java arrays by two threads, so that one converts while the
+        # receiver takes the next frame and the other converts that (the copy into Java runs
+        # without the GIL); a few at a time, to bound memory.
+        self._converters = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polystore-fiji-convert")
+        self._convert_slots = threading.BoundedSemaphore(MAX_CONVERTING)
+        self._converting = 0
+        self._conversions = threading.Condition()
         self.service = ViewerService(
             FijiStreamingBackend.VIEWER_TYPE, port, host, on_item=self.on_item,
             handlers=self.handlers(), shm_prefixes=(FijiStreamingBackend.SHM_PREFIX,),
+            # items are views of the sender's slots: the converting threads copy them straight
+            # into Java (see convert.java_pixels), and the receiver thread copies nothing
+            zero_copy=True,
         )
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -107,6 +120,7 @@ class FijiBridge:
     def stop(self) -> None:
         self.stopping.set()
         self.service.stop()
+        self._converters.shutdown(wait=True)
 
     def _run_later(self, function: Callable[[], None]) -> None:
         from polystore_fiji.jvm import _python_runnable
@@ -118,6 +132,8 @@ class FijiBridge:
         """Show one validated item (receiver thread)."""
         try:
             handler = self.ITEM_KINDS[item.kind]
+            if handler is not FijiBridge._show_image:
+                self._drain_conversions()  # e.g. ROIs for an image still being converted
             if handler(self, item):
                 return  # counted by the event thread once the window has it
         except Exception as error:
@@ -135,8 +151,27 @@ class FijiBridge:
             self._progress.notify_all()
 
     def _show_image(self, item: StreamItem) -> bool:
-        self.assembler.submit(item.array, item.path, item.metadata)
+        self._convert_slots.acquire()
+        with self._conversions:
+            self._converting += 1
+        self._converters.submit(self._convert, item)
         return True
+
+    def _convert(self, item: StreamItem) -> None:
+        try:
+            self.assembler.submit(item.array, item.path, item.metadata)
+        except Exception as error:
+            logger.exception("could not show '%s'", item.path)
+            self._item_done(window_title(item.path, item.metadata), error)
+        finally:
+            self._convert_slots.release()
+            with self._conversions:
+                self._converting -= 1
+                self._conversions.notify_all()
+
+    def _drain_conversions(self, timeout: float = 60.0) -> None:
+        with self._conversions:
+            self._conversions.wait_for(lambda: self._converting == 0, timeout)
 
     def _add_roi_set(self, item: StreamItem) -> bool:
         rois = rois_from_zip(item.array.tobytes())
@@ -191,6 +226,7 @@ class FijiBridge:
     def _all_images(self) -> list[Any]:
         """Every image the bridge knows: its windows, images put by request, ImageJ's open windows."""
         def collect() -> list[Any]:
+            self.assembler.flush()  # frames placed but not yet drawn (draws are rate-limited)
             found = [w.imp for w in self.assembler.windows.values() if w.imp is not None]
             found += list(self.images.values())
             window_manager = _jclass("ij.WindowManager")
@@ -252,8 +288,8 @@ class FijiBridge:
         if not done:
             raise ViewerError(f"only {self.handled} of {target} items were shown within {timeout:g} s "
                               f"({self.service.received} received, {self.service.rejected} rejected)")
-        # items are counted as they are placed; the event thread may still be drawing
-        self._on_edt(lambda: None)
+        # items are counted as they are placed; windows are updated at most 15 times a second
+        self._on_edt(self.assembler.flush)
         return self.op_status(params, buffers)
 
     def op_windows(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:

@@ -15,6 +15,7 @@ the rule table and the axis helpers do not.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -188,11 +189,25 @@ def _jclass(name: str) -> Any:
     return jimport(name)
 
 
+_staging = threading.local()
+
+
+def _staging_copy(flat: np.ndarray) -> np.ndarray:
+    """``flat`` copied into this thread's reusable buffer (grown as needed, never freed)."""
+    buffer: np.ndarray | None = getattr(_staging, "buffer", None)
+    if buffer is None or buffer.nbytes < flat.nbytes:
+        buffer = np.empty(flat.nbytes, dtype=np.uint8)
+        _staging.buffer = buffer
+    target = buffer[: flat.nbytes].view(flat.dtype)
+    np.copyto(target, flat)
+    return target
+
+
 def java_pixels(plane: np.ndarray) -> Any:
     """A Java primitive array holding ``plane`` (uint8, uint16 or float32), copied in bulk.
 
-    A writable array is copied by Java itself through a direct ByteBuffer over its memory
-    (a memcpy); a read-only one through JPype's array constructor (also one bulk copy).
+    Java copies it itself through a direct ByteBuffer over its memory (a memcpy); a read-only
+    array (a zero-copy stream item) is first copied into a reused writable staging buffer.
     """
     import jpype
     import jpype.nio
@@ -201,8 +216,9 @@ def java_pixels(plane: np.ndarray) -> Any:
     flat = np.ascontiguousarray(plane).reshape(-1)
     java_type = getattr(jpype, kind.java_type)
     if not flat.flags.writeable or flat.dtype.byteorder not in "=|":
-        native_order = flat.astype(flat.dtype.newbyteorder("="), copy=False)
-        return jpype.JArray(java_type)(native_order.view(kind.signed_view))
+        # a direct ByteBuffer needs writable memory; copying into a reused staging buffer and
+        # letting Java copy from there is 2-3x faster than JPype's copy of a read-only array
+        flat = _staging_copy(flat.astype(flat.dtype.newbyteorder("="), copy=False))
     pixels = jpype.JArray(java_type)(flat.size)
     if flat.size:
         source = jpype.nio.convertToDirectBuffer(flat).order(_jclass("java.nio.ByteOrder").nativeOrder())

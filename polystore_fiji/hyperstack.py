@@ -16,13 +16,20 @@ display range is set once, from the first plane of that channel.
 
 All ImageJ work for the windows happens on AWT's event thread: the receiver thread converts
 pixels into Java arrays and queues the update (:meth:`HyperstackAssembler.submit`), so the
-next frame is received and converted while the event thread draws.
+next frame is received and converted while the event thread draws. Updating a window (growing
+its stack and sliders, redrawing) is capped at ``max_draw_rate`` (15 per second per window),
+and at a quarter of the event thread's time (large images update less often):
+frames that arrive meanwhile go in together with the next update, the newest frame is always
+shown soon after it arrived (1/15 s for small images, 4x an update's cost for large),
+and :meth:`HyperstackAssembler.flush` (run before the
+bridge answers any question about its windows) brings every window up to date at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +52,8 @@ MAX_QUEUED_UPDATES = 16
 """Updates queued for the event thread before the receiver waits: bounds memory (16 frames of
 8 MiB), and lets a burst of frames be placed with one redraw (see :meth:`HyperstackWindow.put`)."""
 RGB_SAMPLES = (3, 4)
+DEFAULT_DRAW_RATE = 15.0
+UPDATE_DUTY_DIVISOR = 4.0
 
 
 @dataclass(frozen=True, order=True)
@@ -219,6 +228,10 @@ class HyperstackWindow:
     imp: Any = None
     stacked: set[PlaneKey] = field(default_factory=set)
     """Positions that have a slice in the ImagePlus's stack."""
+    last_draw: float = float("-inf")
+    draw_scheduled: bool = False
+    update_cost: float = 0.0
+    """Seconds the last :meth:`apply` took on the event thread."""
 
     def fits(self, width: int, height: int, stored: np.dtype[Any]) -> bool:
         return (width, height, stored) == (self.width, self.height, self.stored)
@@ -252,7 +265,15 @@ class HyperstackWindow:
             self.apply()
 
     def apply(self) -> None:
-        """Create, grow (new positions) or update in place (known positions) the ImagePlus; draw."""
+        """Bring the ImagePlus up to date and draw it (see :meth:`sync` and :meth:`draw`)."""
+        self.draw_scheduled = False
+        started = time.perf_counter()
+        self.sync()
+        self.draw()
+        self.update_cost = time.perf_counter() - started
+
+    def sync(self) -> None:
+        """Create, grow (new positions) or update in place (known positions) the ImagePlus."""
         if self.imp is None:
             self._create()
         else:
@@ -267,17 +288,25 @@ class HyperstackWindow:
         self.changed.clear()
         if self.show and self.imp.getWindow() is None:
             show_in_stack_window(self.imp)  # first time, or the user closed the window: show it again
+
+    def draw(self) -> None:
+        """Move the sliders to the newest plane and redraw the window."""
+        self.last_draw = time.monotonic()
+        if self.imp is None:
+            return
         if self.last is not None:
             position = (
                 self.channels.index(self.last.channel) + 1,
                 self.slices.index(self.last.z) + 1,
                 self.frames.index(self.last.frame) + 1,
             )
-            # setPosition moves the window's sliders too; without a window nothing is drawn
-            if self.imp.getWindow() is not None:
+            current = (int(self.imp.getChannel()), int(self.imp.getSlice()), int(self.imp.getFrame()))
+            if self.imp.getWindow() is not None and position != current:
+                # moving a shown image's sliders redraws it (from the stack, new pixels
+                # included): a second updateAndDraw would draw it all again (20 ms at 2048^2)
                 self.imp.setPosition(*position)
-            else:
-                self.imp.setPositionWithoutUpdate(*position)
+                return
+            self.imp.setPositionWithoutUpdate(*position)
         self.imp.updateAndDraw()
 
     def _order(self) -> list[PlaneKey]:
@@ -366,6 +395,10 @@ class HyperstackAssembler:
     """Queues a function for the event thread without waiting; None: run it now."""
     on_placed: Callable[[str], None] | None = None
     """Called (on the event thread) with the window title after each item is placed."""
+    max_draw_rate: float = DEFAULT_DRAW_RATE
+    """Redraws per second and window, at most: every frame lands in the stack, the newest is
+    always drawn in the end, but a 2048x2048 redraw costs ImageJ 50-60 ms here, so drawing
+    each frame of a fast stream would limit the stream to the drawing rate."""
     windows: dict[str, HyperstackWindow] = field(default_factory=dict)
     _slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(MAX_QUEUED_UPDATES)
@@ -439,9 +472,42 @@ class HyperstackAssembler:
         if window is None:
             window = HyperstackWindow(title, width, height, stored, dtype, signed16, self.show)
             self.windows[title] = window
-        window.put(planes, apply)
+        window.put(planes, apply=False)
+        if apply:
+            self._update_soon(window)
         if self.on_placed is not None:
             self.on_placed(title)
+
+    def flush(self) -> None:
+        """Bring every window up to date and draw it now (event thread): before answering a
+        question about the windows, so the answer includes every frame placed so far."""
+        for window in self.windows.values():
+            if window.changed or window.grown or window.draw_scheduled:
+                window.apply()
+
+    def _update_soon(self, window: HyperstackWindow) -> None:
+        """Update and draw the window now if it was not drawn within 1/max_draw_rate s, else
+        once, a bit later, with every plane that arrived meanwhile (one grow, one redraw)."""
+        if window.draw_scheduled:
+            return  # the update already due will take this frame too
+        # no more often than max_draw_rate, and the event thread busy with this window at most
+        # 1/UPDATE_DUTY_DIVISOR of the time: a 2048x2048 update costs 60 ms in software-drawn
+        # windows, and an event thread drawing all the time starves the converting receiver
+        interval = max(1.0 / self.max_draw_rate, UPDATE_DUTY_DIVISOR * window.update_cost)
+        wait = window.last_draw + interval - time.monotonic()
+        if wait <= 0 or self.run_later is None:
+            window.apply()
+            return
+        window.draw_scheduled = True
+
+        def draw_now() -> None:
+            if window.draw_scheduled:  # else a flush came first
+                window.apply()
+
+        run_later = self.run_later
+        timer = threading.Timer(wait, lambda: run_later(draw_now))
+        timer.daemon = True
+        timer.start()
 
     def image(self, title: str) -> Any:
         """The ImagePlus of window ``title`` (None if there is none)."""

@@ -66,6 +66,8 @@ class ViewerService:
 
     ``on_item(item)`` runs on the receiver thread for every validated item: a GUI hands the
     item to its own thread. ``handlers`` adds control ops to the built-in ``ping``.
+    ``zero_copy``: items from shared memory are views of the sender's slot (see
+    :class:`StreamReceiver`), for viewers that copy the pixels into their own memory anyway.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class ViewerService:
         control_port: int | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         curve: CurveKeys | None = None,
+        zero_copy: bool = False,
     ) -> None:
         from polystore.streaming.protocol import DEFAULT_SHM_PREFIX
 
@@ -90,7 +93,7 @@ class ViewerService:
         self._on_item = on_item
         self.receiver = StreamReceiver(
             port, host, bind=True, max_bytes=max_bytes, curve=curve,
-            shm_prefixes=tuple(shm_prefixes) or (DEFAULT_SHM_PREFIX,),
+            shm_prefixes=tuple(shm_prefixes) or (DEFAULT_SHM_PREFIX,), zero_copy=zero_copy,
         )
         self.control = ControlServer(
             self.control_port, host, {"ping": self._ping, **(handlers or {})},
