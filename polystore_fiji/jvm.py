@@ -20,6 +20,7 @@ import atexit
 import itertools
 import logging
 import os
+import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IJ_JAR = "/usr/share/java/ij.jar"
 IJ_JAR_ENV = "POLYSTORE_IJ_JAR"
+JVM_OPTIONS_ENV = "POLYSTORE_JVM_OPTIONS"
 FIJI_DIR_ENV = "POLYSTORE_FIJI_DIR"
 FIJI_ENDPOINT = "sc.fiji:fiji"
 
@@ -166,6 +168,20 @@ def _import_jpype() -> Any:
     return jpype
 
 
+def jvm_options() -> list[str]:
+    """Options for the JVM from ``$POLYSTORE_JVM_OPTIONS`` (e.g. ``-Xmx16g`` for large stacks)."""
+    return shlex.split(os.environ.get(JVM_OPTIONS_ENV, ""))
+
+
+def _add_jvm_options(headless: bool) -> None:
+    import scyjava
+
+    for option in jvm_options():
+        scyjava.config.add_option(option)
+    if headless:
+        scyjava.config.add_option("-Djava.awt.headless=true")
+
+
 def _start_jar(jar: Path, headless: bool) -> ImageJRuntime:
     import scyjava
 
@@ -173,8 +189,7 @@ def _start_jar(jar: Path, headless: bool) -> ImageJRuntime:
     scyjava.config.set_java_constraints(fetch="never")  # never download a JDK for a bare jar
     scyjava.config.endpoints.clear()  # no Maven: the jar is the whole class path
     scyjava.config.add_classpath(str(jar))
-    if headless:
-        scyjava.config.add_option("-Djava.awt.headless=true")
+    _add_jvm_options(headless)
     scyjava.config.add_kwargs(jvmpath=jvm_library)
     try:
         scyjava.start_jvm()
@@ -200,6 +215,8 @@ def _start_fiji(fiji_dir: str | os.PathLike[str] | None, headless: bool) -> Imag
         )
     # pyimagej 1.8 crashes with fetch="never"; "auto" fetches a JDK only when none is found
     scyjava.config.set_java_constraints(fetch="auto")
+    for option in jvm_options():  # pyimagej sets headless itself from its mode
+        scyjava.config.add_option(option)
     endpoint = os.fspath(fiji_dir) if fiji_dir is not None else FIJI_ENDPOINT
     gateway = imagej.init(endpoint, mode="headless" if headless else "interactive")
     version = _imagej_version(f"Fiji ({endpoint})")
