@@ -459,28 +459,11 @@ class ZarrBackend(StorageBackend):
             )
             _write_into(target, array)
             return
-        levels = image.levels if image.levels is not None else config.pyramid_levels
-        group = zarr.open_group(store, path=location.node, mode="a", zarr_format=config.zarr_format)
-        if existing is not None:  # a node that was not there has nothing in it to clear
-            for name in list(group.keys()):
-                del group[name]
-        level_arrays = []
-        source: Any = array
-        for level in range(max(1, levels)):
-            if level:
-                source = _downsample(source, axes, image.labels)
-            options = self._array_kwargs(source, config)
-            options.pop("zarr_format")  # a group's arrays take the group's format
-            if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
-                options["dimension_names"] = tuple(axes)
-            target = group.create_array(str(level), **options, overwrite=True)
-            _write_into(target, source)
-            level_arrays.append(target)
-            source = target  # next level reads back the chunks just written, not the input
+        level_count = max(1, image.levels if image.levels is not None else config.pyramid_levels)
         base = list(image.scale) if image.scale is not None else [1.0] * len(axes)
         scales = [
             [s * (2**level if a in "yx" else 1) for a, s in zip(axes, base, strict=True)]
-            for level in range(len(level_arrays))
+            for level in range(level_count)
         ]
         channels = None
         if "c" in axes and not image.labels:
@@ -493,7 +476,29 @@ class ZarrBackend(StorageBackend):
             axes, scales, version=config.ngff_version, units=image.units,
             name=location.name or None, channels=channels, dtype=np.dtype(array.dtype),
         )
-        group.attrs.put(attrs)
+        if existing is None:
+            # nothing there (the caller looked): one write makes the group with its metadata,
+            # instead of open_group looking again, then a second write for the attributes
+            group = zarr.create_group(
+                store, path=location.node or None, zarr_format=config.zarr_format, attributes=attrs,
+            )
+        else:
+            group = zarr.open_group(store, path=location.node, mode="a", zarr_format=config.zarr_format)
+            for name in list(group.keys()):  # replacing an image: its old levels go first
+                del group[name]
+        source: Any = array
+        for level in range(level_count):
+            if level:
+                source = _downsample(source, axes, image.labels)
+            options = self._array_kwargs(source, config)
+            options.pop("zarr_format")  # a group's arrays take the group's format
+            if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
+                options["dimension_names"] = tuple(axes)
+            target = group.create_array(str(level), **options, overwrite=True)
+            _write_into(target, source)
+            source = target  # next level reads back the chunks just written, not the input
+        if existing is not None:
+            group.attrs.put(attrs)  # after the new levels: the image is whole when it says so
 
     def _array_kwargs(self, array: Any, config: ZarrConfig) -> dict[str, Any]:
         dtype = np.dtype(array.dtype)
@@ -636,17 +641,14 @@ class ZarrBackend(StorageBackend):
         items = list(zip(list(data_list), list(file_paths), strict=True))
         fields: dict[tuple[str, str], list[tuple[PlaneAddress, Any]]] = {}
         others: list[tuple[Any, PathLike]] = []
-        field_exists: dict[tuple[str, str], bool] = {}  # one look per field, not one per plane
         for data, path in items:
             location = self.locate(path)
             address = self._plane_address(location)
             if address is not None and address.plane_axes:
-                key = (location.store, address.field_path)
-                if key not in field_exists:
-                    field_exists[key] = self._field_exists(location, address)
-                if not field_exists[key]:
-                    fields.setdefault(key, []).append((address, data))
-                    continue
+                # planes of one field go together; whether the field exists is looked at once,
+                # under its lock (write_field): new ones are written whole, others grown
+                fields.setdefault((location.store, address.field_path), []).append((address, data))
+                continue
             others.append((data, path))
         written: dict[str, list[PlaneAddress]] = {}
         checked_parents: set[tuple[str, str]] = set()
@@ -866,7 +868,9 @@ def _assemble(planes: list[tuple[PlaneAddress, Any]]) -> np.ndarray:
             f"(a 2-D image); got {first_plane.ndim}-D data. Save whole field images instead."
         )
     shape = tuple(max(a.plane_index[i] for a, _ in planes) + 1 for i in range(len(planes[0][0].plane_index)))
-    stack = np.zeros(shape + first_plane.shape, dtype=first_plane.dtype)
+    complete = len({a.plane_index for a, _ in planes}) == int(np.prod(shape))
+    # every position given (the usual case): no need to zero what is overwritten anyway
+    stack = (np.empty if complete else np.zeros)(shape + first_plane.shape, dtype=first_plane.dtype)
     for address, plane in planes:
         array = to_numpy(plane) if framework_of(plane) is not None else np.asarray(plane)
         if array.shape != first_plane.shape:
