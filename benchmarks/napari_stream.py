@@ -26,7 +26,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import socket
 import statistics
 import time
 from typing import Any
@@ -50,15 +49,9 @@ def frames() -> list[np.ndarray]:
 
 
 def free_port() -> int:
-    for port in range(47900, 48900, 3):
-        try:
-            with socket.socket() as a, socket.socket() as b, socket.socket() as c:
-                for sock, offset in ((a, 0), (b, 1), (c, 2)):
-                    sock.bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
+    from polystore.streaming.viewer import free_ports
+
+    return free_ports()
 
 
 # -- the pipeline process ---------------------------------------------------------------------------

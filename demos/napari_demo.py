@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,16 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def free_port() -> int:
     """The plugin's default port if it is free (with the two after it), else any free triple."""
-    candidates = [5561, *range(47200, 47800, 3)]
-    for port in candidates:
-        try:
-            with socket.socket() as a, socket.socket() as b, socket.socket() as c:
-                for sock, offset in ((a, 0), (b, 1), (c, 2)):
-                    sock.bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free ports for the viewer")
+    from polystore.streaming.viewer import free_ports
+
+    return free_ports(preferred=[5561])
 
 
 # -- the pipeline (second process) -----------------------------------------------------------------

@@ -14,7 +14,6 @@ own on free ports for as long as a ``with`` block lasts (benchmarks, tests, note
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
 from polystore.streaming.control import Reply, array_from_reply, request
-from polystore.streaming.viewer import CONTROL_PORT_OFFSET
+from polystore.streaming.viewer import CONTROL_PORT_OFFSET, free_ports
 from polystore_fiji.backend import FijiStreamingBackend
 
 
@@ -163,25 +162,7 @@ BRIDGE_STOP_TIMEOUT_S = 30.0
 
 def free_port_triple(host: str = "127.0.0.1") -> int:
     """A port p with p, p+1 and p+2 free on ``host`` (stream, acks, control)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            base = int(probe.getsockname()[1])
-        if base + CONTROL_PORT_OFFSET > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + CONTROL_PORT_OFFSET + 1):
-                candidate = socket.socket()
-                sockets.append(candidate)
-                candidate.bind((host, port))
-        except OSError:
-            continue
-        finally:
-            for candidate in sockets:
-                candidate.close()
-        return base
-    raise ViewerError(f"no three consecutive free ports on {host}")
+    return free_ports(CONTROL_PORT_OFFSET + 1, host)
 
 
 @contextmanager

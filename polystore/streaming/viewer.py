@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -38,6 +39,34 @@ logger = logging.getLogger(__name__)
 
 CONTROL_PORT_OFFSET = 2
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def free_ports(count: int = CONTROL_PORT_OFFSET + 1, host: str = "127.0.0.1",
+               preferred: Sequence[int] = ()) -> int:
+    """A port p such that p .. p + count - 1 are all free on ``host`` (a viewer needs three:
+    stream, acks, control); the first of ``preferred`` that fits, else one the system picks."""
+
+    def all_free(base: int) -> bool:
+        if base + count - 1 > 65535:
+            return False
+        with contextlib.ExitStack() as probes:
+            try:
+                for port in range(base, base + count):
+                    probes.enter_context(socket.socket()).bind((host, port))
+            except OSError:
+                return False
+        return True
+
+    for base in preferred:
+        if all_free(base):
+            return base
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            base = int(probe.getsockname()[1])
+        if all_free(base):
+            return base
+    raise ViewerError(f"no {count} consecutive free ports on {host}")
 
 
 def environment_setting(viewer_type: str, name: str) -> str | None:
