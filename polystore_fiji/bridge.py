@@ -80,7 +80,10 @@ class FijiBridge:
     """The bridge's state and its control ops; ImageJ must already run (see :func:`main`)."""
 
     def __init__(self, runtime: ImageJRuntime, port: int = FijiStreamingBackend.DEFAULT_PORT,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", *, allow_macros: bool = False) -> None:
+        self.allow_macros = allow_macros
+        """Whether the ``run_macro`` op runs code: ImageJ macros can run shell commands
+        (``exec``), and any local user can reach the control port, so it is off by default."""
         self.runtime = runtime
         self.headless = runtime.headless
         self.assembler = HyperstackAssembler(
@@ -151,15 +154,16 @@ class FijiBridge:
             self._progress.notify_all()
 
     def _show_image(self, item: StreamItem) -> bool:
+        sequence = self.assembler.next_sequence()  # here, in arrival order
         self._convert_slots.acquire()
         with self._conversions:
             self._converting += 1
-        self._converters.submit(self._convert, item)
+        self._converters.submit(self._convert, item, sequence)
         return True
 
-    def _convert(self, item: StreamItem) -> None:
+    def _convert(self, item: StreamItem, sequence: int) -> None:
         try:
-            self.assembler.submit(item.array, item.path, item.metadata)
+            self.assembler.submit(item.array, item.path, item.metadata, sequence)
         except Exception as error:
             logger.exception("could not show '%s'", item.path)
             self._item_done(window_title(item.path, item.metadata), error)
@@ -385,6 +389,11 @@ class FijiBridge:
 
     def op_run_macro(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         """Run an ImageJ macro (``code``, optional ``arg``); its return value, or its error."""
+        if not self.allow_macros:
+            raise ViewerError(
+                "this bridge does not run macros sent over its control port (they can run any "
+                "command as its user); start it with --allow-macros to allow them"
+            )
         interpreter = _jclass("ij.macro.Interpreter")()
         interpreter.setIgnoreErrors(True)  # an error is returned, not shown in a dialog nobody closes
         result = interpreter.run(_text(params, "code"), _text(params, "arg", ""))
@@ -474,6 +483,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="start Fiji through pyimagej from Maven (sc.fiji:fiji; downloads on first use)")
     parser.add_argument("--headless", action="store_true",
                         help="no display: images kept without windows, no RoiManager window")
+    parser.add_argument("--allow-macros", action="store_true",
+                        help="run ImageJ macros sent with the run_macro op (they can run shell "
+                        "commands: only where every local user is trusted)")
     parser.add_argument("--log-level", default="INFO", help="logging level; default %(default)s")
     return parser.parse_args(argv)
 
@@ -503,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"polystore-fiji: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     _show_imagej_ui(runtime)
-    bridge = FijiBridge(runtime, args.port, args.host)
+    bridge = FijiBridge(runtime, args.port, args.host, allow_macros=args.allow_macros)
     try:
         bridge.start()
     except ViewerError as error:

@@ -415,6 +415,13 @@ def from_imageplus(imp: Any, axes: str | None = None, *, native: bool = False) -
     return np.ascontiguousarray(result)
 
 
+def _display_ranges(imp: Any) -> list[list[float]]:
+    """[min, max] shown for each channel (a CompositeImage keeps one LUT per channel)."""
+    if imp.isComposite():
+        return [[float(lut.min), float(lut.max)] for lut in imp.getLuts()]
+    return [[float(imp.getDisplayRangeMin()), float(imp.getDisplayRangeMax())]]
+
+
 def describe_imageplus(imp: Any) -> dict[str, Any]:
     """What the ``windows`` control op reports about an image (JSON values only)."""
     sizes = imageplus_sizes(imp)
@@ -437,6 +444,7 @@ def describe_imageplus(imp: Any) -> dict[str, Any]:
         "dtype": dtype,
         "axes": imageplus_axes(imp),
         "composite": bool(imp.isComposite()),
+        "display_ranges": _display_ranges(imp),
         "visible": window is not None and bool(window.isVisible()),
         "id": int(imp.getID()),
     }

@@ -27,6 +27,7 @@ bridge answers any question about its windows) brings every window up to date at
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -201,6 +202,9 @@ class PreparedPlane:
     processor: Any
     label: str
     limits: tuple[float, float]
+    sequence: int = 0
+    """Arrival order of the item: a plane never replaces one that arrived after it (frames are
+    converted by several threads, so they may be placed out of order)."""
 
 
 @dataclass
@@ -225,6 +229,8 @@ class HyperstackWindow:
     grown: bool = False
     """Whether a recorded plane brought a new channel, z or (site, t) since then."""
     last: PlaneKey | None = None
+    last_sequence: int = -1
+    sequences: dict[PlaneKey, int] = field(default_factory=dict)
     imp: Any = None
     stacked: set[PlaneKey] = field(default_factory=set)
     """Positions that have a slice in the ImagePlus's stack."""
@@ -253,6 +259,9 @@ class HyperstackWindow:
         together, with one redraw: the last queued update of the window applies them.
         """
         for plane in planes:
+            if self.sequences.get(plane.key, -1) > plane.sequence:
+                continue  # a newer frame for this position was placed already: it stays
+            self.sequences[plane.key] = plane.sequence
             self.grown |= _insert_sorted(self.channels, plane.key.channel)
             self.grown |= _insert_sorted(self.slices, plane.key.z)
             self.grown |= _insert_sorted(self.frames, plane.key.frame)
@@ -260,7 +269,8 @@ class HyperstackWindow:
             self.labels[plane.key] = plane.label
             self.changed.add(plane.key)
             self.channel_ranges.setdefault(plane.key.channel, plane.limits)  # set once per channel
-            self.last = plane.key
+            if plane.sequence >= self.last_sequence:
+                self.last, self.last_sequence = plane.key, plane.sequence
         if apply:
             self.apply()
 
@@ -405,11 +415,18 @@ class HyperstackAssembler:
     )
     _queued: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _ranged: set[tuple[str, int, tuple[int, ...], np.dtype[Any]]] = field(default_factory=set)
-    """(title, channel, plane shape, dtype) whose display range was measured (receiver thread)."""
+    _placing: threading.RLock = field(default_factory=threading.RLock)
+    """Held while windows change: only the event thread places, except headless, where the
+    converting threads place themselves."""
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count)
+
+    def next_sequence(self) -> int:
+        """A number for an item in order of arrival (call it where items arrive in order)."""
+        with self._lock:
+            return next(self._arrivals)
 
     def prepare(
-        self, array: np.ndarray, path: str, metadata: Mapping[str, Any]
+        self, array: np.ndarray, path: str, metadata: Mapping[str, Any], sequence: int = 0
     ) -> tuple[str, list[PreparedPlane], Any]:
         """Convert an item's planes into ImageJ processors (any thread); its window title too."""
         if array.ndim < 2:
@@ -418,18 +435,22 @@ class HyperstackAssembler:
         title = window_title(path, metadata)
         prepared = []
         for key, plane in planes:
-            # the display range is set once per channel: measured on its first plane only
-            first = (title, key.channel, plane.shape, plane.dtype)
-            limits = (0.0, 1.0)
-            if first not in self._ranged:
-                self._ranged.add(first)
-                limits = display_range(plane)
-            prepared.append(PreparedPlane(key, processor_from_plane(plane), path, limits))
+            # every plane brings a range (from a 1/16 sample: cheap); the window keeps the
+            # first one it places per channel and never resets it
+            limits = display_range(plane[::4, ::4])
+            prepared.append(PreparedPlane(key, processor_from_plane(plane), path, limits, sequence))
         return title, prepared, (dtype, signed16)
 
-    def submit(self, array: np.ndarray, path: str, metadata: Mapping[str, Any]) -> str:
-        """Convert now, place on the event thread soon (at most a few updates queued); the title."""
-        title, planes, (dtype, signed16) = self.prepare(array, path, metadata)
+    def submit(
+        self, array: np.ndarray, path: str, metadata: Mapping[str, Any], sequence: int | None = None
+    ) -> str:
+        """Convert now, place on the event thread soon (at most a few updates queued); the title.
+
+        ``sequence``: the item's place in arrival order (:meth:`next_sequence`), when it was
+        taken before a conversion that may finish out of order; else taken now."""
+        if sequence is None:
+            sequence = self.next_sequence()
+        title, planes, (dtype, signed16) = self.prepare(array, path, metadata, sequence)
         with self._lock:
             self._queued[title] = self._queued.get(title, 0) + 1
         self._slots.acquire()
@@ -456,6 +477,13 @@ class HyperstackAssembler:
         *, apply: bool = True,
     ) -> None:
         """Put prepared planes into their window (creating it the first time); event thread."""
+        with self._placing:
+            self._place(title, planes, dtype, signed16, apply=apply)
+
+    def _place(
+        self, title: str, planes: list[PreparedPlane], dtype: np.dtype[Any], signed16: bool,
+        *, apply: bool,
+    ) -> None:
         template = planes[0].processor
         width, height = int(template.getWidth()), int(template.getHeight())
         stored = np.dtype({8: np.uint8, 16: np.uint16, 32: np.float32}[int(template.getBitDepth())])
@@ -481,9 +509,10 @@ class HyperstackAssembler:
     def flush(self) -> None:
         """Bring every window up to date and draw it now (event thread): before answering a
         question about the windows, so the answer includes every frame placed so far."""
-        for window in self.windows.values():
-            if window.changed or window.grown or window.draw_scheduled:
-                window.apply()
+        with self._placing:
+            for window in self.windows.values():
+                if window.changed or window.grown or window.draw_scheduled:
+                    window.apply()
 
     def _update_soon(self, window: HyperstackWindow) -> None:
         """Update and draw the window now if it was not drawn within 1/max_draw_rate s, else

@@ -75,7 +75,7 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FijiClient]:
     """A bridge with the plate already streamed to it by a pipeline process."""
     requires_imagej()
     log = tmp_path_factory.mktemp("fiji") / "bridge.log"
-    with running_bridge(log) as (client, _process):
+    with running_bridge(log, "--allow-macros") as (client, _process):
         pipeline = subprocess.run(
             [sys.executable, "-c", PIPELINE.format(tests=str(REPO / "tests"))],
             env={**os.environ, "POLYSTORE_FIJI_PORT": str(client.port)},
@@ -274,3 +274,36 @@ def test_explicit_axes_and_native_values(bridge: FijiClient) -> None:
     np.testing.assert_array_equal(bridge.fetch_image("mask"), mask)
     with pytest.raises(ViewerError, match="complex"):
         bridge.put_image(np.zeros((4, 4), np.complex64), "complex", show=False)
+
+
+ORDER_PIPELINE = """
+import numpy as np
+from polystore_fiji.backend import FijiStreamingBackend
+backend = FijiStreamingBackend()
+base = np.full((64, 64), 100, np.uint16)
+base[4, 4] = 3000
+for index in range(40):  # back to back: converted by two threads, placed in arrival order
+    backend.save(base + index, "order/A09_s1_w1.tif")
+backend.close()
+"""
+
+
+def test_the_newest_frame_wins_and_the_display_range_is_measured_once(bridge: FijiClient) -> None:
+    """Forty frames for one position: the window ends on the last one sent, whatever order
+    the converting threads finish in, and its display range is a real frame's, set once."""
+    handled = int(bridge.status()["handled"])
+    for round_ in range(2):  # the second time after closing the window: a fresh range again
+        pipeline = subprocess.run(
+            [sys.executable, "-c", ORDER_PIPELINE],
+            env={**os.environ, "POLYSTORE_FIJI_PORT": str(bridge.port)},
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )
+        assert pipeline.returncode == 0, pipeline.stderr
+        handled += 40
+        bridge.wait(handled, timeout=60)
+        image = bridge.fetch_image("order/A09")
+        assert np.all(image[image != 3039] == 139), f"round {round_}: not the last frame"
+        (window,) = [w for w in bridge.windows() if w["title"] == "order/A09"]
+        ((low, high),) = window["display_ranges"]
+        assert 100 <= low < 140 and high - low == 2900, (round_, low, high)  # one frame's, not (0, 1)
+        bridge.close("order/A09")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from fiji_helpers import REPO, imagej_missing_reason, requires_imagej, running_bridge
 
+from polystore.exceptions import ViewerError
 from polystore_fiji.jvm import DEFAULT_IJ_JAR, IJ_JAR_ENV
 
 SETUP_TIMEOUT_S = 60
@@ -76,7 +77,7 @@ def test_a_missing_fiji_folder_is_named(tmp_path: Path) -> None:
 
 def test_python_exits_cleanly_after_multithreaded_filters(tmp_path: Path) -> None:
     requires_imagej()
-    with running_bridge(tmp_path / "bridge.log") as (client, process):
+    with running_bridge(tmp_path / "bridge.log", "--allow-macros") as (client, process):
         client.put_image(np.random.default_rng(1).integers(0, 4000, (6, 256, 256), dtype=np.uint16),
                          "noisy", axes="ZYX")
         blurred = client.run_macro(
@@ -129,3 +130,13 @@ def test_scripting_in_a_session_that_runs_imagej(tmp_path: Path) -> None:
     assert report["shown"] == [path, 32, 2, 3, True]
     # stack slice 4 is channel 2 of z 2 (ImageJ's order: channel fastest): volume[1, 1, 2, 3]
     assert report["pixel"] == float(np.arange(2 * 3 * 16 * 20).reshape(2, 3, 16, 20)[1, 1, 2, 3])
+
+
+def test_macros_from_the_control_port_need_allow_macros(tmp_path: Path) -> None:
+    """An ImageJ macro can run shell commands (exec): a bridge runs none unless told to."""
+    requires_imagej()
+    with (
+        running_bridge(tmp_path / "bridge.log", "--headless") as (client, _process),
+        pytest.raises(ViewerError, match="start it with --allow-macros"),
+    ):
+        client.run_macro('return exec("id");')
