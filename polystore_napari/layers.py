@@ -402,7 +402,10 @@ class LiveLayers:
             count += 1
         for live in list(self.layers.values()):
             if live.series.name in regrown or live.key in touched:
-                self._refresh(live, reshaped=live.series.name in regrown)
+                try:
+                    self._refresh(live, reshaped=live.series.name in regrown)
+                except Exception as error:  # one layer's trouble must not stop the others
+                    logger.warning("could not update layer %s: %s", live.name, error)
         self.displayed += count
         return count
 
@@ -516,11 +519,14 @@ class LiveLayers:
                 layer.refresh()
             return
         ndim = len(live.series.axes) + 2
-        if ndim != live.ndim:  # an overlay's dimensionality is fixed when it is made
-            index = list(self.viewer.layers).index(layer)
-            self.viewer.layers.remove(layer)
+        present = layer in self.viewer.layers  # the user may have deleted it: make it again
+        if ndim != live.ndim or not present:  # an overlay's dimensionality is fixed when it is made
+            index = list(self.viewer.layers).index(layer) if present else None
+            if present:
+                self.viewer.layers.remove(layer)
             layer = self._make_overlay(live.key[0], live.name, ndim, live.series)
-            self.viewer.layers.move(list(self.viewer.layers).index(layer), index)
+            if index is not None:
+                self.viewer.layers.move(list(self.viewer.layers).index(layer), index)
             live.layer, live.ndim = layer, ndim
         shapes: list[tuple[np.ndarray, str]] = []
         points: list[np.ndarray] = []

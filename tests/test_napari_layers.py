@@ -170,6 +170,22 @@ def test_labels_shapes_points_and_roi_sets_arrive_as_their_layers() -> None:
     )
 
 
+def test_a_deleted_live_overlay_comes_back_and_the_rest_keeps_updating() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    image = np.ones((20, 30), np.uint16)
+    triangle = np.array([[1.0, 1.0], [10.0, 1.0], [10.0, 12.0]])
+    show(live, stream_item(image, "p/A01_s1_w1.tif"), stream_item(triangle, "p/A01_s1.tif", kind="shapes"))
+    viewer.layers.remove("p shapes")  # the user deletes it while the stream goes on
+    # images with a new axis (z): every layer of the series grows, the deleted one is made again
+    for z in (1, 2):
+        assert show(live, stream_item(image * (5 + z), "p/A01_s1_w1.tif", z=z)) == 1
+    assert {layer.name for layer in viewer.layers} == {"p w1", "p shapes"}
+    assert viewer.layers["p w1"].data.shape[-3:] == (3, 20, 30)
+    np.testing.assert_array_equal(viewer.layers["p w1"].data[0, 0, 2], image * 7)
+    assert viewer.layers["p shapes"].ndim == 5  # well, site, z, y, x
+
+
 def test_plane_stack_indexes_like_numpy() -> None:
     series = Series("s")
     rng = np.random.default_rng(0)

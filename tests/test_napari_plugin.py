@@ -250,6 +250,13 @@ def test_the_store_browser_opens_and_writes_back(make_napari_viewer: Any, qtbot:
     assert "Could not save 'cells.tif'" in browser.status.value and "ROI file" in browser.status.value
     assert browser.add_place("disk", str(tmp_path / "missing")) is None
     assert browser.status.value.startswith("Nothing at")
+    # a save that fails in its worker (a file where a folder should be): the reason in the widget
+    (tmp_path / "blocker").write_text("a file")
+    assert browser.save_selected("disk", str(tmp_path / "blocker" / "cells.tif")) is not None
+    qtbot.waitUntil(lambda: browser.worker is None, timeout=30_000)
+    assert browser.status.value.startswith("Could not save 'cells.tif'"), browser.status.value
+    assert "a file is in the way" in browser.status.value
+    assert browser.save_button.enabled  # ready for the next try
 
 
 LAUNCHING_PIPELINE = textwrap.dedent(
