@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from polystore.streaming.viewer import ViewerStreamingBackend
-
-IMAGE_EXTENSIONS = frozenset({
-    ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz",
-})
+from polystore.streaming.viewer import IMAGE_EXTENSIONS, ROI_EXTENSIONS, ViewerStreamingBackend
 
 
 class FijiStreamingBackend(ViewerStreamingBackend):
@@ -27,4 +23,4 @@ class FijiStreamingBackend(ViewerStreamingBackend):
     SHM_PREFIX: ClassVar[str] = "polystore_fiji_"
     DEFAULT_PORT: ClassVar[int] = 5571
     LAUNCH_MODULE: ClassVar[str | None] = "polystore_fiji"
-    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = IMAGE_EXTENSIONS | {".roi.zip", ".roi"}
+    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = IMAGE_EXTENSIONS | ROI_EXTENSIONS

@@ -40,7 +40,7 @@ from polystore.streaming.viewer import ViewerService
 from polystore_fiji.backend import FijiStreamingBackend
 from polystore_fiji.convert import describe_imageplus, from_imageplus, imageplus_axes, to_imageplus
 from polystore_fiji.hyperstack import HyperstackAssembler, window_title
-from polystore_fiji.jvm import ImageJRuntime, ImageJStartError, on_edt, start_imagej
+from polystore_fiji.jvm import ImageJRuntime, ImageJStartError, java_class, on_edt, start_imagej
 from polystore_fiji.rois import (
     RoiStore,
     find_results_table,
@@ -61,12 +61,6 @@ EXIT_SETUP_FAILED = 2
 
 ControlOp = Callable[["FijiBridge", dict[str, Any], list[memoryview]], HandlerResult]
 """A control op's method: ``op(bridge, params, buffers)``."""
-
-
-def _jclass(name: str) -> Any:
-    from scyjava import jimport
-
-    return jimport(name)
 
 
 def _text(params: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -128,7 +122,7 @@ class FijiBridge:
     def _run_later(self, function: Callable[[], None]) -> None:
         from polystore_fiji.jvm import _python_runnable
 
-        _jclass("java.awt.EventQueue").invokeLater(_python_runnable()(function))
+        java_class("java.awt.EventQueue").invokeLater(_python_runnable()(function))
 
     # -- stream items -------------------------------------------------------------------------
     def on_item(self, item: StreamItem) -> None:
@@ -193,9 +187,9 @@ class FijiBridge:
 
         java_xs, java_ys = jpype.JArray(jpype.JFloat)(xs), jpype.JArray(jpype.JFloat)(ys)
         if item.kind == "points":
-            roi = _jclass("ij.gui.PointRoi")(java_xs, java_ys, len(xs))
+            roi = java_class("ij.gui.PointRoi")(java_xs, java_ys, len(xs))
         else:
-            polygon_roi = _jclass("ij.gui.PolygonRoi")
+            polygon_roi = java_class("ij.gui.PolygonRoi")
             roi = polygon_roi(java_xs, java_ys, len(xs), polygon_roi.POLYGON)
         meta = item.metadata
         roi.setPosition(*(int(meta.get(k, 0)) + 1 for k in ("channel", "z", "t")))
@@ -233,7 +227,7 @@ class FijiBridge:
             self.assembler.flush()  # frames placed but not yet drawn (draws are rate-limited)
             found = [w.imp for w in self.assembler.windows.values() if w.imp is not None]
             found += list(self.images.values())
-            window_manager = _jclass("ij.WindowManager")
+            window_manager = java_class("ij.WindowManager")
             ids = window_manager.getIDList()
             found += [window_manager.getImage(i) for i in (ids or [])]
             unique: dict[int, Any] = {}
@@ -394,7 +388,7 @@ class FijiBridge:
                 "this bridge does not run macros sent over its control port (they can run any "
                 "command as its user); start it with --allow-macros to allow them"
             )
-        interpreter = _jclass("ij.macro.Interpreter")()
+        interpreter = java_class("ij.macro.Interpreter")()
         interpreter.setIgnoreErrors(True)  # an error is returned, not shown in a dialog nobody closes
         result = interpreter.run(_text(params, "code"), _text(params, "arg", ""))
         error = interpreter.getErrorMessage()
@@ -419,10 +413,10 @@ class FijiBridge:
             return int(origin.x), int(origin.y), int(size.width), int(size.height)
 
         x, y, width, height = on_edt(bounds)
-        robot = _jclass("java.awt.Robot")()
+        robot = java_class("java.awt.Robot")()
         robot.waitForIdle()  # until the event thread has painted what was queued
-        _jclass("java.awt.Toolkit").getDefaultToolkit().sync()
-        capture = robot.createScreenCapture(_jclass("java.awt.Rectangle")(x, y, width, height))
+        java_class("java.awt.Toolkit").getDefaultToolkit().sync()
+        capture = robot.createScreenCapture(java_class("java.awt.Rectangle")(x, y, width, height))
         packed = np.array(capture.getRGB(0, 0, width, height, None, 0, width), dtype=np.int32)
         argb = packed.view(np.uint32).reshape(height, width)
         rgb = np.stack([(argb >> shift) & 0xFF for shift in (16, 8, 0)], axis=-1).astype(np.uint8)
@@ -497,8 +491,8 @@ def _show_imagej_ui(runtime: ImageJRuntime) -> None:
     if runtime.flavor == "fiji" and runtime.gateway is not None:
         runtime.gateway.ui().showUI()
         return
-    imagej = _jclass("ij.ImageJ")
-    if _jclass("ij.IJ").getInstance() is None:
+    imagej = java_class("ij.ImageJ")
+    if java_class("ij.IJ").getInstance() is None:
         on_edt(lambda: imagej(imagej.EMBEDDED))  # EMBEDDED: quitting ImageJ does not exit Python
 
 
@@ -523,12 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SETUP_FAILED
     with contextlib.suppress(ValueError):  # not the main thread (embedded use): no signals
         signal.signal(signal.SIGTERM, lambda *_: bridge.stopping.set())
-    ui_shown = _jclass("ij.IJ").getInstance() is not None
+    ui_shown = java_class("ij.IJ").getInstance() is not None
     print(f"polystore-fiji: ImageJ {runtime.version} ({runtime.flavor}) listening on "
           f"{args.host}:{args.port} (control {bridge.service.control_port})", flush=True)
     try:
         while not bridge.stopping.wait(0.25):
-            if ui_shown and _jclass("ij.IJ").getInstance() is None:
+            if ui_shown and java_class("ij.IJ").getInstance() is None:
                 logger.info("ImageJ's main window was closed: stopping")
                 break
     except KeyboardInterrupt:

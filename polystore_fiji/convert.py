@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import UnsupportedDataError
+from polystore_fiji.jvm import java_class
 
 HYPERSTACK_AXES = "TZCYX"
 """The order of :func:`from_imageplus`'s output (singleton axes left out unless asked for)."""
@@ -183,12 +184,6 @@ _PIXEL_KINDS: dict[np.dtype[Any], _PixelKind] = {
 }
 
 
-def _jclass(name: str) -> Any:
-    from scyjava import jimport
-
-    return jimport(name)
-
-
 _staging = threading.local()
 
 
@@ -221,7 +216,7 @@ def java_pixels(plane: np.ndarray) -> Any:
         flat = _staging_copy(flat.astype(flat.dtype.newbyteorder("="), copy=False))
     pixels = jpype.JArray(java_type)(flat.size)
     if flat.size:
-        source = jpype.nio.convertToDirectBuffer(flat).order(_jclass("java.nio.ByteOrder").nativeOrder())
+        source = jpype.nio.convertToDirectBuffer(flat).order(java_class("java.nio.ByteOrder").nativeOrder())
         (getattr(source, kind.buffer_view)() if kind.buffer_view else source).get(pixels)
     return pixels
 
@@ -234,7 +229,7 @@ def processor_from_plane(plane: np.ndarray) -> Any:
     if kind is None:
         raise UnsupportedDataError(f"planes are stored as uint8, uint16 or float32, not {plane.dtype}")
     height, width = plane.shape
-    return _jclass(kind.processor)(width, height, java_pixels(plane), None)
+    return java_class(kind.processor)(width, height, java_pixels(plane), None)
 
 
 def plane_from_pixels(pixels: Any, width: int, height: int) -> np.ndarray:
@@ -288,10 +283,10 @@ def to_imageplus(
     letters = check_axes(axes, data.ndim)
     hyperstack, rule = stored_hyperstack(data, letters)
     frames, slices, channels, height, width = hyperstack.shape
-    stack = _jclass("ij.ImageStack")(width, height)
+    stack = java_class("ij.ImageStack")(width, height)
     for plane in hyperstack.reshape(-1, height, width):  # C fastest, then Z, then T: ImageJ's order
         stack.addSlice("", processor_from_plane(plane))
-    imp = _jclass("ij.ImagePlus")(title, stack)
+    imp = java_class("ij.ImagePlus")(title, stack)
     imp.setDimensions(channels, slices, frames)
     if channels > 1 or frames > 1:  # a z-only stack is a plain stack; anything else a hyperstack
         imp.setOpenAsHyperStack(True)
@@ -313,7 +308,7 @@ def make_composite(imp: Any, mode: str = "composite") -> Any:
     """``imp`` (with C > 1) as a CompositeImage in ``mode``, channel LUTs by ImageJ's defaults."""
     if mode not in COMPOSITE_MODES:
         raise ValueError(f"composite_mode must be one of {', '.join(COMPOSITE_MODES)}; got {mode!r}")
-    composite_class = _jclass("ij.CompositeImage")
+    composite_class = java_class("ij.CompositeImage")
     composite = composite_class(imp, getattr(composite_class, COMPOSITE_MODES[mode]))
     for key in (DTYPE_PROPERTY, AXES_PROPERTY):
         value = imp.getProp(key)

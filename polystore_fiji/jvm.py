@@ -224,14 +224,14 @@ def _start_fiji(fiji_dir: str | os.PathLike[str] | None, headless: bool) -> Imag
 
 
 def _attach(headless: bool) -> ImageJRuntime:
-    graphics = _java_class("java.awt.GraphicsEnvironment")
+    graphics = java_class("java.awt.GraphicsEnvironment")
     version = _imagej_version("the running JVM's class path")
     return ImageJRuntime("attached", version, "running JVM", bool(graphics.isHeadless()) or headless)
 
 
 def _imagej_version(where: str) -> str:
     try:
-        return str(_java_class("ij.IJ").getFullVersion())
+        return str(java_class("ij.IJ").getFullVersion())
     except Exception as error:
         raise ImageJNotFoundError(
             f"ImageJ's classes (ij.IJ) are not in {where} ({error}). {INSTALL_IMAGEJ}"
@@ -248,7 +248,7 @@ def _close_image_windows() -> None:
     A StackWindow runs a non-daemon slice-selector thread that only its ``close()`` ends;
     ``Window.dispose()`` (what scyjava does at exit) leaves it running and Python hangs.
     """
-    window_manager = _java_class("ij.WindowManager")
+    window_manager = java_class("ij.WindowManager")
     done = threading.Event()
 
     def close_all() -> None:
@@ -263,14 +263,14 @@ def _close_image_windows() -> None:
 
     if is_headless():
         return
-    _java_class("java.awt.EventQueue").invokeLater(_python_runnable()(close_all))
+    java_class("java.awt.EventQueue").invokeLater(_python_runnable()(close_all))
     if not done.wait(CLOSE_WINDOWS_TIMEOUT_S):  # a blocked event thread must not block exit
         logger.warning("ImageJ's event thread did not close the windows within %g s", CLOSE_WINDOWS_TIMEOUT_S)
 
 
 def _shutdown_thread_pool() -> None:
     """Stop ImageJ's filter thread pool: its threads are not daemons and would keep Python alive."""
-    pool = _java_class("ij.util.ThreadUtil").threadPoolExecutor
+    pool = java_class("ij.util.ThreadUtil").threadPoolExecutor
     if pool is not None:
         pool.shutdownNow()
 
@@ -300,7 +300,8 @@ def _install_thread_pool_shutdown() -> None:
     _stop_hooks_installed = True
 
 
-def _java_class(name: str) -> Any:
+def java_class(name: str) -> Any:
+    """The Java class ``name`` (``"ij.ImagePlus"``), through scyjava; the JVM must be running."""
     from scyjava import jimport
 
     return jimport(name)
@@ -308,7 +309,7 @@ def _java_class(name: str) -> Any:
 
 def is_headless() -> bool:
     """Whether this JVM has no display (``java.awt.headless``): no windows, no RoiManager."""
-    return bool(_java_class("java.awt.GraphicsEnvironment").isHeadless())
+    return bool(java_class("java.awt.GraphicsEnvironment").isHeadless())
 
 
 _runnable_class: Any = None
@@ -339,7 +340,7 @@ def on_edt(function: Callable[[], T]) -> T:
     Swing is single-threaded: windows, stacks on display and the RoiManager are touched only
     there. Headless JVMs (no event thread to protect) and calls already on it run directly.
     """
-    event_queue = _java_class("java.awt.EventQueue")
+    event_queue = java_class("java.awt.EventQueue")
     if is_headless() or event_queue.isDispatchThread():
         return function()
     outcome: dict[str, Any] = {}

@@ -22,21 +22,15 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import UnsupportedDataError
-from polystore_fiji.jvm import is_headless, on_edt
+from polystore_fiji.jvm import is_headless, java_class, on_edt
 
 ROI_ENTRY_SUFFIX = ".roi"
 LABEL_COLUMN = "Label"
 
 
-def _jclass(name: str) -> Any:
-    from scyjava import jimport
-
-    return jimport(name)
-
-
 def encode_roi(roi: Any) -> bytes:
     """One ROI as ``.roi`` bytes (ImageJ's RoiEncoder)."""
-    encoded = _jclass("ij.io.RoiEncoder").saveAsByteArray(roi)
+    encoded = java_class("ij.io.RoiEncoder").saveAsByteArray(roi)
     return np.array(encoded, dtype=np.int8).tobytes()
 
 
@@ -45,7 +39,7 @@ def decode_roi(data: bytes, name: str = "roi") -> Any:
     import jpype
 
     java_bytes = jpype.JArray(jpype.JByte)(np.frombuffer(data, dtype=np.int8))
-    roi = _jclass("ij.io.RoiDecoder")(java_bytes, name).getRoi()
+    roi = java_class("ij.io.RoiDecoder")(java_bytes, name).getRoi()
     if roi is None:
         raise UnsupportedDataError(f"'{name}' is not an ImageJ ROI ImageJ can read")
     return roi
@@ -111,7 +105,7 @@ class RoiStore:
             return len(roi_list)
 
         def add_all() -> int:
-            manager = _jclass("ij.plugin.frame.RoiManager").getRoiManager()
+            manager = java_class("ij.plugin.frame.RoiManager").getRoiManager()
             for roi in roi_list:
                 if imp is not None:
                     roi.setImage(imp)
@@ -126,7 +120,7 @@ class RoiStore:
             return list(self.headless_rois)
 
         def read() -> list[Any]:
-            manager = _jclass("ij.plugin.frame.RoiManager").getInstance()
+            manager = java_class("ij.plugin.frame.RoiManager").getInstance()
             return list(manager.getRoisAsArray()) if manager is not None else []
 
         return on_edt(read)
@@ -137,7 +131,7 @@ class RoiStore:
             return
 
         def reset() -> None:
-            manager = _jclass("ij.plugin.frame.RoiManager").getInstance()
+            manager = java_class("ij.plugin.frame.RoiManager").getInstance()
             if manager is not None:
                 manager.reset()
 
@@ -148,7 +142,7 @@ class RoiStore:
 
 def find_results_table(title: str | None = None) -> Any:
     """The ResultsTable named ``title`` (default and ``"Results"``: ImageJ's main table)."""
-    table_class = _jclass("ij.measure.ResultsTable")
+    table_class = java_class("ij.measure.ResultsTable")
     main_table = title in (None, "Results")
     table = table_class.getResultsTable() if main_table else table_class.getResultsTable(title)
     if table is None:
@@ -191,7 +185,7 @@ def results_to_dataframe(table: Any) -> Any:
 
 def table_from_columns(columns: Mapping[str, Sequence[Any] | np.ndarray], title: str | None = None) -> Any:
     """A new ImageJ ResultsTable holding ``columns`` (numbers or strings); shown under ``title`` if given."""
-    table = _jclass("ij.measure.ResultsTable")()
+    table = java_class("ij.measure.ResultsTable")()
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise UnsupportedDataError(f"table columns differ in length: {sorted(lengths)}")

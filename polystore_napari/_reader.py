@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from polystore.ome import ngff
+from polystore.streaming.payloads import ROI_SET_SUFFIXES as ROI_SUFFIXES
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 
 ARRAY_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".npy")
-ROI_SUFFIXES = (".roi.zip", ".roi")
+
 MAX_GROUP_MEMBERS = 16
 """A plain zarr group opens its first few images/arrays; open the others from the store browser."""
 

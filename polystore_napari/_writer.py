@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from polystore.filemanager import FileManager
 
-ROI_SUFFIXES = (".roi.zip", ".roi")
+from polystore.streaming.payloads import ROI_SET_SUFFIXES as ROI_SUFFIXES
+
 OME_AXES = "tczyx"
 AXIS_NAMES = {"t": "t", "time": "t", "c": "c", "channel": "c", "z": "z", "y": "y", "x": "x"}
 

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from polystore.streaming.viewer import ViewerStreamingBackend
-
-IMAGE_EXTENSIONS = frozenset({
-    ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".png", ".jpg", ".jpeg", ".bmp",
-    ".npy", ".npz", ".pt", ".pth", ".zarr",
-})
+from polystore.streaming.viewer import IMAGE_EXTENSIONS, ROI_EXTENSIONS, ViewerStreamingBackend
 
 
 class NapariStreamingBackend(ViewerStreamingBackend):
@@ -29,4 +24,6 @@ class NapariStreamingBackend(ViewerStreamingBackend):
     SHM_PREFIX: ClassVar[str] = "polystore_napari_"
     DEFAULT_PORT: ClassVar[int] = 5561
     LAUNCH_MODULE: ClassVar[str | None] = "polystore_napari"
-    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = IMAGE_EXTENSIONS | {".roi.zip", ".roi"}
+    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = (
+        IMAGE_EXTENSIONS | {".pt", ".pth", ".zarr"} | ROI_EXTENSIONS  # napari also shows tensors, zarr
+    )

@@ -31,6 +31,7 @@ from polystore.base import PathLike
 from polystore.exceptions import ViewerError, ViewerUnavailableError
 from polystore.streaming.backend import StreamingBackend
 from polystore.streaming.control import ControlServer, Handler, Reply, array_from_reply, request
+from polystore.streaming.payloads import ROI_SET_SUFFIXES
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, PROTOCOL_VERSION, StreamItem
 from polystore.streaming.receiver import StreamReceiver
 from polystore.streaming.security import CurveKeys
@@ -38,6 +39,12 @@ from polystore.streaming.security import CurveKeys
 logger = logging.getLogger(__name__)
 
 CONTROL_PORT_OFFSET = 2
+
+IMAGE_EXTENSIONS = frozenset({
+    ".tif", ".tiff", ".ome.tif", ".ome.tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".npz",
+})
+"""What every viewer shows as images (a viewer's SUPPORTED_EXTENSIONS add its own)."""
+ROI_EXTENSIONS = frozenset(ROI_SET_SUFFIXES)
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
