@@ -191,10 +191,11 @@ class FijiBridge:
         else:
             polygon_roi = java_class("ij.gui.PolygonRoi")
             roi = polygon_roi(java_xs, java_ys, len(xs), polygon_roi.POLYGON)
-        meta = item.metadata
-        roi.setPosition(*(int(meta.get(k, 0)) + 1 for k in ("channel", "z", "t")))
+        title = window_title(item.path, item.metadata)
+        # the window's own C, Z, T: channels as received, T = (site, t), so not the raw indices
+        roi.setPosition(*self.assembler.position(title, item.metadata))
         roi.setName(window_title(item.path, {}))
-        self.roi_store.add([roi], self._image_or_none(window_title(item.path, meta)))
+        self.roi_store.add([roi], self._image_or_none(title))
         return False
 
     def _add_table(self, item: StreamItem) -> bool:

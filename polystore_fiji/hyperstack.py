@@ -538,6 +538,21 @@ class HyperstackAssembler:
         timer.daemon = True
         timer.start()
 
+    def position(self, title: str, metadata: Mapping[str, Any]) -> tuple[int, int, int]:
+        """Where an item's channel, z and (site, t) are in window ``title``: 1-based C, Z, T
+        for ``ImageJ's Roi.setPosition``; 0 (every plane) for one the window has not got."""
+        channel, z = _index(metadata, "channel"), _index(metadata, "z")
+        frame = (_index(metadata, "site"), _index(metadata, "t"))
+        with self._placing:
+            window = self.windows.get(title)
+            if window is None:
+                return 0, 0, 0
+            return (
+                window.channels.index(channel) + 1 if channel in window.channels else 0,
+                window.slices.index(z) + 1 if z in window.slices else 0,
+                window.frames.index(frame) + 1 if frame in window.frames else 0,
+            )
+
     def image(self, title: str) -> Any:
         """The ImagePlus of window ``title`` (None if there is none)."""
         window = self.windows.get(title)

@@ -307,3 +307,20 @@ def test_the_newest_frame_wins_and_the_display_range_is_measured_once(bridge: Fi
         ((low, high),) = window["display_ranges"]
         assert 100 <= low < 140 and high - low == 2900, (round_, low, high)  # one frame's, not (0, 1)
         bridge.close("order/A09")
+
+
+def test_points_and_shapes_land_on_their_windows_c_z_t(bridge: FijiClient) -> None:
+    """The window's T is (site, t): a point from site 2 belongs on T=2, not on its t (T=1)."""
+    bridge.clear_rois()
+    handled = int(bridge.status()["handled"])
+    from polystore_fiji.backend import FijiStreamingBackend
+
+    backend = FijiStreamingBackend(port=bridge.port)
+    try:
+        backend.save(np.array([[5.0, 6.0], [7.0, 8.0]]), "plate1/A01_s2_w2_z2.tif", kind="points")
+        backend.save(np.array([[1.0, 1.0], [1.0, 9.0], [6.0, 9.0]]), "plate1/B02_s1_w1_z2.tif", kind="shapes")
+    finally:
+        backend.close()
+    bridge.wait(handled + 2, timeout=30)
+    positions = sorted((r.roitype, r.c_position, r.z_position, r.t_position) for r in bridge.fetch_roifile())
+    assert positions == sorted([(roifile.ROI_TYPE.POINT, 2, 2, 2), (roifile.ROI_TYPE.POLYGON, 1, 2, 1)])
