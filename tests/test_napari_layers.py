@@ -327,3 +327,28 @@ def test_the_store_browser_opens_a_pyramid_from_an_s3_url(qtbot: Any, s3_bucket:
     (layer,) = browser.open_item(item)
     assert layer.multiscale and [tuple(d.shape) for d in layer.data] == [(64, 64), (32, 32)]
     np.testing.assert_array_equal(np.asarray(layer.data[0]), pyramid)
+
+
+def test_ellipses_stay_ovals_and_shapes_keep_their_c_z_t(tmp_path: Path) -> None:
+    from roifile import roiread
+
+    viewer = ViewerModel()
+    # an ellipse whose box is off the pixel grid (as drawn with a mouse)
+    ellipse = np.array([[0, 1, 2.4, 3.3], [0, 1, 2.4, 12.6], [0, 1, 9.7, 12.6], [0, 1, 9.7, 3.3]])
+    tilted = np.array([[5.0, 10.0], [10.0, 15.0], [15.0, 10.0], [10.0, 5.0]])  # rotated 45 degrees
+    tilted = np.hstack([np.tile([2, 0], (4, 1)), tilted])
+    polygon = np.array([[1, 0, 1, 1], [1, 0, 4, 8], [1, 0, 9, 2]], dtype=float)
+    shapes = viewer.add_shapes([ellipse, tilted, polygon], shape_type=["ellipse", "ellipse", "polygon"],
+                               axis_labels=("t", "z", "y", "x"))
+    target = tmp_path / "cells.roi.zip"
+    _writer.save_layer(FileManager(), shapes, str(target), "disk")
+    oval, outline, triangle = roiread(target)
+    assert oval.roitype == ROI_TYPE.OVAL  # not the polygon of its bounding box
+    assert (oval.top, oval.left, oval.bottom, oval.right) == (2, 3, 10, 13)
+    assert (oval.t_position, oval.z_position) == (1, 2)
+    points = outline.coordinates()[:, ::-1]  # y, x
+    assert outline.roitype == ROI_TYPE.POLYGON and len(points) == _writer.ELLIPSE_VERTICES
+    # the circle inscribed in that square (side 5*sqrt(2)) around (10, 10): every vertex on it
+    np.testing.assert_allclose(np.hypot(*(points - 10).T), 5 / np.sqrt(2), rtol=1e-3)
+    assert (outline.t_position, outline.z_position) == (3, 1)
+    assert (triangle.t_position, triangle.z_position, triangle.c_position) == (2, 1, 0)
