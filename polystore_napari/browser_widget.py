@@ -58,13 +58,14 @@ def browsable_backends(manager: FileManager) -> list[str]:
 class _Node:
     """What a tree item stands for: a path in a backend, and whether it is a folder."""
 
-    __slots__ = ("backend", "is_dir", "loaded", "path")
+    __slots__ = ("backend", "is_dir", "listing", "loaded", "path")
 
     def __init__(self, backend: str, path: str, is_dir: bool) -> None:
         self.backend = backend
         self.path = path
         self.is_dir = is_dir
         self.loaded = False
+        self.listing = False  # a worker is listing it
 
 
 def _join(parent: str, name: str) -> str:
@@ -113,7 +114,8 @@ class StoreBrowserWidget(QWidget):
             lambda *_: self.add_place(self.place_backend.value, self.place_path.value)
         )
         self.save_button.changed.connect(lambda *_: self.save_selected())
-        self.tree.itemExpanded.connect(self._expand)
+        self.tree.itemExpanded.connect(self._expand_in_background)
+        self.listings: list[Any] = []  # running listing workers (kept referenced until done)
         self.tree.itemDoubleClicked.connect(self._double_clicked)
         self.worker: FunctionWorker[None] | None = None
         for backend, path in places:
@@ -160,24 +162,58 @@ class StoreBrowserWidget(QWidget):
         assert isinstance(node, _Node)
         return node
 
-    def _expand(self, item: QTreeWidgetItem) -> None:
+    def _expand_in_background(self, item: QTreeWidgetItem) -> None:
+        """A folder opened by the user: list it in a worker thread (an s3:// listing takes
+        network round trips per entry), and fill the item on the GUI thread when it is done."""
+        from superqt.utils import create_worker
+
         node = self.node(item)
-        if node.loaded:
+        if node.loaded or node.listing:
             return
+        node.listing = True
+        listing_message = f"Listing {node.path} ({node.backend})…"
+        self.show_message(listing_message)
+
+        def listed(result: tuple[list[tuple[str, _Node, str]] | None, str | None]) -> None:
+            node.listing = False
+            self.listings.remove(worker)
+            if self.status.value == listing_message:
+                self.show_message("")
+            self._fill(item, *result)
+
+        worker = create_worker(self._listing, node, _connect={"returned": listed}, _start_thread=False)
+        self.listings.append(worker)  # referenced until it has returned
+        worker.start()
+
+    def _expand(self, item: QTreeWidgetItem) -> None:
+        """List a folder now, on this thread (for callers that need its entries at once)."""
+        self._fill(item, *self._listing(self.node(item)))
+
+    def _listing(self, node: _Node) -> tuple[list[tuple[str, _Node, str]] | None, str | None]:
+        """A folder's entries with their sizes, or the reason it cannot be listed (any thread)."""
+        if node.loaded:
+            return None, None
+        try:
+            return [(name, child, "" if child.is_dir else self._size(child))
+                    for name, child in self.entries(node)], None
+        except Exception as error:
+            return None, f"Cannot list '{node.path}' ({node.backend}): {error}"
+
+    def _fill(self, item: QTreeWidgetItem, entries: list[tuple[str, _Node, str]] | None,
+              error: str | None) -> None:
+        node = self.node(item)
+        if error is not None:
+            self.show_error(error)
+            return
+        if entries is None or node.loaded:
+            return  # listed already
         node.loaded = True
         item.takeChildren()
-        try:
-            for name, child in self.entries(node):
-                child_item = self._make_item(item, name, child)
-                if child.backend != node.backend:
-                    child_item.setText(1, child.backend)
-                if not child.is_dir:
-                    size = self._size(child)
-                    child_item.setText(2, size)
-        except Exception as error:
-            node.loaded = False
-            QTreeWidgetItem(item, [PLACEHOLDER])
-            self.show_error(f"Cannot list '{node.path}' ({node.backend}): {error}")
+        for name, child, size in entries:
+            child_item = self._make_item(item, name, child)
+            if child.backend != node.backend:
+                child_item.setText(1, child.backend)
+            child_item.setText(2, size)
 
     def entries(self, node: _Node) -> list[tuple[str, _Node]]:
         """The entries of a folder node, each with the backend that reads it."""

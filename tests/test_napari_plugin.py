@@ -213,7 +213,9 @@ def test_the_store_browser_opens_and_writes_back(make_napari_viewer: Any, qtbot:
     # disk: the folder lists the tif and the zarr stores (browsed as zarr)
     folder = browser.find_item(str(tmp_path))
     assert folder is not None
-    folder.setExpanded(True)
+    folder.setExpanded(True)  # as a click does: listed in a worker, the GUI stays responsive
+    qtbot.waitUntil(lambda: browser.node(folder).loaded, timeout=30_000)
+    assert not browser.listings  # the worker is done and let go
     children = {folder.child(i).text(0): folder.child(i).text(1) for i in range(folder.childCount())}
     assert children == {"images": "", "plate.zarr": "zarr", "pyramid.zarr": "zarr"}
     (cells,) = browser.open_item(browser.find_item(str(tmp_path), "images", "cells.tif"))
@@ -229,6 +231,7 @@ def test_the_store_browser_opens_and_writes_back(make_napari_viewer: Any, qtbot:
     zarr_item = browser.find_item(str(tmp_path / "plate.zarr"))
     assert zarr_item is not None
     zarr_item.setExpanded(True)
+    qtbot.waitUntil(lambda: browser.node(zarr_item).loaded, timeout=30_000)
     assert [zarr_item.child(i).text(0) for i in range(zarr_item.childCount())] == ["A", "B"]
     # napari's File > Open finds the same through the plugin's reader
     opened = viewer.open(str(tmp_path / "plate.zarr"), plugin="polystore")
