@@ -902,3 +902,13 @@ def test_failed_receivers_leak_no_file_descriptors(port: int) -> None:
         assert len(os.listdir("/proc/self/fd")) <= opened + 2  # zmq may keep an fd or two around
     finally:
         holder.stop()
+
+
+def test_a_sender_can_bind_the_port_its_predecessor_just_closed(port: int) -> None:
+    """ZeroMQ lets go of a closed socket's port on its own thread, a moment after close():
+    a pipeline that closes its backend and opens a new one must not fail with EADDRINUSE."""
+    with StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver:
+        for index in range(20):
+            with ShmTestBackend(port=port, send_timeout=5) as sender:  # binds the port again
+                sender.save(_frame(index), f"{index}.tif", wait_for_ack=True)
+            assert int(receiver.get(timeout=10).array[0, 0]) == index

@@ -21,7 +21,7 @@ import numpy as np
 
 from polystore.base import PathLike, StorageBackend
 from polystore.paths import matches, normalize_extensions
-from polystore.streaming._zmq import endpoint, zmq
+from polystore.streaming._zmq import bind, endpoint, zmq
 from polystore.streaming.payloads import encode
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
@@ -166,8 +166,8 @@ class StreamingBackend(StorageBackend):
             self.curve.secure(acks, server=self.bind)
         try:
             if self.bind:
-                out.bind(endpoint(self.host, self.port))
-                acks.bind(self._ack_endpoint())
+                bind(out, endpoint(self.host, self.port))
+                bind(acks, self._ack_endpoint())
             else:
                 out.connect(endpoint(self.host, self.port))
                 acks.connect(self._ack_endpoint())

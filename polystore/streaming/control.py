@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
-from polystore.streaming._zmq import endpoint, zmq
+from polystore.streaming._zmq import bind, endpoint, zmq
 from polystore.streaming.protocol import (
     ALLOWED_DTYPE_KINDS,
     DEFAULT_MAX_BYTES,
@@ -130,7 +130,7 @@ class ControlServer:
         if self.curve is not None:
             self.curve.secure(socket, server=True)
         try:
-            socket.bind(self.address)
+            bind(socket, self.address)
         except z.ZMQError as error:
             socket.close(0)
             self._error = ViewerError(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from polystore.streaming import shm as shm_mod
+from polystore.streaming._zmq import bind as bind_address
 from polystore.streaming._zmq import endpoint, zmq
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
@@ -105,8 +106,12 @@ class Inbound:
             ack_address = endpoint(host, ack_port if ack_port is not None else port + 1)
             if "://" in host:
                 ack_address = host + ".ack"
-            self._socket.bind(address) if bind else self._socket.connect(address)
-            self._ack.bind(ack_address) if bind else self._ack.connect(ack_address)
+            if bind:
+                bind_address(self._socket, address)
+                bind_address(self._ack, ack_address)
+            else:
+                self._socket.connect(address)
+                self._ack.connect(ack_address)
             self._wake_read, self._wake_write = os.pipe()
             os.set_blocking(self._wake_read, False)
             os.set_blocking(self._wake_write, False)
