@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -45,15 +44,9 @@ SPAWN = mp.get_context("spawn")
 
 
 def _free_port() -> int:
-    for port in range(47100, 48000, 2):
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
+    from polystore.streaming.viewer import free_ports
+
+    return free_ports(2)  # data and acknowledgements
 
 
 def _polystore_receiver(host: str, port: int, total: int, zero_copy: bool, results: Any) -> None:

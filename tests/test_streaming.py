@@ -13,7 +13,6 @@ import os
 import queue
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -26,6 +25,8 @@ import pytest
 
 zmq = pytest.importorskip("zmq")
 
+from net_helpers import free_port_block  # noqa: E402
+
 from polystore import MissingDependencyError, StreamingBackend  # noqa: E402
 from polystore.streaming import CurveKeys, ProtocolError, StreamReceiver  # noqa: E402
 from polystore.streaming.protocol import Limits, decode, make_header  # noqa: E402
@@ -37,16 +38,7 @@ TEST_PREFIX = "pstest_"
 
 def free_port_pair() -> int:
     """A port p such that p and p + 1 (the ack channel) are both free on 127.0.0.1."""
-    for _ in range(200):
-        port = random.randint(20000, 60000)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair")
+    return free_port_block(2)
 
 
 @pytest.fixture
