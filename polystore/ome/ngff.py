@@ -98,17 +98,16 @@ def data_windows(
     A dtype's full range (0-65535 for uint16) shows typical microscopy nearly black;
     percentiles of a sample cost well under a millisecond per channel and ignore hot pixels.
     """
-    windows = []
-    for index in range(array.shape[channel_axis]):
-        channel = array[(slice(None),) * channel_axis + (index,)]  # a view: no copy of the plane
-        step = max(1, int((channel.size / max_samples) ** (1 / max(channel.ndim, 1))))
-        sample = channel[(slice(None, None, step),) * channel.ndim]
-        if sample.size == 0:
-            windows.append(default_window(array.dtype))
-            continue
-        low, high = np.percentile(sample, (0.1, 99.9))
-        windows.append((float(low), float(high) if high > low else float(low) + 1.0))
-    return windows
+    channels = np.moveaxis(array, channel_axis, 0)  # a view: no copy
+    per_channel = channels[0].size if len(channels) else 0
+    if per_channel == 0:
+        return [default_window(array.dtype) for _ in range(len(channels))]
+    step = max(1, int((per_channel / max_samples) ** (1 / max(channels.ndim - 1, 1))))
+    sample = channels[(slice(None),) + (slice(None, None, step),) * (channels.ndim - 1)]
+    # one call for every channel: NumPy's percentile costs more to set up than to compute here
+    lows, highs = np.percentile(sample.reshape(len(channels), -1), (0.1, 99.9), axis=1)
+    return [(float(low), float(high) if high > low else float(low) + 1.0)
+            for low, high in zip(lows, highs, strict=True)]
 
 
 def channel_infos(
