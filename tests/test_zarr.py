@@ -577,3 +577,15 @@ def test_node_and_attributes_expose_what_polystore_does_not_wrap(tmp_path: Path)
     assert "ome" in attributes or "multiscales" in attributes
     with pytest.raises(FileNotFoundError):
         backend.attributes("images.zarr/missing")
+
+
+def test_a_group_deleted_and_written_again_as_an_array_refuses_children(tmp_path: Path) -> None:
+    """The backend remembers which parents are groups (one look per well, not per save), and
+    forgets it when it deletes something."""
+    backend = ZarrBackend(root=tmp_path, write_plate_metadata=False)
+    backend.save(np.zeros((4, 4), np.uint8), "s.zarr/a/b/x")
+    backend.save(np.ones((4, 4), np.uint8), "s.zarr/a/b/y")  # 'a/b' known to be a group now
+    backend.delete_all("s.zarr/a/b")
+    backend.save(np.zeros((4, 4), np.uint8), "s.zarr/a/b")  # now an image
+    with pytest.raises(NotADirectoryError, match="'a/b' is an array"):
+        backend.save(np.zeros((4, 4), np.uint8), "s.zarr/a/b/z")

@@ -99,6 +99,8 @@ class ZarrBackend(StorageBackend):
         self.storage_options = dict(storage_options or {})
         self._stores: dict[tuple[str, bool], Any] = {}
         self._lock = threading.RLock()
+        self._known_groups: set[tuple[str, str]] = set()
+        """(store, node) seen to be plain groups; forgotten when this backend removes anything."""
 
     # -- locating ------------------------------------------------------------------------
     def locate(self, path: PathLike) -> _Location:
@@ -376,6 +378,8 @@ class ZarrBackend(StorageBackend):
         if not parent or not self._store_exists(location.store):
             return
         while parent:
+            if (location.store, parent) in self._known_groups:
+                return  # seen to be a plain group (a plate's well, most often) by an earlier save
             try:
                 node = self._open_node(_Location(location.store, parent))
             except FileNotFoundError:
@@ -383,6 +387,7 @@ class ZarrBackend(StorageBackend):
                 continue
             if self._is_array(node) or self._is_image(node):
                 raise NotADirectoryStorageError(f"Cannot save '{path}': '{parent}' is an array, not a group.")
+            self._known_groups.add((location.store, parent))
             return
 
     def save(
@@ -734,6 +739,7 @@ class ZarrBackend(StorageBackend):
         self._remove(location)
 
     def _remove(self, location: _Location) -> None:
+        self._known_groups.clear()  # what was a group may be gone, or come back as an array
         if not location.node:
             if location.remote:
                 self._filesystem(location.store).rm(location.store, recursive=True)
