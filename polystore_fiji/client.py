@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
 from polystore.streaming.control import Reply, array_from_reply, request
-from polystore.streaming.viewer import CONTROL_PORT_OFFSET, free_ports
+from polystore.streaming.viewer import CONTROL_PORT_OFFSET, free_ports, wait_until_answering
 from polystore_fiji.backend import FijiStreamingBackend
 
 
@@ -186,20 +185,15 @@ def launch_bridge(
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     client = FijiClient(port, host, timeout=client_timeout)
+
+    def ping() -> dict[str, Any] | None:
+        try:
+            return client.request("ping", timeout=0.5).header
+        except ViewerUnavailableError:
+            return None
+
     try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            try:
-                client.request("ping", timeout=0.5)
-                break
-            except ViewerUnavailableError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    state = (f"exited with status {process.returncode}" if process.poll() is not None
-                             else f"did not answer within {start_timeout:g} s")
-                    raise ViewerError(
-                        f"the Fiji bridge on {host}:{port} {state}; its output ({log_file}):\n"
-                        f"{log_file.read_text(errors='replace')[-3000:]}"
-                    ) from None
+        wait_until_answering(ping, process, start_timeout, log_file, f"The Fiji bridge on {host}:{port}")
         yield client, process
     finally:
         if process.poll() is None:

@@ -252,11 +252,11 @@ class HyperstackWindow:
         c, z, t = self.channels.index(key.channel), self.slices.index(key.z), self.frames.index(key.frame)
         return 1 + c + z * channels + t * channels * slices
 
-    def put(self, planes: list[PreparedPlane], apply: bool) -> None:
-        """Record ``planes``; with ``apply``, bring the ImagePlus up to date with all recorded so far.
+    def put(self, planes: list[PreparedPlane]) -> None:
+        """Record ``planes``; :meth:`apply` brings the ImagePlus up to date with all recorded so far.
 
         Planes that arrive while the event thread is busy are recorded first and placed
-        together, with one redraw: the last queued update of the window applies them.
+        together, with one redraw (see :meth:`HyperstackAssembler._update_soon`).
         """
         for plane in planes:
             if self.sequences.get(plane.key, -1) > plane.sequence:
@@ -271,8 +271,6 @@ class HyperstackWindow:
             self.channel_ranges.setdefault(plane.key.channel, plane.limits)  # set once per channel
             if plane.sequence >= self.last_sequence:
                 self.last, self.last_sequence = plane.key, plane.sequence
-        if apply:
-            self.apply()
 
     def apply(self) -> None:
         """Bring the ImagePlus up to date and draw it (see :meth:`sync` and :meth:`draw`)."""
@@ -500,7 +498,7 @@ class HyperstackAssembler:
         if window is None:
             window = HyperstackWindow(title, width, height, stored, dtype, signed16, self.show)
             self.windows[title] = window
-        window.put(planes, apply=False)
+        window.put(planes)
         if apply:
             self._update_soon(window)
         if self.on_placed is not None:

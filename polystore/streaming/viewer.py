@@ -76,6 +76,29 @@ def free_ports(count: int = CONTROL_PORT_OFFSET + 1, host: str = "127.0.0.1",
     raise ViewerError(f"no {count} consecutive free ports on {host}")
 
 
+def wait_until_answering(
+    ping: Callable[[], dict[str, Any] | None], process: subprocess.Popen[bytes], timeout: float,
+    log_path: Path, what: str,
+) -> dict[str, Any]:
+    """``ping()``'s answer once the viewer ``process`` started gives one; ViewerError with the end
+    of its output if it exits first, ViewerUnavailableError if ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = ping()
+        if info is not None:
+            return info
+        if process.poll() is not None:
+            raise ViewerError(
+                f"{what} exited with status {process.returncode} before it answered. "
+                f"Its output ({log_path}):\n{log_path.read_text(errors='replace')[-3000:]}"
+            )
+        if time.monotonic() >= deadline:
+            raise ViewerUnavailableError(
+                f"{what} (pid {process.pid}) has not answered within {timeout:g} s; "
+                f"its output is in {log_path}."
+            )
+
+
 def environment_setting(viewer_type: str, name: str) -> str | None:
     """``POLYSTORE_<VIEWER>_<NAME>`` from the environment (``POLYSTORE_NAPARI_PORT``...)."""
     return os.environ.get(f"POLYSTORE_{viewer_type.upper()}_{name.upper()}")
@@ -309,21 +332,9 @@ class ViewerStreamingBackend(StreamingBackend):
                 self.launch_command(), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        deadline = time.monotonic() + self.launch_timeout
-        while time.monotonic() < deadline:
-            info = self.ping(timeout=0.5)
-            if info is not None:
-                return info
-            if self.launched.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise ViewerError(
-                    f"The {self.VIEWER_TYPE} viewer started with {' '.join(self.launch_command())} "
-                    f"exited with status {self.launched.returncode} before it answered. "
-                    f"Its output ({log_path}):\n{tail}"
-                )
-        raise ViewerUnavailableError(
-            f"The {self.VIEWER_TYPE} viewer launched {self.launch_timeout:g} s ago (pid "
-            f"{self.launched.pid}) has not answered yet; its output is in {log_path}."
+        what = f"The {self.VIEWER_TYPE} viewer started with {' '.join(self.launch_command())}"
+        return wait_until_answering(
+            lambda: self.ping(timeout=0.5), self.launched, self.launch_timeout, log_path, what,
         )
 
     # -- sending -----------------------------------------------------------------------------
@@ -343,7 +354,3 @@ class ViewerStreamingBackend(StreamingBackend):
     def close(self, timeout: float | None = None) -> None:
         super().close(timeout)
         self.viewer = None
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
