@@ -15,6 +15,8 @@ the rule table and the axis helpers do not.
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,40 +186,64 @@ _PIXEL_KINDS: dict[np.dtype[Any], _PixelKind] = {
 }
 
 
-_staging = threading.local()
+class _DirectBuffers:
+    """Java direct ByteBuffers over recently seen memory, by (address, size).
+
+    Java copies a NumPy array into a Java array itself, in bulk, through a direct ByteBuffer
+    over the array's memory. Each buffer is made over an unowned ctypes view of the address:
+    a buffer wrapping the array itself would keep it (for a zero-copy stream item, the
+    sender's shared-memory slot) alive until Java's garbage collector frees the buffer, and
+    the sender would starve. Buffers are cached because a stream reuses a few slots: making
+    one per frame (and JPype's thread releasing it later) cost 0.7 ms of a 2048x2048 frame.
+
+    Safe to keep after the memory is gone: a buffer is only used for a live array whose
+    memory covers the buffer's whole range, i.e. the range is valid memory at that moment.
+    Java only reads through these buffers.
+    """
+
+    SIZE = 8
+
+    def __init__(self) -> None:
+        self._buffers: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def over(self, flat: np.ndarray) -> Any:
+        """A native-order ByteBuffer over ``flat``'s bytes (C-contiguous, native byte order)."""
+        import jpype.nio
+
+        key = (int(flat.ctypes.data), int(flat.nbytes))
+        with self._lock:
+            buffer = self._buffers.get(key)
+            if buffer is not None:
+                self._buffers.move_to_end(key)
+                return buffer
+        view = (ctypes.c_char * flat.nbytes).from_address(key[0])
+        buffer = jpype.nio.convertToDirectBuffer(view).order(java_class("java.nio.ByteOrder").nativeOrder())
+        with self._lock:
+            self._buffers[key] = buffer
+            while len(self._buffers) > self.SIZE:
+                self._buffers.popitem(last=False)
+        return buffer
 
 
-def _staging_copy(flat: np.ndarray) -> np.ndarray:
-    """``flat`` copied into this thread's reusable buffer (grown as needed, never freed)."""
-    buffer: np.ndarray | None = getattr(_staging, "buffer", None)
-    if buffer is None or buffer.nbytes < flat.nbytes:
-        buffer = np.empty(flat.nbytes, dtype=np.uint8)
-        _staging.buffer = buffer
-    target = buffer[: flat.nbytes].view(flat.dtype)
-    np.copyto(target, flat)
-    return target
+_direct_buffers = _DirectBuffers()
 
 
 def java_pixels(plane: np.ndarray) -> Any:
     """A Java primitive array holding ``plane`` (uint8, uint16 or float32), copied in bulk.
 
-    Java copies it itself through a direct ByteBuffer over its memory (a memcpy); a read-only
-    array (a zero-copy stream item) is first copied into a reused writable staging buffer.
+    Java copies it itself from a direct ByteBuffer over the array's memory (one memcpy, no
+    copy in Python, also for a read-only zero-copy stream item): 2-3x faster than JPype's copy.
     """
     import jpype
-    import jpype.nio
 
     kind = _PIXEL_KINDS[plane.dtype.newbyteorder("=")]
-    flat = np.ascontiguousarray(plane).reshape(-1)
-    java_type = getattr(jpype, kind.java_type)
-    if not flat.flags.writeable or flat.dtype.byteorder not in "=|":
-        # a direct ByteBuffer needs writable memory; copying into a reused staging buffer and
-        # letting Java copy from there is 2-3x faster than JPype's copy of a read-only array
-        flat = _staging_copy(flat.astype(flat.dtype.newbyteorder("="), copy=False))
-    pixels = jpype.JArray(java_type)(flat.size)
+    flat = np.ascontiguousarray(plane, dtype=plane.dtype.newbyteorder("=")).reshape(-1)
+    pixels = jpype.JArray(getattr(jpype, kind.java_type))(flat.size)
     if flat.size:
-        source = jpype.nio.convertToDirectBuffer(flat).order(java_class("java.nio.ByteOrder").nativeOrder())
-        (getattr(source, kind.buffer_view)() if kind.buffer_view else source).get(pixels)
+        source = _direct_buffers.over(flat)
+        # a view (or a duplicate) has its own position: the cached buffer is never moved
+        (getattr(source, kind.buffer_view)() if kind.buffer_view else source.duplicate()).get(pixels)
     return pixels
 
 
@@ -261,6 +287,16 @@ def display_range(plane: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     low, high = float(finite.min()), float(finite.max())
     return (low, high) if high > low else (low, low + 1.0)
+
+
+def sampled_display_range(plane: np.ndarray, rows: int = 128) -> tuple[float, float]:
+    """:func:`display_range` of about ``rows`` whole rows spread evenly over a 2-D ``plane``.
+
+    Whole rows, not a strided grid: a grid of every 4th pixel of every 4th row reads a quarter
+    of the plane's memory (its cache lines), these rows a sixteenth of a 2048x2048 plane; 10x
+    faster on a stream item fresh in shared memory.
+    """
+    return display_range(plane[:: max(1, plane.shape[0] // rows)])
 
 
 def to_imageplus(

@@ -40,9 +40,9 @@ import numpy as np
 from polystore.exceptions import UnsupportedDataError
 from polystore_fiji.convert import (
     DTYPE_PROPERTY,
-    display_range,
     make_composite,
     processor_from_plane,
+    sampled_display_range,
     set_channel_display_range,
     stored_hyperstack,
 )
@@ -276,13 +276,15 @@ class HyperstackWindow:
         """Bring the ImagePlus up to date and draw it (see :meth:`sync` and :meth:`draw`)."""
         self.draw_scheduled = False
         started = time.perf_counter()
-        self.sync()
-        self.draw()
+        shown = self.sync()
+        self.draw(just_shown=shown)
         self.update_cost = time.perf_counter() - started
 
-    def sync(self) -> None:
-        """Create, grow (new positions) or update in place (known positions) the ImagePlus."""
-        if self.imp is None:
+    def sync(self) -> bool:
+        """Create, grow (new positions) or update in place (known positions) the ImagePlus;
+        whether it was created and shown now (its new window drew the current plane)."""
+        created = self.imp is None
+        if created:
             self._create()
         else:
             if self.grown:
@@ -296,9 +298,15 @@ class HyperstackWindow:
         self.changed.clear()
         if self.show and self.imp.getWindow() is None:
             show_in_stack_window(self.imp)  # first time, or the user closed the window: show it again
+            return created
+        return False
 
-    def draw(self) -> None:
-        """Move the sliders to the newest plane and redraw the window."""
+    def draw(self, *, just_shown: bool = False) -> None:
+        """Move the sliders to the newest plane and redraw the window.
+
+        ``just_shown``: the image was made and shown in this update, and its window drew the
+        current plane, so only moving the sliders draws (a second updateAndDraw of a 2048x2048 plane costs
+        20 ms of the event thread, a fifth of a new window's cost)."""
         self.last_draw = time.monotonic()
         if self.imp is None:
             return
@@ -315,7 +323,8 @@ class HyperstackWindow:
                 self.imp.setPosition(*position)
                 return
             self.imp.setPositionWithoutUpdate(*position)
-        self.imp.updateAndDraw()
+        if not just_shown:
+            self.imp.updateAndDraw()
 
     def _order(self) -> list[PlaneKey]:
         """Every position of the window in ImageJ's stack order (channel fastest, then z, then t)."""
@@ -433,9 +442,9 @@ class HyperstackAssembler:
         title = window_title(path, metadata)
         prepared = []
         for key, plane in planes:
-            # every plane brings a range (from a 1/16 sample: cheap); the window keeps the
-            # first one it places per channel and never resets it
-            limits = display_range(plane[::4, ::4])
+            # every plane brings a range (from a sample: cheap); the window keeps the first
+            # one it places per channel and never resets it
+            limits = sampled_display_range(plane)
             prepared.append(PreparedPlane(key, processor_from_plane(plane), path, limits, sequence))
         return title, prepared, (dtype, signed16)
 

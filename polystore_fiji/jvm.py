@@ -17,6 +17,7 @@ install; nothing here waits on the network except Fiji's first download.
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import logging
 import os
@@ -300,6 +301,7 @@ def _install_thread_pool_shutdown() -> None:
     _stop_hooks_installed = True
 
 
+@functools.cache  # a class stays valid for the JVM's life (JPype cannot restart one)
 def java_class(name: str) -> Any:
     """The Java class ``name`` (``"ij.ImagePlus"``), through scyjava; the JVM must be running."""
     from scyjava import jimport

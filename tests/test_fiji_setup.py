@@ -140,3 +140,61 @@ def test_macros_from_the_control_port_need_allow_macros(tmp_path: Path) -> None:
         pytest.raises(ViewerError, match="start it with --allow-macros"),
     ):
         client.run_macro('return exec("id");')
+
+
+BUFFER_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, gc, json, weakref
+    import numpy as np
+    from polystore_fiji.convert import java_pixels
+    from polystore_fiji.jvm import start_imagej
+
+    start_imagej(ij_jar={jar!r})
+    memory = (ctypes.c_char * 4096)()                  # one block, as a stream's slot is reused
+    writable = np.frombuffer(memory, dtype=np.uint16)
+    read_only = np.frombuffer(memory, dtype=np.uint16)  # a zero-copy stream item is read-only
+    read_only.flags.writeable = False
+    results = {{}}
+    for round_number in range(3):                     # new contents at the same address each time
+        writable[:] = np.arange(2048, dtype=np.uint16) * (round_number + 1)
+        results[f"round {{round_number}}"] = bool((np.array(java_pixels(read_only)).view(np.uint16)
+                                                == writable).all())
+    results["shorter view"] = bool((np.array(java_pixels(writable[:100])).view(np.uint16)
+                                    == writable[:100]).all())
+    results["bytes"] = bool((np.array(java_pixels(read_only.view(np.uint8))).view(np.uint8)
+                             == writable.view(np.uint8)).all())
+
+    class Owner(bytearray):                           # weakref-able memory, like a slot's owner
+        pass
+
+    owners = {{writeable: Owner(8192) for writeable in (False, True)}}  # alive together: 2 addresses
+    alive = {{writeable: weakref.ref(owner) for writeable, owner in owners.items()}}
+    for writeable, owner in owners.items():
+        item = np.frombuffer(owner, dtype=np.uint16)
+        item.flags.writeable = writeable
+        java_pixels(item)
+        del item
+    del owner, owners
+    gc.collect()
+    for writeable, reference in alive.items():
+        results[f"not kept alive by Java, writeable={{writeable}}"] = reference() is None
+    print(json.dumps(results))
+    """
+)
+
+
+def test_java_pixels_reads_live_memory_and_keeps_nothing_alive() -> None:
+    """Direct buffers are cached by address (a stream reuses its slots): a buffer made for an
+    earlier array must read the memory's current contents, and Java must not keep an item
+    alive (that would hold the sender's shared-memory slot until Java's GC runs)."""
+    requires_imagej()
+    import json
+
+    jar = os.environ.get(IJ_JAR_ENV, DEFAULT_IJ_JAR)
+    result = run_bridge(code=BUFFER_SCRIPT.format(jar=jar))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {
+        "round 0": True, "round 1": True, "round 2": True, "shorter view": True, "bytes": True,
+        "not kept alive by Java, writeable=False": True, "not kept alive by Java, writeable=True": True,
+    }
