@@ -1,7 +1,10 @@
 """Frames per second into an ImageJ window: streamed from a pipeline process vs built in-process.
 
-    xvfb-run -a python benchmarks/fiji_stream.py            # (any display will do)
-    xvfb-run -a python benchmarks/fiji_stream.py --quick
+    xvfb-run -a -s "-screen 0 1280x1024x24" python benchmarks/fiji_stream.py   # as make bench
+    xvfb-run -a -s "-screen 0 1280x1024x24" python benchmarks/fiji_stream.py --quick
+
+(xvfb-run's own default screen is 640x480 at 8 bits a pixel; ``make bench`` and the figures
+in docs/fiji.md use this 24-bit screen.)
 
 Ours: this process is the pipeline. It streams 2048x2048 uint16 frames with
 FijiStreamingBackend (shared memory on this host) to a bridge process (``python -m
@@ -37,6 +40,7 @@ from polystore_fiji.jvm import on_edt, start_imagej
 
 SIZE = 2048
 GOAL = Goal(0.7, at_least=True)
+SETTLE_S = 0.5
 
 
 def frames_for(count: int) -> list[np.ndarray]:
@@ -62,10 +66,12 @@ def main() -> None:
     started = time.perf_counter()
 
     # Both JVMs (the ceiling's, here, and the bridge's, which inherits the environment) with
-    # the same heap, allocated and touched up front: otherwise the ceiling, which keeps every
-    # frame of a sample, measures the JVM growing its heap (from 4 to 28 ms per frame between
-    # runs) more than ImageJ.
-    os.environ.setdefault("POLYSTORE_JVM_OPTIONS", "-Xms3g -XX:+AlwaysPreTouch")
+    # the same fixed heap, allocated and touched up front: otherwise the ceiling, which keeps
+    # every frame of a sample, measures the JVM growing its heap (from 4 to 28 ms per frame
+    # between runs) more than ImageJ; and a heap that may still grow (-Xmx above -Xms) is
+    # grown and pre-touched inside a collection pause, which stalled the stream 0.5-2.8 s
+    # once or twice a run (seen in -Xlog:gc*: "Running G1 PreTouch ... 956301312B").
+    os.environ.setdefault("POLYSTORE_JVM_OPTIONS", "-Xms4g -Xmx4g -XX:+AlwaysPreTouch")
     start_imagej()  # the ceiling's JVM, in this process
     from scyjava import jimport
 
@@ -102,7 +108,10 @@ def main() -> None:
             client.wait(handled[0], timeout=120)
             client.close(f"{plate}/A01")
 
-        samples = interleaved({"streamed": streamed, "ceiling": ceiling}, repeat=repeat, warmup=1)
+        # each sample starts on quiet cores: both JVMs free the previous sample's 384 MiB and
+        # close its window in the background, which would otherwise land in the next sample
+        samples = interleaved({"streamed": streamed, "ceiling": ceiling}, repeat=repeat, warmup=1,
+                              before=lambda _name: time.sleep(SETTLE_S))
         backend.close()
 
     # frames per second: the ratio of times, inverted (ours is "at least 0.7x" the ceiling's rate)
