@@ -91,6 +91,10 @@ class UnsupportedDataError(PolystoreError, TypeError):
     """The data given cannot be stored in the requested format."""
 
 
+class CorruptDataError(PolystoreError, ValueError):
+    """Stored data or metadata is there but cannot be read (damaged, or partly written)."""
+
+
 class MissingDependencyError(PolystoreError, ImportError):
     """An optional dependency is needed for this operation and is not installed."""
 

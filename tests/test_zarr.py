@@ -35,7 +35,7 @@ from ngff_helpers import ngff_models, ome_section
 from polystore import DiskBackend, FileManager, MemoryBackend
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr_config import ZarrConfig
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.registry import BackendRegistry, registered_backend_classes
 from polystore.testing import BackendContractTests
 
@@ -212,6 +212,36 @@ def test_copy_tree_memory_to_zarr_to_disk(tmp_path: Path) -> None:
 
     fm.copy("/src/a.npy", "single.npy", "memory", dest_backend="zarr")
     np.testing.assert_array_equal(zarr_backend.load("single.npy"), tree["a.npy"])
+
+
+@pytest.mark.parametrize(("written", "read"), [(3, 3), (2, 2), (2, 3), (3, 2)])
+def test_images_are_read_at_every_level_whichever_format_the_reader_prefers(
+    tmp_path: Path, written: int, read: int
+) -> None:
+    """An image's levels are found from its metadata document (the image group is not opened
+    as a zarr group): the same arrays, at the root of a store and inside it, in either format."""
+    image = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16)
+    writer = ZarrBackend(root=tmp_path, zarr_format=written)
+    writer.save(image, "root.zarr", levels=2)
+    writer.save(image, "nested.zarr/A/01/0", levels=2)
+    reader = ZarrBackend(root=tmp_path, zarr_format=read)
+    for path in ("root.zarr", "nested.zarr/A/01/0"):
+        for level in (0, 1):
+            expected = zarr.open_array(tmp_path / path.split("/")[0], path="/".join(
+                [*path.split("/")[1:], str(level)]), mode="r")[...]
+            np.testing.assert_array_equal(reader.load(path, level=level), expected)
+        assert reader.load(path, lazy=True).shape == image.shape
+        with pytest.raises(ValueError, match="2 levels"):
+            reader.load(path, level=2)
+
+
+@pytest.mark.parametrize("node", ["cells", "cells/0"], ids=["image", "array"])
+def test_a_damaged_metadata_document_is_named(tmp_path: Path, node: str) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.ones((8, 8), np.uint8), "img.zarr/cells", levels=1)
+    (tmp_path / "img.zarr" / node / "zarr.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(CorruptDataError, match=f"img.zarr/{node}'.*not valid JSON.*rewrite"):
+        backend.load(f"img.zarr/{node}")
 
 
 # -- OME-NGFF metadata ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ stores, so several processes can fill one plate; object stores have no locks, so
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import threading
@@ -33,6 +34,7 @@ from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, Za
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
+    CorruptDataError,
     DirectoryNotEmptyError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
@@ -195,6 +197,8 @@ class ZarrBackend(StorageBackend):
                 return _zarr().open(store=store, path=location.node, mode="r", zarr_format=zarr_format)
             except (FileNotFoundError, KeyError) as missing:
                 error = missing
+            except json.JSONDecodeError as damaged:
+                raise _damaged(location, "metadata", damaged) from damaged
         raise StorageFileNotFoundError(self._display(location), "zarr") from error
 
     @staticmethod
@@ -210,15 +214,67 @@ class ZarrBackend(StorageBackend):
     # -- reading -------------------------------------------------------------------------
     def _resolve_array(self, location: _Location, level: int) -> tuple[Any, tuple[int, ...]]:
         """The zarr array behind ``location`` and, for a plate plane name, its index."""
+        address = self._plane_address(location)
+        plane_name = address is not None and address.field_path != location.node
+        if not plane_name:
+            level_array = self._image_level_array(location, level)
+            if level_array is not None:
+                return level_array, ()
         try:
             node = self._open_node(location)
         except FileNotFoundError:
-            address = self._plane_address(location)
-            if address is None or address.field_path == location.node:
+            if address is None or not plane_name:
                 raise
-            field = self._open_node(_Location(location.store, address.field_path))
-            return self._level_array(field, level, location), address.plane_index
+            field_location = _Location(location.store, address.field_path)
+            level_array = self._image_level_array(field_location, level)
+            if level_array is None:
+                level_array = self._level_array(self._open_node(field_location), level, location)
+            return level_array, address.plane_index
         return self._level_array(node, level, location), ()
+
+    def _image_level_array(self, location: _Location, level: int) -> Any | None:
+        """Level ``level`` of the OME-Zarr image at ``location``, or None if it is not one.
+
+        The image group's metadata document is read as a document, not opened as a zarr
+        group: opening the group and then its level costs two rounds of zarr's metadata
+        probes (1-2 ms a field here, a request or more each on object storage), reading the
+        document one; the level array is then opened as zarr-python alone would open it.
+        """
+        for zarr_format in (self.config.zarr_format, 5 - self.config.zarr_format):
+            document = self._read_document(location, _attributes_document(zarr_format))
+            if document is None:
+                continue
+            try:
+                metadata = json.loads(document)
+            except ValueError as error:
+                raise _damaged(location, _attributes_document(zarr_format), error) from error
+            if zarr_format == 3 and (not isinstance(metadata, dict) or metadata.get("node_type") != "group"):
+                return None
+            attributes = metadata.get("attributes", {}) if zarr_format == 3 else metadata
+            if not isinstance(attributes, dict) or not ngff.is_multiscale_image(attributes):
+                return None
+            paths = ngff.multiscale_paths(attributes)
+            if not 0 <= level < len(paths):
+                raise ValueError(f"'{self._display(location)}' has {len(paths)} levels; asked for {level}.")
+            store = self._open_store(location.store, writable=False)
+            return _zarr().open_array(
+                store=store, path=_join_key(location.node, paths[level]), mode="r", zarr_format=zarr_format
+            )
+        return None
+
+    def _read_document(self, location: _Location, name: str) -> bytes | None:
+        """The bytes of metadata document ``name`` of the node at ``location``; None if absent."""
+        if not location.remote:  # a plain file: no hop to zarr's event-loop thread
+            try:
+                with open(os.path.join(location.store, location.node, name), "rb") as document:
+                    return document.read()
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        from zarr.core.buffer import default_buffer_prototype
+
+        store = self._open_store(location.store, writable=False)
+        buffer = _sync(store.get(_join_key(location.node, name), prototype=default_buffer_prototype()))
+        return None if buffer is None else bytes(buffer.to_bytes())
 
     def _level_array(self, node: Any, level: int, location: _Location) -> Any:
         if self._is_array(node):
@@ -817,6 +873,25 @@ class _ImageSpec:
     scale: Sequence[float] | None
     units: dict[str, str] | None
     labels: bool
+
+
+def _attributes_document(zarr_format: int) -> str:
+    """The metadata document that holds a node's attributes in ``zarr_format``."""
+    return "zarr.json" if zarr_format == 3 else ".zattrs"
+
+
+def _damaged(location: _Location, document: str, error: Exception) -> CorruptDataError:
+    where = f"{location.store}/{location.node}" if location.node else location.store
+    return CorruptDataError(
+        f"'{where}': its {document} document is not valid JSON ({error}). The store is damaged "
+        "or was written partly (by a tool without atomic writes); rewrite this node, or restore "
+        "the document from a copy."
+    )
+
+
+def _join_key(node: str, name: str) -> str:
+    """A key inside a store: ``name`` under ``node`` ('' is the store's root)."""
+    return f"{node}/{name}" if node else name
 
 
 def _sync(coroutine: Any) -> Any:
