@@ -18,7 +18,9 @@ Sections:
      codecs ZarrConfig().compressors(dtype) gives) and tensorstore (same chunks, same codecs).
   2. Reading the plate back: ZarrBackend.load of every field against zarr-python and tensorstore
      reading the same arrays from the same files (just written, so from the page cache: this
-     measures decoding and per-call overhead, not the disk).
+     measures decoding and per-call overhead, not the disk). Each field is read by every reader
+     in turn (rotated order) and a sample is a reader's total over the plate: whole-plate
+     samples one after the other drifted 0.5-1.45x between rounds here, field by field 0.97-1.00x.
   3. Reading one plane (one channel of one field) against reading its whole well (all fields, all
      channels): with one chunk per plane, a plane should cost about 1/12 of the well.
   4. (--defaults, instead of 1-3) Compressors on the same kind of data (2 wells, 48 MiB), written
@@ -59,6 +61,7 @@ from harness import (
     Row,
     cores,
     interleaved,
+    interleaved_items,
     median,
     note_load,
     paired_row,
@@ -199,7 +202,11 @@ class ZarrDirect:
 
     def read(self, store_path: Path, keys: list[FieldKey]) -> list[np.ndarray]:
         store = self.zarr.storage.LocalStore(store_path, read_only=True)
-        return [self.zarr.open_array(store, path=array_path(k), mode="r")[...] for k in keys]
+        return [self.read_field(store, k) for k in keys]
+
+    def read_field(self, store: Any, key: FieldKey) -> np.ndarray:
+        """One field from an opened store (ZarrBackend keeps its stores open too)."""
+        return np.asarray(self.zarr.open_array(store, path=array_path(key), mode="r")[...])
 
     def read_plane(self, store_path: Path, key: FieldKey, channel: int) -> np.ndarray:
         store = self.zarr.storage.LocalStore(store_path, read_only=True)
@@ -236,10 +243,11 @@ class TensorStoreDirect:
             self.ts.open(spec, create=True).result().write(stack).result()
 
     def read(self, store_path: Path, keys: list[FieldKey]) -> list[np.ndarray]:
-        return [
-            self.ts.open(self._spec(store_path / array_path(k)), read=True).result().read().result()
-            for k in keys
-        ]
+        return [self.read_field(store_path, k) for k in keys]
+
+    def read_field(self, store_path: Path, key: FieldKey) -> np.ndarray:
+        opened = self.ts.open(self._spec(store_path / array_path(key)), read=True).result()
+        return np.asarray(opened.read().result())
 
 
 def ours_save_batch(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
@@ -359,15 +367,18 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
     sample = keys[::5]  # check that the readers give back what was written
     for got in (ours_load_fields(backend, sample), direct.read(store, sample)):
         assert all(np.array_equal(a, plate[k]) for a, k in zip(got, sample, strict=True))
-    cases: dict[str, Callable[[], object]] = {
-        "ours": lambda: ours_load_fields(backend, keys),
-        "zarr": lambda: direct.read(store, keys),
+    zarr_store = direct.zarr.storage.LocalStore(store, read_only=True)
+    cases: dict[str, Callable[[FieldKey], object]] = {
+        "ours": lambda key: backend.load("plate.zarr/{}/{}/{}".format(*key)),
+        "zarr": lambda key: direct.read_field(zarr_store, key),
     }
     if settings.ts is not None:
         tensorstore = TensorStoreDirect(settings.ts, [])
         assert np.array_equal(tensorstore.read(store, keys[:1])[0], plate[keys[0]])
-        cases["ts"] = lambda: tensorstore.read(store, keys)
-    samples = interleaved(cases, repeat=settings.reps(4, 3), warmup=1, collect_each=True)
+        cases["ts"] = lambda key: tensorstore.read_field(store, key)
+    # field by field, every reader in turn (see harness.interleaved_items): whole-plate samples
+    # drifted too much on this machine to tell 10% apart
+    samples = interleaved_items(cases, keys, repeat=settings.reps(5, 3), warmup=1)
     n = len(keys)
     read_rows = [
         paired_row("2", f"load {n} fields", samples, "ours", "zarr", "zarr-python direct", Goal(1.10)),
