@@ -357,3 +357,28 @@ def test_processes_batch_saving_channels_of_the_same_new_fields_lose_nothing(tmp
         assert field.shape == (4, 16, 16), (row, column)
         for channel in range(4):  # every process's channel survived the others' writes
             assert (field[channel] == 10 * (channel + 1)).all(), (row, column, channel)
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2], ids=["v3", "v2"])
+def test_a_lone_save_makes_every_group_above_the_image(tmp_path: Path, zarr_format: int) -> None:
+    """A new image and its arrays are written as metadata documents, not through zarr's create
+    calls (which make missing parents themselves): every group above it (a plate's row, well
+    and the plate; the folders of an image outside a plate) must still be a zarr group that
+    zarr opens, and an array in the way is refused."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    field = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16)
+    backend.save(field, "plate.zarr/B/03/0")
+    store = tmp_path / "plate.zarr"
+    for group_path in ("", "B", "B/03", "B/03/0"):
+        group = zarr.open_group(store, path=group_path, mode="r", zarr_format=zarr_format)
+        assert group.metadata.zarr_format == zarr_format
+    np.testing.assert_array_equal(zarr.open_array(store, path="B/03/0/0", mode="r")[...], field)
+    assert well_fields(store, "B/03") == ["0"]
+    backend.save(field, "nested.zarr/x/y/image")  # no plate: nothing else makes x and x/y
+    for group_path in ("", "x", "x/y", "x/y/image"):
+        zarr.open_group(tmp_path / "nested.zarr", path=group_path, mode="r", zarr_format=zarr_format)
+
+    bare = ZarrBackend(root=tmp_path, zarr_format=zarr_format, ome_zarr_metadata=False)
+    bare.save(np.zeros((4, 4), np.uint8), "other.zarr/C")  # a bare array at C
+    with pytest.raises(NotADirectoryError, match="'C' is an array"):
+        backend.save(field, "other.zarr/C/01/0")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from polystore.arrays import as_plain_array, convert, framework_of, to_numpy
-from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX, file_lock
+from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX, atomic_write, file_lock
 from polystore.backends.object_lock import ObjectStoreLock
 from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.base import FileStat, PathLike, StorageBackend
@@ -241,14 +241,11 @@ class ZarrBackend(StorageBackend):
         document one; the level array is then opened as zarr-python alone would open it.
         """
         for zarr_format in (self.config.zarr_format, 5 - self.config.zarr_format):
-            document = self._read_document(location, _attributes_document(zarr_format))
-            if document is None:
+            name = _attributes_document(zarr_format)
+            metadata = self._document(location, name)
+            if metadata is None:
                 continue
-            try:
-                metadata = json.loads(document)
-            except ValueError as error:
-                raise _damaged(location, _attributes_document(zarr_format), error) from error
-            if zarr_format == 3 and (not isinstance(metadata, dict) or metadata.get("node_type") != "group"):
+            if zarr_format == 3 and metadata.get("node_type") != "group":
                 return None
             attributes = metadata.get("attributes", {}) if zarr_format == 3 else metadata
             if not isinstance(attributes, dict) or not ngff.is_multiscale_image(attributes):
@@ -261,6 +258,10 @@ class ZarrBackend(StorageBackend):
                 store=store, path=_join_key(location.node, paths[level]), mode="r", zarr_format=zarr_format
             )
         return None
+
+    def _document(self, location: _Location, name: str) -> dict[str, Any] | None:
+        """Metadata document ``name`` of the node at ``location``, parsed; None if absent."""
+        return _parse_document(location, name, self._read_document(location, name))
 
     def _read_document(self, location: _Location, name: str) -> bytes | None:
         """The bytes of metadata document ``name`` of the node at ``location``; None if absent."""
@@ -275,6 +276,86 @@ class ZarrBackend(StorageBackend):
         store = self._open_store(location.store, writable=False)
         buffer = _sync(store.get(_join_key(location.node, name), prototype=default_buffer_prototype()))
         return None if buffer is None else bytes(buffer.to_bytes())
+
+    def _create_group_here(self, location: _Location, zarr_format: int, attributes: dict[str, Any]) -> Any:
+        """A new group with its attributes at ``location``, where the caller knows there is nothing.
+
+        zarr's ``create_group`` first looks, in several reads, for an array or group already
+        there; the backend has just looked, under the field's lock, so it writes zarr's own
+        metadata document(s) for the group directly (a third of the time: this is per field
+        of a plate).
+        """
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.group import GroupMetadata
+
+        self._ensure_parent_groups(location, zarr_format)
+        metadata = GroupMetadata(attributes=attributes, zarr_format=zarr_format)  # type: ignore[arg-type]
+        for name, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
+            self._write_document(location, name, document.to_bytes())
+        zarr = _zarr()
+        store = self._open_store(location.store, writable=True)
+        # the group as zarr would open it, from the metadata just written (no read back)
+        store_path = zarr.storage.StorePath(store, location.node)
+        return zarr.Group(zarr.AsyncGroup(metadata=metadata, store_path=store_path))
+
+    def _ensure_parent_groups(self, location: _Location, zarr_format: int) -> None:
+        """Make every missing group above ``location`` (as zarr does for a new node), from the
+        top down, so that a node is never left without its parents' metadata."""
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.group import GroupMetadata
+
+        missing: list[str] = []
+        node = location.node
+        while node:
+            node = node.rpartition("/")[0]
+            if (location.store, node) in self._known_groups:
+                break
+            kind = self._node_kind(_Location(location.store, node))
+            if kind == "group":
+                self._known_groups.add((location.store, node))
+                break
+            if kind is not None:
+                raise NotADirectoryStorageError(
+                    f"Cannot create '{self._display(location)}': '{node}' is an array, not a group."
+                )
+            missing.append(node)
+        empty = GroupMetadata(zarr_format=zarr_format).to_buffer_dict(default_buffer_prototype())  # type: ignore[arg-type]
+        for node in reversed(missing):
+            for name, document in empty.items():
+                self._write_document(_Location(location.store, node), name, document.to_bytes())
+            self._known_groups.add((location.store, node))
+
+    def _create_array_here(self, location: _Location, options: dict[str, Any], zarr_format: int) -> Any:
+        """A new array at ``location``, in a group the caller has just made (nothing is there).
+
+        zarr's ``create_array`` would first delete the (empty) path, then check or write the
+        metadata of every parent group up to the store's root, each a hop to its event-loop
+        thread: 4-5 ms a field of a plate, more than the rest of the metadata together. The
+        array's metadata here is the very object zarr makes for these options (made once per
+        shape, dtype and codecs, in memory), written as its one document.
+        """
+        from zarr.core.buffer import default_buffer_prototype
+
+        metadata = _array_metadata(zarr_format, options)
+        for name, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
+            self._write_document(location, name, document.to_bytes())
+        zarr = _zarr()
+        store_path = zarr.storage.StorePath(self._open_store(location.store, writable=True), location.node)
+        return zarr.Array(zarr.AsyncArray(metadata=metadata, store_path=store_path))
+
+    def _write_document(self, location: _Location, name: str, content: bytes) -> None:
+        """Write metadata document ``name`` of the node at ``location``, whole or not at all."""
+        if not location.remote:
+            # as zarr's LocalStore writes it (a temporary file renamed over the document, not
+            # fsynced), without the hop to zarr's event-loop thread (0.8 of 1 ms)
+            with atomic_write(os.path.join(location.store, location.node, name), "wb", durable=False) as out:
+                out.write(content)
+            return
+        from zarr.core.buffer import default_buffer_prototype
+
+        store = self._open_store(location.store, writable=True)
+        buffer = default_buffer_prototype().buffer.from_bytes(content)
+        _sync(store.set(_join_key(location.node, name), buffer))
 
     def _level_array(self, node: Any, level: int, location: _Location) -> Any:
         if self._is_array(node):
@@ -436,15 +517,36 @@ class ZarrBackend(StorageBackend):
         while parent:
             if (location.store, parent) in self._known_groups:
                 return  # seen to be a plain group (a plate's well, most often) by an earlier save
-            try:
-                node = self._open_node(_Location(location.store, parent))
-            except FileNotFoundError:
+            kind = self._node_kind(_Location(location.store, parent))
+            if kind is None:
                 parent = parent.rpartition("/")[0]
                 continue
-            if self._is_array(node) or self._is_image(node):
+            if kind != "group":
                 raise NotADirectoryStorageError(f"Cannot save '{path}': '{parent}' is an array, not a group.")
             self._known_groups.add((location.store, parent))
             return
+
+    def _node_kind(self, location: _Location) -> str | None:
+        """``"array"``, ``"image"`` or ``"group"``, from the node's metadata documents; None if
+        no node is there (a few file reads, or requests, where opening it through zarr costs
+        1 ms)."""
+        for zarr_format in (self.config.zarr_format, 5 - self.config.zarr_format):
+            if zarr_format == 3:
+                document = self._document(location, "zarr.json")
+                if document is None:
+                    continue
+                if document.get("node_type") == "array":
+                    return "array"
+                attributes = document.get("attributes") or {}
+            else:
+                if self._read_document(location, ".zarray") is not None:
+                    return "array"
+                if self._read_document(location, ".zgroup") is None:
+                    continue
+                attributes = self._document(location, ".zattrs") or {}
+            is_image = isinstance(attributes, dict) and ngff.is_multiscale_image(attributes)
+            return "image" if is_image else "group"
+        return None
 
     def save(
         self,
@@ -538,7 +640,7 @@ class ZarrBackend(StorageBackend):
             name=location.name or None, channels=channels, dtype=np.dtype(array.dtype),
         )
         if existing is None:
-            group = _create_group_here(store, location.node, config.zarr_format, attrs)
+            group = self._create_group_here(location, config.zarr_format, attrs)
         else:
             group = zarr.open_group(store, path=location.node, mode="a", zarr_format=config.zarr_format)
             for name in list(group.keys()):  # replacing an image: its old levels go first
@@ -551,7 +653,13 @@ class ZarrBackend(StorageBackend):
             options.pop("zarr_format")  # a group's arrays take the group's format
             if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
                 options["dimension_names"] = tuple(axes)
-            target = group.create_array(str(level), **options, overwrite=True)
+            if existing is None:  # a group just made: nothing can be in the way
+                target = self._create_array_here(
+                    _Location(location.store, _join_key(location.node, str(level))), options,
+                    config.zarr_format,
+                )
+            else:
+                target = group.create_array(str(level), **options, overwrite=True)
             _write_into(target, source)
             source = target  # next level reads back the chunks just written, not the input
         if existing is not None:
@@ -655,14 +763,18 @@ class ZarrBackend(StorageBackend):
     def _record_fields(
         self, store_path: str, addresses: Sequence[PlaneAddress], config: ZarrConfig
     ) -> None:
-        """Add fields to their wells' and the plate's metadata (read-modify-write, locked)."""
+        """Add fields to their wells' and the plate's metadata (read-modify-write, locked).
+
+        The groups' attribute documents are read and written as documents: opening each
+        group through zarr and updating its attributes costs 4 ms a call here (a lone
+        ``save`` of a field pays it every time), the documents 1 ms. Only a document whose
+        content changes is written.
+        """
         if not config.ome_zarr_metadata:
             return
         with self._lock_for(store_path):
-            zarr = _zarr()
-            store = self._open_store(store_path, writable=True)
-            plate_group = zarr.open_group(store, mode="a", zarr_format=config.zarr_format)
-            plate_attrs = ngff.ngff_section(dict(plate_group.attrs)).get("plate")
+            plate = self._group_document(_Location(store_path, ""), config.zarr_format)
+            plate_attrs = ngff.ngff_section(plate.attributes).get("plate")
             layout = PlateLayout.from_attributes(plate_attrs)
             changed = False
             fields_by_well: dict[str, set[str]] = {}
@@ -670,20 +782,31 @@ class ZarrBackend(StorageBackend):
                 changed |= layout.add(address.row, address.column, address.field)
                 fields_by_well.setdefault(address.well_path, set()).add(str(address.field))
             for well_path, fields in fields_by_well.items():
-                well = zarr.open_group(store, path=well_path, mode="a", zarr_format=config.zarr_format)
-                well_meta = ngff.ngff_section(dict(well.attrs)).get("well") or {}
+                well = self._group_document(_Location(store_path, well_path), config.zarr_format)
+                well_meta = ngff.ngff_section(well.attributes).get("well") or {}
                 known = [image["path"] for image in well_meta.get("images", [])]
                 if set(fields) - set(known):
                     merged = sorted(set(known) | fields, key=int)
-                    well.update_attributes(ngff.well_attributes(merged, version=config.ngff_version))
+                    well.update(ngff.well_attributes(merged, version=config.ngff_version))
             if changed or not plate_attrs:
-                plate_group.update_attributes(
+                plate.update(
                     ngff.plate_attributes(
                         layout.rows, layout.columns, layout.wells,
                         version=config.ngff_version, field_count=layout.field_count,
                         name=Path(store_path.rstrip("/")).name.removesuffix(".zarr"),
                     )
                 )
+
+    def _group_document(self, location: _Location, zarr_format: int) -> _GroupDocument:
+        """The attributes document of the group at ``location`` (made a group if nothing is)."""
+        document = _GroupDocument.read(self, location, zarr_format)
+        if document is None:
+            store = self._open_store(location.store, writable=True)
+            _zarr().open_group(store, path=location.node, mode="a", zarr_format=zarr_format)
+            document = _GroupDocument.read(self, location, zarr_format)
+        if document is None:
+            raise CorruptDataError(f"'{self._display(location)}' is not a zarr group after creating it")
+        return document
 
     def save_batch(
         self,
@@ -875,6 +998,56 @@ class _ImageSpec:
     labels: bool
 
 
+@dataclass
+class _GroupDocument:
+    """A group's attributes as its metadata document holds them, to change and write back."""
+
+    backend: ZarrBackend
+    location: _Location
+    zarr_format: int
+    document: dict[str, Any]
+    """zarr.json (v3: attributes under "attributes"), or .zattrs (v2: the attributes)."""
+
+    @classmethod
+    def read(cls, backend: ZarrBackend, location: _Location, zarr_format: int) -> _GroupDocument | None:
+        """The group's document; None where no group is (nothing, or an array)."""
+        if zarr_format == 3:
+            document = backend._document(location, "zarr.json")
+            if document is None or document.get("node_type") != "group":
+                return None
+            return cls(backend, location, zarr_format, document)
+        if backend._read_document(location, ".zgroup") is None:
+            return None
+        return cls(backend, location, zarr_format, backend._document(location, ".zattrs") or {})
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        found = self.document.get("attributes", {}) if self.zarr_format == 3 else self.document
+        return found if isinstance(found, dict) else {}
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Merge ``changes`` into the attributes (as zarr's update_attributes) and write them."""
+        attributes = {**self.attributes, **changes}
+        if self.zarr_format == 3:
+            self.document["attributes"] = attributes
+        else:
+            self.document = attributes
+        name = _attributes_document(self.zarr_format)
+        self.backend._write_document(self.location, name, json.dumps(self.document, indent=2).encode())
+
+
+def _parse_document(location: _Location, name: str, raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError as error:
+        raise _damaged(location, name, error) from error
+    if not isinstance(parsed, dict):
+        raise _damaged(location, name, ValueError("not a JSON object"))
+    return parsed
+
+
 def _attributes_document(zarr_format: int) -> str:
     """The metadata document that holds a node's attributes in ``zarr_format``."""
     return "zarr.json" if zarr_format == 3 else ".zattrs"
@@ -889,6 +1062,25 @@ def _damaged(location: _Location, document: str, error: Exception) -> CorruptDat
     )
 
 
+_ARRAY_METADATA: dict[str, Any] = {}
+_ARRAY_METADATA_LOCK = threading.Lock()
+
+
+def _array_metadata(zarr_format: int, options: dict[str, Any]) -> Any:
+    """The metadata zarr gives a new array made with ``options`` (cached: it is immutable)."""
+    key = repr((zarr_format, sorted(options.items())))
+    with _ARRAY_METADATA_LOCK:
+        cached = _ARRAY_METADATA.get(key)
+    if cached is None:
+        zarr = _zarr()
+        cached = zarr.create_array(zarr.storage.MemoryStore(), **options, zarr_format=zarr_format).metadata
+        with _ARRAY_METADATA_LOCK:
+            if len(_ARRAY_METADATA) >= 64:  # shapes and codecs of one session are few
+                _ARRAY_METADATA.clear()
+            _ARRAY_METADATA[key] = cached
+    return cached
+
+
 def _join_key(node: str, name: str) -> str:
     """A key inside a store: ``name`` under ``node`` ('' is the store's root)."""
     return f"{node}/{name}" if node else name
@@ -899,25 +1091,6 @@ def _sync(coroutine: Any) -> Any:
     from zarr.core.sync import sync
 
     return sync(coroutine)
-
-
-def _create_group_here(store: Any, path: str, zarr_format: int, attributes: dict[str, Any]) -> Any:
-    """A new group with its attributes at ``path``, where the caller knows there is nothing.
-
-    zarr's ``create_group`` first looks, in several reads, for an array or group already there;
-    the backend has just looked, under the field's lock, so it writes zarr's own metadata
-    document(s) for the group directly (a third of the time: this is per field of a plate).
-    """
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.group import GroupMetadata
-
-    metadata = GroupMetadata(attributes=attributes, zarr_format=zarr_format)  # type: ignore[arg-type]
-    prefix = f"{path.strip('/')}/" if path.strip("/") else ""
-    for key, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
-        _sync(store.set(prefix + key, document))
-    zarr = _zarr()
-    # the group as zarr would open it, from the metadata just written (no read back)
-    return zarr.Group(zarr.AsyncGroup(metadata=metadata, store_path=zarr.storage.StorePath(store, path)))
 
 
 def _beside(store_url: str, name_template: str) -> str:
