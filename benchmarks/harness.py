@@ -143,6 +143,7 @@ def interleaved(
 
 def interleaved_items(
     cases: dict[str, Callable[[Item], object]], items: list[Item], *, repeat: int, warmup: int = 1,
+    before_round: Callable[[], None] | None = None, after_round: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
     """Seconds per round of each case over all ``items``, ``repeat`` rounds.
 
@@ -150,17 +151,24 @@ def interleaved_items(
     handled by every case back to back, in rotated order, and a case's sample is the sum of
     its times over the items of a round: machine state that drifts within a round (page
     cache, memory reclaim, other processes) then hits every case alike, where a whole loop
-    per sample left 0.5-1.45x between the rounds of one run.
+    per sample left 0.5-1.45x between the rounds of one run. ``before_round`` / ``after_round``
+    run (untimed) around every round, warm-ups included (e.g. fresh folders to write into).
     """
     names = list(cases)
     for _ in range(warmup):
+        if before_round is not None:
+            before_round()
         for item in items:
             for name in names:
                 cases[name](item)
+        if after_round is not None:
+            after_round()
     samples: dict[str, list[float]] = {name: [] for name in names}
     gc.collect()
     turn = 0
     for _ in range(repeat):
+        if before_round is not None:
+            before_round()
         totals = dict.fromkeys(names, 0.0)
         for item in items:
             shift = turn % len(names)
@@ -169,6 +177,8 @@ def interleaved_items(
                 start = time.perf_counter()
                 cases[name](item)
                 totals[name] += time.perf_counter() - start
+        if after_round is not None:
+            after_round()
         for name in names:
             samples[name].append(totals[name])
     return samples

@@ -16,6 +16,8 @@ Sections:
      of whole field images ('plate.zarr/A/01/0', shape (3, 1024, 1024)), against zarr-python
      writing the same arrays directly (zarr.create_array per field, chunks (1, 1024, 1024), the
      codecs ZarrConfig().compressors(dtype) gives) and tensorstore (same chunks, same codecs).
+     save_batch is one call for the plate, so its samples are whole plates; the lone saves go
+     field by field with every writer in turn (as the reads in 2), into fresh folders.
   2. Reading the plate back: ZarrBackend.load of every field against zarr-python and tensorstore
      reading the same arrays from the same files (just written, so from the page cache: this
      measures decoding and per-call overhead, not the disk). Each field is read by every reader
@@ -193,12 +195,15 @@ class ZarrDirect:
     def write(self, store_path: Path, plate: dict[FieldKey, np.ndarray]) -> None:
         store = self.zarr.storage.LocalStore(store_path)
         for key, stack in plate.items():
-            target = self.zarr.create_array(
-                store, name=array_path(key), shape=stack.shape, dtype=stack.dtype,
-                chunks=(1, *stack.shape[1:]), compressors=self.compressors,
-                zarr_format=self.config.zarr_format,
-            )
-            target[...] = stack
+            self.write_field(store, key, stack)
+
+    def write_field(self, store: Any, key: FieldKey, stack: np.ndarray) -> None:
+        target = self.zarr.create_array(
+            store, name=array_path(key), shape=stack.shape, dtype=stack.dtype,
+            chunks=(1, *stack.shape[1:]), compressors=self.compressors,
+            zarr_format=self.config.zarr_format,
+        )
+        target[...] = stack
 
     def read(self, store_path: Path, keys: list[FieldKey]) -> list[np.ndarray]:
         store = self.zarr.storage.LocalStore(store_path, read_only=True)
@@ -234,13 +239,16 @@ class TensorStoreDirect:
 
     def write(self, store_path: Path, plate: dict[FieldKey, np.ndarray]) -> None:
         for key, stack in plate.items():
-            spec = self._spec(store_path / array_path(key))
-            spec["metadata"] = {
-                "shape": list(stack.shape), "data_type": stack.dtype.name,
-                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *stack.shape[1:]]}},
-                "codecs": self.codecs,
-            }
-            self.ts.open(spec, create=True).result().write(stack).result()
+            self.write_field(store_path, key, stack)
+
+    def write_field(self, store_path: Path, key: FieldKey, stack: np.ndarray) -> None:
+        spec = self._spec(store_path / array_path(key))
+        spec["metadata"] = {
+            "shape": list(stack.shape), "data_type": stack.dtype.name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, *stack.shape[1:]]}},
+            "codecs": self.codecs,
+        }
+        self.ts.open(spec, create=True).result().write(stack).result()
 
     def read(self, store_path: Path, keys: list[FieldKey]) -> list[np.ndarray]:
         return [self.read_field(store_path, k) for k in keys]
@@ -253,12 +261,6 @@ class TensorStoreDirect:
 def ours_save_batch(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
     planes, names = plane_names(plate)
     ZarrBackend(target).save_batch(planes, names)
-
-
-def ours_save_fields(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
-    backend = ZarrBackend(target)
-    for (row, column, field_index), stack in plate.items():
-        backend.save(stack, f"plate.zarr/{row}/{column}/{field_index}")
 
 
 def ours_load_fields(backend: ZarrBackend, keys: list[FieldKey]) -> list[np.ndarray]:
@@ -319,13 +321,16 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
     scratch = Scratch(settings.directory)
     direct = ZarrDirect(ZarrConfig())
     small = subset(plate, 1)
+    tensorstore = (
+        TensorStoreDirect.for_config(settings.ts, ZarrConfig(), settings.directory)
+        if settings.ts is not None else None
+    )
+    # the whole plate in one call (save_batch) against the same arrays written one by one
     writers: dict[str, Callable[[Path], object]] = {
         "batch": lambda t: ours_save_batch(t, current_plate[0]),
-        "fields": lambda t: ours_save_fields(t, current_plate[0]),
         "zarr": lambda t: direct.write(t / "plate.zarr", current_plate[0]),
     }
-    if settings.ts is not None:
-        tensorstore = TensorStoreDirect.for_config(settings.ts, ZarrConfig(), settings.directory)
+    if tensorstore is not None:
         writers["ts"] = lambda t: tensorstore.write(t / "plate.zarr", current_plate[0])
     current_plate = [small]  # the warm-up writes one well; the samples, the whole plate
     cases, before, after = fresh_folder_cases(scratch, writers)
@@ -338,14 +343,44 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
     rows = [
         paired_row("1", f"save_batch {n * CHANNELS} planes (A01_s1_w1.tif)", samples, "batch", "zarr",
             "zarr-python direct", Goal(1.10)),
-        paired_row("1", f"save {n} fields (A/01/0, (3,1024,1024))", samples, "fields", "zarr",
-            "zarr-python direct", Goal(1.10)),
     ]
-    if settings.ts is not None:
+    if tensorstore is not None:
         rows += [
             paired_row("1", f"save_batch {n * CHANNELS} planes", samples, "batch", "ts", "tensorstore", None),
-            paired_row("1", f"save {n} fields", samples, "fields", "ts", "tensorstore", None),
             paired_row("1", "zarr-python direct", samples, "zarr", "ts", "tensorstore", None),
+        ]
+
+    # one lone save per field, field by field with every writer in turn (as the reads), each
+    # round into fresh folders; ours keeps the well and plate metadata right after every call
+    folders: dict[str, Path] = {}
+    backends: dict[str, ZarrBackend] = {}
+    stores: dict[str, Any] = {}
+
+    def fresh_round() -> None:
+        for name in ("fields", "zarr", "ts"):
+            folders[name] = scratch.fresh(f"lone-{name}")
+        backends["fields"] = ZarrBackend(folders["fields"])
+        stores["zarr"] = direct.zarr.storage.LocalStore(folders["zarr"] / "plate.zarr")
+
+    def end_round() -> None:
+        for folder in folders.values():
+            shutil.rmtree(folder)
+
+    lone: dict[str, Callable[[FieldKey], object]] = {
+        "fields": lambda key: backends["fields"].save(plate[key], "plate.zarr/{}/{}/{}".format(*key)),
+        "zarr": lambda key: direct.write_field(stores["zarr"], key, plate[key]),
+    }
+    if tensorstore is not None:
+        lone["ts"] = lambda key: tensorstore.write_field(folders["ts"] / "plate.zarr", key, plate[key])
+    lone_samples = interleaved_items(
+        lone, list(plate), repeat=settings.reps(3, 2), warmup=0, before_round=fresh_round,
+        after_round=end_round,
+    )
+    rows.insert(1, paired_row("1", f"save {n} fields (A/01/0, (3,1024,1024))", lone_samples, "fields",
+                              "zarr", "zarr-python direct", Goal(1.10)))
+    if tensorstore is not None:
+        rows += [
+            paired_row("1", f"save {n} fields", lone_samples, "fields", "ts", "tensorstore", None),
         ]
     return rows
 
