@@ -116,6 +116,7 @@ class StoreBrowserWidget(QWidget):
         self.save_button.changed.connect(lambda *_: self.save_selected())
         self.tree.itemExpanded.connect(self._expand_in_background)
         self.listings: list[Any] = []  # running listing workers (kept referenced until done)
+        self.openings: list[Any] = []  # running workers reading items to open, likewise
         self.tree.itemDoubleClicked.connect(self._double_clicked)
         self.worker: FunctionWorker[None] | None = None
         for backend, path in places:
@@ -267,18 +268,53 @@ class StoreBrowserWidget(QWidget):
 
     # -- opening ----------------------------------------------------------------------------
     def _double_clicked(self, item: QTreeWidgetItem, column: int) -> None:
-        self.open_item(item)
+        self.open_in_background(item)
+
+    def open_in_background(self, item: QTreeWidgetItem) -> Any:
+        """Open a tree item as layers, reading it in a worker thread (a large file, or any
+        object on s3, would freeze the viewer while it is read); the layers are added on the
+        GUI thread once it is read. Returns the worker (None if nothing is to be read)."""
+        from superqt.utils import create_worker
+
+        node = self.node(item)
+        if node.is_dir and node.backend != "zarr":
+            return None  # a plain folder just expands
+        opening_message = f"Opening {node.path} ({node.backend})…"
+        self.show_message(opening_message)
+
+        def read(result: tuple[list[LayerData] | None, str | None]) -> None:
+            self.openings.remove(worker)
+            layer_data, error = result
+            if error is not None:
+                self.show_error(error)
+            elif layer_data is not None:
+                self._add_layers(node, layer_data)
+            elif self.status.value == opening_message:
+                self.show_message("")
+
+        worker = create_worker(self._read_layer_data, node, _connect={"returned": read}, _start_thread=False)
+        self.openings.append(worker)  # referenced until it has returned
+        worker.start()
+        return worker
 
     def open_item(self, item: QTreeWidgetItem) -> list[Layer]:
-        """Open a tree item as layers: files, zarr images and plates (a plain folder just expands)."""
+        """Open a tree item as layers now, on this thread (for scripts and tests; a double
+        click opens in the background): files, zarr images and plates (a plain folder: none)."""
         node = self.node(item)
+        layer_data, error = self._read_layer_data(node)
+        if error is not None:
+            self.show_error(error)
+            return []
+        return self._add_layers(node, layer_data) if layer_data is not None else []
+
+    def _read_layer_data(self, node: _Node) -> tuple[list[LayerData] | None, str | None]:
+        """:meth:`layer_data`, or the reason it failed (any thread)."""
         try:
-            layer_data = self.layer_data(node)
+            return self.layer_data(node), None
         except Exception as error:
-            self.show_error(f"Cannot open '{node.path}' ({node.backend}): {error}")
-            return []
-        if layer_data is None:
-            return []
+            return None, f"Cannot open '{node.path}' ({node.backend}): {error}"
+
+    def _add_layers(self, node: _Node, layer_data: list[LayerData]) -> list[Layer]:
         layers: list[Layer] = []
         for data, options, layer_type in layer_data:
             added = getattr(self.viewer, f"add_{layer_type}")(data, **options)

@@ -329,6 +329,43 @@ def test_the_store_browser_opens_a_pyramid_from_an_s3_url(qtbot: Any, s3_bucket:
     np.testing.assert_array_equal(np.asarray(layer.data[0]), pyramid)
 
 
+def test_a_double_click_reads_in_a_worker_and_adds_layers_on_the_gui_thread(
+    qtbot: Any, tmp_path: Path
+) -> None:
+    from polystore_napari.browser_widget import StoreBrowserWidget
+
+    image = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    manager = FileManager()
+    manager.save(image, str(tmp_path / "cells.tif"), backend="disk")
+    manager.save({"not": "an image"}, str(tmp_path / "notes.json"), backend="disk")
+    viewer = ViewerModel()
+    browser = StoreBrowserWidget(viewer, manager)
+    qtbot.addWidget(browser)
+    browser.add_place("disk", str(tmp_path))
+    read_on: list[int] = []
+    read = browser.layer_data
+
+    def reading(node: Any) -> Any:  # where the reading happens, then the widget's own read
+        read_on.append(threading.get_ident())
+        return read(node)
+
+    browser.layer_data = reading  # type: ignore[method-assign]
+    cells = browser.find_item(str(tmp_path), "cells.tif")
+    assert cells is not None
+    browser.tree.itemDoubleClicked.emit(cells, 0)  # what a double click sends
+    qtbot.waitUntil(lambda: len(viewer.layers) == 1 and not browser.openings, timeout=30_000)
+    assert read_on and read_on[0] != threading.get_ident()  # read off the GUI thread
+    np.testing.assert_array_equal(viewer.layers[0].data, image)
+    assert "Opened" in browser.status.value
+
+    notes = browser.find_item(str(tmp_path), "notes.json")
+    assert notes is not None
+    browser.tree.itemDoubleClicked.emit(notes, 0)
+    qtbot.waitUntil(lambda: not browser.openings, timeout=30_000)
+    assert len(viewer.layers) == 1  # nothing added
+    assert "Cannot open" in browser.status.value and "notes.json" in browser.status.value
+
+
 def test_ellipses_stay_ovals_and_shapes_keep_their_c_z_t(tmp_path: Path) -> None:
     from roifile import roiread
 
