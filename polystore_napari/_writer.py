@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from polystore.exceptions import UnsupportedDataError
+from polystore.streaming.payloads import ROI_SET_SUFFIXES as ROI_SUFFIXES
+from polystore_napari.layers import PlaneStack
 
 if TYPE_CHECKING:
     from napari.layers import Layer
 
     from polystore.filemanager import FileManager
-
-from polystore.streaming.payloads import ROI_SET_SUFFIXES as ROI_SUFFIXES
 
 OME_AXES = "tczyx"
 AXIS_NAMES = {"t": "t", "time": "t", "c": "c", "channel": "c", "z": "z", "y": "y", "x": "x"}
@@ -161,8 +161,10 @@ def layer_payload(layer: Layer, path: str) -> tuple[Any, dict[str, Any]]:
     if lowered.endswith(ROI_SUFFIXES):
         raise UnsupportedDataError(f"'{path}' is an ROI file; an {kind} layer goes to .tif, .npy or .zarr.")
     data = layer.data[0] if layer.multiscale else layer.data
-    if not isinstance(data, np.ndarray) and not type(data).__module__.startswith("dask"):
-        data = np.asarray(data)  # a live PlaneStack, or any other array-like: its pixels
+    if isinstance(data, PlaneStack):
+        data = data.snapshot()  # its pixels are stacked by whoever writes (see pixels())
+    elif not isinstance(data, np.ndarray) and not type(data).__module__.startswith("dask"):
+        data = np.asarray(data)  # any other array-like: its pixels
     options: dict[str, Any] = {}
     if backend_for(path) == "zarr":
         axes = ome_axes(layer.axis_labels)
@@ -173,10 +175,21 @@ def layer_payload(layer: Layer, path: str) -> tuple[Any, dict[str, Any]]:
     return data, options
 
 
+def pixels(data: Any) -> Any:
+    """``data`` from :func:`layer_payload` as ``FileManager.save`` takes it (a live stack's
+    snapshot stacked into one array: call it in the thread that writes)."""
+    return np.asarray(data) if isinstance(data, PlaneStack) else data
+
+
+def save_payload(manager: FileManager, data: Any, options: dict[str, Any], path: str, backend: str) -> None:
+    """Write what :func:`layer_payload` gave to ``path`` on ``backend`` (any thread)."""
+    manager.save(pixels(data), path, backend=backend, **backend_options(options, backend))
+
+
 def save_layer(manager: FileManager, layer: Layer, path: str, backend: str) -> None:
     """Write ``layer`` to ``path`` on ``backend`` through ``manager``."""
     data, options = layer_payload(layer, path)
-    manager.save(data, path, backend=backend, **backend_options(options, backend))
+    save_payload(manager, data, options, path, backend)
 
 
 def backend_options(options: dict[str, Any], backend: str) -> dict[str, Any]:

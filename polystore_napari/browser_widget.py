@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 from polystore.filemanager import FileManager
 from polystore.registry import ENTRY_POINT_GROUP, registered_backend_classes
 from polystore_napari._reader import LayerData, read_zarr, roi_layer_data
-from polystore_napari._writer import backend_options, layer_payload
+from polystore_napari._writer import layer_payload, save_payload
 
 if TYPE_CHECKING:
     import napari
@@ -367,7 +367,7 @@ class StoreBrowserWidget(QWidget):
         name = layer.name
         self.show_message(f"Saving '{name}' to {path} ({backend})…")
         worker: FunctionWorker[None] = create_worker(
-            self.manager.save, data, path, backend=backend, **backend_options(options, backend),
+            save_payload, self.manager, data, options, path, backend,
             _connect={
                 "returned": lambda _: self.show_message(f"Saved '{name}' to {path} ({backend})."),
                 "errored": lambda error: self.show_error(f"Could not save '{name}' to {path}: {error}"),

@@ -277,6 +277,19 @@ class PlaneStack:
         full = self[(slice(None),) * self.ndim]
         return full.astype(dtype) if dtype is not None else full
 
+    def snapshot(self) -> PlaneStack:
+        """What is stacked now, frozen: the planes are shared (received planes are replaced,
+        never written into), the axes and values copied. For another thread to read while
+        new planes keep arriving here (stacking hundreds of planes takes the GUI seconds)."""
+        series = Series(self.series.name)
+        series.axes = list(self.series.axes)
+        series.values = {axis: list(values) for axis, values in self.series.values.items()}
+        series._has_items = self.series._has_items
+        frozen = PlaneStack.__new__(PlaneStack)
+        frozen.series, frozen.plane_shape, frozen.dtype = series, self.plane_shape, self.dtype
+        frozen.planes, frozen._zeros = dict(self.planes), self._zeros
+        return frozen
+
     def __repr__(self) -> str:
         return f"PlaneStack(shape={self.shape}, dtype={self.dtype}, planes={len(self.planes)})"
 

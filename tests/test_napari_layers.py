@@ -206,6 +206,26 @@ def test_plane_stack_indexes_like_numpy() -> None:
     np.testing.assert_array_equal(np.asarray(stack), reference)
 
 
+def test_saving_a_live_stack_writes_the_planes_it_had_when_asked(tmp_path: Path) -> None:
+    """"Save to…" takes a snapshot on the GUI thread (no pixels stacked there) and the worker
+    stacks it: planes that arrive meanwhile, or grow the series, are not in the file."""
+    series = Series("s")
+    stack = PlaneStack(series, np.zeros((3, 4), np.uint16))
+    for t in (1, 2):
+        series.add((("t", t),))
+        stack.put((("t", t),), np.full((3, 4), t, np.uint16))
+    layer = Image(stack, name="live")
+    data, options = _writer.layer_payload(layer, str(tmp_path / "live.npy"))
+    assert isinstance(data, PlaneStack) and data is not stack
+    series.add((("t", 3),))  # the stream goes on before the worker writes
+    stack.put((("t", 3),), np.full((3, 4), 3, np.uint16))
+    stack.put((("t", 1),), np.full((3, 4), 9, np.uint16))  # a newer frame of a saved plane
+    _writer.save_payload(FileManager(), data, options, str(tmp_path / "live.npy"), "disk")
+    saved = np.load(tmp_path / "live.npy")
+    np.testing.assert_array_equal(saved, np.stack([np.full((3, 4), t, np.uint16) for t in (1, 2)]))
+    assert np.asarray(stack).shape == (3, 3, 4)  # the live stack itself went on
+
+
 def test_the_coalescer_keeps_the_newest_frame_per_plane_across_threads() -> None:
     coalescer = Coalescer()
 
