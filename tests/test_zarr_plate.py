@@ -6,6 +6,8 @@ checked by ome-zarr-models and read by ome-zarr-py's reader; one plane read read
 from __future__ import annotations
 
 import multiprocessing
+import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import zarr
 from ngff_helpers import ngff_models, ome_section
 
 from polystore.backends.zarr import ZarrBackend
-from polystore.exceptions import BatchError, UnsupportedDataError
+from polystore.exceptions import BatchError, CorruptDataError, UnsupportedDataError
 from polystore.ome.plate import parse_plate_path, row_sort_key
 
 ROWS_24 = ["A", "B", "C", "D"]
@@ -382,3 +384,75 @@ def test_a_lone_save_makes_every_group_above_the_image(tmp_path: Path, zarr_form
     bare.save(np.zeros((4, 4), np.uint8), "other.zarr/C")  # a bare array at C
     with pytest.raises(NotADirectoryError, match="'C' is an array"):
         backend.save(field, "other.zarr/C/01/0")
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2], ids=["v3", "v2"])
+def test_a_writer_that_looked_before_another_made_the_well_keeps_its_fields(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """Writer B finds well B/03 missing and is paused before writing it; writer A makes the
+    well and records its field; B then goes on. B's missing parents are created only if still
+    absent, so A's well metadata survives (an unconditional write emptied it)."""
+    first = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    second = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    looked, first_done = threading.Event(), threading.Event()
+    look = second._node_kind
+
+    def look_then_wait(location: Any) -> Any:  # B's look at the well, then A runs to the end
+        kind = look(location)
+        if location.node == "B/03" and not looked.is_set():
+            looked.set()
+            first_done.wait(30)
+        return kind
+
+    second._node_kind = look_then_wait  # type: ignore[method-assign]
+    field = np.ones((2, 16, 16), np.uint16)
+    writer = threading.Thread(target=lambda: second.save(field, "plate.zarr/B/03/1"))
+    writer.start()
+    assert looked.wait(30)
+    first.save(field, "plate.zarr/B/03/0")
+    first_done.set()
+    writer.join(60)
+    assert well_fields(tmp_path / "plate.zarr", "B/03") == ["0", "1"]
+    assert_plate_consistent(tmp_path / "plate.zarr", [("B", "03")])
+
+
+def test_parents_are_made_again_after_a_move_or_another_backend_deleted_them(tmp_path: Path) -> None:
+    image = np.ones((8, 8), np.uint8)
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(image, "s.zarr/a/b/first")
+    backend.move("s.zarr/a/b", "s.zarr/c")
+    backend.save(image, "s.zarr/a/b/second")
+    other = ZarrBackend(root=tmp_path)  # another process's backend
+    other.delete_all("s.zarr")
+    backend.save(image, "s.zarr/a/b/third")
+    for group_path in ("", "a", "a/b", "a/b/third"):
+        zarr.open_group(tmp_path / "s.zarr", path=group_path, mode="r")
+    assert backend.list_files("s.zarr", recursive=True) == ["s.zarr/a/b/third"]
+
+
+def test_chunks_left_without_metadata_do_not_come_back(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    for channel in (1, 2, 3):
+        backend.save(np.full((16, 16), 7, np.uint8), f"p.zarr/A01_s1_w{channel}.tif")
+    for document in (tmp_path / "p.zarr" / "A" / "01" / "0").rglob("zarr.json"):
+        document.unlink()  # an interrupted delete: the metadata went, the chunks stayed
+    backend.save(np.full((16, 16), 1, np.uint8), "p.zarr/A01_s1_w1.tif")
+    backend.save(np.full((16, 16), 3, np.uint8), "p.zarr/A01_s1_w3.tif")
+    field = backend.load("p.zarr/A/01/0")
+    assert [int(np.unique(field[c])[0]) for c in range(3)] == [1, 0, 3]  # w2 was never written again
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2], ids=["v3", "v2"])
+def test_a_damaged_or_missing_level_is_named_when_its_image_is_read(tmp_path: Path, zarr_format: int) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((8, 8), np.uint8), "img.zarr/cells")
+    level = tmp_path / "img.zarr" / "cells" / "0"
+    (level / ("zarr.json" if zarr_format == 3 else ".zarray")).write_text("{not json", encoding="utf-8")
+    with pytest.raises(CorruptDataError, match=r"cells/0'.*not valid JSON"):
+        backend.load("img.zarr/cells")
+    shutil.rmtree(level)
+    with pytest.raises(CorruptDataError, match="level '0' is missing"):
+        backend.load("img.zarr/cells")
+    with pytest.raises(CorruptDataError):
+        backend.save(np.ones((8, 8), np.uint8), "img.zarr/cells", overwrite=False)  # not replaced silently

@@ -198,7 +198,8 @@ class ZarrBackend(StorageBackend):
             except (FileNotFoundError, KeyError) as missing:
                 error = missing
             except json.JSONDecodeError as damaged:
-                raise _damaged(location, "metadata", damaged) from damaged
+                documents = "zarr.json" if zarr_format == 3 else ".zarray/.zgroup/.zattrs"
+                raise _damaged(location, documents, damaged) from damaged
         raise StorageFileNotFoundError(self._display(location), "zarr") from error
 
     @staticmethod
@@ -254,9 +255,20 @@ class ZarrBackend(StorageBackend):
             if not 0 <= level < len(paths):
                 raise ValueError(f"'{self._display(location)}' has {len(paths)} levels; asked for {level}.")
             store = self._open_store(location.store, writable=False)
-            return _zarr().open_array(
-                store=store, path=_join_key(location.node, paths[level]), mode="r", zarr_format=zarr_format
-            )
+            level_location = _Location(location.store, _join_key(location.node, paths[level]))
+            try:
+                return _zarr().open_array(
+                    store=store, path=level_location.node, mode="r", zarr_format=zarr_format
+                )
+            except json.JSONDecodeError as error:
+                document = "zarr.json" if zarr_format == 3 else ".zarray"
+                raise _damaged(level_location, document, error) from error
+            except FileNotFoundError as error:
+                raise CorruptDataError(
+                    f"'{self._display(location)}' is an image whose level '{paths[level]}' is "
+                    "missing: it was written partly or damaged. Save the image again, or delete "
+                    "it (delete_all)."
+                ) from error
         return None
 
     def _document(self, location: _Location, name: str) -> dict[str, Any] | None:
@@ -300,7 +312,13 @@ class ZarrBackend(StorageBackend):
 
     def _ensure_parent_groups(self, location: _Location, zarr_format: int) -> None:
         """Make every missing group above ``location`` (as zarr does for a new node), from the
-        top down, so that a node is never left without its parents' metadata."""
+        top down, so that a node is never left without its parents' metadata.
+
+        Each ancestor is looked at (its documents: file reads, or a request each), not taken
+        from ``_known_groups``: another process may have removed it since. A missing one is
+        written only if still absent (an exclusive create), so two writers making the same
+        well never replace each other's attributes with an empty group's.
+        """
         from zarr.core.buffer import default_buffer_prototype
         from zarr.core.group import GroupMetadata
 
@@ -308,22 +326,21 @@ class ZarrBackend(StorageBackend):
         node = location.node
         while node:
             node = node.rpartition("/")[0]
-            if (location.store, node) in self._known_groups:
-                break
             kind = self._node_kind(_Location(location.store, node))
             if kind == "group":
-                self._known_groups.add((location.store, node))
                 break
             if kind is not None:
                 raise NotADirectoryStorageError(
                     f"Cannot create '{self._display(location)}': '{node}' is an array, not a group."
                 )
             missing.append(node)
+        if not missing:
+            return
         empty = GroupMetadata(zarr_format=zarr_format).to_buffer_dict(default_buffer_prototype())  # type: ignore[arg-type]
+        store = self._open_store(location.store, writable=True)
         for node in reversed(missing):
             for name, document in empty.items():
-                self._write_document(_Location(location.store, node), name, document.to_bytes())
-            self._known_groups.add((location.store, node))
+                _sync(store.set_if_not_exists(_join_key(node, name), document))
 
     def _create_array_here(self, location: _Location, options: dict[str, Any], zarr_format: int) -> Any:
         """A new array at ``location``, in a group the caller has just made (nothing is there).
@@ -336,11 +353,18 @@ class ZarrBackend(StorageBackend):
         """
         from zarr.core.buffer import default_buffer_prototype
 
-        metadata = _array_metadata(zarr_format, options)
-        for name, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
-            self._write_document(location, name, document.to_bytes())
         zarr = _zarr()
         store_path = zarr.storage.StorePath(self._open_store(location.store, writable=True), location.node)
+        # chunks left without metadata (an interrupted delete) must not come back as data, as
+        # zarr's overwrite would have cleared them: a stat here, a listing on object storage
+        if location.remote:
+            _sync(store_path.delete_dir())
+        elif os.path.isdir(os.path.join(location.store, location.node)):
+            shutil.rmtree(os.path.join(location.store, location.node))
+        # a copy with its own attributes: the cached object is shared, zarr changes them in place
+        metadata = _array_metadata(zarr_format, options).update_attributes({})
+        for name, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
+            self._write_document(location, name, document.to_bytes())
         return zarr.Array(zarr.AsyncArray(metadata=metadata, store_path=store_path))
 
     def _write_document(self, location: _Location, name: str, content: bytes) -> None:
@@ -975,16 +999,12 @@ class ZarrBackend(StorageBackend):
         same_local_store = src.store == dst.store and not src.remote
         if same_local_store and src.node and dst.node and not self.exists(destination):
             self._check_parent(dst, destination)
-            self._ensure_parent_group(dst)
+            self._ensure_parent_groups(dst, self.config.zarr_format)
+            self._known_groups.clear()  # the source's groups are gone from where they were
             os.replace(os.path.join(src.store, src.node), os.path.join(dst.store, dst.node))
             return
         self.copy(source, destination)
         self._remove(src)
-
-    def _ensure_parent_group(self, location: _Location) -> None:
-        parent = location.node.rpartition("/")[0]
-        store = self._open_store(location.store, writable=True)
-        _zarr().open_group(store, path=parent, mode="a", zarr_format=self.config.zarr_format)
 
 
 @dataclass(frozen=True)
@@ -1068,7 +1088,8 @@ _ARRAY_METADATA_LOCK = threading.Lock()
 
 def _array_metadata(zarr_format: int, options: dict[str, Any]) -> Any:
     """The metadata zarr gives a new array made with ``options`` (cached: it is immutable)."""
-    key = repr((zarr_format, sorted(options.items())))
+    # zarr's config decides what options leave open (memory order, default codecs)
+    key = repr((zarr_format, sorted(options.items()), _zarr().config.get("array")))
     with _ARRAY_METADATA_LOCK:
         cached = _ARRAY_METADATA.get(key)
     if cached is None:
