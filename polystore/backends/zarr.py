@@ -28,13 +28,20 @@ from typing import Any
 import numpy as np
 
 from polystore.arrays import as_plain_array, convert, framework_of, to_numpy
-from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX, atomic_write, file_lock
+from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX, file_lock
 from polystore.backends.object_lock import ObjectStoreLock
 from polystore.backends.zarr_config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
+from polystore.backends.zarr_documents import (
+    Location,
+    MetadataDocuments,
+    damaged,
+    join_key,
+    sync,
+    zarr_module,
+)
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
-    CorruptDataError,
     DirectoryNotEmptyError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
@@ -47,29 +54,6 @@ from polystore.ome.plate import PlaneAddress, PlateLayout, parse_plate_path
 from polystore.paths import join_given, matches, normalize_extensions
 
 __all__ = ["ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig"]
-
-
-def _zarr() -> Any:
-    return optional_import("zarr", extra="zarr", purpose="The zarr backend")
-
-
-@dataclass(frozen=True)
-class _Location:
-    store: str
-    """Local path or URL of the store."""
-    node: str
-    """Path of the node inside the store ('' for its root)."""
-
-    @property
-    def remote(self) -> bool:
-        return "://" in self.store
-
-    @property
-    def name(self) -> str:
-        return self.node.rsplit("/", 1)[-1]
-
-    def child(self, name: str) -> _Location:
-        return _Location(self.store, f"{self.node}/{name}" if self.node else name)
 
 
 def _is_lazy(data: Any) -> bool:
@@ -103,9 +87,10 @@ class ZarrBackend(StorageBackend):
         self._lock = threading.RLock()
         self._known_groups: set[tuple[str, str]] = set()
         """(store, node) seen to be plain groups; forgotten when this backend removes anything."""
+        self._documents = MetadataDocuments(self._open_store, self.config.zarr_format)
 
     # -- locating ------------------------------------------------------------------------
-    def locate(self, path: PathLike) -> _Location:
+    def locate(self, path: PathLike) -> Location:
         """Split ``path`` into its store and the node inside it."""
         text = os.fspath(path).replace("\\", "/")
         if self.root is not None and "://" not in text and not os.path.isabs(text):
@@ -121,13 +106,13 @@ class ZarrBackend(StorageBackend):
                 node_parts = parts[index + 1 :]
                 if ".." in node_parts:
                     raise ValueError(f"'{path}': '..' cannot climb out of a zarr store.")
-                return _Location(prefix + "/".join(parts[: index + 1]), "/".join(node_parts))
+                return Location(prefix + "/".join(parts[: index + 1]), "/".join(node_parts))
         base = self.root if self.root is not None else "."
         store = f"{base.rstrip('/')}/{self.config.store_name}"
         node_parts = [p for p in os.fspath(path).replace("\\", "/").split("/") if p not in ("", ".")]
         if ".." in node_parts:
             raise ValueError(f"'{path}': '..' cannot climb out of a zarr store.")
-        return _Location(store, "/".join(node_parts))
+        return Location(store, "/".join(node_parts))
 
     def _open_store(self, store: str, *, writable: bool) -> Any:
         key = (store, writable)
@@ -135,7 +120,7 @@ class ZarrBackend(StorageBackend):
             cached = self._stores.get(key)
             if cached is not None:
                 return cached
-            storage = _zarr().storage
+            storage = zarr_module().storage
             if "://" in store:
                 opened = storage.FsspecStore.from_url(
                     store, storage_options=self._fsspec_options(store), read_only=not writable
@@ -179,7 +164,7 @@ class ZarrBackend(StorageBackend):
         options = {k: v for k, v in self._fsspec_options(url).items() if k != "asynchronous"}
         return fsspec.filesystem(url.split("://", 1)[0], **options)
 
-    def _open_node(self, location: _Location) -> Any:
+    def _open_node(self, location: Location) -> Any:
         """The zarr Array or Group at ``location``, or StorageFileNotFoundError."""
         # a missing remote store reads as missing keys: no separate (two-request) existence check
         if not location.remote and not os.path.isdir(os.path.join(location.store, location.node)):
@@ -194,17 +179,17 @@ class ZarrBackend(StorageBackend):
         error: Exception | None = None
         for zarr_format in (preferred, 5 - preferred):
             try:
-                return _zarr().open(store=store, path=location.node, mode="r", zarr_format=zarr_format)
+                return zarr_module().open(store=store, path=location.node, mode="r", zarr_format=zarr_format)
             except (FileNotFoundError, KeyError) as missing:
                 error = missing
-            except json.JSONDecodeError as damaged:
+            except json.JSONDecodeError as not_json:
                 documents = "zarr.json" if zarr_format == 3 else ".zarray/.zgroup/.zattrs"
-                raise _damaged(location, documents, damaged) from damaged
+                raise damaged(location, documents, not_json) from not_json
         raise StorageFileNotFoundError(self._display(location), "zarr") from error
 
     @staticmethod
-    def _display(location: _Location) -> str:
-        return f"{location.store}/{location.node}" if location.node else location.store
+    def _display(location: Location) -> str:
+        return location.display
 
     def _is_array(self, node: Any) -> bool:
         return hasattr(node, "shape") and hasattr(node, "chunks")
@@ -213,12 +198,12 @@ class ZarrBackend(StorageBackend):
         return not self._is_array(node) and ngff.is_multiscale_image(dict(node.attrs))
 
     # -- reading -------------------------------------------------------------------------
-    def _resolve_array(self, location: _Location, level: int) -> tuple[Any, tuple[int, ...]]:
+    def _resolve_array(self, location: Location, level: int) -> tuple[Any, tuple[int, ...]]:
         """The zarr array behind ``location`` and, for a plate plane name, its index."""
         address = self._plane_address(location)
         plane_name = address is not None and address.field_path != location.node
         if not plane_name:
-            level_array = self._image_level_array(location, level)
+            level_array = self._documents.image_level_array(location, level)
             if level_array is not None:
                 return level_array, ()
         try:
@@ -226,162 +211,14 @@ class ZarrBackend(StorageBackend):
         except FileNotFoundError:
             if address is None or not plane_name:
                 raise
-            field_location = _Location(location.store, address.field_path)
-            level_array = self._image_level_array(field_location, level)
+            field_location = Location(location.store, address.field_path)
+            level_array = self._documents.image_level_array(field_location, level)
             if level_array is None:
                 level_array = self._level_array(self._open_node(field_location), level, location)
             return level_array, address.plane_index
         return self._level_array(node, level, location), ()
 
-    def _image_level_array(self, location: _Location, level: int) -> Any | None:
-        """Level ``level`` of the OME-Zarr image at ``location``, or None if it is not one.
-
-        The image group's metadata document is read as a document, not opened as a zarr
-        group: opening the group and then its level costs two rounds of zarr's metadata
-        probes (1-2 ms a field here, a request or more each on object storage), reading the
-        document one; the level array is then opened as zarr-python alone would open it.
-        """
-        for zarr_format in (self.config.zarr_format, 5 - self.config.zarr_format):
-            name = _attributes_document(zarr_format)
-            metadata = self._document(location, name)
-            if metadata is None:
-                continue
-            if zarr_format == 3 and metadata.get("node_type") != "group":
-                return None
-            attributes = metadata.get("attributes", {}) if zarr_format == 3 else metadata
-            if not isinstance(attributes, dict) or not ngff.is_multiscale_image(attributes):
-                return None
-            paths = ngff.multiscale_paths(attributes)
-            if not 0 <= level < len(paths):
-                raise ValueError(f"'{self._display(location)}' has {len(paths)} levels; asked for {level}.")
-            store = self._open_store(location.store, writable=False)
-            level_location = _Location(location.store, _join_key(location.node, paths[level]))
-            try:
-                return _zarr().open_array(
-                    store=store, path=level_location.node, mode="r", zarr_format=zarr_format
-                )
-            except json.JSONDecodeError as error:
-                document = "zarr.json" if zarr_format == 3 else ".zarray"
-                raise _damaged(level_location, document, error) from error
-            except FileNotFoundError as error:
-                raise CorruptDataError(
-                    f"'{self._display(location)}' is an image whose level '{paths[level]}' is "
-                    "missing: it was written partly or damaged. Save the image again, or delete "
-                    "it (delete_all)."
-                ) from error
-        return None
-
-    def _document(self, location: _Location, name: str) -> dict[str, Any] | None:
-        """Metadata document ``name`` of the node at ``location``, parsed; None if absent."""
-        return _parse_document(location, name, self._read_document(location, name))
-
-    def _read_document(self, location: _Location, name: str) -> bytes | None:
-        """The bytes of metadata document ``name`` of the node at ``location``; None if absent."""
-        if not location.remote:  # a plain file: no hop to zarr's event-loop thread
-            try:
-                with open(os.path.join(location.store, location.node, name), "rb") as document:
-                    return document.read()
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-        from zarr.core.buffer import default_buffer_prototype
-
-        store = self._open_store(location.store, writable=False)
-        buffer = _sync(store.get(_join_key(location.node, name), prototype=default_buffer_prototype()))
-        return None if buffer is None else bytes(buffer.to_bytes())
-
-    def _create_group_here(self, location: _Location, zarr_format: int, attributes: dict[str, Any]) -> Any:
-        """A new group with its attributes at ``location``, where the caller knows there is nothing.
-
-        zarr's ``create_group`` first looks, in several reads, for an array or group already
-        there; the backend has just looked, under the field's lock, so it writes zarr's own
-        metadata document(s) for the group directly (a third of the time: this is per field
-        of a plate).
-        """
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.group import GroupMetadata
-
-        self._ensure_parent_groups(location, zarr_format)
-        metadata = GroupMetadata(attributes=attributes, zarr_format=zarr_format)  # type: ignore[arg-type]
-        for name, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
-            self._write_document(location, name, document.to_bytes())
-        zarr = _zarr()
-        store = self._open_store(location.store, writable=True)
-        # the group as zarr would open it, from the metadata just written (no read back)
-        store_path = zarr.storage.StorePath(store, location.node)
-        return zarr.Group(zarr.AsyncGroup(metadata=metadata, store_path=store_path))
-
-    def _ensure_parent_groups(self, location: _Location, zarr_format: int) -> None:
-        """Make every missing group above ``location`` (as zarr does for a new node), from the
-        top down, so that a node is never left without its parents' metadata.
-
-        Each ancestor is looked at (its documents: file reads, or a request each), not taken
-        from ``_known_groups``: another process may have removed it since. A missing one is
-        written only if still absent (an exclusive create), so two writers making the same
-        well never replace each other's attributes with an empty group's.
-        """
-        from zarr.core.buffer import default_buffer_prototype
-        from zarr.core.group import GroupMetadata
-
-        missing: list[str] = []
-        node = location.node
-        while node:
-            node = node.rpartition("/")[0]
-            kind = self._node_kind(_Location(location.store, node))
-            if kind == "group":
-                break
-            if kind is not None:
-                raise NotADirectoryStorageError(
-                    f"Cannot create '{self._display(location)}': '{node}' is an array, not a group."
-                )
-            missing.append(node)
-        if not missing:
-            return
-        empty = GroupMetadata(zarr_format=zarr_format).to_buffer_dict(default_buffer_prototype())  # type: ignore[arg-type]
-        store = self._open_store(location.store, writable=True)
-        for node in reversed(missing):
-            for name, document in empty.items():
-                _sync(store.set_if_not_exists(_join_key(node, name), document))
-
-    def _create_array_here(self, location: _Location, options: dict[str, Any], zarr_format: int) -> Any:
-        """A new array at ``location``, in a group the caller has just made (nothing is there).
-
-        zarr's ``create_array`` would first delete the (empty) path, then check or write the
-        metadata of every parent group up to the store's root, each a hop to its event-loop
-        thread: 4-5 ms a field of a plate, more than the rest of the metadata together. The
-        array's metadata here is the very object zarr makes for these options (made once per
-        shape, dtype and codecs, in memory), written as its one document.
-        """
-        from zarr.core.buffer import default_buffer_prototype
-
-        zarr = _zarr()
-        store_path = zarr.storage.StorePath(self._open_store(location.store, writable=True), location.node)
-        # chunks left without metadata (an interrupted delete) must not come back as data, as
-        # zarr's overwrite would have cleared them: a stat here, a listing on object storage
-        if location.remote:
-            _sync(store_path.delete_dir())
-        elif os.path.isdir(os.path.join(location.store, location.node)):
-            shutil.rmtree(os.path.join(location.store, location.node))
-        # a copy with its own attributes: the cached object is shared, zarr changes them in place
-        metadata = _array_metadata(zarr_format, options).update_attributes({})
-        for name, document in metadata.to_buffer_dict(default_buffer_prototype()).items():
-            self._write_document(location, name, document.to_bytes())
-        return zarr.Array(zarr.AsyncArray(metadata=metadata, store_path=store_path))
-
-    def _write_document(self, location: _Location, name: str, content: bytes) -> None:
-        """Write metadata document ``name`` of the node at ``location``, whole or not at all."""
-        if not location.remote:
-            # as zarr's LocalStore writes it (a temporary file renamed over the document, not
-            # fsynced), without the hop to zarr's event-loop thread (0.8 of 1 ms)
-            with atomic_write(os.path.join(location.store, location.node, name), "wb", durable=False) as out:
-                out.write(content)
-            return
-        from zarr.core.buffer import default_buffer_prototype
-
-        store = self._open_store(location.store, writable=True)
-        buffer = default_buffer_prototype().buffer.from_bytes(content)
-        _sync(store.set(_join_key(location.node, name), buffer))
-
-    def _level_array(self, node: Any, level: int, location: _Location) -> Any:
+    def _level_array(self, node: Any, level: int, location: Location) -> Any:
         if self._is_array(node):
             return node
         if self._is_image(node):
@@ -430,7 +267,7 @@ class ZarrBackend(StorageBackend):
                 for sub_name, sub in self._members(member, recursive):
                     yield f"{name}/{sub_name}", sub
 
-    def _open_group(self, location: _Location, path: PathLike) -> Any:
+    def _open_group(self, location: Location, path: PathLike) -> Any:
         node = self._open_node(location)
         if self._is_array(node) or self._is_image(node):
             raise NotADirectoryStorageError(f"'{path}' is an array, not a group (directory).")
@@ -504,7 +341,7 @@ class ZarrBackend(StorageBackend):
         return FileStat(str(path), "file", size)
 
     # -- writing -------------------------------------------------------------------------
-    def _plane_address(self, location: _Location) -> PlaneAddress | None:
+    def _plane_address(self, location: Location) -> PlaneAddress | None:
         if not self.config.write_plate_metadata or not location.node:
             return None
         return parse_plate_path(location.node, self.config.name_pattern)
@@ -533,7 +370,7 @@ class ZarrBackend(StorageBackend):
         locks = Path(store).with_name(f".{Path(store).name}{LOCKS_FOLDER_SUFFIX}")
         return file_lock(locks / lock_name)
 
-    def _check_parent(self, location: _Location, path: PathLike) -> None:
+    def _check_parent(self, location: Location, path: PathLike) -> None:
         """Refuse a node below an array or image, however far up (the nearest existing ancestor)."""
         parent = location.node.rsplit("/", 1)[0] if "/" in location.node else ""
         if not parent or not self._store_exists(location.store):
@@ -541,7 +378,7 @@ class ZarrBackend(StorageBackend):
         while parent:
             if (location.store, parent) in self._known_groups:
                 return  # seen to be a plain group (a plate's well, most often) by an earlier save
-            kind = self._node_kind(_Location(location.store, parent))
+            kind = self._documents.node_kind(Location(location.store, parent))
             if kind is None:
                 parent = parent.rpartition("/")[0]
                 continue
@@ -549,28 +386,6 @@ class ZarrBackend(StorageBackend):
                 raise NotADirectoryStorageError(f"Cannot save '{path}': '{parent}' is an array, not a group.")
             self._known_groups.add((location.store, parent))
             return
-
-    def _node_kind(self, location: _Location) -> str | None:
-        """``"array"``, ``"image"`` or ``"group"``, from the node's metadata documents; None if
-        no node is there (a few file reads, or requests, where opening it through zarr costs
-        1 ms)."""
-        for zarr_format in (self.config.zarr_format, 5 - self.config.zarr_format):
-            if zarr_format == 3:
-                document = self._document(location, "zarr.json")
-                if document is None:
-                    continue
-                if document.get("node_type") == "array":
-                    return "array"
-                attributes = document.get("attributes") or {}
-            else:
-                if self._read_document(location, ".zarray") is not None:
-                    return "array"
-                if self._read_document(location, ".zgroup") is None:
-                    continue
-                attributes = self._document(location, ".zattrs") or {}
-            is_image = isinstance(attributes, dict) and ngff.is_multiscale_image(attributes)
-            return "image" if is_image else "group"
-        return None
 
     def save(
         self,
@@ -610,20 +425,20 @@ class ZarrBackend(StorageBackend):
                 self._write_node(location, array, config, image, file_path)
                 return
             # "B/03/0", or "A01_s2.tif" without a plane index: the whole field image
-            location = _Location(location.store, address.field_path)
+            location = Location(location.store, address.field_path)
             with self._field_lock(location.store, address.field_path):
                 self._write_node(location, array, config, image, file_path)
             self._record_fields(location.store, [address], config)
 
     def _write_node(
-        self, location: _Location, array: Any, config: ZarrConfig, image: _ImageSpec, path: PathLike,
+        self, location: Location, array: Any, config: ZarrConfig, image: _ImageSpec, path: PathLike,
         *, absent: bool = False,
     ) -> None:
         """Write ``array`` (an image, or a bare array) at ``location``, replacing what is there.
 
         ``absent``: the caller has just found nothing at ``location``, so there is no need to look.
         """
-        zarr = _zarr()
+        zarr = zarr_module()
         store = self._open_store(location.store, writable=True)
         if not config.overwrite and not absent and self.exists(path):
             raise FileExistsError(f"'{path}' exists and this backend is set to overwrite=False.")
@@ -664,7 +479,7 @@ class ZarrBackend(StorageBackend):
             name=location.name or None, channels=channels, dtype=np.dtype(array.dtype),
         )
         if existing is None:
-            group = self._create_group_here(location, config.zarr_format, attrs)
+            group = self._documents.create_group(location, config.zarr_format, attrs)
         else:
             group = zarr.open_group(store, path=location.node, mode="a", zarr_format=config.zarr_format)
             for name in list(group.keys()):  # replacing an image: its old levels go first
@@ -678,8 +493,8 @@ class ZarrBackend(StorageBackend):
             if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
                 options["dimension_names"] = tuple(axes)
             if existing is None:  # a group just made: nothing can be in the way
-                target = self._create_array_here(
-                    _Location(location.store, _join_key(location.node, str(level))), options,
+                target = self._documents.create_array(
+                    Location(location.store, join_key(location.node, str(level))), options,
                     config.zarr_format,
                 )
             else:
@@ -708,7 +523,7 @@ class ZarrBackend(StorageBackend):
         return kwargs
 
     def _write_plane(
-        self, location: _Location, address: PlaneAddress, plane: Any, config: ZarrConfig, image: _ImageSpec
+        self, location: Location, address: PlaneAddress, plane: Any, config: ZarrConfig, image: _ImageSpec
     ) -> None:
         """Put one plane into its field image, creating or growing the image as needed."""
         plane = np.asarray(plane) if not _is_lazy(plane) else plane.compute()
@@ -724,11 +539,11 @@ class ZarrBackend(StorageBackend):
     def _grow_and_write(
         self, store_path: str, address: PlaneAddress, plane: np.ndarray, config: ZarrConfig, image: _ImageSpec
     ) -> None:
-        zarr = _zarr()
+        zarr = zarr_module()
         store = self._open_store(store_path, writable=True)
         axes = address.plane_axes + "yx"
         needed = tuple(i + 1 for i in address.plane_index) + plane.shape
-        field_location = _Location(store_path, address.field_path)
+        field_location = Location(store_path, address.field_path)
         try:
             group = zarr.open_group(store, path=address.field_path, mode="r+")
             existing_axes = ngff.multiscale_axes(dict(group.attrs))
@@ -797,7 +612,7 @@ class ZarrBackend(StorageBackend):
         if not config.ome_zarr_metadata:
             return
         with self._lock_for(store_path):
-            plate = self._group_document(_Location(store_path, ""), config.zarr_format)
+            plate = self._documents.group(Location(store_path, ""), config.zarr_format)
             plate_attrs = ngff.ngff_section(plate.attributes).get("plate")
             layout = PlateLayout.from_attributes(plate_attrs)
             changed = False
@@ -806,7 +621,7 @@ class ZarrBackend(StorageBackend):
                 changed |= layout.add(address.row, address.column, address.field)
                 fields_by_well.setdefault(address.well_path, set()).add(str(address.field))
             for well_path, fields in fields_by_well.items():
-                well = self._group_document(_Location(store_path, well_path), config.zarr_format)
+                well = self._documents.group(Location(store_path, well_path), config.zarr_format)
                 well_meta = ngff.ngff_section(well.attributes).get("well") or {}
                 known = [image["path"] for image in well_meta.get("images", [])]
                 if set(fields) - set(known):
@@ -820,17 +635,6 @@ class ZarrBackend(StorageBackend):
                         name=Path(store_path.rstrip("/")).name.removesuffix(".zarr"),
                     )
                 )
-
-    def _group_document(self, location: _Location, zarr_format: int) -> _GroupDocument:
-        """The attributes document of the group at ``location`` (made a group if nothing is)."""
-        document = _GroupDocument.read(self, location, zarr_format)
-        if document is None:
-            store = self._open_store(location.store, writable=True)
-            _zarr().open_group(store, path=location.node, mode="a", zarr_format=zarr_format)
-            document = _GroupDocument.read(self, location, zarr_format)
-        if document is None:
-            raise CorruptDataError(f"'{self._display(location)}' is not a zarr group after creating it")
-        return document
 
     def save_batch(
         self,
@@ -868,15 +672,15 @@ class ZarrBackend(StorageBackend):
                 check = parent not in checked_parents
                 checked_parents.add(parent)
             if check:
-                self._check_parent(_Location(store_path, field_path), field_path)
+                self._check_parent(Location(store_path, field_path), field_path)
             axes = first.plane_axes + "yx"
             spec = _ImageSpec(axes, kwargs.get("levels"),
                               kwargs.get("channel_names") or _channel_labels(stack.shape, axes),
                               kwargs.get("colors"), None, None, False)
             with self._field_lock(store_path, field_path):
-                if not self._field_exists(_Location(store_path, field_path), first, self.config.zarr_format):
+                if not self._field_exists(Location(store_path, field_path), first, self.config.zarr_format):
                     self._write_node(
-                        _Location(store_path, field_path), stack, self.config, spec,
+                        Location(store_path, field_path), stack, self.config, spec,
                         field_path, absent=True,  # looked just now, under the field's lock
                     )
                 else:  # another process created it meanwhile: add our planes to it
@@ -904,12 +708,12 @@ class ZarrBackend(StorageBackend):
                 progress=progress, max_workers=max_workers, **kwargs,
             )
 
-    def _field_exists(self, location: _Location, address: PlaneAddress, zarr_format: int) -> bool:
+    def _field_exists(self, location: Location, address: PlaneAddress, zarr_format: int) -> bool:
         # whether the node's metadata document is there, without opening it: the document of
         # the format this backend writes (a store holds one format)
         store = self._open_store(location.store, writable=True)
         names = ("zarr.json",) if zarr_format == 3 else (".zgroup", ".zarray")
-        return any(_sync(store.exists(f"{address.field_path}/{name}")) for name in names)
+        return any(sync(store.exists(f"{address.field_path}/{name}")) for name in names)
 
     def ensure_directory(self, directory: PathLike) -> str:
         # docstring inherited
@@ -919,7 +723,7 @@ class ZarrBackend(StorageBackend):
             node = self._open_node(location)
         except FileNotFoundError:
             self._check_parent(location, directory)
-            _zarr().open_group(store, path=location.node, mode="a", zarr_format=self.config.zarr_format)
+            zarr_module().open_group(store, path=location.node, mode="a", zarr_format=self.config.zarr_format)
             return os.fspath(directory)
         if self._is_array(node) or self._is_image(node):
             raise NotADirectoryStorageError(f"Cannot create group '{directory}': an array is in the way.")
@@ -941,7 +745,7 @@ class ZarrBackend(StorageBackend):
         self._open_node(location)
         self._remove(location)
 
-    def _remove(self, location: _Location) -> None:
+    def _remove(self, location: Location) -> None:
         self._known_groups.clear()  # what was a group may be gone, or come back as an array
         if not location.node:
             if location.remote:
@@ -951,7 +755,7 @@ class ZarrBackend(StorageBackend):
             return
         parent, _, name = location.node.rpartition("/")
         store = self._open_store(location.store, writable=True)
-        group = _zarr().open_group(store, path=parent, mode="r+")
+        group = zarr_module().open_group(store, path=parent, mode="r+")
         del group[name]
 
     def copy(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
@@ -972,8 +776,8 @@ class ZarrBackend(StorageBackend):
         self._check_parent(dst, destination)
         self._copy_node(node, dst, destination)
 
-    def _copy_node(self, node: Any, dst: _Location, display: PathLike) -> None:
-        zarr = _zarr()
+    def _copy_node(self, node: Any, dst: Location, display: PathLike) -> None:
+        zarr = zarr_module()
         store = self._open_store(dst.store, writable=True)
         if self._is_array(node):
             with contextlib.suppress(FileNotFoundError):
@@ -999,7 +803,7 @@ class ZarrBackend(StorageBackend):
         same_local_store = src.store == dst.store and not src.remote
         if same_local_store and src.node and dst.node and not self.exists(destination):
             self._check_parent(dst, destination)
-            self._ensure_parent_groups(dst, self.config.zarr_format)
+            self._documents.ensure_parent_groups(dst, self.config.zarr_format)
             self._known_groups.clear()  # the source's groups are gone from where they were
             os.replace(os.path.join(src.store, src.node), os.path.join(dst.store, dst.node))
             return
@@ -1016,102 +820,6 @@ class _ImageSpec:
     scale: Sequence[float] | None
     units: dict[str, str] | None
     labels: bool
-
-
-@dataclass
-class _GroupDocument:
-    """A group's attributes as its metadata document holds them, to change and write back."""
-
-    backend: ZarrBackend
-    location: _Location
-    zarr_format: int
-    document: dict[str, Any]
-    """zarr.json (v3: attributes under "attributes"), or .zattrs (v2: the attributes)."""
-
-    @classmethod
-    def read(cls, backend: ZarrBackend, location: _Location, zarr_format: int) -> _GroupDocument | None:
-        """The group's document; None where no group is (nothing, or an array)."""
-        if zarr_format == 3:
-            document = backend._document(location, "zarr.json")
-            if document is None or document.get("node_type") != "group":
-                return None
-            return cls(backend, location, zarr_format, document)
-        if backend._read_document(location, ".zgroup") is None:
-            return None
-        return cls(backend, location, zarr_format, backend._document(location, ".zattrs") or {})
-
-    @property
-    def attributes(self) -> dict[str, Any]:
-        found = self.document.get("attributes", {}) if self.zarr_format == 3 else self.document
-        return found if isinstance(found, dict) else {}
-
-    def update(self, changes: dict[str, Any]) -> None:
-        """Merge ``changes`` into the attributes (as zarr's update_attributes) and write them."""
-        attributes = {**self.attributes, **changes}
-        if self.zarr_format == 3:
-            self.document["attributes"] = attributes
-        else:
-            self.document = attributes
-        name = _attributes_document(self.zarr_format)
-        self.backend._write_document(self.location, name, json.dumps(self.document, indent=2).encode())
-
-
-def _parse_document(location: _Location, name: str, raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        parsed = json.loads(raw)
-    except ValueError as error:
-        raise _damaged(location, name, error) from error
-    if not isinstance(parsed, dict):
-        raise _damaged(location, name, ValueError("not a JSON object"))
-    return parsed
-
-
-def _attributes_document(zarr_format: int) -> str:
-    """The metadata document that holds a node's attributes in ``zarr_format``."""
-    return "zarr.json" if zarr_format == 3 else ".zattrs"
-
-
-def _damaged(location: _Location, document: str, error: Exception) -> CorruptDataError:
-    where = f"{location.store}/{location.node}" if location.node else location.store
-    return CorruptDataError(
-        f"'{where}': its {document} document is not valid JSON ({error}). The store is damaged "
-        "or was written partly (by a tool without atomic writes); rewrite this node, or restore "
-        "the document from a copy."
-    )
-
-
-_ARRAY_METADATA: dict[str, Any] = {}
-_ARRAY_METADATA_LOCK = threading.Lock()
-
-
-def _array_metadata(zarr_format: int, options: dict[str, Any]) -> Any:
-    """The metadata zarr gives a new array made with ``options`` (cached: it is immutable)."""
-    # zarr's config decides what options leave open (memory order, default codecs)
-    key = repr((zarr_format, sorted(options.items()), _zarr().config.get("array")))
-    with _ARRAY_METADATA_LOCK:
-        cached = _ARRAY_METADATA.get(key)
-    if cached is None:
-        zarr = _zarr()
-        cached = zarr.create_array(zarr.storage.MemoryStore(), **options, zarr_format=zarr_format).metadata
-        with _ARRAY_METADATA_LOCK:
-            if len(_ARRAY_METADATA) >= 64:  # shapes and codecs of one session are few
-                _ARRAY_METADATA.clear()
-            _ARRAY_METADATA[key] = cached
-    return cached
-
-
-def _join_key(node: str, name: str) -> str:
-    """A key inside a store: ``name`` under ``node`` ('' is the store's root)."""
-    return f"{node}/{name}" if node else name
-
-
-def _sync(coroutine: Any) -> Any:
-    """Run one of a zarr store's coroutines (its API is async) from this synchronous code."""
-    from zarr.core.sync import sync
-
-    return sync(coroutine)
 
 
 def _beside(store_url: str, name_template: str) -> str:
