@@ -46,6 +46,9 @@ class StreamingBackend(StorageBackend):
     SHM_PREFIX: ClassVar[str] = DEFAULT_SHM_PREFIX
     SUPPORTED_EXTENSIONS: ClassVar[Iterable[str] | None] = None
     """Extensions this backend streams (compound ones such as ``.roi.zip`` included); None: all."""
+    DEFAULT_SHM_SLOTS: ClassVar[int] = 4
+    """Shared-memory slots in the sender's ring when ``shm_slots`` is not given: frames sent and
+    not yet given back by the receiver, at most."""
 
     def __init__(
         self,
@@ -60,7 +63,7 @@ class StreamingBackend(StorageBackend):
         policy: Policy = "block",
         transport: Literal["auto", "inline", "shm"] = "auto",
         shm_threshold: int = DEFAULT_SHM_THRESHOLD,
-        shm_slots: int = 4,
+        shm_slots: int | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         high_water_mark: int | None = None,
         curve: CurveKeys | None = None,
@@ -81,7 +84,7 @@ class StreamingBackend(StorageBackend):
         self.policy: Policy = policy
         self.transport = transport
         self.shm_threshold = shm_threshold
-        self.shm_slots = shm_slots
+        self.shm_slots = shm_slots if shm_slots is not None else self.DEFAULT_SHM_SLOTS
         self.max_bytes = max_bytes
         self.high_water_mark = high_water_mark if high_water_mark is not None else (
             2 if policy == "latest" else 1000

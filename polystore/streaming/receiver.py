@@ -303,7 +303,7 @@ class StreamReceiver:
     ``zero_copy=True``: an item that came through shared memory is a read-only array *inside*
     the sender's slot, not a copy; the slot goes back to the sender when the last array built
     on it is collected. Faster (one copy per frame instead of two), but a consumer that keeps
-    items stalls the sender once its ring (``shm_slots``, 4) is held: copy what you keep.
+    items stalls the sender once its ring (``shm_slots``, 4 by default) is held: copy what you keep.
     """
 
     def __init__(
