@@ -170,7 +170,7 @@ class ZarrBackend(StorageBackend):
         if not location.remote and not os.path.isdir(os.path.join(location.store, location.node)):
             # every local node, array or group, v2 or v3, is a folder: one stat answers "missing"
             # where zarr would take two metadata probes, each a hop to its event-loop thread
-            raise StorageFileNotFoundError(self._display(location), "zarr")
+            raise StorageFileNotFoundError(location.display, "zarr")
         store = self._open_store(location.store, writable=False)
         # The configured format first: a node in it costs one or two metadata reads, where
         # zarr_format=None reads both formats' keys (seven objects for a group, each a
@@ -185,11 +185,7 @@ class ZarrBackend(StorageBackend):
             except json.JSONDecodeError as not_json:
                 documents = "zarr.json" if zarr_format == 3 else ".zarray/.zgroup/.zattrs"
                 raise damaged(location, documents, not_json) from not_json
-        raise StorageFileNotFoundError(self._display(location), "zarr") from error
-
-    @staticmethod
-    def _display(location: Location) -> str:
-        return location.display
+        raise StorageFileNotFoundError(location.display, "zarr") from error
 
     def _is_array(self, node: Any) -> bool:
         return hasattr(node, "shape") and hasattr(node, "chunks")
@@ -224,10 +220,10 @@ class ZarrBackend(StorageBackend):
         if self._is_image(node):
             paths = ngff.multiscale_paths(dict(node.attrs))
             if not 0 <= level < len(paths):
-                raise ValueError(f"'{self._display(location)}' has {len(paths)} levels; asked for {level}.")
+                raise ValueError(f"'{location.display}' has {len(paths)} levels; asked for {level}.")
             return node[paths[level]]
         raise IsADirectoryStorageError(
-            f"'{self._display(location)}' is a group (a directory); load an array or image inside it."
+            f"'{location.display}' is a group (a directory); load an array or image inside it."
         )
 
     def load(

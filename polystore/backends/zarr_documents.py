@@ -307,9 +307,8 @@ def attributes_document(zarr_format: int) -> str:
 
 
 def damaged(location: Location, document: str, error: Exception) -> CorruptDataError:
-    where = f"{location.store}/{location.node}" if location.node else location.store
     return CorruptDataError(
-        f"'{where}': its {document} document is not valid JSON ({error}). The store is damaged "
+        f"'{location.display}': its {document} document is not valid JSON ({error}). The store is damaged "
         "or was written partly (by a tool without atomic writes); rewrite this node, or restore "
         "the document from a copy."
     )
