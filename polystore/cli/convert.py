@@ -1,0 +1,29 @@
+"""``polystore convert SRC DST``: load a file and save it in the format of another extension."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from polystore.cli._common import add_backend_option, file_manager
+
+HELP = "load a file and save it in the format of another extension"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_backend_option(parser)
+    parser.add_argument("source")
+    parser.add_argument("destination")
+    parser.add_argument("--imagej", action="store_true", help="write an ImageJ hyperstack TIFF")
+    parser.add_argument("--axes", help="axis letters for TIFF, e.g. TZCYX")
+
+
+def run(args: argparse.Namespace) -> None:
+    options: dict[str, Any] = {}
+    if args.imagej:
+        options["imagej"] = True
+    if args.axes:
+        options["axes"] = args.axes
+    fm = file_manager()
+    fm.save(fm.load(args.source, args.backend), args.destination, args.backend, **options)
+    print(f"{args.source} -> {args.destination}")
