@@ -258,6 +258,19 @@ class Outcome:
     cwd: Path
 
 
+def _stop_leftovers(tmp: Path) -> None:
+    """End what the blocks left running outside their process group: a viewer started with
+    ``launch=True`` runs in a session of its own and outlives the pipeline, as it should for a
+    user. Each such process inherited the session's own TMPDIR, which is how it is found."""
+    marker = f"TMPDIR={tmp}".encode()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone already, or not ours to read
+
+
 def run_session(session: Session, folder: Path) -> Outcome:
     """Run ``session`` in a fresh process with ``folder/work`` as its cwd."""
     work, runner, tmp = folder / "work", folder / "runner", folder / "tmp"
@@ -289,6 +302,7 @@ def run_session(session: Session, folder: Path) -> Outcome:
             os.killpg(process.pid, signal.SIGKILL)
         if returncode is None:
             output, _ = process.communicate()
+        _stop_leftovers(tmp)
     return Outcome(returncode, output, work)
 
 
