@@ -42,6 +42,8 @@ _LAZY: dict[str, str] = {
     "ZarrChunkStrategy": "polystore.backends.zarr_config",
     "StreamingBackend": "polystore.streaming.backend",
     "ViewerStreamingBackend": "polystore.streaming.viewer",
+    "parse_components": "polystore.plates",
+    "register_convention": "polystore.plates",
 }
 
 

@@ -1,32 +1,36 @@
-"""High-content-screening plate layout: well names, file-name parsing, plate bookkeeping.
+"""OME-NGFF plate bookkeeping on top of the plate model (:mod:`polystore.plates`).
 
-Rows are letters (A..Z, then AA..AF for 1536-well plates), columns are numbers kept as
-written ("03" stays "03"), fields of view are 0-based integers as in OME-NGFF's
-``plate.zarr/<row>/<column>/<field>`` layout.
+Where an image of a plate goes in an OME-Zarr store (``<row>/<column>/<field>``, and the plane
+inside the field image), and the plate's rows, columns and wells as they fill. What a path
+means (well names, naming conventions, 0-based indices) is the plate model's, not this
+module's: every convention it knows (ImageXpress, well folders, Phenix, Yokogawa, ...) lands
+in the right field here.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-# Pipelines name images like "A01_s1_w2.tif" (ImageXpress) or "B03_s2_w1_z4_t3.tif":
-# well, then optional site (field), wavelength (channel), z and t indices, all 1-based.
+from polystore.plates import Components, parse_components
+from polystore.plates.wells import column_sort_key, row_sort_key
+
 DEFAULT_NAME_PATTERN = (
     r"^(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})"
     r"(?:_s(?P<field>\d+))?(?:_w(?P<channel>\d+))?(?:_z(?P<z>\d+))?(?:_t(?P<t>\d+))?"
     r"(?:\.[A-Za-z0-9.]+)?$"
 )
-PLATE_PATH = re.compile(r"^(?P<row>[A-Za-z]{1,2})/(?P<column>\d{1,3})/(?P<field>\d+)$")
+"""``ZarrConfig.name_pattern``'s default, which means: every naming convention of the plate
+model (this pattern, ImageXpress's simplest names, is one of them). Any other pattern is
+tried first, then the conventions."""
 
-
-def row_sort_key(row: str) -> tuple[int, str]:
-    """A..Z before AA..AF, as plates are labelled."""
-    return (len(row), row.upper())
-
-
-def column_sort_key(column: str) -> tuple[int, str]:
-    return (int(column), column) if column.isdigit() else (10**9, column)
+__all__ = [
+    "DEFAULT_NAME_PATTERN",
+    "PlaneAddress",
+    "PlateLayout",
+    "column_sort_key",
+    "parse_plate_path",
+    "row_sort_key",
+]
 
 
 @dataclass(frozen=True)
@@ -35,12 +39,18 @@ class PlaneAddress:
 
     row: str
     column: str
+    """The row and column as nodes of the store (for an NGFF path, as the path writes them)."""
     field: int
     """0-based field of view."""
     channel: int | None = None
     """0-based indices of the plane inside the field image (None: the whole image)."""
     z: int | None = None
     t: int | None = None
+
+    @classmethod
+    def of(cls, components: Components) -> PlaneAddress:
+        return cls(components.row, components.column, components.field, components.channel, components.z,
+                   components.t)
 
     @property
     def well_path(self) -> str:
@@ -61,27 +71,29 @@ class PlaneAddress:
 
 
 def parse_plate_path(node: str, name_pattern: str = DEFAULT_NAME_PATTERN) -> PlaneAddress | None:
-    """Recognise ``B/03/0`` (an NGFF field path) or ``A01_s1_w2.tif`` (a pipeline file name)."""
-    explicit = PLATE_PATH.match(node)
-    if explicit:
-        return PlaneAddress(explicit["row"].upper(), explicit["column"], int(explicit["field"]))
-    named = re.match(name_pattern, node.rsplit("/", 1)[-1])
-    if named is None or node.count("/") > 0:
+    """Where node ``node`` of a store goes on the plate: ``B/03/0`` (an NGFF field path),
+    ``A01_s1_w2.tif``, ``A01/s1_w1.tif``, ``r02c03f01p01-ch1sk1fk1fl1.tiff``, ... (any naming
+    convention of :mod:`polystore.plates`); None for a node with no plate meaning.
+
+    Raises :class:`polystore.plates.PlateNameError` for a name whose indices are out of its
+    convention's range (``A01_s1_w0.tif``) or that two conventions read differently.
+    """
+    components = None
+    if name_pattern != DEFAULT_NAME_PATTERN:
+        components = parse_components(node, convention=name_pattern)
+    if components is None:
+        components = parse_components(node)
+    if components is None:
         return None
-    groups = named.groupdict()
-
-    def index(key: str) -> int | None:
-        value = groups.get(key)
-        return int(value) - 1 if value is not None else None
-
-    return PlaneAddress(
-        row=groups["row"].upper(),
-        column=groups["column"],
-        field=index("field") or 0,
-        channel=index("channel"),
-        z=index("z"),
-        t=index("t"),
-    )
+    if components.convention == "ngff":
+        # The path is the node: keep its row and column as written ("A/1/0" stays A/1), so a
+        # plate another tool wrote with unpadded columns is written where it is. A field path
+        # below other groups ("other/B/03/0") is not this store's plate: a plain node.
+        parts = node.strip("/").split("/")
+        if len(parts) != 3:
+            return None
+        return PlaneAddress(parts[0].upper(), parts[1], components.field)
+    return PlaneAddress.of(components)
 
 
 @dataclass

@@ -87,33 +87,16 @@ def shm_name_pattern(prefixes: Sequence[str]) -> re.Pattern[str]:
 
 
 def path_metadata(path: str) -> dict[str, Any]:
-    """Plate, well, site, channel, z and t read from a path like ``A01_s1_w2.tif`` or ``B/03/0``."""
-    from polystore.ome.plate import parse_plate_path
+    """What ``path`` says about its place on a plate, as the header's plate keys: the plate
+    model's one key set (:meth:`polystore.plates.Components.to_header`), for every naming
+    convention it knows (``A01_s1_w2.tif``, ``plate1/A01/s1_w1.tif``, ``B/03/0``, Phenix,
+    Yokogawa, ...); empty for a path with no plate meaning. A name that is ambiguous or out of
+    its convention's range raises :class:`polystore.plates.PlateNameError`.
+    """
+    from polystore.plates import parse_components
 
-    plate = None
-    try:
-        address = parse_plate_path(path)
-        if address is None and "/" in path.strip("/"):
-            # a pipeline file name below its plate folder: "plate1/A01_s1_w2.tif"
-            folder, name = path.strip("/").rsplit("/", 1)
-            address = parse_plate_path(name)
-            plate = folder.rsplit("/", 1)[-1]
-    except (ValueError, KeyError, IndexError):
-        address = None
-    if address is None:
-        return {}
-    meta: dict[str, Any] = {} if plate is None else {"plate": plate}
-    meta |= {
-        "well": f"{address.row}{address.column}",
-        "row": address.row,
-        "column": address.column,
-        "site": address.field,
-    }
-    for key in ("channel", "z", "t"):
-        value = getattr(address, key)
-        if value is not None:
-            meta[key] = value
-    return meta
+    components = parse_components(path)
+    return {} if components is None else components.to_header()
 
 
 def dtype_of(array: np.ndarray) -> np.dtype[Any]:

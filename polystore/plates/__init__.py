@@ -1,0 +1,76 @@
+"""THE plate model: where an image sits on a screening plate, read from its path.
+
+* :class:`Components`: plate, well (row + column), field (alias site), channel, z, t, extras;
+  every index 0-based, whatever the instrument counts from.
+* Well names (:func:`well_name`, :func:`split_well`, :func:`well_position`): rows A..Z then
+  AA..AF, columns zero-padded (``r01c12`` is ``A12``, ``r11c02`` is ``K02``).
+* Naming conventions as a table of data (:data:`BUILTIN`: ImageXpress/MetaXpress, well
+  folders, OME-NGFF, Opera Phenix/Operetta, Yokogawa CV7000/CV8000, CellInsight/Cellomics,
+  Incucyte), tried after the user's own (:func:`register_convention`).
+* :func:`parse_components` reads a path; :func:`recognise` also says which convention read it,
+  or why a name was skipped. See ``docs/plates.md``.
+"""
+
+from __future__ import annotations
+
+from polystore.plates.components import HEADER_KEYS, INDEX_NAMES, Components
+from polystore.plates.conventions import (
+    BUILTIN,
+    DEFAULT_BASE,
+    DEFAULT_LIMITS,
+    Convention,
+    Recognition,
+    conventions,
+    format_name,
+    get_convention,
+    parse_components,
+    recognise,
+    register_convention,
+    unregister_convention,
+)
+from polystore.plates.errors import PlateNameError
+from polystore.plates.wells import (
+    MAX_COLUMNS,
+    MAX_ROWS,
+    PLATE_FORMATS,
+    column_sort_key,
+    plate_format,
+    row_letters,
+    row_number,
+    row_sort_key,
+    split_well,
+    well_name,
+    well_position,
+    well_sort_key,
+)
+
+__all__ = [
+    "BUILTIN",
+    "DEFAULT_BASE",
+    "DEFAULT_LIMITS",
+    "HEADER_KEYS",
+    "INDEX_NAMES",
+    "MAX_COLUMNS",
+    "MAX_ROWS",
+    "PLATE_FORMATS",
+    "Components",
+    "Convention",
+    "PlateNameError",
+    "Recognition",
+    "column_sort_key",
+    "conventions",
+    "format_name",
+    "get_convention",
+    "parse_components",
+    "plate_format",
+    "recognise",
+    "register_convention",
+    "row_letters",
+    "row_number",
+    "row_sort_key",
+    "split_well",
+    "unregister_convention",
+    "well_name",
+    "well_position",
+    "well_sort_key",
+]
