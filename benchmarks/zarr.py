@@ -82,7 +82,7 @@ import numpy as np
 
 import polystore
 from polystore.backends.zarr import ZarrBackend
-from polystore.backends.zarr_config import ZarrCompressor, ZarrConfig
+from polystore.backends.zarr.config import ZarrCompressor, ZarrConfig
 
 WELLS = 24
 ROWS = "ABCDEFGH"

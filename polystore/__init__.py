@@ -37,9 +37,11 @@ __version__ = "0.1.0"
 # Names of later parts, imported when first asked for so that `import polystore` stays light.
 _LAZY: dict[str, str] = {
     "ZarrBackend": "polystore.backends.zarr",
-    "ZarrConfig": "polystore.backends.zarr_config",
-    "ZarrCompressor": "polystore.backends.zarr_config",
-    "ZarrChunkStrategy": "polystore.backends.zarr_config",
+    "ZarrConfig": "polystore.backends.zarr.config",
+    "ZarrCompressor": "polystore.backends.zarr.config",
+    "ZarrChunkStrategy": "polystore.backends.zarr.config",
+    "repair_plate": "polystore.backends.zarr.repair",
+    "RepairReport": "polystore.backends.zarr.repair",
     "StreamingBackend": "polystore.streaming.backend",
     "ViewerStreamingBackend": "polystore.streaming.viewer",
     "parse_components": "polystore.plates",

@@ -23,8 +23,8 @@ pytest.importorskip("dask.array")
 import dask.array as da
 import zarr
 import zarr.codecs
+from zarr.abc.buffer import Buffer, BufferPrototype
 from zarr.abc.store import ByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, WrapperStore
 
 if "polystore.testing" not in sys.modules:  # detailed assertion messages from the suite
@@ -34,7 +34,7 @@ from ngff_helpers import ngff_models, ome_section
 
 from polystore import DiskBackend, FileManager, MemoryBackend
 from polystore.backends.zarr import ZarrBackend
-from polystore.backends.zarr_config import ZarrConfig
+from polystore.backends.zarr.config import ZarrConfig
 from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.registry import BackendRegistry, registered_backend_classes
 from polystore.testing import BackendContractTests

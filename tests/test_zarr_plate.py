@@ -396,7 +396,7 @@ def test_a_writer_that_looked_before_another_made_the_well_keeps_its_fields(
     first = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
     second = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
     looked, first_done = threading.Event(), threading.Event()
-    look = second._documents.node_kind
+    look = second.documents.node_kind
 
     def look_then_wait(location: Any) -> Any:  # B's look at the well, then A runs to the end
         kind = look(location)
@@ -405,7 +405,7 @@ def test_a_writer_that_looked_before_another_made_the_well_keeps_its_fields(
             first_done.wait(30)
         return kind
 
-    second._documents.node_kind = look_then_wait  # type: ignore[method-assign]
+    second.documents.node_kind = look_then_wait  # type: ignore[method-assign]
     field = np.ones((2, 16, 16), np.uint16)
     writer = threading.Thread(target=lambda: second.save(field, "plate.zarr/B/03/1"))
     writer.start()

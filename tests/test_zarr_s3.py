@@ -323,26 +323,53 @@ def test_four_processes_fill_one_plate_on_s3_and_lose_no_well_or_field(s3_bucket
     assert not [key for key in keys if "polystore-lock" in key]
 
 
+def _lock_keys(bucket: str) -> Any:
+    from polystore.backends.zarr.location import Stores
+
+    return Stores({}).keys(f"s3://{bucket}")
+
+
 def test_object_store_lock_times_out_on_a_live_holder_and_takes_over_an_expired_one(s3_bucket: str) -> None:
     import json
     import time
 
-    import s3fs
+    from polystore.backends.zarr.locks import ObjectStoreLock
 
-    from polystore.backends.object_lock import ObjectStoreLock
-
-    fs = s3fs.S3FileSystem()
-    key = f"{s3_bucket}/.plate.zarr.polystore-lock"
-    with ObjectStoreLock(fs, key, lease=60):
-        contender = ObjectStoreLock(fs, key, timeout=0.5)
+    keys = _lock_keys(s3_bucket)
+    key = ".plate.zarr.polystore-lock"
+    with ObjectStoreLock(keys, key, lease=60):
+        contender = ObjectStoreLock(keys, key, timeout=0.5)
         with pytest.raises(TimeoutError, match=r"another writer holds it \(owner .*:\d+:"):
             contender.acquire()
-    assert not fs.exists(key)  # released
-    # a writer that died while holding the lock: its lease has run out
-    fs.pipe_file(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
-    with ObjectStoreLock(fs, key, timeout=10) as lock:
-        assert json.loads(fs.cat_file(key))["owner"] == lock.owner
-    assert not fs.exists(key)
+    assert not keys.exists(key)  # released
+    # a writer on another host that died while holding the lock: its lease has run out
+    keys.put(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
+    with ObjectStoreLock(keys, key, timeout=10) as lock:
+        assert json.loads(keys.get(key))["owner"] == lock.owner
+    assert not keys.exists(key)
+
+
+def test_a_lock_of_a_killed_process_of_this_host_is_taken_over_before_its_lease_ends(s3_bucket: str) -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from polystore.backends.zarr.locks import ObjectStoreLock
+
+    keys = _lock_keys(s3_bucket)
+    key = ".plate.zarr.polystore-lock"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    owner = f"{socket.gethostname()}:{int(dead.stdout)}:x"
+    keys.put(key, json.dumps({"owner": owner, "expires": time.time() + 600}).encode())
+    with ObjectStoreLock(keys, key, timeout=5) as lock:  # not 600 s
+        assert json.loads(keys.get(key))["owner"] == lock.owner
+    live = f"{socket.gethostname()}:{os.getpid()}:x"  # this process runs: its lock holds
+    keys.put(key, json.dumps({"owner": live, "expires": time.time() + 600}).encode())
+    with pytest.raises(TimeoutError):
+        ObjectStoreLock(keys, key, timeout=0.3).acquire()
 
 
 def test_only_one_of_several_writers_takes_over_an_expired_lock(s3_bucket: str) -> None:
@@ -350,20 +377,18 @@ def test_only_one_of_several_writers_takes_over_an_expired_lock(s3_bucket: str) 
     import threading
     import time
 
-    import s3fs
+    from polystore.backends.zarr.locks import ObjectStoreLock
 
-    from polystore.backends.object_lock import ObjectStoreLock
-
-    fs = s3fs.S3FileSystem()
-    key = f"{s3_bucket}/.plate.zarr.polystore-lock"
-    fs.pipe_file(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
-    contenders = [ObjectStoreLock(fs, key) for _ in range(4)]
+    keys = _lock_keys(s3_bucket)
+    key = ".plate.zarr.polystore-lock"
+    keys.put(key, json.dumps({"owner": "dead-host:1:x", "expires": time.time() - 1}).encode())
+    contenders = [ObjectStoreLock(keys, key) for _ in range(4)]
     barrier = threading.Barrier(len(contenders))
     won: list[ObjectStoreLock] = []
 
     def take_over(lock: ObjectStoreLock) -> None:
         barrier.wait()
-        if lock._take_over_if_expired():
+        if lock._take_over_if_dead():
             won.append(lock)
 
     threads = [threading.Thread(target=take_over, args=(lock,)) for lock in contenders]
@@ -372,6 +397,6 @@ def test_only_one_of_several_writers_takes_over_an_expired_lock(s3_bucket: str) 
     for thread in threads:
         thread.join(30)
     assert len(won) == 1
-    assert json.loads(fs.cat_file(key))["owner"] == won[0].owner
+    assert json.loads(keys.get(key))["owner"] == won[0].owner
     won[0].release()
-    assert not fs.exists(key)
+    assert not keys.exists(key)

@@ -10,7 +10,11 @@ from typing import Any, Literal
 import numpy as np
 
 from polystore.lazy import optional_import
+from polystore.ome.ngff import NgffVersion
 from polystore.ome.plate import DEFAULT_NAME_PATTERN
+
+_NGFF_FORMATS = {"0.4": 2, "0.5": 3, "0.6": 3}
+"""The Zarr format each OME-NGFF version lives on."""
 
 
 class ZarrCompressor(StrEnum):
@@ -58,6 +62,9 @@ class ZarrConfig:
     """Replace an existing node on save (False: refuse with FileExistsError)."""
     name_pattern: str = DEFAULT_NAME_PATTERN
     """Regex with named groups row, column, field, channel, z, t for pipeline file names."""
+    ngff_version: str | None = None
+    """OME-NGFF version written: None follows ``zarr_format`` (3: "0.5", 2: "0.4"); "0.6"
+    (Zarr v3, RFC-5 coordinate systems) on request."""
 
     def __post_init__(self) -> None:
         # Checked here, so a typo fails where the config is made, not at the first save.
@@ -76,10 +83,18 @@ class ZarrConfig:
             raise ValueError(f"ZarrConfig pyramid_levels={self.pyramid_levels}: at least 1 (no pyramid).")
         if self.shards is not None and self.zarr_format != 3:
             raise ValueError("ZarrConfig shards need Zarr v3 (zarr_format=3).")
+        wanted = _NGFF_FORMATS.get(self.ngff_version or self.ngff)
+        if wanted != self.zarr_format:
+            raise ValueError(
+                f"ZarrConfig ngff_version={self.ngff_version!r} with zarr_format={self.zarr_format}: "
+                "OME-NGFF 0.4 lives on Zarr v2 (zarr_format=2), 0.5 and 0.6 on Zarr v3 (zarr_format=3)."
+            )
 
     @property
-    def ngff_version(self) -> Literal["0.4", "0.5"]:
-        """OME-NGFF 0.5 lives on Zarr v3, 0.4 on Zarr v2."""
+    def ngff(self) -> NgffVersion:
+        """The OME-NGFF version written: the one asked for, else 0.5 on Zarr v3 and 0.4 on v2."""
+        if self.ngff_version is not None:
+            return self.ngff_version  # type: ignore[return-value]  # checked in __post_init__
         return "0.5" if self.zarr_format == 3 else "0.4"
 
     def replace(self, **changes: Any) -> ZarrConfig:

@@ -1,0 +1,294 @@
+"""Zarr metadata documents (``zarr.json``; ``.zgroup``, ``.zattrs``, ``.zarray``), read and
+written as documents for the per-field path of plates and images.
+
+Written by hand because zarr-python's own calls look around before they act: ``create_array``
+deletes the path and checks every parent group up to the store's root, opening an image means
+opening its group and then its array, updating attributes opens the group first, each step a
+hop to zarr's event-loop thread (1-5 ms a call, a request or more on object storage). On a
+plate, where every field pays them, they cost more than all the data's metadata. A group's
+document is the specification's few keys; an array's is the one zarr itself writes for the
+same options (made once, in an in-memory store), so zarr reads both as its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from polystore.backends.zarr.location import KeyStore, Location, Stores, delete_prefix, join_key, zarr_module
+from polystore.exceptions import CorruptDataError, NotADirectoryStorageError
+from polystore.ome import ngff
+
+
+def attributes_document(zarr_format: int) -> str:
+    """The metadata document that holds a node's attributes in ``zarr_format``."""
+    return "zarr.json" if zarr_format == 3 else ".zattrs"
+
+
+def group_documents(zarr_format: int, attributes: dict[str, Any]) -> dict[str, bytes]:
+    """The documents of a group with ``attributes``, as the Zarr specifications define them."""
+    if zarr_format == 3:
+        document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+        return {"zarr.json": json.dumps(document, indent=2).encode()}
+    documents = {".zgroup": json.dumps({"zarr_format": 2}).encode()}
+    if attributes:
+        documents[".zattrs"] = json.dumps(attributes, indent=2).encode()
+    return documents
+
+
+def damaged(location: Location, document: str, error: Exception) -> CorruptDataError:
+    return CorruptDataError(
+        f"'{location.display}': its {document} document is not valid JSON ({error}). The store is damaged "
+        "or was written partly (by a tool without atomic writes); rewrite this node, run "
+        "`polystore repair` on the store, or restore the document from a copy."
+    )
+
+
+def parse_document(location: Location, name: str, raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError as error:
+        raise damaged(location, name, error) from error
+    if not isinstance(parsed, dict):
+        raise damaged(location, name, ValueError("not a JSON object"))
+    return parsed
+
+
+class MetadataDocuments:
+    """The metadata documents of the nodes of the stores a backend opens."""
+
+    def __init__(
+        self, stores: Stores, preferred_format: int, open_store: Callable[..., Any] | None = None
+    ) -> None:
+        self.stores = stores
+        self.zarr_store: Callable[..., Any] = open_store or stores.zarr_store
+        """``zarr_store(store, writable=...)``: zarr-python's store for a path or URL."""
+        self.preferred_format = preferred_format
+        """The format tried first where a node's is not known (the backend's)."""
+
+    def keys(self, location: Location) -> KeyStore:
+        return self.stores.keys(location.store)
+
+    def read(self, location: Location, name: str) -> bytes | None:
+        """The bytes of metadata document ``name`` of the node at ``location``; None if absent."""
+        return self.keys(location).get(join_key(location.node, name))
+
+    def parsed(self, location: Location, name: str) -> dict[str, Any] | None:
+        """Metadata document ``name`` of the node at ``location``, parsed; None if absent."""
+        return parse_document(location, name, self.read(location, name))
+
+    def write(self, location: Location, name: str, content: bytes) -> None:
+        """Write metadata document ``name`` of the node at ``location``, whole or not at all."""
+        self.keys(location).put(join_key(location.node, name), content)
+
+    def node_kind(self, location: Location) -> str | None:
+        """``"array"``, ``"image"`` or ``"group"``, from the node's metadata documents; None if
+        no node is there (a few file reads, or requests, where opening it through zarr costs
+        1 ms)."""
+        for zarr_format in (self.preferred_format, 5 - self.preferred_format):
+            attributes = self.attributes(location, zarr_format)
+            if attributes is None:
+                continue
+            if attributes is ARRAY:
+                return "array"
+            return "image" if ngff.is_multiscale_image(attributes) else "group"
+        return None
+
+    def attributes(self, location: Location, zarr_format: int) -> dict[str, Any] | None:
+        """A group's attributes in ``zarr_format``; ``ARRAY`` for an array; None for nothing."""
+        if zarr_format == 3:
+            document = self.parsed(location, "zarr.json")
+            if document is None:
+                return None
+            if document.get("node_type") == "array":
+                return ARRAY
+            found = document.get("attributes") or {}
+        else:
+            if self.read(location, ".zarray") is not None:
+                return ARRAY
+            if self.read(location, ".zgroup") is None:
+                return None
+            found = self.parsed(location, ".zattrs") or {}
+        return found if isinstance(found, dict) else {}
+
+    def open_array(self, location: Location, zarr_format: int | None, *, writable: bool = False) -> Any:
+        """The array at ``location`` as zarr opens it; CorruptDataError if its document is damaged."""
+        store = self.zarr_store(location.store, writable=writable)
+        try:
+            return zarr_module().open_array(
+                store=store, path=location.node, mode="r+" if writable else "r", zarr_format=zarr_format
+            )
+        except json.JSONDecodeError as error:
+            document = "zarr.json" if zarr_format == 3 else ".zarray"
+            raise damaged(location, document, error) from error
+
+    def image_level_array(self, location: Location, level: int, *, writable: bool = False) -> Any | None:
+        """Level ``level`` of the OME-Zarr image at ``location``, or None if it is not one.
+
+        The image group's metadata document is read as a document, not opened as a zarr
+        group: opening the group and then its level costs two rounds of zarr's metadata
+        probes (1-2 ms a field here, a request or more each on object storage), reading the
+        document one; the level array is then opened as zarr-python alone would open it.
+        """
+        for zarr_format in (self.preferred_format, 5 - self.preferred_format):
+            attributes = self.attributes(location, zarr_format)
+            if attributes is None:
+                continue
+            if attributes is ARRAY or not ngff.is_multiscale_image(attributes):
+                return None
+            paths = ngff.multiscale_paths(attributes)
+            if not 0 <= level < len(paths):
+                raise ValueError(f"'{location.display}' has {len(paths)} levels; asked for {level}.")
+            try:
+                return self.open_array(location.child(paths[level]), zarr_format, writable=writable)
+            except FileNotFoundError as error:
+                raise CorruptDataError(
+                    f"'{location.display}' is an image whose level '{paths[level]}' is "
+                    "missing: it was written partly or damaged. Save the image again, run "
+                    "`polystore repair` on the store, or delete it (delete_all)."
+                ) from error
+        return None
+
+    def group(self, location: Location, zarr_format: int) -> GroupDocument:
+        """The attributes document of the group at ``location`` (made a group if nothing is)."""
+        document = GroupDocument.read(self, location, zarr_format)
+        if document is None:
+            self.ensure_parent_groups(location, zarr_format)
+            for name, content in group_documents(zarr_format, {}).items():
+                self.keys(location).create(join_key(location.node, name), content)
+            document = GroupDocument.read(self, location, zarr_format)
+        if document is None:
+            raise NotADirectoryStorageError(f"'{location.display}' is an array, not a group.")
+        return document
+
+    def write_group(self, location: Location, zarr_format: int, attributes: dict[str, Any]) -> None:
+        """Write the group at ``location`` with ``attributes`` (replacing its documents)."""
+        for name, content in group_documents(zarr_format, attributes).items():
+            self.write(location, name, content)
+
+    def ensure_parent_groups(self, location: Location, zarr_format: int) -> None:
+        """Make every missing group above ``location`` (as zarr does for a new node), from the
+        top down, so that a node is never left without its parents' metadata.
+
+        Each ancestor is looked at (its documents: file reads, or a request each), never
+        remembered: another process may have removed it since. A missing one is written only
+        if still absent (an exclusive create), so two writers making the same well never
+        replace each other's attributes with an empty group's.
+        """
+        missing: list[str] = []
+        node = location.node
+        while node:
+            node = node.rpartition("/")[0]
+            kind = self.node_kind(Location(location.store, node))
+            if kind == "group":
+                break
+            if kind is not None:
+                raise NotADirectoryStorageError(
+                    f"Cannot create '{location.display}': '{node}' is an array, not a group."
+                )
+            missing.append(node)
+        keys = self.keys(location)
+        for node in reversed(missing):
+            for name, content in group_documents(zarr_format, {}).items():
+                keys.create(join_key(node, name), content)
+
+    def create_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> Any:
+        """A new array at ``location``, where the caller knows no node is (its group is not
+        written yet, or was just made).
+
+        Chunks left at the path without metadata (an interrupted write or delete) are removed
+        first, as zarr's overwrite would: they must not come back as data. The array's
+        document is the one zarr writes for these options (made once, in memory).
+        """
+        zarr = zarr_module()
+        keys = self.keys(location)
+        if location.remote:
+            delete_prefix(keys, location.node)
+        else:
+            shutil.rmtree(f"{location.store}/{location.node}", ignore_errors=True)
+        metadata, documents = array_documents(zarr_format, options)
+        for name, content in documents.items():
+            keys.put(join_key(location.node, name), content)
+        store = self.zarr_store(location.store, writable=True)
+        # the array as zarr would open it, from the metadata just written (no read back); a
+        # copy of the cached metadata, whose attributes zarr would change in place
+        store_path = zarr.storage.StorePath(store, location.node)
+        return zarr.Array(zarr.AsyncArray(metadata=metadata.update_attributes({}), store_path=store_path))
+
+
+class _Array(dict[str, Any]):
+    """The marker ``MetadataDocuments.attributes`` returns for an array."""
+
+
+ARRAY: dict[str, Any] = _Array()
+
+
+@dataclass
+class GroupDocument:
+    """A group's attributes as its metadata document holds them, to change and write back."""
+
+    documents: MetadataDocuments
+    location: Location
+    zarr_format: int
+    document: dict[str, Any]
+    """zarr.json (v3: attributes under "attributes"), or .zattrs (v2: the attributes)."""
+
+    @classmethod
+    def read(cls, documents: MetadataDocuments, location: Location, zarr_format: int) -> GroupDocument | None:
+        """The group's document; None where no group is (nothing, or an array)."""
+        if zarr_format == 3:
+            document = documents.parsed(location, "zarr.json")
+            if document is None or document.get("node_type") != "group":
+                return None
+            return cls(documents, location, zarr_format, document)
+        if documents.read(location, ".zgroup") is None:
+            return None
+        return cls(documents, location, zarr_format, documents.parsed(location, ".zattrs") or {})
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        found = self.document.get("attributes", {}) if self.zarr_format == 3 else self.document
+        return found if isinstance(found, dict) else {}
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Merge ``changes`` into the attributes (as zarr's update_attributes) and write them."""
+        self.put({**self.attributes, **changes})
+
+    def put(self, attributes: dict[str, Any]) -> None:
+        """Replace the attributes and write them."""
+        if self.zarr_format == 3:
+            self.document["attributes"] = attributes
+        else:
+            self.document = attributes
+        name = attributes_document(self.zarr_format)
+        self.documents.write(self.location, name, json.dumps(self.document, indent=2).encode())
+
+
+_ARRAY_DOCUMENTS: dict[str, tuple[Any, dict[str, bytes]]] = {}
+_ARRAY_DOCUMENTS_LOCK = threading.Lock()
+
+
+def array_documents(zarr_format: int, options: dict[str, Any]) -> tuple[Any, dict[str, bytes]]:
+    """The metadata zarr gives a new array made with ``options``, and its documents' bytes
+    (cached: both are immutable; zarr's config decides what options leave open)."""
+    zarr = zarr_module()
+    key = repr((zarr_format, sorted(options.items()), zarr.config.get("array")))
+    with _ARRAY_DOCUMENTS_LOCK:
+        cached = _ARRAY_DOCUMENTS.get(key)
+    if cached is None:
+        written: dict[str, Any] = {}
+        array = zarr.create_array(zarr.storage.MemoryStore(written), **options, zarr_format=zarr_format)
+        documents = {name: bytes(value.to_bytes()) for name, value in written.items()
+                     if name in ("zarr.json", ".zarray", ".zattrs")}
+        cached = (array.metadata, documents)
+        with _ARRAY_DOCUMENTS_LOCK:
+            if len(_ARRAY_DOCUMENTS) >= 64:  # shapes and codecs of one session are few
+                _ARRAY_DOCUMENTS.clear()
+            _ARRAY_DOCUMENTS[key] = cached
+    return cached

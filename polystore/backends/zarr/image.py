@@ -1,0 +1,215 @@
+"""The OME-NGFF image writer: an array as a multiscale image (levels, channels, axes), or as a
+bare zarr array where NGFF cannot describe it.
+
+An image is written so that a reader, or a writer killed at any moment, never leaves
+something that looks whole and is not: a new image's levels are written first and its group
+document, the one that says "this is an image of these levels", last; an image being replaced
+is first marked incomplete (its group document says so), then rewritten, then its group
+document written whole. ``polystore repair`` and the next save treat a marked image, or a
+group whose levels are missing, as damaged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from polystore.backends.zarr.config import ZarrConfig
+from polystore.backends.zarr.documents import MetadataDocuments
+from polystore.backends.zarr.location import Location, delete_prefix, join_key
+from polystore.lazy import optional_import
+from polystore.ome import ngff
+
+INCOMPLETE = {"polystore": {"incomplete": True}}
+"""The attributes of an image's group while it is being replaced."""
+
+
+def is_incomplete(attributes: dict[str, Any]) -> bool:
+    marker = attributes.get("polystore")
+    return isinstance(marker, dict) and bool(marker.get("incomplete"))
+
+
+def is_lazy(data: Any) -> bool:
+    return type(data).__module__.partition(".")[0] == "dask"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What the caller says about an image beyond its data."""
+
+    axes: str | None = None
+    levels: int | None = None
+    channel_names: Sequence[str] | None = None
+    colors: Sequence[str] | None = None
+    scale: Sequence[float] | None = None
+    units: dict[str, str] | None = None
+    labels: bool = False
+
+
+def channel_labels(shape: tuple[int, ...], axes: str) -> list[str]:
+    """Labels of a plate field's channels: w1, w2, ... as pipeline file names number them."""
+    return [f"w{i + 1}" for i in range(shape[axes.index("c")])] if "c" in axes else []
+
+
+def level_shape(shape: tuple[int, ...], axes: str, level: int) -> tuple[int, ...]:
+    """The shape of ``level`` of an image whose full resolution is ``shape``."""
+    return tuple(max(1, s // (2**level)) if a in "yx" else s for s, a in zip(shape, axes, strict=True))
+
+
+def array_options(shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConfig) -> dict[str, Any]:
+    """zarr's ``create_array`` options for an array of ``shape`` and ``dtype`` under ``config``."""
+    options: dict[str, Any] = {
+        "shape": shape,
+        "dtype": dtype,
+        "chunks": config.chunk_shape(shape),
+        "compressors": config.compressors(dtype),
+    }
+    if config.shards is not None:
+        options["shards"] = tuple(min(s, n) if n else s for s, n in zip(config.shards, shape, strict=False))
+    if config.zarr_format == 2:  # nested chunk keys ("0/0"), as OME-NGFF 0.4 requires
+        options["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    return options
+
+
+def downsample(source: Any, axes: str, labels: bool) -> Any:
+    """Halve y and x: block mean for intensities, every other pixel for labels (dask)."""
+    dask_array = optional_import("dask.array", extra="zarr", purpose="Writing pyramids")
+    lazy = dask_array.from_zarr(source) if hasattr(source, "chunks") and not is_lazy(source) \
+        and not isinstance(source, np.ndarray) else dask_array.asarray(source)
+    factors = {i: 2 for i, a in enumerate(axes) if a in "yx" and lazy.shape[i] >= 2}
+    if not factors:
+        return lazy
+    if labels:
+        index = tuple(slice(None, None, 2) if i in factors else slice(None) for i in range(lazy.ndim))
+        return lazy[index]
+    reduced = dask_array.coarsen(np.mean, lazy, factors, trim_excess=True)
+    if lazy.dtype.kind in "iu":  # a block mean of integers rounds, it does not truncate
+        reduced = dask_array.round(reduced)
+    return reduced.astype(lazy.dtype)
+
+
+def downsample_plane(plane: np.ndarray, labels: bool) -> np.ndarray:
+    """One 2-D plane halved in y and x, as ``downsample`` does (NumPy, no dask graph)."""
+    h, w = plane.shape
+    if labels:
+        return plane[:: 2 if h >= 2 else 1, :: 2 if w >= 2 else 1]
+    fy, fx = (2 if h >= 2 else 1), (2 if w >= 2 else 1)
+    trimmed = plane[: h - h % fy, : w - w % fx]
+    mean = trimmed.reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3))
+    if plane.dtype.kind in "iu":
+        mean = np.round(mean)
+    return np.asarray(mean.astype(plane.dtype))
+
+
+def write_into(target: Any, source: Any) -> None:
+    """Write ``source`` into the zarr array ``target``: NumPy at once, dask chunk by chunk."""
+    if is_lazy(source) or (hasattr(source, "chunks") and not isinstance(source, np.ndarray)):
+        dask_array = optional_import("dask.array", extra="zarr", purpose="Writing lazy arrays")
+        lazy = source if is_lazy(source) else dask_array.from_zarr(source)
+        dask_array.store(lazy.rechunk(target.chunks), target, lock=False)
+    elif source.size:
+        target[...] = source
+
+
+def level_scales(axes: str, base: Sequence[float] | None, level_count: int) -> list[list[float]]:
+    scale = list(base) if base is not None else [1.0] * len(axes)
+    return [[s * (2**level if a in "yx" else 1) for a, s in zip(axes, scale, strict=True)]
+            for level in range(level_count)]
+
+
+class ImageWriter:
+    """Writes images and bare arrays as metadata documents and chunks."""
+
+    def __init__(self, documents: MetadataDocuments) -> None:
+        self.documents = documents
+
+    def axes_for(self, array: Any, spec: ImageSpec, config: ZarrConfig) -> str | None:
+        """The NGFF axes of ``array`` (None: written as a bare array)."""
+        if not config.ome_zarr_metadata:
+            return None
+        given = spec.axes
+        if given is None and spec.channel_names and array.ndim in (3, 4):
+            given = "c" + "zyx"[4 - array.ndim :]  # naming channels says the first axis is c
+        return ngff.infer_axes(array.ndim, given)
+
+    def attributes(
+        self, location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+        config: ZarrConfig, spec: ImageSpec, level_count: int, data: Any = None,
+    ) -> dict[str, Any]:
+        """The image group's NGFF attributes (channel windows from ``data`` where given)."""
+        channels = None
+        if "c" in axes and not spec.labels:
+            windows = ngff.data_windows(data, axes.index("c")) if isinstance(data, np.ndarray) else None
+            count = shape[axes.index("c")]
+            channels = ngff.channel_infos(count, dtype, spec.channel_names, spec.colors, windows)
+        return ngff.image_attributes(
+            axes, level_scales(axes, spec.scale, level_count), version=config.ngff,
+            units=spec.units, name=location.name or None, channels=channels, dtype=dtype,
+        )
+
+    def create_levels(
+        self, location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+        config: ZarrConfig, level_count: int,
+    ) -> list[Any]:
+        """Empty level arrays ``0..level_count-1`` under ``location`` (metadata only: nothing
+        the size of the image is allocated; unwritten chunks read as the fill value 0)."""
+        arrays = []
+        for level in range(level_count):
+            options = array_options(level_shape(shape, axes, level), dtype, config)
+            if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
+                options["dimension_names"] = tuple(axes)
+            level_location = location.child(str(level))
+            arrays.append(self.documents.create_array(level_location, options, config.zarr_format))
+        return arrays
+
+    def write(
+        self, location: Location, array: Any, config: ZarrConfig, spec: ImageSpec, *, existing: bool,
+    ) -> None:
+        """Write ``array`` at ``location`` as an image (or a bare array), replacing what is there.
+
+        ``existing``: whether a node is there now (the caller looked).
+        """
+        axes = self.axes_for(array, spec, config)
+        zarr_format = config.zarr_format
+        if not location.node and axes is None:
+            raise ValueError(f"'{location.display}': a bare array needs a name inside the store.")
+        self.documents.ensure_parent_groups(location, zarr_format)
+        if existing:
+            self.mark_incomplete(location, zarr_format)
+        if axes is None:
+            self._clear(location)
+            target = self.documents.create_array(
+                location, array_options(tuple(int(s) for s in array.shape), np.dtype(array.dtype), config),
+                zarr_format,
+            )
+            write_into(target, array)
+            return
+        level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
+        shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
+        attrs = self.attributes(location, axes, shape, dtype, config, spec, level_count, array)
+        source: Any = array
+        for level, target in enumerate(self.create_levels(location, axes, shape, dtype, config, level_count)):
+            if level:
+                source = downsample(source, axes, spec.labels)
+            write_into(target, source)
+            source = target  # the next level reads back the chunks just written, not the input
+        # the commit point: only now does the group say it is an image of these levels
+        self.documents.write_group(location, zarr_format, attrs)
+
+    def mark_incomplete(self, location: Location, zarr_format: int) -> None:
+        """Say in the node's group document that it is being rewritten, and clear its levels."""
+        self.documents.write_group(location, zarr_format, INCOMPLETE)
+        self._clear(location, keep_own=True)
+
+    def _clear(self, location: Location, *, keep_own: bool = False) -> None:
+        """Remove what is under ``location`` (its own documents too, unless ``keep_own``)."""
+        keys = self.documents.keys(location)
+        own = {join_key(location.node, name) for name in ("zarr.json", ".zgroup", ".zattrs")}
+        for key in list(keys.list(location.node + "/" if location.node else "")):
+            if not (keep_own and key in own):
+                keys.delete(key)
+        if not keep_own:
+            delete_prefix(keys, location.node)

@@ -1,0 +1,408 @@
+"""The HCS plate writer: planes named by pipeline file names assembled into field images, the
+well and plate metadata that lists them, and the locks (or ownership) that let several
+writers fill one plate.
+
+Three steps, each a public method, so that a scheduler can run them apart (plan, owned
+writes, one commit; see docs/zarr.md):
+
+- ``create_field``: a field image's metadata (levels, axes, channels), no pixels;
+- ``write_planes``: planes into an existing field, its chunks only (no metadata, no locks:
+  the caller owns the field);
+- ``commit``: the wells' and plate's metadata for the fields written, once.
+
+``save``/``save_batch`` compose them under locks: a lock per field (creating, growing,
+filling it) and one per store for the metadata read-modify-write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polystore.arrays import framework_of, to_numpy
+from polystore.backends.zarr.config import ZarrConfig
+from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
+from polystore.backends.zarr.image import (
+    ImageSpec,
+    ImageWriter,
+    channel_labels,
+    downsample_plane,
+    is_incomplete,
+    level_shape,
+)
+from polystore.backends.zarr.location import Location, Stores
+from polystore.backends.zarr.locks import field_lock, metadata_lock
+from polystore.exceptions import CorruptDataError, UnsupportedDataError
+from polystore.ome import ngff
+from polystore.ome.plate import parse_plate_path
+
+# -- addressing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlaneAddress:
+    """Where one image of a plate goes: a field image, and optionally a plane inside it."""
+
+    row: str
+    column: str
+    field: int
+    """0-based field of view."""
+    channel: int | None = None
+    """0-based indices of the plane inside the field image (None: the whole image)."""
+    z: int | None = None
+    t: int | None = None
+
+    @property
+    def well_path(self) -> str:
+        return f"{self.row}/{self.column}"
+
+    @property
+    def field_path(self) -> str:
+        return f"{self.row}/{self.column}/{self.field}"
+
+    @property
+    def plane_axes(self) -> str:
+        """The leading axes of the field image that this plane indexes ('tcz' subset)."""
+        return "".join(a for a, v in (("t", self.t), ("c", self.channel), ("z", self.z)) if v is not None)
+
+    @property
+    def plane_index(self) -> tuple[int, ...]:
+        return tuple(v for v in (self.t, self.channel, self.z) if v is not None)
+
+
+def address_of(node: str, config: ZarrConfig) -> PlaneAddress | None:
+    """The plate address a node path names (``B/03/0``, ``A01_s1_w2.tif``), or None."""
+    if not config.write_plate_metadata or not node:
+        return None
+    found = parse_plate_path(node, config.name_pattern)
+    if found is None:
+        return None
+    if min((found.field, *found.plane_index)) < 0:
+        raise UnsupportedDataError(
+            f"'{node}' names index 0 of a 1-based field, channel, z or t: the names count from 1 "
+            "(A01_s1_w1.tif is the first field's first channel)."
+        )
+    return PlaneAddress(found.row, found.column, found.field, found.channel, found.z, found.t)
+
+
+# -- the plate's bookkeeping ----------------------------------------------------------------------
+
+
+def row_sort_key(row: str) -> tuple[int, str]:
+    """A..Z before AA..AF, as plates are labelled."""
+    return (len(row), row.upper())
+
+
+def column_sort_key(column: str) -> tuple[int, str]:
+    return (int(column), column) if column.isdigit() else (10**9, column)
+
+
+@dataclass
+class PlateLayout:
+    """Rows, columns and wells of a plate's NGFF metadata, merged from what it says and new fields."""
+
+    rows: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    wells: list[tuple[str, str]] = field(default_factory=list)
+    field_count: int = 0
+
+    @classmethod
+    def from_attributes(cls, plate: Mapping[str, Any] | None) -> PlateLayout:
+        if not plate:
+            return cls()
+        rows = [r["name"] for r in plate.get("rows", [])]
+        columns = [c["name"] for c in plate.get("columns", [])]
+        wells = [tuple(w["path"].split("/")) for w in plate.get("wells", [])]
+        count = plate.get("field_count", 0)
+        return cls(rows, columns, wells, int(count) if isinstance(count, int) else 0)
+
+    def add(self, row: str, column: str, field_index: int) -> bool:
+        """Record a field; return whether the plate's metadata changed."""
+        changed = False
+        if row not in self.rows:
+            self.rows = sorted([*self.rows, row], key=row_sort_key)
+            changed = True
+        if column not in self.columns:
+            self.columns = sorted([*self.columns, column], key=column_sort_key)
+            changed = True
+        if (row, column) not in self.wells:
+            self.wells = sorted(
+                [*self.wells, (row, column)], key=lambda w: (row_sort_key(w[0]), column_sort_key(w[1]))
+            )
+            changed = True
+        if field_index + 1 > self.field_count:
+            self.field_count = field_index + 1
+            changed = True
+        return changed
+
+    def attributes(self, version: ngff.NgffVersion, name: str) -> dict[str, Any]:
+        return ngff.plate_attributes(
+            self.rows, self.columns, self.wells, version=version, field_count=self.field_count, name=name,
+        )
+
+
+def plate_name(store: str) -> str:
+    return Path(store.rstrip("/")).name.removesuffix(".zarr")
+
+
+# -- the writer -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FieldImage:
+    """An existing field image: its group's attributes and its level arrays (writable)."""
+
+    group: GroupDocument
+    axes: str
+    levels: list[Any]
+
+
+class PlateWriter:
+    """Writes plate fields, planes and the plate's metadata into the stores of one backend."""
+
+    def __init__(self, stores: Stores, documents: MetadataDocuments, images: ImageWriter) -> None:
+        self.stores = stores
+        self.documents = documents
+        self.images = images
+
+    # -- the three steps (no locks) -------------------------------------------------------------
+    def create_field(
+        self, store: str, field_path: str, shape: tuple[int, ...], dtype: Any, axes: str,
+        config: ZarrConfig, spec: ImageSpec | None = None,
+    ) -> FieldImage:
+        """Create an empty field image (every level's metadata, the image group last).
+
+        Nothing the size of the field is allocated or written: unwritten chunks read as 0.
+        The caller owns ``field_path`` (holds its lock, or is the one task writing it).
+        """
+        location = Location(store, field_path)
+        dtype = np.dtype(dtype)
+        spec = spec or ImageSpec()
+        level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
+        names = spec.channel_names or channel_labels(shape, axes)
+        spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
+        self.documents.ensure_parent_groups(location, config.zarr_format)
+        levels = self.images.create_levels(location, axes, shape, dtype, config, level_count)
+        attrs = self.images.attributes(location, axes, shape, dtype, config, spec, level_count)
+        self.documents.write_group(location, config.zarr_format, attrs)
+        group = GroupDocument.read(self.documents, location, config.zarr_format)
+        assert group is not None
+        return FieldImage(group, axes, levels)
+
+    def write_planes(
+        self, store: str, field_path: str, planes: Mapping[tuple[int, ...], Any], *,
+        labels: bool = False, cast: bool = False, field_image: FieldImage | None = None,
+    ) -> None:
+        """Write 2-D planes (by their (t, c, z)-subset index) into an existing field image, at
+        every level. Writes chunks only; the caller owns the field."""
+        image = field_image or self.open_field(Location(store, field_path))
+        if image is None:
+            raise CorruptDataError(f"'{store}/{field_path}' is not a field image; create_field first.")
+        dtype = image.levels[0].dtype
+        for index, plane in planes.items():
+            source = checked_plane(plane, dtype, f"{store}/{field_path}", cast)
+            for level, array in enumerate(image.levels):
+                if level:
+                    source = downsample_plane(source, labels)
+                array[index] = source
+
+    def commit(self, store: str, fields: Iterable[tuple[str, str, int]], config: ZarrConfig,
+               *, lock: bool = True) -> None:
+        """Add fields ((row, column, field index)) to their wells' and the plate's metadata.
+
+        Read-modify-write of the documents, and only those whose content changes; under the
+        store's metadata lock unless ``lock=False`` (one committer, e.g. after a distributed
+        write).
+        """
+        if not config.ome_zarr_metadata:
+            return
+        if lock:
+            with metadata_lock(self.stores, store):
+                self._commit(store, list(fields), config)
+        else:
+            self._commit(store, list(fields), config)
+
+    def _commit(self, store: str, fields: list[tuple[str, str, int]], config: ZarrConfig) -> None:
+        plate = self.documents.group(Location(store, ""), config.zarr_format)
+        plate_attrs = ngff.ngff_section(plate.attributes).get("plate")
+        layout = PlateLayout.from_attributes(plate_attrs)
+        changed = False
+        by_well: dict[str, set[str]] = {}
+        for row, column, index in fields:
+            changed |= layout.add(row, column, index)
+            by_well.setdefault(f"{row}/{column}", set()).add(str(index))
+        for well_path, names in by_well.items():
+            well = self.documents.group(Location(store, well_path), config.zarr_format)
+            known = [image["path"] for image in (ngff.ngff_section(well.attributes).get("well") or {})
+                     .get("images", [])]
+            if names - set(known):
+                well.update(ngff.well_attributes(sorted(set(known) | names, key=int), version=config.ngff))
+        if changed or not plate_attrs:
+            plate.update(layout.attributes(config.ngff, plate_name(store)))
+
+    # -- reading a field back -------------------------------------------------------------------
+    def open_field(self, location: Location) -> FieldImage | None:
+        """The field image at ``location``; None if nothing is there; CorruptDataError if it is
+        damaged (written partly: marked incomplete, or a level missing or unreadable)."""
+        zarr_format = self.documents.preferred_format
+        group = GroupDocument.read(self.documents, location, zarr_format)
+        if group is None:
+            kind = self.documents.attributes(location, zarr_format)
+            if kind is ARRAY:
+                raise UnsupportedDataError(
+                    f"'{location.display}' is a bare array, not a field image; delete it first."
+                )
+            return None
+        attributes = group.attributes
+        if is_incomplete(attributes):
+            raise CorruptDataError(f"'{location.display}' was being written when its writer stopped.")
+        if not ngff.is_multiscale_image(attributes):
+            return FieldImage(group, "", [])
+        levels = []
+        for level in range(len(ngff.multiscale_paths(attributes))):
+            level_array = self.documents.image_level_array(location, level, writable=True)
+            levels.append(level_array)
+        return FieldImage(group, ngff.multiscale_axes(attributes), levels)
+
+    # -- the locked compositions ----------------------------------------------------------------
+    def save_planes(
+        self, store: str, address: PlaneAddress, planes: Mapping[tuple[int, ...], np.ndarray],
+        config: ZarrConfig, spec: ImageSpec, *, cast: bool = False,
+    ) -> None:
+        """Put planes (of one field) into their field image under the field's lock, creating or
+        growing it as needed; then record the field in the well's and plate's metadata."""
+        with field_lock(self.stores, store, address.field_path):
+            self._grow_and_write(store, address, planes, config, spec, cast)
+        self.commit(store, [(address.row, address.column, address.field)], config)
+
+    def _grow_and_write(
+        self, store: str, address: PlaneAddress, planes: Mapping[tuple[int, ...], np.ndarray],
+        config: ZarrConfig, spec: ImageSpec, cast: bool,
+    ) -> None:
+        location = Location(store, address.field_path)
+        axes = address.plane_axes + "yx"
+        first = next(iter(planes.values()))
+        needed = tuple(max(index[i] for index in planes) + 1 for i in range(len(address.plane_index)))
+        needed += first.shape
+        try:
+            image = self.open_field(location)
+        except CorruptDataError:
+            image = None  # damaged by a writer that stopped: written again from these planes
+            self.images.mark_incomplete(location, config.zarr_format)
+        if image is None:
+            image = self.create_field(store, address.field_path, needed, first.dtype, axes, config, spec)
+        elif image.axes != axes:
+            raise UnsupportedDataError(
+                f"Field {address.field_path} holds a '{image.axes}' image; this name addresses a "
+                f"plane of a '{axes}' image. Use one naming style per field (e.g. A01_s1_w1.tif, "
+                f"A01_s1_w2.tif), or delete the field first (delete_all('{address.field_path}'))."
+            )
+        if image.levels:  # refused before the field grows for a plane that will not go in
+            where = f"{store}/{address.field_path}"
+            planes = {i: checked_plane(p, image.levels[0].dtype, where, cast) for i, p in planes.items()}
+        self._grow(image, needed, config)
+        self.write_planes(store, address.field_path, planes, labels=spec.labels, cast=cast, field_image=image)
+
+    def _grow(self, image: FieldImage, needed: tuple[int, ...], config: ZarrConfig) -> None:
+        """Grow every level to hold ``needed`` (metadata only), each level looked at on its own
+        so that a growth a killed writer left half done is finished here."""
+        grown = tuple(max(a, b) for a, b in zip(image.levels[0].shape, needed, strict=True))
+        for level, array in enumerate(image.levels):
+            wanted = level_shape(grown, image.axes, level)
+            if tuple(array.shape) != wanted:
+                array.resize(wanted)
+        if "c" in image.axes:
+            count = grown[image.axes.index("c")]
+            section = ngff.ngff_section(image.group.attributes)
+            known = (section.get("omero") or {}).get("channels", [])
+            if len(known) != count:
+                self._update_channels(image, count, config)
+
+    def _update_channels(self, image: FieldImage, count: int, config: ZarrConfig) -> None:
+        attributes = image.group.attributes
+        section = ngff.ngff_section(attributes)
+        multiscale = section["multiscales"][0]
+        scales = [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]]
+        known = (section.get("omero") or {}).get("channels", [])[:count]
+        labels = [c.get("label") for c in known] + [f"w{i + 1}" for i in range(len(known), count)]
+        colors = [c.get("color") for c in known if c.get("color")]
+        windows = [(c["window"]["start"], c["window"]["end"]) for c in known if c.get("window")]
+        dtype = np.dtype(image.levels[0].dtype)
+        channels = ngff.channel_infos(count, dtype, labels, colors or None, windows or None)
+        image.group.put(ngff.image_attributes(
+            image.axes, scales, version=config.ngff, channels=channels, dtype=dtype,
+            name=multiscale.get("name"),
+        ))
+
+    def save_field(self, location: Location, address: PlaneAddress, array: Any, config: ZarrConfig,
+                   spec: ImageSpec) -> None:
+        """A whole field image (``B/03/0``), under the field's lock, then its metadata."""
+        with field_lock(self.stores, location.store, address.field_path):
+            existing = self.documents.node_kind(location) is not None
+            self.images.write(location, array, config, spec, existing=existing)
+        self.commit(location.store, [(address.row, address.column, address.field)], config)
+
+    def save_batch_field(
+        self, store: str, planes: Sequence[tuple[PlaneAddress, Any]], config: ZarrConfig, spec: ImageSpec,
+        *, cast: bool = False,
+    ) -> None:
+        """The planes of one field from a batch: a new field is written whole (every level,
+        channel windows from the data) when every plane of it is given, else created empty and
+        filled; an existing one is grown and filled. The caller commits the metadata."""
+        first_address = planes[0][0]
+        arrays = assemble_planes(planes, cast)
+        axes = first_address.plane_axes + "yx"
+        with field_lock(self.stores, store, first_address.field_path):
+            location = Location(store, first_address.field_path)
+            shape = tuple(max(i[k] for i in arrays) + 1 for k in range(len(first_address.plane_index)))
+            complete = len(arrays) == int(np.prod(shape))
+            if complete and self.documents.node_kind(location) is None:
+                first = next(iter(arrays.values()))
+                stack = np.empty(shape + first.shape, first.dtype)
+                for index, plane in arrays.items():
+                    stack[index] = plane
+                names = spec.channel_names or channel_labels(stack.shape, axes)
+                whole = ImageSpec(axes, spec.levels, names, spec.colors, None, None, spec.labels)
+                self.images.write(location, stack, config, whole, existing=False)
+                return
+            self._grow_and_write(store, first_address, arrays, config, spec, cast)
+
+
+def checked_plane(plane: Any, dtype: np.dtype[Any], where: str, cast: bool) -> np.ndarray:
+    """``plane`` as a NumPy 2-D array of ``dtype``: refused if its dtype differs, unless ``cast``."""
+    array = to_numpy(plane) if framework_of(plane) is not None else np.asarray(plane)
+    if array.ndim != 2:
+        raise UnsupportedDataError(
+            f"'{where}' is assembled from file names that each name one plane (a 2-D image); got "
+            f"{array.ndim}-D data. Save whole field images instead."
+        )
+    if array.dtype != dtype:
+        if not cast:
+            raise UnsupportedDataError(
+                f"A {array.dtype} plane cannot go into field '{where}', which holds {dtype}: values "
+                f"would change silently. Convert it first, or pass cast=True to cast it to {dtype}."
+            )
+        array = array.astype(dtype)
+    return array
+
+
+def assemble_planes(
+    planes: Sequence[tuple[PlaneAddress, Any]], cast: bool
+) -> dict[tuple[int, ...], np.ndarray]:
+    """The planes of one field by index, NumPy, one dtype and shape (the first plane's)."""
+    first = np.asarray(planes[0][1]) if framework_of(planes[0][1]) is None else to_numpy(planes[0][1])
+    where = planes[0][0].field_path
+    found: dict[tuple[int, ...], np.ndarray] = {}
+    for address, plane in planes:
+        array = checked_plane(plane, first.dtype, where, cast)
+        if array.shape != first.shape:
+            raise UnsupportedDataError(
+                f"Planes of field {where} differ in shape: {array.shape} vs {first.shape}."
+            )
+        found[address.plane_index] = array
+    return found
+
