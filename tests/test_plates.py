@@ -1,0 +1,275 @@
+"""The plate model: well names, every built-in naming convention, collisions and ranges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from plate_helpers import CONVENTIONS, plate_items, write_plate_tree
+
+import polystore
+from polystore import PolystoreError
+from polystore.ome.plate import parse_plate_path
+from polystore.plates import (
+    BUILTIN,
+    Components,
+    PlateNameError,
+    format_name,
+    parse_components,
+    plate_format,
+    recognise,
+    register_convention,
+    unregister_convention,
+    well_name,
+    well_position,
+)
+from polystore.streaming.protocol import path_metadata
+
+
+@pytest.fixture
+def user_conventions():
+    """Conventions a test registers are removed after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        unregister_convention(name)
+
+
+# -- well names ----------------------------------------------------------------------------------
+def test_numeric_rows_and_columns_become_letters_and_padded_numbers_never_run_together() -> None:
+    a12 = parse_components("r01c12f01p01-ch1sk1fk1fl1.tiff")
+    k02 = parse_components("r11c02f01p01-ch1sk1fk1fl1.tiff")
+    assert a12 is not None and k02 is not None
+    assert (a12.well, k02.well) == ("A12", "K02")
+    assert well_name(1, 12) == "A12" and well_name(11, 2) == "K02"
+    assert well_name("b3") == well_name("B", "003") == well_name("B", 3) == "B03"
+    assert [well_name(r, 1) for r in (26, 27, 32)] == ["Z01", "AA01", "AF01"]
+
+
+@pytest.mark.parametrize("bad", ["AG01", "ZZ01", "A00", "A49", "B", "3B"])
+def test_names_outside_a_plate_are_refused(bad: str) -> None:
+    with pytest.raises(PlateNameError) as caught:
+        well_name(bad)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, PolystoreError)
+
+
+def test_plate_formats_from_the_wells_present() -> None:
+    assert plate_format(["A01", "H12"]) == (8, 12)
+    assert plate_format(["A01", "I01"]) == (16, 24)
+    assert plate_format(["P24"]) == (16, 24)
+    assert plate_format(["AF48"]) == (32, 48)
+    assert well_position("AF48") == (31, 47)
+
+
+# -- every built-in convention ---------------------------------------------------------------------
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_each_convention_reads_the_names_it_writes(convention: str) -> None:
+    items = list(plate_items(convention, z=2, t=2))
+    assert len({item.path for item in items}) == len(items)  # no two images share a name
+    for item in items:
+        found = recognise(item.path)
+        assert found.convention == convention, item.path
+        assert found.components == item.components, item.path
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_a_synthetic_file_tree_per_convention(tmp_path: Path, convention: str) -> None:
+    import tifffile
+
+    items = write_plate_tree(tmp_path, convention, t=2)
+    expected = {item.components: item.value for item in items}
+    seen = {}
+    for file in sorted(p for p in tmp_path.rglob("*") if p.is_file()):
+        components = parse_components(file.relative_to(tmp_path).as_posix(), strict=True)
+        assert components is not None
+        seen[components] = int(tifffile.imread(file)[0, 0])
+    assert seen == expected  # every file read where its name says, and only those
+
+
+@pytest.mark.parametrize("convention", BUILTIN, ids=lambda c: c.name)
+def test_the_documented_example_of_each_convention(convention) -> None:
+    components = parse_components(convention.example)
+    assert components is not None and components.convention == convention.name
+    assert components.well == "B03"
+
+
+def test_the_same_position_has_the_same_indices_whatever_the_instrument() -> None:
+    # ImageXpress, Phenix, Yokogawa count from 1; CellInsight from 0; NGFF paths from 0
+    names = {
+        "imagexpress": "B03_s2_w2.tif",
+        "opera-phenix": "r02c03f02p01-ch2sk1fk1fl1.tiff",
+        "yokogawa": "X_B03_T0001F002L01A01Z01C02.tif",
+        "cellinsight": "X_B03f01d1.TIF",
+        "well-folders": "x/B03/s2_w2.tif",
+    }
+    read = {name: parse_components(path) for name, path in names.items()}
+    assert {(c.well, c.field, c.channel) for c in read.values() if c} == {("B03", 1, 1)}
+    assert {c.convention for c in read.values() if c} == set(names)
+
+
+def test_imagexpress_as_metaxpress_writes_it() -> None:
+    guid = "0A163325-7B23-4E3C-BC17-E995BCF8818D"
+    # the wavelength is followed by the GUID directly: "w3" + "0A16...", not "w30"
+    found = parse_components(f"run/HTS_A01_s1_w3{guid}.tif")
+    assert found is not None and (found.plate, found.well, found.channel) == ("HTS", "A01", 2)
+    found = parse_components("exp/2024-01-05/1234/TimePoint_3/ZStep_2/20240105-plate7_C04_s2_w1.TIF")
+    assert found is not None
+    assert (found.plate, found.well, found.field, found.channel, found.z, found.t) == (
+        "20240105-plate7", "C04", 1, 0, 1, 2)
+    thumbnail = recognise(f"HTS_A01_s1_w1_thumb{guid}.tif")
+    assert thumbnail.components is None and "thumbnail" in (thumbnail.skipped or "")
+    with pytest.raises(PlateNameError, match="thumbnail"):
+        parse_components(f"HTS_A01_s1_w1_thumb{guid}.tif", strict=True)
+    suffixed = parse_components("A01_s1_w2_mask.tif")
+    assert suffixed is not None and suffixed.extras == {"suffix": "mask"} and suffixed.channel == 1
+    # a plate folder, and the well's own folder, around an ImageXpress name
+    found = parse_components("plate9/B03/B03_s1_w1.tif")
+    assert found is not None and (found.plate, found.well) == ("plate9", "B03")
+
+
+def test_other_layouts_details() -> None:
+    ngff = parse_components("plate.zarr/b/3/2")
+    assert ngff is not None and (ngff.well, ngff.field, ngff.convention) == ("B03", 2, "ngff")
+    phenix = parse_components("meas1/Images/r16c24f12p05-ch4sk7fk1fl1.tiff")
+    assert phenix is not None
+    assert (phenix.plate, phenix.well, phenix.field, phenix.z, phenix.channel, phenix.t) == (
+        "meas1", "P24", 11, 4, 3, 6)
+    incucyte = parse_components("VID1_phase_B2_3_2019y01m23d_12h00m.tif")
+    assert incucyte is not None
+    assert (incucyte.plate, incucyte.well, incucyte.field, incucyte.t) == ("VID1", "B02", 2, None)
+    assert incucyte.extras == {"channel_name": "phase", "time": "2019y01m23d_12h00m"}
+    folder = parse_components("plate1/A01/image.tif")
+    assert folder is not None and (folder.well, folder.field, folder.extras) == ("A01", 0, {"name": "image"})
+    for nothing in ("random.tif", "cells_final.tif", "a/b/c", "frame_000123.npy", ""):
+        assert parse_components(nothing) is None
+
+
+# -- ranges (issue 11, item 5) ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("A01_s1_w0.tif", "channel written as 0"),
+        ("B01_s0.tif", "field written as 0"),
+        ("A01_s1_w30000.tif", "channel written as 30000"),
+        ("A01_s1_w1000000.tif", "channel written as 1000000"),
+        ("r01c01f00p01-ch1sk1fk1fl1.tiff", "field written as 00"),
+        ("r01c01f01p01-ch0sk1fk1fl1.tiff", "channel written as 0"),
+        ("r33c01f01p01-ch1sk1fk1fl1.tiff", "row 33"),
+        ("X_A49_T0001F001L01A01Z01C01.tif", "column"),
+    ],
+)
+def test_indices_out_of_a_conventions_range_are_refused(name: str, what: str) -> None:
+    with pytest.raises(PlateNameError, match=what) as caught:
+        parse_components(name)
+    assert name in str(caught.value)
+    with pytest.raises(PlateNameError):
+        path_metadata(f"plate/{name}")  # a stream refuses it too, never shifting it to -1
+    with pytest.raises(PlateNameError):
+        parse_plate_path(name)
+
+
+def test_cellinsight_counts_from_zero() -> None:
+    first = parse_components("P_A01f00d0.TIF")
+    assert first is not None and (first.field, first.channel) == (0, 0)
+
+
+# -- conventions of one's own, ambiguity -------------------------------------------------------------
+def test_user_conventions_are_tried_first(user_conventions: list[str]) -> None:
+    with pytest.raises(PlateNameError):
+        parse_components("A01_s0_w0.tif")
+    user_conventions.append("zero-based")
+    register_convention("zero-based", r"(?P<well>[A-Z]\d\d)_s(?P<field>\d+)_w(?P<channel>\d+)",
+                        base={"field": 0, "channel": 0}, example="A01_s0_w0.tif")
+    found = parse_components("plate/A01_s0_w0.tif")
+    assert found is not None and (found.convention, found.field, found.channel) == ("zero-based", 0, 0)
+    assert polystore.parse_components is parse_components
+    # a pattern given for one call, without registering it
+    once = parse_components("x/well-C07-site-3.png", convention=r"well-(?P<well>[A-Z]\d+)-site-(?P<site>\d+)")
+    assert once is not None and (once.well, once.field, once.convention) == ("C07", 2, "pattern")
+
+
+def test_a_name_two_conventions_read_differently_is_an_error_naming_both(user_conventions: list[str]) -> None:
+    user_conventions += ["field-dash", "channel-dash"]
+    register_convention("field-dash", r"(?P<well>[A-Z]\d\d)-(?P<field>\d+)")
+    register_convention("channel-dash", r"(?P<well>[A-Z]\d\d)-(?P<channel>\d+)")
+    with pytest.raises(PlateNameError, match="ambiguous") as caught:
+        parse_components("A01-3.tif")
+    assert "field-dash" in str(caught.value) and "channel-dash" in str(caught.value)
+    # saying which one settles it
+    chosen = parse_components("A01-3.tif", convention="field-dash")
+    assert chosen is not None and chosen.field == 2
+
+
+def test_a_name_inside_a_well_folder_is_not_ambiguous() -> None:
+    # well-folders reads the well; Yokogawa reads the same well and more: one reading, Yokogawa's
+    found = parse_components("plate/B03/AssayPlate_B03_T0001F002L01A01Z01C03.tif")
+    assert found is not None and (found.convention, found.field, found.channel) == ("yokogawa", 1, 2)
+
+
+def test_registering_checks_the_convention_and_names_it(user_conventions: list[str]) -> None:
+    with pytest.raises(PlateNameError, match=r"'broken'.*regular expression"):
+        register_convention("broken", r"(?P<well>[A-Z]")
+    with pytest.raises(PlateNameError, match=r"'no-well'.*well"):
+        register_convention("no-well", r"(?P<field>\d+)")
+    with pytest.raises(PlateNameError, match="exists already"):
+        register_convention("imagexpress", r"(?P<well>[A-Z]\d\d)")
+    with pytest.raises(PlateNameError, match="example"):
+        register_convention("mismatch", r"(?P<well>[A-Z]\d\d)_x", example="A01_y.tif")
+    with pytest.raises(PlateNameError, match=r"Unknown naming convention 'nope'.*imagexpress"):
+        parse_components("A01.tif", convention="nope")
+    with pytest.raises(PlateNameError, match=r"tried: .*imagexpress.*incucyte"):
+        parse_components("nothing-here.tif", strict=True)
+
+
+# -- the stream header and the zarr address -------------------------------------------------------
+def test_the_header_carries_the_components_and_gives_them_back() -> None:
+    components = parse_components("plate1/B03_s2_w3_z4_t5_mask.tif")
+    assert components is not None
+    header = path_metadata("plate1/B03_s2_w3_z4_t5_mask.tif")
+    assert header == components.to_header()
+    assert header["well"] == "B03" and header["field"] == header["site"] == 1 and header["plate"] == "plate1"
+    assert Components.from_header(json.loads(json.dumps(header))) == components
+    older = {"well": "B03", "site": 1, "channel": 2}  # a header with "site" only
+    assert Components.from_header(older) == Components("B", "03", field=1, channel=2)
+    assert Components.from_header({"path": "x"}) is None
+    assert Components.from_header({"well": "not a well"}) is None
+    assert path_metadata("frame.npy") == {}
+
+
+def test_zarr_addresses_come_from_the_model() -> None:
+    address = parse_plate_path("A01/s2_w3.tif")  # a well folder inside the store
+    assert address is not None and (address.field_path, address.plane_index) == ("A/01/1", (2,))
+    phenix = parse_plate_path("r02c03f01p02-ch2sk1fk1fl1.tiff")
+    assert phenix is not None and (phenix.field_path, phenix.plane_axes, phenix.plane_index) == (
+        "B/03/0", "tcz", (0, 1, 1))
+    # an NGFF path is the node: written as another tool named it
+    assert parse_plate_path("A/1/0").field_path == "A/1/0"  # type: ignore[union-attr]
+    assert parse_plate_path("other/B/03/0") is None  # a nested group is not this store's plate
+
+
+def test_a_phenix_plate_lands_in_the_right_wells_of_a_zarr_plate(tmp_path: Path) -> None:
+    pytest.importorskip("zarr")
+    from polystore.backends.zarr import ZarrBackend
+
+    backend = ZarrBackend(root=tmp_path)
+    items = list(plate_items("opera-phenix", wells=("A12", "K02"), fields=1, channels=2))
+    for item in items:
+        node = item.path.rsplit("/", 1)[-1]
+        backend.save(np.full((4, 4), item.value, np.uint16), f"p.zarr/{node}")
+    for item in items:
+        c = item.components
+        field_image = backend.load(f"p.zarr/{c.row}/{c.column}/{c.field}")
+        assert int(np.asarray(field_image)[(c.t, c.channel, c.z, 0, 0)]) == item.value
+    with pytest.raises(PlateNameError):
+        backend.save(np.zeros((4, 4), np.uint16), "p.zarr/A01_s1_w0.tif")
+    assert not (tmp_path / "p.zarr" / "A" / "01" / "-1").exists()
+
+
+def test_format_name_writes_what_each_convention_can_say() -> None:
+    components = Components.of("B03", site=1, channel=0, plate="P")
+    assert format_name(components, "imagexpress") == "P_B03_s2_w1.tif"
+    assert format_name(components, "cellinsight") == "P_B03f01d0.TIF"
+    with pytest.raises(PlateNameError, match="cannot write channel"):
+        format_name(components, "ngff")
