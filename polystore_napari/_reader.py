@@ -67,28 +67,11 @@ def read(path: str | Sequence[str]) -> list[LayerData]:
 def read_rois(path: str) -> list[LayerData]:
     """An ImageJ ROI set as a Shapes layer (and a Points layer for point ROIs)."""
     from polystore.backends.disk import DiskBackend
+    from polystore_napari.rois import roi_layer_data
 
     loaded = DiskBackend().load(path)
     return roi_layer_data(loaded if isinstance(loaded, list) else [loaded],
                           os.path.basename(os.fspath(path).rstrip("/")))
-
-
-def roi_layer_data(rois: Sequence[Any], name: str) -> list[LayerData]:
-    """ImageJ ROIs as a Shapes layer, plus a Points layer when some are point ROIs."""
-    from polystore_napari.layers import rois_to_shapes
-
-    shapes, points = rois_to_shapes(rois)
-    layers: list[LayerData] = []
-    if shapes or not len(points):
-        layers.append((
-            [vertices for vertices, _ in shapes],
-            {"name": name, "shape_type": [kind for _, kind in shapes], "edge_color": "yellow",
-             "face_color": "transparent"},
-            "shapes",
-        ))
-    if len(points):
-        layers.append((points, {"name": f"{name} points", "face_color": "yellow"}, "points"))
-    return layers
 
 
 # -- zarr ----------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from qtpy.QtWidgets import QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from polystore.filemanager import FileManager
 from polystore.registry import ENTRY_POINT_GROUP, registered_backend_classes
-from polystore_napari._reader import LayerData, read_zarr, roi_layer_data
+from polystore_napari._reader import LayerData, read_zarr
 from polystore_napari._writer import layer_payload, save_payload
+from polystore_napari.rois import roi_layer_data
 
 if TYPE_CHECKING:
     import napari

@@ -13,19 +13,18 @@ items from any thread and hands the newest per plane to the GUI thread.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import posixpath
 import re
 import threading
-import zipfile
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from polystore.rois import Shape, shapes_of_item, split_points
 from polystore.streaming.protocol import StreamItem
 
 if TYPE_CHECKING:
@@ -307,60 +306,13 @@ def _product(ranges: list[list[int]]) -> Iterable[tuple[int, ...]]:
 
 # -- ROI sets ----------------------------------------------------------------------------------
 
-ShapeData = tuple[np.ndarray, str]
-"""One napari shape: (vertices as (N, 2) y/x, shape type)."""
+Overlay = tuple[list[Shape], np.ndarray]
+"""What an overlay item holds: its outlines, and its points as one (N, 2) y/x array."""
 
 
-def rois_to_shapes(rois: Iterable[Any]) -> tuple[list[ShapeData], np.ndarray]:
-    """ImageJ ROIs (roifile) as napari shapes (y, x vertices) and an (N, 2) array of point ROIs."""
-    from roifile import ROI_TYPE
-
-    shapes: list[ShapeData] = []
-    points: list[np.ndarray] = []
-    for roi in rois:
-        kind = roi.roitype
-        if kind in (ROI_TYPE.RECT, ROI_TYPE.OVAL) and not roi.subpixelrect:
-            top, left, bottom, right = float(roi.top), float(roi.left), float(roi.bottom), float(roi.right)
-            corners = np.array([[top, left], [top, right], [bottom, right], [bottom, left]])
-            shapes.append((corners, "rectangle" if kind == ROI_TYPE.RECT else "ellipse"))
-        elif kind == ROI_TYPE.LINE:
-            shapes.append((np.array([[roi.y1, roi.x1], [roi.y2, roi.x2]], dtype=float), "line"))
-        elif kind == ROI_TYPE.POINT:
-            points.append(np.asarray(roi.coordinates(), dtype=float)[:, ::-1])
-        else:
-            xy = roi.coordinates()
-            parts = xy if isinstance(xy, list) else [xy]  # composite ROIs: one shape per part
-            open_line = kind in (ROI_TYPE.POLYLINE, ROI_TYPE.FREELINE, ROI_TYPE.ANGLE)
-            for part in parts:
-                if part is not None and len(part):
-                    vertices = np.asarray(part, dtype=float)[:, ::-1]
-                    shapes.append((vertices, "path" if open_line else "polygon"))
-    return shapes, (np.concatenate(points) if points else np.zeros((0, 2)))
-
-
-def read_roi_zip_bytes(payload: bytes | np.ndarray) -> list[Any]:
-    """The ImageJ ROIs in a ``.roi.zip`` (or single ``.roi``) payload."""
-    from roifile import ImagejRoi
-
-    raw = payload.tobytes() if isinstance(payload, np.ndarray) else bytes(payload)
-    if raw[:4] == b"Iout":  # a single .roi file
-        return [ImagejRoi.frombytes(raw)]
-    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-        names = [name for name in archive.namelist() if name.endswith(".roi")]
-        return [ImagejRoi.frombytes(archive.read(name)) for name in names]
-
-
-def shapes_from_item(item: StreamItem) -> tuple[list[ShapeData], np.ndarray]:
-    """What a shapes / points / roi_set item holds, as napari shapes and points (y, x)."""
-    if item.kind == "roi_set":
-        return rois_to_shapes(read_roi_zip_bytes(item.array))
-    array = np.asarray(item.array, dtype=float)
-    if item.kind == "points":
-        return [], array.reshape(-1, array.shape[-1])[:, -2:]
-    shape_type = str(item.metadata.get("shape_type", "polygon"))
-    if array.ndim == 3:  # M shapes of N vertices each
-        return [(shape[:, -2:], shape_type) for shape in array], np.zeros((0, 2))
-    return [(array[:, -2:], shape_type)], np.zeros((0, 2))
+def overlay_of(item: StreamItem) -> Overlay:
+    """A shapes / points / roi_set item as outlines and points (:mod:`polystore.rois`)."""
+    return split_points(shapes_of_item(item.kind, item.array, item.metadata))
 
 
 # -- the layers in a viewer --------------------------------------------------------------------
@@ -375,7 +327,7 @@ class _LiveLayer:
     name: str
     layer: Layer
     stack: PlaneStack | None = None
-    overlays: dict[tuple[tuple[str, Hashable], ...], tuple[list[ShapeData], np.ndarray]] = field(
+    overlays: dict[tuple[tuple[str, Hashable], ...], Overlay] = field(
         default_factory=dict
     )
     ndim: int = 2
@@ -453,7 +405,7 @@ class LiveLayers:
                 assert live.stack is not None
                 live.stack.put(components, plane)
         else:
-            overlay = shapes_from_item(item)
+            overlay = overlay_of(item)
             if live is None:
                 live = self._new_overlay_layer(key, placement, series, item)
             live.overlays[plane_id(components)] = overlay
@@ -545,9 +497,9 @@ class LiveLayers:
         points: list[np.ndarray] = []
         for components, (plane_shapes, plane_points) in live.overlays.items():
             position = np.array(live.series.index(dict(components)), dtype=float)
-            for vertices, shape_type in plane_shapes:
-                lead = np.broadcast_to(position, (len(vertices), len(position)))
-                shapes.append((np.hstack([lead, vertices]), shape_type))
+            for shape in plane_shapes:
+                lead = np.broadcast_to(position, (len(shape.vertices), len(position)))
+                shapes.append((np.hstack([lead, shape.vertices]), shape.kind))
             if len(plane_points):
                 points.append(np.hstack([np.broadcast_to(position, (len(plane_points), len(position))),
                                          plane_points]))

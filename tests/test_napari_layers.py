@@ -23,6 +23,7 @@ from roifile import ROI_TYPE, ImagejRoi
 from polystore.backends.zarr import ZarrBackend
 from polystore.filemanager import FileManager
 from polystore.formats.roi import roi_zip_bytes
+from polystore.rois import ELLIPSE_VERTICES
 from polystore.streaming.protocol import StreamItem, make_header
 from polystore_napari import _reader, _writer
 from polystore_napari.layers import Coalescer, ComponentParser, LiveLayers, PlaneStack, Series
@@ -404,7 +405,7 @@ def test_ellipses_stay_ovals_and_shapes_keep_their_c_z_t(tmp_path: Path) -> None
     assert (oval.top, oval.left, oval.bottom, oval.right) == (2, 3, 10, 13)
     assert (oval.t_position, oval.z_position) == (1, 2)
     points = outline.coordinates()[:, ::-1]  # y, x
-    assert outline.roitype == ROI_TYPE.POLYGON and len(points) == _writer.ELLIPSE_VERTICES
+    assert outline.roitype == ROI_TYPE.POLYGON and len(points) == ELLIPSE_VERTICES
     # the circle inscribed in that square (side 5*sqrt(2)) around (10, 10): every vertex on it
     np.testing.assert_allclose(np.hypot(*(points - 10).T), 5 / np.sqrt(2), rtol=1e-3)
     assert (outline.t_position, outline.z_position) == (3, 1)
