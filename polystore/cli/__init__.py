@@ -4,9 +4,10 @@ Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
 ``run(args) -> int | None``. Modules are imported to build the parser, so they import heavy
 dependencies (zarr, dask, napari) inside ``run`` only: ``polystore --help`` stays fast.
 
-Errors: every :class:`~polystore.exceptions.PolystoreError` (and ``OSError``) is printed as one
-line, ``polystore: <what went wrong and what to do>``, with exit status 1; ``--debug`` shows
-the traceback instead.
+Errors: every error is printed as one line, ``polystore: <what went wrong and what to do>``,
+with exit status 1; errors of dependencies users meet often (missing S3 credentials, a damaged
+TIFF) get what to do from :data:`polystore.cli._common.DEPENDENCY_HINTS`. ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -17,15 +18,23 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from polystore.exceptions import PolystoreError
+from polystore.cli._common import one_line
 
 COMMANDS: dict[str, str] = {
+    "ls": "polystore.cli.ls",
+    "tree": "polystore.cli.tree",
+    "info": "polystore.cli.info",
+    "cat": "polystore.cli.cat",
+    "head": "polystore.cli.head",
+    "cp": "polystore.cli.cp",
+    "rm": "polystore.cli.rm",
+    "convert": "polystore.cli.convert",
+    "view": "polystore.cli.view",
+    "stream": "polystore.cli.stream",
     "backends": "polystore.cli.backends",
     "formats": "polystore.cli.formats",
-    "ls": "polystore.cli.ls",
-    "info": "polystore.cli.info",
-    "convert": "polystore.cli.convert",
     "sweep": "polystore.cli.sweep",
+    "repair": "polystore.cli.repair",
 }
 """Command name -> module; the order is the order of ``polystore --help``."""
 
@@ -55,15 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.run(args)
-    except (PolystoreError, OSError) as error:
-        if args.debug:
-            raise
-        message = " ".join(str(error).split())
-        print(f"polystore: {message}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("polystore: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # every error, a dependency's too, is one line unless --debug
+        if args.debug:
+            raise
+        print(f"polystore: {one_line(error)}", file=sys.stderr)
+        return 1
     return int(status or 0)
 
 

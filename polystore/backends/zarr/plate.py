@@ -38,7 +38,9 @@ from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
 from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.ome import ngff
-from polystore.ome.plate import parse_plate_path
+from polystore.ome.plate import DEFAULT_NAME_PATTERN
+from polystore.plates import parse_components
+from polystore.plates.wells import column_sort_key, row_sort_key
 
 # -- addressing -----------------------------------------------------------------------------------
 
@@ -75,30 +77,31 @@ class PlaneAddress:
 
 
 def address_of(node: str, config: ZarrConfig) -> PlaneAddress | None:
-    """The plate address a node path names (``B/03/0``, ``A01_s1_w2.tif``), or None."""
+    """The plate address a node path names, or None: any naming convention of the plate model
+    (``B/03/0``, ``A01_s1_w2.tif``, ``A01/s1_w1.tif``, ``r02c03f01p01-ch1sk1fk1fl1.tiff``, ...),
+    a custom ``config.name_pattern`` first. Names out of a convention's range raise the plate
+    model's PlateNameError."""
     if not config.write_plate_metadata or not node:
         return None
-    found = parse_plate_path(node, config.name_pattern)
-    if found is None:
+    components = None
+    if config.name_pattern != DEFAULT_NAME_PATTERN:
+        components = parse_components(node, convention=config.name_pattern)
+    if components is None:
+        components = parse_components(node)
+    if components is None:
         return None
-    if min((found.field, *found.plane_index)) < 0:
-        raise UnsupportedDataError(
-            f"'{node}' names index 0 of a 1-based field, channel, z or t: the names count from 1 "
-            "(A01_s1_w1.tif is the first field's first channel)."
-        )
-    return PlaneAddress(found.row, found.column, found.field, found.channel, found.z, found.t)
+    if components.convention == "ngff":
+        # the node is the field: its row and column as written ("A/1/0" stays A/1), so a plate
+        # another tool wrote is written where it is; deeper paths are plain nodes
+        parts = node.strip("/").split("/")
+        if len(parts) != 3:
+            return None
+        return PlaneAddress(parts[0].upper(), parts[1], components.field)
+    return PlaneAddress(components.row, components.column, components.field, components.channel,
+                        components.z, components.t)
 
 
 # -- the plate's bookkeeping ----------------------------------------------------------------------
-
-
-def row_sort_key(row: str) -> tuple[int, str]:
-    """A..Z before AA..AF, as plates are labelled."""
-    return (len(row), row.upper())
-
-
-def column_sort_key(column: str) -> tuple[int, str]:
-    return (int(column), column) if column.isdigit() else (10**9, column)
 
 
 @dataclass

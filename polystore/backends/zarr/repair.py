@@ -1,0 +1,286 @@
+"""Repair a store that writers left part-written (killed, out of space, a lost connection):
+rebuild every image's multiscales metadata from the level arrays present, and the wells' and
+plate's metadata from the field images present; remove lock objects and temporary files of
+writers that are gone.
+
+What is there is the truth: an image whose full-resolution level is present and readable is
+kept (its levels made to agree in shape, its channels listed), and listed by its well and
+the plate; one that cannot be read is reported and left out of the metadata (the next save
+into it writes it again). Nothing with pixels in it is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polystore.atomic import TEMP_SUFFIX
+from polystore.backends.zarr.config import ZarrConfig
+from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
+from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, level_shape
+from polystore.backends.zarr.location import Location, Stores, locate
+from polystore.backends.zarr.locks import holder_is_dead, lock_keys
+from polystore.backends.zarr.plate import PlateLayout, plate_name
+from polystore.exceptions import PolystoreError, StorageFileNotFoundError
+from polystore.ome import ngff
+
+_FIELD_PATH = re.compile(r"^([A-Za-z]{1,2})/(\d{1,3})/(\d+)$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+(?:\.polystore-tmp|\.create)$")
+
+
+@dataclass
+class RepairReport:
+    """What ``repair_plate`` changed, and what it could not save."""
+
+    store: str
+    changed: list[str] = field(default_factory=list)
+    unrecoverable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unrecoverable
+
+    def __str__(self) -> str:
+        lines = [f"{self.store}: " + ("nothing to repair" if not (self.changed or self.unrecoverable)
+                                       else f"{len(self.changed)} change(s), "
+                                       f"{len(self.unrecoverable)} node(s) not recoverable")]
+        lines += [f"  repaired: {line}" for line in self.changed]
+        lines += [f"  NOT RECOVERABLE: {line}" for line in self.unrecoverable]
+        return "\n".join(lines)
+
+
+def repair_plate(
+    store_url: str, *, storage_options: dict[str, Any] | None = None, dry_run: bool = False,
+    ngff_version: str | None = None,
+) -> RepairReport:
+    """Rebuild the metadata of the zarr store at ``store_url`` (local path or ``s3://`` URL)
+    from the arrays present; see the module's docstring. ``dry_run``: report, change nothing."""
+    location = locate(store_url, None, "images.zarr")
+    store = location.store
+    stores = Stores(storage_options or {})
+    if not stores.exists(store):
+        raise StorageFileNotFoundError(store, "zarr")
+    keys = stores.keys(store)
+    all_keys = sorted(keys.list())
+    zarr_format = 2 if ".zgroup" in all_keys and "zarr.json" not in all_keys else 3
+    documents = MetadataDocuments(stores, zarr_format)
+    report = RepairReport(store)
+    version = ngff_version or _existing_version(documents, store, zarr_format)
+    config = ZarrConfig(zarr_format=zarr_format, ngff_version=version)  # type: ignore[arg-type]
+    images = [node for node in _image_nodes(all_keys, zarr_format)
+              if _looks_like_image(documents, Location(store, node), zarr_format)]
+    valid: list[str] = []
+    for node in images:
+        if _repair_image(documents, Location(store, node), config, report, dry_run):
+            valid.append(node)
+    _repair_plate(documents, store, valid, config, report, dry_run)
+    _remove_leftovers(stores, store, all_keys, report, dry_run)
+    return report
+
+
+def _existing_version(documents: MetadataDocuments, store: str, zarr_format: int) -> str:
+    attributes = documents.attributes(Location(store, ""), zarr_format) or {}
+    section = ngff.ngff_section(attributes) if attributes is not ARRAY else {}
+    found = section.get("version") or (section.get("plate") or {}).get("version")
+    if found in ("0.4", "0.5", "0.6"):
+        return str(found)
+    return "0.5" if zarr_format == 3 else "0.4"
+
+
+def _image_nodes(all_keys: list[str], zarr_format: int) -> list[str]:
+    """Nodes that hold level arrays (children named 0, 1, ... with array metadata)."""
+    array_document = "zarr.json" if zarr_format == 3 else ".zarray"
+    found = set()
+    for key in all_keys:
+        parts = key.split("/")
+        if len(parts) >= 2 and parts[-1] == array_document and parts[-2] == "0":
+            found.add("/".join(parts[:-2]))
+    return sorted(found)
+
+
+def _looks_like_image(documents: MetadataDocuments, location: Location, zarr_format: int) -> bool:
+    """Whether ``location`` is an image: its level 0 is an array, or its group says it is one
+    (a level 0 too damaged to read still makes it an image, to be reported)."""
+    try:
+        if documents.attributes(location.child("0"), zarr_format) is ARRAY:
+            return True
+    except PolystoreError:
+        pass
+    try:
+        attributes = documents.attributes(location, zarr_format)
+    except PolystoreError:
+        return False
+    if not attributes or attributes is ARRAY:
+        return False
+    return ngff.is_multiscale_image(attributes) or is_incomplete(attributes)
+
+
+def _level_arrays(documents: MetadataDocuments, location: Location, zarr_format: int) -> list[Any]:
+    """The readable level arrays 0, 1, ... of the image at ``location``, in order."""
+    arrays: list[Any] = []
+    level = 0
+    while True:
+        try:
+            array = documents.open_array(location.child(str(level)), zarr_format, writable=True)
+        except (FileNotFoundError, PolystoreError, ValueError):
+            break
+        if arrays and array.ndim != arrays[0].ndim:
+            break
+        arrays.append(array)
+        level += 1
+    return arrays
+
+
+def _repair_image(
+    documents: MetadataDocuments, location: Location, config: ZarrConfig, report: RepairReport,
+    dry_run: bool,
+) -> bool:
+    """Make the image at ``location`` whole again; whether it is (or was) a readable image."""
+    try:
+        levels = _level_arrays(documents, location, config.zarr_format)
+    except Exception as error:
+        report.unrecoverable.append(f"{location.display}: level 0 cannot be read ({error})")
+        return False
+    if not levels:
+        report.unrecoverable.append(f"{location.display}: its full-resolution level 0 is damaged")
+        return False
+    group = GroupDocument.read(documents, location, config.zarr_format)
+    attributes = group.attributes if group is not None else {}
+    axes = _axes_of(levels[0], attributes)
+    if axes is None:
+        report.unrecoverable.append(f"{location.display}: {levels[0].ndim}-D levels, no NGFF axes")
+        return False
+    changes: list[str] = []
+    for level, array in enumerate(levels):
+        wanted = level_shape(tuple(levels[0].shape), axes, level)
+        if tuple(array.shape) != wanted:
+            changes.append(f"level {level} resized {tuple(array.shape)} -> {wanted}")
+            if not dry_run:
+                array.resize(wanted)
+    expected = _image_attributes(location, levels, axes, attributes, config)
+    if is_incomplete(attributes):
+        changes.append("was marked as being written: its metadata rebuilt")
+    elif ngff.multiscale_paths(attributes) != [str(i) for i in range(len(levels))]:
+        changes.append(f"multiscales rebuilt from {len(levels)} level(s)")
+    elif _channel_count(attributes) != _channel_count(expected):
+        changes.append("channels listed again from the data's shape")
+    if changes:
+        report.changed.append(f"{location.display}: " + "; ".join(changes))
+        if not dry_run:
+            documents.write_group(location, config.zarr_format, expected)
+    return True
+
+
+def _axes_of(level: Any, attributes: dict[str, Any]) -> str | None:
+    known = ngff.multiscale_axes(attributes) if ngff.is_multiscale_image(attributes) else ""
+    if len(known) == level.ndim:
+        return known
+    names = getattr(level.metadata, "dimension_names", None)
+    if names and all(isinstance(n, str) and len(n) == 1 for n in names):
+        return "".join(names)
+    return ngff.infer_axes(level.ndim)
+
+
+def _channel_count(attributes: dict[str, Any]) -> int:
+    return len((ngff.ngff_section(attributes).get("omero") or {}).get("channels", []))
+
+
+def _image_attributes(
+    location: Location, levels: list[Any], axes: str, attributes: dict[str, Any], config: ZarrConfig,
+) -> dict[str, Any]:
+    section = ngff.ngff_section(attributes)
+    known = (section.get("omero") or {}).get("channels", [])
+    shape = tuple(levels[0].shape)
+    labels = colors = None
+    if "c" in axes:
+        count = shape[axes.index("c")]
+        labels = [c.get("label") for c in known[:count]] + [f"w{i + 1}" for i in range(len(known), count)]
+        colors = [c.get("color") for c in known[:count] if c.get("color")] or None
+    scales = None
+    multiscales = section.get("multiscales") or []
+    if multiscales and ngff.multiscale_axes(attributes) == axes:
+        datasets = multiscales[0].get("datasets") or []
+        with_scale = [d.get("coordinateTransformations", [{}])[0].get("scale") for d in datasets]
+        if with_scale and with_scale[0]:
+            scales = with_scale[0]
+    spec = ImageSpec(axes, len(levels), labels, colors, scales, None, False)
+    writer = ImageWriter(MetadataDocuments(Stores({}), config.zarr_format))
+    return writer.attributes(location, axes, shape, np.dtype(levels[0].dtype), config, spec, len(levels))
+
+
+def _repair_plate(
+    documents: MetadataDocuments, store: str, images: list[str], config: ZarrConfig,
+    report: RepairReport, dry_run: bool,
+) -> None:
+    fields = [m for node in images if (m := _FIELD_PATH.match(node))]
+    root = GroupDocument.read(documents, Location(store, ""), config.zarr_format)
+    plate_attrs = ngff.ngff_section(root.attributes).get("plate") if root is not None else None
+    if not fields and not plate_attrs:
+        return  # not a plate
+    layout = PlateLayout()
+    by_well: dict[str, list[str]] = {}
+    for match in fields:
+        row, column, index = match.group(1), match.group(2), int(match.group(3))
+        layout.add(row, column, index)
+        by_well.setdefault(f"{row}/{column}", []).append(str(index))
+    old_wells = {w["path"] for w in (plate_attrs or {}).get("wells", [])}
+    for well_path in sorted(old_wells - set(by_well)):
+        report.changed.append(f"{store}: well {well_path} left out of the plate (no readable field)")
+    for well_path, names in sorted(by_well.items()):
+        location = Location(store, well_path)
+        well = GroupDocument.read(documents, location, config.zarr_format)
+        listed = (ngff.ngff_section(well.attributes).get("well") or {}) if well is not None else {}
+        known = [image["path"] for image in listed.get("images", [])]
+        wanted = sorted(names, key=int)
+        if well is None or sorted(known, key=lambda p: int(p) if p.isdigit() else -1) != wanted:
+            added, dropped = set(wanted) - set(known), set(known) - set(wanted)
+            report.changed.append(
+                f"{location.display}: well lists fields {wanted}"
+                + (f" (added {sorted(added, key=int)})" if added else "")
+                + (f" (left out {sorted(dropped)})" if dropped else "")
+            )
+            if not dry_run:
+                attributes = {**(well.attributes if well is not None else {}),
+                              **ngff.well_attributes(wanted, version=config.ngff)}
+                documents.write_group(location, config.zarr_format, attributes)
+        if well_path not in old_wells:
+            report.changed.append(f"{store}: well {well_path} added to the plate")
+    new_plate = layout.attributes(config.ngff, plate_name(store))
+    if ngff.ngff_section(new_plate).get("plate") != _comparable(plate_attrs, plate_name(store)):
+        if not any(f"{store}: well" in line for line in report.changed):
+            report.changed.append(f"{store}: plate metadata rebuilt from the fields present")
+        if not dry_run:
+            attributes = {**(root.attributes if root is not None else {}), **new_plate}
+            documents.write_group(Location(store, ""), config.zarr_format, attributes)
+
+
+def _comparable(plate: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    return None if plate is None else {**plate, "name": plate.get("name", name)}
+
+
+def _remove_leftovers(stores: Stores, store: str, all_keys: list[str], report: RepairReport,
+                      dry_run: bool) -> None:
+    """Lock objects of writers that are gone; temporary files of processes that are gone."""
+    for keys, key in lock_keys(stores, store):
+        raw = keys.get(key)
+        try:
+            content = json.loads(raw) if raw else {}
+        except ValueError:
+            content = {}
+        if isinstance(content, dict) and holder_is_dead(content):
+            report.changed.append(f"{keys.display}/{key}: lock of a writer that is gone, removed")
+            if not dry_run:
+                keys.delete(key)
+    store_keys = stores.keys(store)
+    for key in all_keys:
+        match = _TEMPORARY.match(key.rsplit("/", 1)[-1])
+        if match and (key.endswith(TEMP_SUFFIX) or key.endswith(".create")) \
+                and holder_is_dead({"owner": f"{socket.gethostname()}:{match['pid']}:"}):
+            report.changed.append(f"{store}/{key}: temporary file of a writer that is gone, removed")
+            if not dry_run:
+                store_keys.delete(key)
