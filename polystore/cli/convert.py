@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from polystore.cli._common import add_backend_option, file_manager
+from polystore.cli._common import add_backend_option, file_manager, infer_backend
 
 HELP = "load a file and save it in the format of another extension"
 
@@ -25,5 +25,7 @@ def run(args: argparse.Namespace) -> None:
     if args.axes:
         options["axes"] = args.axes
     fm = file_manager()
-    fm.save(fm.load(args.source, args.backend), args.destination, args.backend, **options)
+    source = infer_backend(args.source, args.backend)  # .zarr paths and s3:// URLs are zarr
+    destination = infer_backend(args.destination, args.backend)
+    fm.save(fm.load(args.source, source), args.destination, destination, **options)
     print(f"{args.source} -> {args.destination}")
