@@ -186,6 +186,13 @@ def set_dimensions_in_place(imp: Any, channels: int, slices: int, frames: int) -
         window.validate()
 
 
+def _disarm_write_back(imp: Any, stack: Any) -> None:
+    """Make the processor ``imp`` shows hold what ``stack`` holds at its current index, so that
+    the write-back of ``ImagePlus.setSlice`` changes nothing (see
+    :meth:`HyperstackWindow._sync_displayed`)."""
+    imp.getProcessor().setPixels(stack.getPixels(int(imp.getCurrentSlice())))
+
+
 def _insert_sorted(values: list[Any], value: Any) -> bool:
     if value in values:
         return False
@@ -294,12 +301,34 @@ class HyperstackWindow:
                 index = self.stack_index(key)
                 stack.setPixels(self.processors[key].getPixels(), index)
                 stack.setSliceLabel(self.labels[key], index)
+            self._sync_displayed(stack)
         self.grown = False
         self.changed.clear()
         if self.show and self.imp.getWindow() is None:
             show_in_stack_window(self.imp)  # first time, or the user closed the window: show it again
             return created
         return False
+
+    def _sync_displayed(self, stack: Any) -> None:
+        """Point the processors ImageJ displays at the stack's current pixel arrays.
+
+        Before it moves to another slice, ``ImagePlus.setSlice`` writes the pixels of the
+        processor it shows back into the stack at its current index. After planes were
+        inserted that index holds another position, and after a plane was replaced the
+        processor holds the old pixels: either way the write-back put one position's pixels
+        into another's (seen as wrong planes in about 1 window in 4 when planes of a well
+        arrived out of order). Pointed at what the stack now holds at that index, the
+        write-back is a no-op, and the window shows the new pixels. A CompositeImage shows
+        one processor per channel for its current z and t, read again only when z or t change.
+        """
+        imp = self.imp
+        _disarm_write_back(imp, stack)
+        if imp.isComposite():
+            z, t = int(imp.getSlice()), int(imp.getFrame())
+            for channel in range(1, int(imp.getNChannels()) + 1):
+                processor = imp.getProcessor(channel)
+                if processor is not None:
+                    processor.setPixels(stack.getPixels(int(imp.getStackIndex(channel, z, t))))
 
     def draw(self, *, just_shown: bool = False) -> None:
         """Move the sliders to the newest plane and redraw the window.
@@ -380,6 +409,7 @@ class HyperstackWindow:
             if key not in self.stacked:
                 stack.addSlice(self.labels.get(key, ""), self._processor(key), index)
                 self.stacked.add(key)
+        _disarm_write_back(self.imp, stack)  # before anything below moves the slice
         channels, slices, frames = self.sizes
         previous_channels = int(self.imp.getNChannels())
         set_dimensions_in_place(self.imp, channels, slices, frames)

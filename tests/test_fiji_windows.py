@@ -148,3 +148,80 @@ def test_new_channels_make_the_window_composite(reports: list[dict[str, Any]]) -
     composite = 1  # ij.CompositeImage.COMPOSITE
     assert reports[2]["composite_mode"] != composite  # one channel: grayscale
     assert all(r["composite_mode"] == composite for r in reports[3:])
+
+
+# -- planes of a well arriving in any order ------------------------------------------------------
+
+# Orders in which the two converting threads handed over the eight planes (channel, z, site) of
+# one well, one update per group; each put a position's pixels into another (found by a
+# shuffled search: ImagePlus.setSlice writes the shown processor back at its old index).
+ORDERS: list[list[list[tuple[int, int, int]]]] = [
+    [[(1, 0, 1)], [(0, 0, 0)], [(1, 1, 0)], [(1, 0, 0)], [(0, 1, 1)], [(0, 0, 1), (1, 1, 1), (0, 1, 0)]],
+    [[(1, 0, 1), (1, 1, 0)], [(1, 0, 0), (0, 0, 1), (0, 1, 0)], [(0, 1, 1)], [(1, 1, 1)], [(0, 0, 0)]],
+    [[(0, 1, 0)], [(1, 1, 0), (1, 1, 1)], [(0, 0, 0), (1, 0, 1), (0, 1, 1)], [(1, 0, 0)], [(0, 0, 1)]],
+    [[(1, 1, 1)], [(0, 1, 1), (0, 0, 0)], [(1, 0, 1)], [(0, 1, 0), (1, 1, 0), (1, 0, 0)], [(0, 0, 1)]],
+]
+
+ORDER_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    from polystore_fiji.convert import from_imageplus
+    from polystore_fiji.hyperstack import HyperstackAssembler
+    from polystore_fiji.jvm import on_edt, start_imagej
+
+    start_imagej(ij_jar={jar!r})
+    assembler = HyperstackAssembler(show=True)
+
+    def value(c, z, s, version=0):
+        return 1000 + 100 * s + 10 * c + z + 1000 * version
+
+    def send(title, batch, version=0):
+        for number, (c, z, s) in enumerate(batch):
+            plane = np.full((24, 32), value(c, z, s, version), np.uint16)
+            _, planes, (dtype, signed16) = assembler.prepare(
+                plane, "x.tif", {{"well": title, "channel": c, "z": z, "site": s}})
+            on_edt(lambda: assembler.place(title, planes, dtype, signed16, apply=number == len(batch) - 1))
+
+    def shown(title):
+        # what the window shows: the main processor, and each channel's processor at its z and t
+        imp = assembler.image(title)
+        return {{"position": [int(imp.getChannel()), int(imp.getSlice()), int(imp.getFrame())],
+                 "processor": int(imp.getProcessor().get(0, 0)),
+                 "channels": [int(imp.getProcessor(c).get(0, 0)) for c in range(1, imp.getNChannels() + 1)]}}
+
+    report = {{"orders": []}}
+    for number, batches in enumerate(json.loads({orders!r})):
+        title = f"order{{number}}"
+        for batch in batches:
+            send(title, batch)
+        on_edt(assembler.flush)
+        on_edt(lambda: assembler.image(title).setPosition(1, 1, 1))  # moving writes back: harmless now
+        hyperstack = on_edt(lambda: from_imageplus(assembler.image(title), "TZCYX"))
+        report["orders"].append({{f"{{c}},{{z}},{{s}}": [int(hyperstack[s, z, c, 0, 0]), value(c, z, s)]
+                                 for c in (0, 1) for z in (0, 1) for s in (0, 1)}})
+    # a live position sent again and again: the window shows (and keeps) the newest frame
+    send("live", [(0, 0, 0), (1, 0, 0)])
+    for version in range(1, 4):
+        send("live", [(1, 0, 0)], version)
+        on_edt(assembler.flush)
+    report["live"] = on_edt(lambda: shown("live"))
+    print(json.dumps(report), flush=True)
+    """
+)
+
+
+def test_planes_arriving_in_any_order_land_and_show_where_they_belong() -> None:
+    requires_imagej()
+    jar = os.environ.get(IJ_JAR_ENV, DEFAULT_IJ_JAR)
+    result = subprocess.run(
+        [sys.executable, "-c", ORDER_SCRIPT.format(jar=jar, orders=json.dumps(ORDERS))],
+        capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for number, pixels in enumerate(report["orders"]):
+        wrong = {where: found for where, (found, expected) in pixels.items() if found != expected}
+        assert not wrong, (number, wrong)
+    # channel 2 (value 3000 + 1010) was sent last, at C=2: the window shows it, channel 1 stays
+    assert report["live"] == {"position": [2, 1, 1], "processor": 4010, "channels": [1000, 4010]}
