@@ -49,6 +49,7 @@ from harness import (
     print_table,
     print_verdicts,
     row,
+    save_figure,
     settle,
 )
 
@@ -264,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, case_width=49, reference_width=22, units=("ms", "us"))
     print("ratio = ours / reference; for load_batch rows it is the speed-up (serial / parallel).")
     print_verdicts(rows, elapsed, load_before)
+    save_figure("core", rows, title="polystore core: ours / the plain call (benchmarks/core.py)"
+                + (" [--quick]" if args.quick else ""), load_before=load_before)
     if args.json is not None:
         report: dict[str, Any] = {
             "polystore": polystore.__version__,

@@ -126,6 +126,8 @@ def main() -> None:
     print(f"  streamed: {1 / row.ours_s:.1f} frames/s; in-process ceiling: {1 / row.reference_s:.1f} "
           f"frames/s; ratio (frames/s, ours / ceiling): {rate_ratio:.2f}x, goal {GOAL}")
     print_verdicts([row], time.perf_counter() - started, load_before)
+    harness.save_figure("fiji_stream", [row], title="Fiji: streamed / in-process (benchmarks/fiji_stream.py)",
+                        load_before=load_before)
 
 
 if __name__ == "__main__":

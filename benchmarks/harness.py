@@ -1,13 +1,16 @@
 """The measuring and reporting machinery the benchmark scripts share.
 
 Imported as ``from harness import ...``: run as ``python benchmarks/<script>.py``, a script's own
-folder (this one) comes first on sys.path. Nothing here imports polystore or any array library.
+folder (this one) comes first on sys.path. Nothing here imports polystore or any array library
+(matplotlib only, to draw figures).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -266,3 +269,115 @@ def version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+# -- figures ------------------------------------------------------------------------------------
+FIGURES = Path(__file__).resolve().parent / "figures"
+"""Where :func:`save_figure` writes by default (the README and the docs site show these)."""
+
+Bar = tuple[str, float, "Goal | None"]
+"""A figure's bar without a :class:`Row`: label, ratio, goal (streaming.py's verdicts)."""
+
+
+def machine() -> str:
+    """The CPU model and count, for the stamp on a figure."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} CPUs"
+
+
+def markdown_table(bars: list[Row | Bar]) -> str:
+    """The rows as a Markdown table: case, ours, reference, ratio (per-round range), goal, result."""
+    lines = ["| case | ours | reference | ratio | goal | result |", "|---|---|---|---|---|---|"]
+    for bar in bars:
+        if isinstance(bar, Row):
+            spread = (f" ({min(bar.round_ratios):.2f}-{max(bar.round_ratios):.2f})"
+                      if bar.round_ratios else "")
+            lines.append(f"| {bar.case} | {duration(bar.ours_s).strip()} | {bar.reference}: "
+                         f"{duration(bar.reference_s).strip()} | {bar.ratio:.2f}x{spread} | {bar.goal} | "
+                         f"{bar.result} |")
+        else:
+            label, ratio, goal = bar
+            result = "info" if goal is None else ("PASS" if goal.met(ratio) else "MISS")
+            lines.append(f"| {label} | | | {ratio:.2f}x | {goal or '-'} | {result} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(name: str, bars: list[Row | Bar], *, title: str, load_before: float | None = None,
+                directory: Path | None = None) -> list[Path]:
+    """Write the results as a picture, ``NAME.png`` and ``NAME.svg``, and as ``NAME.md`` (the
+    table), in ``directory`` (default :data:`FIGURES`); the paths written.
+
+    One horizontal bar per row: its ratio on a log axis (1x = as fast as the reference), green
+    where it meets its goal, red where it misses, grey without one; the goal as a black tick,
+    the lowest and highest ratio within one round as a whisker. Stamped with the machine, the
+    date and the load average, so a picture always says where its numbers came from. Without
+    matplotlib (``pip install matplotlib``) nothing is drawn and a note says so.
+    """
+    directory = FIGURES if directory is None else directory
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = (f"{machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+             + (f"; load average {load_before:.2f} at the start" if load_before is not None else ""))
+    table = directory / f"{name}.md"
+    table.write_text(f"{title}\n\n{markdown_table(bars)}\n{stamp}\n", encoding="utf-8")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display needed
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        print(f"figure not drawn (matplotlib is not installed); table written to {table}")
+        return [table]
+    labels, ratios, goals, spreads = [], [], [], []
+    for bar in bars:
+        if isinstance(bar, Row):
+            labels.append(f"{bar.case}\nvs {bar.reference} (goal {bar.goal})")
+            ratios.append(bar.ratio)
+            goals.append(_goal_of(bar.goal))
+            spreads.append((min(bar.round_ratios), max(bar.round_ratios)) if bar.round_ratios else None)
+        else:
+            labels.append(f"{bar[0]} (goal {bar[2] or '-'})")
+            ratios.append(bar[1])
+            goals.append(bar[2])
+            spreads.append(None)
+    colours = ["#9e9e9e" if goal is None else "#2e7d32" if goal.met(ratio) else "#c62828"
+               for ratio, goal in zip(ratios, goals, strict=True)]
+    figure, axes = plt.subplots(figsize=(9, 0.55 * len(bars) + 1.6))
+    positions = list(range(len(bars)))[::-1]
+    axes.barh(positions, ratios, color=colours, height=0.6)
+    for position, ratio, goal, spread in zip(positions, ratios, goals, spreads, strict=True):
+        if spread is not None:
+            axes.plot(spread, [position, position], color="black", linewidth=1)
+        if goal is not None:
+            axes.plot([goal.limit, goal.limit], [position - 0.4, position + 0.4], color="black", linewidth=2)
+        axes.annotate(f"  {ratio:.2f}x", (max([ratio, *(spread or ())]), position), va="center", fontsize=8)
+    axes.axvline(1.0, color="#555555", linestyle=":", linewidth=1)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}x"))
+    axes.set_yticks(positions, labels, fontsize=8)
+    axes.set_xlabel("ratio (ours / reference; speed-up and frames/s rows: higher is better)")
+    axes.set_title(title, fontsize=10)
+    figure.text(0.01, 0.01, stamp, fontsize=7, color="#555555")
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    written = [table]
+    for suffix in ("png", "svg"):
+        path = directory / f"{name}.{suffix}"
+        # no embedded date in the SVG: a figure changes only when its numbers (or stamp) do
+        figure.savefig(path, dpi=110, metadata={"Date": None} if suffix == "svg" else None)
+        written.append(path)
+    plt.close(figure)
+    print(f"figure written to {', '.join(str(path) for path in written)}")
+    return written
+
+
+def _goal_of(text: str) -> Goal | None:
+    """A :class:`Goal` back from its text in a Row (``'<= 1.10x'``); None for ``'-'``."""
+    if text in ("", "-"):
+        return None
+    sign, value = text.split()
+    return Goal(float(value.rstrip("x")), at_least=sign == ">=")

@@ -218,6 +218,8 @@ def main() -> int:
     print("row 1: ratio = frames/s streamed / frames/s in-process (time per displayed frame: ours, ref);\n"
           "row 2: latency, with one in-process frame for scale (no goal).")
     print_verdicts(rows, elapsed, load_before)
+    harness.save_figure("napari_stream", rows, load_before=load_before,
+                        title="napari: streamed / in-process (benchmarks/napari_stream.py)")
     return 0
 
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import harness
 import numpy as np
 from harness import Goal, cores, note_load, run_summary
 
@@ -228,6 +229,8 @@ def main() -> None:
         verdict = "PASS" if p50 < 2 else "MISS"
         print(f"{name + ' p50 latency, save -> array':<34} {p50:6.2f} ms goal < 2 ms    {verdict}")
     print(run_summary(time.monotonic() - started, load_before))
+    harness.save_figure("streaming", verdicts, title="streaming, 2048x2048 uint16 (benchmarks/streaming.py)",
+                        load_before=load_before)
 
 
 if __name__ == "__main__":

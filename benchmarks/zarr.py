@@ -585,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"tensorstore rows skipped: {missing}")
         print_verdicts(rows, elapsed, load_before)
+        harness.save_figure("zarr", rows, title="zarr plate: polystore / zarr-python (benchmarks/zarr.py)",
+                            load_before=load_before)
     if codec_rows:
         print_codec_table(codec_rows)
         print(run_summary(elapsed, load_before))
