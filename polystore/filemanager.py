@@ -18,10 +18,26 @@ CROSS_BACKEND_CHUNK = 64
 class FileManager:
     """Save, load and manage data on any registered backend, chosen per call.
 
-    ``registry`` is a :class:`BackendRegistry` or a plain mapping of names to backend
-    instances (used on top of every registered class). Every method takes ``backend`` by
-    keyword or as its positional argument after the path(s); ``default_backend`` is used
-    when a call gives none.
+    Every method takes ``backend`` by keyword or as its positional argument after the
+    path(s); ``default_backend`` is used when a call gives none.
+
+    Parameters
+    ----------
+    registry
+        A :class:`~polystore.registry.BackendRegistry`, or a plain mapping of names to backend
+        instances used on top of every registered class and installed addon. ``None``: a
+        fresh registry.
+    default_backend
+        The backend of calls that name none (``None``: every call must name one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from polystore import FileManager
+    >>> fm = FileManager(default_backend="memory")
+    >>> fm.save(np.arange(3), "/a.npy")
+    >>> fm.load("/a.npy")
+    array([0, 1, 2])
     """
 
     def __init__(
@@ -37,7 +53,26 @@ class FileManager:
         self.default_backend = default_backend
 
     def get_backend(self, backend: str | None) -> DataSource:
-        """The backend instance registered as ``backend``."""
+        """The backend instance registered as ``backend``.
+
+        Parameters
+        ----------
+        backend
+            A registered backend name (``"disk"``, ``"memory"``, ``"zarr"``, an addon's), or
+            ``None`` for the manager's ``default_backend``.
+
+        Returns
+        -------
+        DataSource
+            The instance, created on first use and reused after.
+
+        Raises
+        ------
+        BackendNotFoundError
+            No backend of that name is registered or installed (the message lists those that are).
+        ValueError
+            ``backend`` is ``None`` and the manager has no ``default_backend``.
+        """
         name = backend if backend is not None else self.default_backend
         if name is None:
             raise ValueError(
@@ -56,13 +91,62 @@ class FileManager:
 
     # -- data ------------------------------------------------------------------------------
     def save(self, data: Any, path: PathLike, backend: str | None = None, **kwargs: Any) -> None:
-        """Save ``data`` at ``path``; extra keyword options go to the backend (and format)."""
+        """Save ``data`` at ``path``.
+
+        Parameters
+        ----------
+        data
+            An array of any supported framework, or what the destination's format holds (a dict
+            for ``.json``, a DataFrame for ``.csv``, ROIs for ``.roi.zip``...).
+        path
+            Where to write; on disk the extension chooses the format.
+        backend
+            The backend's name (or the manager's ``default_backend``).
+        **kwargs
+            Options of the backend and format (``imagej=True, axes="CYX"`` for TIFF,
+            ``chunks=`` for zarr; ``polystore formats`` lists them).
+
+        Raises
+        ------
+        UnsupportedFormatError
+            The extension names no format this backend writes.
+        UnsupportedDataError
+            The format cannot hold ``data``.
+        ReadOnlyBackendError
+            The backend does not write.
+        """
         self.get_backend(backend).save(data, path, **kwargs)  # type: ignore[attr-defined]
 
     def load(
         self, path: PathLike, backend: str | None = None, *, framework: str | None = None, **kwargs: Any
     ) -> Any:
-        """Load ``path``; ``framework`` ("numpy", "torch", "jax", "tensorflow", "cupy") converts arrays."""
+        """Load ``path``.
+
+        Parameters
+        ----------
+        path
+            What to read.
+        backend
+            The backend's name (or the manager's ``default_backend``).
+        framework
+            ``"numpy"``, ``"torch"``, ``"jax"``, ``"tensorflow"`` or ``"cupy"``: arrays come back
+            as that framework's (without a copy where DLPack allows); ``None``: as stored.
+        **kwargs
+            Options of the backend and format (``mmap_mode="r"`` for ``.npy``, ``level=`` for
+            a zarr pyramid).
+
+        Returns
+        -------
+        Any
+            The array or object stored at ``path``.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``path`` (also a ``FileNotFoundError``).
+        CorruptDataError
+            The file is damaged or not in the format its extension says.
+        """
         return convert(self.get_backend(backend).load(path, **kwargs), framework)
 
     def save_batch(
@@ -72,7 +156,25 @@ class FileManager:
         backend: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """Save many items (in parallel on I/O-bound backends); ``progress=True`` shows a bar."""
+        """Save many items, in parallel on I/O-bound backends.
+
+        Parameters
+        ----------
+        data_list
+            The items, one per path.
+        paths
+            Where each goes (the zarr backend assembles plate planes named
+            ``plate.zarr/A01_s1_w2.tif`` into field images).
+        backend
+            The backend's name (or the manager's ``default_backend``).
+        **kwargs
+            Options of the backend and format; ``progress=True`` shows a bar.
+
+        Raises
+        ------
+        BatchError
+            Some items failed; it lists each failure and its path.
+        """
         self.get_backend(backend).save_batch(data_list, paths, **kwargs)  # type: ignore[attr-defined]
 
     def load_batch(
@@ -83,7 +185,29 @@ class FileManager:
         framework: str | None = None,
         **kwargs: Any,
     ) -> list[Any]:
-        """Load many paths, in order (in parallel on I/O-bound backends)."""
+        """Load many paths, in order, in parallel on I/O-bound backends.
+
+        Parameters
+        ----------
+        paths
+            What to read.
+        backend
+            The backend's name (or the manager's ``default_backend``).
+        framework
+            As in :meth:`load`.
+        **kwargs
+            Options of the backend and format.
+
+        Returns
+        -------
+        list
+            One item per path, in the order given.
+
+        Raises
+        ------
+        BatchError
+            Some paths failed; it lists each failure and its path.
+        """
         loaded = self.get_backend(backend).load_batch(paths, **kwargs)
         return [convert(item, framework) for item in loaded]
 
@@ -97,36 +221,108 @@ class FileManager:
         recursive: bool = False,
         **kwargs: Any,
     ) -> list[str]:
-        """Files in ``directory`` (sorted), filtered by glob ``pattern`` and ``extensions``."""
+        """Files in ``directory``, sorted.
+
+        Parameters
+        ----------
+        directory
+            The folder (or zarr group, or prefix) to list.
+        backend
+            The backend's name (or the manager's ``default_backend``).
+        pattern
+            A glob on file names (``"*_w2*"``).
+        extensions
+            Keep only these extensions (``[".tif", ".npy"]``).
+        recursive
+            Also every file below sub-folders.
+
+        Returns
+        -------
+        list of str
+            The files' paths, as they would be passed to :meth:`load`.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            ``directory`` does not exist.
+        """
         return self.get_backend(backend).list_files(
             directory, pattern=pattern, extensions=extensions, recursive=recursive, **kwargs
         )
 
     def list_dir(self, path: PathLike, backend: str | None = None) -> list[str]:
-        """Names of the entries directly inside ``path`` (sorted)."""
+        """Names of the entries directly inside ``path``, sorted (files and folders).
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            ``path`` does not exist.
+        NotADirectoryStorageError
+            ``path`` is a file.
+        """
         return self.get_backend(backend).list_dir(path)
 
     def exists(self, path: PathLike, backend: str | None = None) -> bool:
+        """Whether a file or folder is at ``path``."""
         return self.get_backend(backend).exists(path)
 
     def is_file(self, path: PathLike, backend: str | None = None) -> bool:
+        """Whether ``path`` is a file (a zarr array or image counts as one)."""
         return self.get_backend(backend).is_file(path)
 
     def is_dir(self, path: PathLike, backend: str | None = None) -> bool:
+        """Whether ``path`` is a folder (a zarr group that is not an image counts as one)."""
         return self.get_backend(backend).is_dir(path)
 
     def stat(self, path: PathLike, backend: str | None = None) -> FileStat:
+        """What is at ``path``: file or directory, size, modification time.
+
+        Returns
+        -------
+        FileStat
+            The same fields with the same meaning on every backend.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``path``.
+        """
         return self.get_backend(backend).stat(path)
 
     def delete(self, path: PathLike, backend: str | None = None) -> None:
-        """Remove a file or an empty directory."""
+        """Remove a file or an empty directory.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``path``.
+        DirectoryNotEmptyError
+            ``path`` is a folder with something in it (:meth:`delete_all` removes it).
+        ReadOnlyBackendError
+            The backend does not write.
+        """
         self._writable(backend).delete(path)
 
     def delete_all(self, path: PathLike, backend: str | None = None) -> None:
-        """Remove a file, or a directory with everything below it."""
+        """Remove a file, or a directory with everything below it.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``path``.
+        ReadOnlyBackendError
+            The backend does not write.
+        """
         self._writable(backend).delete_all(path)
 
     def ensure_directory(self, directory: PathLike, backend: str | None = None) -> str:
+        """Create ``directory`` and its parents where missing.
+
+        Returns
+        -------
+        str
+            The directory's path as the backend names it.
+        """
         return self._writable(backend).ensure_directory(directory)
 
     # -- between places --------------------------------------------------------------------
@@ -143,7 +339,25 @@ class FileManager:
 
         Across backends, each file is loaded from the source and saved to the destination
         (so memory -> disk materialises objects in the format of the destination's
-        extension); ``kwargs`` go to the destination's ``save``.
+        extension).
+
+        Parameters
+        ----------
+        source, destination
+            The paths, each in its own backend.
+        backend
+            The source's backend (or the manager's ``default_backend``).
+        dest_backend
+            The destination's backend; ``None``: the source's.
+        **kwargs
+            Options for the destination's ``save``.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``source``.
+        ReadOnlyBackendError
+            The destination's backend does not write.
         """
         source_backend = self.get_backend(backend)
         target_name = dest_backend if dest_backend is not None else backend
@@ -176,7 +390,11 @@ class FileManager:
         dest_backend: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """Move a file or directory tree, within ``backend`` or to ``dest_backend``."""
+        """Move a file or directory tree, within ``backend`` or to ``dest_backend``.
+
+        Parameters and errors as in :meth:`copy`; across backends the source is removed once
+        everything is copied.
+        """
         source_backend = self._writable(backend)
         target_name = dest_backend if dest_backend is not None else backend
         if self.get_backend(target_name) is source_backend:
