@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import MissingDependencyError, ViewerError
-from polystore.streaming.control import Handler, HandlerResult, array_reply
+from polystore.streaming.viewer.control import Handler, HandlerResult, array_reply
 from polystore.streaming.protocol import StreamItem, path_metadata
 from polystore.streaming.viewer import ViewerService
 from polystore_fiji.backend import FijiStreamingBackend

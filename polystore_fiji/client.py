@@ -8,7 +8,7 @@
     table = fiji.fetch_results("Results")    # a pandas DataFrame
 
 No JVM here: this is a ZeroMQ client of the bridge's control channel
-(:mod:`polystore.streaming.control`). :func:`launch_bridge` runs a bridge process of one's
+(:mod:`polystore.streaming.viewer.control`). :func:`launch_bridge` runs a bridge process of one's
 own on free ports for as long as a ``with`` block lasts (benchmarks, tests, notebooks).
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
-from polystore.streaming.control import Reply, array_from_reply, request
+from polystore.streaming.viewer.control import Reply, array_from_reply, request
 from polystore.streaming.viewer import CONTROL_PORT_OFFSET, free_ports, wait_until_answering
 from polystore_fiji.backend import FijiStreamingBackend
 

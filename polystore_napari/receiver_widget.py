@@ -20,7 +20,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from polystore.exceptions import ViewerError
-from polystore.streaming.control import array_reply
+from polystore.streaming.viewer.control import array_reply
 from polystore.streaming.protocol import DEFAULT_SHM_PREFIX
 from polystore.streaming.viewer import ViewerService, environment_setting
 from polystore_napari.backend import NapariStreamingBackend

@@ -29,7 +29,7 @@ from napari.layers import Image, Shapes
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.filemanager import FileManager
-from polystore.streaming.control import request
+from polystore.streaming.viewer.control import request
 from polystore_napari.browser_widget import StoreBrowserWidget
 from polystore_napari.receiver_widget import StreamReceiverWidget
 

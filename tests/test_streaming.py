@@ -28,8 +28,14 @@ zmq = pytest.importorskip("zmq")
 from net_helpers import free_port_block  # noqa: E402
 
 from polystore import MissingDependencyError, StreamingBackend  # noqa: E402
-from polystore.streaming import CurveKeys, ProtocolError, StreamReceiver  # noqa: E402
-from polystore.streaming.protocol import Limits, decode, make_header  # noqa: E402
+from polystore.streaming import (  # noqa: E402
+    CurveKeys,
+    ProtocolError,
+    StreamReceiver,
+    StreamTimeoutError,
+    UnsupportedOperationError,
+)
+from polystore.streaming.protocol import Ack, Limits, decode, encode_ack, make_header  # noqa: E402
 from polystore.streaming.shm import list_segments, sweep_orphaned_segments  # noqa: E402
 
 SPAWN = mp.get_context("spawn")
@@ -224,13 +230,14 @@ def test_filter_streamable_files_keeps_supported_and_logs_skipped(caplog: pytest
 
 
 def test_unsupported_single_save_sends_nothing(port: int) -> None:
-    # No receiver exists: a .csv is skipped before any socket could block or time out.
+    # No receiver exists: a .csv is skipped before anything is queued; a .tif waits in the queue.
     backend = RestrictedNapariBackend(port=port, send_timeout=0.2)
     backend.save(np.zeros(3), "table.csv")
-    assert backend.sent == 0
-    with pytest.raises(TimeoutError):
-        backend.save(np.zeros(3), "image.tif")
-    backend.close()
+    assert backend.sent == 0 and backend.pending == 0
+    backend.save(np.zeros(3), "image.tif")
+    assert backend.sent == 0 and backend.pending == 1
+    backend.close(0.1)
+    assert backend.expired == 1
 
 
 # ---- late receiver, backpressure, acknowledgements ------------------------------------------
@@ -270,14 +277,18 @@ def test_receiver_started_after_sender_gets_next_frames(port: int) -> None:
     assert stats["sent"] + stats["dropped"] == stats["frames"]
 
 
-def test_save_without_receiver_raises_timeout(port: int) -> None:
-    backend = StreamingBackend(port=port, send_timeout=0.3)
-    with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}"):
-        backend.save(np.zeros((2, 2)), "nobody/listens.tif")
-    with pytest.raises(TimeoutError, match="no receiver"):
-        backend.save(np.zeros((2, 2)), "nobody/listens.tif", timeout=0.1)
-    assert backend.sent == 0
+def test_without_a_receiver_save_queues_until_the_byte_limit_then_send_timeout_bounds_it(port: int) -> None:
+    backend = StreamingBackend(port=port, send_timeout=0.3, max_pending_bytes=4096, transport="inline")
+    for index in range(4):
+        backend.save(np.full(128, index, np.float64), f"nobody/{index}.npy")  # 1 KiB each: queued
+    assert (backend.sent, backend.pending, backend.sender.pending_bytes) == (0, 4, 4096)
+    with pytest.raises(StreamTimeoutError, match=f"127.0.0.1:{port}.*max_pending_bytes=4096"):
+        backend.save(np.zeros(128), "nobody/listens.npy")
+    with pytest.raises(TimeoutError, match="waiting for a receiver"):  # also the builtin
+        backend.save(np.zeros(128), "nobody/listens.npy", timeout=0.1)
+    assert backend.sent == 0 and backend.pending == 4
     backend.close(0.1)
+    assert backend.expired == 4
 
 
 def test_latest_policy_never_blocks_and_counts_drops(port: int) -> None:
@@ -342,10 +353,16 @@ def test_pull_backend_load_times_out_and_load_picks_by_path(port: int) -> None:
     assert receiver.exists("first") and receiver.list_files("") == ["first"]
     assert receiver.load("first").tolist() == [1]
     assert not receiver.exists("first")
-    with pytest.raises(ValueError, match="mode='push'"):
+    with pytest.raises(UnsupportedOperationError, match="mode='push'"):
         receiver.save(np.zeros(1), "x")
-    with pytest.raises(ValueError, match="mode='pull'"):
+    with pytest.raises(NotImplementedError, match="mode='pull'"):
         sender.load("x")
+    with pytest.raises(UnsupportedOperationError, match="no directories"):
+        receiver.ensure_directory("a")
+    with pytest.raises(UnsupportedOperationError, match="no directories"):
+        sender.list_dir("a")
+    assert StreamingBackend.supports_directories is False
+    assert receiver.supports_listing and not sender.supports_listing
     sender.close()
     receiver.close()
 
@@ -399,10 +416,12 @@ def _malformed_messages(count: int, rng: random.Random) -> Iterator[list[bytes]]
         return header
 
     def shm(name: Any, size: Any = 16, **more: Any) -> dict[str, Any]:
-        return variant(transport="shm", shm={"name": name, "offset": 0, "size": size, "slot": 0, **more})
+        return variant(transport="shm", stream="s1", shm={"name": name, "offset": 64, "size": size, "slot": 0,
+                                                          **more})
 
     headers: list[Any] = [
-        variant(v=2), variant(v="1"), variant(v=None), variant(kind="movie"), variant(kind=None),
+        variant(v=1), variant(v=3), variant(v="2"), variant(v=None),
+        variant(kind="movie"), variant(kind=None),
         variant(shape=[4, 5]), variant(shape=[-4, -4]), variant(shape="4x4"), variant(shape=[1] * 40),
         variant(shape=[4.0, 4.0]), variant(dtype="O"), variant(dtype="|O"), variant(dtype="V16"),
         variant(dtype="<U4"), variant(dtype="M8[s]"), variant(dtype=[["a", "<i4"]]), variant(dtype="nope"),
@@ -711,17 +730,15 @@ def test_curve_admits_the_authorized_client_and_refuses_others(port: int) -> Non
         for sock in (plain, stranger):
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(f"tcp://127.0.0.1:{port}")
-        with pytest.raises(TimeoutError):  # neither unauthenticated peer counts as a receiver
-            sender.save(np.array([1, 2]), "secret.tif")
+        sender.save(np.array([1, 2]), "secret.tif")  # queued: no receiver yet
         assert not plain.poll(300) and not stranger.poll(300)
+        assert (sender.sent, sender.pending) == (0, 1)  # neither peer counts as a receiver
 
         results = SPAWN.Queue()
         client = CurveKeys(client_public, client_secret, server_key=server_public)
         receiver = SPAWN.Process(target=_curve_receiver, args=(port, client, results))
         receiver.start()
-        sender.send_timeout = 30
-        sender.save(np.array([3, 4]), "secret.tif")
-        assert results.get(timeout=30) == ("secret.tif", [3, 4])
+        assert results.get(timeout=30) == ("secret.tif", [1, 2])  # delivered once it connected
         receiver.join(20)
         assert receiver.exitcode == 0
         assert not plain.poll(100) and not stranger.poll(100)
@@ -775,7 +792,7 @@ def test_pull_backend_receive_returns_the_next_item_of_any_path(port: int) -> No
         item = pull.receive(timeout=10)
         assert item is not None and item.path == "a/b.tif"
         np.testing.assert_array_equal(item.array, np.eye(2))
-        assert item.metadata == {"note": "hello"} and item.header["v"] == 1
+        assert item.metadata == {"note": "hello"} and item.header["v"] == 2
         assert pull.received == 1 and pull.rejected == 0
 
 
@@ -791,7 +808,7 @@ def test_the_streaming_entry_point_and_lazy_export_resolve() -> None:
     backend = BackendRegistry()["streaming"]  # made with no arguments: no socket is opened yet
     assert isinstance(backend, StreamingBackend)
     assert (backend.mode, backend.host, backend.port) == ("push", "127.0.0.1", 5555)
-    assert backend._out is None
+    assert backend.sender._out is None
 
 
 def test_tables_stream_with_their_string_columns_and_arrays_as_tables(port: int) -> None:
@@ -844,10 +861,17 @@ def test_a_send_that_fails_after_taking_a_slot_gives_it_back(port: int) -> None:
     with StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver:
         sender = ShmTestBackend(port=port, send_timeout=5, shm_slots=2)
         try:
+            sender.save(_frame(5), "first.tif", wait_for_ack=True)
+            assert int(receiver.get(timeout=10).array[0, 0]) == 5
             for _ in range(4):
-                with pytest.raises(ProtocolError, match="unknown kind"):
+                with pytest.raises(ProtocolError, match="unknown kind"):  # refused before a slot
                     sender.save(_frame(0), "x.tif", kind="bogus")
-            assert sender._ring.free_slots == 2
+                with pytest.raises(ProtocolError, match="JSON"):
+                    sender.save(_frame(0), "x.tif", metadata={"bad": {1, 2}})
+                with pytest.raises(ProtocolError, match=r"65536-byte limit"):
+                    sender.save(_frame(0), "x" * 70_000)  # found when the header is written: slot filled
+            ring = sender.sender.ring
+            assert ring is not None and sender.sender.wait_delivered(5) and ring.free_slots == 2
             sender.save(_frame(6), "ok.tif", wait_for_ack=True)
             assert int(receiver.get(timeout=10).array[0, 0]) == 6
         finally:
@@ -863,23 +887,29 @@ def test_acknowledgements_meant_for_an_earlier_sender_are_ignored(port: int) -> 
         first.close(2)
         second = ShmTestBackend(port=port, send_timeout=5, shm_slots=1)
         try:
-            forged = json.dumps({"v": 1, "ack": 1, "slot": 0, "name": "pstest_1_0", "stream": "other"})
-            second._open_sender()
             assert int(receiver.get(timeout=10).array[0, 0]) == 1
             second.save(_frame(2), "two.tif", wait_for_ack=True)
             assert int(receiver.get(timeout=10).array[0, 0]) == 2
-            # an ack naming another stream, or the right stream but another segment, frees nothing
-            slot, _ = second._ring.acquire(16)
+            # a slot in flight, as if sent: only its own ack may free it
+            ring = second.sender.ring
+            assert ring is not None and second.sender.wait_delivered(5)
+            slot, segment = ring.acquire(16)
+            ring.sent(slot)
+            forged = [
+                Ack(first.sender.stream, 1, slot, segment.name),  # the earlier sender's stream
+                Ack("other", None, slot, segment.name),
+                Ack(second.sender.stream, None, slot, "pstest_1_99"),  # the right stream, another segment
+            ]
             push = zmq.Context.instance().socket(zmq.PUSH)
             push.connect(f"tcp://127.0.0.1:{port + 1}")
-            push.send(forged.encode())
-            stale = {"v": 1, "ack": None, "slot": slot, "name": "pstest_1_99", "stream": second._stream_id}
-            push.send(json.dumps(stale).encode())
+            for ack in forged:
+                push.send(encode_ack(ack))
+            push.send(b'{"v": 2, "stream": 5}')  # malformed: ignored
+            assert not second.sender.wait_delivered(1.0)
+            assert ring.free_slots == 0
+            push.send(encode_ack(Ack(second.sender.stream, None, slot, segment.name)))  # its own
             push.close(1000)
-            second._drain_acks(1.0)
-            second._drain_acks(0.5)
-            assert second._ring.free_slots == 0 and 1 not in second._acked
-            second._ring.release(slot)
+            assert second.sender.wait_delivered(5) and ring.free_slots == 1
         finally:
             second.close(2)
 
@@ -904,3 +934,215 @@ def test_a_sender_can_bind_the_port_its_predecessor_just_closed(port: int) -> No
             with ShmTestBackend(port=port, send_timeout=5) as sender:  # binds the port again
                 sender.save(_frame(index), f"{index}.tif", wait_for_ack=True)
             assert int(receiver.get(timeout=10).array[0, 0]) == index
+
+
+# ---- what no message, segment or peer can do (issue 11) ------------------------------------------
+
+
+def _bound_receiver(port: int, zero_copy: bool, commands: Any, report: Any) -> None:
+    """A binding receiver in its own process (a crash here is not the test's), reporting its counters."""
+    receiver = StreamReceiver(port=port, bind=True, shm_prefixes=(TEST_PREFIX,), zero_copy=zero_copy).start()
+    kept: list[Any] = []
+    while True:
+        command = commands.get(timeout=60)
+        if command == "take":
+            item = receiver.get(timeout=20)
+            kept.append(item)
+            report.put((item.path, int(item.array[0, 0])))
+        elif command == "counters":
+            report.put((receiver.received, receiver.rejected, receiver.last_reason))
+        else:
+            receiver.stop()
+            return
+
+
+def _forged(name: str, stream: str, size: int, *, offset: int = 64, msg_id: int = 1) -> bytes:
+    shm = {"name": name, "offset": offset, "size": size, "slot": 0}
+    header = make_header(np.zeros(size, np.uint8), "forged.tif", transport="shm", msg_id=msg_id,
+                         stream=stream, shm=shm)
+    return json.dumps(header).encode()
+
+
+@pytest.mark.parametrize("zero_copy", [False, True], ids=["copying", "zero-copy"])
+def test_a_segment_shrunk_after_it_was_mapped_is_refused_not_read(port: int, zero_copy: bool) -> None:
+    """Reading past the end of a shrunk segment is a SIGBUS: the receiver checks the segment's real
+    size before every read, so it refuses the frame, counts it, and keeps serving."""
+    commands, report = SPAWN.Queue(), SPAWN.Queue()
+    receiver = SPAWN.Process(target=_bound_receiver, args=(port, zero_copy, commands, report))
+    receiver.start()
+    sender = ShmTestBackend(port=port, bind=False, send_timeout=20, shm_slots=1)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    try:
+        sender.save(_frame(1), "legit.tif", wait_for_ack=True)  # the receiver maps (and caches) the slot
+        commands.put("take")
+        assert report.get(timeout=20) == ("legit.tif", 1)
+        if zero_copy:  # its array is still held: wait for nothing, the segment is what matters
+            pass
+        ring = sender.sender.ring
+        assert ring is not None
+        name = ring.name_of(0)
+        assert name is not None
+        fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
+        os.ftruncate(fd, 4096)  # same inode, now 4 KiB
+        os.close(fd)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        push.send(_forged(name, sender.sender.stream, _frame(0).nbytes))
+        commands.put("counters")
+        deadline = time.monotonic() + 20
+        received, rejected, reason = report.get(timeout=20)
+        while rejected == 0 and time.monotonic() < deadline:
+            commands.put("counters")
+            received, rejected, reason = report.get(timeout=20)
+        assert receiver.is_alive() and (received, rejected) == (1, 1)
+        assert "holds bytes 64..4096" in reason
+    finally:
+        push.close(0)
+        sender.close(0.1)  # unmaps its own view of the shrunk segment without touching it
+    # and it still serves: a new sender's frame arrives
+    with ShmTestBackend(port=port, bind=False, send_timeout=20) as second:
+        second.save(_frame(2), "after.tif", wait_for_ack=True)
+    commands.put("take")
+    assert report.get(timeout=20) == ("after.tif", 2)
+    commands.put("stop")
+    receiver.join(20)
+    assert receiver.exitcode == 0
+
+
+def _stamped(stream: str, size: int) -> bytes:
+    from polystore.streaming.shm import stamp
+
+    return stamp(stream) + b"\x07" * size
+
+
+def test_a_segment_of_ours_in_name_only_is_refused(port: int) -> None:
+    """A hard link under our naming to a foreign segment, an unstamped copy, another user's
+    segment: none is read, whatever the header says."""
+    shm_dir = Path("/dev/shm")
+    foreign = shm_dir / f"otherapp_secret_{os.getpid()}"
+    foreign.write_bytes(_stamped("s1", 64))  # even a stamp does not make a hard link ours
+    os.chmod(foreign, 0o600)
+    linked = shm_dir / f"{TEST_PREFIX}{os.getpid()}_9001"
+    unstamped = shm_dir / f"{TEST_PREFIX}{os.getpid()}_9002"
+    stranger = shm_dir / f"{TEST_PREFIX}{os.getpid()}_9003"
+    os.link(foreign, linked)
+    unstamped.write_bytes(b"\x00" * 128)
+    stranger.write_bytes(_stamped("s1", 64))
+    for path in (unstamped, stranger):
+        os.chmod(path, 0o600)
+    os.chown(stranger, 65534, 65534)  # nobody's (these tests run as root)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    try:
+        with StreamReceiver(port=port, bind=True, shm_prefixes=(TEST_PREFIX,)).start() as receiver:
+            push.connect(f"tcp://127.0.0.1:{port}")
+            reasons = []
+            for path, stream in ((linked, "s1"), (unstamped, "s1"), (stranger, "s1")):
+                push.send(_forged(path.name, stream, 64))
+                deadline = time.monotonic() + 10
+                while receiver.rejected < len(reasons) + 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                reasons.append(receiver.last_reason)
+            assert receiver.received == 0 and receiver.rejected == 3
+        assert "has 2 links" in reasons[0]
+        assert "was not made by stream 's1'" in reasons[1]
+        assert "belongs to another user" in reasons[2]
+    finally:
+        push.close(0)
+        for path in (foreign, linked, unstamped, stranger):
+            path.unlink(missing_ok=True)
+
+
+def test_a_segment_name_with_an_impossible_pid_breaks_nothing(port: int) -> None:
+    """``/dev/shm/{prefix}9999999999_0`` made every shm save and pull load raise OverflowError
+    (from os.kill), for every user of the host. It is not ours: left alone, and refused as a name."""
+    planted = Path("/dev/shm") / f"{TEST_PREFIX}9999999999_0"
+    planted.write_bytes(b"\x00" * 64)
+    try:
+        assert sweep_orphaned_segments(TEST_PREFIX) == [] and planted.exists()
+        with (
+            ShmTestBackend(mode="pull", port=port) as pull,
+            ShmTestBackend(port=port, send_timeout=10) as push,
+        ):
+            push.save(_frame(3), "a.tif")
+            assert int(pull.load("a.tif", timeout=10)[0, 0]) == 3
+        with pytest.raises(ProtocolError, match="not one of ours"):
+            decode([_forged(planted.name, "s1", 64)], Limits(shm_prefixes=(TEST_PREFIX,)))
+        assert planted.exists()
+    finally:
+        planted.unlink(missing_ok=True)
+
+
+def test_an_ack_flood_for_senders_that_never_connect_is_bounded(port: int) -> None:
+    """Items asking for an ack on behalf of reply_to ids nobody connects: each ack is kept a
+    while for its sender's back channel (bounded per sender and in senders), and retried
+    every few milliseconds, not on every message (that made 20k messages take minutes)."""
+    from polystore.streaming.receiver import MAX_UNROUTED_PEERS
+
+    count = 5000
+    good = np.arange(4, dtype=np.uint8)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 0)
+    with StreamReceiver(port=port, bind=True, queue_size=count + 10).start() as receiver:
+        push.connect(f"tcp://127.0.0.1:{port}")
+        for index in range(count):
+            header = make_header(good, f"flood/{index}", msg_id=index + 1, ack=True,
+                                 reply_to=f"ghost-{index}", stream="flood")
+            push.send_multipart([json.dumps(header).encode(), good.tobytes()])
+        items = _collect(receiver, count, timeout=120)
+        assert len(items) == count and receiver.rejected == 0
+        inbound = receiver.inbound
+        assert inbound is not None
+        assert inbound.unrouted_acks <= MAX_UNROUTED_PEERS  # one each for the last ghosts, no more
+        assert inbound.unrouted_dropped >= count - MAX_UNROUTED_PEERS
+        # a real sender that connects still gets its acks
+        with StreamingBackend(port=port, bind=False, send_timeout=20) as sender:
+            sender.save(good, "real.tif", wait_for_ack=True)
+        assert _collect(receiver, 1)[0].path == "real.tif"
+    push.close(0)
+
+
+def _stalled_receiver(port: int, started: Any, release: Any) -> None:
+    """Takes the first item and then never returns from its callback (a viewer that hangs)."""
+
+    def hang(item: Any) -> None:
+        started.set()
+        release.wait(120)
+
+    with StreamReceiver(port=port, queue_size=1).start(hang):
+        release.wait(120)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_inline_frames_to_a_stalled_receiver_are_bounded_by_bytes(port: int) -> None:
+    """policy="block" bounds what a receiver has not taken by bytes (max_pending_bytes), inline
+    frames included: 1,500 frames of 1 MiB used to "succeed" at once and grow the receiver by
+    600 MiB."""
+    started, release = SPAWN.Event(), SPAWN.Event()
+    receiver = SPAWN.Process(target=_stalled_receiver, args=(port, started, release))
+    receiver.start()
+    frame = np.ones(1024 * 1024, np.uint8)
+    limit = 8 * 1024 * 1024
+    sender = StreamingBackend(port=port, transport="inline", send_timeout=0.5, max_pending_bytes=limit)
+    try:
+        sender.save(frame, "first.npy", timeout=30)
+        assert started.wait(30)
+        rss_before = _rss_kib(receiver.pid or 0)
+        accepted = 0
+        with pytest.raises(StreamTimeoutError, match="max_pending_bytes"):
+            for index in range(200):
+                sender.save(frame, f"{index}.npy")
+                accepted += 1
+        assert accepted <= limit // frame.nbytes
+        assert sender.sender.pending_bytes <= limit
+        growth_mib = (_rss_kib(receiver.pid or 0) - rss_before) / 1024
+        assert growth_mib < 2 * limit / 1024**2  # what it holds unread is bounded by the sender's limit
+    finally:
+        release.set()
+        sender.close(0.5)
+        receiver.join(20)

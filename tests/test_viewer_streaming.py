@@ -26,10 +26,10 @@ from net_helpers import free_port_block
 
 from polystore import FileManager, ViewerError, ViewerUnavailableError
 from polystore.registry import BackendRegistry
-from polystore.streaming.control import ControlServer, array_from_reply, array_reply, request
 from polystore.streaming.protocol import StreamItem
 from polystore.streaming.shm import list_segments
 from polystore.streaming.viewer import ViewerService, ViewerStreamingBackend
+from polystore.streaming.viewer.control import ControlServer, array_from_reply, array_reply, request
 
 SPAWN = mp.get_context("spawn")
 VIEWER_SCRIPT = Path(__file__).with_name("viewer_process.py")
@@ -123,6 +123,35 @@ def test_control_refuses_bad_requests_and_keeps_serving(port: int) -> None:
             assert reply["ok"] is False and reply["error"]
         assert request("127.0.0.1", port, "ok").header["fine"] is True
         assert server.refused == 2 + len(bad_requests)
+    finally:
+        server.stop()
+
+
+def test_control_requests_are_capped(port: int) -> None:
+    """A ping carrying 1.5 GiB used to be read and answered. Ops that take no buffers refuse
+    any; a request over max_request_bytes is dropped by libzmq before it is buffered (no reply,
+    the handler never runs) and the server keeps serving."""
+    from polystore.streaming.viewer.control import DEFAULT_MAX_REQUEST_BYTES
+
+    calls: list[int] = []
+
+    def put(params: dict[str, Any], buffers: list[memoryview]) -> dict[str, Any]:
+        calls.append(sum(len(b) for b in buffers))
+        return {"bytes": calls[-1]}
+
+    assert DEFAULT_MAX_REQUEST_BYTES < 1.5 * 1024**3
+    server = ControlServer(port, handlers={"ping": lambda p, b: {"pong": True}, "put": put},
+                           max_request_bytes=4 * 1024**2).start()
+    try:
+        with pytest.raises(ViewerError, match="'ping' takes no buffers"):
+            request("127.0.0.1", port, "ping", buffers=[b"\0" * 1024])
+        assert request("127.0.0.1", port, "put", buffers=[b"\0" * 1024**2]).header["bytes"] == 1024**2
+        with pytest.raises(ViewerUnavailableError):
+            request("127.0.0.1", port, "put", buffers=[b"\0" * (8 * 1024**2)], timeout=1.0)
+        with pytest.raises(ViewerError, match="at most 4194304"):
+            request("127.0.0.1", port, "put", buffers=[b"\0" * (3 * 1024**2)] * 2)
+        assert calls == [1024**2]
+        assert request("127.0.0.1", port, "ping").header["pong"] is True
     finally:
         server.stop()
 

@@ -12,9 +12,9 @@ import signal
 import threading
 from typing import Any
 
-from polystore.streaming.control import array_reply
 from polystore.streaming.protocol import StreamItem
 from polystore.streaming.viewer import ViewerService
+from polystore.streaming.viewer.control import array_reply
 
 
 def main() -> None:

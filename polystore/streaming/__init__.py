@@ -1,5 +1,18 @@
 """Live streaming of arrays to viewers: a versioned wire protocol over ZeroMQ.
 
+=============  =====================================================================
+module         what
+=============  =====================================================================
+endpoints      data/ack/control addresses from host and port; sockets and CURVE, once
+protocol       headers (versioned JSON), validation, acks, :class:`StreamItem`
+payloads       ROI sets and tables as bytes for the wire
+shm            the shared-memory ring, and what a receiver checks before reading it
+sender         :class:`Sender`: queue, acks, policies, the zero-copy producer
+receiver       :class:`StreamReceiver`, :class:`Inbound`: validation, mapping, the loop
+backend        :class:`StreamingBackend`: a sender (push) or a receiver (pull), composed
+viewer         the control channel, :class:`ViewerService`, launching, ViewerStreamingBackend
+=============  =====================================================================
+
 pyzmq (``pip install 'polystore[streaming]'``) is imported when a socket is first opened;
 :mod:`polystore.streaming.protocol` needs only NumPy. The protocol is written down in
 ``docs/streaming.md``.
@@ -8,15 +21,31 @@ pyzmq (``pip install 'polystore[streaming]'``) is imported when a socket is firs
 from __future__ import annotations
 
 from polystore.streaming.backend import StreamingBackend
-from polystore.streaming.protocol import PROTOCOL_VERSION, ProtocolError, StreamItem
+from polystore.streaming.endpoints import Endpoints
+from polystore.streaming.errors import (
+    ProtocolError,
+    StreamConfigError,
+    StreamTimeoutError,
+    UnsupportedOperationError,
+)
+from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, PROTOCOL_VERSION, StreamItem, path_metadata
 from polystore.streaming.receiver import StreamReceiver
 from polystore.streaming.security import CurveKeys
+from polystore.streaming.sender import Frame, Sender
 
 __all__ = [
+    "DEFAULT_SHM_PREFIX",
     "PROTOCOL_VERSION",
     "CurveKeys",
+    "Endpoints",
+    "Frame",
     "ProtocolError",
+    "Sender",
+    "StreamConfigError",
     "StreamItem",
     "StreamReceiver",
+    "StreamTimeoutError",
     "StreamingBackend",
+    "UnsupportedOperationError",
+    "path_metadata",
 ]

@@ -3,16 +3,17 @@
 The wire carries one numeric array per item. An ImageJ ROI set travels as the bytes of its
 ``.roi.zip`` (kind ``roi_set``); a pandas DataFrame as JSON in pandas' "split" layout (kind
 ``table``, ``metadata["encoding"] = "pandas-split-json"``), so that string columns survive;
-a plain 2-D numeric array may be sent as a table as it is. Receivers turn them back with
-:func:`rois_of` and :func:`table_of` (also ``StreamItem.rois()`` / ``StreamItem.table()``).
-Nothing here is ever unpickled: zip + ImageJ's ROI format, and JSON.
+a numeric array saved under a ``.csv`` path is a table as it is (columns 0..n-1).
+Receivers turn them back with ``StreamItem.rois()`` / ``StreamItem.table()`` (built on
+:func:`decode_rois` and :func:`decode_table`). Nothing here is ever unpickled: zip + ImageJ's
+ROI format, and JSON. This module knows nothing of headers or sockets.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,9 @@ import numpy as np
 
 from polystore.arrays import to_numpy
 from polystore.exceptions import UnsupportedDataError
-from polystore.streaming.protocol import ProtocolError, StreamItem
 
 ROI_SET_SUFFIXES = (".roi.zip", ".roi")
+TABLE_SUFFIXES = (".csv",)
 TABLE_ENCODING = "pandas-split-json"
 
 
@@ -50,15 +51,28 @@ def _dataframe(data: Any) -> Payload:
     return Payload(np.frombuffer(text.encode(), dtype=np.uint8), "table", {"encoding": TABLE_ENCODING})
 
 
+def _numeric_table(data: Any) -> Payload:
+    return Payload(to_numpy(data), "table")
+
+
+def _suffix(path: str, suffixes: tuple[str, ...]) -> bool:
+    return path.lower().endswith(suffixes)
+
+
 # (does this item need encoding?, how): the first rule that matches wins; arrays need none
 ENCODERS: tuple[tuple[Callable[[Any, str], bool], Callable[[Any], Payload]], ...] = (
-    (lambda data, path: path.lower().endswith(ROI_SET_SUFFIXES), _roi_set),
+    (lambda data, path: _suffix(path, ROI_SET_SUFFIXES), _roi_set),
     (lambda data, path: _is_dataframe(data), _dataframe),
+    (lambda data, path: _suffix(path, TABLE_SUFFIXES), _numeric_table),
 )
 
 
 def encode(data: Any, path: os.PathLike[str] | str) -> Payload:
     """``data`` as one numeric array for the wire, with the kind and metadata its encoding implies."""
+    if isinstance(data, np.ndarray):
+        name = os.fspath(path)
+        if not _suffix(name, ROI_SET_SUFFIXES + TABLE_SUFFIXES):
+            return Payload(data)  # the common case, without a pass over the table
     name = os.fspath(path)
     for applies, encoder in ENCODERS:
         if applies(data, name):
@@ -66,27 +80,23 @@ def encode(data: Any, path: os.PathLike[str] | str) -> Payload:
     return Payload(to_numpy(data))
 
 
-def rois_of(item: StreamItem) -> list[Any]:
-    """The ``roifile.ImagejRoi`` objects of a ``roi_set`` item."""
-    if item.kind != "roi_set":
-        raise ProtocolError(f"item {item.path!r} is a {item.kind!r}, not a roi_set")
+def decode_rois(array: np.ndarray) -> list[Any]:
+    """The ``roifile.ImagejRoi`` objects of a ``roi_set`` item's bytes."""
     from polystore.formats.roi import rois_from_zip_bytes
 
-    return rois_from_zip_bytes(np.ascontiguousarray(item.array).tobytes())
+    return rois_from_zip_bytes(np.ascontiguousarray(array).tobytes())
 
 
-def table_of(item: StreamItem) -> Any:
+def decode_table(array: np.ndarray, metadata: Mapping[str, Any], path: str = "") -> Any:
     """A ``table`` item as a pandas DataFrame (a numeric array becomes columns 0..n-1)."""
     from polystore.lazy import optional_import
 
     pandas = optional_import("pandas", extra="pandas", purpose="Receiving tables")
-    if item.kind != "table":
-        raise ProtocolError(f"item {item.path!r} is a {item.kind!r}, not a table")
-    encoding = item.metadata.get("encoding")
+    encoding = metadata.get("encoding")
     if encoding == TABLE_ENCODING:
-        text = np.ascontiguousarray(item.array).tobytes().decode()
+        text = np.ascontiguousarray(array).tobytes().decode()
         return pandas.read_json(io.StringIO(text), orient="split")
     if encoding is not None:
-        raise UnsupportedDataError(f"table {item.path!r} uses encoding {encoding!r}; known: {TABLE_ENCODING}")
-    array = item.array if item.array.ndim == 2 else item.array.reshape(len(item.array), -1)
-    return pandas.DataFrame(array)
+        raise UnsupportedDataError(f"table {path!r} uses encoding {encoding!r}; known: {TABLE_ENCODING}")
+    table = array if array.ndim == 2 else array.reshape(len(array), -1)
+    return pandas.DataFrame(table)

@@ -5,8 +5,13 @@ A message is a ZeroMQ multipart message:
 * frame 0: the header, UTF-8 JSON (see :func:`make_header` and ``docs/streaming.md``);
 * frame 1 (``"transport": "inline"`` only): the array's bytes, exactly ``nbytes`` of them.
 
+The back channel carries acknowledgements (:func:`encode_ack`, :func:`decode_ack`), JSON too.
 Nothing is ever pickled. :func:`decode` checks every field before a byte is interpreted and
 raises :class:`ProtocolError` (with the reason) for anything it does not accept.
+
+Version 2 (this one): shared-memory segments begin with a stamp the sender wrote (see
+:mod:`polystore.streaming.shm`), so ``shm.offset`` is at least the stamp's size; every inline
+item is acknowledged on receipt (the sender bounds the bytes it has in flight).
 """
 
 from __future__ import annotations
@@ -16,35 +21,47 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 
-from polystore.exceptions import PolystoreError
+from polystore.streaming.errors import ProtocolError
+from polystore.streaming.payloads import decode_rois, decode_table
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+__all__ = [
+    "DEFAULT_SHM_PREFIX",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Limits",
+    "ProtocolError",
+    "StreamItem",
+    "decode",
+    "decode_ack",
+    "encode_ack",
+    "encode_header",
+    "make_header",
+    "path_metadata",
+]
+
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({2})
 KINDS = frozenset({"image", "labels", "shapes", "points", "roi_set", "table"})
 TRANSPORTS = frozenset({"inline", "shm"})
 ALLOWED_DTYPE_KINDS = frozenset("biufc")
 """bool, signed and unsigned integers, floats, complex: never object, void, strings or datetimes."""
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_HEADER_BYTES = 64 * 1024
+MAX_ACK_BYTES = 1024
 MAX_NDIM = 32
 MAX_DIMENSION = 2**48
 MAX_PATH_CHARS = 4096
+MAX_PID = 2**22
+"""Linux's largest possible pid (``PID_MAX_LIMIT``): a name with a larger one is not ours."""
 DEFAULT_SHM_PREFIX = "polystore_"
 REPLY_TO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 Transport = Literal["inline", "shm"]
-
-
-class ProtocolError(PolystoreError, ValueError):
-    """A message that does not follow the protocol; ``reason`` says which rule it broke."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"Rejected stream message: {reason}")
-        self.reason = reason
 
 
 @dataclass
@@ -69,21 +86,32 @@ class StreamItem:
 
     def rois(self) -> list[Any]:
         """A ``roi_set`` item's ROIs (``roifile.ImagejRoi``), decoded from its ``.roi.zip`` bytes."""
-        from polystore.streaming.payloads import rois_of
-
-        return rois_of(self)
+        self._require_kind("roi_set")
+        return decode_rois(self.array)
 
     def table(self) -> Any:
         """A ``table`` item as a pandas DataFrame."""
-        from polystore.streaming.payloads import table_of
+        self._require_kind("table")
+        return decode_table(self.array, self.metadata, self.path)
 
-        return table_of(self)
+    def _require_kind(self, kind: str) -> None:
+        if self.kind != kind:
+            raise ProtocolError(f"item {self.path!r} is a {self.kind!r}, not a {kind}")
 
 
 def shm_name_pattern(prefixes: Sequence[str]) -> re.Pattern[str]:
     """Names we create: ``{prefix}{pid}_{index}``, nothing else (no ``/``, no foreign segments)."""
     alternatives = "|".join(re.escape(p) for p in prefixes)
     return re.compile(rf"^(?:{alternatives})(?P<pid>[0-9]{{1,10}})_(?P<index>[0-9]{{1,10}})$")
+
+
+def owner_pid(name: str, pattern: re.Pattern[str]) -> int | None:
+    """The pid in a segment name of ours, or None: not our pattern, or a pid no process can have."""
+    match = pattern.match(name)
+    if match is None:
+        return None
+    pid = int(match["pid"])
+    return pid if 0 < pid <= MAX_PID else None
 
 
 def path_metadata(path: str) -> dict[str, Any]:
@@ -99,13 +127,70 @@ def path_metadata(path: str) -> dict[str, Any]:
     return {} if components is None else components.to_header()
 
 
+@lru_cache(maxsize=4096)
+def _metadata_of(path: str) -> tuple[tuple[str, Any], ...]:
+    # paths repeat from frame to frame: parse each once (values are JSON scalars)
+    return tuple(path_metadata(path).items())
+
+
 def dtype_of(array: np.ndarray) -> np.dtype[Any]:
     """The array's dtype if the protocol carries it; :class:`ProtocolError` otherwise."""
-    if array.dtype.kind not in ALLOWED_DTYPE_KINDS or array.dtype.fields is not None:
-        raise ProtocolError(
-            f"dtype {array.dtype} cannot be streamed: only bool and numeric dtypes are carried"
-        )
-    return array.dtype
+    return checked_dtype(array.dtype)
+
+
+def checked_dtype(dtype: Any) -> np.dtype[Any]:
+    """``dtype`` if the protocol carries it (bool and numeric); :class:`ProtocolError` otherwise."""
+    checked: np.dtype[Any] = np.dtype(dtype)
+    if checked.kind not in ALLOWED_DTYPE_KINDS or checked.fields is not None or checked.subdtype is not None:
+        raise ProtocolError(f"dtype {checked} cannot be streamed: only bool and numeric dtypes are carried")
+    return checked
+
+
+def header_for(
+    shape: Sequence[int],
+    dtype: np.dtype[Any],
+    order: Literal["C", "F"],
+    path: str,
+    *,
+    kind: str = "image",
+    metadata: Mapping[str, Any] | None = None,
+    transport: Transport = "inline",
+    shm: Mapping[str, Any] | None = None,
+    msg_id: int = 0,
+    ack: bool = False,
+    sender: int | None = None,
+    reply_to: str | None = None,
+    stream: str | None = None,
+) -> dict[str, Any]:
+    """The header of an item of ``shape`` and ``dtype`` (bytes in ``order``) sent as ``path``."""
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    dims = [int(n) for n in shape]
+    meta = dict(_metadata_of(path))
+    if metadata:
+        meta.update(metadata)
+    header: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "kind": kind,
+        "id": msg_id,
+        "path": path,
+        "shape": dims,
+        "dtype": dtype.str,
+        "order": order,
+        "nbytes": math.prod(dims) * dtype.itemsize,
+        "metadata": meta,
+        "transport": transport,
+        "ack": ack,
+    }
+    if sender is not None:
+        header["sender"] = sender
+    if reply_to is not None:
+        header["reply_to"] = reply_to
+    if stream is not None:
+        header["stream"] = stream
+    if transport == "shm":
+        header["shm"] = dict(shm or {})
+    return header
 
 
 def make_header(
@@ -123,42 +208,23 @@ def make_header(
     stream: str | None = None,
 ) -> dict[str, Any]:
     """The header for ``array`` (C- or Fortran-contiguous) sent as ``path``."""
-    if kind not in KINDS:
-        raise ProtocolError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
-    dtype = dtype_of(array)
-    order = "C" if array.flags.c_contiguous else "F"
-    meta = path_metadata(path)
-    meta.update(metadata or {})
-    header: dict[str, Any] = {
-        "v": PROTOCOL_VERSION,
-        "kind": kind,
-        "id": msg_id,
-        "path": path,
-        "shape": [int(n) for n in array.shape],
-        "dtype": dtype.str,
-        "order": order,
-        "nbytes": int(array.nbytes),
-        "metadata": meta,
-        "transport": transport,
-        "ack": bool(ack),
-    }
-    if sender is not None:
-        header["sender"] = sender
-    if reply_to is not None:
-        header["reply_to"] = reply_to
-    if stream is not None:
-        header["stream"] = stream
-    if transport == "shm":
-        header["shm"] = dict(shm or {})
-    return header
+    return header_for(
+        array.shape, dtype_of(array), "C" if array.flags.c_contiguous else "F", path, kind=kind,
+        metadata=metadata, transport=transport, shm=shm, msg_id=msg_id, ack=ack, sender=sender,
+        reply_to=reply_to, stream=stream,
+    )
 
 
 def encode_header(header: Mapping[str, Any]) -> bytes:
     """The header as frame 0; metadata that JSON cannot carry is an error here, not on the wire."""
     try:
-        return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+        raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError) as error:
         raise ProtocolError(f"header cannot be written as JSON ({error}); metadata must be JSON") from error
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw)} bytes is over the {MAX_HEADER_BYTES}-byte limit: "
+                            "send less metadata")
+    return raw
 
 
 def _int(value: Any, name: str, minimum: int = 0) -> int:
@@ -197,7 +263,8 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
         raise ProtocolError("header is not a JSON object")
     version = header.get("v")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
-        raise ProtocolError(f"unsupported protocol version {version!r}")
+        raise ProtocolError(f"unsupported protocol version {version!r} (this receiver speaks "
+                            f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}: update the sender)")
     if header.get("kind") not in KINDS:
         raise ProtocolError(f"unknown kind {header.get('kind')!r}")
     path = header.get("path")
@@ -248,11 +315,13 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
     elif transport == "shm":
         if len(frames) != 1:
             raise ProtocolError("a shared-memory message has exactly 1 frame (the header)")
+        if header.get("stream") is None:
+            raise ProtocolError("a shared-memory message names its sender's stream")
         shm = header.get("shm")
         if not isinstance(shm, dict):
             raise ProtocolError("shm transport without an 'shm' object")
         name = shm.get("name")
-        if not isinstance(name, str) or not (pattern or limits.shm_pattern()).match(name):
+        if not isinstance(name, str) or owner_pid(name, pattern or limits.shm_pattern()) is None:
             raise ProtocolError(f"shared-memory name {name!r} is not one of ours")
         _int(shm.get("offset"), "shm.offset")
         _int(shm.get("slot"), "shm.slot")
@@ -274,3 +343,40 @@ def _buffer(frame: Any) -> memoryview:
     buf = getattr(frame, "buffer", frame)
     view = memoryview(buf)
     return view.cast("B") if view.ndim != 1 or view.format != "B" else view
+
+
+# -- the back channel -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledgement: item ``id`` of ``stream`` arrived, and/or shared-memory ``slot`` (holding
+    segment ``name``) may be written again."""
+
+    stream: str
+    id: int | None = None
+    slot: int | None = None
+    name: str | None = None
+
+
+def encode_ack(ack: Ack) -> bytes:
+    return json.dumps({"v": PROTOCOL_VERSION, "stream": ack.stream, "ack": ack.id,
+                       "slot": ack.slot, "name": ack.name}, separators=(",", ":")).encode()
+
+
+def decode_ack(raw: bytes) -> Ack | None:
+    """The acknowledgement in ``raw``, or None when it is not a well-formed one."""
+    if len(raw) > MAX_ACK_BYTES:
+        return None
+    try:
+        message = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict) or message.get("v") != PROTOCOL_VERSION:
+        return None
+    stream, msg_id, slot, name = (message.get(key) for key in ("stream", "ack", "slot", "name"))
+    if not isinstance(stream, str) or not all(
+        value is None or type(value) is int for value in (msg_id, slot)
+    ) or not (name is None or isinstance(name, str)):
+        return None
+    return Ack(stream, msg_id, slot, name)

@@ -1,16 +1,18 @@
 """The receiving end: a validated loop that any viewer reuses.
 
-:class:`StreamReceiver` connects a PULL socket to a sender (or binds one, ``bind=True``),
-validates each message with :func:`polystore.streaming.protocol.decode`, turns it into a
-:class:`StreamItem` and hands it to a callback or to an iterator. Bad messages are logged
-with their reason, counted in ``rejected`` and skipped; the loop keeps running.
+:class:`Inbound` owns a PULL socket and the back channel: it validates each message with
+:func:`polystore.streaming.protocol.decode`, reads the array (from the message, or from a
+checked shared-memory segment: copied out, or a zero-copy view) and acknowledges it.
+:class:`StreamReceiver` runs an Inbound on its own thread and hands items to a callback or an
+iterator; :class:`PathInbox` keeps items by path for ``StreamingBackend(mode="pull").load``.
+Bad messages are logged with their reason, counted in ``rejected`` and skipped; the loop keeps
+running.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -23,26 +25,60 @@ from typing import Any
 import numpy as np
 
 from polystore.streaming import shm as shm_mod
-from polystore.streaming._zmq import bind as bind_address
-from polystore.streaming._zmq import endpoint, zmq
+from polystore.streaming._zmq import zmq
+from polystore.streaming.endpoints import Endpoints, Link
+from polystore.streaming.errors import ProtocolError, StreamTimeoutError
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SHM_PREFIX,
     MAX_HEADER_BYTES,
+    Ack,
     Limits,
-    ProtocolError,
     StreamItem,
     array_from_buffer,
     decode,
+    encode_ack,
 )
-from polystore.streaming.security import CurveKeys, require_keys_for
+from polystore.streaming.security import CurveKeys
 
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_S = 5.0
 ACK_ROUTE_WINDOW_S = 5.0
+"""How long an ack waits for its sender's back channel to finish connecting."""
+UNROUTED_RETRY_S = 0.01
+MAX_UNROUTED_PEERS = 64
+MAX_UNROUTED_PER_PEER = 256
+"""Acks kept for senders whose back channel is not connected yet, at most: a flood of items
+naming senders that never connect costs a bounded amount of memory and work."""
 _MAX_ATTACHED = 16
-_MAX_SENDERS_TRACKED = 1024
+_MAX_STREAMS_TRACKED = 1024
+
+
+class _UnroutedAcks:
+    """Acks for senders (by routing id) whose DEALER has not connected yet, bounded."""
+
+    def __init__(self) -> None:
+        self.waiting: collections.OrderedDict[bytes, tuple[float, collections.deque[bytes]]] = (
+            collections.OrderedDict()
+        )
+        self.dropped = 0
+        self.next_retry = 0.0
+
+    def __len__(self) -> int:
+        return sum(len(messages) for _, messages in self.waiting.values())
+
+    def keep(self, identity: bytes, message: bytes) -> None:
+        entry = self.waiting.get(identity)
+        if entry is None:
+            if len(self.waiting) >= MAX_UNROUTED_PEERS:
+                _, (_, evicted) = self.waiting.popitem(last=False)
+                self.dropped += len(evicted)
+            entry = self.waiting[identity] = (time.monotonic() + ACK_ROUTE_WINDOW_S, collections.deque())
+        if len(entry[1]) >= MAX_UNROUTED_PER_PEER:
+            entry[1].popleft()
+            self.dropped += 1
+        entry[1].append(message)
 
 
 class Inbound:
@@ -50,71 +86,47 @@ class Inbound:
 
     def __init__(
         self,
-        port: int,
-        host: str = "127.0.0.1",
+        endpoints: Endpoints,
         *,
-        ack_port: int | None = None,
         bind: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         shm_prefixes: Sequence[str] = (DEFAULT_SHM_PREFIX,),
         curve: CurveKeys | None = None,
         zero_copy: bool = False,
     ) -> None:
-        require_keys_for(host, bind, curve)  # before anything is allocated
         self.limits = Limits(max_bytes=max_bytes, shm_prefixes=tuple(shm_prefixes))
+        self.endpoints = endpoints
         self.zero_copy = zero_copy
         # zero-copy slots are given back when their last array is collected, on any thread
         # (a finalizer may even run inside a garbage collection on this thread, hence RLock);
         # the socket belongs to the receiving thread, so the release waits in this deque and
         # a byte on the pipe wakes the receiving thread's poll to send it
-        self._releases: collections.deque[bytes] = collections.deque()
+        self._releases: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._closing = threading.RLock()
         self._closed = False
-        self._wake_read: int | None = None
-        self._wake_write: int | None = None
         self._bound = bind
         self._pattern = self.limits.shm_pattern()
         self.received = 0
         self.rejected = 0
         self.dropped = 0
         self.last_reason: str | None = None
-        self._last_id: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._last_id: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._attached: collections.OrderedDict[str, shm_mod.AttachedSegment] = collections.OrderedDict()
         self._last_sweep = 0.0
-        self._unrouted: list[tuple[bytes, bytes, float]] = []
+        self._unrouted = _UnroutedAcks()
         z = zmq()
-        self._own_context = curve is not None
-        self._context = z.Context() if self._own_context else z.Context.instance()
-        self._authenticator: Any = None
-        self._socket = self._context.socket(z.PULL)
-        # connecting: PUSH into the sender's bound PULL. Binding (one receiver, many senders):
-        # ROUTER, so each ack goes to the sender that asked (its reply_to routing id).
-        self._ack = self._context.socket(z.ROUTER if bind else z.PUSH)
+        self._link = Link(endpoints.host, serve=bind, curve=curve)  # refuses a public bind without keys
+        self._wake_read, self._wake_write = os.pipe()
         try:
-            self._authenticator = curve.start_authenticator(self._context) if curve and bind else None
-            self._socket.setsockopt(z.LINGER, 0)
-            # libzmq would otherwise buffer a frame of any size before max_bytes is checked
-            self._socket.setsockopt(z.MAXMSGSIZE, max_bytes + MAX_HEADER_BYTES)
-            if bind:
-                self._ack.setsockopt(z.ROUTER_MANDATORY, 1)
-            self._ack.setsockopt(z.LINGER, 0)
-            self._ack.setsockopt(z.SNDHWM, 10000)
-            if curve is not None:
-                curve.secure(self._socket, server=bind)
-                curve.secure(self._ack, server=bind)
-            address = endpoint(host, port)
-            ack_address = endpoint(host, ack_port if ack_port is not None else port + 1)
-            if "://" in host:
-                ack_address = host + ".ack"
-            if bind:
-                bind_address(self._socket, address)
-                bind_address(self._ack, ack_address)
-            else:
-                self._socket.connect(address)
-                self._ack.connect(ack_address)
-            self._wake_read, self._wake_write = os.pipe()
             os.set_blocking(self._wake_read, False)
             os.set_blocking(self._wake_write, False)
+            # libzmq would otherwise buffer a frame of any size before max_bytes is checked
+            data_options = {z.MAXMSGSIZE: max_bytes + MAX_HEADER_BYTES}
+            self._socket = self._link.open(z.PULL, endpoints.data, data_options)
+            # connecting: PUSH into the sender's bound PULL. Binding (one receiver, many senders):
+            # ROUTER, so each ack goes to the sender that asked (its reply_to routing id).
+            ack_options = {z.SNDHWM: 10000, z.ROUTER_MANDATORY: 1} if bind else {z.SNDHWM: 10000}
+            self._ack = self._link.open(z.ROUTER if bind else z.PUSH, endpoints.ack, ack_options)
         except BaseException:
             self.close()  # a taken address must not leave sockets, fds or an authenticator behind
             raise
@@ -122,28 +134,43 @@ class Inbound:
         self._poller.register(self._socket, z.POLLIN)
         self._poller.register(self._wake_read, z.POLLIN)
 
+    @property
+    def unrouted_acks(self) -> int:
+        """Acks waiting for a sender's back channel to connect (bounded)."""
+        return len(self._unrouted)
+
+    @property
+    def unrouted_dropped(self) -> int:
+        """Acks given up on: their sender never connected its back channel, or too many waited."""
+        return self._unrouted.dropped
+
     def receive(self, timeout: float | None) -> StreamItem | None:
         """The next valid item, or ``None`` when ``timeout`` seconds pass first."""
+        z = zmq()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if self._unrouted:
-                self._retry_unrouted()
+            if self._releases:
+                self._send_releases()
             now = time.monotonic()
+            if self._unrouted.waiting and now >= self._unrouted.next_retry:
+                self._retry_unrouted(now)
             if now - self._last_sweep > SWEEP_INTERVAL_S:
                 self._last_sweep = now
                 for prefix in self.limits.shm_prefixes:
                     shm_mod.sweep_orphaned_segments(prefix)
-            wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
-            if self._unrouted:
-                wait_ms = min(wait_ms, 10)
-            ready = dict(self._poller.poll(wait_ms))
-            if self._wake_read in ready:
-                self._send_releases()
-            if self._socket not in ready:
-                if deadline is not None and time.monotonic() >= deadline:
+            try:
+                frames = self._socket.recv_multipart(z.NOBLOCK, copy=False)
+            except z.Again:
+                wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
+                if self._unrouted.waiting:
+                    wait_ms = min(wait_ms, int(UNROUTED_RETRY_S * 1000))
+                ready = dict(self._poller.poll(wait_ms))
+                if self._wake_read in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+                if self._socket not in ready and deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
-            frames = self._socket.recv_multipart(copy=False)
             item = self._accept(frames)
             if item is not None:
                 return item
@@ -162,23 +189,29 @@ class Inbound:
             logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
             return None
         self.received += 1
-        sender = header.get("sender")
-        if type(sender) is int:
-            last = self._last_id.get(sender)
-            if last is not None and header["id"] > last + 1:
-                self.dropped += header["id"] - last - 1
-            self._last_id[sender] = header["id"]
-            self._last_id.move_to_end(sender)
-            if len(self._last_id) > _MAX_SENDERS_TRACKED:  # sender ids come from the wire: bound them
-                self._last_id.popitem(last=False)
-        slot_later = self.zero_copy and header["transport"] == "shm"
-        if header.get("ack") or (header["transport"] == "shm" and not slot_later):
-            self._send_ack(header, give_slot=not slot_later)
+        self._count_gaps(header)
+        stream = header.get("stream")
+        if stream is not None:
+            shm = header.get("shm")
+            if shm is None:  # inline: acknowledged on receipt (the sender's bytes in flight)
+                self._send_ack(header, Ack(stream, header["id"]))
+            elif not self.zero_copy:  # copied out: the slot is free again
+                self._send_ack(header, Ack(stream, header["id"], shm["slot"], shm["name"]))
+            elif header.get("ack"):  # zero-copy: received now, the slot comes back later
+                self._send_ack(header, Ack(stream, header["id"]))
         return StreamItem(array, header)
 
-    def _from_shm(self, header: dict[str, Any]) -> np.ndarray:
-        info = header["shm"]
-        name = info["name"]
+    def _count_gaps(self, header: dict[str, Any]) -> None:
+        key = header.get("stream") or str(header.get("sender"))
+        last = self._last_id.get(key)
+        if last is not None and header["id"] > last + 1:
+            self.dropped += header["id"] - last - 1
+        self._last_id[key] = header["id"]
+        self._last_id.move_to_end(key)
+        if len(self._last_id) > _MAX_STREAMS_TRACKED:  # stream ids come from the wire: bound them
+            self._last_id.popitem(last=False)
+
+    def _segment(self, name: str) -> shm_mod.AttachedSegment:
         segment = self._attached.get(name)
         if segment is not None and not segment.is_current():
             # unlinked and the name used again (a new sender with a recycled pid): remap
@@ -188,7 +221,7 @@ class Inbound:
         if segment is None:
             try:
                 segment = shm_mod.attach(name)
-            except (FileNotFoundError, OSError, ValueError) as error:
+            except OSError as error:
                 raise ProtocolError(f"shared-memory segment {name!r} cannot be opened ({error})") from None
             self._attached[name] = segment
             while len(self._attached) > _MAX_ATTACHED:
@@ -196,82 +229,73 @@ class Inbound:
                 old.close()
         else:
             self._attached.move_to_end(name)
-        if info["offset"] + info["size"] > segment.size:
-            self._send_ack(header)  # give the slot back even though its contents are refused
-            raise ProtocolError(f"shm slot {name!r} is {segment.size} bytes, smaller than announced")
+        return segment
+
+    def _from_shm(self, header: dict[str, Any]) -> np.ndarray:
+        info = header["shm"]
+        segment = self._segment(info["name"])
+        segment.check(info["offset"], info["size"], header["stream"])  # its size now, its stamp
         if self.zero_copy:
             owner = segment.exported(info["offset"], info["size"])
             array = array_from_buffer(header, owner)
             array.flags.writeable = False  # the sender's memory: never written from here
-            weakref.finalize(owner, self._release_later, self._release_message(header))
+            release = Ack(header["stream"], None, info["slot"], info["name"])
+            weakref.finalize(owner, self._release_later, (header.get("reply_to") or "").encode(),
+                             encode_ack(release))
             return array
-        view = segment.buf[info["offset"] : info["offset"] + info["size"]]
-        try:
-            return array_from_buffer(header, view).copy()
-        finally:
-            view.release()
+        return array_from_buffer(header, segment.copy_out(info["offset"], info["size"]))
 
-    @staticmethod
-    def _ack_message(header: dict[str, Any], *, ack: int | None, give_slot: bool) -> bytes:
-        """An acknowledgement; it names the sender's stream and the segment, so that a sender
-        ignores acks meant for another sender (or for a slot it has replaced since)."""
-        shm = header.get("shm") if header["transport"] == "shm" and give_slot else None
-        message = {
-            "v": 1, "ack": ack, "stream": header.get("stream"), "pid": os.getpid(),
-            "slot": shm["slot"] if shm else None, "name": shm["name"] if shm else None,
-        }
-        return json.dumps(message).encode()
-
-    def _release_message(self, header: dict[str, Any]) -> bytes:
-        """Routing id (or empty) + the message that gives a zero-copy item's slot back."""
-        release = self._ack_message(header, ack=None, give_slot=True)
-        return (header.get("reply_to") or "").encode() + b"\0" + release
-
-    def _release_later(self, message: bytes) -> None:
+    def _release_later(self, reply_to: bytes, message: bytes) -> None:
         # runs wherever the item's last array died: queue it for the receiving thread
         with self._closing:
-            if self._closed or self._wake_write is None:
+            if self._closed:
                 return
-            self._releases.append(message)
+            self._releases.append((reply_to, message))
             with contextlib.suppress(BlockingIOError):  # a full pipe is awake already
                 os.write(self._wake_write, b"\0")
 
     def _send_releases(self) -> None:
-        if self._wake_read is not None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_read, 4096)
         while self._releases:
-            reply_to, _, message = self._releases.popleft().partition(b"\0")
-            self._deliver(reply_to.decode() or None, message)
+            reply_to, message = self._releases.popleft()
+            self._deliver(reply_to, message)
 
-    def _send_ack(self, header: dict[str, Any], give_slot: bool = True) -> None:
-        message = self._ack_message(header, ack=header["id"], give_slot=give_slot)
-        self._deliver(header.get("reply_to"), message)
+    def _send_ack(self, header: dict[str, Any], ack: Ack) -> None:
+        self._deliver((header.get("reply_to") or "").encode(), encode_ack(ack))
 
-    def _deliver(self, reply_to: str | None, message: bytes) -> None:
+    def _deliver(self, reply_to: bytes, message: bytes) -> None:
         z = zmq()
         if not self._bound:
             with contextlib.suppress(z.Again):
                 self._ack.send(message, z.NOBLOCK)
             return
-        if reply_to is None:
+        if not reply_to:
             return  # a sender that binds its own back channel cannot be reached from here
-        self._route(reply_to.encode(), message, time.monotonic() + ACK_ROUTE_WINDOW_S)
-
-    def _route(self, identity: bytes, message: bytes, deadline: float) -> None:
-        z = zmq()
+        if reply_to in self._unrouted.waiting:
+            self._unrouted.keep(reply_to, message)  # behind the ones already waiting: in order
+            return
         try:
-            self._ack.send_multipart([identity, message], z.NOBLOCK)
+            self._ack.send_multipart([reply_to, message], z.NOBLOCK)
         except z.ZMQError as error:
             # EHOSTUNREACH: the sender's back channel has not finished connecting yet (it
             # races the data channel); keep the ack and try again for a few seconds
-            if error.errno == z.EHOSTUNREACH and time.monotonic() < deadline:
-                self._unrouted.append((identity, message, deadline))
+            if error.errno == z.EHOSTUNREACH:
+                self._unrouted.keep(reply_to, message)
 
-    def _retry_unrouted(self) -> None:
-        waiting, self._unrouted = self._unrouted, []
-        for identity, message, deadline in waiting:
-            self._route(identity, message, deadline)
+    def _retry_unrouted(self, now: float) -> None:
+        z = zmq()
+        self._unrouted.next_retry = now + UNROUTED_RETRY_S
+        for identity, (deadline, messages) in list(self._unrouted.waiting.items()):
+            while messages:
+                try:
+                    self._ack.send_multipart([identity, messages[0]], z.NOBLOCK)
+                except z.ZMQError:
+                    break
+                messages.popleft()
+            if not messages:
+                del self._unrouted.waiting[identity]
+            elif now >= deadline:
+                del self._unrouted.waiting[identity]
+                self._unrouted.dropped += len(messages)
 
     def close(self) -> None:
         with self._closing:
@@ -279,17 +303,11 @@ class Inbound:
                 return
             self._closed = True
             for fd in (self._wake_read, self._wake_write):
-                if fd is not None:
-                    os.close(fd)
+                os.close(fd)
         for segment in self._attached.values():
             segment.close()
         self._attached.clear()
-        self._socket.close(0)
-        self._ack.close(0)
-        if self._authenticator is not None:
-            self._authenticator.stop()
-        if self._own_context:
-            self._context.term()
+        self._link.close()
 
 
 class StreamReceiver:
@@ -319,9 +337,10 @@ class StreamReceiver:
         queue_size: int = 64,
         zero_copy: bool = False,
     ) -> None:
+        self.endpoints = Endpoints(host, port, ack_port)
         self._options: dict[str, Any] = dict(
-            port=port, host=host, ack_port=ack_port, bind=bind, max_bytes=max_bytes,
-            shm_prefixes=tuple(shm_prefixes), curve=curve, zero_copy=zero_copy,
+            bind=bind, max_bytes=max_bytes, shm_prefixes=tuple(shm_prefixes), curve=curve,
+            zero_copy=zero_copy,
         )
         self._queue: queue.Queue[StreamItem] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -351,6 +370,11 @@ class StreamReceiver:
         return self._inbound.last_reason if self._inbound else None
 
     @property
+    def inbound(self) -> Inbound | None:
+        """The socket end, while running (its counters: ``unrouted_acks``...)."""
+        return self._inbound
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -360,6 +384,7 @@ class StreamReceiver:
             raise RuntimeError("this StreamReceiver is already running")
         self._stop.clear()
         self._ready.clear()
+        self._error = None
         self._thread = threading.Thread(
             target=self._run, args=(callback,), daemon=True, name="polystore-recv"
         )
@@ -371,7 +396,7 @@ class StreamReceiver:
 
     def _run(self, callback: Callable[[StreamItem], Any] | None) -> None:
         try:
-            self._inbound = Inbound(**self._options)
+            inbound = self._inbound = Inbound(self.endpoints, **self._options)
         except BaseException as error:
             self._error = error
             self._ready.set()
@@ -380,7 +405,7 @@ class StreamReceiver:
         try:
             while not self._stop.is_set():
                 try:
-                    item = self._inbound.receive(0.1)
+                    item = inbound.receive(0.1)
                 except Exception:  # a socket error must not end the viewer's only receiver
                     logger.exception("the stream receiver hit an error; it keeps serving")
                     time.sleep(0.1)
@@ -401,7 +426,7 @@ class StreamReceiver:
                     self.queue_dropped += 1
                     self._queue.put_nowait(item)
         finally:
-            self._inbound.close()
+            inbound.close()
 
     def get(self, timeout: float | None = None) -> StreamItem:
         """The next item (when started without a callback); ``queue.Empty`` after ``timeout``."""
@@ -425,3 +450,49 @@ class StreamReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class PathInbox:
+    """Items received in the caller's thread, kept by path until loaded (a pull backend's end)."""
+
+    def __init__(self, inbound: Inbound, recv_timeout: float) -> None:
+        self.inbound = inbound
+        self.recv_timeout = recv_timeout
+        self._items: dict[str, collections.deque[StreamItem]] = {}
+
+    def receive(self, timeout: float | None = None) -> StreamItem | None:
+        """The next item of any path (kept ones first), or None after ``timeout`` seconds."""
+        for path, items in self._items.items():
+            item = items.popleft()
+            if not items:
+                del self._items[path]
+            return item
+        return self.inbound.receive(self.recv_timeout if timeout is None else timeout)
+
+    def take(self, path: str, timeout: float | None = None) -> StreamItem:
+        """The next item streamed as ``path``, keeping others that arrive first."""
+        timeout = self.recv_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            kept = self._items.get(path)
+            if kept:
+                item = kept.popleft()
+                if not kept:
+                    del self._items[path]
+                return item
+            received = self.inbound.receive(max(0.0, deadline - time.monotonic()))
+            if received is None:
+                raise StreamTimeoutError(
+                    f"Nothing was streamed as '{path}' to {self.inbound.endpoints.data} within {timeout:g} s."
+                )
+            self._items.setdefault(received.path, collections.deque()).append(received)
+
+    def paths(self) -> list[str]:
+        return sorted(self._items)
+
+    def discard(self, path: str) -> None:
+        self._items.pop(path, None)
+
+    def close(self) -> None:
+        self._items.clear()
+        self.inbound.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from polystore.streaming._zmq import zmq
+from polystore.streaming.errors import StreamConfigError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -34,7 +35,7 @@ def require_keys_for(host: str, bind: bool, curve: CurveKeys | None) -> None:
     if not bind or is_local(host):
         return
     if curve is None or not curve.authorized_clients:
-        raise ValueError(
+        raise StreamConfigError(
             f"Binding {host!r} would let any machine that reaches it stream to or from this "
             "process. Pass curve=CurveKeys(public, secret, authorized_clients=[...]) "
             "(keys from CurveKeys.keypair()), or bind 127.0.0.1."
@@ -70,7 +71,7 @@ class CurveKeys:
             socket.setsockopt(z.CURVE_SERVER, 1)
         else:
             if self.server_key is None:
-                raise ValueError(
+                raise StreamConfigError(
                     "a connecting CURVE client needs server_key (the binding side's public key)"
                 )
             socket.setsockopt(z.CURVE_SERVERKEY, self.server_key)

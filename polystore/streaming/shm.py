@@ -1,8 +1,17 @@
 """Same-host transfer through a ring of reused shared-memory slots.
 
-The sender owns the segments, named ``{prefix}{pid}_{n}``; a slot is written only when the
-receiver has released it (an ack on the back channel). Normal close unlinks every segment;
-:func:`sweep_orphaned_segments` removes those left by a sender that died (its pid is gone).
+The sender owns the segments, named ``{prefix}{pid}_{n}``; each begins with a 64-byte stamp
+(magic + the sending stream's id) and the frame follows at :data:`DATA_OFFSET`. A slot is
+written only when the receiver has released it (an ack on the back channel). Normal close
+unlinks every segment; :func:`sweep_orphaned_segments` removes those left by a sender that
+died (its pid is gone), and the sender's resource tracker unlinks them if it is killed.
+
+What a receiver trusts, and why (:class:`AttachedSegment`): only a regular file owned by its
+own user, writable by nobody else, with one link (a hard link planted under our name has two),
+stamped by the stream the header names; before every read its size is checked again
+(``fstat``), so a segment shrunk after it was mapped is refused instead of read past its end
+(SIGBUS). Only the owner can shrink a segment writable by nobody else, and the owner is the
+receiver's own user.
 """
 
 from __future__ import annotations
@@ -14,16 +23,33 @@ import logging
 import mmap
 import os
 import re
+import stat
 import time
 from multiprocessing import shared_memory
 from pathlib import Path
+from typing import Any, Literal
 
-from polystore.streaming.protocol import shm_name_pattern
+import numpy as np
+
+from polystore.streaming.errors import ProtocolError, StreamConfigError
+from polystore.streaming.protocol import owner_pid, shm_name_pattern
 
 logger = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
+MAGIC = b"PSTSHM\x00\x02"
+DATA_OFFSET = 64
+"""Where a frame starts in a segment: after the stamp, on a cache line."""
+_STREAM_BYTES = DATA_OFFSET - len(MAGIC)
 _segment_numbers = itertools.count()
+
+
+def stamp(stream: str) -> bytes:
+    """The first :data:`DATA_OFFSET` bytes of every segment a sender of ``stream`` creates."""
+    raw = stream.encode("ascii")
+    if len(raw) > _STREAM_BYTES:
+        raise StreamConfigError(f"stream id {stream!r} is longer than {_STREAM_BYTES} characters")
+    return MAGIC + raw.ljust(_STREAM_BYTES, b"\0")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -45,57 +71,100 @@ def list_segments(prefix: str) -> list[str]:
 
 
 def sweep_orphaned_segments(prefix: str) -> list[str]:
-    """Unlink segments named ``{prefix}{pid}_{n}`` whose owner ``pid`` no longer runs; return them."""
+    """Unlink this user's segments named ``{prefix}{pid}_{n}`` whose ``pid`` no longer runs.
+
+    Names whose pid no process can have (above Linux's limit) are not ours: left alone.
+    """
     pattern = shm_name_pattern([prefix])
     removed = []
     for name in list_segments(prefix):
-        match = pattern.match(name)
-        if match is None or _pid_alive(int(match["pid"])):
+        pid = owner_pid(name, pattern)
+        if pid is None or _pid_alive(pid):
             continue
-        with contextlib.suppress(FileNotFoundError):
-            (SHM_DIR / name).unlink()
+        path = SHM_DIR / name
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if path.lstat().st_uid != os.geteuid():
+                continue  # another user's: not ours to judge
+            path.unlink()
             removed.append(name)
             logger.info("removed orphaned shared-memory segment %s", name)
     return removed
 
 
 class AttachedSegment:
-    """A receiver's read-write mapping of a sender's segment, unknown to any resource tracker.
+    """A receiver's mapping of a sender's segment, checked, and unknown to any resource tracker.
 
     ``SharedMemory(name)`` on Python < 3.13 registers the segment with the resource tracker,
     which then unlinks it (and warns of a "leak") when the receiver exits, while the sender
-    still uses it. Unregistering afterwards (``resource_tracker.unregister``) is not enough
-    under the 'spawn' and 'forkserver' start methods: children share their parent's tracker,
-    so the unregister would also drop the *sender's* registration when both are in one
-    process tree. Mapping the segment directly never registers it at all.
+    still uses it; unregistering afterwards is not enough under 'spawn', whose children share
+    their parent's tracker. Mapping the segment directly never registers it at all.
     """
 
     def __init__(self, name: str) -> None:
-        import _posixshmem  # type: ignore[import-not-found]  # behind multiprocessing.shared_memory
-
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        self.fd = os.open(SHM_DIR / name, flags)
         try:
-            status = os.fstat(fd)
+            status = os.fstat(self.fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise ProtocolError(f"shared-memory segment {name!r} is not a regular file")
+            if status.st_uid != os.geteuid():
+                raise ProtocolError(f"shared-memory segment {name!r} belongs to another user")
+            if status.st_mode & 0o022:
+                raise ProtocolError(f"shared-memory segment {name!r} is writable by other users")
+            if status.st_size < DATA_OFFSET:
+                raise ProtocolError(f"shared-memory segment {name!r} is smaller than its stamp")
+            self._check_links(status, name)
             self.size = status.st_size
             self.identity = (status.st_dev, status.st_ino)
-            self._mmap = mmap.mmap(fd, self.size)
-        finally:
-            os.close(fd)
+            self._mmap = mmap.mmap(self.fd, self.size)
+        except BaseException:
+            os.close(self.fd)
+            raise
         self.name = name
-        self.buf = memoryview(self._mmap)
+        self._stamps: dict[str, bytes] = {}
+
+    @staticmethod
+    def _check_links(status: os.stat_result, name: str) -> None:
+        if status.st_nlink != 1:
+            raise ProtocolError(f"shared-memory segment {name!r} has {status.st_nlink} links: "
+                                "a segment of ours has one")
 
     def is_current(self) -> bool:
         """Whether ``name`` still names the segment mapped here (not unlinked, nor replaced)."""
         try:
-            status = os.stat(SHM_DIR / self.name)
+            status = os.stat(SHM_DIR / self.name, follow_symlinks=False)
         except FileNotFoundError:
             return False
         return (status.st_dev, status.st_ino) == self.identity
 
+    def check(self, offset: int, size: int, stream: str) -> None:
+        """Refuse (:class:`ProtocolError`) a read of ``size`` bytes at ``offset`` that would go past
+        the segment's real size now, or of a segment ``stream`` did not stamp."""
+        status = os.fstat(self.fd)
+        self._check_links(status, self.name)
+        end = offset + size
+        if offset < DATA_OFFSET or end > min(status.st_size, self.size):
+            raise ProtocolError(
+                f"shm slot {self.name!r} holds bytes {DATA_OFFSET}..{min(status.st_size, self.size)}, "
+                f"not {offset}..{end}"
+            )
+        expected = self._stamps.get(stream)
+        if expected is None:
+            expected = self._stamps[stream] = stamp(stream)
+        # pread, not the mapping: the stamp is read even if the segment shrank meanwhile
+        if os.pread(self.fd, DATA_OFFSET, 0) != expected:
+            raise ProtocolError(f"shared-memory segment {self.name!r} was not made by stream {stream!r}")
+
+    def copy_out(self, offset: int, size: int) -> np.ndarray:
+        """A private copy of ``size`` bytes at ``offset`` (checked by :meth:`check` just before)."""
+        out = np.empty(size, dtype=np.uint8)
+        np.copyto(out, np.frombuffer(self._mmap, dtype=np.uint8, count=size, offset=offset))
+        return out
+
     def exported(self, offset: int, size: int) -> ctypes.Array[ctypes.c_char]:
         """``size`` bytes at ``offset`` as a buffer object that arrays can be built on.
 
-        A ctypes array, not a slice of :attr:`buf`: NumPy collapses a view's ``base`` down to
+        A ctypes array, not a slice of the mapping: NumPy collapses a view's ``base`` down to
         the first object that is not an ndarray, so every array derived from one built on this
         object keeps *this object* alive, and a ``weakref.finalize`` on it fires only when the
         last of them is gone (the moment a zero-copy receiver may give the slot back).
@@ -103,11 +172,12 @@ class AttachedSegment:
         return (ctypes.c_char * size).from_buffer(self._mmap, offset)
 
     def close(self) -> None:
-        self.buf.release()
         # zero-copy arrays may still point into the mapping: then it is unmapped when the last
         # of them is collected (the sender may unlink the segment meanwhile; the pages stay)
         with contextlib.suppress(BufferError):
             self._mmap.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 def attach(name: str) -> AttachedSegment:
@@ -116,44 +186,71 @@ def attach(name: str) -> AttachedSegment:
 
 
 class SlotRing:
-    """A fixed number of reusable segments owned by this process."""
+    """A fixed number of reusable, stamped segments owned by this process.
 
-    def __init__(self, prefix: str, slots: int = 4) -> None:
+    A slot is free, taken (being filled, or waiting to be sent), or in flight (sent, not yet
+    given back); only slots in flight are ever reclaimed.
+    """
+
+    def __init__(self, prefix: str, slots: int, stream: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", prefix):
-            raise ValueError(f"shared-memory prefix {prefix!r} must be letters, digits and '_'")
+            raise StreamConfigError(f"shared-memory prefix {prefix!r} must be letters, digits and '_'")
+        if slots < 1:
+            raise StreamConfigError(f"shm_slots must be at least 1, got {slots}")
         self.prefix = prefix
         self.pid = os.getpid()
+        self._stamp = stamp(stream)
         self._segments: list[shared_memory.SharedMemory | None] = [None] * slots
         self._free = list(range(slots))
-        self._in_flight: list[int] = []  # oldest first
-        self._sent_at: dict[int, float] = {}
+        self._sent_at: dict[int, float] = {}  # slots in flight, oldest first
         sweep_orphaned_segments(prefix)
+
+    @property
+    def slots(self) -> int:
+        return len(self._segments)
 
     @property
     def free_slots(self) -> int:
         return len(self._free)
 
+    @property
+    def in_flight(self) -> int:
+        return len(self._sent_at)
+
     def has_free(self) -> bool:
         return bool(self._free)
 
     def acquire(self, nbytes: int) -> tuple[int, shared_memory.SharedMemory]:
-        """A free slot of at least ``nbytes``; the caller has checked :meth:`has_free`."""
-        slot = self._free.pop(0)
+        """A free slot with room for ``nbytes`` after the stamp; the caller has checked :meth:`has_free`."""
+        slot = self._free.pop()  # the most recently used: its pages are the warmest
         segment = self._segments[slot]
-        if segment is None or segment.size < nbytes:
+        if segment is None or segment.size < DATA_OFFSET + nbytes:
             self._drop(slot)
             # a number no other ring of this process has used: a receiver never confuses a
             # new segment with an old one of the same name it still has mapped
             name = f"{self.prefix}{self.pid}_{next(_segment_numbers)}"
-            segment = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+            segment = shared_memory.SharedMemory(name=name, create=True, size=DATA_OFFSET + max(nbytes, 1))
+            buffer = segment.buf
+            assert buffer is not None  # a segment just created is open
+            buffer[:DATA_OFFSET] = self._stamp
             self._segments[slot] = segment
-        self._in_flight.append(slot)
-        self._sent_at[slot] = time.monotonic()
         return slot, segment
 
+    def view(
+        self, slot: int, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"] = "C"
+    ) -> np.ndarray:
+        """A writable array over ``slot``'s frame area."""
+        segment = self._segments[slot]
+        assert segment is not None
+        return np.ndarray(shape, dtype=dtype, buffer=segment.buf, offset=DATA_OFFSET, order=order)
+
+    def sent(self, slot: int) -> None:
+        """``slot`` went out: in flight until given back (or reclaimed)."""
+        self._sent_at[slot] = time.monotonic()
+
     def oldest_age(self) -> float:
-        """Seconds since the slot in flight longest was taken (0 when none is in flight)."""
-        return time.monotonic() - self._sent_at[self._in_flight[0]] if self._in_flight else 0.0
+        """Seconds since the slot in flight longest was sent (0 when none is in flight)."""
+        return time.monotonic() - next(iter(self._sent_at.values())) if self._sent_at else 0.0
 
     def name_of(self, slot: int) -> str | None:
         """The name of the segment in ``slot`` now (None for an empty or unknown slot)."""
@@ -163,15 +260,22 @@ class SlotRing:
     def release(self, slot: int) -> None:
         if 0 <= slot < len(self._segments) and slot not in self._free:
             self._free.append(slot)
-            with contextlib.suppress(ValueError):
-                self._in_flight.remove(slot)
+            self._sent_at.pop(slot, None)
+
+    def release_if(self, slot: int | None, name: str | None) -> bool:
+        """Give ``slot`` back if it is in flight and still holds segment ``name`` (an ack for a
+        segment since replaced, or for a slot not sent, frees nothing)."""
+        if slot is None or slot not in self._sent_at or name is None or self.name_of(slot) != name:
+            return False
+        self.release(slot)
+        return True
 
     def reclaim_oldest(self) -> int | None:
         """Give up on the slot in flight longest (its receiver died, or lost it): a new segment
         will take its place. Safe while someone still reads it: unlinking keeps their pages."""
-        if not self._in_flight:
+        if not self._sent_at:
             return None
-        slot = self._in_flight[0]
+        slot = next(iter(self._sent_at))
         self._drop(slot)
         self.release(slot)
         return slot
@@ -179,7 +283,8 @@ class SlotRing:
     def _drop(self, slot: int) -> None:
         segment = self._segments[slot]
         if segment is not None:
-            segment.close()
+            with contextlib.suppress(BufferError):  # a view handed out is still alive
+                segment.close()
             with contextlib.suppress(FileNotFoundError):
                 segment.unlink()
             self._segments[slot] = None
@@ -187,8 +292,8 @@ class SlotRing:
     def close(self) -> None:
         """Close and unlink every segment (in the process that created them only)."""
         if os.getpid() != self.pid:
-            return  # a forked child closing an inherited backend must not unlink the parent's
+            return  # a forked child closing an inherited sender must not unlink the parent's
         for index in range(len(self._segments)):
             self._drop(index)
         self._free = list(range(len(self._segments)))
-        self._in_flight = []
+        self._sent_at = {}

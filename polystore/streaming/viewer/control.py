@@ -2,11 +2,15 @@
 
 Data flows one way on the stream (PUSH -> PULL); questions such as "are you there?", "which
 windows do you show?" or "give me the ROIs drawn on this image" need an answer, so a viewer
-also binds a ZeroMQ REP socket (by default on ``port + 2``). A message on it is:
+also binds a ZeroMQ REP socket (by default on ``port + 2``, see
+:mod:`polystore.streaming.endpoints`). A message on it is:
 
 * frame 0: UTF-8 JSON, at most 64 KiB: a request ``{"v": 1, "op": str, "params": {...}}``,
   a reply ``{"v": 1, "ok": true, ...}`` or ``{"v": 1, "ok": false, "error": str}``;
-* frames 1..n: raw byte buffers that go with it (an image's pixels, a ``.roi.zip``).
+* frames 1..n: raw byte buffers that go with it (an image's pixels, a ``.roi.zip``): at most
+  :data:`MAX_BUFFERS` of them, each at most the server's ``max_request_bytes`` (libzmq drops
+  a larger frame before it is buffered), together at most ``max_request_bytes``. Ops that
+  take no buffers (``ping``) refuse any.
 
 As on the stream, nothing is ever pickled. The format is written down in ``docs/streaming.md``.
 """
@@ -24,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
-from polystore.streaming._zmq import bind, endpoint, zmq
+from polystore.streaming._zmq import zmq
+from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.protocol import (
     ALLOWED_DTYPE_KINDS,
     DEFAULT_MAX_BYTES,
@@ -36,7 +41,10 @@ from polystore.streaming.security import CurveKeys, require_keys_for
 logger = logging.getLogger(__name__)
 
 CONTROL_VERSION = 1
-MAX_BUFFERS = 64
+MAX_BUFFERS = 8
+DEFAULT_MAX_REQUEST_BYTES = 256 * 1024**2
+"""What a control request may carry in all (an image sent with ``put_image``, a ROI set);
+``ControlServer(max_request_bytes=...)`` raises it."""
 
 HandlerResult = Mapping[str, Any] | tuple[Mapping[str, Any], Sequence[Any]]
 Handler = Callable[[dict[str, Any], list[memoryview]], HandlerResult]
@@ -52,8 +60,9 @@ class Reply:
 
 
 def control_endpoint(host: str, port: int) -> str:
-    """``tcp://host:port``, or ``<ipc path>.ctl`` beside an ipc:// data endpoint."""
-    return host + ".ctl" if "://" in host else endpoint(host, port)
+    """The control address of the viewer whose control port is ``port`` (``<ipc path>.ctl``
+    beside an ipc:// data endpoint)."""
+    return Endpoints(host, port, control_port=port).control
 
 
 def array_reply(array: np.ndarray, **fields: Any) -> tuple[dict[str, Any], list[Any]]:
@@ -91,13 +100,17 @@ class ControlServer:
         handlers: Mapping[str, Handler] | None = None,
         *,
         curve: CurveKeys | None = None,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        no_buffers: Sequence[str] = ("ping",),
     ) -> None:
-        require_keys_for(host, True, curve)
+        require_keys_for(host, True, curve)  # a public address without keys: refused now
+        self.host = host
         self.address = control_endpoint(host, port)
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.curve = curve
-        self.max_bytes = max_bytes
+        self.max_request_bytes = max_request_bytes
+        self.no_buffers = frozenset(no_buffers)
+        """Ops that take no buffers: a request for one that carries any is refused."""
         self.served = 0
         self.refused = 0
         self._stop = threading.Event()
@@ -123,16 +136,12 @@ class ControlServer:
 
     def _serve(self) -> None:
         z = zmq()
-        context = z.Context() if self.curve is not None else z.Context.instance()
-        authenticator = self.curve.start_authenticator(context) if self.curve is not None else None
-        socket = context.socket(z.REP)
-        socket.setsockopt(z.LINGER, 0)
-        if self.curve is not None:
-            self.curve.secure(socket, server=True)
+        link = Link(self.host, serve=True, curve=self.curve)
         try:
-            bind(socket, self.address)
+            # libzmq refuses (and disconnects) a frame over the limit before buffering it
+            socket = link.open(z.REP, self.address, {z.MAXMSGSIZE: self.max_request_bytes})
         except z.ZMQError as error:
-            socket.close(0)
+            link.close()
             self._error = ViewerError(
                 f"Cannot serve control requests on {self.address}: {error}. Another viewer may "
                 "already be listening there: connect to it, or choose another port."
@@ -155,11 +164,7 @@ class ControlServer:
                     with contextlib.suppress(z.ZMQError):
                         socket.send(json.dumps(refusal).encode())
         finally:
-            socket.close(0)
-            if authenticator is not None:
-                authenticator.stop()
-            if self.curve is not None:
-                context.term()
+            link.close()
 
     def _answer(self, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
         try:
@@ -168,6 +173,8 @@ class ControlServer:
             if handler is None:
                 known = ", ".join(sorted(self.handlers))
                 raise ViewerError(f"unknown op {op!r}; this viewer answers: {known}")
+            if op in self.no_buffers and len(frames) > 1:
+                raise ViewerError(f"{op!r} takes no buffers; this request carries {len(frames) - 1}")
             result = handler(params, [memoryview(frame.buffer) for frame in frames[1:]])
             reply, raw_buffers = (result if isinstance(result, tuple) else (result, ()))
             header = {"v": CONTROL_VERSION, "ok": True, **reply}
@@ -184,8 +191,12 @@ class ControlServer:
         raw = frames[0].bytes if frames else b""
         if len(raw) > MAX_HEADER_BYTES:
             raise ViewerError(f"request header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
-        if len(frames) - 1 > MAX_BUFFERS or sum(len(f.buffer) for f in frames[1:]) > self.max_bytes:
-            raise ViewerError("request carries too many or too large buffers")
+        if len(frames) - 1 > MAX_BUFFERS:
+            raise ViewerError(f"request carries {len(frames) - 1} buffers; at most {MAX_BUFFERS}")
+        total = sum(len(f.buffer) for f in frames[1:])
+        if total > self.max_request_bytes:
+            raise ViewerError(f"request carries {total} bytes; this viewer takes at most "
+                              f"{self.max_request_bytes} (ControlServer(max_request_bytes=...))")
         try:
             request = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as error:
@@ -207,6 +218,7 @@ def request(
     *,
     timeout: float = 5.0,
     curve: CurveKeys | None = None,
+    max_reply_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Reply:
     """Ask the viewer at ``host:port`` (its control port) to run ``op``; its reply.
 
@@ -215,24 +227,17 @@ def request(
     """
     z = zmq()
     # a socket per request: a REQ socket whose reply never came cannot send again
-    context = z.Context() if curve is not None else z.Context.instance()
-    socket = context.socket(z.REQ)
-    socket.setsockopt(z.LINGER, 0)
     address = control_endpoint(host, port)
+    link = Link(host, serve=False, curve=curve)
     try:
-        if curve is not None:
-            curve.secure(socket, server=False)
-        socket.connect(address)
+        socket = link.open(z.REQ, address, {z.MAXMSGSIZE: max_reply_bytes + MAX_HEADER_BYTES})
         message = json.dumps({"v": CONTROL_VERSION, "op": op, "params": dict(params or {})}).encode()
         socket.send_multipart([message, *buffers], copy=False)
         if not socket.poll(int(timeout * 1000), z.POLLIN):
             raise ViewerUnavailableError(f"No viewer answered {op!r} at {address} within {timeout:g} s.")
         frames = socket.recv_multipart(copy=True)
     finally:
-        socket.close(0)
-        if curve is not None:
-            with contextlib.suppress(Exception):
-                context.term()
+        link.close()
     try:
         header = json.loads(frames[0])
     except ValueError:

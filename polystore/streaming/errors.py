@@ -1,0 +1,30 @@
+"""The errors a stream raises: each a :class:`PolystoreError` and the builtin it stands for."""
+
+from __future__ import annotations
+
+from polystore.exceptions import PolystoreError
+
+
+class ProtocolError(PolystoreError, ValueError):
+    """A message that does not follow the protocol; ``reason`` says which rule it broke."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Rejected stream message: {reason}")
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ProtocolError], tuple[str]]:
+        return type(self), (self.reason,)
+
+
+class StreamTimeoutError(PolystoreError, TimeoutError):
+    """A stream did not get what it waited for in time: room in its queue, a receiver's
+    acknowledgement, an item to receive. The message says what and how to wait longer."""
+
+
+class StreamConfigError(PolystoreError, ValueError):
+    """A stream setting that cannot work (an unknown policy, binding a public address without
+    keys, shared memory to another host); the message names the setting and the fix."""
+
+
+class UnsupportedOperationError(PolystoreError, NotImplementedError):
+    """An operation a backend declares it does not support (see its ``supports_*`` flags)."""

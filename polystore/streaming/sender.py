@@ -1,0 +1,797 @@
+"""The sending end of a stream: sockets, the shared-memory ring, acknowledgements and policies.
+
+:class:`Sender` takes items from the caller's thread and sends them at once when it can; what
+cannot go now (no receiver yet, a full queue, no free slot under ``policy="latest"``) waits in
+the sender and a background thread (the *pump*, running only while something waits) delivers
+it when a receiver is there. What waits is bounded:
+
+* by bytes: inline items accepted and not yet acknowledged by a receiver take at most
+  ``max_pending_bytes`` (64 MiB by default); shared-memory items at most the ring
+  (``shm_slots`` segments). ``policy="block"`` waits up to ``send_timeout`` for room, then
+  raises :class:`StreamTimeoutError`; ``policy="latest"`` keeps the newest item per path;
+* by time: an item not delivered within ``linger`` seconds (5 by default) is dropped,
+  counted in ``expired`` and logged at WARNING; a sender closed (or garbage-collected) with
+  items still waiting keeps delivering them in the background for that long.
+
+Every item is acknowledged by the receiver (inline ones on receipt, shared-memory ones when
+the slot is free again), so "bytes in flight" is what receivers have not taken yet.
+
+:meth:`Sender.frame` is the zero-copy producer: the next slot as an array to fill in place.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from polystore.streaming._zmq import zmq
+from polystore.streaming.endpoints import Endpoints, Link
+from polystore.streaming.errors import ProtocolError, StreamConfigError, StreamTimeoutError
+from polystore.streaming.protocol import (
+    DEFAULT_SHM_PREFIX,
+    KINDS,
+    MAX_ACK_BYTES,
+    Ack,
+    checked_dtype,
+    decode_ack,
+    encode_header,
+    header_for,
+)
+from polystore.streaming.security import CurveKeys
+from polystore.streaming.shm import DATA_OFFSET, SlotRing
+
+logger = logging.getLogger(__name__)
+
+Policy = Literal["block", "latest"]
+TransportChoice = Literal["auto", "inline", "shm"]
+POLICIES = ("block", "latest")
+TRANSPORTS = ("auto", "inline", "shm")
+
+DEFAULT_SHM_THRESHOLD = 256 * 1024
+DEFAULT_SHM_SLOTS = 4
+DEFAULT_MAX_PENDING_BYTES = 64 * 1024**2
+DEFAULT_LINGER_S = 5.0
+PUMP_INTERVAL_S = 0.002
+"""How often the pump looks again while items wait (it runs only then)."""
+ACK_POLL_S = 0.005
+"""The longest a waiting caller polls the back channel before looking at the rest again."""
+
+
+@dataclass(eq=False)
+class _Item:
+    """One accepted item: its header fields and where its bytes are until it is sent."""
+
+    msg_id: int
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    order: Literal["C", "F"]
+    options: dict[str, Any]
+    """kind, metadata, ack (wait_for_ack)."""
+    accepted_at: float
+    use_shm: bool = False
+    data: np.ndarray | None = None
+    """Inline bytes (or, under policy="latest" without a slot, the frame to put in one)."""
+    slot: int | None = None
+    segment_name: str | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def inline_bytes(self) -> int:
+        return self.nbytes if self.slot is None else 0
+
+
+class Sender:
+    """Push items to receivers over ZeroMQ (see the module's documentation for the guarantees).
+
+    ``bind=True``: this side binds the data and ack endpoints (receivers connect); ``False``:
+    it connects to a receiver that binds (a viewer), naming itself in ``reply_to`` so that the
+    receiver's ROUTER routes its acks back here.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        *,
+        bind: bool = True,
+        curve: CurveKeys | None = None,
+        policy: Policy = "block",
+        send_timeout: float = 5.0,
+        linger: float = DEFAULT_LINGER_S,
+        transport: TransportChoice = "auto",
+        shm_threshold: int = DEFAULT_SHM_THRESHOLD,
+        shm_slots: int = DEFAULT_SHM_SLOTS,
+        shm_prefix: str = DEFAULT_SHM_PREFIX,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        high_water_mark: int | None = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise StreamConfigError(f"policy must be 'block' or 'latest', got {policy!r}")
+        if transport not in TRANSPORTS:
+            raise StreamConfigError(f"transport must be 'auto', 'inline' or 'shm', got {transport!r}")
+        if transport == "shm" and not endpoints.local:
+            raise StreamConfigError(
+                f"transport='shm' needs a receiver on this host; host is {endpoints.host!r}"
+            )
+        self.endpoints = endpoints
+        self.bind = bind
+        self.curve = curve
+        self.policy: Policy = policy
+        self.send_timeout = send_timeout
+        self.linger = linger
+        self.transport: TransportChoice = transport
+        self.shm_threshold = shm_threshold
+        self.shm_slots = shm_slots
+        self.shm_prefix = shm_prefix
+        self.max_pending_bytes = max_pending_bytes
+        self.high_water_mark = high_water_mark if high_water_mark is not None else (
+            2 if policy == "latest" else 1000
+        )
+        self.stream = secrets.token_hex(8)
+        self.reply_to: str | None = None if bind else f"{os.getpid()}-{self.stream}"
+        self.sent = 0
+        """Items handed to ZeroMQ."""
+        self.dropped = 0
+        """Items replaced by a newer one for the same path before they went out (``latest``)."""
+        self.expired = 0
+        """Items dropped because no receiver took them within ``linger`` seconds."""
+        self.reclaimed = 0
+        """Slots (or inline bytes) given up on: no receiver acknowledged them in ``send_timeout``."""
+        self._lock = threading.RLock()
+        self._link: Link | None = None
+        self._out: Any = None
+        self._acks: Any = None
+        self._monitor: Any = None
+        self._ring: SlotRing | None = None
+        self._pid = os.getpid()
+        self._next_id = 1
+        self._queue: deque[_Item] = deque()  # accepted, not yet handed to ZeroMQ, in order
+        self._latest: dict[str, _Item] = {}  # policy="latest": the newest per path not yet sent
+        self._in_flight: dict[int, tuple[int, float]] = {}  # inline id -> (bytes, sent at)
+        self._pending_bytes = 0  # inline bytes accepted and not yet acknowledged
+        self._awaited: set[int] = set()
+        self._acked: set[int] = set()
+        self._pump: threading.Thread | None = None
+        self._closing_deadline: float | None = None
+        self._closed = False
+        _SENDERS.add(self)
+
+    # -- state anyone may read ------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Items accepted and not yet handed to ZeroMQ."""
+        with self._lock:
+            return len(self._queue) + len(self._latest)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Inline bytes accepted and not yet acknowledged (bounded by ``max_pending_bytes``)."""
+        return self._pending_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def ring(self) -> SlotRing | None:
+        return self._ring
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send(
+        self,
+        array: np.ndarray,
+        path: str,
+        *,
+        kind: str = "image",
+        metadata: Mapping[str, Any] | None = None,
+        transport: str | None = None,
+        wait_for_ack: bool = False,
+        timeout: float | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        """Send ``array`` (C- or F-contiguous) as ``path``: now, or queued for delivery."""
+        timeout = self.send_timeout if timeout is None else timeout
+        policy = self.policy if policy is None else policy
+        if policy not in POLICIES:
+            raise StreamConfigError(f"policy must be 'block' or 'latest', got {policy!r}")
+        dtype = checked_dtype(array.dtype)
+        order: Literal["C", "F"] = "C" if array.flags.c_contiguous else "F"
+        options = _checked_options(kind, metadata, wait_for_ack)
+        use_shm = self._uses_shm(array.nbytes, transport)
+        with self._lock:
+            self._check_open()
+            self._service()
+            item = _Item(self._take_id(), path, array.shape, dtype, order, options, time.monotonic(), use_shm)
+            if policy == "latest":
+                self._offer_latest(item, array)
+                return
+            deadline = time.monotonic() + timeout
+            if item.use_shm:
+                self._wait_for_slot(deadline, path, timeout)
+                self._fill(item, array)
+            else:
+                self._wait_for_room(item.nbytes, deadline, path, timeout)
+                item.data = array
+            self._accept(item)
+            if wait_for_ack:
+                self._wait_for_ack(item.msg_id, deadline, path, timeout)
+
+    def frame(
+        self,
+        shape: tuple[int, ...] | int,
+        dtype: Any,
+        path: str,
+        *,
+        kind: str = "image",
+        metadata: Mapping[str, Any] | None = None,
+        wait_for_ack: bool = False,
+        timeout: float | None = None,
+    ) -> Frame:
+        """The zero-copy producer: ``with sender.frame(shape, dtype, path) as buffer:`` hands out
+        the next shared-memory slot as a C-ordered array to fill in place; the frame is sent when
+        the block exits, and if the block raises nothing is sent and the slot is free again.
+
+        Do not keep ``buffer`` past the block: the slot is the receiver's from then on. Where
+        shared memory cannot be used (another host, ``transport="inline"``) the buffer is a
+        private array, sent inline.
+        """
+        dims = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+        options = _checked_options(kind, metadata, wait_for_ack)
+        return Frame(self, dims, checked_dtype(dtype), path, options,
+                     self.send_timeout if timeout is None else timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Hand what waits to ZeroMQ, for up to ``timeout`` seconds; whether nothing waits now."""
+        deadline = time.monotonic() + (self.send_timeout if timeout is None else timeout)
+        with self._lock:
+            while True:
+                self._service()
+                if not (self._queue or self._latest) or time.monotonic() >= deadline:
+                    return not (self._queue or self._latest)
+                self._drain_acks(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def wait_delivered(self, timeout: float | None = None) -> bool:
+        """Wait until every item is acknowledged and every slot given back; whether that happened."""
+        deadline = time.monotonic() + (self.send_timeout if timeout is None else timeout)
+        with self._lock:
+            while True:
+                self._service()
+                if self._all_delivered() or time.monotonic() >= deadline:
+                    return self._all_delivered()
+                self._reclaim_stale()
+                self._drain_acks(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    # -- lifetime ----------------------------------------------------------------------------------
+    def close(self, timeout: float | None = None) -> None:
+        """Close: what was never delivered (no receiver yet) keeps going out in the background for
+        up to ``linger`` seconds; what was delivered is waited for (slots given back) up to
+        ``send_timeout``. With ``timeout``, everything is waited for here, for at most that long,
+        and what is left is dropped."""
+        with self._lock:
+            if self._closed or self._closing_deadline is not None:
+                return
+            if os.getpid() != self._pid:
+                self._closed = True  # a forked child must not touch its parent's sockets
+                return
+            if self._out is None:
+                self._finish()
+                return
+            self._service()
+            undelivered = bool(self._queue or self._latest)
+            if timeout is None and undelivered:
+                self._linger_in_background()
+                return
+        self.wait_delivered(self.send_timeout if timeout is None else timeout)
+        with self._lock:
+            self._finish()
+
+    def close_in_background(self) -> None:
+        """Close without waiting: whatever is still out is waited for by the pump, up to ``linger``."""
+        with self._lock:
+            if self._closed or self._closing_deadline is not None:
+                return
+            if os.getpid() != self._pid:
+                self._closed = True
+                return
+            if self._out is None or self._all_delivered():
+                self._finish()
+                return
+            self._linger_in_background()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until a background close has finished; whether it has."""
+        pump = self._pump
+        if pump is not None:
+            pump.join(timeout)
+        return self._closed
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close_in_background()
+
+    # -- internals (all under self._lock) ----------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed or self._closing_deadline is not None:
+            raise StreamConfigError("this sender is closed: make a new one to stream again")
+        if self._out is None:
+            self._open()
+
+    def _open(self) -> None:
+        z = zmq()
+        link = Link(self.endpoints.host, serve=self.bind, curve=self.curve)
+        try:
+            self._out = link.open(z.PUSH, self.endpoints.data, {
+                z.SNDHWM: self.high_water_mark, z.LINGER: int(self.linger * 1000),
+            })
+            ack_options: dict[int, int | bytes] = {z.MAXMSGSIZE: MAX_ACK_BYTES * 4}
+            if self.bind:
+                self._acks = link.open(z.PULL, self.endpoints.ack, ack_options)  # acks of every receiver
+            else:
+                # the receiver binds and may serve many senders: its ROUTER sends each ack to
+                # the sender named in the header's reply_to
+                assert self.reply_to is not None
+                ack_options[z.IDENTITY] = self.reply_to.encode()
+                self._acks = link.open(z.DEALER, self.endpoints.ack, ack_options)
+            self._monitor = self._out.get_monitor_socket(z.EVENT_DISCONNECTED)
+        except BaseException:
+            link.close()
+            self._out = self._acks = None
+            raise
+        self._link = link
+
+    def _uses_shm(self, nbytes: int, requested: str | None) -> bool:
+        choice = requested or self.transport
+        if choice == "auto":
+            return self.endpoints.local and nbytes >= self.shm_threshold
+        if choice == "shm":
+            if not self.endpoints.local:
+                raise StreamConfigError(
+                    f"transport='shm' needs a receiver on this host; host is {self.endpoints.host!r}"
+                )
+            return True
+        if choice != "inline":
+            raise StreamConfigError(f"transport must be 'auto', 'inline' or 'shm', got {choice!r}")
+        return False
+
+    def _take_id(self) -> int:
+        msg_id = self._next_id
+        self._next_id += 1
+        return msg_id
+
+    def _slot_ring(self) -> SlotRing:
+        if self._ring is None:
+            self._ring = SlotRing(self.shm_prefix, self.shm_slots, self.stream)
+        return self._ring
+
+    def _wait_for_slot(self, deadline: float, path: str, timeout: float) -> None:
+        """Wait until a slot is free (reclaiming slots no receiver gave back) until ``deadline``."""
+        ring = self._slot_ring()
+        while not ring.has_free():
+            self._drain_acks(0.0)
+            if ring.has_free():
+                break
+            if ring.in_flight and ring.oldest_age() > self.send_timeout:
+                # its receiver died or lost it: a fresh segment takes the slot's place (a reader
+                # still holding the old one keeps its pages; its late ack is ignored)
+                ring.reclaim_oldest()
+                self.reclaimed += 1
+                break
+            self._service()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StreamTimeoutError(
+                    f"No shared-memory slot was released within {timeout:g} s while streaming "
+                    f"'{path}': is a receiver on {self.endpoints.data} running? (all "
+                    f"{ring.slots} slots are {'held by receivers' if ring.in_flight else 'waiting for one'}; "
+                    "raise shm_slots or send_timeout, or use policy='latest')"
+                )
+            self._drain_acks(min(ACK_POLL_S, remaining))
+
+    def _take(self, item: _Item) -> np.ndarray:
+        """A free slot for ``item`` (the caller checked there is one), as an array to fill."""
+        ring = self._slot_ring()
+        slot, segment = ring.acquire(item.nbytes)
+        item.slot, item.segment_name = slot, segment.name
+        return ring.view(slot, item.shape, item.dtype, item.order)
+
+    def _give_back(self, item: _Item) -> None:
+        """``item`` did not go out: its slot is free again."""
+        if item.slot is not None and self._ring is not None:
+            self._ring.release(item.slot)
+        item.slot = item.segment_name = None
+
+    def _fill(self, item: _Item, array: np.ndarray) -> None:
+        """Copy ``array`` into a free slot for ``item``."""
+        np.copyto(self._take(item), array, casting="no")
+
+    def _wait_for_room(self, nbytes: int, deadline: float, path: str, timeout: float) -> None:
+        """Wait until ``nbytes`` more inline bytes fit in ``max_pending_bytes`` (an item larger
+        than the limit goes alone)."""
+        while self._pending_bytes and self._pending_bytes + nbytes > self.max_pending_bytes:
+            self._reclaim_stale()
+            self._service()
+            if not self._pending_bytes or self._pending_bytes + nbytes <= self.max_pending_bytes:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StreamTimeoutError(
+                    f"Could not stream '{path}' within {timeout:g} s: {self._pending_bytes} bytes "
+                    f"are still waiting for a receiver on {self.endpoints.data} (the limit is "
+                    f"max_pending_bytes={self.max_pending_bytes}). Start a receiver, raise "
+                    "send_timeout or max_pending_bytes, or use policy='latest' to drop stale frames."
+                )
+            self._drain_acks(min(ACK_POLL_S, remaining))
+
+    def _accept(self, item: _Item) -> None:
+        """Send ``item`` now if nothing waits before it and ZeroMQ takes it; otherwise queue it."""
+        self._pending_bytes += item.inline_bytes
+        if item.options["ack"]:
+            self._awaited.add(item.msg_id)
+        if not self._queue:
+            try:
+                if self._try_send(item):
+                    return
+            except BaseException:  # nothing went out: undo what accepting it took
+                self._pending_bytes -= item.inline_bytes
+                self._awaited.discard(item.msg_id)
+                self._give_back(item)
+                raise
+        if item.data is not None and item.slot is None:
+            item.data = np.array(item.data, order="A", copy=True)  # the caller's array is free again
+        item.options["queued"] = True
+        self._queue.append(item)
+        self._start_pump()
+
+    def _offer_latest(self, item: _Item, array: np.ndarray) -> None:
+        """policy="latest": send now if a slot (or room) is free and nothing waits; otherwise keep
+        it as the newest frame of its path, replacing the one kept before."""
+        if not self._latest and not self._queue and self._send_now(item, array):
+            return
+        previous = self._latest.pop(item.path, None)
+        if previous is not None:
+            self.dropped += 1
+            self._awaited.discard(previous.msg_id)
+        item.data = _private_copy(array, previous.data if previous is not None else None)
+        self._latest[item.path] = item
+        self._start_pump()
+
+    def _send_now(self, item: _Item, array: np.ndarray) -> bool:
+        """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes."""
+        if item.use_shm:
+            ring = self._slot_ring()
+            if not ring.has_free():
+                self._reclaim_stale()
+                if not ring.has_free():
+                    return False
+            self._fill(item, array)
+        elif self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
+            self._reclaim_stale()
+            return False
+        else:
+            item.data = array
+        self._pending_bytes += item.inline_bytes
+        try:
+            if self._try_send(item):
+                return True
+        except BaseException:
+            self._pending_bytes -= item.inline_bytes
+            self._give_back(item)
+            raise
+        self._pending_bytes -= item.inline_bytes
+        self._give_back(item)
+        return False
+
+    def _try_send(self, item: _Item) -> bool:
+        """Hand ``item`` to ZeroMQ without waiting; False when it would have to wait."""
+        z = zmq()
+        shm = None
+        if item.slot is not None:
+            shm = {"name": item.segment_name, "offset": DATA_OFFSET, "size": item.nbytes, "slot": item.slot}
+        options = item.options
+        header = header_for(
+            item.shape, item.dtype, item.order, item.path, kind=options["kind"],
+            metadata=options["metadata"], ack=options["ack"], transport="shm" if shm else "inline",
+            shm=shm, msg_id=item.msg_id, sender=self._pid, reply_to=self.reply_to, stream=self.stream,
+        )
+        frames: list[Any] = [encode_header(header)]
+        if shm is None:
+            assert item.data is not None
+            frames.append(item.data.reshape(-1, order="A").view(np.uint8).data if item.nbytes else b"")
+        try:
+            self._out.send_multipart(frames, flags=z.NOBLOCK, copy=False)
+        except z.Again:
+            return False
+        now = time.monotonic()
+        if item.slot is not None:
+            assert self._ring is not None
+            self._ring.sent(item.slot)
+        else:
+            self._in_flight[item.msg_id] = (item.nbytes, now)
+        self.sent += 1
+        return True
+
+    def _service(self) -> None:
+        """Take acknowledgements, send what waits (in order) while ZeroMQ takes it, expire the stale."""
+        self._drain_acks(0.0)
+        while self._queue:
+            if not self._try_send(self._queue[0]):
+                break
+            self._queue.popleft()
+        if self._latest:
+            self._send_latest()
+        if self._queue or self._latest:
+            self._expire()
+
+    def _send_latest(self) -> None:
+        for path in list(self._latest):
+            item = self._latest[path]
+            assert item.data is not None
+            if not self._send_now(item, item.data):
+                return
+            del self._latest[path]
+
+    def _expire(self) -> None:
+        """Drop what waited longer than ``linger`` for a receiver."""
+        cutoff = time.monotonic() - self.linger
+        expired: list[_Item] = []
+        while self._queue and self._queue[0].accepted_at < cutoff:
+            expired.append(self._queue.popleft())
+        for path, item in list(self._latest.items()):
+            if item.accepted_at < cutoff:
+                expired.append(self._latest.pop(path))
+        if expired:
+            self._drop(expired, f"no receiver took them within linger={self.linger:g} s")
+
+    def _drop(self, items: list[_Item], why: str) -> None:
+        """Forget items taken out of the queue or the latest frames, never sent."""
+        for item in items:
+            if item.slot is not None:
+                self._give_back(item)
+            elif item.options["queued"]:
+                self._pending_bytes -= item.inline_bytes  # counted when queued (latest: when sent)
+            self._awaited.discard(item.msg_id)
+        self.expired += len(items)
+        logger.warning(
+            "dropped %d item(s) never delivered to %s (%s), e.g. '%s'; %d dropped so far",
+            len(items), self.endpoints.data, why, items[0].path, self.expired,
+        )
+
+    def _reclaim_stale(self) -> None:
+        """Forget inline items sent before a receiver went away, and give up slots that no
+        receiver gave back in ``send_timeout``.
+
+        Inline items are forgotten only when a receiver disconnects (ZeroMQ drops what it had
+        not read): a receiver that is slow but alive keeps them counted, so that it is what
+        bounds the sender (``max_pending_bytes``), however long it takes.
+        """
+        if self._in_flight and self._peer_left():
+            for nbytes, _ in self._in_flight.values():
+                self._pending_bytes -= nbytes
+            self.reclaimed += len(self._in_flight)
+            self._in_flight.clear()
+        ring = self._ring
+        while ring is not None and ring.in_flight and ring.oldest_age() > self.send_timeout:
+            ring.reclaim_oldest()
+            self.reclaimed += 1
+
+    def _peer_left(self) -> bool:
+        """Whether a receiver disconnected since this was last asked (the data socket's monitor)."""
+        z = zmq()
+        left = False
+        while self._monitor is not None:
+            try:
+                self._monitor.recv_multipart(z.NOBLOCK)
+            except z.Again:
+                break
+            left = True
+        return left
+
+    def _drain_acks(self, wait: float) -> None:
+        """Take every acknowledgement that has arrived (waiting up to ``wait`` s for the first)."""
+        socket = self._acks
+        if socket is None:
+            return
+        z = zmq()
+        if wait > 0 and not socket.poll(int(wait * 1000) or 1, z.POLLIN):
+            return
+        while True:
+            try:
+                raw = socket.recv(z.NOBLOCK)
+            except z.Again:
+                return
+            ack = decode_ack(raw)
+            if ack is None:
+                logger.warning("ignored a malformed acknowledgement")
+            elif ack.stream == self.stream:  # others are meant for an earlier sender on this port
+                self._on_ack(ack)
+
+    def _on_ack(self, ack: Ack) -> None:
+        if ack.id is not None:
+            sent = self._in_flight.pop(ack.id, None)
+            if sent is not None:
+                self._pending_bytes -= sent[0]
+            if ack.id in self._awaited:
+                self._awaited.discard(ack.id)
+                self._acked.add(ack.id)
+        if ack.slot is not None and self._ring is not None:
+            self._ring.release_if(ack.slot, ack.name)
+
+    def _wait_for_ack(self, msg_id: int, deadline: float, path: str, timeout: float) -> None:
+        while msg_id not in self._acked:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._awaited.discard(msg_id)
+                raise StreamTimeoutError(
+                    f"The receiver did not acknowledge '{path}' within {timeout:g} s "
+                    f"(is one reading from {self.endpoints.data}?)."
+                )
+            self._service()
+            self._drain_acks(min(remaining, ACK_POLL_S))
+        self._acked.discard(msg_id)
+
+    def _all_delivered(self) -> bool:
+        ring = self._ring
+        return not (self._queue or self._latest or self._in_flight or (ring is not None and ring.in_flight))
+
+    # -- the pump: delivers what waits, in the background -------------------------------------------
+    def _start_pump(self) -> None:
+        if self._pump is None or not self._pump.is_alive():
+            self._pump = threading.Thread(target=self._run_pump, name="polystore-send", daemon=True)
+            self._pump.start()
+
+    def _run_pump(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                with contextlib.suppress(Exception):
+                    self._service()
+                closing = self._closing_deadline is not None
+                if closing:
+                    self._reclaim_stale()
+                    done = self._all_delivered()
+                    assert self._closing_deadline is not None
+                    if done or time.monotonic() >= self._closing_deadline:
+                        self._finish()
+                        return
+                elif not (self._queue or self._latest):
+                    self._pump = None
+                    return
+            time.sleep(PUMP_INTERVAL_S)
+
+    def _linger_in_background(self) -> None:
+        self._closing_deadline = time.monotonic() + self.linger
+        _LINGERING.add(self)
+        self._start_pump()
+
+    def _finish(self) -> None:
+        """Drop what is left, close the sockets, unlink the segments."""
+        if self._closed:
+            return
+        left = list(self._queue) + list(self._latest.values())
+        self._queue.clear()
+        self._latest.clear()
+        if left:
+            self._drop(left, "the sender closed before a receiver took them")
+        if self._monitor is not None:
+            with contextlib.suppress(Exception):
+                self._out.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._out = self._acks = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        self._closed = True
+        _LINGERING.discard(self)
+
+
+class Frame:
+    """``with sender.frame(...) as buffer``: see :meth:`Sender.frame`."""
+
+    __slots__ = ("_buffer", "_item", "_sender", "_timeout")
+
+    def __init__(self, sender: Sender, shape: tuple[int, ...], dtype: np.dtype[Any], path: str,
+                 options: dict[str, Any], timeout: float) -> None:
+        self._sender = sender
+        self._timeout = timeout
+        self._item = _Item(0, path, shape, dtype, "C", options, 0.0)
+        self._buffer: np.ndarray | None = None
+
+    def __enter__(self) -> np.ndarray:
+        sender, item = self._sender, self._item
+        item.use_shm = sender.endpoints.local and sender.transport != "inline"
+        with sender._lock:
+            sender._check_open()
+            sender._service()
+            if item.use_shm:
+                ring = sender._slot_ring()
+                if sender.policy == "block":
+                    sender._wait_for_slot(time.monotonic() + self._timeout, item.path, self._timeout)
+                if ring.has_free():
+                    self._buffer = sender._take(item)
+                    return self._buffer
+            self._buffer = np.empty(item.shape, item.dtype)  # inline, or no slot free under "latest"
+        return self._buffer
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        sender, item, buffer = self._sender, self._item, self._buffer
+        self._buffer = None
+        assert buffer is not None
+        with sender._lock:
+            if kind is not None or sender._closed:
+                sender._give_back(item)  # nothing was sent: the slot is free again
+                return
+            item.msg_id = sender._take_id()
+            item.accepted_at = time.monotonic()
+            if item.slot is None and sender.policy == "latest":
+                sender._offer_latest(item, buffer)
+                return
+            if item.slot is None:
+                sender._wait_for_room(item.nbytes, time.monotonic() + self._timeout, item.path, self._timeout)
+                item.data = buffer
+            sender._accept(item)
+            if item.options["ack"]:
+                sender._wait_for_ack(item.msg_id, time.monotonic() + self._timeout, item.path, self._timeout)
+
+
+def _checked_options(kind: str, metadata: Mapping[str, Any] | None, wait_for_ack: bool) -> dict[str, Any]:
+    """The header options of an item, refused here (not after a slot is taken) if they cannot be sent."""
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    if metadata:
+        encode_header(dict(metadata))  # JSON, or ProtocolError naming why not
+    return {"kind": kind, "metadata": metadata, "ack": bool(wait_for_ack), "queued": False}
+
+
+def _private_copy(array: np.ndarray, reuse: np.ndarray | None) -> np.ndarray:
+    """A copy of ``array`` the caller cannot change, in ``reuse`` when that has its shape and dtype."""
+    if reuse is not None and reuse.shape == array.shape and reuse.dtype == array.dtype and (
+        reuse.flags.c_contiguous == array.flags.c_contiguous
+    ):
+        np.copyto(reuse, array, casting="no")
+        return reuse
+    return np.array(array, order="A", copy=True)
+
+
+_SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()
+_LINGERING: set[Sender] = set()
+"""Senders closed with items still on their way: kept alive until their pump finishes."""
+
+
+@atexit.register
+def _deliver_before_exit() -> None:
+    """At exit, give every sender its linger time to deliver what it accepted, then drop the rest."""
+    for sender in list(_SENDERS):
+        with contextlib.suppress(Exception):
+            sender.close_in_background()
+    for sender in list(_LINGERING):
+        with contextlib.suppress(Exception):
+            sender.join(sender.linger + 1.0)
