@@ -25,6 +25,7 @@ from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, Za
 from polystore.backends.zarr.documents import MetadataDocuments, damaged
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, is_lazy
 from polystore.backends.zarr.location import Location, Stores, locate, zarr_module
+from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.plate import PlaneAddress, PlateWriter, address_of
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
@@ -82,6 +83,8 @@ class ZarrBackend(StorageBackend):
         self.root = os.fspath(root) if root is not None else None
         self.config = (config or ZarrConfig()).replace(**config_overrides)
         self.storage_options = dict(storage_options or {})
+        self.codec_pipeline = configure_pipeline(self.config.codec_pipeline, self.config.threads)
+        """The codec pipeline zarr uses in this process (zarrs' where it applies)."""
         self.stores = Stores(self.storage_options)
         # zarr stores through _open_store, which a subclass may wrap (tests record reads there)
         self.documents = MetadataDocuments(self.stores, self.config.zarr_format, self._open_store)

@@ -62,6 +62,12 @@ class ZarrConfig:
     """Replace an existing node on save (False: refuse with FileExistsError)."""
     name_pattern: str = DEFAULT_NAME_PATTERN
     """Regex with named groups row, column, field, channel, z, t for pipeline file names."""
+    codec_pipeline: str = "auto"
+    """Chunk encoding: "auto" (the zarrs Rust pipeline where installed, for the stores it
+    supports: local and obstore's), "zarrs" (required), "zarr" (zarr-python's own). Per
+    process: zarr has one setting for all its arrays."""
+    threads: int | None = None
+    """Threads zarr and zarrs may use for chunks (None: zarr's setting, the cores there are)."""
     ngff_version: str | None = None
     """OME-NGFF version written: None follows ``zarr_format`` (3: "0.5", 2: "0.4"); "0.6"
     (Zarr v3, RFC-5 coordinate systems) on request."""
