@@ -273,3 +273,26 @@ def test_format_name_writes_what_each_convention_can_say() -> None:
     assert format_name(components, "cellinsight") == "P_B03f01d0.TIF"
     with pytest.raises(PlateNameError, match="cannot write channel"):
         format_name(components, "ngff")
+
+
+def test_indices_are_shown_as_each_instrument_numbers_them() -> None:
+    from polystore.plates import index_label
+
+    shown = {
+        name: (index_label(c, "channel"), index_label(c, "field"))
+        for name in ("A01_s2_w3.tif", "r01c01f02p01-ch3sk1fk1fl1.tiff", "P_A01_T0001F002L01A01Z01C03.tif",
+                     "P_A01f01d2.TIF", "B/03/1")
+        if (c := parse_components(name)) is not None
+    }
+    assert shown == {"A01_s2_w3.tif": ("w3", "2"), "r01c01f02p01-ch3sk1fk1fl1.tiff": ("ch3", "2"),
+                     "P_A01_T0001F002L01A01Z01C03.tif": ("C03", "2"), "P_A01f01d2.TIF": ("d2", "1"),
+                     "B/03/1": ("", "1")}
+    assert index_label(Components("A", "1", channel=1), "channel") == "c1"  # no convention: 0-based
+
+
+def test_a_pattern_says_from_what_a_group_counts_in_its_name() -> None:
+    pattern = r"(?P<well>[A-Z]\d\d)_f(?P<site0>\d+)d(?P<channel>\d)"
+    found = parse_components("C05_f0d1.png", convention=pattern)
+    assert found is not None and (found.field, found.channel) == (0, 0)
+    with pytest.raises(PlateNameError, match="channel written as 0"):
+        parse_components("C05_f0d0.png", convention=pattern)

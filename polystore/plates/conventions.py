@@ -37,6 +37,8 @@ DEFAULT_LIMITS: Mapping[str, int] = MappingProxyType(
 """How many values an index may take. Beyond, a name is refused, not stored: ``w30000`` would
 make a zarr field of 30 000 channels."""
 
+_COUNTED_GROUP = re.compile(r"(field|site|channel|z|t)([01])")
+"""A group named ``channel0`` (or ``site1``, ...) says from what that index counts."""
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _EXTENSION = r"(?:\.[A-Za-z0-9]+){0,2}"  # .tif, .TIF, .ome.tif, .roi.zip, or none
 _WELL = r"[A-Z]{1,2}\d{1,3}"
@@ -65,6 +67,8 @@ class Convention:
     writes: tuple[str, ...] = ()
     """How the convention writes a name, part by part (:func:`format_name`): a part is left out
     when none of its values is known; ``{row_number}``/``{column_number}`` are 1-based."""
+    channel_label: str = "c{}"
+    """How a channel is shown (a layer's or a window's name), numbered as the instrument counts."""
     """True: the pattern must match whole last components of a path (an extension may follow);
     False: it is searched anywhere in the path (as a user's pattern is)."""
 
@@ -83,6 +87,7 @@ class Convention:
             ) from error
         names = set(compiled.groupindex)
         mapped = {self.groups.get(g, g) for g in names}
+        mapped |= {m[1] for g in mapped if (m := _COUNTED_GROUP.fullmatch(g))}
         if "well" not in mapped and not {"row", "column"} <= mapped:
             raise PlateNameError(
                 f"convention {self.name!r}: its pattern needs a named group 'well' (e.g. "
@@ -118,11 +123,17 @@ class Convention:
         """The components, and which of them the name states (not defaults or folders)."""
         values: dict[str, str] = {}
         extras: dict[str, str] = {}
+        bases: dict[str, int] = {}
         for group, text in found.groupdict().items():
             component = self.groups.get(group, group)
             if text is None or component == "":
                 continue
+            counted = _COUNTED_GROUP.fullmatch(component)
+            if counted:  # "channel0": a channel counted from 0, said in the pattern itself
+                component = counted[1]
             component = "field" if component == "site" else component
+            if counted:
+                bases[component] = int(counted[2])
             if component not in COMPONENT_GROUPS:
                 extras[component] = text
             elif component in values and not _same(values[component], text):
@@ -135,7 +146,8 @@ class Convention:
                 row, column = split_well(values["well"])
             else:
                 row, column = normalise_row(values["row"]), values["column"]
-            indices = {name: self._index(path, name, values[name]) for name in INDEX_NAMES if name in values}
+            indices = {name: self._index(path, name, values[name], bases.get(name))
+                       for name in INDEX_NAMES if name in values}
             plate = values.get("plate") or _folder_plate(path[: found.start()], row + column)
             components = Components(row, column, plate=plate, extras=extras, convention=self.name, **indices)
         except PlateNameError as error:
@@ -145,8 +157,9 @@ class Convention:
         stated = {"well", *(k for k in values if k in ("plate", *INDEX_NAMES))}
         return components, frozenset(stated)
 
-    def _index(self, path: str, name: str, text: str) -> int:
-        base, limit = self.counts_from(name), self.limits.get(name, DEFAULT_LIMITS[name])
+    def _index(self, path: str, name: str, text: str, base: int | None = None) -> int:
+        base = self.counts_from(name) if base is None else base
+        limit = self.limits.get(name, DEFAULT_LIMITS[name])
         value = int(text) - base
         if not 0 <= value < limit:
             raise PlateNameError(
@@ -228,6 +241,7 @@ BUILTIN: tuple[Convention, ...] = (
         title="ImageXpress / MetaXpress",
         example="TimePoint_1/ZStep_2/plate1_B03_s2_w1E0C7D6E0-B8B5-4A6E-9E9F-0123456789AB.tif",
         writes=("{plate}_", "{well}", "_s{field}", "_w{channel}", "_z{z}", "_t{t}", ".tif"),
+        channel_label="w{}",
     ),
     Convention(
         "well-folders",
@@ -239,6 +253,7 @@ BUILTIN: tuple[Convention, ...] = (
         title="one folder per well",
         example="plate1/B03/s2_w1.tif",
         writes=("{plate}/", "{well}/", "s{field}", "_w{channel}", "_z{z}", "_t{t}", ".tif"),
+        channel_label="w{}",
     ),
     Convention(
         "ngff",
@@ -258,6 +273,7 @@ BUILTIN: tuple[Convention, ...] = (
         example="Images/r02c03f01p01-ch1sk1fk1fl1.tiff",
         writes=("{plate}/Images/",
                 "r{row_number:02d}c{column_number:02d}f{field:02d}p{z:02d}-ch{channel}sk{t}fk1fl1.tiff"),
+        channel_label="ch{}",
     ),
     Convention(
         "yokogawa",
@@ -269,6 +285,7 @@ BUILTIN: tuple[Convention, ...] = (
         title="Yokogawa CV7000 / CV8000",
         example="AssayPlate_Greiner_#655090_B03_T0001F001L01A01Z01C01.tif",
         writes=("{plate}_", "{well}_T{t:04d}F{field:03d}L01A01Z{z:02d}C{channel:02d}.tif"),
+        channel_label="C{:02d}",
     ),
     Convention(
         "cellinsight",
@@ -277,6 +294,7 @@ BUILTIN: tuple[Convention, ...] = (
         title="Thermo CellInsight / Cellomics ArrayScan",
         example="MFGTMP_150612140001_B03f00d0.TIF",
         writes=("{plate}_", "{well}f{field:02d}d{channel}.TIF"),
+        channel_label="d{}",
     ),
     Convention(
         "incucyte",
@@ -329,7 +347,8 @@ def register_convention(
     ``plate``, ``field`` or ``site``, ``channel``, ``z``, ``t``; others become extras),
     searched in the path (``anchored=True``: it must match whole last components of the
     path, an extension allowed after it, as the built-in patterns do). ``base`` says from
-    what each index counts (default 1 for all: ``s1`` is field 0). ``example``, if given, must
+    what each index counts (default 1 for all: ``s1`` is field 0); a group may also say it
+    in its name (``(?P<channel0>\\d)``: channels counted from 0). ``example``, if given, must
     parse: it is checked now.
     """
     convention = Convention(
@@ -355,6 +374,20 @@ def format_name(components: Components, convention: str) -> str:
     """The path ``convention`` would give an image at ``components``: the inverse of
     :func:`parse_components` (for synthetic plates, tests, and renaming a plate's files)."""
     return _formatted(get_convention(convention), components)
+
+
+def index_label(components: Components, name: str) -> str:
+    """How index ``name`` of ``components`` is shown to a person: numbered as the convention
+    that read it counts (ImageXpress ``s2`` is field 1, shown "2"; its channel 0 is "w1");
+    0-based for components no known convention read."""
+    value = getattr(components, name)
+    if value is None:
+        return ""
+    convention = next((c for c in conventions() if c.name == components.convention), None)
+    if convention is None:
+        return f"c{value}" if name == "channel" else str(value)
+    shown = value + convention.counts_from(name)
+    return convention.channel_label.format(shown) if name == "channel" else str(shown)
 
 
 def unregister_convention(name: str) -> None:
