@@ -103,6 +103,7 @@ def viewer_main(arguments: argparse.Namespace) -> int:
         viewer = napari.Viewer(title="polystore demo", show=True)
         viewer.window.resize(1500, 950)
         _, receiver = viewer.window.add_plugin_dock_widget("polystore", "Stream receiver")
+        viewer.window.add_plugin_dock_widget("polystore", "Plate map")  # wells marked as they arrive
         receiver.port_edit.value = port
         if not receiver.start():
             print(f"demo: the receiver could not listen: {receiver.error}", file=sys.stderr)

@@ -23,9 +23,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help=f"data port (acks on port+1, control on port+2; default "
                              f"$POLYSTORE_NAPARI_PORT or {NapariStreamingBackend.DEFAULT_PORT})")
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--convention", default=None,
+                        help="the naming convention of the pipeline's paths (imagexpress, opera-phenix, "
+                             "yokogawa, ...; docs/plates.md); default: as the sender read them")
     parser.add_argument("--pattern", default=None,
-                        help="regular expression with named groups (well, site, channel, z, t, plate) "
-                             "read from each path instead of the header's metadata")
+                        help="regular expression with named groups (well or row + column, site, channel, "
+                             "z, t, plate) read from each path; overrides --convention")
     parser.add_argument("--channels", choices=["layers", "axis"], default="layers",
                         help="one layer per channel (default) or a channel axis")
     return parser.parse_args(argv)
@@ -35,14 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     import napari
 
+    from polystore_napari.plate_map import PlateMapWidget
     from polystore_napari.receiver_widget import StreamReceiverWidget
 
     viewer = napari.Viewer(title="napari (polystore stream)")
     widget = StreamReceiverWidget(
         viewer, host=arguments.host, port=arguments.port, pattern=arguments.pattern,
-        channel_mode=arguments.channels,
+        convention=arguments.convention, channel_mode=arguments.channels,
     )
     viewer.window.add_dock_widget(widget, name="Stream receiver (polystore)", area="right")
+    viewer.window.add_dock_widget(PlateMapWidget(viewer), name="Plate map (polystore)", area="right")
     if widget.error is not None:
         print(f"polystore_napari: {widget.error}", file=sys.stderr)
         viewer.close()

@@ -1,31 +1,31 @@
-"""Stream items assembled into live n-D napari layers.
+"""Stream items assembled into live n-D napari layers (on the GUI thread).
 
-Each item's *components* (plate, well, site, channel, z, t) come from its header metadata
-(``docs/streaming.md``: parsed from the path by the sender, 0-based as in OME-NGFF) or, with a
-configurable regular expression, from its path. Items of one *series* (the plate, else the
-folder of the path) share stacked axes, so a plate streamed image by image becomes one layer
-per channel with sliders for well, site, t and z. An item with no components is a layer of its
-own (a live camera: every frame replaces the last).
+Items are placed by :mod:`polystore_napari.placement` (the plate model's components: plate,
+well, site, channel, z, t, extras) and stacked by :mod:`polystore_napari.stacking`: items of
+one series (a plate, else the folder of the path) share stacked axes, so a plate streamed
+image by image becomes one layer per channel (coloured green, magenta, ...) with sliders for
+well, site, t and z, labelled with what they point at ("well B03", "site 2"). An item with no
+plate meaning is a layer of its own (a live camera: every frame replaces the last).
 
-Nothing here touches Qt; :class:`LiveLayers` runs on the GUI thread, :class:`Coalescer` takes
-items from any thread and hands the newest per plane to the GUI thread.
+Each live layer's ``metadata["polystore"]`` says what its stacked axes hold: ``series``,
+``components`` (axis -> value at each slider position), ``texts`` (how each reads) and
+``arrived`` (well -> the sites received), which the plate map draws.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import posixpath
-import re
-import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from polystore.rois import Shape, shapes_of_item, split_points
 from polystore.streaming.protocol import StreamItem
+from polystore_napari.handoff import Coalescer
+from polystore_napari.placement import ChannelMode, ComponentParser, Placement
+from polystore_napari.stacking import PlaneStack, Series, plane_id
 
 if TYPE_CHECKING:
     from napari.layers import Layer
@@ -33,278 +33,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ChannelMode = Literal["layers", "axis"]
-STACK_ORDER = ("well", "site", "t", "channel", "z")
-"""Stacked axes in the order the sliders show them (outermost first); pattern extras follow site."""
+__all__ = [
+    "CHANNEL_COLORMAPS", "ChannelMode", "Coalescer", "ComponentParser", "LiveLayers", "PlaneStack",
+    "Series", "initial_contrast", "layer_axes", "slider_labels",
+]
+
 CHANNEL_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
-COMPONENT_KEYS = ("plate", "well", "row", "column", "site", "field", "channel", "z", "t")
-OVERLAY_KINDS = frozenset({"shapes", "points", "roi_set"})
-"""Kinds drawn over a field: they follow the series' axes but not its channels."""
-
-
-def natural_key(value: Hashable) -> tuple[Any, ...]:
-    """Sort key: absent (None) first, then numbers, then text with its digits compared as numbers."""
-    if value is None:
-        return (0,)
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return (1, float(value))
-    parts = re.split(r"(\d+)", str(value))
-    return (2, tuple(int(p) if p.isdigit() else p for p in parts))
-
-
-def _as_value(text: Any) -> Hashable:
-    if isinstance(text, str) and text.isdigit():
-        return int(text)
-    return text if isinstance(text, Hashable) else str(text)
-
-
-# -- where an item goes ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one item goes: its layer (kind, series, channel) and its position on the stacked axes."""
-
-    kind: str
-    series: str
-    channel: Hashable | None
-    channel_label: str | None
-    components: tuple[tuple[str, Hashable], ...]
-    """(axis, value) pairs of the stacked axes this item has, in :data:`STACK_ORDER`."""
-
-    @property
-    def layer_key(self) -> tuple[str, str, Hashable | None]:
-        kind = "shapes" if self.kind == "roi_set" else self.kind
-        return (kind, self.series, self.channel)
-
-    @property
-    def plane_key(self) -> tuple[Any, ...]:
-        """Items with the same plane key replace each other (newest wins)."""
-        return (*self.layer_key, self.components)
-
-
-class ComponentParser:
-    """Reads an item's components from its metadata, or from its path with ``pattern``.
-
-    ``pattern``: a regular expression searched in the item's path, with named groups among
-    ``plate``, ``well`` (or ``row`` and ``column``), ``site`` (or ``field``), ``channel``,
-    ``z``, ``t``; other named groups become stacked axes of their own. Values are taken as
-    written (digits as integers). ``channel_mode="axis"`` stacks channels on an axis of one
-    layer instead of one layer per channel.
-    """
-
-    def __init__(self, pattern: str | None = None, channel_mode: ChannelMode = "layers") -> None:
-        if channel_mode not in ("layers", "axis"):
-            raise ValueError(f"channel_mode must be 'layers' or 'axis', got {channel_mode!r}")
-        self.pattern = re.compile(pattern) if pattern else None
-        self.channel_mode: ChannelMode = channel_mode
-
-    def components(self, item: StreamItem) -> tuple[dict[str, Hashable], bool]:
-        """The item's components and whether they came from the pattern (else: from metadata)."""
-        if self.pattern is not None:
-            match = self.pattern.search(item.path)
-            if match is not None:
-                found = {k: _as_value(v) for k, v in match.groupdict().items() if v is not None}
-                return _normalise(found), True
-        metadata = item.metadata
-        found = {k: metadata[k] for k in COMPONENT_KEYS if isinstance(metadata.get(k), (str, int))}
-        return _normalise(found), False
-
-    def place(self, item: StreamItem) -> Placement:
-        components, from_pattern = self.components(item)
-        plate = components.pop("plate", None)
-        if plate is not None:
-            series = str(plate)
-        elif components:
-            series = posixpath.dirname(item.path.strip("/")) or "stream"
-        else:
-            series = item.path  # no components: one layer per path, each frame replaces the last
-        channel: Hashable | None = None
-        label: str | None = None
-        kind = item.kind
-        if kind in OVERLAY_KINDS:
-            components.pop("channel", None)
-        elif self.channel_mode == "layers" and "channel" in components:
-            channel = components.pop("channel")
-            name = item.metadata.get("channel_name")
-            if isinstance(name, str) and name:
-                label = name
-            elif isinstance(channel, int) and not from_pattern:
-                label = f"w{channel + 1}"  # the header's channels are 0-based: w2 in the name is 1
-            else:
-                label = f"c{channel}"
-        order = {axis: i for i, axis in enumerate(STACK_ORDER)}
-        ranked = sorted(components, key=lambda axis: order.get(axis, order["site"] + 0.5))
-        return Placement(kind, series, channel, label, tuple((a, components[a]) for a in ranked))
-
-
-def _normalise(found: dict[str, Hashable]) -> dict[str, Hashable]:
-    if "field" in found and "site" not in found:
-        found["site"] = found.pop("field")
-    row, column = found.pop("row", None), found.pop("column", None)
-    if "well" not in found and row is not None and column is not None:
-        found["well"] = f"{row}{column}"
-    found.pop("field", None)
-    return found
-
-
-# -- stacked axes shared by a series ------------------------------------------------------------
-
-
-class Series:
-    """The stacked axes of one series and the values seen on each, sorted."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.axes: list[str] = []
-        self.values: dict[str, list[Hashable]] = {}
-
-    def add(self, components: Sequence[tuple[str, Hashable]]) -> bool:
-        """Make room for ``components``; whether an axis or a value is new."""
-        changed = False
-        given = dict(components)
-        for axis, value in given.items():
-            if axis not in self.values:
-                order = {a: i for i, a in enumerate(STACK_ORDER)}
-                rank = order.get(axis, order["site"] + 0.5)
-                position = sum(1 for a in self.axes if order.get(a, order["site"] + 0.5) <= rank)
-                self.axes.insert(position, axis)
-                # items before this axis existed sit at "absent" on it
-                self.values[axis] = [None] if self._has_items else []
-                changed = True
-            values = self.values[axis]
-            if value not in values:
-                values.append(value)
-                values.sort(key=natural_key)
-                changed = True
-        for axis in self.axes:
-            if axis not in given and None not in self.values[axis]:
-                self.values[axis].insert(0, None)
-                changed = True
-        self._has_items = True
-        return changed
-
-    _has_items = False
-
-    def index(self, key: Mapping[str, Hashable]) -> tuple[int, ...]:
-        return tuple(self.values[axis].index(key.get(axis)) for axis in self.axes)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(len(self.values[axis]) for axis in self.axes)
-
-    def labels(self) -> dict[str, list[Hashable]]:
-        """Axis -> the value at each slider position (for the widget and ``layer.metadata``)."""
-        return {axis: list(self.values[axis]) for axis in self.axes}
-
-
-class PlaneStack:
-    """An n-D array-like over the planes received so far: stacked axes of a series, then the plane.
-
-    napari slices it like any array (``LayerDataProtocol``); planes never received read as
-    zeros. Storing a plane is O(1) and copies nothing.
-    """
-
-    def __init__(self, series: Series, plane: np.ndarray) -> None:
-        self.series = series
-        self.plane_shape: tuple[int, ...] = tuple(plane.shape)
-        self.dtype: np.dtype[Any] = plane.dtype
-        self.planes: dict[tuple[tuple[str, Hashable], ...], np.ndarray] = {}
-        self._zeros: np.ndarray | None = None
-
-    def accepts(self, plane: np.ndarray) -> bool:
-        return tuple(plane.shape) == self.plane_shape and plane.dtype == self.dtype
-
-    def put(self, components: Sequence[tuple[str, Hashable]], plane: np.ndarray) -> None:
-        self.planes[plane_id(components)] = plane
-
-    def get(self, components: Sequence[tuple[str, Hashable]]) -> np.ndarray | None:
-        return self.planes.get(plane_id(components))
-
-    # -- the array protocol napari uses ------------------------------------------------------
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.series.shape + self.plane_shape
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _plane_at(self, index: tuple[int, ...]) -> np.ndarray:
-        axes = self.series.axes
-        wanted = {axis: self.series.values[axis][i] for axis, i in zip(axes, index, strict=True)}
-        plane = self.planes.get(plane_id((a, v) for a, v in wanted.items() if v is not None))
-        if plane is not None:
-            return plane
-        if self._zeros is None:
-            self._zeros = np.zeros(self.plane_shape, self.dtype)
-            self._zeros.flags.writeable = False
-        return self._zeros
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        index = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in index):
-            at = index.index(Ellipsis)
-            fill = (slice(None),) * (self.ndim - len(index) + 1)
-            index = index[:at] + fill + index[at + 1 :]
-        if not all(isinstance(k, (int, np.integer, slice)) for k in index) or len(index) > self.ndim:
-            # fancy indexing: materialise (napari does not index so)
-            return np.asarray(np.asarray(self)[key])
-        index = index + (slice(None),) * (self.ndim - len(index))
-        stacked, in_plane = index[: len(self.series.axes)], index[len(self.series.axes) :]
-        if not any(isinstance(k, slice) for k in stacked):  # one plane (napari's 2-D view): no copy
-            return np.asarray(self._plane_at(tuple(int(k) for k in stacked))[in_plane])
-        ranges = [
-            [int(k)] if not isinstance(k, slice) else list(range(n))[k]
-            for k, n in zip(stacked, self.series.shape, strict=True)
-        ]
-        planes = [self._plane_at(position) for position in _product(ranges)]
-        block = np.stack(planes) if planes else np.zeros((0, *self.plane_shape), self.dtype)
-        # integer indices drop their axis, as NumPy's do
-        block = block.reshape(tuple(len(r) for r, k in zip(ranges, stacked, strict=True)
-                                    if isinstance(k, slice)) + self.plane_shape)
-        return np.asarray(block[(slice(None),) * (block.ndim - len(self.plane_shape)) + in_plane])
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        full = self[(slice(None),) * self.ndim]
-        return full.astype(dtype) if dtype is not None else full
-
-    def snapshot(self) -> PlaneStack:
-        """What is stacked now, frozen: the planes are shared (received planes are replaced,
-        never written into), the axes and values copied. For another thread to read while
-        new planes keep arriving here (stacking hundreds of planes takes the GUI seconds)."""
-        series = Series(self.series.name)
-        series.axes = list(self.series.axes)
-        series.values = {axis: list(values) for axis, values in self.series.values.items()}
-        series._has_items = self.series._has_items
-        frozen = PlaneStack.__new__(PlaneStack)
-        frozen.series, frozen.plane_shape, frozen.dtype = series, self.plane_shape, self.dtype
-        frozen.planes, frozen._zeros = dict(self.planes), self._zeros
-        return frozen
-
-    def __repr__(self) -> str:
-        return f"PlaneStack(shape={self.shape}, dtype={self.dtype}, planes={len(self.planes)})"
-
-
-def plane_id(components: Iterable[tuple[str, Hashable]]) -> tuple[tuple[str, Hashable], ...]:
-    """A plane's key: its (axis, value) pairs in axis-name order, whatever order they came in."""
-    return tuple(sorted(components, key=lambda pair: pair[0]))
-
-
-def _product(ranges: list[list[int]]) -> Iterable[tuple[int, ...]]:
-    import itertools
-
-    return itertools.product(*ranges)
-
-
-# -- ROI sets ----------------------------------------------------------------------------------
+METADATA_KEY = "polystore"
 
 Overlay = tuple[list[Shape], np.ndarray]
 """What an overlay item holds: its outlines, and its points as one (N, 2) y/x array."""
@@ -348,7 +83,20 @@ class LiveLayers:
         self.layers: dict[tuple[str, str, Hashable | None], _LiveLayer] = {}
         self.paths: dict[str, tuple[tuple[str, str, Hashable | None], tuple[tuple[str, Hashable], ...]]] = {}
         """Path -> (layer key, components) of the newest item sent under it (for the ``load`` op)."""
+        self.arrived: dict[str, dict[str, set[int]]] = {}
+        """Series -> well -> the sites (0-based fields) of which an image arrived."""
         self.displayed = 0
+        self._labelling = False
+        # napari sets its axis labels back from the layers' when layers change: label again
+        self._followed = (viewer.dims.events.current_step, viewer.dims.events.axis_labels,
+                          viewer.layers.selection.events.active)
+        for emitter in self._followed:
+            emitter.connect(self._label_sliders)
+
+    def close(self) -> None:
+        """Stop following the viewer's sliders (the layers stay)."""
+        for emitter in self._followed:
+            emitter.disconnect(self._label_sliders)
 
     def apply(self, items: Iterable[tuple[Placement, StreamItem]]) -> int:
         """Show ``items`` (placed by :meth:`ComponentParser.place`); the number shown."""
@@ -372,13 +120,18 @@ class LiveLayers:
                 except Exception as error:  # one layer's trouble must not stop the others
                     logger.warning("could not update layer %s: %s", live.name, error)
         self.displayed += count
+        if count:
+            self._label_sliders()
         return count
 
     def _place(self, placement: Placement, item: StreamItem) -> tuple[_LiveLayer, bool]:
         series = self.series.get(placement.series)
         if series is None:
             series = self.series[placement.series] = Series(placement.series)
-        grew = series.add(placement.components)
+        grew = series.add(placement.components, dict(placement.texts))
+        if placement.plate is not None and placement.kind in ("image", "labels"):
+            sites = self.arrived.setdefault(series.name, {}).setdefault(placement.plate.well, set())
+            sites.add(placement.plate.field)
         key = placement.layer_key
         live = self.layers.get(key)
         if live is not None and live.layer not in self.viewer.layers:
@@ -400,7 +153,6 @@ class LiveLayers:
                 stack = PlaneStack(series, plane)
                 stack.put(components, plane)
                 live = self._new_scalar_layer(key, placement, series, stack, item)
-                grew = False  # made with its final shape
             else:
                 assert live.stack is not None
                 live.stack.put(components, plane)
@@ -429,7 +181,7 @@ class LiveLayers:
     ) -> _LiveLayer:
         name = self._layer_name(key, placement)
         labels = self._axis_labels(series, len(stack.plane_shape))
-        metadata = {"polystore": {"series": series.name, "components": series.labels()}}
+        metadata = {METADATA_KEY: self._described(series)}
         if key[0] == "labels":
             layer = self.viewer.add_labels(stack, name=name, axis_labels=labels, metadata=metadata)
         else:
@@ -460,7 +212,7 @@ class LiveLayers:
 
     def _make_overlay(self, kind: str, name: str, ndim: int, series: Series) -> Layer:
         labels = self._axis_labels(series, 2)
-        metadata = {"polystore": {"series": series.name, "components": series.labels()}}
+        metadata = {METADATA_KEY: self._described(series)}
         if kind == "points":
             return self.viewer.add_points(
                 np.zeros((0, ndim)), ndim=ndim, name=name, axis_labels=labels, metadata=metadata,
@@ -474,8 +226,7 @@ class LiveLayers:
     # -- updating ----------------------------------------------------------------------------
     def _refresh(self, live: _LiveLayer, *, reshaped: bool) -> None:
         layer = live.layer
-        described = {"series": live.series.name, "components": live.series.labels()}
-        layer.metadata = {**layer.metadata, "polystore": described}
+        layer.metadata = {**layer.metadata, METADATA_KEY: self._described(live.series)}
         if live.stack is not None:
             if reshaped or live.stack.ndim != layer.ndim:
                 layer.data = live.stack  # the same object, grown: napari re-reads its shape
@@ -507,6 +258,30 @@ class LiveLayers:
             layer.data = np.concatenate(points) if points else np.zeros((0, ndim))
         else:
             layer.data = shapes
+
+    def _described(self, series: Series) -> dict[str, Any]:
+        arrived = self.arrived.get(series.name, {})
+        return {
+            "series": series.name,
+            "components": series.labels(),
+            "texts": {axis: [series.shown(axis, i) for i in range(n)]
+                      for axis, n in zip(series.axes, series.shape, strict=True)},
+            "arrived": {well: sorted(sites) for well, sites in arrived.items()},
+        }
+
+    # -- slider labels ------------------------------------------------------------------------
+    def _label_sliders(self, event: Any = None) -> None:
+        """Label each stacked slider with what it points at ("well B03", "site 2"), for the
+        active layer's series (else the layers'); napari's own labels elsewhere."""
+        if self._labelling:
+            return
+        labels = slider_labels(self.viewer)
+        if labels is not None and tuple(self.viewer.dims.axis_labels) != labels:
+            self._labelling = True
+            try:
+                self.viewer.dims.axis_labels = labels
+            finally:
+                self._labelling = False
 
     # -- reading back (the control channel's ``load``) ---------------------------------------------
     def plane(self, path: str) -> np.ndarray | None:
@@ -552,51 +327,36 @@ def initial_contrast(array: np.ndarray) -> tuple[float, float]:
     return (low, high)
 
 
-# -- from any thread to the GUI thread -------------------------------------------------------------
+def layer_axes(layer: Layer) -> dict[str, Any] | None:
+    """What a polystore layer's stacked axes hold (its ``metadata["polystore"]``), or None."""
+    described = layer.metadata.get(METADATA_KEY) if isinstance(layer.metadata, dict) else None
+    if isinstance(described, dict) and isinstance(described.get("components"), dict):
+        return described
+    return None
 
 
-class Coalescer:
-    """Items from the receiver thread, newest per plane, waiting for the GUI thread.
-
-    ``put`` runs on the receiver thread and never blocks on the GUI; ``take`` hands the GUI
-    thread what arrived since its last call. A frame replaced before it was shown counts in
-    ``replaced``.
-    """
-
-    def __init__(self, parser: ComponentParser | None = None) -> None:
-        self.parser = parser or ComponentParser()
-        self._pending: dict[tuple[Any, ...], tuple[Placement, StreamItem]] = {}
-        self._lock = threading.Lock()
-        self.replaced = 0
-        self.failed = 0
-        self.last_error: str | None = None
-
-    def put(self, item: StreamItem) -> None:
-        try:
-            placement = self.parser.place(item)
-        except Exception as error:
-            self.failed += 1
-            self.last_error = f"{item.path}: {error}"
-            return
-        with self._lock:
-            key = placement.plane_key
-            if key in self._pending:
-                self.replaced += 1
-                del self._pending[key]  # re-inserted last: items keep their arrival order
-            self._pending[key] = (placement, item)
-
-    def take(self) -> list[tuple[Placement, StreamItem]]:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        return list(pending.values())
-
-    def peek(self, path: str) -> np.ndarray | None:
-        """The newest pending array for ``path`` (not shown yet), or None."""
-        with self._lock:
-            for _placement, item in reversed(self._pending.values()):
-                if item.path == path and item.kind in ("image", "labels"):
-                    return item.array
+def slider_labels(viewer: ViewerModel) -> tuple[str, ...] | None:
+    """The viewer's axis labels with each stacked axis of a polystore layer saying what its
+    slider points at ("well B03", "site 2"): the active layer's, else the first such layer's.
+    None when no layer is polystore's."""
+    active = viewer.layers.selection.active
+    candidates = [active, *viewer.layers] if active is not None else list(viewer.layers)
+    layer = next((c for c in candidates if layer_axes(c) is not None), None)
+    if layer is None:
         return None
-
-    def __len__(self) -> int:
-        return len(self._pending)
+    described = layer_axes(layer)
+    assert described is not None
+    axes = list(described["components"])
+    texts = described.get("texts") or {}
+    labels = list(viewer.dims.axis_labels)
+    step = viewer.dims.current_step
+    offset = len(labels) - layer.ndim
+    for index, axis in enumerate(axes):
+        at = offset + index
+        if not 0 <= at < len(labels):
+            continue
+        shown = texts.get(axis, [])
+        position = step[at]
+        text = shown[position] if 0 <= position < len(shown) else ""
+        labels[at] = f"{axis} {text}" if text else axis
+    return tuple(labels)

@@ -9,7 +9,6 @@ waits on the network and a fast pipeline never queues stale frames.
 from __future__ import annotations
 
 import collections
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,11 +19,12 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from polystore.exceptions import ViewerError
-from polystore.streaming.viewer.control import array_reply
+from polystore.plates import PlateNameError, conventions
 from polystore.streaming.protocol import DEFAULT_SHM_PREFIX
 from polystore.streaming.viewer import ViewerService, environment_setting
+from polystore.streaming.viewer.control import array_reply
 from polystore_napari.backend import NapariStreamingBackend
-from polystore_napari.layers import ChannelMode, Coalescer, ComponentParser, LiveLayers
+from polystore_napari.layers import ChannelMode, Coalescer, ComponentParser, LiveLayers, slider_labels
 
 if TYPE_CHECKING:
     import napari
@@ -35,6 +35,8 @@ STATS_INTERVAL_MS = 500
 FPS_WINDOW_S = 2.0
 LOAD_WAIT_S = 2.0
 """How long a ``load`` request waits for a frame still on its way."""
+FROM_HEADER = "from the stream"
+"""The convention choice that reads what the sender put in each header (its path, parsed there)."""
 
 
 def default_address() -> tuple[str, int]:
@@ -73,6 +75,7 @@ class StreamReceiverWidget(QWidget):
         host: str | None = None,
         port: int | None = None,
         pattern: str | None = None,
+        convention: str | None = None,
         channel_mode: ChannelMode = "layers",
         autostart: bool = True,
     ) -> None:
@@ -81,16 +84,24 @@ class StreamReceiverWidget(QWidget):
         default_host, default_port = default_address()
         self.host_edit = LineEdit(value=host or default_host, label="host")
         self.port_edit = SpinBox(value=port or default_port, min=1, max=65533, label="port")
+        known = [c.name for c in conventions()]
+        given = [convention] if convention and convention not in known else []  # start() says why not
+        self.convention_edit = ComboBox(
+            value=convention or FROM_HEADER, choices=[FROM_HEADER, *known, *given],
+            label="convention", tooltip="How file names say where an image is on the plate "
+                                        "(docs/plates.md); 'from the stream': as the sender read them")
         self.pattern_edit = LineEdit(value=pattern or "", label="file-name pattern",
-                                     tooltip="A regular expression with named groups (well, site, "
-                                             "channel, z, t, plate); empty: the header's metadata")
+                                     tooltip="A regular expression with named groups (well or row + column, "
+                                             "site, channel, z, t, plate), counted from 1 unless named "
+                                             "channel0, site0, ...; overrides the convention")
         self.channels_edit = ComboBox(value=channel_mode, choices=["layers", "axis"], label="channels")
         self.toggle_button = PushButton(text="Start")
         self.state_label = Label(value="stopped", label="state")
         self.counters_label = Label(value="", label="frames")
         self.position_label = Label(value="", label="position")
         self.form: Container[Any] = Container(widgets=[
-            self.host_edit, self.port_edit, self.pattern_edit, self.channels_edit, self.toggle_button,
+            self.host_edit, self.port_edit, self.convention_edit, self.pattern_edit, self.channels_edit,
+            self.toggle_button,
             self.state_label, self.counters_label, self.position_label,
         ])
         layout = QVBoxLayout(self)
@@ -132,10 +143,12 @@ class StreamReceiverWidget(QWidget):
     def start(self) -> bool:
         """Listen on the address in the form; False (with the reason shown) when that fails."""
         self.stop()
+        chosen = self.convention_edit.value
         try:
-            parser = ComponentParser(self.pattern_edit.value or None, self.channels_edit.value)
-        except re.error as error:
-            return self._fail(f"the file-name pattern is not a regular expression: {error}")
+            parser = ComponentParser(self.pattern_edit.value or (None if chosen == FROM_HEADER else chosen),
+                                     self.channels_edit.value)
+        except PlateNameError as error:
+            return self._fail(str(error))
         self.coalescer = Coalescer(parser)
         self.live.parser = parser
         service = ViewerService(
@@ -246,20 +259,10 @@ class StreamReceiverWidget(QWidget):
         self.counters_label.value = text
 
     def _show_position(self, event: Any = None) -> None:
-        """The well, site, ... the sliders point at, by name ("A02, site 1")."""
-        layer = self.viewer.layers.selection.active
-        components = layer.metadata.get("polystore", {}).get("components") if layer is not None else None
-        if not components:
-            self.position_label.value = ""
-            return
-        step = self.viewer.dims.current_step
-        offset = len(step) - layer.ndim
-        parts = []
-        for axis_index, (axis, values) in enumerate(components.items()):
-            position = step[offset + axis_index] if 0 <= offset + axis_index < len(step) else 0
-            if 0 <= position < len(values) and values[position] is not None:
-                parts.append(f"{axis} {values[position]}")
-        self.position_label.value = ", ".join(parts)
+        """What the sliders point at, by name ("well A02, site 1")."""
+        labels = slider_labels(self.viewer) or ()
+        shown = [label for label in labels[: self.viewer.dims.ndim - 2] if " " in label]
+        self.position_label.value = ", ".join(shown)
 
     # -- control requests (on the control thread: read only) ----------------------------------------------
     def _load(self, params: dict[str, Any], buffers: list[memoryview]) -> Any:

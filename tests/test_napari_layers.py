@@ -68,7 +68,13 @@ def test_a_streamed_plate_becomes_one_layer_per_channel_with_well_and_site_slide
         assert layer.data.shape == (3, 2, 12, 16)
         assert tuple(layer.axis_labels) == ("well", "site", "y", "x")
         assert layer.metadata["polystore"]["components"] == {"well": list(WELLS), "site": [0, 1]}
-    assert tuple(viewer.dims.axis_labels) == ("well", "site", "y", "x")
+        # sites as the files number them (ImageXpress s1 is field 0, shown "1")
+        assert layer.metadata["polystore"]["texts"] == {"well": list(WELLS), "site": ["1", "2"]}
+        assert layer.metadata["polystore"]["arrived"] == {well: [0, 1] for well in WELLS}
+    # the sliders say what they point at, not 0..N-1
+    assert tuple(viewer.dims.axis_labels) == ("well A01", "site 1", "y", "x")
+    viewer.dims.current_step = (2, 1, 0, 0)
+    assert tuple(viewer.dims.axis_labels) == ("well B01", "site 2", "y", "x")
     by_name = {layer.name: layer for layer in viewer.layers}
     for (well, site, channel), plane in planes.items():
         layer = by_name[f"plate1 w{channel}"]
@@ -118,7 +124,8 @@ def test_a_new_well_or_axis_grows_every_layer_of_its_series() -> None:
 
 def test_a_file_name_pattern_and_a_channel_axis() -> None:
     viewer = ViewerModel()
-    parser = ComponentParser(r"(?P<well>[A-P]\d\d)_f(?P<site>\d+)d(?P<channel>\d)", channel_mode="axis")
+    # sites counted from 1 (the default), channels from 0 (said by the group's name)
+    parser = ComponentParser(r"(?P<well>[A-P]\d\d)_f(?P<site>\d+)d(?P<channel0>\d)", channel_mode="axis")
     live = LiveLayers(viewer, parser)
     for channel in (0, 1, 2):
         for site in (1, 2):
@@ -249,7 +256,7 @@ def test_the_coalescer_keeps_the_newest_frame_per_plane_across_threads() -> None
 # -- reader and writer ---------------------------------------------------------------------------
 
 
-def test_the_reader_opens_an_ome_zarr_plate_written_by_zarr_backend(tmp_path: Path) -> None:
+def test_the_reader_opens_an_ome_zarr_plate_as_a_tiled_overview(tmp_path: Path) -> None:
     planes = plate_planes((16, 20))
     backend = ZarrBackend(tmp_path)
     for (well, site, channel), plane in planes.items():
@@ -260,22 +267,29 @@ def test_the_reader_opens_an_ome_zarr_plate_written_by_zarr_backend(tmp_path: Pa
     assert reader is not None
     (layer_data,) = reader(str(tmp_path / "plate.zarr"))
     data, options, layer_type = layer_data
-    assert layer_type == "image"
-    assert type(data).__module__.startswith("dask")  # lazy
-    assert data.shape == (3, 2, 2, 16, 20)
-    assert options["channel_axis"] == 2
+    assert layer_type == "image" and options["channel_axis"] == 0
     assert options["name"] == ["w1", "w2"]
-    assert options["axis_labels"] == ("well", "site", "y", "x")
-    assert options["metadata"]["polystore"]["components"] == {"well": list(WELLS), "site": [0, 1]}
-    stack = np.asarray(data)
+    assert options["axis_labels"] == ("y", "x")
+    # one level (the plate has no pyramid) of a mosaic: rows A, B x columns 01, 02; each well
+    # a 1 x 2 grid of its two fields (sites side by side)
+    assert type(data).__module__.startswith("dask")  # lazy
+    assert data.shape == (2, 2 * 16, 2 * 2 * 20)
+    described = options["metadata"]["polystore"]
+    assert described["arrived"] == {well: [0, 1] for well in WELLS}
+    assert described["overview"]["grid"] == {"A01": [0, 0], "A02": [0, 1], "B01": [1, 0]}
+    assert described["overview"]["tile"] == [16, 40]
+    mosaic = np.asarray(data)
     for (well, site, channel), plane in planes.items():
+        row, column = described["overview"]["grid"][well]
+        tile = mosaic[channel - 1, row * 16 : (row + 1) * 16,
+                      column * 40 + (site - 1) * 20 : column * 40 + site * 20]
         expected = 0 if (well, site, channel) == ("B01", 2, 2) else plane
-        np.testing.assert_array_equal(stack[WELLS.index(well), site - 1, channel - 1], expected)
+        np.testing.assert_array_equal(tile, expected, err_msg=f"{well} s{site} w{channel}")
+    assert not mosaic[:, 16:, 40:].any()  # B02 was never imaged
 
     viewer = ViewerModel()
     layers = viewer.add_image(data, **options)
     assert [layer.name for layer in layers] == ["w1", "w2"]
-    assert tuple(viewer.dims.axis_labels) == ("well", "site", "y", "x")
 
 
 def test_the_reader_opens_a_pyramid_as_a_lazy_multiscale_layer(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def test_the_menu_command_opens_a_listening_receiver(make_napari_viewer: Any, mo
     # napari found the plugin through its entry point when the viewer started
     manifest = PluginManager.instance().get_manifest("polystore")
     widgets = {w.display_name for w in manifest.contributions.widgets or []}
-    assert widgets == {"Stream receiver", "Store browser"}
+    assert widgets == {"Stream receiver", "Store browser", "Plate map"}
 
     app = get_app_model()
     acquire = app.menus.get_menu("napari/file/acquire")
@@ -155,7 +155,7 @@ def test_a_plate_streamed_from_another_process_becomes_layers(make_napari_viewer
     assert report["equal"] and report["viewer"]["viewer"] == "napari"
 
     assert [layer.name for layer in viewer.layers] == ["plate1 w1", "plate1 w2", "plate1 shapes"]
-    assert tuple(viewer.dims.axis_labels) == ("well", "site", "y", "x")
+    assert tuple(viewer.dims.axis_labels) == ("well A01", "site 1", "y", "x")  # what the sliders show
     index = 0
     for w, _well in enumerate(WELLS):
         for s, _site in enumerate(SITES):
@@ -220,14 +220,15 @@ def test_the_store_browser_opens_and_writes_back(make_napari_viewer: Any, qtbot:
     assert children == {"images": "", "plate.zarr": "zarr", "pyramid.zarr": "zarr"}
     (cells,) = browser.open_item(browser.find_item(str(tmp_path), "images", "cells.tif"))
     np.testing.assert_array_equal(cells.data, on_disk)
-    # zarr: a pyramid opens as a lazy multiscale layer, a plate as one layer per channel
+    # zarr: a pyramid opens as a lazy multiscale layer, a plate as a tiled overview per channel
     (multiscale,) = browser.open_item(browser.find_item(str(tmp_path), "pyramid.zarr"))
     assert multiscale.multiscale
     assert [tuple(d.shape) for d in multiscale.data] == [(128, 128), (64, 64), (32, 32)]
     np.testing.assert_array_equal(np.asarray(multiscale.data[0]), pyramid)
     channels = browser.open_item(browser.find_item(str(tmp_path / "plate.zarr")))
     assert [c.name for c in channels] == ["w1", "w2"]
-    np.testing.assert_array_equal(np.asarray(channels[1].data[1, 0]), plane(3))  # B02, site 0, w2
+    overview = np.asarray(channels[1].data)  # rows A, B x columns 01, 02: B02 is the last tile
+    np.testing.assert_array_equal(overview[SHAPE[0] :, SHAPE[1] :], plane(3))  # B02, site 0, w2
     zarr_item = browser.find_item(str(tmp_path / "plate.zarr"))
     assert zarr_item is not None
     zarr_item.setExpanded(True)
