@@ -15,7 +15,7 @@ SYSTEM_PACKAGES := xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 \
 	libxcb-shape0 libxcb-xfixes0 libxcb-xkb1 \
 	openjdk-17-jre imagej
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo lint typecheck pytest docs docs-html screenshots bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,7 @@ $(STAMP): pyproject.toml .ci/constraints.txt | $(PY) $(SYSTEM_STAMP)
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check polystore polystore_napari polystore_fiji tests benchmarks demos
+	$(VENV)/bin/ruff check polystore polystore_napari polystore_fiji tests benchmarks demos docs/conf.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -66,7 +66,23 @@ pytest: $(STAMP)
 	$(PY) -m pytest
 	$(PY) -m pytest -m napari
 
-test: lint typecheck pytest
+# The documentation site (Sphinx + MyST, docs/conf.py says why), warnings as errors: a broken
+# link, reference, picture or docstring fails the build. The guides' pictures are taken by the
+# tests from real viewers (tests/test_screenshots.py, both pytest runs), never committed, so the
+# site cannot show an older version's window: `make docs` takes them first, `make test` has.
+DOCS_BUILD := build/docs
+
+docs-html: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -E -b html docs $(DOCS_BUILD)
+	@echo "documentation site: $(DOCS_BUILD)/index.html"
+
+screenshots: $(STAMP)
+	$(PY) -m pytest -q tests/test_screenshots.py
+	$(PY) -m pytest -q -m napari tests/test_screenshots.py
+
+docs: screenshots docs-html
+
+test: lint typecheck pytest docs-html
 
 # The core tour (seconds), then the main demo: napari with the plugin, fed by a pipeline
 # process streaming a plate; without a display it starts Xvfb, saves a screenshot and says where.
@@ -74,13 +90,14 @@ demo: $(STAMP)
 	$(PY) demos/core_demo.py
 	$(PY) demos/napari_demo.py
 
+# Each benchmark also writes its figure and table to benchmarks/figures/ (README and docs show them).
 bench: $(STAMP)
-	$(PY) benchmarks/core.py
 	$(VENV)/bin/pip install --quiet -e ".[bench]" -c .ci/constraints.txt
+	$(PY) benchmarks/core.py
 	$(PY) benchmarks/zarr.py
 	$(PY) benchmarks/streaming.py
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) benchmarks/napari_stream.py
 	xvfb-run -a -s "-screen 0 1280x1024x24" $(PY) benchmarks/fiji_stream.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(DOCS_BUILD) docs/_generated

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))  # the API reference documents this checkout, inst
 
 project = "polystore"
 author = "polystore contributors"
-copyright = "polystore contributors, MIT licence"  # noqa: A001 (Sphinx's name for it)
+copyright = "polystore contributors, MIT licence"  # Sphinx's name for it
 
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 source_suffix = {".md": "markdown"}

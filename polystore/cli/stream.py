@@ -19,7 +19,6 @@ from polystore.cli._common import file_manager, place, progress
 HELP = "replay a folder of images into a live viewer (napari or Fiji), grouped as a plate"
 
 VIEWERS = ("napari", "fiji")
-IMAGE_EXTENSIONS = [".tif", ".tiff", ".ome.tif", ".ome.tiff", ".npy", ".png", ".jpg"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,12 +58,15 @@ def summary(ordered: list[tuple[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
+    from polystore.streaming.viewer import IMAGE_EXTENSIONS  # what every viewer shows as images
+
     src = place(args.folder, args.source_backend)
     fm = file_manager()
-    files = fm.list_files(src.path, src.backend, extensions=IMAGE_EXTENSIONS, recursive=True)
+    extensions = sorted(IMAGE_EXTENSIONS)
+    files = fm.list_files(src.path, src.backend, extensions=extensions, recursive=True)
     if not files:
         fm.stat(src.path, src.backend)  # a missing folder raises here, naming it
-        raise FileNotFoundError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) below '{src.path}'.")
+        raise FileNotFoundError(f"No images ({', '.join(extensions)}) below '{src.path}'.")
     prefix = src.path.rstrip("/")
     ordered = plate_order(files, "" if prefix in ("", ".") else prefix, args.convention)
     series = os.path.basename(os.path.abspath(prefix)) if src.backend == "disk" else os.path.basename(prefix)

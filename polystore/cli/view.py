@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> None:
 
                 for _ in range(5):  # let Qt lay out the docked browser and draw before the picture
                     QApplication.processEvents()
+                viewer.reset_view()  # the whole of the layers in the canvas, at its new size
                 viewer.screenshot(os.fspath(args.screenshot), canvas_only=False)
             finally:
                 viewer.close()
