@@ -1,0 +1,77 @@
+"""Running a conversion's tasks: on a dask.distributed cluster (a ``Client``), or on local
+threads (dask's threaded scheduler) when there is none. No scheduler of ours: dask orders the
+tasks by their dependencies, and on a cluster reruns the tasks of a worker that died.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from polystore.distributed.tasks import Outcome
+from polystore.lazy import optional_import
+
+
+@contextmanager
+def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
+    """A tqdm bar on stderr when asked for (and stderr is a terminal), else None."""
+    if not enabled:
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:  # the bar is a nicety: without tqdm the work is the same
+        yield None
+        return
+    with tqdm(total=total, unit=f" {what}", file=sys.stderr, disable=None, leave=False) as bar:
+        yield bar
+
+
+def run(tasks: Sequence[Any], client: Any = None, *, workers: int | None = None, progress: bool = False,
+        what: str = "tasks") -> list[Outcome]:
+    """Compute ``tasks`` (dask Delayed objects, each giving an Outcome) and return their outcomes.
+
+    With a ``client``, on its cluster: a task whose worker died is run again by dask; one
+    that dask gave up on (its workers kept dying) is reported as failed. Without, on
+    ``workers`` local threads.
+    """
+    if not tasks:
+        return []
+    if client is None:
+        return _run_threads(tasks, workers, progress, what)
+    distributed = optional_import("distributed", extra="distributed", purpose="Converting on a cluster")
+    futures = client.compute(list(tasks))
+    names = {future.key: task.key for future, task in zip(futures, tasks, strict=True)}
+    outcomes: list[Outcome] = []
+    with _bar(progress, len(futures), what) as bar:
+        for future in distributed.as_completed(futures):
+            if future.status == "error":
+                outcomes.append(Outcome(str(names[future.key]), future.exception()))
+            else:
+                outcomes.append(future.result())
+            future.release()
+            if bar is not None:
+                bar.update(1)
+    return outcomes
+
+
+def _run_threads(tasks: Sequence[Any], workers: int | None, progress: bool, what: str) -> list[Outcome]:
+    dask = optional_import("dask", extra="zarr", purpose="Converting")
+    from dask.callbacks import Callback
+
+    keys = {task.key for task in tasks}
+    with _bar(progress, len(tasks), what) as bar:
+
+        class Advance(Callback):
+            def __init__(self) -> None:
+                super().__init__()  # type: ignore[no-untyped-call]  # dask is untyped
+
+            def _posttask(self, key: Any, *args: Any) -> None:
+                if bar is not None and key in keys:
+                    bar.update(1)
+
+        with Advance():
+            results = dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    return list(results)
