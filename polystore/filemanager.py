@@ -90,7 +90,9 @@ class FileManager:
         return instance
 
     # -- data ------------------------------------------------------------------------------
-    def save(self, data: Any, path: PathLike, backend: str | None = None, **kwargs: Any) -> None:
+    def save(
+        self, data: Any, path: PathLike, backend: str | tuple[str, ...] | None = None, **kwargs: Any
+    ) -> None:
         """Save ``data`` at ``path``.
 
         Parameters
@@ -101,7 +103,10 @@ class FileManager:
         path
             Where to write; on disk the extension chooses the format.
         backend
-            The backend's name (or the manager's ``default_backend``).
+            The backend's name (or the manager's ``default_backend``), or a tuple of names: one
+            call, several places (``("zarr", "napari")``): storage first, then live viewers with
+            ``policy="latest"``, so that a viewer that falls behind shows the newest frame and
+            never slows the storage side (docs/streaming.md).
         **kwargs
             Options of the backend and format (``imagej=True, axes="CYX"`` for TIFF,
             ``chunks=`` for zarr; ``polystore formats`` lists them).
@@ -115,6 +120,13 @@ class FileManager:
         ReadOnlyBackendError
             The backend does not write.
         """
+        if isinstance(backend, tuple):
+            targets = sorted((self.get_backend(name) for name in backend),
+                             key=lambda target: getattr(target, "is_live_view", False))
+            for target in targets:  # storage first: a viewer never delays it, nor loses it a frame
+                latest = {"policy": "latest"} if getattr(target, "is_live_view", False) else {}
+                target.save(data, path, **{**kwargs, **latest})  # type: ignore[attr-defined]
+            return
         self.get_backend(backend).save(data, path, **kwargs)  # type: ignore[attr-defined]
 
     def load(
@@ -368,7 +380,8 @@ class FileManager:
         if not source_backend.is_dir(source):
             target.save(source_backend.load(source), destination, **kwargs)
             return
-        target.ensure_directory(destination)
+        if getattr(target, "supports_directories", True):  # a stream has no folders to make
+            target.ensure_directory(destination)
         files = source_backend.list_files(source, recursive=True)
         prefix = os.fspath(source).rstrip("/")
         prefix = "" if prefix in ("", ".") else prefix

@@ -207,6 +207,16 @@ def test_pipeline_process_streams_to_a_bound_viewer(port: int) -> None:
     assert set(list_segments(SHM_PREFIX)) == before
 
 
+def test_viewer_backends_offer_the_zero_copy_producer(port: int) -> None:
+    items: list[StreamItem] = []
+    with _collecting_service(port, items), TestViewerBackend(port=port) as backend:
+        with backend.frame((256, 256), np.uint16, "plate/A01_s1_w1.tif") as buffer:
+            buffer[...] = 9
+        _wait_for(items, 1)
+    assert items[0].header["transport"] == "shm" and int(items[0].array[5, 5]) == 9
+    assert items[0].metadata["well"] == "A01"
+
+
 def test_no_viewer_and_no_launch_says_how_to_start_one(port: int) -> None:
     backend = TestViewerBackend(port=port, probe_timeout=0.2)
     with pytest.raises(ViewerUnavailableError, match=r"launch=True\) or POLYSTORE_TESTVIEWER_LAUNCH=1"):
@@ -298,3 +308,94 @@ def test_a_second_viewer_on_a_taken_port_is_refused_clearly(port: int) -> None:
     taken = "Another viewer may already be listening"
     with _collecting_service(port, []), pytest.raises(ViewerError, match=taken):
         _collecting_service(port, []).start()
+
+
+# ---- one call, two places ------------------------------------------------------------------------
+
+
+def test_one_save_writes_storage_losslessly_and_a_stalled_viewer_never_slows_it(port: int) -> None:
+    """``fm.save(img, path, backend=("memory", viewer))``: every frame is stored; the viewer gets
+    the newest (policy="latest"), and one that stops reading makes no save wait or fail, where
+    a plain save to it (policy="block") times out."""
+    import threading
+
+    stalled = threading.Event()
+    items: list[StreamItem] = []
+
+    def hang(item: StreamItem) -> None:
+        items.append(item)
+        stalled.wait(30)
+
+    viewer = TestViewerBackend(port=port, send_timeout=0.3, transport="inline", max_pending_bytes=64 * 1024)
+    manager = FileManager(BackendRegistry({"testviewer": viewer}))
+    with ViewerService("testviewer", port, on_item=hang, shm_prefixes=(SHM_PREFIX,)):
+        try:
+            frames = [np.full((64, 64), index, dtype=np.uint16) for index in range(40)]  # 8 KiB each
+            for index, frame in enumerate(frames):
+                manager.save(frame, f"/run/frame{index % 2}.npy", backend=("testviewer", "memory"))
+            for index in (38, 39):  # storage holds every frame, exactly
+                stored = manager.load(f"/run/frame{index % 2}.npy", "memory")
+                np.testing.assert_array_equal(stored, frames[index])
+            assert viewer.dropped > 0 and viewer.pending <= 2  # the viewer keeps the newest per path
+            with pytest.raises(TimeoutError):  # the same viewer, asked to block, holds the pipeline up
+                for frame in frames:
+                    manager.save(frame, "/run/blocking.npy", backend="testviewer")
+        finally:
+            stalled.set()
+        viewer.flush(5)
+        _wait_for(items, 3)
+    viewer.close(1)
+    assert items[0].array[0, 0] == 0
+
+
+LATEST_PIPELINE = """
+import sys
+import numpy as np
+from polystore import FileManager
+from polystore_napari.backend import NapariStreamingBackend
+
+backend = NapariStreamingBackend()
+fm = FileManager({"napari": backend})
+for index in range(30):  # a burst, faster than this viewer takes frames
+    fm.save(np.full((512, 512), index, np.uint16), "live/frame.tif", backend=("memory", "napari"))
+print("sent", flush=True)
+sys.stdin.readline()  # the pipeline goes on computing: nothing else is saved for a while
+backend.close()
+"""
+
+
+@pytest.mark.napari
+def test_latest_frames_show_in_napari_while_the_pipeline_runs(make_napari_viewer: Any, qtbot: Any) -> None:
+    """policy="latest" used to keep the frames it could not send at once until the next save or
+    the pipeline's exit: a pipeline that paused after a burst showed a stale frame meanwhile."""
+    import subprocess
+
+    from polystore_napari.receiver_widget import StreamReceiverWidget
+
+    port = free_port_block(3)
+    viewer = make_napari_viewer(show=True)
+    widget = StreamReceiverWidget(viewer, port=port, autostart=False)
+    arrived = widget._arrived
+
+    def busy(item: StreamItem) -> None:  # a viewer slower than the pipeline (a busy GUI, a big frame)
+        time.sleep(0.02)
+        arrived(item)
+
+    widget._arrived = busy  # type: ignore[method-assign]
+    assert widget.start(), widget.error
+    env = {**os.environ, "POLYSTORE_NAPARI_PORT": str(port)}
+    pipeline = subprocess.Popen([sys.executable, "-c", LATEST_PIPELINE], env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pipeline.stdout is not None and pipeline.stdout.readline().strip() == "sent"
+
+        def last_frame_shown() -> bool:
+            shown = widget.live.plane("live/frame.tif")
+            return shown is not None and int(shown[0, 0]) == 29
+
+        qtbot.waitUntil(last_frame_shown, timeout=30_000)
+        assert pipeline.poll() is None  # shown while the pipeline still runs
+    finally:
+        _, err = pipeline.communicate("stop\n", timeout=60)
+    assert pipeline.returncode == 0, err
+    widget.stop()
