@@ -68,7 +68,10 @@ def array_options(shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConf
         "compressors": config.compressors(dtype),
     }
     if config.shards is not None:
-        options["shards"] = tuple(min(s, n) if n else s for s, n in zip(config.shards, shape, strict=False))
+        # clamped to the array, but still whole chunks (zarr refuses a shard that is not)
+        inner = options["chunks"] if options["chunks"] != "auto" else shape
+        options["shards"] = tuple(min(s, -(-n // c) * c) if n else s
+                                  for s, n, c in zip(config.shards, shape, inner, strict=False))
     if config.zarr_format == 2:  # nested chunk keys ("0/0"), as OME-NGFF 0.4 requires
         options["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     return options
