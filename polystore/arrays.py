@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import InvalidOptionError, UnsupportedDataError
 from polystore.lazy import optional_import
 
 
@@ -48,8 +48,16 @@ def _torch_from_numpy(array: np.ndarray) -> Any:
 def _jax_from_numpy(array: np.ndarray) -> Any:
     jnp = _import("jax").numpy
     if array.flags.writeable and array.flags.c_contiguous:
-        return jnp.from_dlpack(array)
-    return jnp.asarray(array)  # jax's DLPack import takes neither strided nor read-only memory
+        result = jnp.from_dlpack(array)
+    else:
+        result = jnp.asarray(array)  # jax's DLPack import takes neither strided nor read-only memory
+    if result.dtype != array.dtype:  # jax without jax_enable_x64 narrows 64-bit types silently
+        raise UnsupportedDataError(
+            f"JAX would turn this {array.dtype} array into {result.dtype} (64-bit types are off "
+            "in JAX by default), changing values that do not fit. Turn them on with "
+            "jax.config.update('jax_enable_x64', True), or convert the array first."
+        )
+    return result
 
 
 def _tensorflow_from_numpy(array: np.ndarray) -> Any:
@@ -144,6 +152,24 @@ def is_array(obj: Any) -> bool:
     return framework_of(obj) is not None and hasattr(obj, "shape")
 
 
+_CONVERSION_ERRORS = (BufferError, TypeError, RuntimeError, ValueError)
+"""What frameworks raise for a dtype or memory the other side cannot take (DLPack's BufferError,
+torch's TypeError for bfloat16, ...)."""
+
+
+def _no_equivalent(obj: Any, source: str, target: str, error: BaseException) -> UnsupportedDataError:
+    dtype = getattr(obj, "dtype", "?")
+    hint = {
+        "numpy": "convert it to a dtype NumPy has first (e.g. tensor.float() for bfloat16), or "
+        "save it as .pt, which keeps every torch dtype",
+    }.get(target, "convert it to a plain numeric dtype first (bool, integers, floats, complex), "
+              "or load it as NumPy (framework='numpy')")
+    return UnsupportedDataError(
+        f"A {source} array of dtype {dtype} has no {target} equivalent ({type(error).__name__}: "
+        f"{error}); {hint}."
+    )
+
+
 def to_numpy(obj: Any) -> np.ndarray:
     """A NumPy view of ``obj`` where memory can be shared, else a NumPy copy."""
     framework = framework_of(obj)
@@ -152,7 +178,10 @@ def to_numpy(obj: Any) -> np.ndarray:
             f"Expected an array (NumPy, PyTorch, JAX, TensorFlow or CuPy), got "
             f"{type(obj).__module__}.{type(obj).__qualname__}."
         )
-    return FRAMEWORKS[framework].to_numpy(obj)
+    try:
+        return FRAMEWORKS[framework].to_numpy(obj)
+    except _CONVERSION_ERRORS as error:
+        raise _no_equivalent(obj, framework, "numpy", error) from error
 
 
 def convert(obj: Any, framework: str | None) -> Any:
@@ -163,7 +192,7 @@ def convert(obj: Any, framework: str | None) -> Any:
     if framework is None:
         return obj
     if framework not in FRAMEWORKS:
-        raise ValueError(
+        raise InvalidOptionError(
             f"Unknown framework '{framework}'. Choose one of: {', '.join(FRAMEWORKS)}."
         )
     source = framework_of(obj)
@@ -173,9 +202,17 @@ def convert(obj: Any, framework: str | None) -> Any:
         cupy = _import("cupy")
         try:
             return cupy.from_dlpack(obj)  # device to device without the host round trip
-        except (BufferError, TypeError, RuntimeError, ValueError):
+        except _CONVERSION_ERRORS:
             pass
-    return FRAMEWORKS[framework].from_numpy(FRAMEWORKS[source].to_numpy(obj))
+    array = to_numpy(obj)
+    if not array.dtype.isnative:  # DLPack and the frameworks take the machine's byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
+    try:
+        return FRAMEWORKS[framework].from_numpy(array)
+    except UnsupportedDataError:
+        raise
+    except _CONVERSION_ERRORS as error:
+        raise _no_equivalent(array, source, framework, error) from error
 
 
 def copy_array(obj: Any) -> Any:

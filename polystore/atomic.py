@@ -15,6 +15,7 @@ waiting on it can never end up holding a lock on a deleted inode).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -36,13 +37,32 @@ def is_internal_name(name: str) -> bool:
     return name.startswith(".") and name.endswith((TEMP_SUFFIX, LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX))
 
 
+_TEMP_STEM_CHARS = 40
+"""How much of the target's name a temp name keeps: enough to recognise it, short enough that
+a target name of 255 bytes (the usual limit) still has a temp name that fits (at most 40
+characters of 4 UTF-8 bytes, plus about 40 of pid, random and suffix)."""
+
+
+def temp_name_for(name: str) -> str:
+    """A fresh hidden temporary name for a file to be renamed to ``name``, named after this process."""
+    return f".{name[:_TEMP_STEM_CHARS]}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
 def temp_path_for(target: Path) -> Path:
-    """A fresh hidden temporary path beside ``target``, named after this process."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    """A fresh hidden temporary path beside ``target``."""
+    return target.with_name(temp_name_for(target.name))
+
+
+_LOCK_NAME_LIMIT = 200
+"""Target names longer than this get a hashed lock name (the suffix would not fit in 255 bytes)."""
 
 
 def lock_path_for(target: Path) -> Path:
-    return target.with_name(f".{target.name}{LOCK_SUFFIX}")
+    name = target.name
+    if len(name.encode("utf-8", "surrogateescape")) > _LOCK_NAME_LIMIT:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        name = f"{name[:_TEMP_STEM_CHARS]}.{digest}"
+    return target.with_name(f".{name}{LOCK_SUFFIX}")
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -70,6 +90,14 @@ def file_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[Non
         yield
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in _WRITE_MODES:
+        raise ValueError(
+            f"atomic_write mode must be one of {sorted(_WRITE_MODES)}, not {mode!r}: "
+            "appending cannot be atomic; read the file, change it, and write it whole."
+        )
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike[str],
@@ -86,28 +114,66 @@ def atomic_write(
     crash). ``lock`` also holds :func:`file_lock` on ``path`` while writing.
     If the ``with`` body raises, the temporary file is removed and ``path`` is untouched.
     """
-    if mode not in _WRITE_MODES:
-        raise ValueError(
-            f"atomic_write mode must be one of {sorted(_WRITE_MODES)}, not {mode!r}: "
-            "appending cannot be atomic; read the file, change it, and write it whole."
-        )
+    _check_mode(mode)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     guard = file_lock(target) if lock else contextlib.nullcontext()
-    with guard:
-        temp = temp_path_for(target)
-        try:
-            # 'x' creates exclusively; the handle keeps its name (tifffile and others use it)
-            with open(temp, mode.replace("w", "x"), encoding=encoding, newline=newline) as handle:
-                yield handle
-                handle.flush()
-                if durable:
-                    os.fsync(handle.fileno())
-            commit_temp(temp, target, durable=durable, synced=True)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+    with guard, atomic_write_at(
+        None, os.fspath(target), mode, encoding=encoding, newline=newline, durable=durable
+    ) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def atomic_write_at(
+    dir_fd: int | None,
+    name: str,
+    mode: str = "wb",
+    *,
+    encoding: str | None = None,
+    newline: str | None = None,
+    durable: bool = True,
+    shown: str | None = None,
+) -> Iterator[IO[Any]]:
+    """:func:`atomic_write` to ``name`` inside the open directory ``dir_fd``.
+
+    Every step names the folder by its descriptor (``dir_fd=``), never by a path, so the
+    write lands in the folder that was opened even if its path is changed meanwhile (a
+    folder swapped for a symbolic link). With ``dir_fd=None``, ``name`` is an ordinary path.
+    ``shown`` is the handle's ``name`` for libraries that print or inspect it.
+    """
+    _check_mode(mode)
+    folder, base = ("", name) if dir_fd is not None else os.path.split(name)
+    temp = os.path.join(folder, temp_name_for(base))
+    # O_EXCL creates a new file or fails (never writes through a link planted at the name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(temp, flags, 0o666, dir_fd=dir_fd)
+    try:
+        with open(fd, mode.replace("x", "w"), encoding=encoding, newline=newline) as handle:
+            _name_handle(handle, shown if shown is not None else name)
+            yield handle
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=dir_fd)
+        raise
+    if durable:
+        if dir_fd is not None:
+            os.fsync(dir_fd)
+        else:
+            _fsync_directory(Path(folder or "."))
+
+
+def _name_handle(handle: IO[Any], name: str) -> None:
+    """Give a handle opened from a descriptor the file's name (its ``name`` is the int otherwise,
+    which tifffile and others split as a path)."""
+    raw = getattr(getattr(handle, "buffer", handle), "raw", None)
+    if raw is not None:
+        with contextlib.suppress(AttributeError):
+            raw.name = name
 
 
 def commit_temp(temp: Path, target: Path, *, durable: bool, synced: bool = False) -> None:
@@ -192,7 +258,12 @@ def sweep_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+_MAX_PID = 2**31 - 1  # os.kill takes a C int: a larger number in a name is no process
+
+
 def _process_alive(pid: int) -> bool:
+    if not 0 < pid <= _MAX_PID:  # 0 would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

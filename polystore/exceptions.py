@@ -83,8 +83,38 @@ class PathEscapeError(PolystoreError, PermissionError):
     """A path resolves outside the root a backend is confined to."""
 
 
+class StoragePermissionError(PolystoreError, PermissionError):
+    """The operating system refused access to a path (its permissions, not a root's bounds)."""
+
+
+class InvalidPathError(PolystoreError, ValueError):
+    """A path that no backend can take: a NUL character, a name too long, a file path ending in '/'."""
+
+
+class PathTypeError(InvalidPathError, TypeError):
+    """Something other than a ``str`` or ``os.PathLike`` of ``str`` was given as a path."""
+
+
+class SymlinkLoopError(PolystoreError, OSError):
+    """Symbolic links that lead to each other (or too many in a row) were met resolving a path."""
+
+
+class StorageIOError(PolystoreError, OSError):
+    """The operating system failed an operation for a reason of its own (disk full, I/O error)."""
+
+
+class LimitExceededError(PolystoreError, ValueError):
+    """Reading would take more memory than a stated limit allows (a decompression bomb, a forged
+    size); the message names the limit and how to raise it."""
+
+
 class UnsupportedFormatError(PolystoreError, ValueError):
     """No registered format handles a path's extension."""
+
+
+class InvalidOptionError(PolystoreError, TypeError, ValueError):
+    """An option that is not taken: an unknown keyword (as Python's TypeError) or an unknown
+    value, such as a framework name (as ValueError); both builtins catch it."""
 
 
 class UnsupportedDataError(PolystoreError, TypeError):
@@ -93,6 +123,49 @@ class UnsupportedDataError(PolystoreError, TypeError):
 
 class CorruptDataError(PolystoreError, ValueError):
     """Stored data or metadata is there but cannot be read (damaged, or partly written)."""
+
+
+_OS_ERRORS: dict[int, type[PolystoreError]] = {
+    errno.ENOENT: StorageFileNotFoundError,
+    errno.ENOTDIR: NotADirectoryStorageError,
+    errno.EISDIR: IsADirectoryStorageError,
+    errno.ENOTEMPTY: DirectoryNotEmptyError,
+    errno.EACCES: StoragePermissionError,
+    errno.EPERM: StoragePermissionError,
+    errno.ELOOP: SymlinkLoopError,
+    errno.ENAMETOOLONG: InvalidPathError,
+}
+"""Which of our errors an ``OSError`` becomes, by errno (the rest: :class:`StorageIOError`)."""
+
+_OS_ADVICE: dict[int, str] = {
+    errno.ENOTDIR: "a file is in the way of a directory on that path",
+    errno.EISDIR: "it is a directory; name a file inside it",
+    errno.ENOTEMPTY: "the directory is not empty; use delete_all to remove it with its contents",
+    errno.EACCES: "check the permissions of the path and its folders",
+    errno.EPERM: "check the permissions of the path and its folders",
+    errno.ELOOP: "symbolic links on the path lead to each other; fix or remove them",
+    errno.ENAMETOOLONG: "a name is longer than the filesystem allows (255 bytes on most); "
+    "use a shorter one",
+    errno.ENOSPC: "the disk is full; free space and retry",
+}
+
+
+def from_os_error(error: OSError, path: str, operation: str, backend: str = "disk") -> PolystoreError:
+    """Our error for an ``OSError`` met while doing ``operation`` on ``path`` (raise it ``from error``).
+
+    Keeps ``errno`` so code written against the builtins still works (the path is in the
+    message, not in ``filename``, which would print it twice).
+    """
+    if isinstance(error, PolystoreError):
+        return error
+    cls = _OS_ERRORS.get(error.errno or 0, StorageIOError)
+    if cls is StorageFileNotFoundError:
+        return StorageFileNotFoundError(path, backend)
+    advice = _OS_ADVICE.get(error.errno or 0, "see the operating system's message")
+    message = f"Cannot {operation} '{path}': {error.strerror or error}; {advice}."
+    if issubclass(cls, OSError):
+        return cls(error.errno, message)
+    return cls(message)
 
 
 class MissingDependencyError(PolystoreError, ImportError):

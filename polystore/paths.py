@@ -1,4 +1,10 @@
-"""Path rules shared by the backends: listing filters and virtual (posix) paths."""
+"""Path rules shared by the backends: what a path may be, listing filters, virtual paths.
+
+One rule for every backend: ``/`` separates names and every other character, backslash
+included, belongs to a name (as on POSIX filesystems and in object stores); a path ending in
+``/`` names a directory; ``..`` may not climb above the root; a path is a ``str`` (or an
+``os.PathLike`` giving one) without NUL characters.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,58 @@ import os
 import posixpath
 from collections.abc import Iterable
 
-from polystore.exceptions import PathEscapeError
+from polystore.exceptions import (
+    InvalidPathError,
+    IsADirectoryStorageError,
+    PathEscapeError,
+    PathTypeError,
+)
+
+
+def given_path(path: object) -> str:
+    """``path`` as text, or an error saying what is wrong with it (every backend's first check)."""
+    if type(path) is str:
+        text = path
+    else:
+        try:
+            text = os.fspath(path)  # type: ignore[call-overload]
+        except TypeError:
+            raise PathTypeError(
+                f"A path must be a str or an os.PathLike such as pathlib.Path, not "
+                f"{'None' if path is None else type(path).__name__}."
+            ) from None
+        if not isinstance(text, str):
+            raise PathTypeError(
+                f"A path must be text, not bytes ({path!r}); decode it with os.fsdecode(path)."
+            )
+    if "\0" in text:
+        raise InvalidPathError(
+            f"Path {text!r} contains a NUL character, which no filesystem or object store "
+            "allows in a name; remove it."
+        )
+    return text
+
+
+def names_directory(text: str) -> bool:
+    """Whether a path ends in ``/`` after a name (``"a/"``), so that only a directory fits it."""
+    return text.endswith("/") and text.strip("/") != ""
+
+
+def refuse_directory_path(text: str) -> None:
+    """Saving a file at ``"x.npy/"`` is refused, not done at ``"x.npy"``."""
+    if names_directory(text):
+        raise IsADirectoryStorageError(
+            f"Cannot save to '{text}': a path ending in '/' names a directory. Drop the "
+            "trailing '/' to save a file."
+        )
+
+
+def escape_error(given: str, root: str, how: str = "") -> PathEscapeError:
+    """The error for ``given`` leading outside ``root`` (``how``: through what, if not '..')."""
+    return PathEscapeError(
+        f"'{given}' leads outside this backend's root '{root}'{how}. Use a path inside the "
+        "root (relative paths are taken from it)."
+    )
 
 
 def normalize_extensions(extensions: Iterable[str] | str | None) -> tuple[str, ...] | None:
@@ -37,18 +94,17 @@ def virtual_path(path: str | os.PathLike[str]) -> str:
     ``a/b``, ``/a/b`` and ``a//b/./`` are the same entry; a path that climbs above the
     root with ``..`` raises :class:`PathEscapeError`.
     """
-    return _virtual_path(path if type(path) is str else os.fspath(path))
+    return _virtual_path(given_path(path))
 
 
 @functools.lru_cache(maxsize=8192)
 def _virtual_path(text: str) -> str:
     # memoised: in-memory backends normalise a path on every call, and a pipeline uses the
     # same paths over and over (an error is never cached, so '..' raises every time)
-    text = text.replace("\\", "/")
     relative = text.lstrip("/")
     normalized = posixpath.normpath(relative) if relative else "."
     if normalized == ".." or normalized.startswith("../"):
-        raise PathEscapeError(f"'{text}' climbs above the backend's root with '..'.")
+        raise escape_error(text, "/", " (it climbs above it with '..')")
     return "/" if normalized == "." else "/" + normalized
 
 

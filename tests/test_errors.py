@@ -168,7 +168,7 @@ def test_array_to_txt_is_refused(disk: DiskBackend) -> None:
 
 
 def test_four_dimensional_array_to_csv_is_refused(disk: DiskBackend) -> None:
-    with pytest.raises(UnsupportedDataError, match=r"CSV holds 1-D or 2-D.*got 4-D"):
+    with pytest.raises(UnsupportedDataError, match=r"CSV cannot keep this.*it is 4-D"):
         disk.save(np.zeros((2, 2, 2, 2)), "t.csv")
 
 

@@ -1,36 +1,53 @@
-"""Local files, the format chosen by extension, every write atomic."""
+"""Local files, the format chosen by extension, every write atomic, a root that holds."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import shutil
 import stat as stat_module
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from polystore.arrays import convert
-from polystore.atomic import atomic_write, commit_temp, is_internal_name, temp_path_for
+from polystore.atomic import atomic_write_at, is_internal_name
+from polystore.backends.disk_paths import FOLDER_FLAGS, ConfinedTree, Entry, OpenTree, Tree
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.exceptions import (
     DirectoryNotEmptyError,
+    InvalidPathError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
     PathEscapeError,
+    PolystoreError,
     StorageFileNotFoundError,
+    SymlinkLoopError,
     UnsupportedFormatError,
+    from_os_error,
 )
-from polystore.formats import format_for
-from polystore.paths import join_given, matches, normalize_extensions
+from polystore.formats import format_for, read_with, write_with
+from polystore.paths import given_path, join_given, matches, normalize_extensions, refuse_directory_path
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+"""A file is opened without following a link (the tree resolved links already: one found now
+was planted since) and without blocking (a FIFO would wait for a writer forever)."""
+_ATTEMPTS = 3
+"""Walks of a path whose last name keeps turning into a link under us, before giving up."""
 
 
 class DiskBackend(StorageBackend):
-    """Files on the local filesystem.
+    """Files on the local filesystem (POSIX: Linux, macOS).
 
-    ``root`` confines the backend to a folder: relative paths are taken inside it, and a
-    path that resolves outside it (``..``, an absolute path elsewhere, a symlink pointing
-    out) raises :class:`PathEscapeError`. Without ``root`` paths are used as given.
+    ``root`` confines the backend to a folder: relative paths are taken inside it, ``..``
+    and absolute paths elsewhere raise :class:`PathEscapeError`, and a symbolic link inside
+    the root is followed only while it leads to somewhere inside the root (otherwise
+    :class:`PathEscapeError`); ``delete`` and ``move`` act on a link itself, never on what
+    it points to. Confinement holds while other processes change the tree: paths are walked
+    through directory descriptors without following links (see
+    :mod:`polystore.backends.disk_paths`). Without ``root`` paths are used as given.
     ``durable`` fsyncs each write before it is renamed into place.
     """
 
@@ -38,28 +55,62 @@ class DiskBackend(StorageBackend):
     parallel_io = True
 
     def __init__(self, root: PathLike | None = None, *, durable: bool = True) -> None:
-        self.root = Path(os.path.realpath(root)) if root is not None else None
+        self._tree: Tree = ConfinedTree(given_path(root)) if root is not None else OpenTree()
+        self.root = Path(self._tree.root) if self._tree.root is not None else None
         self.durable = durable
 
     # -- paths -------------------------------------------------------------------------
-    def resolve(self, path: PathLike) -> Path:
-        """The filesystem path for ``path``, checked against ``root``."""
-        candidate = path if isinstance(path, Path) else Path(path)  # a Path is immutable: reuse it
-        if self.root is None:
-            return candidate
-        real = Path(os.path.realpath(self.root / candidate))
-        if real != self.root and self.root not in real.parents:
-            raise PathEscapeError(
-                f"'{path}' resolves to '{real}', outside this backend's root '{self.root}'. "
-                "Use a path inside the root (relative paths are taken from it)."
-            )
-        return real
+    def _entry(self, text: str, *, follow: bool = True, make_parents: bool = False) -> Entry:
+        return self._tree.entry(text, follow=follow, make_parents=make_parents)
 
-    def _existing(self, path: PathLike) -> Path:
-        target = self.resolve(path)
-        if not target.exists():
-            raise StorageFileNotFoundError(str(path), "disk")
-        return target
+    def _open_file(self, text: str) -> tuple[int, os.stat_result]:
+        """A descriptor of the regular file at ``text`` (links followed as the tree allows)."""
+        for _ in range(_ATTEMPTS):
+            with self._entry(text) as entry:
+                if entry.name is None:
+                    raise _is_a_directory(text)
+                try:
+                    fd = os.open(entry.name, _READ_FLAGS, dir_fd=entry.dir_fd)
+                except OSError as error:
+                    if error.errno == errno.ELOOP:  # became a link after the walk: walk again
+                        continue
+                    raise from_os_error(error, text, "open") from error
+            info = os.fstat(fd)
+            if stat_module.S_ISREG(info.st_mode):
+                return fd, info
+            os.close(fd)
+            if stat_module.S_ISDIR(info.st_mode):
+                raise _is_a_directory(text)
+            raise UnsupportedFormatError(
+                f"'{text}' is not a regular file (a FIFO, socket or device); polystore reads files."
+            )
+        raise SymlinkLoopError(
+            errno.ELOOP, f"'{text}' kept turning into a symbolic link while it was opened."
+        )
+
+    def _open_folder(self, entry: Entry) -> int:
+        """A descriptor of the folder ``entry`` names (``list_dir``, ``list_files``, copies)."""
+        if entry.name is None:
+            return os.dup(entry.dir_fd)
+        try:
+            return os.open(entry.name, FOLDER_FLAGS, dir_fd=entry.dir_fd)
+        except OSError as error:
+            if error.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise NotADirectoryStorageError(f"'{entry.shown}' is a file, not a directory.") from error
+            raise from_os_error(error, entry.shown, "open") from error
+
+    @staticmethod
+    def _mode(entry: Entry) -> int:
+        try:
+            return entry.lstat().st_mode
+        except OSError as error:
+            raise from_os_error(error, entry.shown, "look at") from error
+
+    def _refuse_root(self, entry: Entry, operation: str) -> None:
+        if entry.name is None:
+            where = f"the backend's root '{self.root}'" if self.root is not None else "a working folder"
+            cls = PathEscapeError if self.root is not None else InvalidPathError
+            raise cls(f"Refusing to {operation} '{entry.shown}': it is {where}. Name what is inside it.")
 
     # -- read ----------------------------------------------------------------------------
     def load(
@@ -71,37 +122,81 @@ class DiskBackend(StorageBackend):
         **options: Any,
     ) -> Any:
         # docstring inherited
-        target = self.resolve(file_path)
+        text = given_path(file_path)
         try:
-            fmt = format_for(target, format)
+            fmt = format_for(text, format)
         except UnsupportedFormatError:
-            if target.is_dir():  # a folder or a missing path has no format: say what is wrong
-                raise IsADirectoryStorageError(
-                    f"'{file_path}' is a directory; load a file inside it (see list_files)."
-                ) from None
-            if not target.exists():
-                raise StorageFileNotFoundError(str(file_path), "disk") from None
+            if self.is_dir(text):  # a folder or a missing path has no format: say what is wrong
+                raise _is_a_directory(text) from None
+            if not self.exists(text):
+                raise StorageFileNotFoundError(text, "disk") from None
             raise
-        try:
-            data = fmt.load(target, **options)
-        except FileNotFoundError as error:
-            raise StorageFileNotFoundError(str(file_path), "disk") from error
-        except IsADirectoryError as error:
-            raise IsADirectoryStorageError(
-                f"'{file_path}' is a directory; load a file inside it (see list_files)."
-            ) from error
+        fd, _ = self._open_file(text)
+        with _reader(fd, text) as handle:
+            data = read_with(fmt, handle, text, options)
         return convert(data, framework)
 
-    def _walk(self, directory: Path, recursive: bool) -> Iterator[os.DirEntry[str]]:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if is_internal_name(entry.name):
+    def _walk(
+        self, folder: int, base: str, prefix: str, recursive: bool, above: frozenset[tuple[int, int]]
+    ) -> Iterator[tuple[str, bool]]:
+        """(path below ``base``, is a directory) for what is in the open ``folder``.
+
+        A link is listed where it leads to a file or folder inside the root (as the path of
+        the link, which loads); one that leads outside, nowhere, or round in a circle is left
+        out. A folder already being walked further up is not walked again.
+        """
+        with os.scandir(folder) as scan:
+            items = list(scan)
+        for item in items:
+            if is_internal_name(item.name):
+                continue
+            relative = prefix + item.name
+            child: int | None = None
+            if item.is_symlink():
+                is_dir, child = self._through_link(join_given(base, relative), recursive)
+                if is_dir is None:
                     continue
-                if entry.is_dir():
-                    if recursive:
-                        yield from self._walk(Path(entry.path), recursive)
-                elif entry.is_file():
-                    yield entry
+            elif item.is_dir(follow_symlinks=False):
+                is_dir = True
+                if recursive:
+                    with contextlib.suppress(OSError):  # gone or swapped meanwhile: not listed
+                        child = os.open(item.name, FOLDER_FLAGS, dir_fd=folder)
+            elif item.is_file(follow_symlinks=False):
+                is_dir = False
+            else:
+                continue
+            yield relative, is_dir
+            if child is not None:
+                try:
+                    info = os.fstat(child)
+                    key = (info.st_dev, info.st_ino)
+                    if key not in above:
+                        yield from self._walk(child, base, relative + "/", recursive, above | {key})
+                finally:
+                    os.close(child)
+
+    def _through_link(self, text: str, open_folder: bool) -> tuple[bool | None, int | None]:
+        """Where the link ``text`` leads: (is a directory, its descriptor if asked), or (None, None)."""
+        try:
+            with self._entry(text) as entry:
+                mode = entry.lstat().st_mode
+                if stat_module.S_ISREG(mode):
+                    return False, None
+                if stat_module.S_ISDIR(mode):
+                    return True, self._open_folder(entry) if open_folder else None
+        except (PolystoreError, OSError):  # outside the root, dangling, a loop: not listed
+            pass
+        return None, None
+
+    def _listing(self, directory: PathLike, recursive: bool) -> list[tuple[str, bool]]:
+        text = given_path(directory)
+        with self._entry(text) as entry:
+            folder = self._open_folder(entry)
+        try:
+            info = os.fstat(folder)
+            return list(self._walk(folder, text, "", recursive, frozenset({(info.st_dev, info.st_ino)})))
+        finally:
+            os.close(folder)
 
     def list_files(
         self,
@@ -112,39 +207,52 @@ class DiskBackend(StorageBackend):
         **kwargs: Any,
     ) -> list[str]:
         # docstring inherited
-        base = self._existing(directory)
-        if not base.is_dir():
-            raise NotADirectoryStorageError(f"'{directory}' is a file, not a directory.")
         wanted = normalize_extensions(extensions)
-        found = [
-            join_given(directory, Path(os.path.relpath(entry.path, base)).as_posix())
-            for entry in self._walk(base, recursive)
-            if matches(entry.name, pattern, wanted)
-        ]
-        return sorted(found)
+        return sorted(
+            join_given(directory, relative)
+            for relative, is_dir in self._listing(directory, recursive)
+            if not is_dir and matches(relative.rsplit("/", 1)[-1], pattern, wanted)
+        )
 
     def list_dir(self, path: PathLike) -> list[str]:
-        # docstring inherited
-        target = self._existing(path)
-        if not target.is_dir():
-            raise NotADirectoryStorageError(f"'{path}' is a file, not a directory.")
-        return sorted(name for name in os.listdir(target) if not is_internal_name(name))
+        """Names of the entries directly inside ``path``, sorted; symbolic links included, wherever
+        they lead (so that one pointing out of the root can be seen and deleted)."""
+        with self._entry(given_path(path)) as entry:
+            folder = self._open_folder(entry)
+        try:
+            return sorted(name for name in os.listdir(folder) if not is_internal_name(name))
+        finally:
+            os.close(folder)
+
+    def _mode_or_none(self, path: PathLike) -> int | None:
+        try:
+            with self._entry(given_path(path)) as entry:
+                return entry.lstat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def exists(self, path: PathLike) -> bool:
-        return self.resolve(path).exists()
+        return self._mode_or_none(path) is not None
 
     def is_file(self, path: PathLike) -> bool:
-        return self.resolve(path).is_file()
+        mode = self._mode_or_none(path)
+        return mode is not None and stat_module.S_ISREG(mode)
 
     def is_dir(self, path: PathLike) -> bool:
-        return self.resolve(path).is_dir()
+        mode = self._mode_or_none(path)
+        return mode is not None and stat_module.S_ISDIR(mode)
 
     def stat(self, path: PathLike) -> FileStat:
         # docstring inherited
-        info = self._existing(path).stat()
+        text = given_path(path)
+        with self._entry(text) as entry:
+            try:
+                info = entry.lstat()
+            except OSError as error:
+                raise from_os_error(error, text, "look at") from error
         if stat_module.S_ISDIR(info.st_mode):
-            return FileStat(str(path), "directory", None, info.st_mtime)
-        return FileStat(str(path), "file", info.st_size, info.st_mtime)
+            return FileStat(text, "directory", None, info.st_mtime)
+        return FileStat(text, "file", info.st_size, info.st_mtime)
 
     # -- write ---------------------------------------------------------------------------
     def save(self, data: Any, file_path: PathLike, *, format: str | None = None, **options: Any) -> None:
@@ -153,91 +261,169 @@ class DiskBackend(StorageBackend):
         ``options`` go to the format (see ``polystore formats``), e.g. ``imagej=True,
         axes='TZCYX'`` for TIFF or ``compress=True`` for ``.npz``.
         """
-        target = self.resolve(file_path)
-        if target.is_dir():
-            raise IsADirectoryStorageError(
-                f"Cannot save to '{file_path}': it is a directory. Choose a file name inside it."
-            )
-        fmt = format_for(target, format)
+        text = given_path(file_path)
+        refuse_directory_path(text)
         try:
-            with atomic_write(target, "wb", durable=self.durable) as handle:
-                fmt.save(data, handle, **options)
-        except (FileExistsError, NotADirectoryError) as error:
-            if target.parent.is_dir():
-                raise
-            raise NotADirectoryStorageError(
-                f"Cannot save to '{file_path}': a file is in the way ({error.filename})."
-            ) from error
+            fmt = format_for(text, format)
+        except UnsupportedFormatError:
+            if self.is_dir(text):
+                raise _cannot_save_on_folder(text) from None
+            raise
+        with self._entry(text, make_parents=True) as entry:
+            self._refuse_folder_target(entry)
+            try:
+                with self._write(entry, text) as out:
+                    write_with(fmt, data, out, text, options)
+            except OSError as error:
+                raise from_os_error(error, text, "save") from error
+
+    def _write(self, entry: Entry, shown: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return atomic_write_at(entry.dir_fd, entry.name or "", "wb", durable=self.durable, shown=shown)
+
+    @classmethod
+    def _refuse_folder_target(cls, entry: Entry) -> None:
+        if entry.name is None:
+            raise _cannot_save_on_folder(entry.shown)
+        with contextlib.suppress(FileNotFoundError):
+            if stat_module.S_ISDIR(entry.lstat().st_mode):
+                raise _cannot_save_on_folder(entry.shown)
 
     def ensure_directory(self, directory: PathLike) -> str:
         # docstring inherited
-        target = self.resolve(directory)
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except FileExistsError as error:
-            raise NotADirectoryStorageError(
-                f"Cannot create directory '{directory}': a file is in the way ({error.filename})."
-            ) from error
-        return os.fspath(directory)
-
-    def _refuse_root(self, path: Path, operation: str) -> None:
-        if self.root is not None and path == self.root:
-            raise PathEscapeError(f"Refusing to {operation} the backend's root '{self.root}'.")
+        text = given_path(directory)
+        with self._entry(text, make_parents=True) as entry:
+            if entry.name is None:
+                return text
+            try:
+                os.mkdir(entry.name, 0o777, dir_fd=entry.dir_fd)
+            except FileExistsError:
+                if not stat_module.S_ISDIR(self._mode(entry)):
+                    raise NotADirectoryStorageError(
+                        f"Cannot create directory '{text}': a file is in the way."
+                    ) from None
+            except OSError as error:
+                raise from_os_error(error, text, "create directory") from error
+        return text
 
     def delete(self, path: PathLike) -> None:
         # docstring inherited
-        target = self._existing(path)
-        self._refuse_root(target, "delete")
-        if target.is_dir() and not target.is_symlink():
+        with self._entry(given_path(path), follow=False) as entry:
+            self._refuse_root(entry, "delete")
+            assert entry.name is not None
             try:
-                target.rmdir()
+                if stat_module.S_ISDIR(self._mode(entry)):
+                    os.rmdir(entry.name, dir_fd=entry.dir_fd)
+                else:
+                    os.unlink(entry.name, dir_fd=entry.dir_fd)
             except OSError as error:
-                raise DirectoryNotEmptyError(
-                    f"Directory '{path}' is not empty; use delete_all to remove it with its contents."
-                ) from error
-        else:
-            target.unlink()
+                if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise DirectoryNotEmptyError(
+                        f"Directory '{entry.shown}' is not empty; use delete_all to remove it "
+                        "with its contents."
+                    ) from error
+                raise from_os_error(error, entry.shown, "delete") from error
 
     def delete_all(self, path: PathLike) -> None:
         # docstring inherited
-        target = self._existing(path)
-        self._refuse_root(target, "delete")
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
+        with self._entry(given_path(path), follow=False) as entry:
+            self._refuse_root(entry, "delete")
+            assert entry.name is not None
+            try:
+                if stat_module.S_ISDIR(self._mode(entry)):
+                    # rmtree's descriptor-based walk never follows a link out of the tree
+                    shutil.rmtree(entry.name, dir_fd=entry.dir_fd)
+                else:
+                    os.unlink(entry.name, dir_fd=entry.dir_fd)
+            except OSError as error:
+                raise from_os_error(error, entry.shown, "delete") from error
 
     def copy(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
-        """Copy a file (atomically) or a directory tree, bytes for bytes."""
-        src = self._existing(source)
-        dst = self.resolve(destination)
-        if src.is_dir():
-            shutil.copytree(
-                src, dst, dirs_exist_ok=True, copy_function=self._copy_file,
-                ignore=lambda _dir, names: [n for n in names if is_internal_name(n)],
-            )
-        else:
-            self._copy_file(src, dst)
+        """Copy a file (atomically) or a directory tree, bytes for bytes.
 
-    def _copy_file(self, src: PathLike, dst: PathLike) -> None:
-        target = Path(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path_for(target)
-        try:
-            shutil.copyfile(src, temp)  # uses the kernel's copy (sendfile) where it can
-            commit_temp(temp, target, durable=self.durable)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+        A tree is copied as :meth:`list_files` sees it: links inside the root are copied as
+        what they lead to; links leading out of the root are left out.
+        """
+        src, dst = given_path(source), given_path(destination)
+        with self._entry(src) as entry:
+            is_dir = stat_module.S_ISDIR(self._mode(entry))
+        if not is_dir:
+            self._copy_file(src, dst)
+            return
+        self.ensure_directory(dst)
+        for relative, is_folder in self._listing(src, recursive=True):
+            if is_folder:
+                self.ensure_directory(join_given(dst, relative))
+            else:
+                self._copy_file(join_given(src, relative), join_given(dst, relative))
+
+    def _copy_file(self, src: str, dst: str) -> None:
+        refuse_directory_path(dst)
+        fd, info = self._open_file(src)
+        with open(fd, "rb") as source, self._entry(dst, make_parents=True) as entry:
+            self._refuse_folder_target(entry)
+            try:
+                with self._write(entry, dst) as out:
+                    _copy_bytes(source, out, info.st_size)
+            except OSError as error:
+                raise from_os_error(error, dst, "copy to") from error
 
     def move(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
-        """Rename (atomic within a filesystem); copy and delete across filesystems."""
-        src = self._existing(source)
-        self._refuse_root(src, "move")
-        dst = self.resolve(destination)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(src, dst)
-        except OSError:  # another filesystem, or a non-empty directory in the way
-            self.copy(source, destination)
-            self.delete_all(source)
+        """Rename (atomic within a filesystem); copy and delete across filesystems or into an
+        existing folder. A link is moved as a link."""
+        src, dst = given_path(source), given_path(destination)
+        with (
+            self._entry(src, follow=False) as origin,
+            self._entry(dst, follow=False, make_parents=True) as target,
+        ):
+            self._refuse_root(origin, "move")
+            self._mode(origin)  # a missing source is named as such
+            if target.name is None:
+                raise _cannot_save_on_folder(dst)
+            assert origin.name is not None
+            try:
+                os.replace(origin.name, target.name, src_dir_fd=origin.dir_fd, dst_dir_fd=target.dir_fd)
+                return
+            except OSError as error:
+                if error.errno == errno.EINVAL:
+                    raise InvalidPathError(f"Cannot move '{src}' into itself ('{dst}').") from error
+                if error.errno not in (errno.EXDEV, errno.ENOTEMPTY, errno.EEXIST):
+                    raise from_os_error(error, dst, f"move '{src}' to") from error
+        self.copy(src, dst)  # another filesystem, or a non-empty folder in the way: merge into it
+        self.delete_all(src)
+
+
+def _reader(fd: int, name: str) -> io.BufferedReader:
+    """A buffered binary handle on ``fd`` that carries the file's name (libraries print it)."""
+    raw = io.FileIO(fd, "rb", closefd=True)
+    raw.name = name  # FileIO's name is writable; it is the int otherwise
+    return io.BufferedReader(raw)
+
+
+def _copy_bytes(source: IO[bytes], out: IO[bytes], size: int) -> None:
+    """Copy through the kernel (sendfile) where it can; shutil's own fast path needs paths."""
+    offset = 0
+    try:
+        while offset < size:
+            sent = os.sendfile(out.fileno(), source.fileno(), offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP) or offset:
+            raise
+    else:
+        return
+    shutil.copyfileobj(source, out)
+
+
+def _is_a_directory(text: str) -> IsADirectoryStorageError:
+    return IsADirectoryStorageError(f"'{text}' is a directory; load a file inside it (see list_files).")
+
+
+def _cannot_save_on_folder(text: str) -> IsADirectoryStorageError:
+    return IsADirectoryStorageError(
+        f"Cannot save to '{text}': it is a directory. Choose a file name inside it."
+    )
+
+
+__all__ = ["DiskBackend"]

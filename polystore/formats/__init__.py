@@ -2,8 +2,16 @@
 
 A :class:`Format` names its extensions and two functions: ``save(data, handle, **options)``
 writes to an open binary file (the disk backend hands it the temporary file of an atomic
-write), ``load(path, **options)`` reads from a path (so libraries can memory-map or seek).
-Adding a format is one :func:`register_format` call; nothing else changes.
+write), ``load(handle, **options)`` reads from an open, seekable binary file (the disk
+backend opened it inside its root, so a loader never opens a path itself; ``handle.name`` is
+the path as the caller gave it, for messages). Adding a format is one :func:`register_format`
+call; nothing else changes.
+
+A format either gives back exactly what it accepted (values, dtype, shape) or refuses it at
+save time with :class:`UnsupportedDataError`, naming the format, the problem and what to
+use instead. Errors from inside a format's libraries reach the caller as ours: what a save
+could not write as :class:`UnsupportedDataError`, what a load could not read as
+:class:`CorruptDataError`, both with the library's error chained.
 
 Extensions match the end of the file name, case-insensitively, longest first, so compound
 extensions (``.roi.zip``, ``.ome.tif``) win over their last part.
@@ -11,6 +19,8 @@ extensions (``.roi.zip``, ``.ome.tif``) win over their last part.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -18,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import IO, Any
 
-from polystore.exceptions import UnsupportedFormatError
+from polystore.exceptions import (
+    CorruptDataError,
+    InvalidOptionError,
+    PolystoreError,
+    UnsupportedDataError,
+    UnsupportedFormatError,
+    from_os_error,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +47,7 @@ class Format:
     save: Callable[..., None]
     """``save(data, handle, **options)``: write ``data`` to the open binary ``handle``."""
     load: Callable[..., Any]
-    """``load(path, **options)``: read the file at ``path``."""
+    """``load(handle, **options)``: read the open binary file ``handle``."""
     description: str = ""
     accepts: str = ""
     """What data it stores, for messages and docs (e.g. "arrays of any framework")."""
@@ -110,6 +127,68 @@ def format_for(path: str | Path, name: str | None = None) -> Format:
         "Use one of them, pass format='<extension>' to choose one explicitly, or add a "
         "format with polystore.register_format(Format(...))."
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _option_names(function: Callable[..., Any], skip: int) -> frozenset[str] | None:
+    """The keyword options ``function`` takes after its ``skip`` leading arguments (``None``: any)."""
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def _check_options(
+    fmt: Format, function: Callable[..., Any], skip: int, options: dict[str, Any], verb: str
+) -> None:
+    if not options:
+        return
+    known = _option_names(function, skip)
+    if known is None:
+        return
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidOptionError(
+            f"The {fmt.name} format does not take {', '.join(map(repr, unknown))} when it "
+            f"{verb}s; it takes: {', '.join(sorted(known)) or 'no options'} "
+            "(see `polystore formats`)."
+        )
+
+
+def write_with(fmt: Format, data: Any, handle: IO[bytes], shown: str, options: dict[str, Any]) -> None:
+    """``fmt.save`` with the rule on errors: what it cannot write is an UnsupportedDataError."""
+    _check_options(fmt, fmt.save, 2, options, "save")
+    try:
+        fmt.save(data, handle, **options)
+    except PolystoreError:
+        raise
+    except OSError as error:  # the disk, not the data
+        raise from_os_error(error, shown, "save") from error
+    except Exception as error:
+        raise UnsupportedDataError(
+            f"The {fmt.name} format ({fmt.description}) could not write '{shown}': "
+            f"{type(error).__name__}: {error}. It takes {fmt.accepts}; .npy keeps any numeric "
+            "array exactly."
+        ) from error
+
+
+def read_with(fmt: Format, handle: IO[bytes], shown: str, options: dict[str, Any]) -> Any:
+    """``fmt.load`` with the rule on errors: what it cannot read is a CorruptDataError."""
+    _check_options(fmt, fmt.load, 1, options, "load")
+    try:
+        return fmt.load(handle, **options)
+    except PolystoreError:
+        raise
+    except MemoryError:
+        raise
+    except OSError as error:
+        raise from_os_error(error, shown, "read") from error
+    except Exception as error:
+        raise CorruptDataError(
+            f"Cannot read '{shown}' as {fmt.name} ({fmt.description}): "
+            f"{type(error).__name__}: {error}. The file is damaged, cut short, or not a "
+            f"{fmt.name} file; pass format='<extension>' if its extension is wrong."
+        ) from error
 
 
 def text_handle(handle: IO[bytes]) -> Any:

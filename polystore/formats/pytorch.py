@@ -1,8 +1,14 @@
-"""PyTorch's ``.pt`` / ``.pth``: tensors and state dicts, always loaded with ``weights_only=True``."""
+"""PyTorch's ``.pt`` / ``.pth``: tensors and state dicts, always loaded with ``weights_only=True``.
+
+What goes in is checked against what ``weights_only=True`` can read back (tensors, numbers,
+strings, bytes, ``None``, dtypes, devices, sizes, and dicts, lists, tuples and sets of those),
+so a file that could not be loaded is refused when saved, not found out later. Arrays of other
+frameworks anywhere in the structure become tensors (sharing memory where they can).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import collections
 from typing import IO, Any
 
 from polystore.arrays import convert, framework_of
@@ -10,32 +16,56 @@ from polystore.exceptions import UnsupportedDataError
 from polystore.formats import Format
 from polystore.lazy import optional_import
 
+_PLAIN = (str, bytes, int, float, complex, bool, type(None))
+_CONTAINERS = (dict, collections.OrderedDict, list, tuple, set)
+
 
 def _torch() -> Any:
     return optional_import("torch", extra="torch", purpose="Reading and writing .pt files")
 
 
+def _loadable(data: Any, torch: Any, where: str) -> Any:
+    """``data`` with arrays as tensors; an error naming the first thing weights_only cannot load."""
+    kind = type(data)
+    if kind in (torch.Tensor, torch.nn.Parameter) or kind in _PLAIN:
+        return data
+    if kind in (torch.dtype, torch.device, torch.Size):
+        return data
+    if framework_of(data) is not None and hasattr(data, "shape"):
+        return convert(data, "torch")  # shares memory with a NumPy array where it can
+    if kind in (dict, collections.OrderedDict):
+        return kind((key, _loadable(value, torch, f"{where}[{key!r}]")) for key, value in data.items())
+    if kind in (list, tuple, set):
+        return kind(_loadable(value, torch, f"{where}[{index}]") for index, value in enumerate(data))
+    raise UnsupportedDataError(
+        f".pt files are loaded with weights_only=True (unpickling anything else runs code "
+        f"from the file), which cannot read back {kind.__module__}.{kind.__qualname__} "
+        f"at {where or 'the top level'}. Store tensors (or arrays), numbers, strings, and "
+        "dicts, lists or tuples of them; save other objects as .json, or arrays as .npy/.npz."
+    )
+
+
 def _save_pt(data: Any, handle: IO[bytes]) -> None:
-    if framework_of(data) not in (None, "torch"):
-        data = convert(data, "torch")  # shares memory with a NumPy array where it can
-    _torch().save(data, handle)
+    torch = _torch()
+    torch.save(_loadable(data, torch, ""), handle)
 
 
-def _load_pt(path: Path, *, map_location: Any = None, weights_only: bool = True) -> Any:
+def _load_pt(handle: IO[bytes], *, map_location: Any = None, weights_only: bool = True) -> Any:
     if not weights_only:
         raise UnsupportedDataError(
             "polystore loads .pt files with weights_only=True only: unpickling arbitrary "
             "objects runs code from the file. Store tensors, dicts and lists of tensors; if "
             "you trust this file and need more, call torch.load yourself."
         )
-    return _torch().load(path, map_location=map_location, weights_only=True)
+    return _torch().load(handle, map_location=map_location, weights_only=True)
 
 
 FORMATS = [
     Format(
         "torch", (".pt", ".pth"), _save_pt, _load_pt,
         description="PyTorch tensor or state dict (torch.save)",
-        accepts="tensors (arrays of other frameworks are converted), dicts/lists of tensors",
+        accepts="tensors (arrays of other frameworks become tensors), numbers, strings, and "
+        "dicts/lists/tuples of them",
         options={"map_location": "load: device to place tensors on, e.g. 'cpu'"},
     ),
 ]

@@ -9,11 +9,10 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterable
-from pathlib import Path
 from typing import IO, Any
 
 from polystore.exceptions import UnsupportedDataError
-from polystore.formats import Format
+from polystore.formats import Format, limits
 from polystore.lazy import optional_import
 
 
@@ -66,20 +65,37 @@ def roi_zip_bytes(data: Any) -> bytes:
     return buffer.getvalue()
 
 
-def rois_from_zip_bytes(payload: bytes | bytearray | memoryview) -> list[Any]:
-    """The ROIs in a ``.roi.zip`` archive held in memory (as roifile.ImagejRoi, in archive order)."""
+def _read_roi_zip(source: IO[bytes], shown: str, limit: int | None) -> list[Any]:
+    """The ROIs of a ``.roi.zip``, in archive order, expanding no more than the limit allows."""
     roi_type = _roifile().ImagejRoi
+    with zipfile.ZipFile(source) as archive:
+        members = [info for info in archive.infolist() if info.filename.endswith(".roi")]
+        limits.check_expansion(
+            sum(info.file_size for info in members),
+            limits.ROI_ZIP_DECOMPRESSED_BYTES if limit is None else limit,
+            shown, "max_decompressed_bytes", "ROI_ZIP_DECOMPRESSED_BYTES",
+        )
+        # zipfile never returns more than a member declares, so the check above bounds this
+        return [roi_type.frombytes(archive.read(info)) for info in members]
+
+
+def rois_from_zip_bytes(
+    payload: bytes | bytearray | memoryview, *, max_decompressed_bytes: int | None = None
+) -> list[Any]:
+    """The ROIs in a ``.roi.zip`` archive held in memory (as roifile.ImagejRoi, in archive order).
+
+    Raises :class:`UnsupportedDataError` if it is no zip archive, and
+    :class:`LimitExceededError` if it would expand beyond
+    ``limits.ROI_ZIP_DECOMPRESSED_BYTES`` (or ``max_decompressed_bytes``).
+    """
     try:
-        with zipfile.ZipFile(io.BytesIO(bytes(payload))) as archive:
-            return [roi_type.frombytes(archive.read(name)) for name in archive.namelist()
-                    if name.endswith(".roi")]
+        return _read_roi_zip(io.BytesIO(bytes(payload)), "The .roi.zip payload", max_decompressed_bytes)
     except zipfile.BadZipFile as error:
-        raise UnsupportedDataError(f"Not a .roi.zip archive: {error}") from None
+        raise UnsupportedDataError(f"Not a .roi.zip archive: {error}") from error
 
 
-def _load_roi_zip(path: Path) -> list[Any]:
-    rois = _roifile().roiread(path)
-    return rois if isinstance(rois, list) else [rois]
+def _load_roi_zip(handle: IO[bytes], *, max_decompressed_bytes: int | None = None) -> list[Any]:
+    return _read_roi_zip(handle, f"'{getattr(handle, 'name', '.roi.zip')}'", max_decompressed_bytes)
 
 
 def _save_roi(data: Any, handle: IO[bytes]) -> None:
@@ -91,8 +107,8 @@ def _save_roi(data: Any, handle: IO[bytes]) -> None:
     handle.write(rois[0].tobytes())
 
 
-def _load_roi(path: Path) -> Any:
-    return _roifile().ImagejRoi.fromfile(path)
+def _load_roi(handle: IO[bytes]) -> Any:
+    return _roifile().ImagejRoi.frombytes(handle.read())
 
 
 FORMATS = [
@@ -100,6 +116,7 @@ FORMATS = [
         "imagej-roi-set", (".roi.zip",), _save_roi_zip, _load_roi_zip,
         description="ImageJ ROI set (RoiManager's zip)",
         accepts="a list of roifile.ImagejRoi, or the zip's bytes",
+        options={"max_decompressed_bytes": "load: raise the decompression limit (default 256 MiB)"},
     ),
     Format(
         "imagej-roi", (".roi",), _save_roi, _load_roi,

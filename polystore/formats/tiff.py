@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -15,6 +14,13 @@ from polystore.lazy import optional_import
 IMAGEJ_AXES = "TZCYXS"
 """ImageJ hyperstacks store their axes in this order (a subset of it)."""
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+TIFF_KINDS = "biufc"
+"""TIFF holds bool, integers, floats and complex numbers (in the machine's byte order)."""
+OME_DTYPES = frozenset(np.dtype(t) for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32,
+    np.float32, np.float64, np.complex64, np.complex128,
+))
+"""The pixel types OME-XML names (no 64-bit integers, no float16)."""
 _DEFAULT_IMAGEJ_AXES = {2: "YX", 3: "ZYX"}
 
 
@@ -55,6 +61,11 @@ def _save_tiff(
     **tifffile_options: Any,
 ) -> None:
     array = as_plain_array(data, "TIFF")
+    if array.dtype.kind not in TIFF_KINDS:
+        raise UnsupportedDataError(
+            f"TIFF holds numbers (bool, integers, floats, complex), not {array.dtype}. "
+            "Save it as .npy, which keeps every NumPy dtype."
+        )
     meta = dict(metadata or {})
     if imagej:
         if array.dtype.type not in IMAGEJ_DTYPES:
@@ -70,13 +81,39 @@ def _save_tiff(
 
 
 def _load_tiff(
-    path: Path, *, key: int | slice | None = None, series: int = 0, level: int | None = None
+    handle: IO[bytes], *, key: int | slice | None = None, series: int = 0, level: int | None = None
 ) -> np.ndarray:
-    return _tifffile().imread(path, key=key, series=series, level=level)  # type: ignore[no-any-return]
+    # _multifile=False: an OME-TIFF may name other files to read beside it; reading them by
+    # path would step outside the backend's root, so polystore reads the one file it opened
+    return _tifffile().imread(  # type: ignore[no-any-return]
+        handle, key=key, series=series, level=level, _multifile=False
+    )
+
+
+def _ome_problem(array: np.ndarray) -> str | None:
+    """Why OME-TIFF would not give ``array`` back as it is, if it would not."""
+    if array.dtype.newbyteorder("=") not in OME_DTYPES:
+        return f"OME-XML has no pixel type for {array.dtype}"
+    if array.ndim < 2:
+        return f"an OME image has at least 2 dimensions (Y and X), this one {array.ndim}"
+    if 0 in array.shape:
+        return "it is empty"
+    if 1 in array.shape:
+        return (f"OME-TIFF drops length-1 axes when it is read ({array.shape} would load as "
+                f"{tuple(n for n in array.shape if n != 1)})")
+    return None
 
 
 def _save_ome_tiff(data: Any, handle: IO[bytes], **options: Any) -> None:
-    _save_tiff(data, handle, ome=True, **options)
+    array = as_plain_array(data, "OME-TIFF")
+    problem = _ome_problem(array) if not options.get("imagej") else None
+    if problem is not None:
+        raise UnsupportedDataError(
+            f"OME-TIFF cannot keep this {array.shape} {array.dtype} array: {problem}. Save it "
+            "as .tif or .npy (which keep any shape), squeeze or convert it first "
+            "(np.squeeze(a), a.astype(np.float32)), or write OME-Zarr (backend='zarr')."
+        )
+    _save_tiff(array, handle, ome=True, **options)
 
 
 _OPTIONS = {

@@ -1,0 +1,256 @@
+"""A rooted DiskBackend stays inside its root: symbolic links, loops, FIFOs, and a folder swapped
+for a link while real processes save into it.
+
+The rule under test (docs/security.md): a link inside the root is followed only while it leads
+to somewhere inside the root; one leading out raises PathEscapeError; ``delete`` and ``move``
+act on a link itself; listings leave out links that lead out, nowhere, or round in circles.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from polystore import DiskBackend, PathEscapeError, PolystoreError
+from polystore.exceptions import SymlinkLoopError, UnsupportedFormatError
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX symbolic links and dir_fd")
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> tuple[DiskBackend, Path, Path]:
+    """A backend rooted at ``root``, and a folder ``outside`` beside it holding a secret."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    np.save(outside / "secret.npy", np.arange(3))
+    (outside / "secret.txt").write_text("secret")
+    return DiskBackend(root=root), root, outside
+
+
+def _files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+
+
+# -- links leading out ------------------------------------------------------------------------
+
+
+def test_copy_of_a_link_leading_out_is_refused_and_copies_nothing(places: Any) -> None:
+    disk, root, outside = places
+    (root / "a.npy").symlink_to(outside / "secret.npy")
+    with pytest.raises(PathEscapeError, match=r"through the symbolic link 'a\.npy'"):
+        disk.copy("a.npy", "b.npy")
+    assert not (root / "b.npy").exists()
+    with pytest.raises(PathEscapeError):
+        disk.load("a.npy")
+
+
+def test_copy_of_a_tree_leaves_out_links_leading_out(places: Any) -> None:
+    disk, root, outside = places
+    disk.save(np.ones(2), "tree/kept.npy")
+    (root / "tree" / "leak.npy").symlink_to(outside / "secret.npy")
+    (root / "tree" / "leakdir").symlink_to(outside, target_is_directory=True)
+    disk.copy("tree", "copy")
+    assert _files_under(root / "copy") == ["kept.npy"]
+
+
+def test_recursive_listing_does_not_go_through_a_link_leading_out(places: Any) -> None:
+    disk, root, outside = places
+    disk.save(np.ones(2), "data/inside.npy")
+    (root / "data" / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "data" / "secret.txt").symlink_to(outside / "secret.txt")
+    assert disk.list_files("data", recursive=True) == ["data/inside.npy"]
+    assert disk.list_files(".", recursive=True) == ["data/inside.npy"]
+    # the names themselves are there to be seen (and deleted)
+    assert disk.list_dir("data") == ["inside.npy", "linked", "secret.txt"]
+    with pytest.raises(PathEscapeError):
+        disk.list_files("data/linked")
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["../outside/secret.txt", "sub/../../outside/secret.txt", "ABSOLUTE"],
+    ids=["dotdot", "dotdot-deeper", "absolute"],
+)
+def test_every_kind_of_link_leading_out_is_refused(places: Any, target: str) -> None:
+    disk, root, outside = places
+    (root / "sub").mkdir()
+    link_target = str(outside / "secret.txt") if target == "ABSOLUTE" else target
+    (root / "link.txt").symlink_to(link_target)
+    for operation in (
+        lambda: disk.load("link.txt"),
+        lambda: disk.save("overwritten", "link.txt"),
+        lambda: disk.copy("link.txt", "copy.txt"),
+        lambda: disk.stat("link.txt"),
+        lambda: disk.exists("link.txt"),
+    ):
+        with pytest.raises(PathEscapeError, match="outside this backend's root"):
+            operation()
+    assert (outside / "secret.txt").read_text() == "secret"
+
+
+def test_a_link_on_the_way_that_leads_out_is_refused_for_writes(places: Any) -> None:
+    disk, root, outside = places
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    for operation in (
+        lambda: disk.save(np.zeros(2), "out/new.npy"),
+        lambda: disk.ensure_directory("out/made"),
+        lambda: disk.delete("out/secret.npy"),
+        lambda: disk.delete_all("out/secret.txt"),
+        lambda: disk.move("out/secret.txt", "taken.txt"),
+    ):
+        with pytest.raises(PathEscapeError):
+            operation()
+    assert _files_under(outside) == ["secret.npy", "secret.txt"]
+
+
+def test_delete_all_of_a_folder_holding_a_link_leading_out_keeps_the_outside(places: Any) -> None:
+    disk, root, outside = places
+    disk.save(np.ones(2), "run/x.npy")
+    (root / "run" / "out").symlink_to(outside, target_is_directory=True)
+    disk.delete_all("run")
+    assert not (root / "run").exists()
+    assert _files_under(outside) == ["secret.npy", "secret.txt"]
+
+
+# -- links inside the root ----------------------------------------------------------------------
+
+
+def test_delete_removes_the_link_not_the_file_it_points_to(places: Any) -> None:
+    disk, root, _ = places
+    disk.save("real", "real.txt")
+    (root / "alias.txt").symlink_to("real.txt")
+    disk.delete("alias.txt")
+    assert not os.path.lexists(root / "alias.txt")
+    assert disk.load("real.txt") == "real"
+
+
+def test_move_moves_the_link_itself(places: Any) -> None:
+    disk, root, _ = places
+    disk.save("real", "real.txt")
+    (root / "alias.txt").symlink_to(str(root / "real.txt"))  # absolute, so it still works moved
+    disk.move("alias.txt", "sub/alias.txt")
+    assert (root / "sub" / "alias.txt").is_symlink()
+    assert (root / "real.txt").read_text() == "real"
+    assert disk.load("sub/alias.txt") == "real"
+
+
+def test_links_that_stay_inside_are_followed(places: Any) -> None:
+    disk, root, _ = places
+    disk.save(np.arange(4), "real/a.npy")
+    (root / "rel.npy").symlink_to("real/a.npy")
+    (root / "abs.npy").symlink_to(root / "real" / "a.npy")
+    (root / "real_alias").symlink_to("real", target_is_directory=True)
+    (root / "real" / "up").symlink_to("..", target_is_directory=True)  # a loop through folders
+    for path in ("rel.npy", "abs.npy", "real_alias/a.npy", "real/up/real/a.npy"):
+        np.testing.assert_array_equal(disk.load(path), np.arange(4))
+    disk.save(np.arange(5), "rel.npy")  # writes through the link, into the file it names
+    assert (root / "rel.npy").is_symlink()
+    np.testing.assert_array_equal(np.load(root / "real" / "a.npy"), np.arange(5))
+    listed = disk.list_files(".", recursive=True)
+    assert set(listed) >= {"abs.npy", "rel.npy", "real/a.npy", "real_alias/a.npy"}
+    for path in listed:  # every listed path loads, and the folder loop ended
+        disk.load(path)
+
+
+def test_a_symlink_loop_is_a_clear_error_and_left_out_of_listings(places: Any) -> None:
+    disk, root, _ = places
+    (root / "a").symlink_to("b")
+    (root / "b").symlink_to("a")
+    with pytest.raises(SymlinkLoopError) as caught:
+        disk.load("a/x.npy")
+    assert isinstance(caught.value, PolystoreError) and isinstance(caught.value, OSError)
+    assert caught.value.errno == errno.ELOOP
+    assert "symbolic links" in str(caught.value)
+    with pytest.raises(SymlinkLoopError):
+        disk.load("a")
+    assert disk.list_files(".", recursive=True) == []
+
+
+def test_a_fifo_is_not_read_and_not_listed(places: Any) -> None:
+    disk, root, _ = places
+    os.mkfifo(root / "pipe.npy")
+    with pytest.raises(UnsupportedFormatError, match="not a regular file"):
+        disk.load("pipe.npy")  # would wait for a writer forever if opened for reading blindly
+    assert disk.list_files(".") == []
+
+
+# -- the race: a folder swapped for a link while saves run ------------------------------------
+RACE_SECONDS = 2.0
+
+
+def _saver(root: str, ready: Any, stop: Any, counts: Any) -> None:
+    """Save into ``sub/`` over and over; count what went through, what was refused, and any
+    error that was not ours (a raw one would be a bug of its own)."""
+    disk = DiskBackend(root=root, durable=False)
+    frame = np.zeros((16, 16), np.uint8)
+    saved = refused = index = 0
+    raw: list[str] = []
+    ready.release()
+    while not stop.is_set():
+        index += 1
+        try:
+            disk.save(frame, f"sub/f{index % 50}.npy")
+            disk.copy(f"sub/f{index % 50}.npy", f"sub/c{index % 50}.npy")
+            saved += 1
+        except PolystoreError:  # the folder was a link leading out (or absent) just then
+            refused += 1
+        except Exception as error:
+            raw.append(f"{type(error).__name__}: {error}")
+    counts.put(("saver", saved, refused, raw[:5]))
+
+
+def _swapper(root: str, outside: str, ready: Any, stop: Any, counts: Any) -> None:
+    """Swap ``sub`` for a link to ``outside`` and back, as fast as it can."""
+    sub, parked = os.path.join(root, "sub"), os.path.join(root, "parked")
+    swaps = 0
+    ready.release()
+    while not stop.is_set():
+        try:
+            os.rename(sub, parked)
+            os.symlink(outside, sub)
+            os.unlink(sub)
+            os.rename(parked, sub)
+            swaps += 1
+        except OSError:  # a saver re-created 'sub' meanwhile: put things back and go on
+            if os.path.islink(sub):
+                os.unlink(sub)
+            if os.path.isdir(parked):
+                os.rename(parked, os.path.join(root, f"parked{swaps}-{time.monotonic_ns()}"))
+    counts.put(("swapper", swaps, 0, []))
+
+
+def test_a_folder_swapped_for_a_link_while_processes_save_lets_nothing_out(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    context = multiprocessing.get_context("spawn")
+    ready, stop, counts = context.Semaphore(0), context.Event(), context.Queue()
+    processes = [context.Process(target=_saver, args=(str(root), ready, stop, counts)) for _ in range(2)]
+    processes.append(
+        context.Process(target=_swapper, args=(str(root), str(outside), ready, stop, counts))
+    )
+    for process in processes:
+        process.start()
+    for _ in processes:
+        assert ready.acquire(timeout=60)
+    time.sleep(RACE_SECONDS)
+    stop.set()
+    results = [counts.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    assert os.listdir(outside) == [], "files (or temp files) landed outside the root"
+    assert [raw for result in results for raw in result[3]] == []
+    saved = sum(result[1] for result in results if result[0] == "saver")
+    refused = sum(result[2] for result in results if result[0] == "saver")
+    swaps = sum(result[1] for result in results if result[0] == "swapper")
+    assert saved > 0 and refused > 0 and swaps > 0, results  # both sides of the race were reached
