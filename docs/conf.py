@@ -24,7 +24,7 @@ copyright = "polystore contributors, MIT licence"  # Sphinx's name for it
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "**/.*"]
+exclude_patterns = ["_build", "**/.*", "_generated/*.md"]  # _generated/*.md are included, not pages
 
 # MyST: headings get anchors (guides link to "#sections"), and fences stay plain code blocks.
 myst_heading_anchors = 3
@@ -42,3 +42,35 @@ napoleon_use_rtype = False
 html_theme = "furo"
 html_title = "polystore"
 html_static_path: list[str] = []
+
+
+# The benchmarks page shows every figure benchmarks/figures/ holds (harness.save_figure writes
+# them), with its table, and says which are still to be measured: a new run shows up without
+# editing the page, and a missing figure never breaks the build.
+BENCHMARKS = {
+    "core": "Core: disk, batch loads, frameworks, memory (benchmarks/core.py)",
+    "zarr": "Zarr plates (benchmarks/zarr.py)",
+    "streaming": "Streaming between processes (benchmarks/streaming.py)",
+    "napari_stream": "Streaming into napari (benchmarks/napari_stream.py)",
+    "fiji_stream": "Streaming into Fiji (benchmarks/fiji_stream.py)",
+}
+
+
+def _benchmark_figures() -> str:
+    figures = ROOT / "benchmarks" / "figures"
+    parts = []
+    for name, title in BENCHMARKS.items():
+        parts.append(f"## {title}\n")
+        if (figures / f"{name}.svg").is_file():
+            # the path is relative to docs/benchmarks.md, the page that includes this text
+            parts.append(f"![{title}](../benchmarks/figures/{name}.svg)\n")
+            table = (figures / f"{name}.md").read_text(encoding="utf-8").split("\n", 2)[-1]
+            parts.append(table)
+        else:
+            parts.append(f"**TBD by the final benchmark run**: `python benchmarks/{name}.py` draws it.\n")
+    return "\n".join(parts)
+
+
+_generated = Path(__file__).resolve().parent / "_generated"
+_generated.mkdir(exist_ok=True)
+(_generated / "benchmark-figures.md").write_text(_benchmark_figures(), encoding="utf-8")
