@@ -296,3 +296,10 @@ def test_a_pattern_says_from_what_a_group_counts_in_its_name() -> None:
     assert found is not None and (found.field, found.channel) == (0, 0)
     with pytest.raises(PlateNameError, match="channel written as 0"):
         parse_components("C05_f0d0.png", convention=pattern)
+
+
+def test_the_documented_table_is_the_built_in_table() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plates.md").read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    documented = [(cells[0].strip(" `"), cells[2].strip(" `")) for cells in rows if len(cells) == 5]
+    assert documented == [(c.name, c.example) for c in BUILTIN]
