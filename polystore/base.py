@@ -97,11 +97,36 @@ class _BackendBase:
 
 
 class DataSource(_BackendBase):
-    """Read side of the contract."""
+    """Read side of the contract: a backend that can be read.
+
+    Primitives to implement: :meth:`load`, :meth:`list_files`, :meth:`list_dir`, :meth:`exists`,
+    :meth:`is_file`, :meth:`is_dir`. :meth:`load_batch` and :meth:`stat` are built on them.
+    Set ``_backend_type = "name"`` in the class body to register it under that name.
+    """
 
     @_primitive
     def load(self, file_path: PathLike, **kwargs: Any) -> Any:
-        """Load the object stored at ``file_path``."""
+        """Load the object stored at ``file_path``.
+
+        Parameters
+        ----------
+        file_path
+            What to read.
+        **kwargs
+            Options of the backend and format.
+
+        Returns
+        -------
+        Any
+            The stored array or object.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is stored at ``file_path``.
+        IncompleteBackendError
+            The backend does not implement it.
+        """
         raise self._missing("load")
 
     def load_batch(
@@ -114,8 +139,26 @@ class DataSource(_BackendBase):
     ) -> list[Any]:
         """Load many paths, in order; in parallel where the backend is I/O-bound.
 
-        Failures are collected and raised together as :class:`BatchError`, naming each
-        failed path and why.
+        Parameters
+        ----------
+        file_paths
+            What to read.
+        progress
+            Show a progress bar (tqdm) on stderr.
+        max_workers
+            Threads of a parallel backend (``None``: the default pool size; 1: one at a time).
+        **kwargs
+            Options passed to every :meth:`load`.
+
+        Returns
+        -------
+        list
+            One item per path, in the order given.
+
+        Raises
+        ------
+        BatchError
+            Some loads failed: every failure is collected, each with its path and why.
         """
         from polystore.batch import run_batch
 
@@ -140,8 +183,26 @@ class DataSource(_BackendBase):
     ) -> list[str]:
         """Paths of the files in ``directory``, sorted.
 
-        ``pattern`` is a shell-style glob matched against the file name; ``extensions``
-        keeps names ending in one of them, compound ones (``.roi.zip``) included.
+        Parameters
+        ----------
+        directory
+            The folder to list.
+        pattern
+            A shell-style glob matched against the file name.
+        extensions
+            Keep names ending in one of them, compound ones (``.roi.zip``) included.
+        recursive
+            Also the files below sub-folders.
+
+        Returns
+        -------
+        list of str
+            Paths that :meth:`load` accepts.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            ``directory`` does not exist.
         """
         raise self._missing("list_files")
 
@@ -152,18 +213,32 @@ class DataSource(_BackendBase):
 
     @_primitive
     def exists(self, path: PathLike) -> bool:
+        """Whether a file or directory is at ``path``."""
         raise self._missing("exists")
 
     @_primitive
     def is_file(self, path: PathLike) -> bool:
+        """Whether ``path`` is a file (something :meth:`load` reads)."""
         raise self._missing("is_file")
 
     @_primitive
     def is_dir(self, path: PathLike) -> bool:
+        """Whether ``path`` is a directory (something :meth:`list_dir` lists)."""
         raise self._missing("is_dir")
 
     def stat(self, path: PathLike) -> FileStat:
-        """Kind, size and modification time of ``path`` (size and mtime where known)."""
+        """Kind, size and modification time of ``path`` (size and mtime where known).
+
+        Returns
+        -------
+        FileStat
+            The same fields, with the same meaning, on every backend.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``path``.
+        """
         from polystore.exceptions import StorageFileNotFoundError
 
         if self.is_file(path):
@@ -174,11 +249,31 @@ class DataSource(_BackendBase):
 
 
 class DataSink(_BackendBase):
-    """Write side of the contract."""
+    """Write side of the contract: a backend that can be written.
+
+    The primitive to implement is :meth:`save`; :meth:`save_batch` is built on it.
+    """
 
     @_primitive
     def save(self, data: Any, file_path: PathLike, **kwargs: Any) -> None:
-        """Store ``data`` at ``file_path``, replacing what was there."""
+        """Store ``data`` at ``file_path``, replacing what was there.
+
+        Parameters
+        ----------
+        data
+            The array or object to store.
+        file_path
+            Where to store it.
+        **kwargs
+            Options of the backend and format.
+
+        Raises
+        ------
+        UnsupportedDataError
+            The backend (or the path's format) cannot hold ``data``.
+        IncompleteBackendError
+            The backend does not implement it.
+        """
         raise self._missing("save")
 
     def save_batch(
@@ -190,7 +285,26 @@ class DataSink(_BackendBase):
         max_workers: int | None = None,
         **kwargs: Any,
     ) -> None:
-        """Save ``data_list[i]`` at ``file_paths[i]``; in parallel where the backend is I/O-bound."""
+        """Save ``data_list[i]`` at ``file_paths[i]``; in parallel where the backend is I/O-bound.
+
+        Parameters
+        ----------
+        data_list, file_paths
+            The items and their paths, one path per item.
+        progress
+            Show a progress bar (tqdm) on stderr.
+        max_workers
+            Threads of a parallel backend (``None``: the default pool size; 1: one at a time).
+        **kwargs
+            Options passed to every :meth:`save`.
+
+        Raises
+        ------
+        ValueError
+            ``data_list`` and ``file_paths`` differ in length.
+        BatchError
+            Some saves failed: every failure is collected, each with its path and why.
+        """
         from polystore.batch import run_batch
 
         data_items = list(data_list)
@@ -212,16 +326,41 @@ class DataSink(_BackendBase):
 
 
 class StorageBackend(DataSink, DataSource):
-    """A read-write backend: the full contract."""
+    """A read-write backend: the full contract.
+
+    Primitives to implement: those of :class:`DataSource` and :class:`DataSink`, and
+    :meth:`delete` and :meth:`ensure_directory`. :meth:`delete_all`, :meth:`copy` and
+    :meth:`move` are built on them; override them where the backend can do better (a rename,
+    a server-side copy). ``tests/test_contract.py``'s suite checks a backend against all of it.
+    """
 
     @_primitive
     def delete(self, path: PathLike) -> None:
-        """Remove a file or an empty directory."""
+        """Remove a file or an empty directory.
+
+        Raises
+        ------
+        StorageFileNotFoundError
+            Nothing is at ``path``.
+        DirectoryNotEmptyError
+            ``path`` is a directory with something in it.
+        """
         raise self._missing("delete")
 
     @_primitive
     def ensure_directory(self, directory: PathLike) -> str:
-        """Create ``directory`` and its parents if needed; return it as a string."""
+        """Create ``directory`` and its parents if needed.
+
+        Returns
+        -------
+        str
+            The directory, as a string.
+
+        Raises
+        ------
+        NotADirectoryStorageError
+            A file is in the way.
+        """
         raise self._missing("ensure_directory")
 
     def delete_all(self, path: PathLike) -> None:

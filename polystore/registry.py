@@ -99,8 +99,18 @@ def _class_for(name: str) -> type | None:
 class BackendRegistry(Mapping[str, "DataSource"]):
     """Backend name -> backend instance, created lazily on first use and reused after.
 
-    ``BackendRegistry({"temp": backend})`` adds instances of its own on top of every
-    registered class and installed addon.
+    A read-only mapping: ``registry["disk"]``, ``"zarr" in registry``, ``list(registry)``.
+
+    Parameters
+    ----------
+    backends
+        Instances (or classes) of this registry's own, by name, used on top of every
+        registered class and installed addon: ``BackendRegistry({"temp": backend})``.
+
+    Raises
+    ------
+    BackendRegistrationError
+        Two of ``backends`` under one name (see :meth:`register`).
     """
 
     def __init__(self, backends: Mapping[str, Any] | None = None) -> None:
@@ -110,7 +120,22 @@ class BackendRegistry(Mapping[str, "DataSource"]):
             self.register(name, backend)
 
     def register(self, name: str, backend: Any, *, replace: bool = False) -> None:
-        """Use ``backend`` (an instance, or a class to instantiate lazily) for ``name`` here."""
+        """Use ``backend`` (an instance, or a class to instantiate lazily) for ``name`` here.
+
+        Parameters
+        ----------
+        name
+            The name callers give as ``backend=``.
+        backend
+            A configured instance, or a class created with no arguments on first use.
+        replace
+            Swap an instance this registry already holds under ``name``.
+
+        Raises
+        ------
+        BackendRegistrationError
+            This registry already holds a backend named ``name`` and ``replace`` is false.
+        """
         with self._lock:
             if not replace and name in self._instances:
                 raise BackendRegistrationError(
