@@ -20,6 +20,7 @@ from polystore.plates.wells import normalise_column, normalise_row, split_well
 
 INDEX_NAMES = ("field", "channel", "z", "t")
 """The 0-based indices of a :class:`Components`, outermost first."""
+_NO_EXTRAS: Mapping[str, str] = MappingProxyType({})
 HEADER_KEYS = ("plate", "well", "row", "column", "field", "site", "channel", "z", "t", "convention", "extras")
 """The keys :meth:`Components.to_header` may write: the one key set of stream headers."""
 
@@ -49,13 +50,16 @@ class Components:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "row", normalise_row(self.row))
         set_(self, "column", normalise_column(self.column))
-        for name in INDEX_NAMES:
-            value = getattr(self, name)
+        for name, value in (("field", self.field), ("channel", self.channel), ("z", self.z), ("t", self.t)):
             if value is None and name != "field":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise PlateNameError(f"{name} must be a 0-based index (an integer >= 0), got {value!r}")
-        set_(self, "extras", MappingProxyType({str(k): str(v) for k, v in dict(self.extras).items()}))
+            if type(value) is not int or value < 0:  # bool and float are no index
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise PlateNameError(f"{name} must be a 0-based index (an integer >= 0), got {value!r}")
+                set_(self, name, int(value))  # numpy and other int subclasses
+        extras = self.extras
+        set_(self, "extras", _NO_EXTRAS if not extras else
+             MappingProxyType({str(k): str(v) for k, v in dict(extras).items()}))
 
     def __hash__(self) -> int:  # extras is a read-only mapping, hashed by its items
         return hash((self.row, self.column, self.field, self.channel, self.z, self.t, self.plate,

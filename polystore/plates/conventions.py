@@ -42,6 +42,7 @@ _COUNTED_GROUP = re.compile(r"(field|site|channel|z|t)([01])")
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 _EXTENSION = r"(?:\.[A-Za-z0-9]+){0,2}"  # .tif, .TIF, .ome.tif, .roi.zip, or none
 _WELL = r"[A-Z]{1,2}\d{1,3}"
+_WELL_NAME = re.compile(r"[A-Za-z]{1,2}\d{1,3}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,13 +65,13 @@ class Convention:
     example: str = ""
     flags: int = 0
     anchored: bool = True
+    """True: the pattern must match whole last components of a path (an extension may follow);
+    False: it is searched anywhere in the path (as a user's pattern is)."""
     writes: tuple[str, ...] = ()
     """How the convention writes a name, part by part (:func:`format_name`): a part is left out
     when none of its values is known; ``{row_number}``/``{column_number}`` are 1-based."""
     channel_label: str = "c{}"
     """How a channel is shown (a layer's or a window's name), numbered as the instrument counts."""
-    """True: the pattern must match whole last components of a path (an extension may follow);
-    False: it is searched anywhere in the path (as a user's pattern is)."""
 
     def __post_init__(self) -> None:
         # Checked when the convention is made, naming it (not at the first name it reads).
@@ -85,9 +86,18 @@ class Convention:
             raise PlateNameError(
                 f"convention {self.name!r}: its pattern is not a regular expression ({error})"
             ) from error
-        names = set(compiled.groupindex)
-        mapped = {self.groups.get(g, g) for g in names}
-        mapped |= {m[1] for g in mapped if (m := _COUNTED_GROUP.fullmatch(g))}
+        # what each group is, worked out once (names are read for every frame a stream sends):
+        # (group, component, from what it counts when the group's name says so)
+        plan: list[tuple[str, str, int | None]] = []
+        for group in compiled.groupindex:
+            component = self.groups.get(group, group)
+            if component == "":
+                continue
+            counted = _COUNTED_GROUP.fullmatch(component)
+            component = counted[1] if counted else component
+            component = "field" if component == "site" else component
+            plan.append((group, component, int(counted[2]) if counted else None))
+        mapped = {component for _, component, _ in plan}
         if "well" not in mapped and not {"row", "column"} <= mapped:
             raise PlateNameError(
                 f"convention {self.name!r}: its pattern needs a named group 'well' (e.g. "
@@ -101,6 +111,8 @@ class Convention:
                     f"indices are {list(INDEX_NAMES)}"
                 )
         object.__setattr__(self, "_tail", tail)
+        object.__setattr__(self, "match", tail.search)  # the hot path: no Python frame between
+        object.__setattr__(self, "_plan", tuple(plan))
 
     @property
     def regex(self) -> re.Pattern[str]:
@@ -111,7 +123,7 @@ class Convention:
     def counts_from(self, index: str) -> int:
         return self.base.get(index, self.base.get("site", 1) if index == "field" else 1)
 
-    def match(self, path: str) -> re.Match[str] | None:
+    def match(self, path: str) -> re.Match[str] | None:  # replaced by the compiled search itself
         """Where the pattern matches ``path`` (the longest tail of whole components), or None."""
         return self.regex.search(path)
 
@@ -124,16 +136,14 @@ class Convention:
         values: dict[str, str] = {}
         extras: dict[str, str] = {}
         bases: dict[str, int] = {}
-        for group, text in found.groupdict().items():
-            component = self.groups.get(group, group)
-            if text is None or component == "":
+        texts = found.groupdict()
+        plan: tuple[tuple[str, str, int | None], ...] = self.__dict__["_plan"]
+        for group, component, base in plan:
+            text = texts[group]
+            if text is None:
                 continue
-            counted = _COUNTED_GROUP.fullmatch(component)
-            if counted:  # "channel0": a channel counted from 0, said in the pattern itself
-                component = counted[1]
-            component = "field" if component == "site" else component
-            if counted:
-                bases[component] = int(counted[2])
+            if base is not None:  # "channel0": a channel counted from 0, said in the pattern itself
+                bases[component] = base
             if component not in COMPONENT_GROUPS:
                 extras[component] = text
             elif component in values and not _same(values[component], text):
@@ -210,13 +220,17 @@ def _same(a: str, b: str) -> bool:
 def _folder_plate(prefix: str, well: str) -> str | None:
     """The plate named by the folder above a match: the nearest folder that is not the well's."""
     for folder in reversed([p for p in prefix.split("/") if p]):
-        try:
-            if split_well(folder) == split_well(well):
-                continue  # plate/B03/B03_s1_w1.tif: "B03" is the well's folder, not the plate
-        except PlateNameError:
-            pass
+        if _WELL_NAME.fullmatch(folder) and _same_well(folder, well):
+            continue  # plate/B03/B03_s1_w1.tif: "B03" is the well's folder, not the plate
         return folder
     return None
+
+
+def _same_well(folder: str, well: str) -> bool:
+    try:
+        return split_well(folder) == split_well(well)
+    except PlateNameError:
+        return False
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -457,9 +471,7 @@ def _recognise(path: str, convention: str | None) -> Recognition:
         groups = [(_pattern_convention(convention),)]
     else:
         groups = [(get_convention(convention),)]
-    tried: list[str] = []
-    for group in groups:
-        tried += [c.name for c in group]
+    for number, group in enumerate(groups):
         readings: list[_Reading] = []
         for candidate in group:
             found = candidate.match(path)
@@ -483,9 +495,11 @@ def _recognise(path: str, convention: str | None) -> Recognition:
                         f"{_show(other.components, other.skipped)}. Say which one names these files "
                         "(convention=...), or register a pattern of your own."
                     )
-        best = max(readings, key=lambda r: len(r.stated))  # the first of equals: table order
-        return Recognition(path, best.components, best.convention.name, best.skipped, tuple(tried))
-    return Recognition(path, None, None, None, tuple(tried))
+        # the fullest reading; of equals, the first in table order (max keeps the first)
+        best = readings[0] if len(readings) == 1 else max(readings, key=lambda r: len(r.stated))
+        tried = tuple(c.name for g in groups[: number + 1] for c in g)
+        return Recognition(path, best.components, best.convention.name, best.skipped, tried)
+    return Recognition(path, None, None, None, tuple(c.name for g in groups for c in g))
 
 
 @dataclass(frozen=True)
