@@ -15,9 +15,10 @@ The viewer (this process, a real napari window, OpenGL through Mesa under Xvfb h
 
 Frames displayed per second = frames that reached the layer, over the time the frames kept
 coming; canvas draws are counted too (every shown frame should be drawn once). Goal: streamed
-at least 0.8x of the ceiling. Latency: one frame every 100 ms (nothing queued), from just
-before ``save`` in the pipeline to the layer holding the frame in the viewer (CLOCK_MONOTONIC is
-shared by the processes); median and 90th percentile. A script, not a test: exits 0.
+at least 1.2x of the ceiling (the receiver updates the layer's data in place, which napari shows
+faster than a new array per frame; issue 15: keep it). Latency: one frame every 100 ms (nothing
+queued), from just before ``save`` in the pipeline to the layer holding the frame in the viewer
+(CLOCK_MONOTONIC is shared by the processes); median and 90th percentile. A script, not a test: exits 0.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def run(seconds: float, ceiling_frames: int, latency_samples: int) -> tuple[list
     viewer.close()
 
     rows = [row("1", "frames displayed/s, 2048x2048 uint16", streamed_s, "layer.data in-process",
-                ceiling_s, Goal(0.8, at_least=True), speedup=True)]
+                ceiling_s, Goal(1.2, at_least=True), speedup=True)]
     if latencies:
         p50 = statistics.median(latencies)
         p90 = latencies[int(0.9 * (len(latencies) - 1))]

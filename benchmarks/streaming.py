@@ -1,27 +1,38 @@
-"""Cross-process streaming of 2048x2048 uint16 frames (8 MiB): polystore next to plain pyzmq.
+"""Cross-process streaming of 2048x2048 uint16 frames (8 MiB), next to the memory copies it is made of.
 
-    python benchmarks/streaming.py             # 100 frames per transport, 40 latency samples
-    python benchmarks/streaming.py --quick     # fewer frames, for a smoke check
+    flock /tmp/polystore-bench.lock python benchmarks/streaming.py            # 6 rounds
+    flock /tmp/polystore-bench.lock python benchmarks/streaming.py --quick    # 2 rounds, a smoke check
 
-Rows (sender in this process, receiver in a spawned one; 127.0.0.1 / ipc on this host):
-  shm           StreamingBackend, transport="shm" (ring of reused shared-memory slots); the
-                receiver copies each frame out of its slot (StreamReceiver's default)
-  shm 0-copy    the same with StreamReceiver(zero_copy=True): the receiver's array is a
-                read-only view of the slot, given back when the array is collected
-  inline ipc    StreamingBackend(host="ipc://..."), transport="inline"
-  inline tcp    StreamingBackend on 127.0.0.1, transport="inline"
-  pyzmq ipc     a bare PUSH/PULL pair over ipc://, send(copy=False), np.frombuffer on the
-                receiving side: the floor to beat
-  pyzmq tcp     the same over 127.0.0.1
-  np.copyto     one in-process copy of the frame: the memory-bandwidth ceiling
+Paths (sender in this process, each receiver in a process of its own, all started once; every
+round runs each path in turn, rotated, so that drift in the machine's state hits all alike):
 
-Goals (issue 4): shm at least 40% of np.copyto's bandwidth and at least 2x pyzmq over ipc;
-p50 latency from ``save`` to the array in the receiver's hands under 2 ms.
+  save -> 0-copy      StreamingBackend(transport="shm").save(frame) -> StreamReceiver(zero_copy=True):
+                      the frame is copied once, into a reused shared-memory slot; the receiver's
+                      array is a read-only view of the slot
+  frame() -> 0-copy   the producer: ``with backend.frame(...) as buffer: np.copyto(buffer, source)``:
+                      the acquisition writes into the slot itself; nothing is copied after it
+  save -> receive()   StreamingBackend(mode="pull").receive(): the copying receiver (two copies)
+  inline ipc / tcp    transport="inline" over ipc:// and 127.0.0.1 (ZeroMQ carries the bytes)
+  pyzmq ipc           a bare PUSH/PULL pair, send(copy=False), np.frombuffer: the floor to beat
 
-Throughput: N frames sent back to back; time from the first save to the receiver holding the
-last array (CLOCK_MONOTONIC is shared by the processes). Latency: one frame at a time
-(the next is sent when the previous one is acknowledged), from just before ``save`` to the
-receiver holding the array; p50 reported. A script, not a test: prints numbers and exits 0.
+References, measured in this process in the same rounds:
+
+  memcpy cached       np.copyto of ONE 8 MiB pair back and forth: it stays in the last-level
+                      cache (32 MiB here), so it measures the cache, not what a stream sees
+  memcpy DRAM         np.copyto over 8 rotating sources and destinations (128 MiB): every copy
+                      reads and writes memory, as a stream of fresh frames does. THE reference.
+  private fill        np.copyto from the same rotating sources into 4 rotating private buffers:
+                      what an acquisition loop costs without any streaming (frame()'s reference)
+
+Sources rotate over 8 frames for every path, so that the sender's copy is DRAM-bound too.
+Throughput: a batch of frames back to back, from just before the first send to the receiver
+holding the last (CLOCK_MONOTONIC is shared by the processes). Latency: one frame at a time,
+a few milliseconds apart, from just before ``save`` (for frame(): just before the block exits)
+to the receiver holding the array; the send time travels in the frame's first 8 bytes.
+
+Goals (issue 15): save -> 0-copy p50 <= one DRAM copy + 0.15 ms and >= 0.85x DRAM memcpy's
+bandwidth; frame() -> 0-copy p50 <= 0.20 ms and >= 0.9x the frames/s of the private fill;
+copying receive() >= 0.60x DRAM memcpy. A script, not a test: prints numbers and exits 0.
 """
 
 from __future__ import annotations
@@ -32,205 +43,348 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import harness
 import numpy as np
-from harness import Goal, cores, note_load, run_summary
+from harness import cores, load_average, note_load, run_summary
 
 SHAPE = (2048, 2048)
 DTYPE = np.uint16
+NBYTES = SHAPE[0] * SHAPE[1] * np.dtype(DTYPE).itemsize
+SOURCES = 8
+LATENCY_GAP_S = 0.004
 SPAWN = mp.get_context("spawn")
+
+
+def _sources() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 4096, SHAPE, dtype=DTYPE) for _ in range(SOURCES)]
+
+
+def _stamp(array: np.ndarray) -> None:
+    """The send time, in the frame's first 8 bytes."""
+    array.reshape(-1)[:4].view(np.float64)[0] = time.monotonic()
+
+
+def _stamped_at(array: np.ndarray) -> float:
+    return float(np.ascontiguousarray(array.reshape(-1)[:4]).view(np.float64)[0])
 
 
 def _free_port() -> int:
     from polystore.streaming.viewer import free_ports
 
-    return free_ports(2)  # data and acknowledgements
+    return free_ports(2)
 
 
-def _polystore_receiver(host: str, port: int, total: int, zero_copy: bool, results: Any) -> None:
+# -- receivers (each in its own process) -------------------------------------------------------------
+
+
+def _serve_arrivals(commands: Any, results: Any, arrivals: list[tuple[float, float]]) -> None:
+    """Answer ("collect", n): the next n arrivals (time, send time) once they are there."""
+    taken = 0
+    while True:
+        command, count = commands.get()
+        if command == "stop":
+            return
+        deadline = time.monotonic() + 120
+        while len(arrivals) < taken + count and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        results.put(arrivals[taken : taken + count])
+        taken += count
+
+
+def _stream_receiver(host: str, port: int, zero_copy: bool, ready: Any, commands: Any, results: Any) -> None:
     from polystore.streaming import StreamReceiver
 
-    arrivals: list[float] = []
-    latencies: list[float] = []
+    arrivals: list[tuple[float, float]] = []
 
     def on_item(item: Any) -> None:
         now = time.monotonic()
-        assert item.array.shape == SHAPE
-        arrivals.append(now)
-        latencies.append(now - float(item.metadata["t0"]))
+        arrivals.append((now, _stamped_at(item.array)))
 
     with StreamReceiver(port=port, host=host, zero_copy=zero_copy).start(on_item):
-        deadline = time.monotonic() + 120
-        while len(arrivals) < total and time.monotonic() < deadline:
-            time.sleep(0.001)
-    results.put((arrivals, latencies))
+        ready.set()
+        _serve_arrivals(commands, results, arrivals)
 
 
-def _pyzmq_endpoints(host: str, port: int) -> tuple[str, str]:
-    if host.startswith("ipc://"):
-        return host, host + ".ack"
-    return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+def _pull_receiver(host: str, port: int, zero_copy: bool, ready: Any, commands: Any, results: Any) -> None:
+    import threading
 
-
-def _pyzmq_receiver(host: str, port: int, total: int, ready: Any, results: Any) -> None:
-    import zmq
-
-    data_endpoint, ack_endpoint = _pyzmq_endpoints(host, port)
-    sock = zmq.Context.instance().socket(zmq.PULL)
-    sock.connect(data_endpoint)
-    ack = zmq.Context.instance().socket(zmq.PUSH)
-    ack.connect(ack_endpoint)
-    ready.set()
-    arrivals: list[float] = []
-    latencies: list[float] = []
-    for _ in range(total):
-        t0_frame, data = sock.recv_multipart(copy=False)
-        array = np.frombuffer(data.buffer, dtype=DTYPE).reshape(SHAPE)
-        now = time.monotonic()
-        assert array.shape == SHAPE
-        arrivals.append(now)
-        latencies.append(now - float(bytes(t0_frame.buffer)))
-        ack.send(b"ok")
-    results.put((arrivals, latencies))
-    sock.close(0)
-    ack.close(1000)
-
-
-def _run_polystore(
-    name: str, transport: str, host: str, frames: int, samples: int, zero_copy: bool = False
-) -> dict[str, float]:
     from polystore import StreamingBackend
 
-    port = _free_port()
-    results = SPAWN.Queue()
-    receiver = SPAWN.Process(
-        target=_polystore_receiver, args=(host, port, 1 + frames + samples, zero_copy, results)
-    )
-    receiver.start()
-    frame = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
-    with StreamingBackend(port=port, host=host, transport=transport, send_timeout=60) as sender:  # type: ignore[arg-type]
-        sender.save(frame, "warmup", metadata={"t0": time.monotonic()}, wait_for_ack=True)
-        start = time.monotonic()
-        for i in range(frames):
-            sender.save(frame, f"f{i}", metadata={"t0": time.monotonic()})
-        for i in range(samples):
-            sender.save(frame, f"l{i}", metadata={"t0": time.monotonic()}, wait_for_ack=True)
-        arrivals, latencies = results.get(timeout=180)
-    receiver.join(30)
-    elapsed = arrivals[frames] - start  # arrival of the last throughput frame
-    return _row(name, frames, elapsed, latencies[1 + frames :])
+    arrivals: list[tuple[float, float]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with StreamingBackend(mode="pull", port=port, host=host) as pull:
+            pull.receive(timeout=0.01)  # connect
+            ready.set()
+            while not stop.is_set():
+                item = pull.receive(timeout=0.1)
+                if item is not None:
+                    arrivals.append((time.monotonic(), _stamped_at(item.array)))
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    _serve_arrivals(commands, results, arrivals)
+    stop.set()
+    thread.join(5)
 
 
-def _run_pyzmq(name: str, host: str, frames: int, samples: int) -> dict[str, float]:
+def _pyzmq_receiver(
+    address: str, port: int, zero_copy: bool, ready: Any, commands: Any, results: Any
+) -> None:
+    import threading
+
     import zmq
 
-    port = _free_port()
-    results = SPAWN.Queue()
-    ready = SPAWN.Event()
+    arrivals: list[tuple[float, float]] = []
     context = zmq.Context.instance()
-    data_endpoint, ack_endpoint = _pyzmq_endpoints(host, port)
-    out = context.socket(zmq.PUSH)
-    out.bind(data_endpoint)
-    acks = context.socket(zmq.PULL)
-    acks.bind(ack_endpoint)
-    receiver = SPAWN.Process(target=_pyzmq_receiver, args=(host, port, 1 + frames + samples, ready, results))
-    receiver.start()
-    ready.wait(60)
-    frame = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
-    out.send_multipart([str(time.monotonic()).encode(), frame], copy=False)
-    acks.recv()
-    start = time.monotonic()
-    for _ in range(frames):
-        out.send_multipart([str(time.monotonic()).encode(), frame], copy=False)
-    for _ in range(frames):
-        acks.recv()
-    for _ in range(samples):
-        out.send_multipart([str(time.monotonic()).encode(), frame], copy=False)
-        acks.recv()
-    arrivals, latencies = results.get(timeout=180)
-    receiver.join(30)
-    out.close(0)
-    acks.close(0)
-    return _row(name, frames, arrivals[frames] - start, latencies[1 + frames :])
+    sock = context.socket(zmq.PULL)
+    sock.connect(address)
+    ack = context.socket(zmq.PUSH)
+    ack.connect(address + ".ack")
+
+    def loop() -> None:
+        while True:
+            frame = sock.recv(copy=False)
+            array = np.frombuffer(frame.buffer, dtype=DTYPE).reshape(SHAPE)
+            arrivals.append((time.monotonic(), _stamped_at(array)))
+            ack.send(b"ok")
+
+    ready.set()
+    threading.Thread(target=loop, daemon=True).start()
+    _serve_arrivals(commands, results, arrivals)
 
 
-def _run_copyto(frames: int) -> dict[str, float]:
-    source = np.random.default_rng(0).integers(0, 4096, SHAPE, dtype=DTYPE)
-    target = np.empty_like(source)
-    np.copyto(target, source)
-    start = time.monotonic()
-    for _ in range(frames):
-        np.copyto(target, source)
-    elapsed = time.monotonic() - start
-    return _row("np.copyto", frames, elapsed, [elapsed / frames])
+# -- paths -------------------------------------------------------------------------------------------
 
 
-def _row(name: str, frames: int, elapsed: float, latencies: list[float]) -> dict[str, Any]:
-    nbytes = int(np.prod(SHAPE)) * np.dtype(DTYPE).itemsize
-    return {
-        "name": name,
-        "fps": frames / elapsed,
-        "gbps": frames * nbytes / elapsed / 1e9,
-        "p50_ms": statistics.median(latencies) * 1000,
-    }
+class StreamPath:
+    """One way of getting frames to another process: a sender here, a receiver process there."""
+
+    def __init__(self, name: str, receiver: Callable[..., None], host: str, zero_copy: bool) -> None:
+        self.name = name
+        self.port = _free_port()
+        self.host = host
+        self.commands, self.results, ready = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event()
+        self.process = SPAWN.Process(
+            target=receiver, args=(host, self.port, zero_copy, ready, self.commands, self.results)
+        )
+        self.process.start()
+        if not ready.wait(60):
+            raise RuntimeError(f"the receiver of {name} did not start")
+        self.frames_s: list[float] = []
+        self.latencies: list[float] = []
+
+    def send(self, source: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Wait until what was sent is back (slots given back), untimed."""
+
+    def collect(self, count: int) -> list[tuple[float, float]]:
+        self.commands.put(("collect", count))
+        arrivals: list[tuple[float, float]] = self.results.get(timeout=180)
+        if len(arrivals) != count:
+            raise RuntimeError(f"{self.name}: {len(arrivals)} of {count} frames arrived")
+        return arrivals
+
+    def round(self, sources: list[np.ndarray], frames: int, samples: int) -> None:
+        start = time.monotonic()
+        for index in range(frames):
+            self.send(sources[index % SOURCES])
+        arrivals = self.collect(frames)
+        self.frames_s.append((arrivals[-1][0] - start) / frames)
+        self.flush()
+        for index in range(samples):
+            time.sleep(LATENCY_GAP_S)
+            self.send(sources[index % SOURCES])
+        self.latencies += [now - sent for now, sent in self.collect(samples)]
+        self.flush()
+
+    def close(self) -> None:
+        self.commands.put(("stop", 0))
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+class SavePath(StreamPath):
+    def __init__(self, name: str, receiver: Callable[..., None], host: str, zero_copy: bool,
+                 transport: str) -> None:
+        super().__init__(name, receiver, host, zero_copy)
+        from polystore import StreamingBackend
+
+        self.backend = StreamingBackend(port=self.port, host=host, transport=transport,  # type: ignore[arg-type]
+                                        send_timeout=60)
+        self.backend.save(np.zeros(4), "warmup", wait_for_ack=True, transport="inline")
+
+    def send(self, source: np.ndarray) -> None:
+        _stamp(source)
+        self.backend.save(source, "bench/frame.tif")
+
+    def flush(self) -> None:
+        self.backend.sender.wait_delivered(60)
+
+    def close(self) -> None:
+        self.backend.close(5)
+        super().close()
+
+
+class FramePath(SavePath):
+    def send(self, source: np.ndarray) -> None:
+        with self.backend.frame(SHAPE, DTYPE, "bench/frame.tif") as buffer:
+            np.copyto(buffer, source)
+            _stamp(buffer)
+
+
+class PyzmqPath(StreamPath):
+    def __init__(self, name: str, address: str) -> None:
+        import zmq
+
+        context = zmq.Context.instance()
+        self.out = context.socket(zmq.PUSH)
+        self.out.bind(address)
+        self.acks = context.socket(zmq.PULL)
+        self.acks.bind(address + ".ack")
+        self.outstanding = 0
+        super().__init__(name, _pyzmq_receiver, address, False)
+        self.address = address
+
+    def send(self, source: np.ndarray) -> None:
+        _stamp(source)
+        self.out.send(source, copy=False)
+        self.outstanding += 1
+
+    def flush(self) -> None:
+        while self.outstanding:
+            self.acks.recv()
+            self.outstanding -= 1
+
+    def close(self) -> None:
+        super().close()
+        self.out.close(0)
+        self.acks.close(0)
+        for suffix in ("", ".ack"):
+            Path(self.address.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
+
+
+# -- the copies a stream is made of ------------------------------------------------------------------------
+
+
+class Copies:
+    """memcpy references: each sample is one 8 MiB copy."""
+
+    def __init__(self, sources: list[np.ndarray]) -> None:
+        self.sources = sources
+        self.targets = [np.empty_like(s) for s in sources]
+        self.private = [np.empty_like(s) for s in sources[:4]]
+        self.pair = (np.array(sources[0]), np.empty_like(sources[0]))
+        for target, source in zip(self.targets, sources, strict=True):
+            np.copyto(target, source)  # touch every page once
+        self.samples: dict[str, list[float]] = {"memcpy cached": [], "memcpy DRAM": [], "private fill": []}
+
+    def round(self, copies: int) -> None:
+        a, b = self.pair
+        cases: dict[str, Callable[[int], None]] = {
+            "memcpy cached": lambda i: np.copyto(*((b, a) if i % 2 else (a, b))),
+            "memcpy DRAM": lambda i: np.copyto(self.targets[(i + 3) % SOURCES], self.sources[i % SOURCES]),
+            "private fill": lambda i: np.copyto(self.private[i % 4], self.sources[i % SOURCES]),
+        }
+        for name, copy in cases.items():
+            for index in range(copies):
+                started = time.perf_counter()
+                copy(index)
+                self.samples[name].append(time.perf_counter() - started)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=24, help="frames per throughput batch")
+    parser.add_argument("--samples", type=int, default=12, help="latency samples per round")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    frames, samples = (20, 10) if args.quick else (args.frames, args.samples)
+    rounds, frames, samples = (2, 12, 8) if args.quick else (args.rounds, args.frames, args.samples)
     ipc = f"ipc://{tempfile.gettempdir()}/polystore-bench-{os.getpid()}"
     load_before = note_load()
     started = time.monotonic()
-    rows = {
-        row["name"]: row for row in (
-            _run_polystore("shm", "shm", "127.0.0.1", frames, samples),
-            _run_polystore("shm 0-copy", "shm", "127.0.0.1", frames, samples, zero_copy=True),
-            _run_polystore("inline ipc", "inline", ipc, frames, samples),
-            _run_polystore("inline tcp", "inline", "127.0.0.1", frames, samples),
-            _run_pyzmq("pyzmq ipc", ipc + "-raw", frames, samples),
-            _run_pyzmq("pyzmq tcp", "127.0.0.1", frames, samples),
-            _run_copyto(frames),
-        )
-    }
-    for path in (ipc, ipc + "-raw"):
-        for suffix in ("", ".ack"):
-            Path(path.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
-    print(f"{frames} frames of {SHAPE[0]}x{SHAPE[1]} {np.dtype(DTYPE).name}, {cores()}")
-    print(f"{'transport':<12} {'frames/s':>10} {'GB/s':>8} {'p50 latency ms':>16}")
-    for row in rows.values():
-        print(f"{row['name']:<12} {row['fps']:>10.1f} {row['gbps']:>8.2f} {row['p50_ms']:>16.2f}")
-    print()
-    at_least = Goal(0.40, at_least=True), Goal(2.0, at_least=True)
-    def ratio(ours: str, reference: str, unit: str) -> float:
-        return float(rows[ours][unit] / rows[reference][unit])
-
-    verdicts = [
-        ("shm bandwidth / np.copyto", ratio("shm", "np.copyto", "gbps"), at_least[0]),
-        ("shm frames/s / pyzmq ipc", ratio("shm", "pyzmq ipc", "fps"), at_least[1]),
-        ("shm 0-copy bandwidth / np.copyto", ratio("shm 0-copy", "np.copyto", "gbps"), at_least[0]),
-        ("shm 0-copy frames/s / pyzmq ipc", ratio("shm 0-copy", "pyzmq ipc", "fps"), at_least[1]),
-        ("inline ipc frames/s / pyzmq ipc", ratio("inline ipc", "pyzmq ipc", "fps"), None),
-        ("inline tcp frames/s / pyzmq tcp", ratio("inline tcp", "pyzmq tcp", "fps"), None),
+    sources = _sources()
+    copies = Copies(sources)
+    paths: list[StreamPath] = [
+        SavePath("save -> 0-copy", _stream_receiver, "127.0.0.1", True, "shm"),
+        FramePath("frame() -> 0-copy", _stream_receiver, "127.0.0.1", True, "shm"),
+        SavePath("save -> receive()", _pull_receiver, "127.0.0.1", False, "shm"),
+        SavePath("inline ipc", _stream_receiver, ipc, False, "inline"),
+        SavePath("inline tcp", _stream_receiver, "127.0.0.1", False, "inline"),
+        PyzmqPath("pyzmq ipc", ipc + "-raw"),
     ]
-    for label, value, goal in verdicts:
-        result = "info" if goal is None else ("PASS" if goal.met(value) else "MISS")
-        print(f"{label:<34} {value:6.2f}x  goal {str(goal) if goal else '-':<9} {result}")
-    for name in ("shm", "shm 0-copy"):
-        p50 = rows[name]["p50_ms"]
-        verdict = "PASS" if p50 < 2 else "MISS"
-        print(f"{name + ' p50 latency, save -> array':<34} {p50:6.2f} ms goal < 2 ms    {verdict}")
+    loads = []
+    try:
+        for round_ in range(rounds):
+            order = paths[round_ % len(paths):] + paths[: round_ % len(paths)]
+            for path in order:
+                path.round(sources, frames, samples)
+            copies.round(frames)
+            loads.append(load_average())
+    finally:
+        for path in paths:
+            path.close()
+        for suffix in ("", ".ack"):
+            Path(ipc.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
+
+    print(f"{rounds} rounds x {frames} frames (+{samples} latency samples) of {SHAPE[0]}x{SHAPE[1]} "
+          f"{np.dtype(DTYPE).name} (8 MiB), {cores()}; load average during the rounds "
+          f"{min(loads):.2f}-{max(loads):.2f}")
+    print(f"{'path':<20} {'frames/s':>9} {'GB/s':>7} {'p50 ms':>8} {'p90 ms':>8}"
+          "   (latency: send -> array in hand)")
+    per_frame: dict[str, float] = {}
+    p50: dict[str, float] = {}
+    for name, values in copies.samples.items():
+        per_frame[name] = statistics.median(values)
+        p50[name] = statistics.median(values)
+        print(f"{name:<20} {1 / per_frame[name]:>9.1f} {NBYTES / per_frame[name] / 1e9:>7.2f} "
+              f"{p50[name] * 1e3:>8.3f} {_percentile(values, 0.9) * 1e3:>8.3f}   (one copy)")
+    for path in paths:
+        per_frame[path.name] = statistics.median(path.frames_s)
+        p50[path.name] = statistics.median(path.latencies)
+        print(f"{path.name:<20} {1 / per_frame[path.name]:>9.1f} {NBYTES / per_frame[path.name] / 1e9:>7.2f} "
+              f"{p50[path.name] * 1e3:>8.3f} {_percentile(path.latencies, 0.9) * 1e3:>8.3f}")
+    print()
+
+    def bandwidth_ratio(name: str, reference: str) -> float:
+        return per_frame[reference] / per_frame[name]
+
+    dram = "memcpy DRAM"
+    overhead_ms = (p50["save -> 0-copy"] - p50[dram]) * 1e3
+    verdicts = [
+        ("save -> 0-copy p50 - one DRAM copy", overhead_ms, "<= 0.15 ms", 0.15, False),
+        ("save -> 0-copy / DRAM memcpy", bandwidth_ratio("save -> 0-copy", dram), ">= 0.85x", 0.85, True),
+        ("frame() -> 0-copy p50", p50["frame() -> 0-copy"] * 1e3, "<= 0.20 ms", 0.20, False),
+        ("frame() -> 0-copy / private fill", bandwidth_ratio("frame() -> 0-copy", "private fill"), ">= 0.90x",
+         0.90, True),
+        ("save -> receive() / DRAM memcpy", bandwidth_ratio("save -> receive()", dram), ">= 0.60x",
+         0.60, True),
+        ("(info) DRAM / cached memcpy", bandwidth_ratio(dram, "memcpy cached"), "-", None, True),
+        ("(info) pyzmq ipc / DRAM memcpy", bandwidth_ratio("pyzmq ipc", dram), "-", None, True),
+        ("(info) inline ipc / pyzmq ipc", bandwidth_ratio("inline ipc", "pyzmq ipc"), "-", None, True),
+    ]
+    for label, value, goal, limit, at_least in verdicts:
+        unit = "x " if at_least else "ms"
+        met = limit is not None and (value >= limit if at_least else value <= limit)
+        result = "info" if limit is None else ("PASS" if met else "MISS")
+        print(f"{label:<38} {value:7.3f} {unit}  goal {goal:<10} {result}")
     print(run_summary(time.monotonic() - started, load_before))
-    harness.save_figure("streaming", verdicts, title="streaming, 2048x2048 uint16 (benchmarks/streaming.py)",
-                        load_before=load_before)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from polystore.lazy import optional_import
@@ -9,4 +10,7 @@ from polystore.lazy import optional_import
 
 def zmq() -> Any:
     """The ``zmq`` module, or :class:`MissingDependencyError` naming ``polystore[streaming]``."""
+    module = sys.modules.get("zmq")  # the hot path asks on every frame: no import machinery
+    if module is not None:
+        return module
     return optional_import("zmq", extra="streaming", purpose="Streaming arrays over ZeroMQ")

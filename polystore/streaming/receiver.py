@@ -213,11 +213,6 @@ class Inbound:
 
     def _segment(self, name: str) -> shm_mod.AttachedSegment:
         segment = self._attached.get(name)
-        if segment is not None and not segment.is_current():
-            # unlinked and the name used again (a new sender with a recycled pid): remap
-            del self._attached[name]
-            segment.close()
-            segment = None
         if segment is None:
             try:
                 segment = shm_mod.attach(name)
@@ -233,8 +228,18 @@ class Inbound:
 
     def _from_shm(self, header: dict[str, Any]) -> np.ndarray:
         info = header["shm"]
-        segment = self._segment(info["name"])
-        segment.check(info["offset"], info["size"], header["stream"])  # its size now, its stamp
+        name = info["name"]
+        segment = self._segment(name)
+        try:
+            segment.check(info["offset"], info["size"], header["stream"])  # its size now, its stamp
+        except ProtocolError:
+            if segment.is_current():
+                raise
+            # unlinked and the name used again (a new sender with a recycled pid): map the new one
+            del self._attached[name]
+            segment.close()
+            segment = self._segment(name)
+            segment.check(info["offset"], info["size"], header["stream"])
         if self.zero_copy:
             owner = segment.exported(info["offset"], info["size"])
             array = array_from_buffer(header, owner)
@@ -417,6 +422,7 @@ class StreamReceiver:
                         callback(item)
                     except Exception:
                         logger.exception("stream callback failed on %s", item.path)
+                    item = None  # a zero-copy slot goes back now, not when the next item comes
                     continue
                 try:
                     self._queue.put_nowait(item)
@@ -425,6 +431,7 @@ class StreamReceiver:
                         self._queue.get_nowait()
                     self.queue_dropped += 1
                     self._queue.put_nowait(item)
+                item = None
         finally:
             inbound.close()
 

@@ -132,7 +132,7 @@ class AttachedSegment:
     def is_current(self) -> bool:
         """Whether ``name`` still names the segment mapped here (not unlinked, nor replaced)."""
         try:
-            status = os.stat(SHM_DIR / self.name, follow_symlinks=False)
+            status = os.stat(f"{SHM_DIR}/{self.name}", follow_symlinks=False)
         except FileNotFoundError:
             return False
         return (status.st_dev, status.st_ino) == self.identity
