@@ -133,9 +133,15 @@ _BY_TYPE_LIMIT = 1024
 
 
 def framework_of(obj: Any) -> str | None:
-    """``"numpy"``, ``"torch"``, ``"jax"``, ``"tensorflow"``, ``"cupy"`` or ``None``.
+    """The array framework ``obj`` belongs to.
 
     Looks at the type's module only: never imports anything.
+
+    Returns
+    -------
+    str or None
+        ``"numpy"``, ``"torch"``, ``"jax"``, ``"tensorflow"``, ``"cupy"``, or ``None`` for
+        anything that is not an array of one of them.
     """
     kind = type(obj)
     try:
@@ -171,7 +177,23 @@ def _no_equivalent(obj: Any, source: str, target: str, error: BaseException) -> 
 
 
 def to_numpy(obj: Any) -> np.ndarray:
-    """A NumPy view of ``obj`` where memory can be shared, else a NumPy copy."""
+    """``obj`` as a NumPy array: a view where memory can be shared, else a copy.
+
+    Parameters
+    ----------
+    obj
+        An array of NumPy, PyTorch, JAX, TensorFlow or CuPy (a GPU array is copied to the host).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shares memory with ``obj`` where the framework allows it (CPU torch tensors, JAX).
+
+    Raises
+    ------
+    UnsupportedDataError
+        ``obj`` is not an array of a supported framework.
+    """
     framework = framework_of(obj)
     if framework is None:
         raise UnsupportedDataError(
@@ -185,9 +207,30 @@ def to_numpy(obj: Any) -> np.ndarray:
 
 
 def convert(obj: Any, framework: str | None) -> Any:
-    """Return ``obj`` as an array of ``framework`` (``None`` leaves it as it is).
+    """``obj`` as an array of ``framework``, without a copy where DLPack allows.
 
-    Non-array objects (dicts, strings, DataFrames) are returned unchanged.
+    Parameters
+    ----------
+    obj
+        An array of any supported framework; other objects (dicts, strings, DataFrames) are
+        returned unchanged.
+    framework
+        ``"numpy"``, ``"torch"``, ``"jax"``, ``"tensorflow"`` or ``"cupy"``; ``None`` leaves
+        ``obj`` as it is.
+
+    Returns
+    -------
+    Any
+        The converted array (or ``obj`` itself).
+
+    Raises
+    ------
+    InvalidOptionError
+        ``framework`` is not one of those names (also a ``ValueError``).
+    MissingDependencyError
+        The framework is not installed (the message names the extra to install).
+    UnsupportedDataError
+        The array has no equivalent in ``framework`` (a dtype it lacks).
     """
     if framework is None:
         return obj

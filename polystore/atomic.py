@@ -79,9 +79,21 @@ def _fsync_directory(directory: Path) -> None:
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[None]:
-    """Hold an exclusive inter-process lock tied to ``path`` (lock file beside it).
+    """Hold an exclusive inter-process lock tied to ``path`` (a lock file beside it).
 
-    ``timeout`` in seconds; -1 waits forever. Raises ``filelock.Timeout`` when it expires.
+    Parameters
+    ----------
+    path
+        The file the lock protects (it need not exist).
+    timeout
+        Seconds to wait for the lock; -1 waits forever.
+
+    Raises
+    ------
+    filelock.Timeout
+        The lock was not acquired within ``timeout``.
+    MissingDependencyError
+        filelock is not installed (``pip install 'polystore[lock]'``).
     """
     filelock = optional_import("filelock", extra="lock", purpose="Locking files")
     target = Path(path)
@@ -110,9 +122,32 @@ def atomic_write(
 ) -> Iterator[IO[Any]]:
     """Open a file for writing that appears at ``path`` whole, or not at all.
 
-    ``durable`` fsyncs the data and the rename (so it survives a power cut, not only a
-    crash). ``lock`` also holds :func:`file_lock` on ``path`` while writing.
-    If the ``with`` body raises, the temporary file is removed and ``path`` is untouched.
+    A context manager: write to the handle it yields; the file is renamed into place when the
+    ``with`` body ends. If the body raises, the temporary file is removed and ``path`` is
+    untouched.
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    mode
+        ``"w"`` (text) or ``"wb"`` (binary).
+    encoding, newline
+        As for :func:`open`, in text mode.
+    durable
+        Fsync the data and the rename, so the file survives a power cut, not only a crash.
+    lock
+        Also hold :func:`file_lock` on ``path`` while writing.
+
+    Yields
+    ------
+    IO
+        The open temporary file.
+
+    Raises
+    ------
+    ValueError
+        ``mode`` is not a write mode.
     """
     _check_mode(mode)
     target = Path(path)
@@ -212,7 +247,21 @@ def atomic_write_json(
     durable: bool = True,
     **json_kwargs: Any,
 ) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (arrays become nested lists)."""
+    """Write ``data`` as JSON to ``path`` atomically (see :func:`atomic_write`).
+
+    Parameters
+    ----------
+    data
+        JSON-compatible data; arrays become nested lists.
+    path
+        The file to write.
+    indent
+        As for :func:`json.dumps`.
+    lock, durable
+        As for :func:`atomic_write`.
+    **json_kwargs
+        Passed to :func:`json.dumps`.
+    """
     text = json.dumps(data, indent=indent, default=json_default, **json_kwargs)
     with atomic_write(path, "w", encoding="utf-8", lock=lock, durable=durable) as handle:
         handle.write(text)
@@ -225,10 +274,24 @@ def atomic_update_json(
     default: Any = None,
     timeout: float = -1,
 ) -> Any:
-    """Read-modify-write a JSON file under a lock; return what was written.
+    """Read-modify-write a JSON file under a lock, safe against other processes doing the same.
 
-    ``update`` receives the current content (``default`` when the file does not exist yet)
-    and returns the new content. Safe against other processes doing the same.
+    Parameters
+    ----------
+    path
+        The JSON file.
+    update
+        Receives the current content (``default`` when the file does not exist yet) and
+        returns the new content.
+    default
+        The content of a file that does not exist yet.
+    timeout
+        Seconds to wait for the lock; -1 waits forever.
+
+    Returns
+    -------
+    Any
+        What was written.
     """
     target = Path(path)
     with file_lock(target, timeout=timeout):

@@ -40,7 +40,15 @@ from polystore.exceptions import (
 
 @dataclass(frozen=True)
 class Format:
-    """One file format."""
+    """One file format: its name, extensions, and the functions that write and read it.
+
+    Examples
+    --------
+    >>> from polystore import Format, register_format
+    >>> def save(data, handle, **options): handle.write(data.encode())
+    >>> def load(handle, **options): return handle.read().decode()
+    >>> register_format(Format("shout", (".shout",), save, load, description="upper-case text"))
+    """
 
     name: str
     extensions: tuple[str, ...]
@@ -60,7 +68,20 @@ _lock = threading.Lock()
 
 
 def register_format(fmt: Format, *, replace: bool = False) -> None:
-    """Make ``fmt`` handle its extensions. ``replace=True`` overrides a built-in format."""
+    """Make ``fmt`` handle its extensions on disk (and wherever formats are chosen by extension).
+
+    Parameters
+    ----------
+    fmt
+        The format.
+    replace
+        Take over extensions another format (a built-in one too) already handles.
+
+    Raises
+    ------
+    ValueError
+        An extension is taken and ``replace`` is false (the message names the formats).
+    """
     normalized = tuple(_normalize(ext) for ext in fmt.extensions)
     with _lock:
         taken = {ext: _by_extension[ext].name for ext in normalized if ext in _by_extension}
