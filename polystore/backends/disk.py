@@ -48,7 +48,14 @@ class DiskBackend(StorageBackend):
     it points to. Confinement holds while other processes change the tree: paths are walked
     through directory descriptors without following links (see
     :mod:`polystore.backends.disk_paths`). Without ``root`` paths are used as given.
-    ``durable`` fsyncs each write before it is renamed into place.
+
+    Parameters
+    ----------
+    root
+        The folder the backend is confined to (``None``: paths as given).
+    durable
+        Fsync each write before it is renamed into place (survives a power cut); ``False``
+        is still atomic against a crash of the writer.
     """
 
     _backend_type = "disk"

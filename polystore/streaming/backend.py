@@ -46,7 +46,41 @@ _SEND_OPTIONS = frozenset({"kind", "metadata", "transport", "wait_for_ack", "tim
 
 
 class StreamingBackend(StorageBackend):
-    """Stream arrays to a viewer (``mode="push"``) or receive them (``mode="pull"``)."""
+    """Stream arrays to a viewer (``mode="push"``) or receive them (``mode="pull"``).
+
+    The wire protocol, transports and policies are described in ``docs/streaming.md``.
+
+    Parameters
+    ----------
+    mode
+        ``"push"``: :meth:`save` sends; ``"pull"``: :meth:`load` receives.
+    port, host
+        The data socket's address (``host`` defaults to 127.0.0.1); acknowledgements on
+        ``ack_port`` (default ``port + 1``).
+    bind
+        Whether this end binds (default: the pushing end binds; viewers that many pipelines
+        stream to bind themselves and senders connect).
+    send_timeout, recv_timeout
+        Seconds a send or a receive may wait before :class:`ViewerUnavailableError` or a timeout.
+    linger
+        Seconds queued frames may still go out after :meth:`close`.
+    policy
+        ``"block"``: wait for a slow receiver; ``"latest"``: keep only the newest frame per path.
+    transport
+        ``"auto"`` (shared memory on this host above ``shm_threshold`` bytes), ``"shm"`` or
+        ``"inline"``.
+    shm_slots
+        Frames in flight in the shared-memory ring (default ``DEFAULT_SHM_SLOTS``).
+    max_bytes, max_pending_bytes, high_water_mark
+        Limits: one item's size, bytes held back by ``policy="latest"``, messages queued.
+    curve
+        :class:`~polystore.streaming.CurveKeys` to encrypt and authenticate (CurveZMQ).
+
+    Raises
+    ------
+    StreamConfigError
+        ``mode`` is neither ``"push"`` nor ``"pull"``.
+    """
 
     _backend_type = "streaming"
     VIEWER_TYPE: ClassVar[str] = "generic"

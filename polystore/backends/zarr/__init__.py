@@ -62,11 +62,17 @@ def _is_file(node: Any) -> bool:
 class ZarrBackend(StorageBackend):
     """Chunked, compressed arrays and OME-Zarr images and plates; local or on object storage.
 
-    ``root``: folder or URL the paths are taken from (``None``: as given). ``config`` or
-    keyword overrides (``ZarrBackend(compressor="gzip", pyramid_levels=3)``) set layout and
-    compression. ``storage_options`` configure object stores (obstore's S3 options, or
-    s3fs-style ``key``/``secret``/``endpoint_url``); by default the standard ``AWS_*``
-    environment variables are used.
+    Parameters
+    ----------
+    root
+        The folder or URL paths are taken from (``None``: as given).
+    config
+        A :class:`ZarrConfig`: layout, chunking, compression, formats.
+    storage_options
+        Options of object stores (s3fs-style ``key``, ``secret``, ``endpoint_url``); by default
+        the standard ``AWS_*`` environment variables are used.
+    **config_overrides
+        Fields of ``config`` to change (``ZarrBackend(compressor="gzip", pyramid_levels=3)``).
     """
 
     _backend_type = "zarr"
