@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from polystore.streaming.payloads import TABLE_SUFFIXES
 from polystore.streaming.viewer import IMAGE_EXTENSIONS, ROI_EXTENSIONS, ViewerStreamingBackend
 
 
 class FijiStreamingBackend(ViewerStreamingBackend):
-    """Streams images and ROI sets to the Fiji bridge, which assembles them into hyperstacks.
+    """Streams images, ROI sets and tables to the Fiji bridge (hyperstacks, RoiManager, ResultsTables).
 
     The bridge listens on ``127.0.0.1:5571`` by default; ``launch=True`` (or
     ``POLYSTORE_FIJI_LAUNCH=1``) starts ``python -m polystore_fiji`` when none answers.
@@ -23,7 +24,10 @@ class FijiStreamingBackend(ViewerStreamingBackend):
     SHM_PREFIX: ClassVar[str] = "polystore_fiji_"
     DEFAULT_PORT: ClassVar[int] = 5571
     LAUNCH_MODULE: ClassVar[str | None] = "polystore_fiji"
-    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = IMAGE_EXTENSIONS | ROI_EXTENSIONS
+    SUPPORTED_EXTENSIONS: ClassVar[frozenset[str]] = (
+        IMAGE_EXTENSIONS | ROI_EXTENSIONS | frozenset(TABLE_SUFFIXES)
+    )
+    """Images, ROI sets, and tables (``.csv``: a DataFrame or a numeric array) as ResultsTables."""
     DEFAULT_SHM_SLOTS: ClassVar[int] = 8
     """The bridge's converting threads pause 15-45 ms now and then (a new window on ImageJ's
     event thread, the JVM's collector); four slots of 2048x2048 frames are taken in about

@@ -11,8 +11,8 @@ It starts ImageJ (:mod:`polystore_fiji.jvm`), binds the stream (``port``, acknow
 * images and labels go into hyperstack windows (:mod:`polystore_fiji.hyperstack`);
 * ``.roi.zip`` payloads (kind ``roi_set``) go into the RoiManager at their c/z/t positions;
   points and shapes (N x 2 arrays of y, x) become point and polygon ROIs;
-* tables (kind ``table``, 2-D numbers; column names from ``metadata["columns"]``) become
-  ResultsTables;
+* tables (kind ``table``: a DataFrame, or numbers under a ``.csv`` path) become ResultsTables
+  with their column names and values (:mod:`polystore_fiji.tables`);
 * the control ops in :data:`CONTROL_OPS` answer questions: which windows exist, their
   pixels, the ROIs and results drawn and measured in ImageJ, a macro to run, a screenshot.
 
@@ -35,26 +35,35 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import MissingDependencyError, ViewerError
-from polystore.streaming.viewer.control import Handler, HandlerResult, array_reply
 from polystore.streaming.protocol import StreamItem, path_metadata
-from polystore.streaming.viewer import ViewerService
+from polystore.streaming.viewer import Handler, HandlerResult, ViewerService, array_reply
 from polystore_fiji.backend import FijiStreamingBackend
 from polystore_fiji.convert import describe_imageplus, from_imageplus, imageplus_axes, to_imageplus
 from polystore_fiji.hyperstack import HyperstackAssembler, window_title
-from polystore_fiji.jvm import ImageJRuntime, ImageJStartError, java_class, on_edt, start_imagej
-from polystore_fiji.rois import (
-    RoiStore,
+from polystore_fiji.jvm import (
+    ImageJRuntime,
+    ImageJStartError,
+    check_display,
+    java_class,
+    on_edt,
+    start_imagej,
+)
+from polystore_fiji.rois import RoiStore, overlay_rois, rois_from_zip, rois_to_zip
+from polystore_fiji.tables import (
+    MAIN_TABLE,
+    dataframe_columns,
     find_results_table,
-    overlay_rois,
     results_columns,
-    rois_from_zip,
-    rois_to_zip,
+    results_table_titles,
     table_from_columns,
+    table_title,
 )
 
 logger = logging.getLogger("polystore_fiji.bridge")
 
 MAX_WAIT_S = 120.0
+SETTLE_TIMEOUT_S = 5.0
+"""How long a question about the windows waits for items already received to be shown."""
 MAX_CONVERTING = 4
 """Images being converted to Java arrays at once, at most (received but not yet converted)."""
 EXIT_SETUP_FAILED = 2
@@ -200,16 +209,9 @@ class FijiBridge:
         return False
 
     def _add_table(self, item: StreamItem) -> bool:
-        table = np.atleast_2d(item.array)
-        if table.ndim != 2:
-            raise ViewerError(f"'{item.path}': a table is a 2-D array, got shape {item.array.shape}")
-        names = item.metadata.get("columns")
-        if not (isinstance(names, list) and len(names) == table.shape[1]):
-            names = [f"C{index + 1}" for index in range(table.shape[1])]
-        title = window_title(item.path, {})
-        self.tables[title] = table_from_columns(
-            {str(name): table[:, index] for index, name in enumerate(names)}, title
-        )
+        title = table_title(item.path)
+        columns = dataframe_columns(item.table(), item.metadata)
+        self.tables[title] = self._on_edt(lambda: table_from_columns(columns, title))
         return False
 
     ITEM_KINDS: dict[str, Callable[[FijiBridge, StreamItem], bool]] = {
@@ -260,16 +262,28 @@ class FijiBridge:
 
     # -- control ops --------------------------------------------------------------------------
     def handlers(self) -> dict[str, Handler]:
-        return {op: self._bind(method) for op, method in CONTROL_OPS.items()}
+        return {op: self._bind(method, settle=op in SETTLING_OPS) for op, method in CONTROL_OPS.items()}
 
-    def _bind(self, method: ControlOp) -> Handler:
+    def _bind(self, method: ControlOp, *, settle: bool) -> Handler:
         def handler(params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
             try:
+                if settle:
+                    self.settle()
                 return method(self, params, buffers)
             except LookupError as error:  # a clean message, without KeyError's quotes
                 raise ViewerError(str(error.args[0]) if error.args else str(error)) from None
 
         return handler
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Wait until every item received so far has been shown (or has failed); whether all were.
+
+        The receiver acknowledges an item (``save(..., wait_for_ack=True)`` returns) when it
+        has it, before it is shown: questions about what is shown wait for this first, so that
+        an acknowledged item is in the answer.
+        """
+        with self._progress:
+            return self._progress.wait_for(lambda: self.handled >= self.service.received, timeout)
 
     def op_status(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         with self._progress:
@@ -369,20 +383,32 @@ class FijiBridge:
         return {}
 
     def op_fetch_results(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
-        """A ResultsTable's columns: numbers as float64 buffers, text as JSON lists."""
-        title = params.get("title")
-        title = title if isinstance(title, str) else None
-        streamed = self.tables.get(title) if title is not None else None
-        table = streamed if streamed is not None else find_results_table(title)
+        """A ResultsTable's columns: numbers as float64 buffers, text as JSON lists; ``rows`` 0
+        for an empty table; refused, naming the tables there are, for a title that has none."""
+        title = _text(params, "title", MAIN_TABLE)
+        table = self._results_table(title)
         columns: list[dict[str, Any]] = []
         payload: list[bytes] = []
-        for name, values in results_columns(table).items():
+        for name, values in self._on_edt(lambda: results_columns(table)).items():
             if isinstance(values, np.ndarray):
                 columns.append({"name": name, "dtype": values.dtype.str, "buffer": len(payload)})
                 payload.append(values.tobytes())
             else:
                 columns.append({"name": name, "values": values})
-        return {"rows": int(table.size()), "columns": columns}, payload
+        return {"title": title, "rows": int(table.size()), "columns": columns}, payload
+
+    def _results_table(self, title: str) -> Any:
+        """The table streamed as ``title`` (its path, with or without ``.csv``), else ImageJ's."""
+        streamed = self.tables.get(title, self.tables.get(table_title(title)))
+        if streamed is not None:
+            return streamed
+        table = self._on_edt(lambda: find_results_table(title))
+        if table is None:
+            titles = sorted(set(self.tables) | set(self._on_edt(results_table_titles)))
+            raise ViewerError(
+                f"no results table titled {title!r}; tables: {', '.join(titles) or '(none)'}"
+            )
+        return table
 
     def op_run_macro(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         """Run an ImageJ macro (``code``, optional ``arg``); its return value, or its error."""
@@ -445,6 +471,13 @@ class FijiBridge:
         return {"stopping": True}
 
 
+SETTLING_OPS = frozenset({
+    "windows", "fetch_image", "load", "fetch_rois", "put_rois", "fetch_results", "run_macro",
+    "screenshot", "close",
+})
+"""The ops that answer about what the bridge shows: each first waits (:meth:`FijiBridge.settle`)
+until every item received before it has been shown."""
+
 CONTROL_OPS: dict[str, ControlOp] = {
     "status": FijiBridge.op_status,
     "wait": FijiBridge.op_wait,
@@ -505,9 +538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="polystore-fiji: %(levelname)s %(message)s")
     logging.getLogger("scyjava").setLevel(logging.WARNING)  # "Fetching zulu-jre" when it fetches nothing
     try:
+        check_display(args.headless)  # before minutes of starting Fiji for nothing
         runtime = start_imagej(
             ij_jar=args.ij_jar, fiji_dir=args.fiji_dir, fiji=args.fiji, headless=args.headless
         )
+        check_display(runtime.headless)
     except (ImageJStartError, MissingDependencyError) as error:
         print(f"polystore-fiji: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED

@@ -5,10 +5,10 @@
     fiji.windows()                           # [{"title": "A01", "channels": 2, ...}, ...]
     image = fiji.fetch_image("A01")          # NumPy, axes TZCYX without the singleton ones
     rois = fiji.fetch_rois()                 # the RoiManager's ROIs as .roi.zip bytes
-    table = fiji.fetch_results("Results")    # a pandas DataFrame
+    table = fiji.fetch_results("Results")    # a pandas DataFrame (None: no rows yet)
 
 No JVM here: this is a ZeroMQ client of the bridge's control channel
-(:mod:`polystore.streaming.viewer.control`). :func:`launch_bridge` runs a bridge process of one's
+(:mod:`polystore.streaming.viewer`). :func:`launch_bridge` runs a bridge process of one's
 own on free ports for as long as a ``with`` block lasts (benchmarks, tests, notebooks).
 """
 
@@ -25,8 +25,14 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
-from polystore.streaming.viewer.control import Reply, array_from_reply, request
-from polystore.streaming.viewer import CONTROL_PORT_OFFSET, free_ports, wait_until_answering
+from polystore.streaming.viewer import (
+    CONTROL_PORT_OFFSET,
+    Reply,
+    array_from_reply,
+    free_ports,
+    request,
+    wait_until_answering,
+)
 from polystore_fiji.backend import FijiStreamingBackend
 
 
@@ -108,9 +114,14 @@ class FijiClient:
         count: int = self.request("put_rois", params, [roi_zip_bytes(rois)]).header["count"]
         return count
 
-    def results_columns(self, title: str | None = "Results") -> dict[str, np.ndarray | list[str]]:
-        """A ResultsTable's columns: float64 arrays for numbers, lists of str for text."""
-        reply = self.request("fetch_results", {"title": title} if title is not None else {})
+    def results_columns(self, title: str = "Results") -> dict[str, np.ndarray | list[str]] | None:
+        """A ResultsTable's columns (float64 arrays for numbers, lists of str for text); None
+        when the table has no rows. ``title``: ImageJ's main table ``Results``, another table
+        window, or a table streamed to the bridge (its path, with or without ``.csv``).
+        :class:`ViewerError` naming the tables there are when none has that title."""
+        reply = self.request("fetch_results", {"title": title})
+        if not reply.header.get("rows"):
+            return None
         columns: dict[str, np.ndarray | list[str]] = {}
         for column in reply.header["columns"]:
             if "values" in column:
@@ -125,12 +136,14 @@ class FijiClient:
             columns[column["name"]] = np.frombuffer(reply.buffers[index], dtype=dtype).copy()
         return columns
 
-    def fetch_results(self, title: str | None = "Results") -> Any:
-        """A ResultsTable as a pandas DataFrame."""
+    def fetch_results(self, title: str = "Results") -> Any:
+        """A ResultsTable as a pandas DataFrame; None when it has no rows (nothing measured yet).
+        :class:`ViewerError` naming the tables there are when none has that title."""
         from polystore.lazy import optional_import
 
         pandas = optional_import("pandas", extra="pandas", purpose="ImageJ results as a DataFrame")
-        return pandas.DataFrame(self.results_columns(title))
+        columns = self.results_columns(title)
+        return None if columns is None else pandas.DataFrame(columns)
 
     def run_macro(self, code: str, arg: str = "") -> str | None:
         """Run an ImageJ macro in the bridge; what it returns. :class:`ViewerError` with its error."""

@@ -440,8 +440,9 @@ class HyperstackAssembler:
     """Runs a function on the event thread and waits (``jvm.on_edt``); None: the calling thread."""
     run_later: Callable[[Callable[[], None]], None] | None = None
     """Queues a function for the event thread without waiting; None: run it now."""
-    on_placed: Callable[[str], None] | None = None
-    """Called (on the event thread) with the window title after each item is placed."""
+    on_placed: Callable[[str, BaseException | None], None] | None = None
+    """Called (on the event thread) with the window title after each item is placed, and the
+    error when placing it failed (so that every item submitted is reported once)."""
     max_draw_rate: float = DEFAULT_DRAW_RATE
     """Redraws per second and window, at most: every frame lands in the stack, the newest is
     always drawn in the end, but a 2048x2048 redraw costs ImageJ 50-60 ms here, so drawing
@@ -498,8 +499,10 @@ class HyperstackAssembler:
                     self._queued[title] -= 1
                     apply = self._queued[title] == 0  # else a later update of this window applies both
                 self.place(title, planes, dtype, signed16, apply=apply)
-            except Exception:
+            except Exception as error:
                 logger.exception("could not show '%s' in window '%s'", path, title)
+                if self.on_placed is not None:
+                    self.on_placed(title, error)
             finally:
                 self._slots.release()
 
@@ -541,7 +544,7 @@ class HyperstackAssembler:
         if apply:
             self._update_soon(window)
         if self.on_placed is not None:
-            self.on_placed(title)
+            self.on_placed(title, None)
 
     def flush(self) -> None:
         """Bring every window up to date and draw it now (event thread): before answering a

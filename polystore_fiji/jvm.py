@@ -22,6 +22,7 @@ import itertools
 import logging
 import os
 import shlex
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,17 @@ class JavaNotFoundError(ImageJStartError):
 
 class ImageJNotFoundError(ImageJStartError):
     """No ImageJ jar (or Fiji folder) where one was expected."""
+
+
+class NoDisplayError(ImageJStartError):
+    """ImageJ's windows were asked for, and there is no display to show them on."""
+
+
+NO_DISPLAY_FIX = (
+    "Run it under a virtual display (xvfb-run -a python -m polystore_fiji ...; "
+    "'apt-get install xvfb' on Debian/Ubuntu), or start it with --headless to keep images "
+    "without windows (no RoiManager, no screenshots)."
+)
 
 
 @dataclass(frozen=True)
@@ -239,6 +251,32 @@ def _imagej_version(where: str) -> str:
         ) from None
 
 
+def check_display(headless: bool) -> None:
+    """:class:`NoDisplayError`, saying what to do, unless ImageJ can open windows here (or
+    ``headless`` says it need not): before the JVM starts, from ``$DISPLAY`` (Linux); once
+    it runs, from Java, which also finds a display that is set but cannot be reached.
+
+    Without this the first window ImageJ opens fails with Java's HeadlessException traceback.
+    """
+    if headless:
+        return
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        raise NoDisplayError(f"No display to show ImageJ's windows on: DISPLAY is not set. {NO_DISPLAY_FIX}")
+    jpype = _import_jpype()
+    if not jpype.isJVMStarted():
+        return
+    graphics = java_class("java.awt.GraphicsEnvironment")
+    if graphics.isHeadless():
+        raise NoDisplayError(f"No display to show ImageJ's windows on: Java runs headless. {NO_DISPLAY_FIX}")
+    try:
+        graphics.getLocalGraphicsEnvironment().getScreenDevices()
+    except Exception as error:  # java.awt.AWTError: the X server named by DISPLAY does not answer
+        raise NoDisplayError(
+            f"No display to show ImageJ's windows on: Java cannot open {os.environ.get('DISPLAY')!r} "
+            f"({error}). {NO_DISPLAY_FIX}"
+        ) from error
+
+
 _stop_hooks_installed = False
 CLOSE_WINDOWS_TIMEOUT_S = 5.0
 
@@ -262,8 +300,8 @@ def _close_image_windows() -> None:
         finally:
             done.set()
 
-    if is_headless():
-        return
+    if is_headless() or not window_manager.getIDList():
+        return  # no windows: nothing to close, and AWT may have no display to start on
     java_class("java.awt.EventQueue").invokeLater(_python_runnable()(close_all))
     if not done.wait(CLOSE_WINDOWS_TIMEOUT_S):  # a blocked event thread must not block exit
         logger.warning("ImageJ's event thread did not close the windows within %g s", CLOSE_WINDOWS_TIMEOUT_S)

@@ -1,9 +1,8 @@
-"""ROIs and results tables between ImageJ and Python.
+"""ROIs between ImageJ and Python (tables: :mod:`polystore_fiji.tables`).
 
 ROIs travel as ImageJ's own ``.roi.zip`` (one ``.roi`` per entry, written by
 ``ij.io.RoiEncoder`` and read by ``ij.io.RoiDecoder``): the same bytes Fiji's RoiManager
 saves, which PyPI's ``roifile`` reads and writes, positions (c, z, t) included.
-ResultsTables travel as columns: numbers as float64 arrays, text as lists of strings.
 
 Everything here runs in the JVM's process; the RoiManager is touched on the event thread
 (:func:`polystore_fiji.jvm.on_edt`). A headless JVM has no RoiManager: :class:`RoiStore`
@@ -13,9 +12,8 @@ keeps the ROIs in a list instead.
 from __future__ import annotations
 
 import io
-import math
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +23,6 @@ from polystore.exceptions import UnsupportedDataError
 from polystore_fiji.jvm import is_headless, java_class, on_edt
 
 ROI_ENTRY_SUFFIX = ".roi"
-LABEL_COLUMN = "Label"
 
 
 def encode_roi(roi: Any) -> bytes:
@@ -136,70 +133,3 @@ class RoiStore:
                 manager.reset()
 
         on_edt(reset)
-
-
-# -- results tables -----------------------------------------------------------------------------
-
-def find_results_table(title: str | None = None) -> Any:
-    """The ResultsTable named ``title`` (default and ``"Results"``: ImageJ's main table)."""
-    table_class = java_class("ij.measure.ResultsTable")
-    main_table = title in (None, "Results")
-    table = table_class.getResultsTable() if main_table else table_class.getResultsTable(title)
-    if table is None:
-        raise LookupError(f"ImageJ has no results table titled {title or 'Results'!r}")
-    return table
-
-
-def results_columns(table: Any) -> dict[str, np.ndarray | list[str]]:
-    """A ResultsTable's columns in order: float64 arrays, or lists of strings for text columns."""
-    rows = int(table.size())
-    columns: dict[str, np.ndarray | list[str]] = {}
-    if rows and table.getLabel(0) is not None:
-        columns[LABEL_COLUMN] = [str(table.getLabel(row) or "") for row in range(rows)]
-    for heading in (str(h) for h in table.getHeadings()):
-        if heading in (LABEL_COLUMN, " ") or not heading.strip():
-            continue  # " " is the row-number column ImageJ puts first
-        index = int(table.getColumnIndex(heading))
-        if index < 0:
-            continue
-        values = np.array(table.getColumnAsDoubles(index), dtype=np.float64)
-        has_nan = bool(np.isnan(values).any())
-        texts = [str(table.getStringValue(index, row)) for row in range(rows)] if has_nan else []
-        # a NaN where the cell's text is not "NaN" is a text cell: the column is text
-        if np.isnan(values).any() and any(
-            math.isnan(v) and t not in ("NaN", "") for v, t in zip(values.tolist(), texts, strict=True)
-        ):
-            columns[heading] = texts
-        else:
-            columns[heading] = values
-    return columns
-
-
-def results_to_dataframe(table: Any) -> Any:
-    """A ResultsTable as a pandas DataFrame (text columns as strings)."""
-    from polystore.lazy import optional_import
-
-    pandas = optional_import("pandas", extra="pandas", purpose="ImageJ results as a DataFrame")
-    return pandas.DataFrame(results_columns(table))
-
-
-def table_from_columns(columns: Mapping[str, Sequence[Any] | np.ndarray], title: str | None = None) -> Any:
-    """A new ImageJ ResultsTable holding ``columns`` (numbers or strings); shown under ``title`` if given."""
-    table = java_class("ij.measure.ResultsTable")()
-    lengths = {len(values) for values in columns.values()}
-    if len(lengths) > 1:
-        raise UnsupportedDataError(f"table columns differ in length: {sorted(lengths)}")
-    rows = lengths.pop() if lengths else 0
-    for _ in range(rows):
-        table.incrementCounter()
-    for name, values in columns.items():
-        for row, value in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
-            if name == LABEL_COLUMN:
-                table.setLabel(str(value), row)
-            elif isinstance(value, str):
-                table.setValue(name, row, value)
-            else:
-                table.setValue(name, row, float(value))
-    if title is not None and not is_headless():
-        on_edt(lambda: table.show(title))
-    return table

@@ -199,6 +199,86 @@ def test_a_window_is_on_the_virtual_display(bridge: FijiClient) -> None:
     assert screenshot.max() > 100  # the bright square, in the channels' colours
 
 
+def test_a_dataframe_arrives_as_a_results_table_with_its_columns(bridge: FijiClient) -> None:
+    pandas = pytest.importorskip("pandas")
+    from polystore_fiji.backend import FijiStreamingBackend
+
+    cells = pandas.DataFrame({
+        "Label": ["c1", "c2", "c3"], "area": [12.5, 30.0, 7.25], "count": [3, 0, 11],
+        "kind": ["round", "long", None], "mitotic": [True, False, True], "ratio": [0.5, float("nan"), 2.0],
+    })
+    backend = FijiStreamingBackend(port=bridge.port)
+    try:
+        FileManager({"fiji": backend}).save(cells, "results/cells.csv", backend="fiji", wait_for_ack=True)
+    finally:
+        backend.close()
+    for title in ("results/cells", "results/cells.csv"):  # the table's title, or the path it was saved as
+        table = bridge.fetch_results(title)
+        assert list(table.columns) == ["Label", "area", "count", "kind", "mitotic", "ratio"]
+        assert list(table["Label"]) == ["c1", "c2", "c3"]
+        np.testing.assert_array_equal(table["area"], [12.5, 30.0, 7.25])
+        np.testing.assert_array_equal(table["count"], [3, 0, 11])
+        assert list(table["kind"]) == ["round", "long", ""]
+        np.testing.assert_array_equal(table["mitotic"], [1, 0, 1])
+        np.testing.assert_array_equal(table["ratio"], [0.5, np.nan, 2.0])
+
+
+def test_numbers_saved_as_csv_arrive_as_a_results_table(bridge: FijiClient) -> None:
+    from polystore_fiji.backend import FijiStreamingBackend
+
+    matrix = np.arange(12, dtype=np.int32).reshape(4, 3) * 1.5
+    backend = FijiStreamingBackend(port=bridge.port)
+    try:
+        backend.save(matrix, "results/named.csv", metadata={"columns": ["x", "y", "z"]}, wait_for_ack=True)
+        backend.save(matrix, "results/plain.csv", wait_for_ack=True)
+        backend.save(np.array([4.0, 5.0]), "results/one.csv", wait_for_ack=True)
+    finally:
+        backend.close()
+    named = bridge.fetch_results("results/named")
+    assert list(named.columns) == ["x", "y", "z"]
+    np.testing.assert_array_equal(named.to_numpy(), matrix)
+    assert list(bridge.fetch_results("results/plain").columns) == ["C1", "C2", "C3"]
+    np.testing.assert_array_equal(bridge.fetch_results("results/one")["C1"], [4.0, 5.0])
+
+
+def test_a_missing_table_is_an_error_naming_the_tables_and_an_empty_one_is_none(bridge: FijiClient) -> None:
+    from polystore_fiji.backend import FijiStreamingBackend
+
+    backend = FijiStreamingBackend(port=bridge.port)
+    try:
+        backend.save(np.ones((2, 2)), "results/here.csv", wait_for_ack=True)
+    finally:
+        backend.close()
+    with pytest.raises(ViewerError, match=r"no results table titled 'nowhere'; tables: .*results/here"):
+        bridge.fetch_results("nowhere")
+    bridge.run_macro('run("Clear Results");')
+    assert bridge.fetch_results() is None  # ImageJ's own table, with nothing measured
+    assert bridge.results_columns("Results") is None
+
+
+def test_what_an_acknowledged_save_sent_is_shown_when_asked(bridge: FijiClient) -> None:
+    """The bridge acknowledges an item when it has it, before it is shown: a question that
+    follows the acknowledgement must still see it."""
+    pandas = pytest.importorskip("pandas")
+    from polystore_fiji.backend import FijiStreamingBackend
+
+    backend = FijiStreamingBackend(port=bridge.port)
+    try:
+        for number in range(12):
+            plane = np.full((64, 48), number, np.uint16)
+            backend.save(plane, f"acked/img{number}p.tif", wait_for_ack=True)
+            assert f"acked/img{number}p" in {w["title"] for w in bridge.windows()}, number
+            backend.save(plane + 1, f"acked/img{number}q.tif", wait_for_ack=True)
+            assert bridge.fetch_image(f"acked/img{number}q")[0, 0] == number + 1, number
+            backend.save(pandas.DataFrame({"n": [number]}), f"acked/t{number}.csv", wait_for_ack=True)
+            assert list(bridge.fetch_results(f"acked/t{number}")["n"]) == [number]
+    finally:
+        backend.close()
+    for number in range(12):
+        bridge.close(f"acked/img{number}p")
+        bridge.close(f"acked/img{number}q")
+
+
 def test_an_image_from_imagej_goes_to_any_backend(bridge: FijiClient, tmp_path: Path) -> None:
     bridge.run_macro('selectImage("plate1/A01"); run("Select None");'
                      'run("Duplicate...", "title=projected duplicate");'

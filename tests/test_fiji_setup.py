@@ -75,6 +75,22 @@ def test_a_missing_fiji_folder_is_named(tmp_path: Path) -> None:
     assert f"No Fiji installation at '{tmp_path / 'Fiji.app'}'" in result.stderr
 
 
+@pytest.mark.parametrize("display", [None, ":7391"], ids=["no DISPLAY", "DISPLAY nobody serves"])
+def test_no_display_is_named_with_xvfb_and_headless(display: str | None) -> None:
+    """Without a display ImageJ's first window failed with Java's HeadlessException traceback."""
+    if display is not None and imagej_missing_reason() is not None:
+        pytest.skip(f"the JVM must start to find the display unreachable: {imagej_missing_reason()}")
+    env = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
+    if display is not None:
+        env["DISPLAY"] = display
+    result = subprocess.run([sys.executable, "-m", "polystore_fiji", "--port", "1"], env=env,
+                            capture_output=True, text=True, timeout=SETUP_TIMEOUT_S, cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert "No display to show ImageJ's windows on" in result.stderr
+    assert "xvfb-run -a python -m polystore_fiji" in result.stderr and "--headless" in result.stderr
+    assert "Traceback" not in result.stderr and "HeadlessException" not in result.stderr
+
+
 def test_python_exits_cleanly_after_multithreaded_filters(tmp_path: Path) -> None:
     requires_imagej()
     with running_bridge(tmp_path / "bridge.log", "--allow-macros") as (client, process):
