@@ -167,12 +167,12 @@ def manager() -> Iterator[SyncManager]:
 class TestMemoryBackendWithSharedDict(BackendContractTests):
     @pytest.fixture
     def backend(self, manager: SyncManager) -> MemoryBackend:
-        return MemoryBackend(shared_dict=manager.dict())
+        return MemoryBackend.shared(manager)
 
     def test_second_backend_on_the_same_dict_sees_the_data(self, manager: SyncManager) -> None:
-        shared = manager.dict()
-        MemoryBackend(shared_dict=shared).save(np.arange(4), "/shared/a.npy")
-        other = MemoryBackend(shared_dict=shared)
+        shared, lock = manager.dict(), manager.RLock()
+        MemoryBackend(shared_dict=shared, lock=lock).save(np.arange(4), "/shared/a.npy")
+        other = MemoryBackend(shared_dict=shared, lock=lock)
         assert other.list_dir("/shared") == ["a.npy"]
         np.testing.assert_array_equal(other.load("/shared/a.npy"), np.arange(4))
 

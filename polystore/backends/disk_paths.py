@@ -13,7 +13,8 @@ src_dir_fd=...)``), never by a path again. Two ways to reach it:
   each step opens what is there *now* relative to a folder already checked, a folder swapped
   for a link while an operation runs cannot redirect it: the descriptors in hand still name
   folders inside the root.
-- :class:`OpenTree` (no root) takes paths as the operating system does.
+- :class:`OpenTree` (no root) takes paths as the operating system does, but for ``..``, which
+  every backend takes lexically (``a/x/../b`` is ``a/b`` whether or not ``a/x`` exists).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from types import TracebackType
 
 from polystore.exceptions import (
     NotADirectoryStorageError,
+    PolystoreError,
     StorageFileNotFoundError,
     SymlinkLoopError,
     from_os_error,
@@ -186,6 +188,10 @@ class ConfinedTree:
                 pending.extendleft(reversed(target.split("/")))
             entry = Entry(stack.pop(), None, text, names_directory(text))  # the root itself
             return entry
+        except PolystoreError:
+            raise
+        except OSError as error:  # a name too long, a folder without permission, ...
+            raise from_os_error(error, text, "open") from error
         finally:
             for fd in stack:
                 os.close(fd)
@@ -197,8 +203,8 @@ class OpenTree:
     root: str | None = None
 
     def entry(self, text: str, *, follow: bool, make_parents: bool = False) -> Entry:
-        # docstring: ConfinedTree.entry
-        stripped = text.rstrip("/") or ("/" if text else ".")
+        # docstring: ConfinedTree.entry. '..' is taken lexically here too, as on every backend
+        stripped = posixpath.normpath(text) if text else "."
         head, tail = os.path.split(stripped)
         if tail in ("", ".", ".."):
             return Entry(_open_folder(stripped, text), None, text, names_directory(text))

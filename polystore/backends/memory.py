@@ -3,25 +3,41 @@
 Keys are normalised ``/a/b`` paths; directories are entries holding a :class:`_Directory`
 marker, and every directory's parents exist (so a save checks one parent, not the whole
 chain). Objects are stored as given, in their own framework: a torch tensor comes back as
-that same tensor, a CuPy array stays on its GPU. ``shared_dict`` (for example a
-``multiprocessing.Manager().dict()``) lets several processes share one store.
+that same tensor, a CuPy array stays on its GPU.
+
+Several processes share one store through a ``multiprocessing.Manager``'s dict *and* lock
+(:meth:`MemoryBackend.shared`): every change to the tree (a save that may create parents, a
+delete, a copy) holds the lock, so no process ever sees a file whose folder is gone, whatever
+the others do meanwhile. A single read is one request to the Manager and needs no lock.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, MutableMapping
+from contextlib import AbstractContextManager
+from multiprocessing.managers import BaseProxy, SyncManager
 from typing import Any
 
 from polystore.arrays import convert, copy_array
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.exceptions import (
     DirectoryNotEmptyError,
+    InvalidOptionError,
+    InvalidPathError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
     StorageFileNotFoundError,
 )
-from polystore.paths import join_given, matches, normalize_extensions, virtual_path
+from polystore.paths import (
+    given_path,
+    join_given,
+    matches,
+    names_directory,
+    normalize_extensions,
+    refuse_directory_path,
+    virtual_path,
+)
 
 
 class _Directory:
@@ -34,6 +50,11 @@ class _Directory:
 
 
 _DIRECTORY = _Directory()
+
+
+def _is_proxy(obj: object) -> bool:
+    """Whether ``obj`` lives in a Manager's process (and so is shared with other processes)."""
+    return isinstance(obj, BaseProxy)
 
 
 def _parent(key: str) -> str:
@@ -50,13 +71,46 @@ def _size_of(value: Any) -> int | None:
 
 
 class MemoryBackend(StorageBackend):
-    """An in-memory store with the disk backend's semantics."""
+    """An in-memory store with the disk backend's semantics.
+
+    ``shared_dict`` and ``lock``: a dict and a re-entrant lock that several processes share
+    (a ``multiprocessing.Manager``'s ``dict()`` and ``RLock()``; :meth:`shared` makes both).
+    A Manager dict without its lock is refused: the processes could not keep the tree whole.
+    """
 
     _backend_type = "memory"
 
-    def __init__(self, shared_dict: MutableMapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        shared_dict: MutableMapping[str, Any] | None = None,
+        *,
+        lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
+        if lock is None and _is_proxy(shared_dict):
+            raise InvalidOptionError(
+                "A dict shared through a multiprocessing Manager needs a lock shared the same "
+                "way, or processes can leave files under a deleted folder: pass "
+                "lock=manager.RLock(), or use MemoryBackend.shared(manager)."
+            )
         self._store: MutableMapping[str, Any] = shared_dict if shared_dict is not None else {}
-        self._lock = threading.RLock()
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
+
+    @classmethod
+    def shared(cls, manager: SyncManager) -> MemoryBackend:
+        """A store that processes share: ``manager``'s dict and lock (pass the backend itself, or
+        both, to the other processes; it pickles with them)."""
+        return cls(manager.dict(), lock=manager.RLock())
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if not _is_proxy(self._lock):  # a thread lock guards this process only
+            state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["_lock"] is None:
+            state["_lock"] = threading.RLock()
+        self.__dict__.update(state)
 
     # -- helpers -------------------------------------------------------------------------
     def _get(self, key: str, path: PathLike) -> Any:
@@ -99,6 +153,8 @@ class MemoryBackend(StorageBackend):
             raise IsADirectoryStorageError(
                 f"'{file_path}' is a directory; load a file inside it (see list_files)."
             )
+        if names_directory(given_path(file_path)):
+            raise NotADirectoryStorageError(f"'{file_path}' ends with '/', but it is a file.")
         return convert(value, framework)
 
     def list_files(
@@ -137,11 +193,13 @@ class MemoryBackend(StorageBackend):
 
     def exists(self, path: PathLike) -> bool:
         key = virtual_path(path)
+        if names_directory(given_path(path)):
+            return self._is_dir_value(key)
         return key == "/" or key in self._store
 
     def is_file(self, path: PathLike) -> bool:
         key = virtual_path(path)
-        return key in self._store and not self._is_dir_value(key)
+        return key in self._store and not self._is_dir_value(key) and not names_directory(given_path(path))
 
     def is_dir(self, path: PathLike) -> bool:
         return self._is_dir_value(virtual_path(path))
@@ -161,6 +219,7 @@ class MemoryBackend(StorageBackend):
         copy if you will keep mutating ``data`` afterwards.
         """
         key = virtual_path(file_path)
+        refuse_directory_path(given_path(file_path))
         with self._lock:
             if self._is_dir_value(key):
                 raise IsADirectoryStorageError(
@@ -183,7 +242,7 @@ class MemoryBackend(StorageBackend):
         with self._lock:
             value = self._get(key, path)
             if key == "/":
-                raise DirectoryNotEmptyError("Refusing to delete the memory backend's root '/'.")
+                raise InvalidPathError("Refusing to delete the memory backend's root '/'.")
             if isinstance(value, _Directory) and self._keys_under(key):
                 raise DirectoryNotEmptyError(
                     f"Directory '{path}' is not empty; use delete_all to remove it with its contents."
@@ -205,7 +264,7 @@ class MemoryBackend(StorageBackend):
         with self._lock:
             value = self._get(src, source)
             if dst == src or dst.startswith(src + "/"):
-                raise ValueError(f"Cannot copy or move '{source}' into itself ('{destination}').")
+                raise InvalidPathError(f"Cannot copy or move '{source}' into itself ('{destination}').")
             if not isinstance(value, _Directory) and self._is_dir_value(dst):
                 raise IsADirectoryStorageError(
                     f"Cannot put file '{source}' at '{destination}': that is a directory."

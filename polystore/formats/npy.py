@@ -68,8 +68,11 @@ def _load_npy(handle: IO[bytes], *, mmap_mode: Literal["r", "c"] | None = None) 
             )
         order: Literal["C", "F"] = "F" if fortran else "C"
         return np.memmap(handle, dtype=dtype, mode=mmap_mode, offset=offset, shape=shape, order=order)
-    handle.seek(0)
-    return np.lib.format.read_array(handle, allow_pickle=False)
+    # the data follows the header just read: read it here rather than parse the header twice
+    array = np.fromfile(handle, dtype=dtype, count=math.prod(shape))
+    if fortran:
+        return array.reshape(shape[::-1]).transpose()
+    return array.reshape(shape)
 
 
 def _save_npz(data: Any, handle: IO[bytes], *, compress: bool = False) -> None:
