@@ -61,9 +61,11 @@ class StreamingBackend(StorageBackend):
         Whether this end binds (default: the pushing end binds; viewers that many pipelines
         stream to bind themselves and senders connect).
     send_timeout, recv_timeout
-        Seconds a send or a receive may wait before :class:`ViewerUnavailableError` or a timeout.
+        Seconds a save may wait for room (or an ack) and a load for an item, before
+        :class:`~polystore.streaming.StreamTimeoutError` (a ``TimeoutError``).
     linger
-        Seconds queued frames may still go out after :meth:`close`.
+        Seconds an item saved before any receiver connected may wait for one (also after
+        :meth:`close`); then it is dropped with a warning and counted in ``expired``.
     policy
         ``"block"``: wait for a slow receiver; ``"latest"``: keep only the newest frame per path.
     transport
@@ -72,7 +74,8 @@ class StreamingBackend(StorageBackend):
     shm_slots
         Frames in flight in the shared-memory ring (default ``DEFAULT_SHM_SLOTS``).
     max_bytes, max_pending_bytes, high_water_mark
-        Limits: one item's size, bytes held back by ``policy="latest"``, messages queued.
+        Limits: one received item's size; inline bytes saved and not yet acknowledged by a
+        receiver (``save`` waits at it); messages ZeroMQ queues.
     curve
         :class:`~polystore.streaming.CurveKeys` to encrypt and authenticate (CurveZMQ).
 
@@ -92,7 +95,7 @@ class StreamingBackend(StorageBackend):
     not yet given back by the receiver, at most."""
     supports_directories: ClassVar[bool] = False
     """A stream has no folders: ``list_dir`` and ``ensure_directory`` raise
-    :class:`UnsupportedOperationError`; ``is_dir`` is always False."""
+    :class:`~polystore.streaming.errors.UnsupportedOperationError`; ``is_dir`` is always False."""
     is_live_view: ClassVar[bool] = False
     """A viewer: ``FileManager.save(..., backend=(storage, viewer))`` sends it the newest frames
     only (``policy="latest"``), so that it never slows the storage side."""
@@ -375,12 +378,13 @@ class StreamingBackend(StorageBackend):
 
 
 _EXTENSIONS: dict[tuple[type, int, int], tuple[str, ...] | None] = {}
+_SIZED = (frozenset, set, list, tuple)
 
 
 def _extensions(cls: type[StreamingBackend]) -> tuple[str, ...] | None:
     """``cls.SUPPORTED_EXTENSIONS`` normalised, once per class and set (every save asks)."""
     declared = cls.SUPPORTED_EXTENSIONS
-    key = (cls, id(declared), len(declared) if isinstance(declared, frozenset | set | list | tuple) else -1)
+    key = (cls, id(declared), len(declared) if isinstance(declared, _SIZED) else -1)
     if key not in _EXTENSIONS:
         _EXTENSIONS[key] = normalize_extensions(declared)
     return _EXTENSIONS[key]

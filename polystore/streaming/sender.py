@@ -788,10 +788,15 @@ _LINGERING: set[Sender] = set()
 
 @atexit.register
 def _deliver_before_exit() -> None:
-    """At exit, give every sender its linger time to deliver what it accepted, then drop the rest."""
-    for sender in list(_SENDERS):
-        with contextlib.suppress(Exception):
-            sender.close_in_background()
+    """At exit, give every sender its linger time to deliver what it accepted, then drop the rest.
+
+    Here, not in a new thread: from Python 3.12 on, no thread can be started once the
+    interpreter is shutting down. Senders already closing in the background are waited for.
+    """
     for sender in list(_LINGERING):
         with contextlib.suppress(Exception):
             sender.join(sender.linger + 1.0)
+    for sender in list(_SENDERS):
+        with contextlib.suppress(Exception):
+            if sender._closing_deadline is None:
+                sender.close(sender.linger)
