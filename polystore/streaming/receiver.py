@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from polystore.streaming import shm as shm_mod
 from polystore.streaming._zmq import zmq
 from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.errors import ProtocolError, StreamTimeoutError
@@ -40,6 +39,7 @@ from polystore.streaming.protocol import (
     encode_ack,
 )
 from polystore.streaming.security import CurveKeys
+from polystore.streaming.shm import AttachedSegment, attach, sweep_orphaned_segments
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Inbound:
         self.dropped = 0
         self.last_reason: str | None = None
         self._last_id: collections.OrderedDict[str, int] = collections.OrderedDict()
-        self._attached: collections.OrderedDict[str, shm_mod.AttachedSegment] = collections.OrderedDict()
+        self._attached: collections.OrderedDict[str, AttachedSegment] = collections.OrderedDict()
         self._last_sweep = 0.0
         self._unrouted = _UnroutedAcks()
         z = zmq()
@@ -157,7 +157,7 @@ class Inbound:
             if now - self._last_sweep > SWEEP_INTERVAL_S:
                 self._last_sweep = now
                 for prefix in self.limits.shm_prefixes:
-                    shm_mod.sweep_orphaned_segments(prefix)
+                    sweep_orphaned_segments(prefix)
             try:
                 frames = self._socket.recv_multipart(z.NOBLOCK, copy=False)
             except z.Again:
@@ -211,11 +211,11 @@ class Inbound:
         if len(self._last_id) > _MAX_STREAMS_TRACKED:  # stream ids come from the wire: bound them
             self._last_id.popitem(last=False)
 
-    def _segment(self, name: str) -> shm_mod.AttachedSegment:
+    def _segment(self, name: str) -> AttachedSegment:
         segment = self._attached.get(name)
         if segment is None:
             try:
-                segment = shm_mod.attach(name)
+                segment = attach(name)
             except OSError as error:
                 raise ProtocolError(f"shared-memory segment {name!r} cannot be opened ({error})") from None
             self._attached[name] = segment
