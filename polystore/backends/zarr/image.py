@@ -104,7 +104,7 @@ def downsample_plane(plane: np.ndarray, labels: bool) -> np.ndarray:
     if plane.dtype.kind in "iu" and plane.dtype.itemsize <= 4:
         # the same rounded block mean in integers (sum, shift, round half to even as np.round
         # does): 4x faster than through float64, the cost of every pyramid level
-        total = trimmed[0::fy, 0::fx].astype(np.int32 if plane.dtype.itemsize <= 2 else np.int64)
+        total: Any = trimmed[0::fy, 0::fx].astype(np.int32 if plane.dtype.itemsize <= 2 else np.int64)
         for i, j in ((0, 1), (1, 0), (1, 1)):
             if i < fy and j < fx:
                 total += trimmed[i::fy, j::fx]
