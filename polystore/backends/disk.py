@@ -42,12 +42,12 @@ class DiskBackend(StorageBackend):
     """Files on the local filesystem (POSIX: Linux, macOS).
 
     ``root`` confines the backend to a folder: relative paths are taken inside it, ``..``
-    and absolute paths elsewhere raise :class:`PathEscapeError`, and a symbolic link inside
+    and absolute paths elsewhere raise :class:`~polystore.exceptions.PathEscapeError`, and a symbolic link inside
     the root is followed only while it leads to somewhere inside the root (otherwise
-    :class:`PathEscapeError`); ``delete`` and ``move`` act on a link itself, never on what
+    :class:`~polystore.exceptions.PathEscapeError`); ``delete`` and ``move`` act on a link itself, never on what
     it points to. Confinement holds while other processes change the tree: paths are walked
     through directory descriptors without following links (see
-    :mod:`polystore.backends.disk_paths`). Without ``root`` paths are used as given.
+    ``polystore.backends.disk_paths``). Without ``root`` paths are used as given.
 
     Parameters
     ----------

@@ -36,7 +36,7 @@ class ZarrChunkStrategy(StrEnum):
 
 @dataclass(frozen=True)
 class ZarrConfig:
-    """Settings of a :class:`ZarrBackend`; every field can also be given to its constructor.
+    """Settings of a :class:`~polystore.backends.zarr.ZarrBackend`; every field can also be given to its constructor.
 
     Defaults were measured on microscopy-like uint16 data (``benchmarks/zarr.py --defaults``):
     zstd level 1 with byte shuffle compresses about as well as higher levels at a fraction of
