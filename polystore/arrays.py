@@ -270,7 +270,10 @@ def copy_array(obj: Any) -> Any:
 
 def as_plain_array(data: Any, fmt: str) -> np.ndarray:
     """A NumPy array of a non-object dtype, from any framework's array or a nested list."""
-    array = to_numpy(data) if framework_of(data) is not None else np.asarray(data)
+    try:
+        array = to_numpy(data) if framework_of(data) is not None else np.asarray(data)
+    except UnsupportedDataError as error:  # say which format could not take it
+        raise UnsupportedDataError(f"{fmt} cannot store this: {error}") from error.__cause__
     if array.dtype.hasobject:
         raise UnsupportedDataError(
             f"{fmt} stores numeric arrays; got an array of Python objects (dtype=object), "
