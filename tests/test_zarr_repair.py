@@ -237,6 +237,24 @@ def test_repair_lists_fields_the_metadata_lost_and_drops_those_gone(tmp_path: Pa
     assert backend.load("plate.zarr/B02_s1_w1.tif").max() == 6
 
 
+def test_a_torn_chunk_is_named_on_load_and_removed_by_repair(tmp_path: Path) -> None:
+    """zarrs writes local chunks in place: a writer killed in the middle leaves one torn."""
+    backend = ZarrBackend(root=tmp_path)
+    noise = np.random.default_rng(0).integers(0, 4000, (64, 64), dtype=np.uint16)
+    for channel in (1, 2):
+        backend.save(noise, f"plate.zarr/A01_s1_w{channel}.tif")
+    chunk = tmp_path / "plate.zarr" / "A" / "01" / "0" / "0" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[: len(chunk.read_bytes()) // 2])  # cut short
+    with pytest.raises(PolystoreError, match=r"cannot be decoded.*polystore repair"):
+        backend.load("plate.zarr/A01_s1_w2.tif")  # was a raw RuntimeError from the codec
+    report = repair_plate(str(tmp_path / "plate.zarr"))
+    assert report.ok and any("c/1/0/0" in line for line in report.changed), str(report)
+    assert backend.load("plate.zarr/A01_s1_w2.tif").max() == 0  # the torn plane reads as unwritten
+    np.testing.assert_array_equal(backend.load("plate.zarr/A01_s1_w1.tif"), noise)
+    backend.save(noise, "plate.zarr/A01_s1_w2.tif")
+    np.testing.assert_array_equal(backend.load("plate.zarr/A01_s1_w2.tif"), noise)
+
+
 def test_the_repair_command(tmp_path: Path) -> None:
     _plate(tmp_path)
     store = tmp_path / "plate.zarr"

@@ -1,4 +1,8 @@
-"""OME-NGFF metadata (0.4 on Zarr v2, 0.5 on Zarr v3), validated by ome-zarr-models.
+"""OME-NGFF metadata (0.4 on Zarr v2; 0.5 and 0.6 on Zarr v3), validated by ome-zarr-models.
+
+0.6 writes RFC-5's coordinate systems: an image's axes are those of its one coordinate system
+("physical"), and each level's scale maps that array ("input") to it ("output"); plates and
+wells carry their version once, in the "ome" section, not in their own dictionaries.
 
 The dictionaries are built here from plain arguments and then passed through the
 ome-zarr-models pydantic models, so what is written is checked against the specification
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,7 +22,10 @@ import numpy as np
 
 from polystore.lazy import optional_import
 
-NgffVersion = Literal["0.4", "0.5"]
+NgffVersion = Literal["0.4", "0.5", "0.6"]
+COORDINATE_SYSTEM = "physical"
+"""The name of the one coordinate system an NGFF 0.6 image is written with."""
+MODULES = {"0.4": "ome_zarr_models.v04", "0.5": "ome_zarr_models.v05", "0.6": "ome_zarr_models.v06"}
 
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 DEFAULT_AXES = {2: "yx", 3: "zyx", 4: "czyx", 5: "tczyx"}
@@ -27,8 +35,7 @@ CHANNEL_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00", "F
 
 
 def _models(version: NgffVersion) -> Any:
-    module = "ome_zarr_models.v05" if version == "0.5" else "ome_zarr_models.v04"
-    return optional_import(module, extra="zarr", purpose="Writing OME-Zarr metadata")
+    return optional_import(MODULES[version], extra="zarr", purpose="Writing OME-Zarr metadata")
 
 
 def _validate(version: NgffVersion, model: str, attrs: dict[str, Any]) -> None:
@@ -41,14 +48,20 @@ def _validate(version: NgffVersion, model: str, attrs: dict[str, Any]) -> None:
     try:
         text = json.dumps(attrs, sort_keys=True)
     except TypeError:  # not JSON as given (e.g. NumPy integers): validate it uncached
-        _model(version, model).model_validate(attrs)
-        return
+        text = json.dumps(attrs, sort_keys=True, default=lambda value: getattr(value, "item", str)())
     _validate_json(version, model, text)
 
 
 @functools.lru_cache(maxsize=512)
 def _validate_json(version: NgffVersion, model: str, text: str) -> None:
-    _model(version, model).model_validate(json.loads(text))
+    if version != "0.6":
+        _model(version, model).model_validate(json.loads(text))
+        return
+    # ome-zarr-models 1.8 models 0.6 as its last draft ("0.6.dev4") and warns that it reads
+    # the released "0.6" as that draft: expected here, not the user's concern
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Version number is '0.6'", category=Warning)
+        _model(version, model).model_validate(json.loads(text))
 
 
 def _model(version: NgffVersion, model: str) -> Any:
@@ -145,13 +158,25 @@ def image_attributes(
         {"name": a, "type": AXIS_TYPES[a], **({"unit": unit_of[a]} if a in unit_of else {})}
         for a in axes
     ]
-    multiscale: dict[str, Any] = {
-        "axes": axis_list,
-        "datasets": [
-            {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
-            for level, scale in enumerate(level_scales)
-        ],
-    }
+    if version == "0.6":  # RFC-5: the axes belong to a coordinate system the levels map into
+        multiscale: dict[str, Any] = {
+            "coordinateSystems": [{"name": COORDINATE_SYSTEM, "axes": axis_list}],
+            "datasets": [
+                {"path": str(level), "coordinateTransformations": [{
+                    "type": "scale", "input": {"path": str(level)}, "output": {"name": COORDINATE_SYSTEM},
+                    "scale": list(scale),
+                }]}
+                for level, scale in enumerate(level_scales)
+            ],
+        }
+    else:
+        multiscale = {
+            "axes": axis_list,
+            "datasets": [
+                {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
+                for level, scale in enumerate(level_scales)
+            ],
+        }
     if name:
         multiscale["name"] = name
     omero = None
@@ -169,8 +194,8 @@ def image_attributes(
             ],
             "rdefs": {"model": "color" if len(channels) > 1 else "greyscale"},
         }
-    if version == "0.5":
-        attrs: dict[str, Any] = {"version": "0.5", "multiscales": [multiscale]}
+    if version in ("0.5", "0.6"):
+        attrs: dict[str, Any] = {"version": version, "multiscales": [multiscale]}
         _validate(version, "image.ImageAttrs", attrs)  # raises if we got the spec wrong
         if omero:
             attrs["omero"] = omero
@@ -200,8 +225,12 @@ def multiscale_paths(attributes: dict[str, Any]) -> list[str]:
 
 
 def multiscale_axes(attributes: dict[str, Any]) -> str:
-    multiscales = ngff_section(attributes).get("multiscales") or [{}]
-    return "".join(a["name"] if isinstance(a, dict) else str(a) for a in multiscales[0].get("axes", []))
+    """The axis letters of a multiscale image (0.6: those of its first coordinate system)."""
+    multiscale = (ngff_section(attributes).get("multiscales") or [{}])[0]
+    axes = multiscale.get("axes")
+    if axes is None:
+        axes = ((multiscale.get("coordinateSystems") or [{}])[0]).get("axes", [])
+    return "".join(a["name"] if isinstance(a, dict) else str(a) for a in axes)
 
 
 def plate_attributes(
@@ -221,14 +250,21 @@ def plate_attributes(
             {"path": f"{r}/{c}", "rowIndex": rows.index(r), "columnIndex": columns.index(c)}
             for r, c in wells
         ],
-        "version": version,
     }
+    if version != "0.6":  # 0.6 states the version once, in the "ome" section
+        plate["version"] = version
     if field_count:
         plate["field_count"] = field_count
     if name:
         plate["name"] = name
+    if version == "0.6":
+        attrs: dict[str, Any] = {"version": "0.6", "plate": plate}
+        # ome-zarr-models 1.8's 0.6 model still asks for the plate's own version, which 0.6
+        # dropped: checked with it supplied from the "ome" section, written without
+        _validate(version, "hcs.HCSAttrs", {**attrs, "plate": {**plate, "version": version}})
+        return {"ome": attrs}
     if version == "0.5":
-        attrs: dict[str, Any] = {"version": "0.5", "plate": plate}
+        attrs = {"version": "0.5", "plate": plate}
         _validate(version, "hcs.HCSAttrs", attrs)
         return {"ome": attrs}
     attrs = {"plate": plate}
@@ -239,8 +275,8 @@ def plate_attributes(
 def well_attributes(fields: Sequence[str], *, version: NgffVersion) -> dict[str, Any]:
     """Well attributes listing its field-of-view image paths ("0", "1", ...)."""
     well: dict[str, Any] = {"images": [{"path": f} for f in fields]}
-    if version == "0.5":
-        attrs: dict[str, Any] = {"version": "0.5", "well": well}
+    if version in ("0.5", "0.6"):
+        attrs: dict[str, Any] = {"version": version, "well": well}
         _validate(version, "well.WellAttrs", attrs)
         return {"ome": attrs}
     well["version"] = "0.4"

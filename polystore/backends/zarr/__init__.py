@@ -192,7 +192,14 @@ class ZarrBackend(StorageBackend):
             return result[selection] if selection is not None else result
         index = plane + (tuple(selection) if isinstance(selection, tuple) else (selection,)) \
             if selection is not None else plane
-        data = array[index] if index else array[...]
+        try:
+            data = array[index] if index else array[...]
+        except RuntimeError as error:  # what the codecs raise for a chunk they cannot decode
+            raise CorruptDataError(
+                f"'{file_path}': a chunk cannot be decoded ({error}): it was written partly (its "
+                "writer stopped) or damaged. Run `polystore repair` on the store (the chunk is "
+                "removed and reads as 0), or save the data again."
+            ) from error
         return convert(np.asarray(data), framework)
 
     def _members(self, group: Any, recursive: bool) -> Iterator[tuple[str, Any]]:

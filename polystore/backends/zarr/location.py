@@ -13,12 +13,13 @@ import contextlib
 import os
 import shutil
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polystore.atomic import atomic_write
+from polystore.atomic import TEMP_SUFFIX
 from polystore.exceptions import PolystoreError
 from polystore.lazy import optional_import
 
@@ -120,9 +121,20 @@ class LocalKeys:
             return None
 
     def put(self, key: str, content: bytes) -> None:
-        # as zarr's LocalStore writes (a temporary file renamed over the key, not fsynced)
-        with atomic_write(self._path(key), "wb", durable=False) as out:
-            out.write(content)
+        # as zarr's LocalStore writes a key: a temporary file beside it renamed over it (whole or
+        # not at all; not fsynced, as zarr's chunks are not), with no more than that per document
+        path = self._path(key)
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+        try:
+            with open(temporary, "xb") as out:
+                out.write(content)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+            raise
 
     def create(self, key: str, content: bytes) -> bool:
         """Write ``key`` only if absent; whether this call created it."""

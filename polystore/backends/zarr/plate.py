@@ -223,11 +223,29 @@ class PlateWriter:
         """
         if not config.ome_zarr_metadata:
             return
+        fields = list(fields)
         if lock:
+            if self._listed(store, fields, config):
+                return  # documents are written whole: what they list needs no lock to read
             with metadata_lock(self.stores, store):
-                self._commit(store, list(fields), config)
+                self._commit(store, fields, config)
         else:
-            self._commit(store, list(fields), config)
+            self._commit(store, fields, config)
+
+    def _listed(self, store: str, fields: list[tuple[str, str, int]], config: ZarrConfig) -> bool:
+        """Whether the plate and its wells already list every one of ``fields``."""
+        plate = GroupDocument.read(self.documents, Location(store, ""), config.zarr_format)
+        if plate is None:
+            return False
+        layout = PlateLayout.from_attributes(ngff.ngff_section(plate.attributes).get("plate"))
+        if any(layout.add(row, column, index) for row, column, index in fields):
+            return False
+        for row, column, index in fields:
+            well = GroupDocument.read(self.documents, Location(store, f"{row}/{column}"), config.zarr_format)
+            images = (ngff.ngff_section(well.attributes).get("well") or {}).get("images", []) if well else []
+            if str(index) not in {image.get("path") for image in images}:
+                return False
+        return True
 
     def _commit(self, store: str, fields: list[tuple[str, str, int]], config: ZarrConfig) -> None:
         plate = self.documents.group(Location(store, ""), config.zarr_format)

@@ -11,6 +11,7 @@ into it writes it again). Nothing with pixels in it is deleted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import socket
@@ -23,7 +24,7 @@ from polystore.atomic import TEMP_SUFFIX
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, level_shape
-from polystore.backends.zarr.location import Location, Stores, locate
+from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, locate
 from polystore.backends.zarr.locks import holder_is_dead, lock_keys
 from polystore.backends.zarr.plate import PlateLayout, plate_name
 from polystore.exceptions import PolystoreError, StorageFileNotFoundError
@@ -162,6 +163,9 @@ def _repair_image(
             changes.append(f"level {level} resized {tuple(array.shape)} -> {wanted}")
             if not dry_run:
                 array.resize(wanted)
+    for level, array in enumerate(levels):
+        for key in _undecodable_chunks(array, dry_run):
+            changes.append(f"level {level}: chunk {key} could not be decoded (written partly), removed")
     expected = _image_attributes(location, levels, axes, attributes, config)
     if is_incomplete(attributes):
         changes.append("was marked as being written: its metadata rebuilt")
@@ -174,6 +178,39 @@ def _repair_image(
         if not dry_run:
             documents.write_group(location, config.zarr_format, expected)
     return True
+
+
+def _undecodable_chunks(array: Any, dry_run: bool) -> list[str]:
+    """Keys of the stored chunks (or shards) of ``array`` that cannot be decoded, deleted
+    unless ``dry_run``: a writer killed while writing one in place (zarrs writes local chunks
+    in place) leaves it torn; without it, its region reads as the fill value. Every chunk is
+    read once: repair reads the whole store."""
+    grid = array.shards or array.chunks
+    counts = [-(-size // step) for size, step in zip(array.shape, grid, strict=True)]
+    keys = LocalKeys(str(array.store_path.store.root)) if hasattr(array.store_path.store, "root") \
+        else None
+    bad: list[str] = []
+    for index in itertools.product(*(range(n) for n in counts)):
+        region = tuple(slice(i * step, (i + 1) * step) for i, step in zip(index, grid, strict=True))
+        try:
+            array[region]
+        except Exception:
+            key = f"{array.store_path.path}/{array.metadata.encode_chunk_key(index)}"
+            bad.append(key)
+            if not dry_run:
+                if keys is not None:
+                    keys.delete(key)
+                else:
+                    _sync_delete(array, key)
+    return bad
+
+
+def _sync_delete(array: Any, key: str) -> None:
+    """Delete ``key`` from the array's (object) store through its obstore store."""
+    store = array.store_path.store
+    obstore_store = getattr(store, "store", None)
+    if obstore_store is not None:
+        ObjectKeys(obstore_store, str(store)).delete(key)
 
 
 def _axes_of(level: Any, attributes: dict[str, Any]) -> str | None:
