@@ -4,8 +4,10 @@ real files, real zarr plates, an s3:// URL on the moto server, real viewers."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,30 @@ def test_stream_replays_a_folder_into_fiji_as_a_plate(folder: Path) -> None:
         fiji.wait(handled=8)
         hyperstack = fiji.fetch_image("raw/B02")  # one image per well: fields and channels stacked
         assert hyperstack.size == 2 * 2 * 32 * 48 and hyperstack.max() == 70
+
+
+def test_stream_launches_napari_and_replays_a_folder_as_a_plate(folder: Path) -> None:
+    """No viewer listens: stream starts napari (in a process of its own, so this test process
+    loads no OpenGL), which stacks the plate: a layer per channel, wells and fields as sliders."""
+    pytest.importorskip("napari", reason="needs napari (pip install 'polystore[napari]')")
+    from polystore.streaming.viewer import free_ports, request
+
+    port = free_ports(3)
+    out = ok("stream", "raw", "--to", "napari", "--port", str(port), cwd=folder)
+    assert "streamed 8 image(s): 2 well(s)" in out
+    pid = request("127.0.0.1", port + 2, "ping", timeout=10).header["pid"]
+    try:
+        deadline = time.monotonic() + 120  # napari draws on the software renderer: slow when busy
+        while True:
+            layers = request("127.0.0.1", port + 2, "layers", timeout=10).header["layers"]
+            if len(layers) == 2 and all(layer["shape"][:2] == [2, 2] for layer in layers):
+                break
+            assert time.monotonic() < deadline, layers
+            time.sleep(0.5)
+        assert sorted(layer["name"] for layer in layers) == ["raw w1", "raw w2"]
+        assert layers[0]["components"] == {"well": ["A01", "B02"], "site": [0, 1]}
+    finally:
+        os.kill(pid, signal.SIGTERM)
 
 
 @pytest.mark.napari
