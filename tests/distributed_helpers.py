@@ -1,0 +1,123 @@
+"""What the distributed tests run inside dask workers (importable there: spawned workers get the
+test process's sys.path), and the cluster they share.
+
+- :class:`RecordingBackend`: the real ZarrBackend writing through a real store wrapped to
+  record every key it writes (one log file per process), and, when asked, to kill its own
+  process (SIGKILL, as the OOM killer or a lost machine would) the first time it writes a
+  given key: a worker, or a whole job, dies in the middle of a field.
+- :func:`ramp`: a lazy image, computed block by block where it is needed (never whole).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polystore.backends.zarr import ZarrBackend
+
+RECORD = "test_record_to"
+KILL_AT = "test_kill_at"
+"""A key (the process dies writing it), or ``write:N`` (it dies at its N-th chunk written)."""
+_WRITES: list[str] = []
+
+
+def _wrapper_class() -> type:
+    import zarr.storage
+
+    class RecordingStore(zarr.storage.WrapperStore):  # type: ignore[type-arg]
+        """A store that logs the keys written to it, and may kill its process at one key."""
+
+        def __init__(self, store: Any, record_to: str, kill_at: str | None) -> None:
+            super().__init__(store)
+            self.record_to = record_to
+            self.kill_at = kill_at
+
+        def _with_store(self, store: Any) -> Any:
+            return type(self)(store, self.record_to, self.kill_at)
+
+        def _log(self, what: str, key: str) -> None:
+            with open(Path(self.record_to, f"{os.getpid()}.log"), "a") as log:
+                log.write(f"{what} {key}\n")
+
+        async def set(self, key: str, value: Any) -> None:
+            _WRITES.append(key)
+            if key == self.kill_at or self.kill_at == f"write:{len(_WRITES)}":
+                try:  # the first process to get here dies; a retry goes on
+                    os.close(os.open(Path(self.record_to, "killed"), os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    pass
+                else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            self._log("set", key)
+            await self._store.set(key, value)
+
+        async def set_if_not_exists(self, key: str, value: Any) -> None:
+            self._log("set", key)
+            await self._store.set_if_not_exists(key, value)
+
+        async def delete(self, key: str) -> None:
+            self._log("delete", key)
+            await self._store.delete(key)
+
+    return RecordingStore
+
+
+class RecordingBackend(ZarrBackend):
+    """ZarrBackend whose zarr stores record writes; ``storage_options`` carry where to
+    (``test_record_to``) and the key at which to die (``test_kill_at``)."""
+
+    def __init__(
+        self, root: Any = None, *, storage_options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        options = dict(storage_options or {})
+        self.record_to = str(options.pop(RECORD))
+        self.kill_at = options.pop(KILL_AT, None)
+        super().__init__(root, storage_options=options, **kwargs)
+        self.storage_options = {**options, RECORD: self.record_to,
+                                **({KILL_AT: self.kill_at} if self.kill_at else {})}
+
+    def _open_store(self, store: str, *, writable: bool) -> Any:
+        return _wrapper_class()(super()._open_store(store, writable=writable), self.record_to, self.kill_at)
+
+
+def recorded_writes(folder: Path) -> list[tuple[int, str]]:
+    """(pid, key) of every key the recording stores wrote, from every process."""
+    writes = []
+    for log in folder.glob("*.log"):
+        for line in log.read_text().splitlines():
+            what, key = line.split(" ", 1)
+            if what == "set":
+                writes.append((int(log.stem), key))
+    return writes
+
+
+def _ramp_block(block: np.ndarray, block_info: Any = None) -> np.ndarray:
+    (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
+    rows = np.arange(y0, y1, dtype=np.uint32)[:, None]
+    columns = np.arange(x0, x1, dtype=np.uint32)[None, :]
+    return ((rows * 7 + columns * 3) % 4093).astype(np.uint16)
+
+
+def ramp(shape: tuple[int, int], chunks: tuple[int, int]) -> Any:
+    """A uint16 image of ``shape`` that dask computes block by block (never whole): (7y + 3x) % 4093."""
+    import dask.array as da
+
+    return da.zeros(shape, dtype=np.uint16, chunks=chunks).map_blocks(_ramp_block, dtype=np.uint16)
+
+
+def ramp_values(rows: slice, columns: slice) -> np.ndarray:
+    """What :func:`ramp` holds in ``rows`` x ``columns``."""
+    y = np.arange(rows.start, rows.stop, dtype=np.uint32)[:, None]
+    x = np.arange(columns.start, columns.stop, dtype=np.uint32)[None, :]
+    return ((y * 7 + x * 3) % 4093).astype(np.uint16)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (run on a worker with client.run)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

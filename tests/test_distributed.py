@@ -1,0 +1,299 @@
+"""polystore.distributed on a real dask.distributed LocalCluster (worker processes, spawned).
+
+A plate from a TIFF folder to local disk and to the S3 server on 127.0.0.1, checked by
+ome-zarr-models and equal to the single-process result; a scan of every key the workers
+wrote (a recording store) shows each written once and no lock objects; a worker killed in the
+middle of a field (SIGKILL) has its task rerun by dask; a whole job killed is finished by
+``resume=True`` with the same bytes; a worker with a memory limit writes an image several
+times that limit, pyramid included.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+pytest.importorskip("tifffile")
+
+import zarr
+from distributed import Client, LocalCluster
+from distributed_helpers import (
+    KILL_AT,
+    RECORD,
+    RecordingBackend,
+    peak_rss_bytes,
+    ramp,
+    ramp_values,
+    recorded_writes,
+)
+from ngff_helpers import ngff_models
+from plate_helpers import PlateItem, write_plate_tree
+
+from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX
+from polystore.backends.zarr import ZarrBackend
+from polystore.distributed import (
+    ChunkingError,
+    ConversionError,
+    DestinationExistsError,
+    convert,
+)
+from polystore.distributed.journal import journal_location
+
+PLANE = (48, 40)
+QUIET = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+"""No dashboard; the scheduler's HTTP endpoints on a free port (8787 may be another cluster's)."""
+PLATE = {"wells": ("A01", "B03", "C12"), "fields": 2, "channels": 2, "z": 2}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **QUIET) as cluster, \
+            Client(cluster) as connected:
+        yield connected
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> tuple[Path, list[PlateItem]]:
+    items = write_plate_tree(tmp_path / "tiffs", "imagexpress", shape=PLANE, **PLATE)  # type: ignore[arg-type]
+    return tmp_path / "tiffs", items
+
+
+def store_bytes(store: Path) -> dict[str, bytes]:
+    return {p.relative_to(store).as_posix(): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+def lock_files(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.name.endswith((LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX))]
+
+
+def assert_plate(store: Any, items: list[PlateItem], levels: int = 2) -> None:
+    """Valid NGFF (ome-zarr-models), and every image where its name says, at every level."""
+    group = zarr.open_group(store, mode="r")
+    models = ngff_models(3)
+    models.HCS.from_zarr(group)
+    for item in items:
+        c = item.components
+        models.Well.from_zarr(group[f"{c.row}/{c.column}"])
+        image = group[f"{c.row}/{c.column}/{c.field}"]
+        models.Image.from_zarr(image)
+        for level in range(levels):
+            plane = image[str(level)][c.channel, c.z or 0]
+            assert plane.shape == (PLANE[0] >> level, PLANE[1] >> level)
+            assert np.all(plane == item.value), (item.path, level)
+
+
+def reference(tmp_path: Path, folder: Path) -> dict[str, bytes]:
+    """The single-process result: the same conversion on local threads, no cluster."""
+    convert(folder, tmp_path / "reference" / "plate.zarr", levels=2, workers=2)
+    return store_bytes(tmp_path / "reference" / "plate.zarr")
+
+
+# -- a plate on the cluster --------------------------------------------------------------------
+
+
+def test_plate_from_a_tiff_folder_equals_the_single_process_result(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    source, items = folder
+    report = convert(source, tmp_path / "out" / "plate.zarr", client=client, levels=2)
+    assert report.kind == "plate" and report.convention == "imagexpress"
+    assert len(report.written) == report.tasks == 6 and not report.failures
+    assert report.axes == "czyx" and report.shape == (2, 2, *PLANE)
+    assert_plate(tmp_path / "out" / "plate.zarr", items)
+    assert store_bytes(tmp_path / "out" / "plate.zarr") == reference(tmp_path, source)
+    # and the pixels the plain single-process writer (save_batch) gives for the same planes
+    backend = ZarrBackend(root=tmp_path / "batch", pyramid_levels=2)
+    import tifffile
+
+    names = [item.path.split("/")[-1].removeprefix("P1_") for item in items]
+    planes = [tifffile.imread(source / item.path) for item in items]
+    backend.save_batch(planes, [f"plate.zarr/{n}" for n in names])
+    for item in items:
+        c = item.components
+        for level in range(2):
+            node = f"plate.zarr/{c.row}/{c.column}/{c.field}/{level}"
+            ours, theirs = (zarr.open_array(tmp_path / where / node) for where in ("out", "batch"))
+            assert np.array_equal(ours[...], theirs[...])
+    assert not lock_files(tmp_path / "out")  # (the single-process writer leaves its lock files)
+    assert not Path(journal_location(str(tmp_path / "out" / "plate.zarr"))).exists()  # done: markers gone
+
+
+def test_each_key_is_written_by_one_task_and_no_lock_objects(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    source, items = folder
+    record = tmp_path / "writes"
+    record.mkdir()
+    backend = RecordingBackend(storage_options={RECORD: str(record)})
+    convert(source, tmp_path / "plate.zarr", client=client, backend=backend, levels=2)
+    writes = recorded_writes(record)
+    workers = set(client.run(os.getpid).values())
+    task_writes = [key for pid, key in writes if pid in workers]
+    assert task_writes, "the workers wrote no chunks through the store"
+    counts = Counter(task_writes)
+    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+    fields = {f"{i.components.row}/{i.components.column}/{i.components.field}" for i in items}
+    # every chunk a task wrote lies inside one field: no task wrote another's keys or a shared one
+    assert all(key.rsplit("/c/", 1)[0].rsplit("/", 1)[0] in fields for key in task_writes)
+    assert all("/c/" in key for key in task_writes)  # chunks only: no metadata from the tasks
+    assert not lock_files(tmp_path)
+    assert_plate(tmp_path / "plate.zarr", items)
+
+
+def test_plate_to_the_s3_server(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client, s3_bucket: str, s3_server: str
+) -> None:
+    import boto3
+
+    source, items = folder
+    options = {"key": "testing", "secret": "testing", "endpoint_url": s3_server}
+    url = f"s3://{s3_bucket}/screen/plate.zarr"
+    report = convert(source, url, client=client, levels=2, storage_options=options)
+    assert len(report.written) == 6
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+            for o in page.get("Contents", [])]
+    assert all(k.startswith("screen/plate.zarr/") for k in keys), keys  # no locks, no markers left
+    written = {k.removeprefix("screen/plate.zarr/"): s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read()
+               for k in keys}
+    assert written == reference(tmp_path, source)
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=True)
+    assert_plate(store, items)
+
+
+# -- failures, retries, resume ---------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_field_is_replaced_and_the_plate_completes(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    source, items = folder
+    record = tmp_path / "writes"
+    record.mkdir()
+    backend = RecordingBackend(storage_options={RECORD: str(record), KILL_AT: "B/03/1/0/c/1/0/0/0"})
+    report = convert(source, tmp_path / "out" / "plate.zarr", client=client, backend=backend, levels=2)
+    assert (record / "killed").exists(), "no worker was killed"
+    assert len(report.written) == 6 and not report.failures
+    assert_plate(tmp_path / "out" / "plate.zarr", items)
+    assert store_bytes(tmp_path / "out" / "plate.zarr") == reference(tmp_path, source)
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker for the next tests
+
+
+JOB = """
+import sys
+from distributed_helpers import KILL_AT, RECORD, RecordingBackend
+from polystore.distributed import convert
+
+if __name__ == "__main__":
+    source, destination, record, kill_at = sys.argv[1:]
+    backend = RecordingBackend(storage_options={RECORD: record, KILL_AT: kill_at})
+    convert(source, destination, backend=backend, levels=2, workers=1)
+"""
+
+
+def test_a_killed_job_resumes_to_the_same_bytes(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    source, _items = folder
+    record = tmp_path / "writes"
+    record.mkdir()
+    (tmp_path / "job.py").write_text(textwrap.dedent(JOB))
+    destination = tmp_path / "out" / "plate.zarr"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    # one thread, 8 chunks a field (2 channels x 2 planes x 2 levels): the job dies (SIGKILL) at
+    # the 28th chunk, half way through its fourth field, three fields done
+    command = [sys.executable, str(tmp_path / "job.py"), *map(str, (source, destination, record)), "write:28"]
+    job = subprocess.run(command, env=environment, capture_output=True, timeout=120)
+    assert job.returncode == -9, job.stderr.decode()
+    with pytest.raises(DestinationExistsError, match="resume"):
+        convert(source, destination, levels=2)
+    report = convert(source, destination, client=client, levels=2, resume=True)
+    assert len(report.already_done) == 3 and len(report.written) == 3
+    assert store_bytes(destination) == reference(tmp_path, source)
+    assert not Path(journal_location(str(destination))).exists()
+
+
+def test_a_bad_file_is_reported_by_name_and_the_rest_is_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    source, items = folder
+    bad = source / "P1_B03_s2_w1_z1.tif"
+    good = bad.read_bytes()
+    bad.write_bytes(b"II*\x00 this is not a TIFF")
+    with pytest.raises(ConversionError) as raised:
+        convert(source, tmp_path / "plate.zarr", client=client, levels=2)
+    assert [f.path for f in raised.value.failures] == [f"B/03/1 ({bad})"]
+    assert "resume" in str(raised.value)
+    assert len(raised.value.report.written) == 5
+    bad.write_bytes(good)
+    report = convert(source, tmp_path / "plate.zarr", client=client, levels=2, resume=True)
+    assert report.written == ["B/03/1"]
+    assert_plate(tmp_path / "plate.zarr", items)
+
+
+# -- images larger than a worker's memory ----------------------------------------------------------
+
+MEMORY_LIMIT = 340 * 2**20
+"""A worker's whole memory (dask terminates it at 95%); about 250 MiB of it is the worker itself
+with numpy, zarr, zarrs and dask imported, so tasks have about 90 MiB."""
+
+
+def test_a_memory_limited_worker_writes_an_image_several_times_its_limit(tmp_path: Path) -> None:
+    import dask
+
+    shape = (16384, 32768)  # 1 GiB of uint16, 3x the worker's limit (its pyramid: 1/3 more)
+    image = ramp(shape, chunks=(2048, 2048))
+    # the limit is enforced (a worker above 95% of it is killed); pausing at 80%, meant for
+    # workers holding results, would only stall this one: it holds none
+    with dask.config.set({"distributed.worker.memory.pause": False}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit=MEMORY_LIMIT,
+                         **QUIET) as cluster, Client(cluster) as limited:
+        report = convert(image, tmp_path / "big.zarr", client=limited, levels=3, chunks=(1024, 1024),
+                         shards=(2048, 2048), region_bytes=8 * 2**20)
+        peak = max(limited.run(peak_rss_bytes).values())
+        restarted = [log for log in limited.get_worker_logs().values() if "restart" in str(log).lower()]
+    assert image.nbytes >= 3 * MEMORY_LIMIT
+    assert peak < MEMORY_LIMIT, f"peak {peak / 2**20:.0f} MiB"
+    assert not report.failures and not restarted
+    group = zarr.open_group(tmp_path / "big.zarr", mode="r")
+    ngff_models(3).Image.from_zarr(group)
+    full = group["0"]
+    for rows, columns in [(slice(0, 64), slice(0, 64)), (slice(16300, 16384), slice(30000, 30100))]:
+        assert np.array_equal(full[rows, columns], ramp_values(rows, columns))
+    expected = ramp_values(slice(0, 4096), slice(0, 4096)).astype(np.float64)
+    expected = np.round(expected.reshape(2048, 2, 2048, 2).mean(axis=(1, 3)))
+    expected = np.round(expected.reshape(1024, 2, 1024, 2).mean(axis=(1, 3))).astype(np.uint16)
+    assert np.array_equal(group["2"][:1024, :1024], expected)
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+
+
+def test_shards_the_chunks_do_not_tile_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ChunkingError, match="whole multiples"):
+        convert(np.zeros((64, 64), np.uint16), tmp_path / "x.zarr", chunks=(16, 16), shards=(24, 32))
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_an_existing_destination_is_refused_unless_overwritten(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
+) -> None:
+    source, items = folder
+    convert(source, tmp_path / "plate.zarr")
+    with pytest.raises(DestinationExistsError, match="overwrite"):
+        convert(source, tmp_path / "plate.zarr")
+    with pytest.raises(DestinationExistsError, match="Nothing to resume"):
+        convert(source, tmp_path / "plate.zarr", resume=True)
+    convert(source, tmp_path / "plate.zarr", overwrite=True, levels=2)
+    assert_plate(tmp_path / "plate.zarr", items)
