@@ -99,8 +99,8 @@ def _benchmark_figures() -> str:
     for name, title in BENCHMARKS.items():
         parts.append(f"## {title}\n")
         if (figures / f"{name}.svg").is_file():
-            # the path is relative to docs/benchmarks.md, the page that includes this text
-            parts.append(f"![{title}](../benchmarks/figures/{name}.svg)\n")
+            # the path is relative to docs/reference/benchmarks.md, the page that includes this text
+            parts.append(f"![{title}](../../benchmarks/figures/{name}.svg)\n")
             table = (figures / f"{name}.md").read_text(encoding="utf-8").split("\n", 2)[-1]
             parts.append(table)
         else:
