@@ -1,14 +1,15 @@
 """The Fiji bridge: a process that runs ImageJ and shows what pipelines stream to it.
 
     python -m polystore_fiji [--port 5571] [--host 127.0.0.1] [--ij-jar PATH | --fiji-dir DIR | --fiji]
-                             [--headless]
+                             [--headless] [--convention NAME | --pattern REGEX]
     polystore-fiji ...            (the same, as a console script)
 
 It starts ImageJ (:mod:`polystore_fiji.jvm`), binds the stream (``port``, acknowledgements on
 ``port + 1``) and the control channel (``port + 2``) through
 :class:`polystore.streaming.viewer.ViewerService`, and then:
 
-* images and labels go into hyperstack windows (:mod:`polystore_fiji.hyperstack`);
+* images and labels go into hyperstack windows, one per well of a plate
+  (:mod:`polystore_fiji.placement`, :mod:`polystore_fiji.hyperstack`);
 * ``.roi.zip`` payloads (kind ``roi_set``) go into the RoiManager at their c/z/t positions;
   points and shapes (N x 2 arrays of y, x) become point and polygon ROIs;
 * tables (kind ``table``: a DataFrame, or numbers under a ``.csv`` path) become ResultsTables
@@ -35,11 +36,12 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import MissingDependencyError, ViewerError
-from polystore.streaming.protocol import StreamItem, path_metadata
+from polystore.plates import PlateNameError
+from polystore.streaming.protocol import StreamItem
 from polystore.streaming.viewer import Handler, HandlerResult, ViewerService, array_reply
 from polystore_fiji.backend import FijiStreamingBackend
 from polystore_fiji.convert import describe_imageplus, from_imageplus, imageplus_axes, to_imageplus
-from polystore_fiji.hyperstack import HyperstackAssembler, window_title
+from polystore_fiji.hyperstack import HyperstackAssembler
 from polystore_fiji.jvm import (
     ImageJRuntime,
     ImageJStartError,
@@ -48,6 +50,7 @@ from polystore_fiji.jvm import (
     on_edt,
     start_imagej,
 )
+from polystore_fiji.placement import WindowPlacer, path_title
 from polystore_fiji.rois import RoiStore, overlay_rois, rois_from_zip, rois_to_zip
 from polystore_fiji.tables import (
     MAIN_TABLE,
@@ -56,7 +59,6 @@ from polystore_fiji.tables import (
     results_columns,
     results_table_titles,
     table_from_columns,
-    table_title,
 )
 
 logger = logging.getLogger("polystore_fiji.bridge")
@@ -84,15 +86,16 @@ class FijiBridge:
     """The bridge's state and its control ops; ImageJ must already run (see :func:`main`)."""
 
     def __init__(self, runtime: ImageJRuntime, port: int = FijiStreamingBackend.DEFAULT_PORT,
-                 host: str = "127.0.0.1", *, allow_macros: bool = False) -> None:
+                 host: str = "127.0.0.1", *, allow_macros: bool = False,
+                 convention: str | None = None) -> None:
         self.allow_macros = allow_macros
         """Whether the ``run_macro`` op runs code: ImageJ macros can run shell commands
         (``exec``), and any local user can reach the control port, so it is off by default."""
         self.runtime = runtime
         self.headless = runtime.headless
         self.assembler = HyperstackAssembler(
-            show=not self.headless, run_later=None if self.headless else self._run_later,
-            on_placed=self._item_done,
+            show=not self.headless, placer=WindowPlacer(convention),
+            run_later=None if self.headless else self._run_later, on_placed=self._item_done,
         )
         self.roi_store = RoiStore()
         self.tables: dict[str, Any] = {}
@@ -145,9 +148,16 @@ class FijiBridge:
                 return  # counted by the event thread once the window has it
         except Exception as error:
             logger.exception("could not show '%s'", item.path)
-            self._item_done(window_title(item.path, item.metadata), error)
+            self._item_done(self._title_of(item), error)
             return
-        self._item_done(window_title(item.path, item.metadata))
+        self._item_done(self._title_of(item))
+
+    def _title_of(self, item: StreamItem) -> str:
+        """The window an item went to, for messages (its path if placing it is what failed)."""
+        try:
+            return self.assembler.placer.title(item.path, item.metadata)
+        except Exception:
+            return item.path
 
     def _item_done(self, title: str, error: BaseException | None = None) -> None:
         with self._progress:
@@ -170,7 +180,7 @@ class FijiBridge:
             self.assembler.submit(item.array, item.path, item.metadata, sequence)
         except Exception as error:
             logger.exception("could not show '%s'", item.path)
-            self._item_done(window_title(item.path, item.metadata), error)
+            self._item_done(self._title_of(item), error)
         finally:
             self._convert_slots.release()
             with self._conversions:
@@ -183,7 +193,7 @@ class FijiBridge:
 
     def _add_roi_set(self, item: StreamItem) -> bool:
         rois = rois_from_zip(item.array.tobytes())
-        self.roi_store.add(rois, self._image_or_none(window_title(item.path, item.metadata)))
+        self.roi_store.add(rois, self._image_or_none(self.assembler.placer.title(item.path, item.metadata)))
         return False
 
     def _add_coordinates(self, item: StreamItem) -> bool:
@@ -201,15 +211,15 @@ class FijiBridge:
         else:
             polygon_roi = java_class("ij.gui.PolygonRoi")
             roi = polygon_roi(java_xs, java_ys, len(xs), polygon_roi.POLYGON)
-        title = window_title(item.path, item.metadata)
-        # the window's own C, Z, T: channels as received, T = (site, t), so not the raw indices
-        roi.setPosition(*self.assembler.position(title, item.metadata))
-        roi.setName(window_title(item.path, {}))
+        # the window's own C, Z, T (T is field and t together), not the item's raw indices
+        roi.setPosition(*self.assembler.position(item.path, item.metadata))
+        roi.setName(path_title(item.path))
+        title = self.assembler.placer.title(item.path, item.metadata)
         self.roi_store.add([roi], self._image_or_none(title))
         return False
 
     def _add_table(self, item: StreamItem) -> bool:
-        title = table_title(item.path)
+        title = path_title(item.path)
         columns = dataframe_columns(item.table(), item.metadata)
         self.tables[title] = self._on_edt(lambda: table_from_columns(columns, title))
         return False
@@ -327,7 +337,8 @@ class FijiBridge:
     def op_load(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         """The window a streamed path went to (``FijiStreamingBackend.load``)."""
         path = _text(params, "path")
-        return self._image_reply(self.find_image(window_title(path, path_metadata(path))), params)
+        # no header with it: the placer reads the path as the sender did (or by the bridge's convention)
+        return self._image_reply(self.find_image(self.assembler.placer.title(path, {})), params)
 
     def op_put_image(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         """Show an array sent with the request: ``shape``, ``dtype``, ``title``, ``axes``, ``show``."""
@@ -399,7 +410,7 @@ class FijiBridge:
 
     def _results_table(self, title: str) -> Any:
         """The table streamed as ``title`` (its path, with or without ``.csv``), else ImageJ's."""
-        streamed = self.tables.get(title, self.tables.get(table_title(title)))
+        streamed = self.tables.get(title, self.tables.get(path_title(title)))
         if streamed is not None:
             return streamed
         table = self._on_edt(lambda: find_results_table(title))
@@ -516,6 +527,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-macros", action="store_true",
                         help="run ImageJ macros sent with the run_macro op (they can run shell "
                         "commands: only where every local user is trusted)")
+    parser.add_argument("--convention", default=None,
+                        help="the naming convention of the pipeline's paths (imagexpress, well-folders, "
+                        "ngff, opera-phenix, yokogawa, cellinsight, incucyte, or one registered); "
+                        "default: what the sender read from each path")
+    parser.add_argument("--pattern", default=None,
+                        help="a regular expression with named groups (well or row + column; plate, "
+                        "field/site, channel, z, t) read from each path; overrides --convention")
     parser.add_argument("--log-level", default="INFO", help="logging level; default %(default)s")
     return parser.parse_args(argv)
 
@@ -538,6 +556,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="polystore-fiji: %(levelname)s %(message)s")
     logging.getLogger("scyjava").setLevel(logging.WARNING)  # "Fetching zulu-jre" when it fetches nothing
     try:
+        placer = WindowPlacer(args.pattern or args.convention)  # a broken one fails before ImageJ starts
+    except PlateNameError as error:
+        print(f"polystore-fiji: {error}", file=sys.stderr)
+        return EXIT_SETUP_FAILED
+    try:
         check_display(args.headless)  # before minutes of starting Fiji for nothing
         runtime = start_imagej(
             ij_jar=args.ij_jar, fiji_dir=args.fiji_dir, fiji=args.fiji, headless=args.headless
@@ -547,7 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"polystore-fiji: {error}", file=sys.stderr)
         return EXIT_SETUP_FAILED
     _show_imagej_ui(runtime)
-    bridge = FijiBridge(runtime, args.port, args.host, allow_macros=args.allow_macros)
+    bridge = FijiBridge(runtime, args.port, args.host, allow_macros=args.allow_macros,
+                        convention=placer.convention)
     # What starting ImageJ made (JPype's proxies of Java classes, mostly) lives as long as the
     # JVM: frozen, Python's full collections stop scanning it every time (12-37 ms each, all
     # threads of the bridge stopped and the stream with them)

@@ -1,11 +1,9 @@
 """Streamed items assembled into hyperstack windows, updated in place as frames arrive.
 
-Grouping (see :func:`window_title` and :func:`item_planes`): every item of one well (of one
-plate) goes to one window titled ``A01`` (or ``plate1/A01``); its channel index is the
-window's C, its z the Z, and (site, t) the T. An item without a well gets a window of its
-own, titled by its path without the extension. An item with more than two dimensions brings
-several planes (axes from ``metadata["axes"]`` or, by default, the trailing ``TZCYX``),
-placed from the item's own c/z/t onwards.
+Grouping (which window, which C, Z and T) is :mod:`polystore_fiji.placement`'s: one window per
+well of a plate, the item's channel as C, its z as Z and its field and t as T. An item with
+more than two dimensions brings several planes (axes from ``metadata["axes"]`` or, by
+default, the trailing ``TZCYX``), placed from the item's own position onwards.
 
 A window is created once, as a CompositeImage (grayscale while it has one channel, composite
 with ImageJ's channel LUTs once it has several). A plane that arrives again replaces its
@@ -46,6 +44,7 @@ from polystore_fiji.convert import (
     set_channel_display_range,
     stored_hyperstack,
 )
+from polystore_fiji.placement import Frame, PlaneKey, WindowPlacer
 
 logger = logging.getLogger(__name__)
 
@@ -55,32 +54,6 @@ MAX_QUEUED_UPDATES = 16
 RGB_SAMPLES = (3, 4)
 DEFAULT_DRAW_RATE = 15.0
 UPDATE_DUTY_DIVISOR = 4.0
-
-
-@dataclass(frozen=True, order=True)
-class PlaneKey:
-    """Where a plane goes in its window: channel, z and (site, t), all 0-based."""
-
-    channel: int
-    z: int
-    frame: tuple[int, int]
-
-
-def _index(metadata: Mapping[str, Any], name: str) -> int:
-    value = metadata.get(name)
-    return value if type(value) is int and value >= 0 else 0
-
-
-def window_title(path: str, metadata: Mapping[str, Any]) -> str:
-    """The window an item goes to: its well (``plate/well`` with a plate), else its path's stem."""
-    well = metadata.get("well")
-    if isinstance(well, str) and well:
-        plate = metadata.get("plate")
-        return f"{plate}/{well}" if isinstance(plate, str) and plate else well
-    name = path.replace("\\", "/").strip("/")
-    folder, _, leaf = name.rpartition("/")
-    stem = leaf.split(".", 1)[0] or leaf
-    return f"{folder}/{stem}" if folder else (stem or "image")
 
 
 def item_axes(array: np.ndarray, metadata: Mapping[str, Any]) -> str | None:
@@ -94,14 +67,15 @@ def item_axes(array: np.ndarray, metadata: Mapping[str, Any]) -> str | None:
 
 
 def item_planes(
-    array: np.ndarray, metadata: Mapping[str, Any]
+    array: np.ndarray, metadata: Mapping[str, Any], origin: PlaneKey
 ) -> tuple[list[tuple[PlaneKey, np.ndarray]], np.dtype[Any], bool]:
-    """The planes of one item with their keys, in the dtype ImageJ holds; the item's dtype; signed16."""
+    """The planes of one item with their keys (from ``origin`` on: C, Z and the frame's t), in
+    the dtype ImageJ holds; the item's dtype; whether it is shown as signed 16-bit."""
     hyperstack, rule = stored_hyperstack(array, item_axes(array, metadata))
-    channel0, z0, t0, site = (_index(metadata, k) for k in ("channel", "z", "t", "site"))
     frames, slices, channels = hyperstack.shape[:3]
+    field_, t0, *others = origin.frame
     planes = [
-        (PlaneKey(channel0 + c, z0 + z, (site, t0 + t)), hyperstack[t, z, c])
+        (PlaneKey(origin.channel + c, origin.z + z, (field_, t0 + t, *others)), hyperstack[t, z, c])
         for t in range(frames) for z in range(slices) for c in range(channels)
     ]
     return planes, array.dtype, rule.signed16
@@ -227,7 +201,7 @@ class HyperstackWindow:
     show: bool
     channels: list[int] = field(default_factory=list)
     slices: list[int] = field(default_factory=list)
-    frames: list[tuple[int, int]] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)
     processors: dict[PlaneKey, Any] = field(default_factory=dict)
     labels: dict[PlaneKey, str] = field(default_factory=dict)
     channel_ranges: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -436,6 +410,8 @@ class HyperstackAssembler:
     """Turns stream items into hyperstack windows (see the module's docstring)."""
 
     show: bool = True
+    placer: WindowPlacer = field(default_factory=WindowPlacer)
+    """Which window and which C, Z, T an item goes to."""
     run_on_edt: Callable[[Callable[[], Any]], Any] | None = None
     """Runs a function on the event thread and waits (``jvm.on_edt``); None: the calling thread."""
     run_later: Callable[[Callable[[], None]], None] | None = None
@@ -469,8 +445,9 @@ class HyperstackAssembler:
         """Convert an item's planes into ImageJ processors (any thread); its window title too."""
         if array.ndim < 2:
             raise UnsupportedDataError(f"'{path}' has shape {array.shape}: images have at least 2 dimensions")
-        planes, dtype, signed16 = item_planes(array, metadata)
-        title = window_title(path, metadata)
+        placement = self.placer.place(path, metadata)
+        planes, dtype, signed16 = item_planes(array, metadata, placement.origin)
+        title = placement.title
         prepared = []
         for key, plane in planes:
             # every plane brings a range (from a sample: cheap); the window keeps the first
@@ -578,19 +555,19 @@ class HyperstackAssembler:
         timer.daemon = True
         timer.start()
 
-    def position(self, title: str, metadata: Mapping[str, Any]) -> tuple[int, int, int]:
-        """Where an item's channel, z and (site, t) are in window ``title``: 1-based C, Z, T
-        for ``ImageJ's Roi.setPosition``; 0 (every plane) for one the window has not got."""
-        channel, z = _index(metadata, "channel"), _index(metadata, "z")
-        frame = (_index(metadata, "site"), _index(metadata, "t"))
+    def position(self, path: str, metadata: Mapping[str, Any]) -> tuple[int, int, int]:
+        """Where an item's channel, z and frame are in its window: 1-based C, Z, T for ImageJ's
+        ``Roi.setPosition``; 0 (every plane) for one the window has not got."""
+        placement = self.placer.place(path, metadata)
+        key = placement.origin
         with self._placing:
-            window = self.windows.get(title)
+            window = self.windows.get(placement.title)
             if window is None:
                 return 0, 0, 0
             return (
-                window.channels.index(channel) + 1 if channel in window.channels else 0,
-                window.slices.index(z) + 1 if z in window.slices else 0,
-                window.frames.index(frame) + 1 if frame in window.frames else 0,
+                window.channels.index(key.channel) + 1 if key.channel in window.channels else 0,
+                window.slices.index(key.z) + 1 if key.z in window.slices else 0,
+                window.frames.index(key.frame) + 1 if key.frame in window.frames else 0,
             )
 
     def image(self, title: str) -> Any:

@@ -4,12 +4,12 @@ A table streamed to the bridge (``fm.save(df, "results/cells.csv", backend="fiji
 DataFrame, or a numeric array under a ``.csv`` path) arrives as a stream item of kind
 ``table`` (:mod:`polystore.streaming.payloads` encodes it; ``StreamItem.table()`` gives it
 back as a DataFrame) and becomes a ResultsTable titled by its path without the extension
-(``results/cells``), with the DataFrame's column names and values: numbers as numbers, any
-other column as text, a ``Label`` column as ImageJ's row labels. The index is not sent
-(``df.reset_index()`` keeps it as a column).
+(``results/cells``: :func:`polystore_fiji.placement.path_title`), with the DataFrame's column
+names and values: numbers as numbers, any other column as text, a ``Label`` column as
+ImageJ's row labels. The index is not sent (``df.reset_index()`` keeps it as a column).
 
 A ResultsTable comes back as columns: numbers as float64 arrays, text as lists of strings.
-Everything here but :func:`dataframe_columns` and :func:`table_title` needs the JVM.
+Everything here but :func:`dataframe_columns` needs the JVM.
 """
 
 from __future__ import annotations
@@ -31,15 +31,6 @@ ROW_NUMBERS = " "
 """The heading of the row-number column ImageJ lists first."""
 
 Columns = dict[str, "np.ndarray | list[str]"]
-
-
-def table_title(path: str) -> str:
-    """A streamed table's title: its path without the extension (``results/cells.csv`` ->
-    ``results/cells``), with forward slashes."""
-    name = path.replace("\\", "/").strip("/")
-    folder, _, leaf = name.rpartition("/")
-    stem = leaf.split(".", 1)[0] or leaf
-    return f"{folder}/{stem}" if folder else (stem or "table")
 
 
 def dataframe_columns(frame: Any, metadata: Mapping[str, Any] | None = None) -> Columns:

@@ -18,7 +18,8 @@ from polystore_fiji.convert import (
     stored_hyperstack,
     to_tzcyx,
 )
-from polystore_fiji.hyperstack import PlaneKey, item_axes, item_planes, window_title
+from polystore_fiji.hyperstack import item_axes, item_planes
+from polystore_fiji.placement import PlaneKey, WindowPlacer
 
 
 @pytest.mark.parametrize("dtype", sorted(DTYPE_RULES, key=str), ids=str)
@@ -78,18 +79,46 @@ def test_display_range_ignores_non_finite_values() -> None:
 
 
 def test_plate_items_group_into_one_window_per_well() -> None:
+    placer = WindowPlacer()
     meta = path_metadata("plate1/B03_s2_w3_z4_t5.tif")
-    assert window_title("plate1/B03_s2_w3_z4_t5.tif", meta) == "plate1/B03"
-    assert window_title("B03_s1_w1.tif", path_metadata("B03_s1_w1.tif")) == "B03"
-    assert window_title("results/blurred.ome.tif", {}) == "results/blurred"
-    planes, dtype, signed16 = item_planes(np.zeros((8, 9), np.uint16), meta)
+    placement = placer.place("plate1/B03_s2_w3_z4_t5.tif", meta)
+    assert placement.title == "plate1/B03"
+    assert placement.origin == PlaneKey(channel=2, z=3, frame=(1, 4))  # 0-based: s2 is field 1
+    assert placer.title("B03_s1_w1.tif", path_metadata("B03_s1_w1.tif")) == "B03"
+    assert placer.title("results/blurred.ome.tif", {}) == "results/blurred"
+    # a header without plate keys: the path is read as the sender would have
+    assert placer.title("plate1/B03_s2_w3.tif", {}) == "plate1/B03"
+    planes, dtype, signed16 = item_planes(np.zeros((8, 9), np.uint16), meta, placement.origin)
     assert [key for key, _ in planes] == [PlaneKey(channel=2, z=3, frame=(1, 4))]
     assert dtype == np.uint16 and not signed16
 
 
+def test_a_convention_or_pattern_given_to_the_bridge_reads_the_paths() -> None:
+    from polystore.plates import PlateNameError
+
+    phenix = WindowPlacer("opera-phenix").place("P2/r02c11f03p01-ch2sk1fk1fl1.tiff", {})
+    assert (phenix.title, phenix.origin) == ("P2/B11", PlaneKey(channel=1, z=0, frame=(2, 0)))
+    own = WindowPlacer(r"(?P<plate>\w+)/(?P<well>[A-Z]\d\d)-field(?P<site>\d)")
+    placement = own.place("exp/C05-field2.tif", {"well": "A01"})  # the path, not the header
+    assert (placement.title, placement.origin.frame) == ("exp/C05", (1, 0))
+    with pytest.raises(PlateNameError):
+        WindowPlacer("no-such-instrument")
+    with pytest.raises(PlateNameError):
+        WindowPlacer(r"(?P<well>")
+
+
+def test_other_components_order_the_frames() -> None:
+    """Incucyte names a time stamp, no t index: frames of one field keep apart, in time order."""
+    placer = WindowPlacer()
+    early, late = (placer.place(f"VID1_B2_1_2019y01m23d_{hour}h00m.tif", {}) for hour in ("08", "12"))
+    assert early.title == late.title == "VID1/B02"
+    assert early.origin.frame < late.origin.frame
+
+
 def test_a_multi_plane_item_is_placed_from_its_own_position() -> None:
     stack = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)  # ZCYX
-    planes, _, _ = item_planes(stack, {"well": "A01", "channel": 1, "site": 2})
+    placement = WindowPlacer().place("x.tif", {"well": "A01", "channel": 1, "site": 2})
+    planes, _, _ = item_planes(stack, {}, placement.origin)
     keys = [key for key, _ in planes]
     assert keys[:3] == [PlaneKey(1, 0, (2, 0)), PlaneKey(2, 0, (2, 0)), PlaneKey(3, 0, (2, 0))]
     assert keys[-1] == PlaneKey(3, 1, (2, 0))

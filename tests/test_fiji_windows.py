@@ -192,7 +192,7 @@ ORDER_SCRIPT = textwrap.dedent(
 
     report = {{"orders": []}}
     for number, batches in enumerate(json.loads({orders!r})):
-        title = f"order{{number}}"
+        title = f"A{{number + 1:02d}}"  # a well: its planes' sites are the window's T
         for batch in batches:
             send(title, batch)
         on_edt(assembler.flush)
@@ -201,11 +201,11 @@ ORDER_SCRIPT = textwrap.dedent(
         report["orders"].append({{f"{{c}},{{z}},{{s}}": [int(hyperstack[s, z, c, 0, 0]), value(c, z, s)]
                                  for c in (0, 1) for z in (0, 1) for s in (0, 1)}})
     # a live position sent again and again: the window shows (and keeps) the newest frame
-    send("live", [(0, 0, 0), (1, 0, 0)])
+    send("B01", [(0, 0, 0), (1, 0, 0)])
     for version in range(1, 4):
-        send("live", [(1, 0, 0)], version)
+        send("B01", [(1, 0, 0)], version)
         on_edt(assembler.flush)
-    report["live"] = on_edt(lambda: shown("live"))
+    report["live"] = on_edt(lambda: shown("B01"))
     print(json.dumps(report), flush=True)
     """
 )
