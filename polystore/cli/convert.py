@@ -1,24 +1,107 @@
-"""``polystore convert SRC DST``: load a file and save it in the format of another extension."""
+"""``polystore convert SRC DST``: a file into the format of another extension (or into a zarr
+plate by its name), or a folder of plate images (any naming convention, recursively) into an
+OME-Zarr plate, on local threads, a LocalCluster (``--workers N``) or a running dask cluster
+(``--scheduler ADDRESS``); ``--resume`` finishes one that was stopped."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from polystore.cli._common import add_backend_option, file_manager, infer_backend
+from polystore.exceptions import InvalidPathError
 
-HELP = "load a file and save it in the format of another extension"
+HELP = "convert a file to another format, or a folder of plate images to an OME-Zarr plate (dask)"
+
+QUIET_CLUSTER: dict[str, Any] = {
+    "dashboard_address": None,
+    # the scheduler's HTTP endpoints on a free local port: 8787 may be another cluster's
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        message = f"'{text}': give integers separated by commas, e.g. 1,1024,1024"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_option(parser)
-    parser.add_argument("source")
-    parser.add_argument("destination")
+    parser.add_argument("source", help="a file, or a folder of plate images")
+    parser.add_argument("destination", help="a file, a zarr path (plate.zarr/A01_s1_w1.tif), or a store")
     parser.add_argument("--imagej", action="store_true", help="write an ImageJ hyperstack TIFF")
-    parser.add_argument("--axes", help="axis letters for TIFF, e.g. TZCYX")
+    parser.add_argument("--axes", help="axis letters, e.g. TZCYX (TIFF) or czyx (OME-Zarr image)")
+    zarr = parser.add_argument_group(
+        "to OME-Zarr", "a folder (or, with these options, an image file) into an OME-Zarr store"
+    )
+    where = zarr.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="start a local dask cluster of N processes")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask cluster (tcp://host:8786)")
+    zarr.add_argument("--threads", type=int, metavar="N", help="threads without a cluster (default: cores)")
+    zarr.add_argument("--resume", action="store_true", help="finish a conversion that was stopped")
+    zarr.add_argument("--overwrite", action="store_true", help="replace the destination")
+    names = zarr.add_mutually_exclusive_group()
+    names.add_argument("--convention", metavar="NAME", help="the files' naming convention (docs/plates.md)")
+    names.add_argument("--pattern", metavar="REGEX", help="a regex with named groups: well (or row, column), "
+                       "site/field, channel, z, t")
+    zarr.add_argument("--levels", type=int, metavar="N", help="pyramid levels (default 1)")
+    zarr.add_argument("--chunks", type=_shape, metavar="A,B,..", help="chunk shape of the arrays")
+    zarr.add_argument("--shards", type=_shape, metavar="A,B,..", help="shard shape (whole chunks)")
 
 
-def run(args: argparse.Namespace) -> None:
+def _to_zarr_store(args: argparse.Namespace) -> bool:
+    """Whether this is a conversion to OME-Zarr (a folder, or any of its options given)."""
+    asked = any(getattr(args, name) for name in ("workers", "scheduler", "resume", "overwrite", "convention",
+                                                  "pattern", "levels", "chunks", "shards", "threads"))
+    if not (os.path.isdir(args.source) or asked):
+        return False
+    if infer_backend(args.destination, args.backend) != "zarr":
+        raise InvalidPathError(
+            f"'{args.destination}': a folder (or an image, with these options) converts to an OME-Zarr "
+            "store; give a destination ending in .zarr, or an s3:// URL."
+        )
+    return True
+
+
+@contextmanager
+def _client(args: argparse.Namespace) -> Iterator[Any]:
+    """The dask client asked for: a running cluster's, a LocalCluster's, or None (threads)."""
+    if not (args.scheduler or args.workers):
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if args.scheduler:
+        with Client(args.scheduler) as client:
+            yield client
+        return
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, **QUIET_CLUSTER)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _convert_to_zarr(args: argparse.Namespace) -> int:
+    from polystore.distributed import convert
+
+    with _client(args) as client:
+        report = convert(
+            args.source, args.destination, client=client, convention=args.pattern or args.convention,
+            resume=args.resume, overwrite=args.overwrite, levels=args.levels, chunks=args.chunks,
+            shards=args.shards, axes=args.axes, workers=args.threads, progress=True,
+        )
+    print(report.summary())
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if _to_zarr_store(args):
+        return _convert_to_zarr(args)
     options: dict[str, Any] = {}
     if args.imagej:
         options["imagej"] = True
@@ -29,3 +112,4 @@ def run(args: argparse.Namespace) -> None:
     destination = infer_backend(args.destination, args.backend)
     fm.save(fm.load(args.source, source), args.destination, destination, **options)
     print(f"{args.source} -> {args.destination}")
+    return 0

@@ -1,0 +1,133 @@
+"""``polystore convert``: a folder of plate images, named by any built-in convention, into an
+OME-Zarr plate (validated by ome-zarr-models, read back by ome-zarr-py with the right wells,
+fields and channels), on local threads or a LocalCluster (``--workers 2``); mixed and
+unrecognised layouts refused; skipped files reported; the single-file convert kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tifffile")
+pytest.importorskip("ome_zarr")
+
+import tifffile
+import zarr
+from ngff_helpers import ngff_models
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Plate, Reader
+from plate_helpers import CONVENTIONS, PlateItem, write_plate_tree
+
+from polystore.cli import main
+
+WELLS = ("A01", "B03", "C12")
+
+
+def polystore(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "polystore", *arguments], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def check_plate(store: Path, items: list[PlateItem]) -> None:
+    """ome-zarr-models validates it; ome-zarr-py finds every well, field and channel in place."""
+    group = zarr.open_group(store, mode="r")
+    ngff_models(3).HCS.from_zarr(group)
+    node = next(iter(Reader(parse_url(str(store)))()))
+    plate = next(spec for spec in node.specs if isinstance(spec, Plate))
+    assert plate.well_paths == ["A/01", "B/03", "C/12"]
+    channels = {i.components.channel for i in items if i.components.channel is not None}
+    if channels:  # named as the instrument names them (w1, ch1, C01, d0)
+        assert len(node.metadata["channel_names"]) == len(channels)
+    grid = np.asarray(node.data[0])  # field 0 of each well, tiled by row and column
+    height, width = grid.shape[-2] // 3, grid.shape[-1] // 3
+    for item in items:
+        c = item.components
+        well = Reader(parse_url(str(store / c.row / c.column)))
+        fields = np.asarray(next(iter(well())).data[0])  # the well's fields side by side
+        tile = fields[..., c.field * 4 : (c.field + 1) * 4]
+        index = (0,) * (tile.ndim - 2)
+        if c.channel is not None:
+            position = {"t": c.t or 0, "c": c.channel, "z": c.z or 0}
+            image = group[f"{c.row}/{c.column}/{c.field}"]
+            axes = [a["name"] for a in image.attrs["ome"]["multiscales"][0]["axes"]]
+            index = tuple(position[a] for a in axes[:-2])
+        assert np.all(tile[index] == item.value), (item.path, index)
+        if c.field == 0:
+            row, column = WELLS.index(c.well), WELLS.index(c.well)
+            on_grid = grid[index][row * height : (row + 1) * height, column * width : (column + 1) * width]
+            assert np.all(on_grid == item.value)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_each_convention_converts_to_a_plate(
+    tmp_path: Path, convention: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = write_plate_tree(tmp_path / "tiffs", convention)
+    assert main(["convert", str(tmp_path / "tiffs"), str(tmp_path / "plate.zarr")]) == 0
+    assert "6 fields written of 6" in capsys.readouterr().out
+    check_plate(tmp_path / "plate.zarr", items)
+
+
+def test_a_local_cluster_converts_a_folder_with_skipped_files_reported(tmp_path: Path) -> None:
+    items = write_plate_tree(tmp_path / "tiffs", "imagexpress", z=2)
+    tifffile.imwrite(tmp_path / "tiffs" / "P1_A01_s1_w1_z1_thumb.tif", np.zeros((2, 2), np.uint16))
+    (tmp_path / "tiffs" / "P1.HTD").write_text("plate description")
+    done = polystore("convert", "tiffs", "plate.zarr", "--workers", "2", "--levels", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "6 fields written of 6" in done.stdout and "files named as imagexpress" in done.stdout
+    assert "P1.HTD: not an image file" in done.stdout and "thumbnail" in done.stdout
+    group = zarr.open_group(tmp_path / "plate.zarr", mode="r")
+    assert len(group["A/01/0"].attrs["ome"]["multiscales"][0]["datasets"]) == 2
+    for item in items:
+        c = item.components
+        assert np.all(group[f"{c.row}/{c.column}/{c.field}/0"][c.channel, c.z] == item.value)
+
+
+def test_mixed_and_unrecognised_layouts_are_refused(tmp_path: Path) -> None:
+    write_plate_tree(tmp_path / "mixed", "imagexpress")
+    write_plate_tree(tmp_path / "mixed" / "more", "yokogawa", wells=("D04",))
+    refused = polystore("convert", "mixed", "plate.zarr", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "mixes file layouts" in refused.stderr
+    assert "imagexpress" in refused.stderr and "yokogawa" in refused.stderr
+    assert not (tmp_path / "plate.zarr").exists()
+    (tmp_path / "odd").mkdir()
+    tifffile.imwrite(tmp_path / "odd" / "cells_day3.tif", np.zeros((4, 4), np.uint16))
+    refused = polystore("convert", "odd", "plate.zarr", cwd=tmp_path)
+    assert refused.returncode == 1 and "No plate layout recognised" in refused.stderr
+    assert "--convention" in refused.stderr
+    # a pattern of the user's reads it
+    done = polystore("convert", "odd", "plate.zarr", "--pattern", r"cells_day(?P<t>\d)", cwd=tmp_path)
+    assert done.returncode == 1 and "well" in done.stderr  # a pattern must name the well
+
+
+def test_a_pattern_names_the_wells(tmp_path: Path) -> None:
+    (tmp_path / "odd").mkdir()
+    for well, value in (("B02", 7), ("C05", 9)):
+        tifffile.imwrite(tmp_path / "odd" / f"scan-{well}-ch2.tif", np.full((4, 4), value, np.uint16))
+    code = main(["convert", str(tmp_path / "odd"), str(tmp_path / "plate.zarr"),
+                 "--pattern", r"scan-(?P<well>[A-P]\d\d)-ch(?P<channel>\d)"])
+    assert code == 0
+    group = zarr.open_group(tmp_path / "plate.zarr", mode="r")
+    assert int(group["B/02/0/0"][1, 0, 0]) == 7 and int(group["C/05/0/0"][1, 0, 0]) == 9
+
+
+def test_one_file_into_a_zarr_plate_by_name_is_not_a_tiff_in_a_folder(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "x.tif", np.full((8, 8), 5, np.uint16))
+    assert main(["convert", str(tmp_path / "x.tif"), str(tmp_path / "plate.zarr" / "A01_s1_w1.tif")]) == 0
+    assert not (tmp_path / "plate.zarr" / "A01_s1_w1.tif").exists()
+    assert int(zarr.open_group(tmp_path / "plate.zarr", mode="r")["A/01/0/0"][0, 0, 0]) == 5
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path: Path) -> None:
+    write_plate_tree(tmp_path / "tiffs", "imagexpress")
+    assert polystore("convert", "tiffs", "plate.zarr", cwd=tmp_path).returncode == 0
+    again = polystore("convert", "tiffs", "plate.zarr", cwd=tmp_path)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    resumed = polystore("convert", "tiffs", "plate.zarr", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 1 and "Nothing to resume" in resumed.stderr
