@@ -13,6 +13,7 @@ from typing import Any
 
 from polystore.cli._common import add_backend_option, file_manager, infer_backend
 from polystore.exceptions import InvalidPathError
+from polystore.lazy import optional_import
 
 HELP = "convert a file to another format, or a folder of plate images to an OME-Zarr plate (dask)"
 
@@ -75,14 +76,14 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     if not (args.scheduler or args.workers):
         yield None
         return
-    from distributed import Client, LocalCluster
-
+    distributed = optional_import("distributed", extra="distributed", purpose="--workers and --scheduler")
     if args.scheduler:
-        with Client(args.scheduler) as client:
+        with distributed.Client(args.scheduler) as client:
             yield client
         return
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, **QUIET_CLUSTER)
-    with cluster, Client(cluster) as client:
+    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                       **QUIET_CLUSTER)
+    with cluster, distributed.Client(cluster) as client:
         yield client
 
 
