@@ -46,6 +46,8 @@ _LAZY: dict[str, str] = {
     "ViewerStreamingBackend": "polystore.streaming.viewer",
     "parse_components": "polystore.plates",
     "register_convention": "polystore.plates",
+    # polystore.convert converts arrays between frameworks; this one converts plates and images
+    "convert_to_zarr": "polystore.distributed",
 }
 
 

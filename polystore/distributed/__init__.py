@@ -21,6 +21,9 @@ from polystore.distributed.convert import (
 )
 from polystore.distributed.plan import ChunkingError, LayoutError, PlatePlan, Skipped, plan_plate
 
+convert_to_zarr = convert
+"""``polystore.convert_to_zarr``: the same function under the name the package exports."""
+
 __all__ = [
     "DEFAULT_REGION_BYTES",
     "ChunkingError",
@@ -31,5 +34,6 @@ __all__ = [
     "PlatePlan",
     "Skipped",
     "convert",
+    "convert_to_zarr",
     "plan_plate",
 ]
