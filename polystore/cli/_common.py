@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from polystore.exceptions import InvalidPathError, PolystoreError
 from polystore.filemanager import FileManager
@@ -130,6 +130,3 @@ def one_line(error: BaseException) -> str:
         return message
     return f"{type(error).__name__}: {message} (run again with --debug for the traceback)"
 
-
-def describe_array(shape: Any, dtype: Any) -> str:
-    return f"shape={tuple(int(n) for n in shape)} dtype={dtype}"

@@ -11,8 +11,9 @@ import argparse
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from polystore.cli._common import add_backend_option, describe_array, file_manager, place
+from polystore.cli._common import add_backend_option, file_manager, place
 
 HELP = "describe a file, folder, zarr image or plate from its metadata (never loads the data)"
 
@@ -22,11 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path")
 
 
-def _npy(path: Path) -> list[str]:
-    import numpy as np
+def describe_array(shape: Any, dtype: Any) -> str:
+    return f"shape={tuple(int(n) for n in shape)} dtype={dtype}"
 
-    array = np.load(path, mmap_mode="r", allow_pickle=False)  # the header; the data stay on disk
-    return [f"NumPy array: {describe_array(array.shape, array.dtype)}"]
+
+def _npy(path: Path) -> list[str]:
+    from polystore.formats.npy import read_header
+
+    with open(path, "rb") as handle:  # the header; the data stay on disk
+        shape, _fortran, dtype, _size = read_header(handle, str(path))
+    return [f"NumPy array: {describe_array(shape, dtype)}"]
 
 
 def _npz(path: Path) -> list[str]:

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> None:
         with virtual_display():
             viewer, layers = open_viewer(where.path, where.backend, title)
             try:
-                viewer.window._qt_window.resize(1200, 800)  # a fixed size: pictures comparable run to run
+                viewer.window.resize(1200, 800)  # a fixed size: pictures comparable run to run
                 from qtpy.QtWidgets import QApplication
 
                 for _ in range(5):  # let Qt lay out the docked browser and draw before the picture
