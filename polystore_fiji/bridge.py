@@ -11,7 +11,8 @@ It starts ImageJ (:mod:`polystore_fiji.jvm`), binds the stream (``port``, acknow
 * images and labels go into hyperstack windows, one per well of a plate
   (:mod:`polystore_fiji.placement`, :mod:`polystore_fiji.hyperstack`);
 * ``.roi.zip`` payloads (kind ``roi_set``) go into the RoiManager at their c/z/t positions;
-  points and shapes (N x 2 arrays of y, x) become point and polygon ROIs;
+  points and shapes (arrays of y, x vertices; :mod:`polystore.rois`) become ROIs on the
+  window's plane of their path;
 * tables (kind ``table``: a DataFrame, or numbers under a ``.csv`` path) become ResultsTables
   with their column names and values (:mod:`polystore_fiji.tables`);
 * the control ops in :data:`CONTROL_OPS` answer questions: which windows exist, their
@@ -51,7 +52,13 @@ from polystore_fiji.jvm import (
     start_imagej,
 )
 from polystore_fiji.placement import WindowPlacer, path_title
-from polystore_fiji.rois import RoiStore, overlay_rois, rois_from_zip, rois_to_zip
+from polystore_fiji.rois import (
+    RoiStore,
+    java_rois_from_zip,
+    java_rois_of_item,
+    overlay_rois,
+    zip_of_java_rois,
+)
 from polystore_fiji.tables import (
     MAIN_TABLE,
     dataframe_columns,
@@ -191,31 +198,18 @@ class FijiBridge:
         with self._conversions:
             self._conversions.wait_for(lambda: self._converting == 0, timeout)
 
-    def _add_roi_set(self, item: StreamItem) -> bool:
-        rois = rois_from_zip(item.array.tobytes())
-        self.roi_store.add(rois, self._image_or_none(self.assembler.placer.title(item.path, item.metadata)))
-        return False
-
-    def _add_coordinates(self, item: StreamItem) -> bool:
-        coordinates = np.asarray(item.array, dtype=np.float32)
-        if coordinates.ndim != 2 or coordinates.shape[1] < 2:
-            raise ViewerError(
-                f"'{item.path}': points and shapes are N x 2 (y, x) arrays, got {coordinates.shape}"
-            )
-        ys, xs = coordinates[:, -2].tolist(), coordinates[:, -1].tolist()
-        import jpype
-
-        java_xs, java_ys = jpype.JArray(jpype.JFloat)(xs), jpype.JArray(jpype.JFloat)(ys)
-        if item.kind == "points":
-            roi = java_class("ij.gui.PointRoi")(java_xs, java_ys, len(xs))
-        else:
-            polygon_roi = java_class("ij.gui.PolygonRoi")
-            roi = polygon_roi(java_xs, java_ys, len(xs), polygon_roi.POLYGON)
-        # the window's own C, Z, T (T is field and t together), not the item's raw indices
-        roi.setPosition(*self.assembler.position(item.path, item.metadata))
-        roi.setName(path_title(item.path))
-        title = self.assembler.placer.title(item.path, item.metadata)
-        self.roi_store.add([roi], self._image_or_none(title))
+    def _add_rois(self, item: StreamItem) -> bool:
+        """A ROI set, or shapes/points (vertex arrays), into the RoiManager on the item's window."""
+        rois = java_rois_of_item(item.kind, item.array, item.metadata)
+        placement = self.assembler.placer.place(item.path, item.metadata)
+        if item.kind != "roi_set":
+            # vertices carry no plane: they go on the window's own C, Z, T of the item's path
+            # (T is field and t together), named after it
+            position = self.assembler.position(item.path, item.metadata)
+            for roi in rois:
+                roi.setPosition(*position)
+                roi.setName(path_title(item.path))
+        self.roi_store.add(rois, self._image_or_none(placement.title))
         return False
 
     def _add_table(self, item: StreamItem) -> bool:
@@ -227,9 +221,9 @@ class FijiBridge:
     ITEM_KINDS: dict[str, Callable[[FijiBridge, StreamItem], bool]] = {
         "image": _show_image,
         "labels": _show_image,
-        "roi_set": _add_roi_set,
-        "points": _add_coordinates,
-        "shapes": _add_coordinates,
+        "roi_set": _add_rois,
+        "points": _add_rois,
+        "shapes": _add_rois,
         "table": _add_table,
     }
     """Item kind -> what to do; True when the event thread counts the item as done."""
@@ -379,7 +373,8 @@ class FijiBridge:
                 rois = [r for r in rois if r.getImage() is not None and str(r.getImage().getTitle()) == title]
         else:
             raise ViewerError(f"source must be 'manager' or 'overlay', got {source!r}")
-        return {"count": len(rois), "names": [str(r.getName() or "") for r in rois]}, [rois_to_zip(rois)]
+        names = [str(r.getName() or "") for r in rois]
+        return {"count": len(rois), "names": names}, [self._on_edt(lambda: zip_of_java_rois(rois))]
 
     def op_put_rois(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         """Add the ROIs of a ``.roi.zip`` (one buffer) to the RoiManager; ``title``: attach to that image."""
@@ -387,7 +382,7 @@ class FijiBridge:
             raise ViewerError("put_rois takes exactly one buffer: the .roi.zip's bytes")
         title = params.get("title")
         imp = self.find_image(title) if isinstance(title, str) else None
-        return {"count": self.roi_store.add(rois_from_zip(bytes(buffers[0])), imp)}
+        return {"count": self.roi_store.add(java_rois_from_zip(bytes(buffers[0])), imp)}
 
     def op_clear_rois(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         self.roi_store.clear()

@@ -1,8 +1,12 @@
-"""ROIs between ImageJ and Python (tables: :mod:`polystore_fiji.tables`).
+"""ROIs in ImageJ: the adaptation of polystore's ROIs to ``ij.gui.Roi`` (tables:
+:mod:`polystore_fiji.tables`).
 
-ROIs travel as ImageJ's own ``.roi.zip`` (one ``.roi`` per entry, written by
-``ij.io.RoiEncoder`` and read by ``ij.io.RoiDecoder``): the same bytes Fiji's RoiManager
-saves, which PyPI's ``roifile`` reads and writes, positions (c, z, t) included.
+What a ROI is, and how ROI sets and vertex arrays convert, is :mod:`polystore.rois`' and
+:mod:`polystore.formats.roi`'s (``.roi.zip`` archives with the format's size limits). Here only
+the step into and out of ImageJ: a ROI crosses as its ``.roi`` bytes, the format ImageJ's
+``RoiEncoder``/``RoiDecoder`` and PyPI's ``roifile`` share, so nothing of it is lost (names,
+c/z/t positions, colours). Streamed ``shapes`` and ``points`` (vertex arrays) become ROIs
+through :func:`polystore.rois.rois_from_shapes` first.
 
 Everything here runs in the JVM's process; the RoiManager is touched on the event thread
 (:func:`polystore_fiji.jvm.on_edt`). A headless JVM has no RoiManager: :class:`RoiStore`
@@ -13,70 +17,65 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from polystore.exceptions import UnsupportedDataError
+from polystore.formats.roi import roi_zip_bytes, rois_from_zip_bytes
+from polystore.rois import rois_from_shapes, shapes_of_item
 from polystore_fiji.jvm import is_headless, java_class, on_edt
 
-ROI_ENTRY_SUFFIX = ".roi"
 
-
-def encode_roi(roi: Any) -> bytes:
-    """One ROI as ``.roi`` bytes (ImageJ's RoiEncoder)."""
-    encoded = java_class("ij.io.RoiEncoder").saveAsByteArray(roi)
-    return np.array(encoded, dtype=np.int8).tobytes()
-
-
-def decode_roi(data: bytes, name: str = "roi") -> Any:
-    """An ImageJ Roi from ``.roi`` bytes (ImageJ's RoiDecoder)."""
+def java_roi(roi: Any) -> Any:
+    """An ImageJ ``ij.gui.Roi`` from a ``roifile.ImagejRoi`` (ImageJ's RoiDecoder reads its bytes)."""
     import jpype
 
-    java_bytes = jpype.JArray(jpype.JByte)(np.frombuffer(data, dtype=np.int8))
-    roi = java_class("ij.io.RoiDecoder")(java_bytes, name).getRoi()
-    if roi is None:
-        raise UnsupportedDataError(f"'{name}' is not an ImageJ ROI ImageJ can read")
-    return roi
+    name = str(getattr(roi, "name", "") or "roi")
+    java_bytes = jpype.JArray(jpype.JByte)(np.frombuffer(roi.tobytes(), dtype=np.int8))
+    decoded = java_class("ij.io.RoiDecoder")(java_bytes, name).getRoi()
+    if decoded is None:
+        raise UnsupportedDataError(f"ROI {name!r} is not one ImageJ can read")
+    return decoded
 
 
-def _entry_names(rois: Sequence[Any]) -> list[str]:
-    names: list[str] = []
-    seen: set[str] = set()
-    for number, roi in enumerate(rois, start=1):
-        base = str(roi.getName() or "") or f"{number:04d}"
-        base = base.removesuffix(ROI_ENTRY_SUFFIX).replace("/", "_")
-        name, copy = base, 1
-        while name in seen:  # RoiManager allows equal names; zip entries must differ
-            copy += 1
-            name = f"{base}-{copy}"
-        seen.add(name)
-        names.append(name + ROI_ENTRY_SUFFIX)
-    return names
+def imagej_roi(roi: Any) -> Any:
+    """A ``roifile.ImagejRoi`` from an ImageJ ``ij.gui.Roi`` (the bytes ImageJ's RoiEncoder writes)."""
+    from polystore.lazy import optional_import
+
+    roifile = optional_import("roifile", extra="roi", purpose="Reading ImageJ's ROIs")
+    encoded = java_class("ij.io.RoiEncoder").saveAsByteArray(roi)
+    return roifile.ImagejRoi.frombytes(np.array(encoded, dtype=np.int8).tobytes())
 
 
-def rois_to_zip(rois: Iterable[Any]) -> bytes:
-    """A ``.roi.zip`` archive (RoiManager's format) of ImageJ Rois."""
-    roi_list = list(rois)
+def java_rois_from_zip(payload: bytes | bytearray | memoryview) -> list[Any]:
+    """The ImageJ Rois of a ``.roi.zip`` archive, in archive order."""
+    return [java_roi(roi) for roi in rois_from_zip_bytes(payload)]
+
+
+def _empty_zip() -> bytes:
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, roi in zip(_entry_names(roi_list), roi_list, strict=True):
-            archive.writestr(name, encode_roi(roi))
+    zipfile.ZipFile(buffer, "w").close()
     return buffer.getvalue()
 
 
-def rois_from_zip(payload: bytes | bytearray | memoryview) -> list[Any]:
-    """The ImageJ Rois in a ``.roi.zip`` archive, in archive order (names without ``.roi``)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(bytes(payload))) as archive:
-            return [
-                decode_roi(archive.read(name), name.removesuffix(ROI_ENTRY_SUFFIX))
-                for name in archive.namelist() if name.endswith(ROI_ENTRY_SUFFIX)
-            ]
-    except zipfile.BadZipFile as error:
-        raise UnsupportedDataError(f"not a .roi.zip archive: {error}") from None
+EMPTY_ROI_ZIP = _empty_zip()
+"""A ``.roi.zip`` with no ROIs (what a RoiManager with none saves)."""
+
+
+def zip_of_java_rois(rois: Iterable[Any]) -> bytes:
+    """A ``.roi.zip`` archive (RoiManager's format) of ImageJ Rois."""
+    converted = [imagej_roi(roi) for roi in rois]
+    return roi_zip_bytes(converted) if converted else EMPTY_ROI_ZIP
+
+
+def java_rois_of_item(kind: str, array: np.ndarray, metadata: Mapping[str, Any]) -> list[Any]:
+    """The ImageJ Rois a stream item of kind ``roi_set``, ``shapes`` or ``points`` holds."""
+    if kind == "roi_set":
+        return java_rois_from_zip(np.ascontiguousarray(array).tobytes())
+    return [java_roi(roi) for roi in rois_from_shapes(shapes_of_item(kind, array, metadata))]
 
 
 def overlay_rois(imp: Any) -> list[Any]:

@@ -410,3 +410,22 @@ def test_points_and_shapes_land_on_their_windows_c_z_t(bridge: FijiClient) -> No
     bridge.wait(handled + 2, timeout=30)
     positions = sorted((r.roitype, r.c_position, r.z_position, r.t_position) for r in bridge.fetch_roifile())
     assert positions == sorted([(roifile.ROI_TYPE.POINT, 2, 2, 2), (roifile.ROI_TYPE.POLYGON, 1, 2, 1)])
+
+
+def test_several_shapes_of_one_kind_arrive_as_that_kind_of_roi(bridge: FijiClient) -> None:
+    """An (M, N, 2) array is M shapes; ``shape_type`` says what they are (polystore.rois)."""
+    bridge.clear_rois()
+    handled = int(bridge.status()["handled"])
+    from polystore_fiji.backend import FijiStreamingBackend
+
+    boxes = np.array([[[2, 3], [2, 9], [6, 9], [6, 3]], [[10, 1], [10, 5], [14, 5], [14, 1]]], float)
+    backend = FijiStreamingBackend(port=bridge.port)
+    try:
+        backend.save(boxes, "plate1/B02_s2_w1_z1.tif", kind="shapes", metadata={"shape_type": "rectangle"})
+    finally:
+        backend.close()
+    bridge.wait(handled + 1, timeout=30)
+    rois = bridge.fetch_roifile()
+    assert [r.roitype for r in rois] == [roifile.ROI_TYPE.RECT] * 2
+    assert [(r.top, r.left, r.bottom, r.right) for r in rois] == [(2, 3, 6, 9), (10, 1, 14, 5)]
+    assert {(r.c_position, r.z_position, r.t_position) for r in rois} == {(1, 1, 2)}  # site 2: T=2
