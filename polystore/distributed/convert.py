@@ -238,8 +238,9 @@ class _Job:
     progress: bool
     resume: bool
 
-    def finished(self) -> dict[str, str]:
-        return self.journal.finished() if self.resume else {}
+    def finished(self) -> set[tuple[str, str]]:
+        """(task, token) of the tasks a stopped run finished (none unless resuming)."""
+        return self.journal.finished() if self.resume else set()
 
     def options(self) -> str:
         """What of the config decides the bytes written (part of every done-marker)."""
@@ -272,7 +273,7 @@ def _convert_plate(job: _Job, plan: PlatePlan, labels: bool, cast: bool) -> Conv
     store = job.location.store
     tokens = {f.path: plan.field_digest(f, (job.options(), labels, cast)) for f in plan.fields}
     done = job.finished()
-    todo = [f for f in plan.fields if done.get(f.path) != tokens[f.path]]
+    todo = [f for f in plan.fields if (f.path, tokens[f.path]) not in done]
     job.journal.mark("job", digest(tokens))  # the progress folder exists from here on
     spec = ImageSpec(plan.axes, config.pyramid_levels, plan.channel_names or None, labels=labels)
     writer = job.backend.plates
@@ -324,8 +325,8 @@ def _convert_image(job: _Job, image: Any, spec: ImageSpec, region_bytes: int) ->
     prefix = f"{node}/" if node else ""
     image_token = digest(shape, str(dtype), axes, job.options(), dask_base.tokenize(source), spec.labels)
     done = job.finished()
-    if done.get(prefix + "metadata") != image_token:
-        done = {}  # the arrays are made anew: nothing written before counts
+    if (prefix + "metadata", image_token) not in done:
+        done = set()  # the arrays are made anew: nothing written before counts
         job.journal.mark("job", image_token)
         job.backend.plates.create_field(store, node, shape, dtype, axes, config, spec)
         job.journal.mark(prefix + "metadata", image_token)
@@ -360,7 +361,7 @@ def _convert_image(job: _Job, image: Any, spec: ImageSpec, region_bytes: int) ->
             else:
                 wanted = source_region(region, axes, arrays[level - 1].shape)
                 above = [scheduled[r] for r in overlapping(wanted, grids[level - 1]) if r in scheduled]
-            if done.get(name) == token and not above:
+            if (name, token) in done and not above:
                 already.append(name)
                 continue
             task = RegionTask(node, axes, level, region, name, token, spec.labels)

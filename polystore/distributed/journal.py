@@ -1,8 +1,9 @@
 """Done-markers: how a conversion that was stopped knows, when resumed, what it finished.
 
-Each task, after its last chunk is written, writes one small key of its own beside the store
-(``.plate.zarr.polystore-convert/done/A/01/0``) holding the digest of what it wrote (the
-plan of its field or region: source files with their sizes and times, shape, codecs). A
+Each task, after its last chunk is written, writes one empty key of its own beside the store,
+named by the task and the digest of what it wrote (``.plate.zarr.polystore-convert/done/A/01/0/
+<digest>``; the digest covers the plan of its field or block: source files with their sizes and
+times, shape, codecs), so that one listing tells a resumed conversion what is done. A
 resumed conversion skips a task whose marker holds the digest it would write now, and
 redoes every other. The markers live beside the store, not in it, so that no zarr reader
 meets keys it does not know; they are removed when a conversion finishes without failures.
@@ -47,17 +48,11 @@ class Journal:
 
     def mark(self, task: str, token: str) -> None:
         """Say that ``task`` wrote everything its plan (``token``) says."""
-        self.keys.put(DONE + task, token.encode())
+        self.keys.put(f"{DONE}{task}/{token}", b"")
 
-    def finished(self) -> dict[str, str]:
-        """task -> token of every task marked done."""
-        keys = self.keys
-        found: dict[str, str] = {}
-        for key in keys.list(DONE):
-            content = keys.get(key)
-            if content is not None:
-                found[key.removeprefix(DONE)] = content.decode(errors="replace")
-        return found
+    def finished(self) -> set[tuple[str, str]]:
+        """(task, token) of every task marked done (one listing, not a request per task)."""
+        return {tuple(key.removeprefix(DONE).rsplit("/", 1)) for key in self.keys.list(DONE)}  # type: ignore[misc]
 
     def exists(self) -> bool:
         return self.stores.exists(self.location)
