@@ -89,5 +89,6 @@ __all__ = [
     "file_lock",
     "framework_of",
     "register_format",
+    "repair_plate",
     "to_numpy",
 ]

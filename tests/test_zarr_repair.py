@@ -269,6 +269,12 @@ def test_the_repair_command(tmp_path: Path) -> None:
     assert "plate" in ome_section(zarr.open_group(store, mode="r"))
 
 
+def test_repair_plate_is_part_of_the_public_api() -> None:
+    import polystore
+
+    assert "repair_plate" in polystore.__all__ and polystore.repair_plate is repair_plate
+
+
 # -- planes that must not change silently ---------------------------------------------------------
 def test_a_plane_of_another_dtype_is_refused_unless_cast(tmp_path: Path) -> None:
     backend = _plate(tmp_path)
