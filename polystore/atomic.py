@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from polystore.exceptions import InvalidOptionError, UnsupportedDataError
 from polystore.lazy import optional_import
 
 TEMP_SUFFIX = ".polystore-tmp"
@@ -104,7 +105,7 @@ def file_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[Non
 
 def _check_mode(mode: str) -> None:
     if mode not in _WRITE_MODES:
-        raise ValueError(
+        raise InvalidOptionError(
             f"atomic_write mode must be one of {sorted(_WRITE_MODES)}, not {mode!r}: "
             "appending cannot be atomic; read the file, change it, and write it whole."
         )
@@ -262,7 +263,10 @@ def atomic_write_json(
     **json_kwargs
         Passed to :func:`json.dumps`.
     """
-    text = json.dumps(data, indent=indent, default=json_default, **json_kwargs)
+    try:
+        text = json.dumps(data, indent=indent, default=json_default, **json_kwargs)
+    except (TypeError, ValueError) as error:
+        raise UnsupportedDataError(f"Cannot write this data as JSON to '{path}': {error}") from error
     with atomic_write(path, "w", encoding="utf-8", lock=lock, durable=durable) as handle:
         handle.write(text)
 

@@ -310,7 +310,9 @@ class DataSink(_BackendBase):
         data_items = list(data_list)
         paths = list(file_paths)
         if len(data_items) != len(paths):
-            raise ValueError(
+            from polystore.exceptions import InvalidOptionError
+
+            raise InvalidOptionError(
                 f"save_batch got {len(data_items)} data items but {len(paths)} paths; "
                 "pass one path per item."
             )

@@ -112,6 +112,10 @@ class UnsupportedFormatError(PolystoreError, ValueError):
     """No registered format handles a path's extension."""
 
 
+class FormatRegistrationError(PolystoreError, ValueError):
+    """A format claims extensions that another format handles (pass ``replace=True``)."""
+
+
 class InvalidOptionError(PolystoreError, TypeError, ValueError):
     """An option that is not taken: an unknown keyword (as Python's TypeError) or an unknown
     value, such as a framework name (as ValueError); both builtins catch it."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from polystore.arrays import convert
 from polystore.base import DataSource, FileStat, PathLike, StorageBackend
-from polystore.exceptions import ReadOnlyBackendError
+from polystore.exceptions import InvalidOptionError, ReadOnlyBackendError
 from polystore.registry import BackendRegistry
 
 CROSS_BACKEND_CHUNK = 64
@@ -75,7 +75,7 @@ class FileManager:
         """
         name = backend if backend is not None else self.default_backend
         if name is None:
-            raise ValueError(
+            raise InvalidOptionError(
                 "No backend given: pass backend='disk' (or 'memory', ...), or create the "
                 "FileManager with default_backend=...."
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def test_loading_a_missing_file_from_memory_names_the_path(fm: FileManager) -> N
 def test_other_operations_on_missing_paths_name_the_path(fm: FileManager, backend: str) -> None:
     for operation in (fm.delete, fm.delete_all, fm.list_dir, fm.list_files, fm.stat):
         with pytest.raises(FileNotFoundError, match="'ghost'"):
-            operation("ghost", backend=backend)  # type: ignore[operator]
+            operation("ghost", backend=backend)
     with pytest.raises(FileNotFoundError, match=r"'ghost\.npy'"):
         fm.copy("ghost.npy", "copy.npy", backend=backend)
     with pytest.raises(FileNotFoundError, match=r"'ghost\.npy'"):
@@ -285,7 +286,7 @@ class _FixedSource(ReadOnlyBackend):
 def test_every_write_to_a_read_only_backend_is_refused() -> None:
     source = _FixedSource({"a.npy": np.arange(3)})
     fm = FileManager({"ro": source, "memory": MemoryBackend()})
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: fm.save(np.zeros(1), "b.npy", backend="ro"),
         lambda: fm.save_batch([np.zeros(1)], ["b.npy"], backend="ro"),
         lambda: fm.delete("a.npy", backend="ro"),
@@ -433,3 +434,146 @@ def test_every_error_is_a_polystore_error() -> None:
         value = getattr(polystore, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, PolystoreError), name
+
+
+# -- every error a user sees is ours ----------------------------------------------------------
+
+
+def test_errors_that_were_builtins_are_ours_and_still_the_builtins(tmp_path: Path) -> None:
+    from polystore.atomic import atomic_write
+    from polystore.exceptions import FormatRegistrationError, InvalidOptionError
+
+    cases: list[tuple[Any, type[Exception], type[Exception]]] = [
+        (lambda: FileManager().load("a.npy"), InvalidOptionError, ValueError),
+        (lambda: MemoryBackend().save_batch([1], ["a", "b"]), InvalidOptionError, ValueError),
+        (lambda: atomic_write(tmp_path / "x", "a").__enter__(), InvalidOptionError, ValueError),
+        (lambda: polystore.atomic_write_json({"x": {1, 2}}, tmp_path / "x.json"),
+         UnsupportedDataError, TypeError),
+        (lambda: polystore.register_format(polystore.Format("dup", (".npy",), print, print)),
+         FormatRegistrationError, ValueError),
+        (lambda: DiskBackend(root=tmp_path).load("a.npy", mmap="r"), InvalidOptionError, TypeError),
+        (lambda: polystore.convert(np.zeros(2), "numpyy"), InvalidOptionError, ValueError),
+    ]
+    for attempt, ours, builtin in cases:
+        with pytest.raises(ours) as caught:
+            attempt()
+        assert isinstance(caught.value, PolystoreError) and isinstance(caught.value, builtin)
+
+
+def test_an_unknown_format_option_lists_the_ones_it_takes(tmp_path: Path) -> None:
+    disk = DiskBackend(root=tmp_path)
+    disk.save(np.zeros(2), "a.npy")
+    with pytest.raises(TypeError, match=r"does not take 'mmap'.*mmap_mode"):
+        disk.load("a.npy", mmap="r")
+    with pytest.raises(TypeError, match=r"does not take 'compres'.*compress"):
+        disk.save(np.zeros(2), "a.npz", compres=True)
+
+
+def test_errors_from_a_format_library_are_ours_with_the_cause_chained(tmp_path: Path) -> None:
+    disk = DiskBackend(root=tmp_path)
+    (tmp_path / "bad.tif").write_bytes(b"II*\0garbage")  # tifffile alone gives an empty array
+    with pytest.raises(polystore.exceptions.CorruptDataError, match=r"'bad\.tif' holds no image"):
+        disk.load("bad.tif")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"Cannot read 'bad\.json' as json") as caught:
+        disk.load("bad.json")
+    assert isinstance(caught.value, polystore.exceptions.CorruptDataError)
+    assert type(caught.value.__cause__).__name__ == "JSONDecodeError"
+
+
+def test_polystore_info_on_a_corrupt_npy_says_it_is_not_npy(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPX" + b"\0" * 64)
+    result = subprocess.run(
+        [sys.executable, "-m", "polystore", "info", "corrupt.npy"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "not a NumPy .npy file" in output and "pickle" not in output, output
+
+
+# -- decompression bombs ------------------------------------------------------------------------
+
+
+def _zip_of_zeros(path: Path, member: str, size: int, prefix: bytes = b"") -> None:
+    """A real zip whose ``member`` expands to ``size`` bytes (zeros after ``prefix``)."""
+    import zipfile
+
+    chunk = bytes(2**20)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open(member, "w", force_zip64=True) as out,
+    ):
+        out.write(prefix)
+        for _ in range((size - len(prefix)) // len(chunk)):
+            out.write(chunk)
+
+
+def _max_rss_mib_after(code: str, cwd: Path) -> tuple[float, str]:
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n" + code +
+        "\nprint('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    rss = [line for line in result.stdout.splitlines() if line.startswith("RSS")]
+    assert rss, result.stderr
+    return float(rss[0].split()[1]), result.stdout
+
+
+def test_an_npz_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    header = {"descr": "|u1", "fortran_order": False, "shape": (1200 * 2**20,)}
+    import io
+
+    prefix = io.BytesIO()
+    np.lib.format.write_array_header_1_0(prefix, header)
+    _zip_of_zeros(tmp_path / "bomb.npz", "arr_0.npy", 1200 * 2**20 + 128, prefix.getvalue())
+    assert (tmp_path / "bomb.npz").stat().st_size < 8 * 2**20  # 1.2 GiB of zeros in a few MiB
+    code = (
+        "from polystore import DiskBackend\nfrom polystore.exceptions import LimitExceededError\n"
+        "try:\n    DiskBackend(root='.').load('bomb.npz')\nexcept LimitExceededError as error:\n"
+        "    print('REFUSED', error)\n"
+    )
+    rss, output = _max_rss_mib_after(code, tmp_path)
+    assert "REFUSED" in output and "max_decompressed_bytes=" in output
+    assert rss < 400, f"the refused bomb still took {rss:.0f} MiB"
+
+
+def test_the_decompression_limit_can_be_raised_per_call_and_globally(tmp_path: Path) -> None:
+    from polystore.exceptions import LimitExceededError
+    from polystore.formats import limits
+
+    disk = DiskBackend(root=tmp_path)
+    disk.save({"zeros": np.zeros(2**20, np.uint8)}, "z.npz", compress=True)  # 1 MiB, compressed
+    with pytest.raises(LimitExceededError, match="NPZ_DECOMPRESSED_BYTES") as caught:
+        disk.load("z.npz", max_decompressed_bytes=2**19)
+    assert isinstance(caught.value, ValueError)
+    assert disk.load("z.npz")["zeros"].shape == (2**20,)
+    original = limits.NPZ_DECOMPRESSED_BYTES
+    try:
+        limits.NPZ_DECOMPRESSED_BYTES = 2**19
+        with pytest.raises(LimitExceededError):
+            disk.load("z.npz")
+        assert disk.load("z.npz", max_decompressed_bytes=2**21)["zeros"].shape == (2**20,)
+    finally:
+        limits.NPZ_DECOMPRESSED_BYTES = original
+
+
+def test_a_roi_zip_bomb_is_refused_from_a_file_and_from_bytes(tmp_path: Path) -> None:
+    pytest.importorskip("roifile")
+    from polystore.exceptions import LimitExceededError
+    from polystore.formats.roi import rois_from_zip_bytes
+
+    _zip_of_zeros(tmp_path / "bomb.roi.zip", "cell.roi", 300 * 2**20)
+    disk = DiskBackend(root=tmp_path)
+    with pytest.raises(LimitExceededError, match="ROI_ZIP_DECOMPRESSED_BYTES"):
+        disk.load("bomb.roi.zip")
+    with pytest.raises(LimitExceededError):
+        rois_from_zip_bytes((tmp_path / "bomb.roi.zip").read_bytes())

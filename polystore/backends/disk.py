@@ -28,7 +28,7 @@ from polystore.exceptions import (
     UnsupportedFormatError,
     from_os_error,
 )
-from polystore.formats import format_for, read_with, write_with
+from polystore.formats import check_options, format_for, read_with, write_with
 from polystore.paths import given_path, join_given, matches, normalize_extensions, refuse_directory_path
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -42,12 +42,13 @@ class DiskBackend(StorageBackend):
     """Files on the local filesystem (POSIX: Linux, macOS).
 
     ``root`` confines the backend to a folder: relative paths are taken inside it, ``..``
-    and absolute paths elsewhere raise :class:`~polystore.exceptions.PathEscapeError`, and a symbolic link inside
-    the root is followed only while it leads to somewhere inside the root (otherwise
-    :class:`~polystore.exceptions.PathEscapeError`); ``delete`` and ``move`` act on a link itself, never on what
-    it points to. Confinement holds while other processes change the tree: paths are walked
-    through directory descriptors without following links (see
-    ``polystore.backends.disk_paths``). Without ``root`` paths are used as given.
+    and absolute paths elsewhere raise :class:`~polystore.exceptions.PathEscapeError`, and a
+    symbolic link inside the root is followed only while it leads to somewhere inside the
+    root (otherwise :class:`~polystore.exceptions.PathEscapeError`); ``delete`` and ``move``
+    act on a link itself, never on what it points to. Confinement holds while other
+    processes change the tree: paths are walked through directory descriptors without
+    following links (see ``polystore.backends.disk_paths``). Without ``root`` paths are used
+    as given.
 
     Parameters
     ----------
@@ -138,6 +139,7 @@ class DiskBackend(StorageBackend):
             if not self.exists(text):
                 raise StorageFileNotFoundError(text, "disk") from None
             raise
+        check_options(fmt, "load", options)
         fd, _ = self._open_file(text)
         with _reader(fd, text) as handle:
             data = read_with(fmt, handle, text, options)
@@ -276,6 +278,7 @@ class DiskBackend(StorageBackend):
             if self.is_dir(text):
                 raise _cannot_save_on_folder(text) from None
             raise
+        check_options(fmt, "save", options)
         with self._entry(text, make_parents=True) as entry:
             self._refuse_folder_target(entry)
             try:

@@ -26,10 +26,11 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from polystore.exceptions import (
     CorruptDataError,
+    FormatRegistrationError,
     InvalidOptionError,
     PolystoreError,
     UnsupportedDataError,
@@ -87,7 +88,7 @@ def register_format(fmt: Format, *, replace: bool = False) -> None:
         taken = {ext: _by_extension[ext].name for ext in normalized if ext in _by_extension}
         if taken and not replace:
             clashes = ", ".join(f"{ext} ({name})" for ext, name in taken.items())
-            raise ValueError(
+            raise FormatRegistrationError(
                 f"Format '{fmt.name}' claims extensions already handled: {clashes}. "
                 "Pass replace=True to override them."
             )
@@ -176,9 +177,17 @@ def _check_options(
         )
 
 
+def check_options(fmt: Format, verb: Literal["save", "load"], options: dict[str, Any]) -> None:
+    """Refuse keyword options that ``fmt``'s save or load does not take, before any I/O."""
+    if verb == "save":
+        _check_options(fmt, fmt.save, 2, options, verb)
+    else:
+        _check_options(fmt, fmt.load, 1, options, verb)
+
+
 def write_with(fmt: Format, data: Any, handle: IO[bytes], shown: str, options: dict[str, Any]) -> None:
-    """``fmt.save`` with the rule on errors: what it cannot write is an UnsupportedDataError."""
-    _check_options(fmt, fmt.save, 2, options, "save")
+    """``fmt.save`` with the rule on errors: what it cannot write is an UnsupportedDataError
+    (options are the caller's to check first, with :func:`check_options`)."""
     try:
         fmt.save(data, handle, **options)
     except PolystoreError:
@@ -194,8 +203,8 @@ def write_with(fmt: Format, data: Any, handle: IO[bytes], shown: str, options: d
 
 
 def read_with(fmt: Format, handle: IO[bytes], shown: str, options: dict[str, Any]) -> Any:
-    """``fmt.load`` with the rule on errors: what it cannot read is a CorruptDataError."""
-    _check_options(fmt, fmt.load, 1, options, "load")
+    """``fmt.load`` with the rule on errors: what it cannot read is a CorruptDataError
+    (options are the caller's to check first, with :func:`check_options`)."""
     try:
         return fmt.load(handle, **options)
     except PolystoreError:

@@ -24,7 +24,7 @@ def _save_npy(data: Any, handle: IO[bytes]) -> None:
     np.save(handle, as_plain_array(data, ".npy"), allow_pickle=False)
 
 
-def _read_header(handle: IO[bytes], shown: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+def read_header(handle: IO[bytes], shown: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
     """(shape, Fortran order, dtype, bytes of data the header announces) of a .npy stream."""
     try:
         version = np.lib.format.read_magic(handle)
@@ -56,7 +56,7 @@ def _check_announced(
 
 def _load_npy(handle: IO[bytes], *, mmap_mode: Literal["r", "c"] | None = None) -> np.ndarray:
     shown = str(getattr(handle, "name", ".npy"))
-    shape, fortran, dtype, announced = _read_header(handle, shown)
+    shape, fortran, dtype, announced = read_header(handle, shown)
     offset = handle.tell()
     _check_announced(shown, shape, dtype, announced, os.fstat(handle.fileno()).st_size - offset)
     if mmap_mode is not None and announced:
@@ -121,7 +121,7 @@ def _load_npz(
         arrays: dict[str, np.ndarray] = {}
         for info in members:
             with archive.open(info) as member:
-                shape, _, dtype, announced = _read_header(member, f"{shown}:{info.filename}")
+                shape, _, dtype, announced = read_header(member, f"{shown}:{info.filename}")
                 _check_announced(f"{shown}:{info.filename}", shape, dtype, announced,
                                  info.file_size - member.tell())
                 member.seek(0)

@@ -7,7 +7,7 @@ from typing import IO, Any
 import numpy as np
 
 from polystore.arrays import as_plain_array
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.formats import Format
 from polystore.lazy import optional_import
 
@@ -85,9 +85,13 @@ def _load_tiff(
 ) -> np.ndarray:
     # _multifile=False: an OME-TIFF may name other files to read beside it; reading them by
     # path would step outside the backend's root, so polystore reads the one file it opened
-    return _tifffile().imread(  # type: ignore[no-any-return]
-        handle, key=key, series=series, level=level, _multifile=False
-    )
+    with _tifffile().TiffFile(handle, _multifile=False) as tiff:
+        if not tiff.pages:  # tifffile gives an empty array for a file without any image
+            raise CorruptDataError(
+                f"'{getattr(handle, 'name', 'the TIFF')}' holds no image (no page could be read): "
+                "the file is damaged, cut short, or not a TIFF."
+            )
+        return tiff.asarray(key=key, series=series, level=level)  # type: ignore[no-any-return]
 
 
 def _ome_problem(array: np.ndarray) -> str | None:
