@@ -243,12 +243,14 @@ def test_unsupported_single_save_sends_nothing(port: int) -> None:
 # ---- late receiver, backpressure, acknowledgements ------------------------------------------
 
 
-def _latest_sender(port: int, stop: Any, report: Any) -> None:
+def _latest_sender(port: int, stop: Any, report: Any, alone: Any) -> None:
     backend = StreamingBackend(port=port, policy="latest", transport="inline")
     frame = 0
     while not stop.is_set():
         backend.save(np.full((8, 8), frame, dtype=np.int32), "live/frame.tif")
         frame += 1
+        if frame == 50:
+            alone.set()  # 50 frames with nobody listening: all but the newest were replaced
         time.sleep(0.01)
     backend.flush(2)
     report.put({"sent": backend.sent, "dropped": backend.dropped, "frames": frame})
@@ -256,12 +258,12 @@ def _latest_sender(port: int, stop: Any, report: Any) -> None:
 
 
 def test_receiver_started_after_sender_gets_next_frames(port: int) -> None:
-    stop = SPAWN.Event()
+    stop, alone = SPAWN.Event(), SPAWN.Event()
     report = SPAWN.Queue()
-    sender = SPAWN.Process(target=_latest_sender, args=(port, stop, report))
+    sender = SPAWN.Process(target=_latest_sender, args=(port, stop, report, alone))
     sender.start()
     try:
-        time.sleep(1.5)  # the sender runs with nobody listening: it keeps only the newest frame
+        assert alone.wait(60)  # the sender runs with nobody listening: it keeps only the newest frame
         with StreamReceiver(port=port).start() as receiver:
             items = _collect(receiver, 10)
             stop.set()

@@ -114,6 +114,7 @@ class Inbound:
         self._attached: collections.OrderedDict[str, AttachedSegment] = collections.OrderedDict()
         self._last_sweep = 0.0
         self._unrouted = _UnroutedAcks()
+        self._receiving_thread: int | None = None
         z = zmq()
         self._link = Link(endpoints.host, serve=bind, curve=curve)  # refuses a public bind without keys
         self._wake_read, self._wake_write = os.pipe()
@@ -147,6 +148,7 @@ class Inbound:
     def receive(self, timeout: float | None) -> StreamItem | None:
         """The next valid item, or ``None`` when ``timeout`` seconds pass first."""
         z = zmq()
+        self._receiving_thread = threading.get_ident()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._releases:
@@ -256,6 +258,8 @@ class Inbound:
             if self._closed:
                 return
             self._releases.append((reply_to, message))
+            if threading.get_ident() == self._receiving_thread:
+                return  # the receiving loop sends it before it next waits: no need to wake it
             with contextlib.suppress(BlockingIOError):  # a full pipe is awake already
                 os.write(self._wake_write, b"\0")
 
