@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import harness  # the benchmarks' own folder, as their scripts import it
+# benchmarks/harness.py by its path: benchmarks/ on sys.path would shadow packages for the whole
+# test session (benchmarks/distributed.py hid dask's `distributed`)
+_spec = importlib.util.spec_from_file_location(
+    "polystore_bench_harness", Path(__file__).resolve().parents[1] / "benchmarks" / "harness.py")
+assert _spec is not None and _spec.loader is not None
+harness = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = harness  # dataclasses look their module up while the class is made
+_spec.loader.exec_module(harness)
 
 
 def test_save_figure_writes_png_svg_and_the_table_stamped(tmp_path: Path) -> None:
