@@ -291,9 +291,12 @@ def _convert_plate(job: _Job, plan: PlatePlan, labels: bool, cast: bool) -> Conv
     writer.commit(store, [(f.row, f.column, f.index) for f in plan.fields], config, lock=False)
     delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
     run_id = _run_id()
+    # arguments as literals (traverse=False): dask would otherwise walk every dataclass field
+    # of every task looking for collections (5 ms a field, on the client, before any work)
+    target = delayed(job.target, traverse=False)
     tasks = [
         delayed(write_field, pure=False)(
-            job.target, FieldTask(f, plan.named, tokens[f.path], labels, cast),
+            target, delayed(FieldTask(f, plan.named, tokens[f.path], labels, cast), traverse=False),
             dask_key_name=f"polystore-field-{f.path}-{run_id}",
         )
         for f in todo
@@ -344,6 +347,7 @@ def _convert_image(job: _Job, image: Any, spec: ImageSpec, region_bytes: int) ->
     pieces = lazy.rechunk(blocks[0]).to_delayed()
     delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
     run_id = _run_id()
+    target = delayed(job.target, traverse=False)
     scheduled: dict[Region, Any] = {}
     tasks: list[Any] = []
     names: list[str] = []
@@ -364,9 +368,9 @@ def _convert_image(job: _Job, image: Any, spec: ImageSpec, region_bytes: int) ->
             if (name, token) in done and not above:
                 already.append(name)
                 continue
-            task = RegionTask(node, axes, level, region, name, token, spec.labels)
+            task = delayed(RegionTask(node, axes, level, region, name, token, spec.labels), traverse=False)
             now[region] = delayed(write_region, pure=False)(
-                job.target, task, block, *above, dask_key_name=f"polystore-block-{name}-{run_id}")
+                target, task, block, *above, dask_key_name=f"polystore-block-{name}-{run_id}")
             tasks.append(now[region])
         scheduled = now
     outcomes = job.run(tasks, "blocks")
