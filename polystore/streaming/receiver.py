@@ -115,6 +115,7 @@ class Inbound:
         self._last_sweep = 0.0
         self._unrouted = _UnroutedAcks()
         self._receiving_thread: int | None = None
+        self._release_messages: dict[tuple[str, int, str], bytes] = {}
         z = zmq()
         self._link = Link(endpoints.host, serve=bind, curve=curve)  # refuses a public bind without keys
         self._wake_read, self._wake_write = os.pipe()
@@ -160,9 +161,10 @@ class Inbound:
                 self._last_sweep = now
                 for prefix in self.limits.shm_prefixes:
                     sweep_orphaned_segments(prefix)
-            try:
-                frames = self._socket.recv_multipart(z.NOBLOCK, copy=False)
-            except z.Again:
+            # asking for EVENTS costs less than a recv that raises Again while waiting
+            if self._socket.get(z.EVENTS) & z.POLLIN:
+                frames = self._socket.recv_multipart(copy=False)
+            else:
                 wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
                 if self._unrouted.waiting:
                     wait_ms = min(wait_ms, int(UNROUTED_RETRY_S * 1000))
@@ -246,11 +248,20 @@ class Inbound:
             owner = segment.exported(info["offset"], info["size"])
             array = array_from_buffer(header, owner)
             array.flags.writeable = False  # the sender's memory: never written from here
-            release = Ack(header["stream"], None, info["slot"], info["name"])
             weakref.finalize(owner, self._release_later, (header.get("reply_to") or "").encode(),
-                             encode_ack(release))
+                             self._release_message(header["stream"], info["slot"], info["name"]))
             return array
         return array_from_buffer(header, segment.copy_out(info["offset"], info["size"]))
+
+    def _release_message(self, stream: str, slot: int, name: str) -> bytes:
+        """The ack that gives ``slot`` back (the same few per stream: made once, kept a while)."""
+        key = (stream, slot, name)
+        message = self._release_messages.get(key)
+        if message is None:
+            if len(self._release_messages) >= _MAX_ATTACHED * 4:
+                self._release_messages.clear()
+            message = self._release_messages[key] = encode_ack(Ack(stream, None, slot, name))
+        return message
 
     def _release_later(self, reply_to: bytes, message: bytes) -> None:
         # runs wherever the item's last array died: queue it for the receiving thread
