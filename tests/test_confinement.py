@@ -187,25 +187,34 @@ def test_a_fifo_is_not_read_and_not_listed(places: Any) -> None:
 RACE_SECONDS = 2.0
 
 
+SECRET = 7  # the value of the files outside the root: reading it back would be a leak
+
+
 def _saver(root: str, ready: Any, stop: Any, counts: Any) -> None:
-    """Save into ``sub/`` over and over; count what went through, what was refused, and any
-    error that was not ours (a raw one would be a bug of its own)."""
+    """Save, copy, load, list and delete in ``sub/`` over and over; count what went through,
+    what was refused, what leaked from outside, and any error that was not ours."""
     disk = DiskBackend(root=root, durable=False)
     frame = np.zeros((16, 16), np.uint8)
     saved = refused = index = 0
+    leaks: list[str] = []
     raw: list[str] = []
     ready.release()
     while not stop.is_set():
         index += 1
+        name = f"sub/f{index % 50}.npy"
         try:
-            disk.save(frame, f"sub/f{index % 50}.npy")
-            disk.copy(f"sub/f{index % 50}.npy", f"sub/c{index % 50}.npy")
+            disk.save(frame, name)
+            disk.copy(name, f"sub/c{index % 50}.npy")
+            if int(disk.load(f"sub/s{index % 5}.npy")[0, 0]) == SECRET:
+                leaks.append(f"loaded sub/s{index % 5}.npy from outside")
+            leaks.extend(f"listed {p}" for p in disk.list_files("sub", recursive=True) if "outside" in p)
+            disk.delete(f"sub/c{index % 50}.npy")
             saved += 1
         except PolystoreError:  # the folder was a link leading out (or absent) just then
             refused += 1
         except Exception as error:
             raw.append(f"{type(error).__name__}: {error}")
-    counts.put(("saver", saved, refused, raw[:5]))
+    counts.put(("saver", saved, refused, raw[:5] + leaks[:5]))
 
 
 def _swapper(root: str, outside: str, ready: Any, stop: Any, counts: Any) -> None:
@@ -232,6 +241,12 @@ def test_a_folder_swapped_for_a_link_while_processes_save_lets_nothing_out(tmp_p
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "sub").mkdir(parents=True)
     outside.mkdir()
+    secrets = {f"s{i}.npy" for i in range(5)}  # what a read through the swapped link would find
+    for name in secrets:
+        np.save(outside / name, np.full((2, 2), SECRET, np.uint8))
+        np.save(root / "sub" / name, np.ones((2, 2), np.uint8))  # the same names inside
+    np.save(outside / "only_outside.npy", np.zeros(1))
+    secrets.add("only_outside.npy")
     context = multiprocessing.get_context("spawn")
     ready, stop, counts = context.Semaphore(0), context.Event(), context.Queue()
     processes = [context.Process(target=_saver, args=(str(root), ready, stop, counts)) for _ in range(2)]
@@ -248,8 +263,9 @@ def test_a_folder_swapped_for_a_link_while_processes_save_lets_nothing_out(tmp_p
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
-    assert os.listdir(outside) == [], "files (or temp files) landed outside the root"
-    assert [raw for result in results for raw in result[3]] == []
+    assert set(os.listdir(outside)) == secrets, "files (or temp files) landed outside the root"
+    assert all(np.load(outside / f"s{i}.npy")[0, 0] == SECRET for i in range(5))  # none overwritten
+    assert [raw for result in results for raw in result[3]] == []  # no raw error, nothing leaked
     saved = sum(result[1] for result in results if result[0] == "saver")
     refused = sum(result[2] for result in results if result[0] == "saver")
     swaps = sum(result[1] for result in results if result[0] == "swapper")
