@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ from polystore import DiskBackend, PathEscapeError, PolystoreError
 from polystore.exceptions import SymlinkLoopError, UnsupportedFormatError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX symbolic links and dir_fd")
+Places = tuple[DiskBackend, Path, Path]
 
 
 @pytest.fixture
-def places(tmp_path: Path) -> tuple[DiskBackend, Path, Path]:
+def places(tmp_path: Path) -> Places:
     """A backend rooted at ``root``, and a folder ``outside`` beside it holding a secret."""
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
@@ -43,7 +45,7 @@ def _files_under(folder: Path) -> list[str]:
 # -- links leading out ------------------------------------------------------------------------
 
 
-def test_copy_of_a_link_leading_out_is_refused_and_copies_nothing(places: Any) -> None:
+def test_copy_of_a_link_leading_out_is_refused_and_copies_nothing(places: Places) -> None:
     disk, root, outside = places
     (root / "a.npy").symlink_to(outside / "secret.npy")
     with pytest.raises(PathEscapeError, match=r"through the symbolic link 'a\.npy'"):
@@ -53,7 +55,7 @@ def test_copy_of_a_link_leading_out_is_refused_and_copies_nothing(places: Any) -
         disk.load("a.npy")
 
 
-def test_copy_of_a_tree_leaves_out_links_leading_out(places: Any) -> None:
+def test_copy_of_a_tree_leaves_out_links_leading_out(places: Places) -> None:
     disk, root, outside = places
     disk.save(np.ones(2), "tree/kept.npy")
     (root / "tree" / "leak.npy").symlink_to(outside / "secret.npy")
@@ -62,7 +64,7 @@ def test_copy_of_a_tree_leaves_out_links_leading_out(places: Any) -> None:
     assert _files_under(root / "copy") == ["kept.npy"]
 
 
-def test_recursive_listing_does_not_go_through_a_link_leading_out(places: Any) -> None:
+def test_recursive_listing_does_not_go_through_a_link_leading_out(places: Places) -> None:
     disk, root, outside = places
     disk.save(np.ones(2), "data/inside.npy")
     (root / "data" / "linked").symlink_to(outside, target_is_directory=True)
@@ -85,19 +87,20 @@ def test_every_kind_of_link_leading_out_is_refused(places: Any, target: str) -> 
     (root / "sub").mkdir()
     link_target = str(outside / "secret.txt") if target == "ABSOLUTE" else target
     (root / "link.txt").symlink_to(link_target)
-    for operation in (
+    operations: list[Callable[[], object]] = [
         lambda: disk.load("link.txt"),
         lambda: disk.save("overwritten", "link.txt"),
         lambda: disk.copy("link.txt", "copy.txt"),
         lambda: disk.stat("link.txt"),
         lambda: disk.exists("link.txt"),
-    ):
+    ]
+    for operation in operations:
         with pytest.raises(PathEscapeError, match="outside this backend's root"):
             operation()
     assert (outside / "secret.txt").read_text() == "secret"
 
 
-def test_a_link_on_the_way_that_leads_out_is_refused_for_writes(places: Any) -> None:
+def test_a_link_on_the_way_that_leads_out_is_refused_for_writes(places: Places) -> None:
     disk, root, outside = places
     (root / "out").symlink_to(outside, target_is_directory=True)
     for operation in (
@@ -112,7 +115,7 @@ def test_a_link_on_the_way_that_leads_out_is_refused_for_writes(places: Any) -> 
     assert _files_under(outside) == ["secret.npy", "secret.txt"]
 
 
-def test_delete_all_of_a_folder_holding_a_link_leading_out_keeps_the_outside(places: Any) -> None:
+def test_delete_all_of_a_folder_holding_a_link_leading_out_keeps_the_outside(places: Places) -> None:
     disk, root, outside = places
     disk.save(np.ones(2), "run/x.npy")
     (root / "run" / "out").symlink_to(outside, target_is_directory=True)
@@ -124,7 +127,7 @@ def test_delete_all_of_a_folder_holding_a_link_leading_out_keeps_the_outside(pla
 # -- links inside the root ----------------------------------------------------------------------
 
 
-def test_delete_removes_the_link_not_the_file_it_points_to(places: Any) -> None:
+def test_delete_removes_the_link_not_the_file_it_points_to(places: Places) -> None:
     disk, root, _ = places
     disk.save("real", "real.txt")
     (root / "alias.txt").symlink_to("real.txt")
@@ -133,7 +136,7 @@ def test_delete_removes_the_link_not_the_file_it_points_to(places: Any) -> None:
     assert disk.load("real.txt") == "real"
 
 
-def test_move_moves_the_link_itself(places: Any) -> None:
+def test_move_moves_the_link_itself(places: Places) -> None:
     disk, root, _ = places
     disk.save("real", "real.txt")
     (root / "alias.txt").symlink_to(str(root / "real.txt"))  # absolute, so it still works moved
@@ -143,7 +146,7 @@ def test_move_moves_the_link_itself(places: Any) -> None:
     assert disk.load("sub/alias.txt") == "real"
 
 
-def test_links_that_stay_inside_are_followed(places: Any) -> None:
+def test_links_that_stay_inside_are_followed(places: Places) -> None:
     disk, root, _ = places
     disk.save(np.arange(4), "real/a.npy")
     (root / "rel.npy").symlink_to("real/a.npy")
@@ -161,7 +164,7 @@ def test_links_that_stay_inside_are_followed(places: Any) -> None:
         disk.load(path)
 
 
-def test_a_symlink_loop_is_a_clear_error_and_left_out_of_listings(places: Any) -> None:
+def test_a_symlink_loop_is_a_clear_error_and_left_out_of_listings(places: Places) -> None:
     disk, root, _ = places
     (root / "a").symlink_to("b")
     (root / "b").symlink_to("a")
@@ -175,7 +178,7 @@ def test_a_symlink_loop_is_a_clear_error_and_left_out_of_listings(places: Any) -
     assert disk.list_files(".", recursive=True) == []
 
 
-def test_a_fifo_is_not_read_and_not_listed(places: Any) -> None:
+def test_a_fifo_is_not_read_and_not_listed(places: Places) -> None:
     disk, root, _ = places
     os.mkfifo(root / "pipe.npy")
     with pytest.raises(UnsupportedFormatError, match="not a regular file"):
