@@ -136,9 +136,10 @@ class Link:
         return socket
 
     def close(self) -> None:
-        """Close every socket opened here, stop the authenticator, end an own context."""
+        """Close every socket opened here (each with its own LINGER: 0 unless it was given one),
+        stop the authenticator, end an own context."""
         for socket in self._sockets:
-            socket.close(0)
+            socket.close()
         self._sockets.clear()
         if self._authenticator is not None:
             self._authenticator.stop()

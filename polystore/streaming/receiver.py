@@ -51,6 +51,7 @@ MAX_UNROUTED_PEERS = 64
 MAX_UNROUTED_PER_PEER = 256
 """Acks kept for senders whose back channel is not connected yet, at most: a flood of items
 naming senders that never connect costs a bounded amount of memory and work."""
+ACK_LINGER_MS = 500
 _MAX_ATTACHED = 16
 _MAX_STREAMS_TRACKED = 1024
 
@@ -127,7 +128,11 @@ class Inbound:
             self._socket = self._link.open(z.PULL, endpoints.data, data_options)
             # connecting: PUSH into the sender's bound PULL. Binding (one receiver, many senders):
             # ROUTER, so each ack goes to the sender that asked (its reply_to routing id).
-            ack_options = {z.SNDHWM: 10000, z.ROUTER_MANDATORY: 1} if bind else {z.SNDHWM: 10000}
+            # acks still queued when the receiver closes go out for a moment more (the last
+            # item's ack is what a sender with wait_for_ack waits for)
+            ack_options = {z.SNDHWM: 10000, z.LINGER: ACK_LINGER_MS}
+            if bind:
+                ack_options[z.ROUTER_MANDATORY] = 1
             self._ack = self._link.open(z.ROUTER if bind else z.PUSH, endpoints.ack, ack_options)
         except BaseException:
             self.close()  # a taken address must not leave sockets, fds or an authenticator behind
