@@ -42,9 +42,23 @@ def test_zarrs_encodes_and_decodes_the_chunks_of_a_local_plate(tmp_path: Path) -
         pipeline = pipeline_of(level)
         assert isinstance(pipeline, zarrs.ZarrsCodecPipeline) and pipeline.impl is not None
     np.testing.assert_array_equal(backend.load("plate.zarr/A01_s1_w2.tif"), plane)
-    # the array the writer made itself (from the metadata documents) used zarrs too
+    # the array the writer made itself (from the metadata documents) used zarrs too, through
+    # obstore's local store, whose puts are staged and renamed (tests/test_zarr_atomic.py)
     image = backend.plates.open_field(backend.locate("plate.zarr/B/01/0"))
     assert image is not None and pipeline_of(image.levels[0]).impl is not None
+    store = image.levels[0].store_path.store
+    assert type(store).__name__ == "ObjectStore" and type(store.store).__name__ == "LocalStore"
+
+
+def test_zarrs_never_writes_a_local_store_in_place(tmp_path: Path) -> None:
+    """zarrs writes the chunks of zarr's LocalStore in place: a writable one gets zarr-python's
+    pipeline (temporary file, rename), a read-only one zarrs."""
+    ZarrBackend(root=tmp_path)  # zarrs configured
+    writable = zarr.create_array(zarr.storage.LocalStore(tmp_path / "a.zarr"), shape=(8, 8), dtype="uint16")
+    writable[...] = 5
+    assert not isinstance(pipeline_of(writable), zarrs.ZarrsCodecPipeline)
+    read_only = zarr.open_array(zarr.storage.LocalStore(tmp_path / "a.zarr", read_only=True), mode="r")
+    assert pipeline_of(read_only).impl is not None and int(read_only[...].sum()) == 5 * 64
 
 
 def test_zarrs_on_object_storage(s3_bucket: str) -> None:

@@ -238,7 +238,8 @@ def test_repair_lists_fields_the_metadata_lost_and_drops_those_gone(tmp_path: Pa
 
 
 def test_a_torn_chunk_is_named_on_load_and_removed_by_repair(tmp_path: Path) -> None:
-    """zarrs writes local chunks in place: a writer killed in the middle leaves one torn."""
+    """A chunk cut short (damage, or another tool killed while writing it in place; polystore's
+    own writes are whole, tests/test_zarr_atomic.py) is named on load and removed by repair."""
     backend = ZarrBackend(root=tmp_path)
     noise = np.random.default_rng(0).integers(0, 4000, (64, 64), dtype=np.uint16)
     for channel in (1, 2):

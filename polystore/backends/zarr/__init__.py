@@ -196,9 +196,10 @@ class ZarrBackend(StorageBackend):
             data = array[index] if index else array[...]
         except RuntimeError as error:  # what the codecs raise for a chunk they cannot decode
             raise CorruptDataError(
-                f"'{file_path}': a chunk cannot be decoded ({error}): it was written partly (its "
-                "writer stopped) or damaged. Run `polystore repair` on the store (the chunk is "
-                "removed and reads as 0), or save the data again."
+                f"'{file_path}': a chunk cannot be decoded ({error}): it is damaged, or another "
+                "tool was stopped while writing it in place (polystore writes chunks whole). Run "
+                "`polystore repair` on the store (the chunk is removed and reads as 0), or save "
+                "the data again."
             ) from error
         return convert(np.asarray(data), framework)
 
@@ -437,13 +438,7 @@ class ZarrBackend(StorageBackend):
         self._remove(location)
 
     def _remove(self, location: Location) -> None:
-        if not location.node:
-            self.stores.remove(location.store)
-            return
-        parent, _, name = location.node.rpartition("/")
-        store = self._open_store(location.store, writable=True)
-        group = zarr_module().open_group(store, path=parent, mode="r+")
-        del group[name]
+        self.stores.remove(location.store, location.node)
 
     def copy(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
         """Copy an array, image or group, keeping chunking, compression and metadata."""

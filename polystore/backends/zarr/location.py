@@ -10,6 +10,7 @@ accelerates, and obstore's synchronous calls serve the few documents polystore w
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shutil
 import threading
@@ -386,6 +387,8 @@ class Stores:
         storage = zarr_module().storage
         if "://" in store:
             opened = storage.ObjectStore(self.object_store(store), read_only=not writable)
+        elif writable and (local := _staging_local_store(store)) is not None:
+            opened = storage.ObjectStore(local)
         else:
             opened = storage.LocalStore(store, read_only=not writable)
         with self._lock:
@@ -403,9 +406,28 @@ class Stores:
             return os.path.isdir(store)
         return next(iter(self.keys(store).list()), None) is not None
 
-    def remove(self, store: str) -> None:
-        """Delete the whole store."""
+    def remove(self, store: str, node: str = "") -> None:
+        """Delete ``node`` and everything below it (``""``: the whole store)."""
         if "://" in store:
-            delete_prefix(self.keys(store), "")
+            delete_prefix(self.keys(store), node)
         else:
-            shutil.rmtree(store)
+            # the folder, not the keys zarr lists: that also takes a chunk's staging file left
+            # by a writer killed before its rename (obstore's listing does not show those)
+            shutil.rmtree(os.path.join(store, node) if node else store)
+
+
+def _staging_local_store(root: str) -> Any:
+    """obstore's store of a local folder (None without obstore), for writing: every key it puts
+    is written to a staging file beside the key and renamed over it, whole or not at all.
+
+    zarrs writes the chunks of zarr's own ``LocalStore`` in place (truncate, then write), so a
+    writer killed in the middle of a chunk leaves it torn and the old plane lost; through
+    ``zarr.storage.ObjectStore`` over this store, zarrs writes the same chunks through
+    object_store's local put (stage, rename), as fast. ``automatic_cleanup``: deleting a key
+    through it removes the folders it leaves empty, as zarr's LocalStore does.
+    """
+    try:
+        store_module = importlib.import_module("obstore.store")
+    except ImportError:
+        return None
+    return store_module.LocalStore(root, mkdir=True, automatic_cleanup=True)

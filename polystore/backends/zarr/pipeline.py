@@ -5,9 +5,14 @@ zarrs reads and writes chunks itself for the stores it knows (``LocalStore``, an
 ``ObjectStore`` over obstore), compressing on its own threads; for any other store (an
 in-memory one, a wrapper) it would warn and fall back per array. :class:`ZarrsWhereSupported`
 makes that choice per store up front, without the warning, so one setting serves every store
-a process opens. zarr's pipeline setting is per process (``zarr.config``), so the last
-backend made sets it; dask workers set it through ``ZARR_CODEC_PIPELINE__PATH`` or by making
-a backend.
+a process opens. It also leaves to zarr-python the writes zarrs would not make whole: zarrs
+writes a writable ``LocalStore``'s chunks in place (a writer killed mid-chunk tears it), so
+the backend opens local stores for writing as ``ObjectStore`` over obstore's local store
+(staged and renamed, see ``location.py``), and a writable ``LocalStore`` (obstore missing)
+gets zarr-python's pipeline, which writes a temporary file and renames it.
+
+zarr's pipeline setting is per process (``zarr.config``), so the last backend made sets it;
+dask workers set it through ``ZARR_CODEC_PIPELINE__PATH`` or by making a backend.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from polystore.exceptions import MissingDependencyError
 
 ZARRS_STORES = ("LocalStore", "ObjectStore")
 """zarr-python store classes zarrs reads and writes itself."""
+IN_PLACE_STORES = ("LocalStore",)
+"""Of those, the ones whose chunks zarrs writes in place: zarrs only reads them (read-only)."""
 PIPELINE_PATH = f"{__name__}.ZarrsWhereSupported"
 DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 """zarr-python's own pipeline, by the name its configuration uses (a string, not an import)."""
@@ -58,7 +65,7 @@ def _pipeline_class() -> type:
 
             @classmethod
             def from_array_metadata_and_store(cls, array_metadata: Any, store: Any) -> Any:
-                if type(store).__name__ in ZARRS_STORES:
+                if zarrs_applies(store):
                     return super().from_array_metadata_and_store(array_metadata, store)
                 # zarr then asks from_codecs, which zarrs answers with zarr-python's own pipeline
                 raise NotImplementedError
@@ -71,6 +78,13 @@ def _pipeline_class() -> type:
         warnings.filterwarnings("ignore", message=_REBUILT_STORE, category=RuntimeWarning)
         _CLASS.append(ZarrsWhereSupported)
         return ZarrsWhereSupported
+
+
+def zarrs_applies(store: Any) -> bool:
+    """Whether zarrs reads and writes ``store``'s chunks: a store it knows, and one whose chunks it
+    writes whole (or never writes: read-only)."""
+    kind = type(store).__name__
+    return kind in ZARRS_STORES and (kind not in IN_PLACE_STORES or bool(store.read_only))
 
 
 def __getattr__(name: str) -> Any:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +27,15 @@ from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, level_shape
 from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, locate
-from polystore.backends.zarr.locks import holder_is_dead, lock_keys
+from polystore.backends.zarr.locks import DEFAULT_LEASE_S, holder_is_dead, lock_keys
 from polystore.backends.zarr.plate import PlateLayout, plate_name
 from polystore.exceptions import PolystoreError, StorageFileNotFoundError
 from polystore.ome import ngff
 
 _FIELD_PATH = re.compile(r"^([A-Za-z]{1,2})/(\d{1,3})/(\d+)$")
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+(?:\.polystore-tmp|\.create)$")
+_STAGED = re.compile(r"^.+#\d+$")
+"""A chunk staged by obstore's local store (``0#1``), left where its writer died before the rename."""
 
 
 @dataclass
@@ -182,9 +186,9 @@ def _repair_image(
 
 def _undecodable_chunks(array: Any, dry_run: bool) -> list[str]:
     """Keys of the stored chunks (or shards) of ``array`` that cannot be decoded, deleted
-    unless ``dry_run``: a writer killed while writing one in place (zarrs writes local chunks
-    in place) leaves it torn; without it, its region reads as the fill value. Every chunk is
-    read once: repair reads the whole store."""
+    unless ``dry_run``: polystore writes every chunk whole, but another tool may not (one
+    killed while writing a chunk in place leaves it torn), and disks fail; without it, its
+    region reads as the fill value. Every chunk is read once: repair reads the whole store."""
     grid = array.shards or array.chunks
     counts = [-(-size // step) for size, step in zip(array.shape, grid, strict=True)]
     keys = LocalKeys(str(array.store_path.store.root)) if hasattr(array.store_path.store, "root") \
@@ -321,3 +325,18 @@ def _remove_leftovers(stores: Stores, store: str, all_keys: list[str], report: R
             report.changed.append(f"{store}/{key}: temporary file of a writer that is gone, removed")
             if not dry_run:
                 store_keys.delete(key)
+        elif _STAGED.match(key.rsplit("/", 1)[-1]) and _untouched_for(store, key, DEFAULT_LEASE_S):
+            # its name holds no owner: a writer stages a chunk and renames it within
+            # milliseconds, so one untouched for a lock's lease belongs to a writer that is gone
+            report.changed.append(f"{store}/{key}: chunk staged by a writer that is gone, removed")
+            if not dry_run:
+                store_keys.delete(key)
+
+
+def _untouched_for(store: str, key: str, seconds: float) -> bool:
+    if "://" in store:
+        return False  # an object store's put is whole: nothing is staged there
+    try:
+        return time.time() - os.stat(os.path.join(store, key)).st_mtime > seconds
+    except OSError:
+        return False
