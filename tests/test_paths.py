@@ -158,3 +158,12 @@ def test_climbing_out_with_dotdot_is_refused_on_rooted_backends(tmp_path: Path, 
         with pytest.raises(PathEscapeError, match="outside this backend's root"):
             backend.save(np.zeros(2), path)
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_root_that_does_not_exist_yet_is_made_by_the_first_write(tmp_path: Path) -> None:
+    disk = DiskBackend(root=tmp_path / "later" / "root")
+    assert not disk.exists("a.npy")
+    with pytest.raises(FileNotFoundError):
+        disk.load("a.npy")
+    disk.save(np.arange(2), "a.npy")
+    assert (tmp_path / "later" / "root" / "a.npy").is_file()

@@ -93,8 +93,12 @@ class ConfinedTree:
         self.given_root = os.path.abspath(root)
         self.root = os.path.realpath(root)
 
-    def open_root(self) -> int:
+    def open_root(self, create: bool = False) -> int:
+        """The root's descriptor; ``create``: make the root first if it does not exist yet
+        (a backend may be given a root that its first write creates, as before confinement)."""
         try:
+            if create and not os.path.isdir(self.root):
+                os.makedirs(self.root, exist_ok=True)
             return os.open(self.root, FOLDER_FLAGS)
         except OSError as error:
             raise from_os_error(error, self.root, "open the backend's root") from error
@@ -128,7 +132,7 @@ class ConfinedTree:
         root. ``make_parents`` creates missing folders on the way.
         """
         pending = deque(self._relative_parts(text))
-        stack = [self.open_root()]  # descriptors from the root down to the current folder
+        stack = [self.open_root(create=make_parents)]  # descriptors from the root down
         walked: list[str] = []  # their names, for messages
         links = 0
         try:
