@@ -1284,3 +1284,13 @@ def test_a_frame_sent_inline_is_a_private_buffer(port: int) -> None:
             buffer[...] = 5
         item = receiver.get(timeout=10)
     assert item.header["transport"] == "inline" and item.array.tolist() == [[5] * 3] * 2
+
+
+def test_a_closed_backend_streams_again_at_the_next_save(port: int) -> None:
+    with StreamReceiver(port=port).start() as receiver:
+        push = StreamingBackend(port=port)
+        push.save(np.arange(2), "one.npy", wait_for_ack=True)
+        push.close()
+        push.save(np.arange(3), "two.npy", wait_for_ack=True)  # a fresh sender, same settings
+        push.close()
+        assert [receiver.get(timeout=10).array.tolist() for _ in range(2)] == [[0, 1], [0, 1, 2]]

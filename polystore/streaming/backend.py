@@ -132,13 +132,14 @@ class StreamingBackend(StorageBackend):
         self._inbox: PathInbox | None = None
         if mode == "push":
             # sockets open at the first save: a backend made by a registry costs nothing
-            self._sender = Sender(
-                self.endpoints, bind=self.bind, curve=curve, policy=policy, send_timeout=send_timeout,
+            self._sender_options: dict[str, Any] = dict(
+                bind=self.bind, curve=curve, policy=policy, send_timeout=send_timeout,
                 linger=linger, transport=transport, shm_threshold=shm_threshold,
                 shm_slots=shm_slots if shm_slots is not None else self.DEFAULT_SHM_SLOTS,
                 shm_prefix=self.SHM_PREFIX, max_pending_bytes=max_pending_bytes,
                 high_water_mark=high_water_mark,
             )
+            self._sender = Sender(self.endpoints, **self._sender_options)
 
     # -- the two ends ------------------------------------------------------------------------------
     @property
@@ -150,6 +151,15 @@ class StreamingBackend(StorageBackend):
                 "mode='push'"
             )
         return self._sender
+
+    def _open_sender(self) -> Sender:
+        """The sending end, a fresh one (same settings) if this backend was closed: a closed
+        backend streams again at the next save, as a file backend writes again after close."""
+        sender = self.sender
+        if sender.closed or sender.closing:
+            self._sender_options["send_timeout"] = sender.send_timeout  # as the caller set it since
+            sender = self._sender = Sender(self.endpoints, **self._sender_options)
+        return sender
 
     @property
     def inbox(self) -> PathInbox:
@@ -279,7 +289,7 @@ class StreamingBackend(StorageBackend):
 
     def _stream_data(self, data: Any, path: PathLike, **kwargs: Any) -> None:
         """Send one item (ROI sets and DataFrames become bytes of a stated format first)."""
-        sender = self.sender
+        sender = self._open_sender()
         payload = encode(data, path)
         array = payload.array
         if not (array.flags.c_contiguous or array.flags.f_contiguous):
@@ -297,7 +307,7 @@ class StreamingBackend(StorageBackend):
         unknown = set(options) - {"kind", "metadata", "wait_for_ack", "timeout"}
         if unknown:
             raise TypeError(f"frame() got unexpected options: {', '.join(sorted(unknown))}")
-        return self.sender.frame(shape, dtype, os.fspath(path), **options)
+        return self._open_sender().frame(shape, dtype, os.fspath(path), **options)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Hand what waits to the receiver's connection, for up to ``timeout`` seconds."""

@@ -190,6 +190,11 @@ class Sender:
         return self._closed
 
     @property
+    def closing(self) -> bool:
+        """Closed by its owner, still delivering in the background (up to ``linger``)."""
+        return self._closing_deadline is not None and not self._closed
+
+    @property
     def ring(self) -> SlotRing | None:
         return self._ring
 
