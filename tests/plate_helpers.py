@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polystore.plates import BUILTIN, Components, format_name
+from polystore.plates import BUILTIN, Components, format_name, get_convention
 
 CONVENTIONS = tuple(c.name for c in BUILTIN)
 WHAT_EACH_WRITES: dict[str, tuple[str, ...]] = {
@@ -26,14 +26,24 @@ WHAT_EACH_WRITES: dict[str, tuple[str, ...]] = {
     "opera-phenix": ("field", "channel", "z", "t"),
     "yokogawa": ("field", "channel", "z", "t"),
     "cellinsight": ("field", "channel"),
-    "incucyte": ("field",),
+    "incucyte": ("field", "channel", "t"),  # channels by name (phase, green), times as stamps
 }
+NAMED = {"incucyte": ("channel", "t")}
+"""Indices a layout writes as text: one name does not say them, a plate's names do
+(``polystore.plates.number_plate``); each item's ``components`` holds the name and the index."""
+
+
+def incucyte_time(t: int) -> str:
+    """The time stamp Incucyte writes for scan ``t`` of a synthetic plate (every 4 h)."""
+    return f"{t * 4 // 24:02d}d{t * 4 % 24:02d}h00m"
 
 
 @dataclass(frozen=True)
 class PlateItem:
     path: str
     components: Components
+    """Where the image is: its indices, numbered as ``number_plate`` numbers a plate's names
+    (and, for a layout that writes an index as text, that text in ``extras``)."""
     value: int
     """Every pixel of the image: 1 + well * 100 + field * 10 + channel (+ z*1000, t*5000)."""
 
@@ -68,8 +78,13 @@ def plate_items(
     for well, field_, channel, z_, t_ in itertools.product(
         wells, ranges["field"], ranges["channel"], ranges["z"], ranges["t"]
     ):
+        names = {}
+        if convention in NAMED:
+            order = get_convention(convention).name_order["channel"]
+            names = {"channel_name": order[channel]} if channel is not None else {}
+            names |= {"t_name": incucyte_time(t_)} if t_ is not None else {}
         components = Components.of(well, field=field_, channel=channel, z=z_, t=t_, plate=plate,
-                                   convention=convention)
+                                   convention=convention, extras=names)
         yield PlateItem(format_name(components, convention), components, pixel_value(components, list(wells)))
 
 

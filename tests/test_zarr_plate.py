@@ -21,8 +21,10 @@ import zarr
 from ngff_helpers import ngff_models, ome_section
 
 from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.config import ZarrConfig
+from polystore.backends.zarr.plate import address_of
 from polystore.exceptions import BatchError, CorruptDataError, UnsupportedDataError
-from polystore.ome.plate import parse_plate_path, row_sort_key
+from polystore.plates import row_sort_key
 
 ROWS_24 = ["A", "B", "C", "D"]
 COLUMNS_24 = ["01", "02", "03", "04", "05", "06"]
@@ -195,7 +197,7 @@ def test_1536_well_rows_sort_after_z_and_validate(tmp_path: Path) -> None:
     assert int(backend.load("hts.zarr/AA/01/0")[0, 0, 0]) == 2
     assert int(backend.load("hts.zarr/ae/33/0")[0, 0]) == 99
     assert (store / "AE" / "33" / "0").is_dir()  # where the metadata points, whatever the case given
-    address = parse_plate_path("AF48_s1_w2.tif")
+    address = address_of("AF48_s1_w2.tif", ZarrConfig())
     assert address is not None and (address.well_path, address.channel) == ("AF/48", 1)
 
 

@@ -25,8 +25,8 @@ import numpy as np
 from polystore.distributed.sources import SourceFile, read_header, reader_for, walk_files
 from polystore.exceptions import PolystoreError
 from polystore.ome import ngff
-from polystore.plates import Components, PlateNameError, recognise
-from polystore.plates.conventions import index_label
+from polystore.plates import Components, PlateNameError, number_plate, recognise
+from polystore.plates import channel_names as plate_channel_names
 from polystore.plates.wells import column_sort_key, row_sort_key
 
 PLANE_AXES = "tcz"
@@ -114,6 +114,7 @@ def plan_plate(
     """
     skipped: list[Skipped] = []
     found: list[tuple[Components, SourceFile]] = []
+    names: list[str] = []
     entries = _entries(source)
     for name, path in entries:
         if reader_for(path) is None:
@@ -130,6 +131,7 @@ def plan_plate(
             skipped.append(Skipped(name, reason))
             continue
         found.append((recognition.components, SourceFile.stat(path)))
+        names.append(name)
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"the {len(entries)} files given"
     if not found:
         examples = "; ".join(str(s) for s in skipped[:3]) or "no files at all"
@@ -139,7 +141,25 @@ def plan_plate(
             "(--pattern '(?P<well>[A-P]\\d{2})_(?P<site>\\d+)'); see docs/plates.md."
         )
     _refuse_mixed(found, where)
-    return _layout(found, skipped)
+    return _layout(_whole_plate(found, names, skipped, where), skipped)
+
+
+def _whole_plate(found: list[tuple[Components, SourceFile]], names: list[str], skipped: list[Skipped],
+                 where: str) -> list[tuple[Components, SourceFile]]:
+    """What only all of a plate's names say (:func:`polystore.plates.number_plate`): channels and
+    time points named as text are numbered; a file no plate position places (a projection beside
+    its Z stack, a name with a part that is no index) is skipped, with the reason."""
+    kept: list[tuple[Components, SourceFile]] = []
+    numbered = number_plate([components for components, _ in found])
+    for (_, file), name, components in zip(found, names, numbered, strict=True):
+        reason = components.unplaced()
+        if reason is None:
+            kept.append((components, file))
+        else:
+            skipped.append(Skipped(name, f"skipped, {reason}"))
+    if not kept:
+        raise LayoutError(f"No file of {where} is a plane of a plate: {'; '.join(map(str, skipped[:3]))}.")
+    return kept
 
 
 def _refuse_mixed(found: list[tuple[Components, SourceFile]], where: str) -> None:
@@ -188,10 +208,8 @@ def _layout(found: list[tuple[Components, SourceFile]], skipped: list[Skipped]) 
     indices = [index for planes in fields.values() for index in planes]
     sizes = tuple(max(index[i] for index in indices) + 1 for i in range(len(named)))
     channel_names: tuple[str, ...] = ()
-    if "c" in named:  # as the instrument names them (w1, ch1, C01, d0)
-        sample = found[0][0]
-        channel_names = tuple(index_label(sample.replace(channel=i), "channel")
-                              for i in range(sizes[named.index("c")]))
+    if "c" in named:  # as the instrument names them (w1, ch1, C01, d0, Incucyte's phase)
+        channel_names = tuple(plate_channel_names(sizes[named.index("c")], (c for c, _ in found)))
     ordered = sorted(fields.items(), key=lambda item: (row_sort_key(item[0][0]), column_sort_key(item[0][1]),
                                                        item[0][2]))
     plans = tuple(

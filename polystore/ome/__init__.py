@@ -1,1 +1,2 @@
-"""OME-NGFF (OME-Zarr) metadata and the screening-plate layout, used by the zarr backend."""
+"""OME-NGFF (OME-Zarr) metadata, used by the zarr backend (where a path sits on a plate is
+:mod:`polystore.plates`)."""

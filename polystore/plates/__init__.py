@@ -8,7 +8,9 @@
   folders, OME-NGFF, Opera Phenix/Operetta, Yokogawa CV7000/CV8000, CellInsight/Cellomics,
   Incucyte), tried after the user's own (:func:`register_convention`).
 * :func:`parse_components` reads a path; :func:`recognise` also says which convention read it,
-  or why a name was skipped. See ``docs/plates.md``.
+  or why a name was skipped; :func:`components_of` is a stream item's place (its header, else
+  its path); :func:`number_plate` numbers what only a plate's whole set of names says
+  (Incucyte's channel names and time stamps). See ``docs/plates.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from polystore.plates.conventions import (
     DEFAULT_LIMITS,
     Convention,
     Recognition,
+    channel_names,
+    components_of,
     conventions,
+    find_convention,
     format_name,
     get_convention,
     index_label,
@@ -30,6 +35,7 @@ from polystore.plates.conventions import (
     unregister_convention,
 )
 from polystore.plates.errors import PlateNameError
+from polystore.plates.numbering import number_plate
 from polystore.plates.wells import (
     MAX_COLUMNS,
     MAX_ROWS,
@@ -58,11 +64,15 @@ __all__ = [
     "Convention",
     "PlateNameError",
     "Recognition",
+    "channel_names",
     "column_sort_key",
+    "components_of",
     "conventions",
+    "find_convention",
     "format_name",
     "get_convention",
     "index_label",
+    "number_plate",
     "parse_components",
     "plate_format",
     "recognise",

@@ -15,6 +15,8 @@ _METAXPRESS_FOLDERS = (
     r"(?:(?P<date>\d{4}-\d{2}-\d{2})/(?P<acquisition>\d+)/)?"
     r"(?:TimePoint_(?P<timepoint>\d+)/)?(?:ZStep_(?P<zstep>\d+)/)?"
 )
+_INCUCYTE_CHANNELS = ("phase", "green", "red", "nir", "blue", "orange")
+"""Incucyte's channels, in the order they are numbered (phase contrast first)."""
 _FROM_ZERO: Mapping[str, int] = MappingProxyType({"field": 0, "channel": 0, "z": 0, "t": 0})
 
 BUILTIN: tuple[Convention, ...] = (
@@ -36,10 +38,11 @@ BUILTIN: tuple[Convention, ...] = (
     Convention(
         "well-folders",
         rf"(?P<well>{WELL_PATTERN})/(?:"
-        r"(?:(?:site|field|s|f)(?P<field>\d+))?(?:[_-]?(?:channel|ch|w|c)(?P<channel>\d+))?"
+        r"(?:(?:site|field|s|f)(?P<field>\d+))?(?:[_-]?(?P<channel_tag>channel|ch|w|c)(?P<channel>\d+))?"
         r"(?:[_-]?z(?P<z>\d+))?(?:[_-]?t(?P<t>\d+))?"
-        # any other name is one image of the well (named in extras), unless it names a well itself
-        rf"|(?P<name>(?!{WELL_PATTERN}(?:[_.]|$))[^/.][^/]*?)){EXTENSION_PATTERN}",
+        # any other name is one image of the well (named in extras); a name that says a well
+        # too is read by both this and its own convention: the same well, or an ambiguous name
+        rf"|(?P<name>[^/.][^/]*?)){EXTENSION_PATTERN}",
         title="one folder per well",
         example="plate1/B03/s2_w1.tif",
         writes=("{plate}/", "{well}/", "s{field}", "_w{channel}", "_z{z}", "_t{t}", ".tif"),
@@ -79,8 +82,11 @@ BUILTIN: tuple[Convention, ...] = (
     ),
     Convention(
         "cellinsight",
-        rf"(?:(?P<plate>[^/]*)_)?(?P<well>{WELL_PATTERN})f(?P<field>\d{{2,3}})(?:[do](?P<channel>\d+))?{EXTENSION_PATTERN}",
+        rf"(?:(?P<plate>[^/]*)_)?(?P<well>{WELL_PATTERN})f(?P<field>\d{{2,3}})"
+        rf"(?:(?:d|(?P<overlay>o))(?P<channel>\d+))?{EXTENSION_PATTERN}",
         base=_FROM_ZERO,
+        skip={"overlay": "a Cellomics overlay (o: the outlines ArrayScan drew over that channel's "
+                         "image, d), not an image"},
         title="Thermo CellInsight / Cellomics ArrayScan",
         example="MFGTMP_150612140001_B03f00d0.TIF",
         writes=("{plate}_", "{well}f{field:02d}d{channel}.TIF"),
@@ -88,12 +94,15 @@ BUILTIN: tuple[Convention, ...] = (
     ),
     Convention(
         "incucyte",
-        r"(?P<plate>[^/]*?)_(?:(?P<channel_name>phase|green|red|nir|blue|orange)_)?"
+        r"(?P<plate>[^/]*?)_(?:(?P<channel_name>" + "|".join(_INCUCYTE_CHANNELS) + r")_)?"
         r"(?P<well>[A-Z]{1,2}\d{1,2})_(?P<field>\d+)"
-        r"(?:_(?P<time>\d{4}y\d{2}m\d{2}d_\d{2}h\d{2}m|\d+d\d+h\d+m))?" + EXTENSION_PATTERN,
-        title="Sartorius Incucyte (time in extras: a date, not an index)",
-        example="VID1_B3_1_2019y01m23d_12h00m.tif",
-        writes=("{plate}_", "{row}{column_number}_{field}", "_{time}", ".tif"),
+        r"(?:_(?P<t_name>\d{4}y\d{2}m\d{2}d_\d{2}h\d{2}m|\d+d\d+h\d+m))?" + EXTENSION_PATTERN,
+        # the channel's name and the time stamp (a date, or the time since the scan began) are
+        # indices given as text: numbered among a plate's names (polystore.plates.number_plate)
+        title="Sartorius Incucyte",
+        example="VID1_phase_B3_1_2019y01m23d_12h00m.tif",
+        writes=("{plate}_", "{channel_name}_", "{row}{column_number}_{field}", "_{t_name}", ".tif"),
+        name_order={"channel": _INCUCYTE_CHANNELS},
     ),
 )
 """The built-in conventions, tried in this order after the user's."""

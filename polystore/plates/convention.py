@@ -5,29 +5,29 @@ A pattern matches the *last components* of a path (``TimePoint_1/ZStep_2/A01_s1_
 plate when the name itself does not. Its named groups map to components (``plate``, ``well``
 or ``row`` + ``column``, ``field``/``site``, ``channel``, ``z``, ``t``; any other group becomes
 an extra); ``base`` says from what each index counts and ``limits`` how many values it may take.
+
+Two group names say more than a value: ``<index>_name`` (``channel_name``) is an index written
+as text, kept as that extra until a plate's names are numbered; ``<index>_tag`` (``channel_tag``)
+is how the name writes the index's prefix (``w``, ``ch``, ``c``), which is how it is shown.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from polystore.plates.components import INDEX_NAMES, Components
+from polystore.plates.components import DEFAULT_LIMITS, INDEX_NAMES, LABEL_FORMAT, NAME_SUFFIX, Components
 from polystore.plates.errors import PlateNameError
-from polystore.plates.wells import normalise_row, row_number, split_well
+from polystore.plates.wells import normalise_column, normalise_row, row_number, split_well
 
 COMPONENT_GROUPS = frozenset({"plate", "well", "row", "column", *INDEX_NAMES, "site"})
 DEFAULT_BASE: Mapping[str, int] = MappingProxyType({"field": 1, "channel": 1, "z": 1, "t": 1})
 """What a convention counts from unless it says: 1, as most instruments do."""
-DEFAULT_LIMITS: Mapping[str, int] = MappingProxyType(
-    {"field": 10_000, "channel": 100, "z": 10_000, "t": 100_000}
-)
-"""How many values an index may take. Beyond, a name is refused, not stored: ``w30000`` would
-make a zarr field of 30 000 channels."""
+TAG_SUFFIX = "_tag"
 
 _COUNTED_GROUP = re.compile(r"(field|site|channel|z|t)([01])")
 """A group named ``channel0`` (or ``site1``, ...) says from what that index counts."""
@@ -35,6 +35,9 @@ GUID_PATTERN = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-
 EXTENSION_PATTERN = r"(?:\.[A-Za-z0-9]+){0,2}"  # .tif, .TIF, .ome.tif, .roi.zip, or none
 WELL_PATTERN = r"[A-Z]{1,2}\d{1,3}"
 _WELL_NAME = re.compile(r"[A-Za-z]{1,2}\d{1,3}")
+
+Plan = tuple[tuple[str, str, int | None], ...]
+"""(group, component, from what it counts when the group's name says so), per named group."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,7 +48,8 @@ class Convention:
     pattern: str
     """Regular expression matched (whole) against the last components of a path."""
     base: Mapping[str, int] = field(default_factory=lambda: DEFAULT_BASE)
-    """From what each index counts in names of this convention (ImageXpress s1 = field 0)."""
+    """From what each index counts in names of this convention (ImageXpress s1 = field 0);
+    ``site`` is accepted for ``field``."""
     limits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_LIMITS)
     """How many values each index may take; an index at or above is refused."""
     groups: Mapping[str, str] = field(default_factory=dict)
@@ -64,21 +68,28 @@ class Convention:
     when none of its values is known; ``{row_number}``/``{column_number}`` are 1-based."""
     channel_label: str = "c{}"
     """How a channel is shown (a layer's or a window's name), numbered as the instrument counts."""
+    name_order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Index -> the names it is given as text, in the order they are numbered (Incucyte's
+    channels: phase first); names not listed follow, in natural order."""
+    regex: re.Pattern[str] = field(init=False, repr=False)
+    """What :attr:`match` searches a path with."""
+    match: Callable[[str], re.Match[str] | None] = field(init=False, repr=False)
+    """Where the pattern matches a path (the longest tail of whole components), or None: the
+    compiled search itself (a stream reads a path for every frame it sends)."""
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: checked and worked out once, here
         # Checked when the convention is made, naming it (not at the first name it reads).
         try:
             compiled = re.compile(self.pattern, self.flags)
             flags, body = _split_flags(self.pattern)
             # One search finds the longest matching tail: the leftmost start after a "/".
             anchored = rf"{flags}(?:^|/)(?:{body}){EXTENSION_PATTERN}\Z"
-            tail = re.compile(anchored if self.anchored else self.pattern, self.flags)
+            regex = re.compile(anchored if self.anchored else self.pattern, self.flags)
         except re.error as error:
             raise PlateNameError(
                 f"convention {self.name!r}: its pattern is not a regular expression ({error})"
             ) from error
-        # what each group is, worked out once (names are read for every frame a stream sends):
-        # (group, component, from what it counts when the group's name says so)
         plan: list[tuple[str, str, int | None]] = []
         for group in compiled.groupindex:
             component = self.groups.get(group, group)
@@ -95,47 +106,55 @@ class Convention:
                 "(?P<well>[A-Z]\\d{2})) or the two groups 'row' and 'column'"
             )
         for table in ("base", "limits"):
-            unknown = set(getattr(self, table)) - set(INDEX_NAMES) - {"site"}
+            given = dict(getattr(self, table))
+            if "site" in given:  # the same index as field, as everywhere
+                if "field" in given and given["field"] != given["site"]:
+                    raise PlateNameError(
+                        f"convention {self.name!r}: {table} gives field and site differently")
+                given["field"] = given.pop("site")
+            unknown = set(given) - set(INDEX_NAMES)
             if unknown:
                 raise PlateNameError(
                     f"convention {self.name!r}: {table} names {sorted(unknown)}; "
-                    f"indices are {list(INDEX_NAMES)}"
+                    f"indices are {list(INDEX_NAMES)} (site is field)"
                 )
-        object.__setattr__(self, "_tail", tail)
-        object.__setattr__(self, "match", tail.search)  # the hot path: no Python frame between
-        object.__setattr__(self, "_plan", tuple(plan))
-
-    @property
-    def regex(self) -> re.Pattern[str]:
-        """What :meth:`match` searches a path with."""
-        tail: re.Pattern[str] = self.__dict__["_tail"]
-        return tail
+            defaults = DEFAULT_BASE if table == "base" else DEFAULT_LIMITS
+            set_(self, table, MappingProxyType({**defaults, **given}))
+        if not LABEL_FORMAT.fullmatch(self.channel_label):
+            raise PlateNameError(f"convention {self.name!r}: channel_label {self.channel_label!r} is a short "
+                                 "prefix and '{}' (or '{:02d}'), e.g. 'w{}'")
+        set_(self, "regex", regex)
+        set_(self, "match", regex.search)
+        set_(self, "_plan", tuple(plan))
 
     def counts_from(self, index: str) -> int:
-        return self.base.get(index, self.base.get("site", 1) if index == "field" else 1)
+        """From what ``index`` counts in this convention's names."""
+        return self.base.get(index, 1)
 
-    def match(self, path: str) -> re.Match[str] | None:  # replaced by the compiled search itself
-        """Where the pattern matches ``path`` (the longest tail of whole components), or None."""
-        return self.regex.search(path)
+    def read(self, path: str, found: re.Match[str]) -> Components | None:
+        """The components of ``path``, which this convention matched as ``found``; None when
+        what it read as the well is no well of a plate (``CD45`` in ``markers/CD45.tif``)."""
+        reading = self._read(path, found)
+        return None if reading is None else reading[0]
 
-    def read(self, path: str, found: re.Match[str]) -> Components:
-        """The components of ``path``, which this convention matched as ``found``."""
-        return self._read(path, found)[0]
-
-    def _read(self, path: str, found: re.Match[str]) -> tuple[Components, frozenset[str]]:
+    def _read(self, path: str, found: re.Match[str]) -> tuple[Components, frozenset[str]] | None:
         """The components, and which of them the name states (not defaults or folders)."""
         values: dict[str, str] = {}
         extras: dict[str, str] = {}
         bases: dict[str, int] = {}
+        labels: dict[str, str] = {}
         texts = found.groupdict()
-        plan: tuple[tuple[str, str, int | None], ...] = self.__dict__["_plan"]
+        plan: Plan = self.__dict__["_plan"]
         for group, component, base in plan:
             text = texts[group]
             if text is None:
                 continue
             if base is not None:  # "channel0": a channel counted from 0, said in the pattern itself
                 bases[component] = base
-            if component not in COMPONENT_GROUPS:
+            tagged = component.removesuffix(TAG_SUFFIX)
+            if tagged != component and tagged in INDEX_NAMES:
+                labels[tagged] = text + "{}"
+            elif component not in COMPONENT_GROUPS:
                 extras[component] = text
             elif component in values and not _same(values[component], text):
                 raise PlateNameError(f"{path!r}: {component} is written twice, differently "
@@ -146,11 +165,19 @@ class Convention:
             if "well" in values:
                 row, column = split_well(values["well"])
             else:
-                row, column = normalise_row(values["row"]), values["column"]
-            indices = {name: self._index(path, name, values[name], bases.get(name))
-                       for name in INDEX_NAMES if name in values}
-            plate = values.get("plate") or _folder_plate(path[: found.start()], row + column)
-            components = Components(row, column, plate=plate, extras=extras, convention=self.name, **indices)
+                row, column = normalise_row(values["row"]), normalise_column(values["column"])
+        except PlateNameError:
+            return None  # a well outside a plate is no well: "stain_CD8.tif" is no plate image
+        read = [name for name in INDEX_NAMES if name in values]
+        bases = {name: bases.get(name, self.counts_from(name)) for name in read}
+        if "channel" in values:
+            labels.setdefault("channel", self.channel_label)
+        try:
+            indices = {name: self._index(path, name, values[name], bases[name]) for name in read}
+            folder = _above(path[: found.start()], row + column)
+            plate = values.get("plate") or folder.rpartition("/")[2] or None
+            components = Components(row, column, plate=plate, extras=extras, convention=self.name,
+                                    folder=folder, bases=bases, labels=labels, **indices)
         except PlateNameError as error:
             if str(error).startswith(repr(path)):
                 raise
@@ -158,9 +185,8 @@ class Convention:
         stated = {"well", *(k for k in values if k in ("plate", *INDEX_NAMES))}
         return components, frozenset(stated)
 
-    def _index(self, path: str, name: str, text: str, base: int | None = None) -> int:
-        base = self.counts_from(name) if base is None else base
-        limit = self.limits.get(name, DEFAULT_LIMITS[name])
+    def _index(self, path: str, name: str, text: str, base: int) -> int:
+        limit = self.limits[name]
         value = int(text) - base
         if not 0 <= value < limit:
             raise PlateNameError(
@@ -190,7 +216,13 @@ def formatted_name(convention: Convention, components: Components) -> str:
         "column": components.column, "row_number": row_number(components.row),
         "column_number": int(components.column), **dict(components.extras), **given,
     }
-    unsaid = [n for n in given if n != "field" and not any("{" + n in part for part in convention.writes)]
+    for index, order in convention.name_order.items():  # an index said by its name: Incucyte's "green"
+        value = components.indices.get(index)
+        if value is not None and value < len(order):
+            values.setdefault(index + NAME_SUFFIX, order[value])
+    written = {n for part in convention.writes for _, n, _, _ in string.Formatter().parse(part) if n}
+    unsaid = [n for n in given if n != "field" and n not in written
+              and not (n + NAME_SUFFIX in written and values.get(n + NAME_SUFFIX) is not None)]
     if unsaid:
         raise PlateNameError(f"convention {convention.name!r} cannot write {', '.join(unsaid)} in a name")
     parts: list[str] = []
@@ -208,13 +240,13 @@ def _same(a: str, b: str) -> bool:
     return a == b or (a.isdigit() and b.isdigit() and int(a) == int(b))
 
 
-def _folder_plate(prefix: str, well: str) -> str | None:
-    """The plate named by the folder above a match: the nearest folder that is not the well's."""
-    for folder in reversed([p for p in prefix.split("/") if p]):
-        if _WELL_NAME.fullmatch(folder) and _same_well(folder, well):
-            continue  # plate/B03/B03_s1_w1.tif: "B03" is the well's folder, not the plate
-        return folder
-    return None
+def _above(prefix: str, well: str) -> str:
+    """The folder above a match, less the folders of the image's own well (``plate/B03/`` above
+    ``B03_s1_w1.tif`` is ``plate``)."""
+    parts = [p for p in prefix.split("/") if p]
+    while parts and _WELL_NAME.fullmatch(parts[-1]) and _same_well(parts[-1], well):
+        parts.pop()
+    return "/".join(parts)
 
 
 def _same_well(folder: str, well: str) -> bool:

@@ -17,20 +17,19 @@ error listing the conventions tried).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from polystore.plates.builtin import BUILTIN
-from polystore.plates.components import INDEX_NAMES, Components
-from polystore.plates.convention import DEFAULT_BASE, DEFAULT_LIMITS, Convention, formatted_name
+from polystore.plates.components import DEFAULT_LIMITS, INDEX_NAMES, NAME_SUFFIX, Components
+from polystore.plates.convention import DEFAULT_BASE, Convention, formatted_name
 from polystore.plates.errors import PlateNameError
 
 __all__ = [
-    "BUILTIN", "DEFAULT_BASE", "DEFAULT_LIMITS", "Convention", "Recognition", "conventions", "format_name",
-    "get_convention", "index_label", "parse_components", "recognise", "register_convention",
-    "unregister_convention",
+    "BUILTIN", "DEFAULT_BASE", "DEFAULT_LIMITS", "Convention", "Recognition", "channel_names",
+    "components_of", "conventions", "find_convention", "format_name", "get_convention", "index_label",
+    "parse_components", "recognise", "register_convention", "unregister_convention",
 ]
 
 _user: list[Convention] = []
@@ -41,10 +40,16 @@ def conventions() -> tuple[Convention, ...]:
     return (*_user, *BUILTIN)
 
 
+def find_convention(name: str) -> Convention | None:
+    """The convention called ``name`` in this process, or None."""
+    return next((c for c in conventions() if c.name == name), None)
+
+
 def get_convention(name: str) -> Convention:
-    for convention in conventions():
-        if convention.name == name:
-            return convention
+    """The convention called ``name``; :class:`PlateNameError` listing the known ones if none is."""
+    convention = find_convention(name)
+    if convention is not None:
+        return convention
     known = ", ".join(c.name for c in conventions())
     raise PlateNameError(
         f"Unknown naming convention {name!r}. Known: {known}; or give a regular expression with "
@@ -73,12 +78,11 @@ def register_convention(
     searched in the path (``anchored=True``: it must match whole last components of the
     path, an extension allowed after it, as the built-in patterns do). ``base`` says from
     what each index counts (default 1 for all: ``s1`` is field 0); a group may also say it
-    in its name (``(?P<channel0>\\d)``: channels counted from 0). ``example``, if given, must
-    parse: it is checked now.
+    in its name (``(?P<channel0>\\d)``: channels counted from 0). ``base`` and ``limits`` take
+    ``site`` for ``field``. ``example``, if given, must parse: it is checked now.
     """
     convention = Convention(
-        name, pattern, base=MappingProxyType({**DEFAULT_BASE, **(base or {})}),
-        limits=MappingProxyType({**DEFAULT_LIMITS, **(limits or {})}), groups=dict(groups or {}),
+        name, pattern, base=dict(base or {}), limits=dict(limits or {}), groups=dict(groups or {}),
         skip=dict(skip or {}), title=title, example=example, flags=flags, anchored=anchored,
     )
     clash = [c for c in conventions() if c.name == name]
@@ -87,9 +91,8 @@ def register_convention(
         raise PlateNameError(f"a naming convention called {name!r} exists already{hint}; choose another name")
     if example:
         found = convention.match(_normalise(example))
-        if found is None:
+        if found is None or convention.read(_normalise(example), found) is None:
             raise PlateNameError(f"convention {name!r}: its example {example!r} does not match its pattern")
-        convention.read(_normalise(example), found)
     _user[:] = [convention, *(c for c in _user if c.name != name)]
     _recognise.cache_clear()
     return convention
@@ -102,17 +105,48 @@ def format_name(components: Components, convention: str) -> str:
 
 
 def index_label(components: Components, name: str) -> str:
-    """How index ``name`` of ``components`` is shown to a person: numbered as the convention
-    that read it counts (ImageXpress ``s2`` is field 1, shown "2"; its channel 0 is "w1");
-    0-based for components no known convention read."""
+    """How index ``name`` of ``components`` is shown to a person: numbered as the name that gave
+    it counts (ImageXpress ``s2`` is field 1, shown "2"; its channel 0 is "w1"; a pattern's
+    ``site0`` group counts from 0), an index given as text by that text (Incucyte's "phase");
+    0-based for an index no name gave ("c0" for a channel).
+
+    How the name counted is what ``components`` recorded (:attr:`Components.bases`,
+    :attr:`Components.labels`: they travel in stream headers, so a receiver needs no copy of
+    the sender's conventions), else its convention's if this process knows it."""
     value = getattr(components, name)
     if value is None:
         return ""
-    convention = next((c for c in conventions() if c.name == components.convention), None)
-    if convention is None:
-        return f"c{value}" if name == "channel" else str(value)
-    shown = value + convention.counts_from(name)
-    return convention.channel_label.format(shown) if name == "channel" else str(shown)
+    named = components.extras.get(name + NAME_SUFFIX)
+    if named is not None:
+        return named
+    convention = find_convention(components.convention) if components.convention else None
+    base = components.bases.get(name)
+    if base is None:
+        base = convention.counts_from(name) if convention is not None else 0
+    label = components.labels.get(name)
+    if label is None:
+        default = convention.channel_label if convention is not None else "c{}"
+        label = default if name == "channel" else "{}"
+    return label.format(value + base)
+
+
+def channel_names(count: int, components: Iterable[Components] = ()) -> list[str]:
+    """How channels ``0..count-1`` of a plate are shown (a store's channel labels, a viewer's
+    layer names): as the ``components`` of that channel say (:func:`index_label`: ``w1``,
+    ``ch1``, ``C01``, ``d0``, Incucyte's ``phase``), else numbered as the first of them counts,
+    else ``c0``, ``c1``, ... (0-based: nothing says otherwise)."""
+    by_channel: dict[int, Components] = {}
+    for one in components:
+        if one.channel is not None:
+            by_channel.setdefault(one.channel, one)
+    sample = next(iter(by_channel.values()), None)
+    names = []
+    for index in range(count):
+        own = by_channel.get(index)
+        if own is None and sample is not None:
+            own = sample.replace(channel=index)
+        names.append(index_label(own, "channel") if own is not None else f"c{index}")
+    return names
 
 
 def unregister_convention(name: str) -> None:
@@ -155,6 +189,27 @@ def recognise(path: str, convention: str | None = None) -> Recognition:
     return _recognise(_normalise(path), convention)
 
 
+def components_of(
+    path: str, metadata: Mapping[str, Any] | None = None, convention: str | None = None
+) -> Components | None:
+    """Where a streamed item sits on its plate: what a receiver (napari, Fiji) calls.
+
+    ``convention`` given (a name, or a pattern with named groups): ``path`` read with it, the
+    receiver's choice over the sender's. Else the plate keys of the item's header
+    (``metadata``, as :meth:`Components.to_header` wrote them; its convention's limits apply
+    where this process knows it), else ``path`` read as a sender would
+    (:func:`parse_components`). None: no plate position. Raises :class:`PlateNameError` for a
+    header or name that is out of range or ambiguous."""
+    if convention:
+        return parse_components(path, convention)
+    if metadata:
+        known = find_convention(str(metadata.get("convention", "")))
+        header = Components.from_header(metadata, known.limits if known is not None else DEFAULT_LIMITS)
+        if header is not None:
+            return header
+    return parse_components(path)
+
+
 def parse_components(path: str, convention: str | None = None, *, strict: bool = False) -> Components | None:
     """The :class:`Components` of ``path``, or None when it has no plate meaning.
 
@@ -191,8 +246,8 @@ def _recognise(path: str, convention: str | None) -> Recognition:
             reason = next((why for g, why in candidate.skip.items() if found.group(g) is not None), None)
             if reason is not None:
                 readings.append(_Reading(candidate, None, frozenset(), reason))
-            else:
-                readings.append(_Reading(candidate, *candidate._read(path, found), None))
+            elif (read := candidate._read(path, found)) is not None:  # None: its "well" is none
+                readings.append(_Reading(candidate, *read, None))
         if not readings:
             continue
         # A reading that another refines (says the same, and more) is the same reading: a file

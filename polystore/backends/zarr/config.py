@@ -11,7 +11,6 @@ import numpy as np
 
 from polystore.lazy import optional_import
 from polystore.ome.ngff import NgffVersion
-from polystore.ome.plate import DEFAULT_NAME_PATTERN
 
 _NGFF_FORMATS = {"0.4": 2, "0.5": 3, "0.6": 3}
 """The Zarr format each OME-NGFF version lives on."""
@@ -36,7 +35,8 @@ class ZarrChunkStrategy(StrEnum):
 
 @dataclass(frozen=True)
 class ZarrConfig:
-    """Settings of a :class:`~polystore.backends.zarr.ZarrBackend`; every field can also be given to its constructor.
+    """Settings of a :class:`~polystore.backends.zarr.ZarrBackend`; every field can also be
+    given to its constructor.
 
     Defaults were measured on microscopy-like uint16 data (``benchmarks/zarr.py --defaults``):
     zstd level 1 with byte shuffle compresses about as well as higher levels at a fraction of
@@ -60,8 +60,9 @@ class ZarrConfig:
     """Resolution levels written for images (1: no pyramid); each halves y and x."""
     overwrite: bool = True
     """Replace an existing node on save (False: refuse with FileExistsError)."""
-    name_pattern: str = DEFAULT_NAME_PATTERN
-    """Regex with named groups row, column, field, channel, z, t for pipeline file names."""
+    name_pattern: str | None = None
+    """A naming convention's name, or a regex with named groups (well or row + column, field,
+    channel, z, t), tried before the plate model's conventions (None: those alone)."""
     codec_pipeline: str = "auto"
     """Chunk encoding: "auto" (the zarrs Rust pipeline where installed, for the stores it
     supports: local and obstore's), "zarrs" (required), "zarr" (zarr-python's own). Per

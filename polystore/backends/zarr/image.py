@@ -22,6 +22,7 @@ from polystore.backends.zarr.documents import MetadataDocuments
 from polystore.backends.zarr.location import Location, delete_prefix, join_key
 from polystore.lazy import optional_import
 from polystore.ome import ngff
+from polystore.plates import channel_names
 
 INCOMPLETE = {"polystore": {"incomplete": True}}
 """The attributes of an image's group while it is being replaced."""
@@ -50,8 +51,8 @@ class ImageSpec:
 
 
 def channel_labels(shape: tuple[int, ...], axes: str) -> list[str]:
-    """Labels of a plate field's channels: w1, w2, ... as pipeline file names number them."""
-    return [f"w{i + 1}" for i in range(shape[axes.index("c")])] if "c" in axes else []
+    """Labels of an image's channels when nothing names them: the plate model's (c0, c1, ...)."""
+    return channel_names(shape[axes.index("c")]) if "c" in axes else []
 
 
 def level_shape(shape: tuple[int, ...], axes: str, level: int) -> tuple[int, ...]:

@@ -16,8 +16,9 @@ filling it) and one per store for the metadata read-modify-write.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,7 @@ from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
 from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.ome import ngff
-from polystore.ome.plate import DEFAULT_NAME_PATTERN
-from polystore.plates import parse_components
+from polystore.plates import Components, PlateNameError, channel_names, parse_components
 from polystore.plates.wells import column_sort_key, row_sort_key
 
 # -- addressing -----------------------------------------------------------------------------------
@@ -54,9 +54,18 @@ class PlaneAddress:
     field: int
     """0-based field of view."""
     channel: int | None = None
-    """0-based indices of the plane inside the field image (None: the whole image)."""
+    """0-based channel of the plane inside the field image (None: the image has no channel axis
+    named by the file names)."""
     z: int | None = None
+    """0-based z of the plane (None: no z axis named)."""
     t: int | None = None
+    """0-based time point of the plane (None: no t axis named)."""
+    components: Components | None = dataclasses.field(default=None, compare=False, repr=False)
+    """What the plate model read from the name (None for an NGFF node path)."""
+
+    def channel_names(self, count: int) -> list[str]:
+        """The field's channel labels, as the plate model shows this name's channels (w1, ch1, ...)."""
+        return channel_names(count, [self.components] if self.components is not None else [])
 
     @property
     def well_path(self) -> str:
@@ -79,17 +88,21 @@ class PlaneAddress:
 def address_of(node: str, config: ZarrConfig) -> PlaneAddress | None:
     """The plate address a node path names, or None: any naming convention of the plate model
     (``B/03/0``, ``A01_s1_w2.tif``, ``A01/s1_w1.tif``, ``r02c03f01p01-ch1sk1fk1fl1.tiff``, ...),
-    a custom ``config.name_pattern`` first. Names out of a convention's range raise the plate
-    model's PlateNameError."""
+    a custom ``config.name_pattern`` first. Names out of a convention's range, and names with a
+    part no plate position places (``A01_s1_w2_mask.tif``: it would overwrite ``A01_s1_w2.tif``),
+    raise the plate model's PlateNameError."""
     if not config.write_plate_metadata or not node:
         return None
     components = None
-    if config.name_pattern != DEFAULT_NAME_PATTERN:
+    if config.name_pattern is not None:
         components = parse_components(node, convention=config.name_pattern)
     if components is None:
         components = parse_components(node)
     if components is None:
         return None
+    unplaced = components.unplaced()
+    if unplaced is not None:
+        raise PlateNameError(f"{node!r} cannot go into a plate: {unplaced}.")
     if components.convention == "ngff":
         # the node is the field: its row and column as written ("A/1/0" stays A/1), so a plate
         # another tool wrote is written where it is; deeper paths are plain nodes
@@ -98,7 +111,7 @@ def address_of(node: str, config: ZarrConfig) -> PlaneAddress | None:
             return None
         return PlaneAddress(parts[0].upper(), parts[1], components.field)
     return PlaneAddress(components.row, components.column, components.field, components.channel,
-                        components.z, components.t)
+                        components.z, components.t, components)
 
 
 # -- the plate's bookkeeping ----------------------------------------------------------------------
@@ -315,6 +328,8 @@ class PlateWriter:
             image = None  # damaged by a writer that stopped: written again from these planes
             self.images.mark_incomplete(location, config.zarr_format)
         if image is None:
+            if "c" in axes and not spec.channel_names:
+                spec = replace(spec, channel_names=address.channel_names(needed[axes.index("c")]))
             image = self.create_field(store, address.field_path, needed, first.dtype, axes, config, spec)
         elif image.axes != axes:
             raise UnsupportedDataError(
@@ -325,10 +340,11 @@ class PlateWriter:
         if image.levels:  # refused before the field grows for a plane that will not go in
             where = f"{store}/{address.field_path}"
             planes = {i: checked_plane(p, image.levels[0].dtype, where, cast) for i, p in planes.items()}
-        self._grow(image, needed, config)
+        self._grow(image, needed, config, address)
         self.write_planes(store, address.field_path, planes, labels=spec.labels, cast=cast, field_image=image)
 
-    def _grow(self, image: FieldImage, needed: tuple[int, ...], config: ZarrConfig) -> None:
+    def _grow(self, image: FieldImage, needed: tuple[int, ...], config: ZarrConfig,
+              address: PlaneAddress | None = None) -> None:
         """Grow every level to hold ``needed`` (metadata only), each level looked at on its own
         so that a growth a killed writer left half done is finished here."""
         grown = tuple(max(a, b) for a, b in zip(image.levels[0].shape, needed, strict=True))
@@ -341,15 +357,17 @@ class PlateWriter:
             section = ngff.ngff_section(image.group.attributes)
             known = (section.get("omero") or {}).get("channels", [])
             if len(known) != count:
-                self._update_channels(image, count, config)
+                self._update_channels(image, count, config, address)
 
-    def _update_channels(self, image: FieldImage, count: int, config: ZarrConfig) -> None:
+    def _update_channels(self, image: FieldImage, count: int, config: ZarrConfig,
+                         address: PlaneAddress | None = None) -> None:
         attributes = image.group.attributes
         section = ngff.ngff_section(attributes)
         multiscale = section["multiscales"][0]
         scales = [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]]
         known = (section.get("omero") or {}).get("channels", [])[:count]
-        labels = [c.get("label") for c in known] + [f"w{i + 1}" for i in range(len(known), count)]
+        names = address.channel_names(count) if address is not None else channel_names(count)
+        labels = [c.get("label") for c in known] + names[len(known):]
         colors = [c.get("color") for c in known if c.get("color")]
         windows = [(c["window"]["start"], c["window"]["end"]) for c in known if c.get("window")]
         dtype = np.dtype(image.levels[0].dtype)
@@ -386,7 +404,8 @@ class PlateWriter:
                 stack = np.empty(shape + first.shape, first.dtype)
                 for index, plane in arrays.items():
                     stack[index] = plane
-                names = spec.channel_names or channel_labels(stack.shape, axes)
+                count = stack.shape[axes.index("c")] if "c" in axes else 0
+                names = spec.channel_names or first_address.channel_names(count)
                 whole = ImageSpec(axes, spec.levels, names, spec.colors, None, None, spec.labels)
                 self.images.write(location, stack, config, whole, existing=False)
                 return
