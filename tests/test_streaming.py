@@ -1294,3 +1294,28 @@ def test_a_closed_backend_streams_again_at_the_next_save(port: int) -> None:
         push.save(np.arange(3), "two.npy", wait_for_ack=True)  # a fresh sender, same settings
         push.close()
         assert [receiver.get(timeout=10).array.tolist() for _ in range(2)] == [[0, 1], [0, 1, 2]]
+
+
+EXIT_SCRIPT = """
+import time
+import numpy as np
+from polystore import StreamingBackend
+
+backend = StreamingBackend(port={port}, policy="latest", transport="inline", linger=0.2)
+for frame in range(30):  # nobody listens: the newest waits, the pump runs at exit
+    backend.save(np.full(8, frame), "live/frame.npy")
+    time.sleep(0.002)
+"""
+
+
+def test_a_script_that_ends_with_items_waiting_exits(port: int, tmp_path: Path) -> None:
+    """At exit a sender's pump (a daemon thread) could be frozen holding the sender's lock, and
+    the backend's __del__ then waited for that lock forever: the script never ended."""
+    import subprocess
+
+    script = tmp_path / "ends.py"
+    script.write_text(EXIT_SCRIPT.format(port=port))
+    for _ in range(3):
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert "dropped 1 item(s) never delivered" in done.stderr  # said, and counted

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -380,6 +381,8 @@ class StreamingBackend(StorageBackend):
 
     def __del__(self) -> None:
         # dropped without close(): what was accepted is still delivered, in the background
+        if sys.is_finalizing():
+            return  # the sender's atexit handler has closed it; no thread can start now
         with contextlib.suppress(Exception):
             if self._sender is not None:
                 self._sender.close_in_background()

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import secrets
+import sys
 import threading
 import time
 import weakref
@@ -309,7 +310,11 @@ class Sender:
 
     def close_in_background(self) -> None:
         """Close without waiting: whatever is still out is waited for by the pump, up to ``linger``."""
-        with self._lock:
+        # never wait long for the lock here: this runs from __del__, and at interpreter shutdown
+        # a daemon thread frozen while holding it would hang the exit
+        if not self._lock.acquire(timeout=1.0):
+            return
+        try:
             if self._closed or self._closing_deadline is not None:
                 return
             if os.getpid() != self._pid:
@@ -319,6 +324,8 @@ class Sender:
                 self._finish()
                 return
             self._linger_in_background()
+        finally:
+            self._lock.release()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until a background close has finished; whether it has."""
@@ -334,6 +341,8 @@ class Sender:
         self.close()
 
     def __del__(self) -> None:
+        if sys.is_finalizing():
+            return  # the atexit handler has closed every sender; no thread can start now
         with contextlib.suppress(Exception):
             self.close_in_background()
 
@@ -805,3 +814,6 @@ def _deliver_before_exit() -> None:
         with contextlib.suppress(Exception):
             if sender._closing_deadline is None:
                 sender.close(sender.linger)
+            # its pump must be gone before finalization freezes daemon threads, or one frozen
+            # while holding the sender's lock would hang whoever asks for it next
+            sender.join(1.0)
