@@ -9,14 +9,18 @@ in docs/fiji.md use this 24-bit screen.)
 Ours: this process is the pipeline. It streams 2048x2048 uint16 frames with
 FijiStreamingBackend (shared memory on this host) to a bridge process (``python -m
 polystore_fiji``), which puts each into a hyperstack window that grows along T; a sample
-ends when the bridge reports every frame placed in the window (control op ``wait``).
+ends when the bridge reports every frame placed in the window (control op ``wait``) and the
+window has been painted.
 
 Ceiling: the same frames, already in memory in the process that runs ImageJ (a JVM started
-here), copied into ImageJ processors, stacked into one ImagePlus and shown in a window: what
-the bridge's end costs with no stream at all.
+here), copied into ImageJ processors, stacked into one ImagePlus and shown in a window, the
+sample ending once the window has been painted: what the bridge's end costs with no stream
+at all. (It used to close the window as soon as ``show()`` returned, before ImageJ ever
+painted it, so the ceiling skipped the drawing every streamed window does.)
 
-Goal: ours at least 0.7x of the ceiling's frames per second. Samples alternate between the
-two (harness.interleaved). A script, not a test: it reports PASS / MISS and exits 0.
+Goal: ours at least 0.9x of the ceiling's frames per second in every run (``--runs 5``
+prints each). Samples alternate between the two (harness.interleaved). A script, not a
+test: it reports PASS / MISS and exits 0.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import harness
@@ -35,12 +40,13 @@ from harness import Goal, cores, interleaved, note_load, paired_row, print_table
 
 from polystore_fiji.backend import FijiStreamingBackend
 from polystore_fiji.client import launch_bridge
-from polystore_fiji.convert import processor_from_plane
+from polystore_fiji.convert import canvas_painted, processor_from_plane
 from polystore_fiji.jvm import on_edt, start_imagej
 
 SIZE = 2048
-GOAL = Goal(0.7, at_least=True)
+GOAL = Goal(0.9, at_least=True)
 SETTLE_S = 0.5
+PAINT_TIMEOUT_S = 10.0
 
 
 def frames_for(count: int) -> list[np.ndarray]:
@@ -54,11 +60,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer frames and repeats")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="whole runs, each printed (PASS only if every one meets the goal)")
     args = parser.parse_args()
     if not os.environ.get("DISPLAY"):
         sys.exit("needs a display: run under xvfb-run -a (ImageJ windows are part of what is measured)")
     count = 16 if args.quick else 48
-    repeat = 3 if args.quick else 9
     frames = frames_for(count)
     mib = count * frames[0].nbytes / 2**20
     print(f"fiji_stream: {count} frames of {SIZE}x{SIZE} uint16 ({mib:.0f} MiB) per sample; {cores()}")
@@ -77,6 +84,13 @@ def main() -> None:
 
     image_stack, image_plus = jimport("ij.ImageStack"), jimport("ij.ImagePlus")
 
+    def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + PAINT_TIMEOUT_S
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} was not painted within {PAINT_TIMEOUT_S:g} s")
+            time.sleep(0.001)
+
     def ceiling() -> None:
         stack = image_stack(SIZE, SIZE)
         for frame in frames:
@@ -85,6 +99,7 @@ def main() -> None:
         imp.setDimensions(1, 1, count)
         imp.setOpenAsHyperStack(True)
         on_edt(imp.show)
+        until(lambda: on_edt(lambda: canvas_painted(imp.getCanvas())), "the ceiling's window")
 
         def close() -> None:
             imp.changes = False
@@ -92,6 +107,22 @@ def main() -> None:
 
         on_edt(close)
 
+    rows = [measure(ceiling, frames, until) for _ in range(args.runs)]
+    print_table(rows, units=("ms",), per_round=True)
+    for number, row in enumerate(rows, start=1):
+        print(f"  run {number}: streamed {1 / row.ours_s:.1f} frames/s, in-process ceiling "
+              f"{1 / row.reference_s:.1f} frames/s: {row.ratio:.2f}x (goal {GOAL}) {row.result}")
+    print_verdicts(rows, time.perf_counter() - started, load_before)
+    bars: list[harness.Row | harness.Bar] = list(rows)
+    harness.save_figure("fiji_stream", bars, title="Fiji: streamed / in-process (benchmarks/fiji_stream.py)",
+                        load_before=load_before)
+
+
+def measure(ceiling: Callable[[], None], frames: list[np.ndarray],
+            until: Callable[[Callable[[], bool], str], None]) -> harness.Row:
+    """One run: interleaved samples of both sides (a bridge of its own); the row of their ratio."""
+    count = len(frames)
+    repeat = 3 if count < 48 else 9
     with (
         tempfile.TemporaryDirectory() as folder,
         launch_bridge(log_path=Path(folder) / "bridge.log") as (client, _),
@@ -100,12 +131,16 @@ def main() -> None:
         rounds = itertools.count()
         handled = [int(client.status()["handled"])]
 
+        def painted(title: str) -> bool:
+            return any(w["title"] == title and w["painted"] for w in client.windows())
+
         def streamed() -> None:
             plate = f"run{next(rounds)}"
             for index, frame in enumerate(frames):
                 backend.save(frame, f"{plate}/A01_s1_w1_t{index + 1}.tif")
             handled[0] += count
             client.wait(handled[0], timeout=120)
+            until(lambda: painted(f"{plate}/A01"), "the streamed window")
             client.close(f"{plate}/A01")
 
         # each sample starts on quiet cores: both JVMs free the previous sample's 384 MiB and
@@ -114,20 +149,13 @@ def main() -> None:
                               before=lambda _name: time.sleep(SETTLE_S))
         backend.close()
 
-    # frames per second: the ratio of times, inverted (ours is "at least 0.7x" the ceiling's rate)
+    # frames per second: the ratio of times, inverted (ours is "at least 0.9x" the ceiling's rate)
     per_frame = {name: [s / count for s in values] for name, values in samples.items()}
     row = paired_row("1", "streamed into a window, per frame", per_frame, "streamed", "ceiling",
                      "in-process ImagePlus", None)
-    rate_ratio = 1 / row.ratio
-    row = harness.row("1", "streamed into a window, per frame", row.ours_s, "in-process ImagePlus",
-                      row.reference_s, GOAL, speedup=True,
-                      round_ratios=[1 / r for r in row.round_ratios], samples=row.samples)
-    print_table([row], units=("ms",), per_round=True)
-    print(f"  streamed: {1 / row.ours_s:.1f} frames/s; in-process ceiling: {1 / row.reference_s:.1f} "
-          f"frames/s; ratio (frames/s, ours / ceiling): {rate_ratio:.2f}x, goal {GOAL}")
-    print_verdicts([row], time.perf_counter() - started, load_before)
-    harness.save_figure("fiji_stream", [row], title="Fiji: streamed / in-process (benchmarks/fiji_stream.py)",
-                        load_before=load_before)
+    return harness.row("1", "streamed into a window, per frame", row.ours_s, "in-process ImagePlus",
+                       row.reference_s, GOAL, speedup=True,
+                       round_ratios=[1 / r for r in row.round_ratios], samples=row.samples)
 
 
 if __name__ == "__main__":

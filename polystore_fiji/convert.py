@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,12 +178,15 @@ class _PixelKind:
     buffer_view: str | None
     """The java.nio.ByteBuffer view that copies into the Java array (None: the bytes themselves)."""
     signed_view: np.dtype[Any]
+    fill_in_place: bool
+    """Whether a processor made empty (``Processor(width, height)``) may be filled afterwards:
+    its constructor keeps no statistic of the pixels (FloatProcessor's finds their min and max)."""
 
 
 _PIXEL_KINDS: dict[np.dtype[Any], _PixelKind] = {
-    _U8: _PixelKind("ij.process.ByteProcessor", "JByte", None, np.dtype(np.int8)),
-    _U16: _PixelKind("ij.process.ShortProcessor", "JShort", "asShortBuffer", np.dtype(np.int16)),
-    _F32: _PixelKind("ij.process.FloatProcessor", "JFloat", "asFloatBuffer", _F32),
+    _U8: _PixelKind("ij.process.ByteProcessor", "JByte", None, np.dtype(np.int8), True),
+    _U16: _PixelKind("ij.process.ShortProcessor", "JShort", "asShortBuffer", np.dtype(np.int16), True),
+    _F32: _PixelKind("ij.process.FloatProcessor", "JFloat", "asFloatBuffer", _F32, False),
 }
 
 
@@ -238,24 +242,38 @@ def java_pixels(plane: np.ndarray) -> Any:
     import jpype
 
     kind = _PIXEL_KINDS[plane.dtype.newbyteorder("=")]
+    pixels = jpype.JArray(getattr(jpype, kind.java_type))(plane.size)
+    _copy_into(pixels, plane, kind)
+    return pixels
+
+
+def _copy_into(pixels: Any, plane: np.ndarray, kind: _PixelKind) -> None:
+    """Java copies ``plane``'s values into the Java array ``pixels`` of the same length."""
     flat = np.ascontiguousarray(plane, dtype=plane.dtype.newbyteorder("=")).reshape(-1)
-    pixels = jpype.JArray(getattr(jpype, kind.java_type))(flat.size)
     if flat.size:
         source = _direct_buffers.over(flat)
         # a view (or a duplicate) has its own position: the cached buffer is never moved
         (getattr(source, kind.buffer_view)() if kind.buffer_view else source.duplicate()).get(pixels)
-    return pixels
 
 
 def processor_from_plane(plane: np.ndarray) -> Any:
-    """An ImageJ ImageProcessor for a 2-D uint8, uint16 or float32 plane."""
+    """An ImageJ ImageProcessor for a 2-D uint8, uint16 or float32 plane.
+
+    8- and 16-bit processors are made empty by Java and filled there: JPype holds the GIL
+    while it makes a Java array itself (a 2048x2048 plane's 8 MiB zeroed with every other
+    thread of the bridge waiting), not while a constructor or a method runs.
+    """
     if plane.ndim != 2:
         raise UnsupportedDataError(f"a plane is 2-D (Y, X); got shape {plane.shape}")
     kind = _PIXEL_KINDS.get(plane.dtype.newbyteorder("="))
     if kind is None:
         raise UnsupportedDataError(f"planes are stored as uint8, uint16 or float32, not {plane.dtype}")
     height, width = plane.shape
-    return java_class(kind.processor)(width, height, java_pixels(plane), None)
+    if not kind.fill_in_place:
+        return java_class(kind.processor)(width, height, java_pixels(plane), None)
+    processor = java_class(kind.processor)(width, height)
+    _copy_into(processor.getPixels(), plane, kind)
+    return processor
 
 
 def plane_from_pixels(pixels: Any, width: int, height: int) -> np.ndarray:
@@ -453,6 +471,19 @@ def _display_ranges(imp: Any) -> list[list[float]]:
     return [[float(imp.getDisplayRangeMin()), float(imp.getDisplayRangeMax())]]
 
 
+@functools.cache
+def _painted_field() -> Any:
+    """ImageJ 1's ``ImageCanvas.painted`` (private, 1.52 to 1.54): set once the canvas has drawn."""
+    field = java_class("ij.gui.ImageCanvas").class_.getDeclaredField("painted")
+    field.setAccessible(True)
+    return field
+
+
+def canvas_painted(canvas: Any) -> bool:
+    """Whether an ImageCanvas has drawn its image at least once (event thread)."""
+    return canvas is not None and bool(_painted_field().getBoolean(canvas))
+
+
 def describe_imageplus(imp: Any) -> dict[str, Any]:
     """What the ``windows`` control op reports about an image (JSON values only)."""
     sizes = imageplus_sizes(imp)
@@ -477,5 +508,6 @@ def describe_imageplus(imp: Any) -> dict[str, Any]:
         "composite": bool(imp.isComposite()),
         "display_ranges": _display_ranges(imp),
         "visible": window is not None and bool(window.isVisible()),
+        "painted": window is not None and canvas_painted(window.getCanvas()),
         "id": int(imp.getID()),
     }

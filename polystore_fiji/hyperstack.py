@@ -25,6 +25,7 @@ bridge answers any question about its windows) brings every window up to date at
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -44,6 +45,7 @@ from polystore_fiji.convert import (
     set_channel_display_range,
     stored_hyperstack,
 )
+from polystore_fiji.jvm import java_class
 from polystore_fiji.placement import Frame, PlaneKey, WindowPlacer
 
 logger = logging.getLogger(__name__)
@@ -93,11 +95,9 @@ class _StackWindowInternals:
     """
 
     def __init__(self) -> None:
-        from scyjava import jimport
-
-        window_class = jimport("ij.gui.StackWindow").class_
+        window_class = java_class("ij.gui.StackWindow").class_
         self.add_scrollbars = window_class.getDeclaredMethod(
-            "addScrollbars", jimport("ij.ImagePlus").class_
+            "addScrollbars", java_class("ij.ImagePlus").class_
         )
         self.add_scrollbars.setAccessible(True)
         self.fields = {name: window_class.getDeclaredField(name) for name in ("hyperStack", "c", "z", "t")}
@@ -125,9 +125,7 @@ def show_in_stack_window(imp: Any) -> None:
     if imp.getStackSize() > 1:
         imp.show()
         return
-    from scyjava import jimport
-
-    jimport("ij.gui.StackWindow")(imp)  # shows itself and registers with ImageJ's WindowManager
+    java_class("ij.gui.StackWindow")(imp)  # shows itself and registers with ImageJ's WindowManager
 
 
 def set_dimensions_in_place(imp: Any, channels: int, slices: int, frames: int) -> None:
@@ -137,10 +135,8 @@ def set_dimensions_in_place(imp: Any, channels: int, slices: int, frames: int) -
     the dimensions change; marked as not a hyperstack for that call, the window is kept, and
     its sliders are then rebuilt for the new sizes (event thread).
     """
-    from scyjava import jimport
-
     window = imp.getWindow()
-    stack_window = jimport("ij.gui.StackWindow")
+    stack_window = java_class("ij.gui.StackWindow")
     if window is None or not isinstance(window, stack_window):
         imp.setDimensions(channels, slices, frames)
         if window is not None and imp.getStackSize() > 1:
@@ -345,19 +341,15 @@ class HyperstackWindow:
         return processor
 
     def _stack(self) -> Any:
-        from scyjava import jimport
-
-        stack = jimport("ij.ImageStack")(self.width, self.height)
+        stack = java_class("ij.ImageStack")(self.width, self.height)
         for key in self._order():
             stack.addSlice(self.labels.get(key, ""), self._processor(key))
         self.stacked = set(self._order())
         return stack
 
     def _create(self) -> None:
-        from scyjava import jimport
-
         channels, slices, frames = self.sizes
-        imp = jimport("ij.ImagePlus")(self.title, self._stack())
+        imp = java_class("ij.ImagePlus")(self.title, self._stack())
         imp.setDimensions(channels, slices, frames)
         imp.setOpenAsHyperStack(True)
         if self.signed16:
@@ -393,11 +385,9 @@ class HyperstackWindow:
                 f"ImageJ took {taken} instead of {self.sizes} as the C, Z, T of '{self.title}'"
             )
         if channels != previous_channels:
-            from scyjava import jimport
-
             self.imp.reset()  # the CompositeImage's LUTs and channel processors for the new count
             if previous_channels == 1:
-                self.imp.setMode(jimport("ij.CompositeImage").COMPOSITE)
+                self.imp.setMode(java_class("ij.CompositeImage").COMPOSITE)
         self._apply_ranges()
 
     def _apply_ranges(self) -> None:
@@ -428,6 +418,9 @@ class HyperstackAssembler:
         default_factory=lambda: threading.BoundedSemaphore(MAX_QUEUED_UPDATES)
     )
     _queued: dict[str, int] = field(default_factory=dict)
+    _ready: collections.deque[Callable[[], None]] = field(default_factory=collections.deque)
+    """Updates converted and waiting for the event thread, in order."""
+    _drain_queued: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _placing: threading.RLock = field(default_factory=threading.RLock)
     """Held while windows change: only the event thread places, except headless, where the
@@ -486,8 +479,31 @@ class HyperstackAssembler:
         if self.run_later is None:
             place()
         else:
-            self.run_later(place)
+            self._hand_over(place)
         return title
+
+    def _hand_over(self, place: Callable[[], None]) -> None:
+        """Queue ``place`` for the event thread: one event places every update queued by then
+        (an event per frame cost a Java proxy, an event and a call back into Python each)."""
+        with self._lock:
+            self._ready.append(place)
+            if self._drain_queued:
+                return  # the event already on its way takes this one too
+            self._drain_queued = True
+        if self.run_later is not None:
+            self.run_later(self._drain)
+
+    def _drain(self) -> None:
+        """Place every queued update, in the order queued (event thread)."""
+        while True:
+            with self._lock:
+                if not self._ready:
+                    self._drain_queued = False
+                    return
+                batch = list(self._ready)
+                self._ready.clear()
+            for place in batch:
+                place()
 
     def place(
         self, title: str, planes: list[PreparedPlane], dtype: np.dtype[Any], signed16: bool,
