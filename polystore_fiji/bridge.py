@@ -113,6 +113,8 @@ class FijiBridge:
         self.failed = 0
         self.last_error: str | None = None
         self._progress = threading.Condition()
+        self._awaited: list[int] = []
+        """The counts of handled items that threads wait for (see :meth:`_wait_handled`)."""
         self.stopping = threading.Event()
         # Images are converted to Java arrays by two threads, so that one converts while the
         # receiver takes the next frame and the other converts that (the copy into Java runs
@@ -172,7 +174,17 @@ class FijiBridge:
             if error is not None:
                 self.failed += 1
                 self.last_error = f"{title}: {error}"
-            self._progress.notify_all()
+            if any(self.handled >= target for target in self._awaited):
+                self._progress.notify_all()  # only when a waiter is done, not at every frame
+
+    def _wait_handled(self, target: int, timeout: float) -> bool:
+        """Wait until ``target`` items have been shown (or have failed); whether they were."""
+        with self._progress:
+            self._awaited.append(target)
+            try:
+                return self._progress.wait_for(lambda: self.handled >= target, timeout)
+            finally:
+                self._awaited.remove(target)
 
     def _show_image(self, item: StreamItem) -> bool:
         sequence = self.assembler.next_sequence()  # here, in arrival order
@@ -286,8 +298,7 @@ class FijiBridge:
         has it, before it is shown: questions about what is shown wait for this first, so that
         an acknowledged item is in the answer.
         """
-        with self._progress:
-            return self._progress.wait_for(lambda: self.handled >= self.service.received, timeout)
+        return self._wait_handled(self.service.received, timeout)  # what arrived before the question
 
     def op_status(self, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
         with self._progress:
@@ -302,9 +313,7 @@ class FijiBridge:
         """Wait until ``handled`` items have been shown (at most ``timeout`` s); the status."""
         target = int(params.get("handled", 0))
         timeout = min(float(params.get("timeout", 10.0)), MAX_WAIT_S)
-        with self._progress:
-            done = self._progress.wait_for(lambda: self.handled >= target, timeout)
-        if not done:
+        if not self._wait_handled(target, timeout):
             raise ViewerError(f"only {self.handled} of {target} items were shown within {timeout:g} s "
                               f"({self.service.received} received, {self.service.rejected} rejected)")
         # items are counted as they are placed; windows are updated at most 15 times a second
