@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from polystore.formats.roi import FORMATS as ROI_FORMATS
 from polystore.ome import ngff
-from polystore.streaming.payloads import ROI_SET_SUFFIXES as ROI_SUFFIXES
 from polystore_napari.display import channel_options, image_scale
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 
 ARRAY_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".npy")
+ROI_SUFFIXES = tuple(extension for fmt in ROI_FORMATS for extension in fmt.extensions)
+"""ImageJ ROI sets and ROIs, as the format table names them (not the live stream's modules)."""
 
 MAX_GROUP_MEMBERS = 16
 """A plain zarr group opens its first few images/arrays; open the others from the store browser."""

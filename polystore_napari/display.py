@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from polystore.ome import ngff
-from polystore_napari.layers import CHANNEL_COLORMAPS
+from polystore.plates import channel_names
+
+CHANNEL_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+"""Channel colours in order (live layers and OME-Zarr channels without an OMERO colour)."""
 
 
 def omero_channels(attributes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -41,9 +44,10 @@ def channel_options(attributes: dict[str, Any], count: int, prefix: str = "") ->
     names: list[str] = []
     colormaps: list[Any] = []
     limits: list[tuple[float, float] | None] = []
+    unnamed = channel_names(count)  # the plate model's labels for channels nothing names
     for index in range(count):
         info = channels[index] if index < len(channels) else {}
-        label = str(info.get("label") or f"w{index + 1}")
+        label = str(info.get("label") or unnamed[index])
         names.append(f"{prefix}{label}")
         colormaps.append(colormap(info.get("color"), CHANNEL_COLORMAPS[index % len(CHANNEL_COLORMAPS)]))
         window = info.get("window") or {}

@@ -23,6 +23,7 @@ import numpy as np
 
 from polystore.rois import Shape, shapes_of_item, split_points
 from polystore.streaming.protocol import StreamItem
+from polystore_napari.display import CHANNEL_COLORMAPS
 from polystore_napari.handoff import Coalescer
 from polystore_napari.placement import ChannelMode, ComponentParser, Placement
 from polystore_napari.stacking import PlaneStack, Series, plane_id
@@ -38,7 +39,6 @@ __all__ = [
     "Series", "initial_contrast", "layer_axes", "slider_labels",
 ]
 
-CHANNEL_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 METADATA_KEY = "polystore"
 
 Overlay = tuple[list[Shape], np.ndarray]
@@ -167,7 +167,7 @@ class LiveLayers:
     # -- making layers -----------------------------------------------------------------------
     def _layer_name(self, key: tuple[str, str, Hashable | None], placement: Placement) -> str:
         kind, series, _channel = key
-        base = series if placement.channel_label is None else f"{series} {placement.channel_label}"
+        base = " ".join(part for part in (series, placement.channel_label) if part) or "plate"
         return base if kind == "image" else f"{base} {kind}"
 
     def _axis_labels(self, series: Series, plane_ndim: int) -> tuple[str, ...]:

@@ -10,19 +10,19 @@ any other component, and how each value reads on its slider ("B03", ImageXpress 
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
 
-from polystore.plates import Components, index_label, parse_components, recognise
+from polystore.plates import Components, components_of, index_label, recognise
+from polystore.plates.components import NAME_SUFFIX, named_index
 from polystore.streaming.protocol import StreamItem
 from polystore_napari.stacking import axis_rank
 
 ChannelMode = Literal["layers", "axis"]
 OVERLAY_KINDS = frozenset({"shapes", "points", "roi_set"})
 """Kinds drawn over a field: they follow the series' axes but not its channels."""
-CHANNEL_NAME = "channel_name"
+CHANNEL_NAME = "channel" + NAME_SUFFIX
 """A channel named rather than numbered (Incucyte's ``phase``, or ``metadata={"channel_name": ...}``)."""
 
 
@@ -52,15 +52,25 @@ class Placement:
         return (*self.layer_key, self.components)
 
 
+def series_of(components: Components) -> str:
+    """The series a plate image belongs to: the path above what its convention read, and the
+    plate its name states (``run/P1`` for ``run/P1_A01_s1_w1.tif``; ``plate1`` for
+    ``plate1/A01/s1_w1.tif``); "" when neither says (``A01/s1_w1.tif``: one plate all the same)."""
+    folder, plate = components.folder, components.plate or ""
+    if not plate or folder.rpartition("/")[2] == plate:
+        return folder or plate
+    return f"{folder}/{plate}" if folder else plate
+
+
 class ComponentParser:
     """Places items by the plate model.
 
     ``convention``: None reads the components from the item's header (the sender parsed its
     path), or from its path when the header has none; a convention's name
-    (``"opera-phenix"``) or a regular expression with named groups reads every path with it.
-    ``channel_mode="axis"`` stacks channels on an axis of one layer instead of one layer per
-    channel. A convention or pattern that cannot work raises
-    :class:`polystore.plates.PlateNameError` here, not at the first item.
+    (``"opera-phenix"``) or a regular expression with named groups reads every path with it
+    (:func:`polystore.plates.components_of`). ``channel_mode="axis"`` stacks channels on an
+    axis of one layer instead of one layer per channel. A convention or pattern that cannot
+    work raises :class:`polystore.plates.PlateNameError` here, not at the first item.
     """
 
     def __init__(self, convention: str | None = None, channel_mode: ChannelMode = "layers") -> None:
@@ -72,36 +82,38 @@ class ComponentParser:
         self.channel_mode: ChannelMode = channel_mode
 
     def components(self, item: StreamItem) -> Components | None:
-        if self.convention is not None:
-            return parse_components(item.path, self.convention)
-        return Components.from_header(item.metadata) or parse_components(item.path)
+        return components_of(item.path, item.metadata, self.convention)
 
     def place(self, item: StreamItem) -> Placement:
         components = self.components(item)
         if components is None:  # no plate meaning: one layer per path, each frame replaces the last
             return Placement(item.kind, item.path, None, None, ())
-        series = components.plate or posixpath.dirname(item.path.strip("/")) or "stream"
         axes: dict[str, Hashable] = {"well": components.well, "site": components.field}
         texts = {"well": components.well, "site": index_label(components, "field")}
         for index in ("t", "z"):
+            # an index given as text (Incucyte's time stamp) sits on its axis by that text
             value = getattr(components, index)
+            value = components.extras.get(index + NAME_SUFFIX) if value is None else value
             if value is not None:
-                axes[index], texts[index] = value, index_label(components, index)
+                axes[index] = value
+                texts[index] = index_label(components, index) or str(value)
         named = item.metadata.get(CHANNEL_NAME) or components.extras.get(CHANNEL_NAME)
         name = named if isinstance(named, str) and named else None
         channel: Hashable | None = None
         label: str | None = None
         if item.kind not in OVERLAY_KINDS:
             number = components.channel
-            if self.channel_mode == "axis" and number is not None:
-                axes["channel"], texts["channel"] = number, name or index_label(components, "channel")
+            if self.channel_mode == "axis" and (number is not None or name is not None):
+                axes["channel"] = number if number is not None else name
+                texts["channel"] = name or index_label(components, "channel")
             elif number is not None:
                 channel, label = number, name or index_label(components, "channel")
             elif name is not None:
                 channel, label = name, name
         for extra, value in components.extras.items():
-            if extra != CHANNEL_NAME:
+            if named_index(extra) is None:  # an index's name is shown on that index's axis
                 axes[extra] = texts[extra] = value
         ranked = sorted(axes, key=axis_rank)
-        return Placement(item.kind, series, channel, label, tuple((a, axes[a]) for a in ranked),
+        stacked = tuple((a, axes[a]) for a in ranked)
+        return Placement(item.kind, series_of(components), channel, label, stacked,
                          tuple((a, texts[a]) for a in ranked), components)

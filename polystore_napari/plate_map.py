@@ -20,7 +20,7 @@ from qtpy.QtCore import QPointF, QRectF, Qt, QTimer
 from qtpy.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent, QPen
 from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
-from polystore.plates import PlateNameError, plate_format, row_letters, split_well, well_position
+from polystore.plates import PlateNameError, plate_format, row_letters, split_well, well_name, well_position
 from polystore_napari.layers import layer_axes
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class PlateGrid(QWidget):
         rows, columns = self.view.shape
         if not (0 <= row < rows and 0 <= column < columns):
             return None
-        return f"{row_letters(row + 1)}{column + 1:02d}"
+        return well_name(row + 1, column + 1)
 
     # -- Qt -------------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent | None) -> None:  # noqa: N802 (Qt's name)
@@ -187,7 +187,7 @@ class PlateGrid(QWidget):
                                  row_letters(row + 1))
         for row in range(rows):
             for column in range(columns):
-                well = f"{row_letters(row + 1)}{column + 1:02d}"
+                well = well_name(row + 1, column + 1)
                 rect = QRectF(left + column * cell, top + row * cell, cell, cell).adjusted(1, 1, -1, -1)
                 sites = view.arrived.get(well) if view is not None else None
                 colour = EMPTY if not sites else ARRIVED if view and len(sites) >= view.sites else PARTIAL

@@ -7,15 +7,21 @@ layer's axes are a shape's channel, z and t (its axis labels).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from polystore.rois import Shape, shapes_from_rois, split_points
+from polystore.rois import Shape, shapes_from_rois
 
-AXIS_POSITIONS = {"c": "channel", "channel": "channel", "z": "z", "t": "t", "time": "t"}
+AXIS_POSITIONS = {"c": "channel", "channel": "channel", "z": "z", "t": "t", "time": "t", "plane": "plane"}
 """napari axis label -> the key of a shape's position it carries."""
+LEADING_AXES = (("t", "t"), ("channel", "c"), ("z", "z"), ("plane", "plane"))
+"""(position key, axis label) of the leading axes a layer of ROIs gets, in OME-NGFF's order
+(ImageJ's plain stack position last)."""
+_UNNAMED = re.compile(r"(?:axis )?-?\d+")
+"""napari's labels for axes nobody named ("-3", "0", "axis -1")."""
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -26,7 +32,8 @@ def shapes_from_layer(
 ) -> list[Shape]:
     """A shapes layer's shapes: y/x from the last two columns; the leading coordinates (the
     shape's plane in an n-D layer) become its channel/z/t where the axis labels say so
-    (c/channel, z, t/time), else, for one unnamed leading axis, its stack ``plane``."""
+    (c/channel, z, t/time, plane); one leading axis nobody named is its stack ``plane``;
+    other named axes (a plate's well, site) are no plane of an image and are left out."""
     shapes = []
     for index, (vertices, shape_type) in enumerate(zip(data, shape_types, strict=True)):
         array = np.asarray(vertices, dtype=float)
@@ -41,26 +48,45 @@ def shape_from_points(points: np.ndarray, name: str = "points") -> Shape:
 
 
 def _position(leading: np.ndarray, axis_labels: Sequence[str] | None) -> dict[str, int]:
-    labels = list(axis_labels or [])[: len(leading)]
-    keys = [AXIS_POSITIONS.get(str(label).lower()) for label in labels]
-    if len(leading) and len(labels) == len(leading) and all(keys):
-        return {str(key): round(float(value)) for key, value in zip(keys, leading, strict=True)}
-    if len(leading) == 1:
-        return {"plane": round(float(leading[0]))}
-    return {}
+    given = [str(label) for label in (axis_labels or [])][: len(leading)]
+    labels: list[str | None] = [*given, *[None] * (len(leading) - len(given))]
+    position: dict[str, int] = {}
+    unnamed: list[float] = []
+    for label, value in zip(labels, leading, strict=True):
+        key = AXIS_POSITIONS.get(str(label).lower()) if label is not None else None
+        if key is not None:
+            position[key] = max(0, round(float(value)))
+        elif label is None or _UNNAMED.fullmatch(str(label)):
+            unnamed.append(float(value))
+    if len(unnamed) == 1 and "plane" not in position:
+        position["plane"] = max(0, round(unnamed[0]))
+    return position
 
 
 def roi_layer_data(rois: Sequence[Any], name: str) -> list[LayerData]:
-    """ImageJ ROIs as a Shapes layer, plus a Points layer when some are point ROIs."""
-    outlines, points = split_points(shapes_from_rois(rois))
+    """ImageJ ROIs as a Shapes layer, plus a Points layer when some are point ROIs; a ROI's
+    plane (its c/z/t or stack position) is its leading coordinates, the layer's axes labelled
+    t, c, z or plane (a ROI on every plane sits at 0)."""
+    shapes = shapes_from_rois(rois)
+    keys = [key for key, _ in LEADING_AXES if any(key in shape.position for shape in shapes)]
+    labels = (*(label for key, label in LEADING_AXES if key in keys), "y", "x")
+
+    def placed(shape: Shape) -> np.ndarray:
+        lead = [shape.position.get(key, 0) for key in keys]
+        return np.hstack([np.broadcast_to(np.asarray(lead, float), (len(shape.vertices), len(keys))),
+                          shape.vertices])
+
+    outlines = [shape for shape in shapes if shape.kind != "points"]
+    points = [placed(shape) for shape in shapes if shape.kind == "points"]
     layers: list[LayerData] = []
-    if outlines or not len(points):
+    if outlines or not points:
         layers.append((
-            [shape.vertices for shape in outlines],
+            [placed(shape) for shape in outlines],
             {"name": name, "shape_type": [shape.kind for shape in outlines], "edge_color": "yellow",
-             "face_color": "transparent"},
+             "face_color": "transparent", "axis_labels": labels, "ndim": len(labels)},
             "shapes",
         ))
-    if len(points):
-        layers.append((points, {"name": f"{name} points", "face_color": "yellow"}, "points"))
+    if points:
+        layers.append((np.concatenate(points),
+                       {"name": f"{name} points", "face_color": "yellow", "axis_labels": labels}, "points"))
     return layers

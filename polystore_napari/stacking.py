@@ -12,10 +12,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from polystore.plates import PlateNameError, well_sort_key
 
 STACK_ORDER = ("well", "site", "t", "channel", "z")
 """Stacked axes in the order the sliders show them (outermost first); other components follow site."""
@@ -24,6 +26,21 @@ STACK_ORDER = ("well", "site", "t", "channel", "z")
 def axis_rank(axis: str) -> float:
     order = {a: i for i, a in enumerate(STACK_ORDER)}
     return order.get(axis, order["site"] + 0.5)
+
+
+def sort_key(axis: str) -> Callable[[Hashable], tuple[Any, ...]]:
+    """How the values of ``axis`` are ordered on its slider: wells in plate order (A..Z, then
+    AA..AF), anything else naturally."""
+    return _well_key if axis == "well" else natural_key
+
+
+def _well_key(value: Hashable) -> tuple[Any, ...]:
+    if value is None:
+        return (0,)
+    try:
+        return (1, *well_sort_key(str(value)))
+    except PlateNameError:  # a well axis of something else: after the wells
+        return (2, natural_key(value))
 
 
 def natural_key(value: Hashable) -> tuple[Any, ...]:
@@ -64,7 +81,7 @@ class Series:
             values = self.values[axis]
             if value not in values:
                 values.append(value)
-                values.sort(key=natural_key)
+                values.sort(key=sort_key(axis))
                 changed = True
         for axis in self.axes:
             if axis not in given and None not in self.values[axis]:

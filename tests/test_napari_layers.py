@@ -424,3 +424,115 @@ def test_ellipses_stay_ovals_and_shapes_keep_their_c_z_t(tmp_path: Path) -> None
     np.testing.assert_allclose(np.hypot(*(points - 10).T), 5 / np.sqrt(2), rtol=1e-3)
     assert (outline.t_position, outline.z_position) == (3, 1)
     assert (triangle.t_position, triangle.z_position, triangle.c_position) == (2, 1, 0)
+
+
+# -- review fixes: series, labels, well order, ROIs' planes ---------------------------------------
+def test_a_plate_without_a_plate_folder_is_one_series() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    for value, well in enumerate(("A01", "B02"), start=1):
+        for channel in (1, 2):
+            plane = np.full((4, 4), 10 * value + channel, np.uint16)
+            show(live, stream_item(plane, f"{well}/s1_c{channel}.tif"))
+    # one layer per channel, named as the files write them; wells on one slider (not a layer each)
+    assert [layer.name for layer in viewer.layers] == ["c1", "c2"]
+    assert viewer.layers["c2"].metadata["polystore"]["components"]["well"] == ["A01", "B02"]
+    assert int(viewer.layers["c2"].data[1, 0][0, 0]) == 22
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    for t, z in ((1, 1), (1, 2), (2, 1)):
+        plane = np.full((4, 4), 10 * t + z, np.uint16)
+        show(live, stream_item(plane, f"TimePoint_{t}/ZStep_{z}/A01_s1_w1.tif"))
+    (layer,) = viewer.layers
+    assert layer.name == "w1" and tuple(layer.axis_labels) == ("well", "site", "t", "z", "y", "x")
+    assert int(layer.data[0, 0, 1, 0][0, 0]) == 21
+
+
+def test_slider_labels_count_as_the_names_do() -> None:
+    from polystore.plates import register_convention, unregister_convention
+    from polystore_napari.layers import slider_labels
+
+    viewer = ViewerModel()
+    live = LiveLayers(viewer, ComponentParser(r"well-(?P<well>[A-Z]\d+)-site-(?P<site>\d+)"))
+    show(live, stream_item(np.ones((4, 4), np.uint16), "x/well-C07-site-3.png"))
+    assert slider_labels(viewer)[:2] == ("well C07", "site 3")  # type: ignore[index]
+    # a convention only the pipeline's process knows: its header says how it counts
+    register_convention("lab-only", r"(?P<well>[A-Z]\d\d)_f(?P<site0>\d+)_ch(?P<channel0>\d+)")
+    try:
+        item = stream_item(np.ones((4, 4), np.uint16), "A01_f0_ch1.tif")
+    finally:
+        unregister_convention("lab-only")
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    show(live, item)
+    (layer,) = viewer.layers
+    assert layer.name == "c1" and layer.metadata["polystore"]["texts"]["site"] == ["0"]
+
+
+def test_wells_of_a_1536_well_plate_slide_in_plate_order() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    for well in ("AA01", "B01", "Z48", "A01", "AF02"):
+        show(live, stream_item(np.ones((4, 4), np.uint16), f"p/{well}_s1_w1.tif"))
+    wells = viewer.layers[0].metadata["polystore"]["components"]["well"]
+    assert wells == ["A01", "B01", "Z48", "AA01", "AF02"]
+
+
+def test_incucyte_channels_are_layers_and_time_stamps_a_t_slider() -> None:
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    for hours in (8, 0, 4):
+        for value, channel in enumerate(("green", "phase"), start=1):
+            show(live, stream_item(np.full((4, 4), 10 * hours + value, np.uint16),
+                                   f"VID1_{channel}_B2_1_00d{hours:02d}h00m.tif"))
+    assert [layer.name for layer in viewer.layers] == ["VID1 green", "VID1 phase"]
+    described = viewer.layers["VID1 phase"].metadata["polystore"]
+    assert described["components"]["t"] == ["00d00h00m", "00d04h00m", "00d08h00m"]
+    assert int(viewer.layers["VID1 phase"].data[0, 0, 2][0, 0]) == 82
+
+
+def test_roi_sets_keep_their_plane_and_named_axes_map(tmp_path: Path) -> None:
+    from polystore_napari.rois import shapes_from_layer
+
+    triangle = np.array([[2, 10, 10], [2, 20, 10], [2, 20, 20]], float)  # on t=2
+    target = tmp_path / "r.roi.zip"
+    _writer.write_shapes(str(target), [triangle], {"shape_type": ["polygon"], "axis_labels": ("t", "y", "x")})
+    ((data, options, kind),) = _reader.read_rois(str(target))
+    assert kind == "shapes" and options["axis_labels"] == ("t", "y", "x")
+    np.testing.assert_array_equal(data[0], triangle)  # its plane, not (y, x) alone
+    viewer = ViewerModel()
+    viewer.add_shapes(data, **options)  # what napari's reader hook does with it
+    assert viewer.layers[0].ndim == 3
+    # a live plate layer: well and site are no plane of an image; t is
+    vertices = np.array([[1, 0, 2, 10, 10], [1, 0, 2, 20, 10], [1, 0, 2, 20, 20]], float)
+    (shape,) = shapes_from_layer([vertices], ["polygon"], axis_labels=("well", "site", "t", "y", "x"))
+    assert dict(shape.position) == {"t": 2}
+    (shape,) = shapes_from_layer([vertices[:, 2:]], ["polygon"], axis_labels=("-3", "-2", "-1"))
+    assert dict(shape.position) == {"plane": 2}  # one unnamed axis: ImageJ's stack position
+    (shape,) = shapes_from_layer([vertices[:, 1:]], ["polygon"], axis_labels=("site", "-3", "-2", "-1"))
+    assert dict(shape.position) == {"plane": 2}  # a named axis is not taken for the plane
+
+
+def test_the_documented_way_to_stack_numbered_frames() -> None:
+    from polystore.plates import PlateNameError
+
+    with pytest.raises(PlateNameError, match="named group 'well'"):
+        ComponentParser(r"frame_(?P<t1>\d+)")  # a pattern needs a well
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    for t in (1, 2, 3):
+        show(live, stream_item(np.full((4, 4), t, np.uint16), f"cam/A01_t{t:04d}.tif"))
+    (layer,) = viewer.layers
+    assert tuple(layer.axis_labels) == ("well", "site", "t", "y", "x") and layer.data.shape[2] == 3
+
+
+def test_the_file_reader_loads_no_live_stream_module() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, polystore_napari.display, polystore_napari._reader\n"
+            "loaded = [m for m in ('polystore_napari.layers', 'polystore_napari.handoff', "
+            "'polystore.streaming.receiver') if m in sys.modules]\n"
+            "assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

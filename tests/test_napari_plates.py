@@ -33,7 +33,7 @@ SHAPE = (24, 32)
 WELLS = ("A01", "B03", "C12")
 CHANNEL_NAMES = {  # how each instrument names its first two channels (layer names)
     "imagexpress": ["w1", "w2"], "well-folders": ["w1", "w2"], "opera-phenix": ["ch1", "ch2"],
-    "yokogawa": ["C01", "C02"], "cellinsight": ["d0", "d1"], "ngff": [], "incucyte": [],
+    "yokogawa": ["C01", "C02"], "cellinsight": ["d0", "d1"], "ngff": [], "incucyte": ["phase", "green"],
 }
 FIRST_SITE = {"imagexpress": 1, "well-folders": 1, "opera-phenix": 1, "yokogawa": 1, "cellinsight": 0,
               "ngff": 0, "incucyte": 1}
@@ -95,8 +95,9 @@ def test_a_streamed_plate_is_grouped_by_its_convention(
 
 def test_a_dock_convention_or_pattern_reads_the_paths_itself(make_napari_viewer: Any, qtbot: Any) -> None:
     viewer = make_napari_viewer()
-    # a lab's own naming, which no built-in convention reads: the dock's pattern does
-    pattern = r"exp/(?P<well>[A-Z]\d\d)-field(?P<site0>\d)-(?P<stain>[a-z]+)"
+    # a lab's own naming, which no built-in convention reads: the dock's pattern does; the
+    # folder above what it matches is the series (the layer's name)
+    pattern = r"(?P<well>[A-Z]\d\d)-field(?P<site0>\d)-(?P<stain>[a-z]+)"
     widget = receiver(viewer, qtbot, pattern=pattern)
     items = [PlateItem(f"exp/{well}-field{site}-{channel}.tif", None, value)  # type: ignore[arg-type]
              for value, (well, site, channel) in enumerate(
@@ -112,6 +113,7 @@ def test_a_dock_convention_or_pattern_reads_the_paths_itself(make_napari_viewer:
     assert tuple(layer.axis_labels) == ("well", "site", "stain", "y", "x")
     assert int(layer.data[1, 0, 0][0, 0]) == 3
     assert layer.metadata["polystore"]["components"]["stain"] == ["dapi"]
+    assert layer.metadata["polystore"]["texts"]["site"] == ["0", "1"]  # as the names count (site0)
     widget.stop()
     # a broken pattern, or a convention no one registered, is refused by the dock with the reason
     for settings in ({"pattern": r"(?P<well>"}, {"convention": "no-such-instrument"}):

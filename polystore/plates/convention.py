@@ -174,7 +174,8 @@ class Convention:
             labels.setdefault("channel", self.channel_label)
         try:
             indices = {name: self._index(path, name, values[name], bases[name]) for name in read}
-            folder = _above(path[: found.start()], row + column)
+            start = found.start() + found.group().startswith("/")  # an anchored match begins at a "/"
+            folder = _above(path[:start], row + column)
             plate = values.get("plate") or folder.rpartition("/")[2] or None
             components = Components(row, column, plate=plate, extras=extras, convention=self.name,
                                     folder=folder, bases=bases, labels=labels, **indices)
@@ -242,8 +243,9 @@ def _same(a: str, b: str) -> bool:
 
 def _above(prefix: str, well: str) -> str:
     """The folder above a match, less the folders of the image's own well (``plate/B03/`` above
-    ``B03_s1_w1.tif`` is ``plate``)."""
-    parts = [p for p in prefix.split("/") if p]
+    ``B03_s1_w1.tif`` is ``plate``); a searched pattern may start inside a name: that name's
+    beginning is no folder."""
+    parts = [p for p in prefix.split("/")[:-1] if p]  # whole folders (a pattern may start mid-name)
     while parts and _WELL_NAME.fullmatch(parts[-1]) and _same_well(parts[-1], well):
         parts.pop()
     return "/".join(parts)
