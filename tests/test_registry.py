@@ -92,8 +92,9 @@ def test_classes_without_a_name_are_not_registered() -> None:
 
 def test_non_string_names_are_not_in_the_registry() -> None:
     registry = BackendRegistry()
-    assert 42 not in registry
-    assert None not in registry
+    not_names: list[object] = [42, None]
+    for name in not_names:
+        assert name not in registry
 
 
 def test_instances_are_created_lazily_and_reused() -> None:
