@@ -50,9 +50,12 @@ from polystore_fiji.placement import Frame, PlaneKey, WindowPlacer
 
 logger = logging.getLogger(__name__)
 
-MAX_QUEUED_UPDATES = 16
-"""Updates queued for the event thread before the receiver waits: bounds memory (16 frames of
-8 MiB), and lets a burst of frames be placed with one redraw (see :meth:`HyperstackWindow.put`)."""
+MAX_QUEUED_BYTES = 256 * 2**20
+"""Pixels converted and waiting for the event thread, at most (more waits, one update always
+passes): a new 2048x2048 window costs the event thread 20-150 ms, during which a stream of
+such frames brings 10-60 more; a smaller bound stopped the converters, then the sender. These
+pixels are the windows' anyway once placed; the bound only keeps a stuck event thread (a
+modal dialog) from taking the heap."""
 RGB_SAMPLES = (3, 4)
 DEFAULT_DRAW_RATE = 15.0
 UPDATE_DUTY_DIVISOR = 4.0
@@ -171,9 +174,29 @@ def _insert_sorted(values: list[Any], value: Any) -> bool:
     return True
 
 
+class _Budget:
+    """A number of bytes threads take and give back; taking waits while the rest would not
+    cover it (unless nothing is taken: one item always passes, however large)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    def take(self, size: int) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self._changed:
+            self.used -= size
+            self._changed.notify_all()
+
+
 @dataclass
 class PreparedPlane:
-    """A plane converted on the receiver thread, ready for the event thread."""
+    """A plane converted by a converting thread, ready for the event thread."""
 
     key: PlaneKey
     processor: Any
@@ -182,6 +205,8 @@ class PreparedPlane:
     sequence: int = 0
     """Arrival order of the item: a plane never replaces one that arrived after it (frames are
     converted by several threads, so they may be placed out of order)."""
+    nbytes: int = 0
+    """The size of its pixels in ImageJ."""
 
 
 @dataclass
@@ -414,9 +439,7 @@ class HyperstackAssembler:
     always drawn in the end, but a 2048x2048 redraw costs ImageJ 50-60 ms here, so drawing
     each frame of a fast stream would limit the stream to the drawing rate."""
     windows: dict[str, HyperstackWindow] = field(default_factory=dict)
-    _slots: threading.BoundedSemaphore = field(
-        default_factory=lambda: threading.BoundedSemaphore(MAX_QUEUED_UPDATES)
-    )
+    _queued_bytes: _Budget = field(default_factory=lambda: _Budget(MAX_QUEUED_BYTES))
     _queued: dict[str, int] = field(default_factory=dict)
     _ready: collections.deque[Callable[[], None]] = field(default_factory=collections.deque)
     """Updates converted and waiting for the event thread, in order."""
@@ -446,7 +469,8 @@ class HyperstackAssembler:
             # every plane brings a range (from a sample: cheap); the window keeps the first
             # one it places per channel and never resets it
             limits = sampled_display_range(plane)
-            prepared.append(PreparedPlane(key, processor_from_plane(plane), path, limits, sequence))
+            processor = processor_from_plane(plane)
+            prepared.append(PreparedPlane(key, processor, path, limits, sequence, int(plane.nbytes)))
         return title, prepared, (dtype, signed16)
 
     def submit(
@@ -461,7 +485,8 @@ class HyperstackAssembler:
         title, planes, (dtype, signed16) = self.prepare(array, path, metadata, sequence)
         with self._lock:
             self._queued[title] = self._queued.get(title, 0) + 1
-        self._slots.acquire()
+        size = sum(plane.nbytes for plane in planes)
+        self._queued_bytes.take(size)
 
         def place() -> None:
             try:
@@ -474,7 +499,7 @@ class HyperstackAssembler:
                 if self.on_placed is not None:
                     self.on_placed(title, error)
             finally:
-                self._slots.release()
+                self._queued_bytes.give(size)
 
         if self.run_later is None:
             place()
