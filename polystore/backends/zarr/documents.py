@@ -12,6 +12,7 @@ same options (made once, in an in-memory store), so zarr reads both as its own.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import threading
@@ -117,16 +118,29 @@ class MetadataDocuments:
             found = self.parsed(location, ".zattrs") or {}
         return found if isinstance(found, dict) else {}
 
-    def open_array(self, location: Location, zarr_format: int | None, *, writable: bool = False) -> Any:
-        """The array at ``location`` as zarr opens it; CorruptDataError if its document is damaged."""
-        store = self.zarr_store(location.store, writable=writable)
+    def open_array(self, location: Location, zarr_format: int, *, writable: bool = False) -> Any:
+        """The array at ``location``, as zarr would open it, from its metadata document read
+        here: zarr's ``open_array`` hops to its event-loop thread, looks for the document and
+        parses it (1 ms of CPU a level here, most of a small read); the document's bytes are
+        read as any document is, and their parse is made once per distinct document (a plate's
+        levels share a few). FileNotFoundError where no array is; CorruptDataError where its
+        document is damaged."""
+        names = ARRAY_DOCUMENTS[zarr_format]
+        contents = tuple(self.read(location, name) for name in names)
+        if contents[0] is None:
+            raise FileNotFoundError(f"No array at '{location.display}'.")
         try:
-            return zarr_module().open_array(
-                store=store, path=location.node, mode="r+" if writable else "r", zarr_format=zarr_format
-            )
-        except json.JSONDecodeError as error:
-            document = "zarr.json" if zarr_format == 3 else ".zarray"
-            raise damaged(location, document, error) from error
+            metadata = array_metadata(zarr_format, contents)
+        except (ValueError, TypeError, KeyError) as error:  # json.JSONDecodeError is a ValueError
+            raise damaged(location, names[0], error) from error
+        if metadata is None:
+            raise FileNotFoundError(f"'{location.display}' is a group, not an array.")
+        zarr = zarr_module()
+        store = self.zarr_store(location.store, writable=writable)
+        # a copy of the cached metadata, whose attributes zarr would change in place
+        array = zarr.AsyncArray(metadata=metadata.update_attributes(dict(metadata.attributes)),
+                                store_path=zarr.storage.StorePath(store, location.node))
+        return zarr.Array(array)
 
     def image_level_array(self, location: Location, level: int, *, writable: bool = False) -> Any | None:
         """Level ``level`` of the OME-Zarr image at ``location``, or None if it is not one.
@@ -268,6 +282,38 @@ class GroupDocument:
             self.document = attributes
         name = attributes_document(self.zarr_format)
         self.documents.write(self.location, name, json.dumps(self.document, indent=2).encode())
+
+
+ARRAY_DOCUMENTS = {3: ("zarr.json",), 2: (".zarray", ".zattrs")}
+"""The documents an array's metadata is read from, per Zarr format (the first must exist)."""
+_METADATA: dict[tuple[int, tuple[bytes | None, ...]], Any] = {}
+_METADATA_LOCK = threading.Lock()
+
+
+def array_metadata(zarr_format: int, contents: tuple[bytes | None, ...]) -> Any:
+    """zarr's metadata object for an array's documents (None where they describe a group), as
+    zarr reads them: opened from an in-memory store holding just those documents. Cached by
+    the documents' bytes (metadata objects are immutable)."""
+    key = (zarr_format, contents)
+    with _METADATA_LOCK:
+        if key in _METADATA:
+            return _METADATA[key]
+    zarr = zarr_module()
+    document = json.loads(contents[0] or b"")  # raises on a damaged document before zarr does
+    if not isinstance(document, dict) or document.get("node_type", "array") != "array":
+        metadata = None
+    else:
+        buffer = importlib.import_module("zarr.buffer.cpu").Buffer  # public, not imported by zarr
+        memory = {name: buffer.from_bytes(raw) for name, raw in zip(ARRAY_DOCUMENTS[zarr_format],
+                                                                    contents, strict=True)
+                  if raw is not None}
+        metadata = zarr.open_array(zarr.storage.MemoryStore(memory), mode="r",
+                                   zarr_format=zarr_format).metadata
+    with _METADATA_LOCK:
+        if len(_METADATA) >= 256:  # the shapes and codecs of a session are few
+            _METADATA.clear()
+        _METADATA[key] = metadata
+    return metadata
 
 
 _ARRAY_DOCUMENTS: dict[str, tuple[Any, dict[str, bytes]]] = {}
