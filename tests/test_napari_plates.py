@@ -23,6 +23,7 @@ from plate_helpers import CONVENTIONS, PlateItem, plate_items
 from qtpy.QtCore import Qt
 
 from polystore.backends.zarr import ZarrBackend
+from polystore.plates import parse_components
 from polystore_napari.backend import NapariStreamingBackend
 from polystore_napari.plate_map import PlateMapWidget
 from polystore_napari.receiver_widget import StreamReceiverWidget
@@ -121,6 +122,29 @@ def test_a_dock_convention_or_pattern_reads_the_paths_itself(make_napari_viewer:
         assert not other.listening
         assert "regular expression" in other.state_label.value or "Unknown naming" in other.state_label.value
         other.deleteLater()
+
+
+def test_a_plate_streamed_without_a_plate_folder_is_one_series(make_napari_viewer: Any, qtbot: Any) -> None:
+    viewer = make_napari_viewer()
+    widget = receiver(viewer, qtbot)
+    # well folders with nothing above them, then MetaXpress's TimePoint/ZStep folders alone
+    def item(path: str, value: int) -> PlateItem:
+        return PlateItem(path, parse_components(path), value)  # type: ignore[arg-type]
+
+    folders = [item(f"{well}/s1_c{channel}.tif", 10 * index + channel)
+               for index, well in enumerate(("A01", "B02")) for channel in (1, 2)]
+    stream(widget, qtbot, folders)
+    assert [layer.name for layer in viewer.layers] == ["c1", "c2"]  # not a layer per well
+    assert viewer.layers["c2"].metadata["polystore"]["components"]["well"] == ["A01", "B02"]
+    assert int(viewer.layers["c2"].data[1, 0][0, 0]) == 12
+    viewer.layers.clear()
+    stacks = [item(f"TimePoint_{t}/ZStep_{z}/A01_s1_w1.tif", 10 * t + z) for t in (1, 2) for z in (1, 2)]
+    stream(widget, qtbot, stacks)
+    (layer,) = viewer.layers  # not a layer per folder
+    assert layer.name == "w1" and tuple(layer.axis_labels) == ("well", "site", "t", "z", "y", "x")
+    positions = layer.metadata["polystore"]["components"]  # the c1/c2 items sit at "no t, no z"
+    assert int(layer.data[0, 0, positions["t"].index(1), positions["z"].index(0)][0, 0]) == 21
+    widget.stop()
 
 
 def test_the_plate_map_marks_arrivals_and_a_click_moves_the_sliders(
