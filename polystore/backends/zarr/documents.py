@@ -30,14 +30,20 @@ def attributes_document(zarr_format: int) -> str:
     return "zarr.json" if zarr_format == 3 else ".zattrs"
 
 
+def encode_document(document: dict[str, Any]) -> bytes:
+    """A metadata document's bytes: compact JSON. Indented JSON goes through the json module's
+    pure-Python encoder, 0.7 ms of CPU a save here (a plate's document grows with its wells)."""
+    return json.dumps(document).encode()
+
+
 def group_documents(zarr_format: int, attributes: dict[str, Any]) -> dict[str, bytes]:
     """The documents of a group with ``attributes``, as the Zarr specifications define them."""
     if zarr_format == 3:
         document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-        return {"zarr.json": json.dumps(document, indent=2).encode()}
-    documents = {".zgroup": json.dumps({"zarr_format": 2}).encode()}
+        return {"zarr.json": encode_document(document)}
+    documents = {".zgroup": encode_document({"zarr_format": 2})}
     if attributes:
-        documents[".zattrs"] = json.dumps(attributes, indent=2).encode()
+        documents[".zattrs"] = encode_document(attributes)
     return documents
 
 
@@ -281,7 +287,7 @@ class GroupDocument:
         else:
             self.document = attributes
         name = attributes_document(self.zarr_format)
-        self.documents.write(self.location, name, json.dumps(self.document, indent=2).encode())
+        self.documents.write(self.location, name, encode_document(self.document))
 
 
 ARRAY_DOCUMENTS = {3: ("zarr.json",), 2: (".zarray", ".zattrs")}
