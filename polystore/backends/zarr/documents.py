@@ -78,6 +78,8 @@ class MetadataDocuments:
         """``zarr_store(store, writable=...)``: zarr-python's store for a path or URL."""
         self.preferred_format = preferred_format
         """The format tried first where a node's is not known (the backend's)."""
+        self._lock = threading.Lock()
+        self._readers: dict[tuple[str, str, tuple[bytes | None, ...]], Any] = {}
 
     def keys(self, location: Location) -> KeyStore:
         return self.stores.keys(location.store)
@@ -141,12 +143,26 @@ class MetadataDocuments:
             raise damaged(location, names[0], error) from error
         if metadata is None:
             raise FileNotFoundError(f"'{location.display}' is a group, not an array.")
+        key = (location.store, location.node, contents)
+        if not writable:
+            with self._lock:
+                if (found := self._readers.get(key)) is not None:
+                    return found
         zarr = zarr_module()
         store = self.zarr_store(location.store, writable=writable)
         # a copy of the cached metadata, whose attributes zarr would change in place
-        array = zarr.AsyncArray(metadata=metadata.update_attributes(dict(metadata.attributes)),
-                                store_path=zarr.storage.StorePath(store, location.node))
-        return zarr.Array(array)
+        array = zarr.Array(zarr.AsyncArray(metadata=metadata.update_attributes(dict(metadata.attributes)),
+                                           store_path=zarr.storage.StorePath(store, location.node)))
+        if not writable:
+            # The same node with the same document is the same array (zarr keeps no pixels in
+            # it), so a reader is made once, with its codec pipeline (zarrs parses the metadata
+            # again and opens its store: a fifth of a small read's overhead). Writable arrays
+            # are never kept: a resize changes one in place.
+            with self._lock:
+                if len(self._readers) >= 1024:
+                    self._readers.clear()
+                self._readers[key] = array
+        return array
 
     def image_level_array(self, location: Location, level: int, *, writable: bool = False) -> Any | None:
         """Level ``level`` of the OME-Zarr image at ``location``, or None if it is not one.
