@@ -201,7 +201,8 @@ class PreparedPlane:
     key: PlaneKey
     processor: Any
     label: str
-    limits: tuple[float, float]
+    limits: tuple[float, float] | None
+    """A display range from this plane's pixels; None when its window had one for the channel."""
     sequence: int = 0
     """Arrival order of the item: a plane never replaces one that arrived after it (frames are
     converted by several threads, so they may be placed out of order)."""
@@ -270,7 +271,8 @@ class HyperstackWindow:
             self.processors[plane.key] = plane.processor
             self.labels[plane.key] = plane.label
             self.changed.add(plane.key)
-            self.channel_ranges.setdefault(plane.key.channel, plane.limits)  # set once per channel
+            if plane.limits is not None:
+                self.channel_ranges.setdefault(plane.key.channel, plane.limits)  # set once per channel
             if plane.sequence >= self.last_sequence:
                 self.last, self.last_sequence = plane.key, plane.sequence
 
@@ -464,12 +466,17 @@ class HyperstackAssembler:
         placement = self.placer.place(path, metadata)
         planes, dtype, signed16 = item_planes(array, metadata, placement.origin)
         title = placement.title
+        window = self.windows.get(title)  # read here, changed on the event thread: a hint only
         prepared = []
         for key, plane in planes:
-            # every plane brings a range (from a sample: cheap); the window keeps the first
-            # one it places per channel and never resets it
-            limits = sampled_display_range(plane)
             processor = processor_from_plane(plane)
+            limits = None
+            if window is None or key.channel not in window.channel_ranges:
+                # until its window has a range for the channel, every plane brings one (from
+                # a sample of rows); the window keeps the first it places and never resets it
+                limits = sampled_display_range(plane)
+                # ImageJ's own range: the first slice of a stack would be scanned for it
+                processor.setMinAndMax(*limits)
             prepared.append(PreparedPlane(key, processor, path, limits, sequence, int(plane.nbytes)))
         return title, prepared, (dtype, signed16)
 
