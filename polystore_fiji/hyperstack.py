@@ -290,6 +290,7 @@ class HyperstackWindow:
         created = self.imp is None
         if created:
             self._create()
+            self._move_to_newest(update=False)  # a new window draws the newest plane, once
         else:
             if self.grown:
                 self._grow()
@@ -336,21 +337,30 @@ class HyperstackWindow:
         self.last_draw = time.monotonic()
         if self.imp is None:
             return
-        if self.last is not None:
-            position = (
-                self.channels.index(self.last.channel) + 1,
-                self.slices.index(self.last.z) + 1,
-                self.frames.index(self.last.frame) + 1,
-            )
-            current = (int(self.imp.getChannel()), int(self.imp.getSlice()), int(self.imp.getFrame()))
-            if self.imp.getWindow() is not None and position != current:
-                # moving a shown image's sliders redraws it (from the stack, new pixels
-                # included): a second updateAndDraw would draw it all again (20 ms at 2048^2)
-                self.imp.setPosition(*position)
-                return
+        shown = self.imp.getWindow() is not None
+        if self._move_to_newest(update=shown):
+            return  # moving a shown image's sliders redrew it, new pixels included
+        if shown and not just_shown:
+            self.imp.updateAndDraw()  # no window (headless): nothing to draw
+
+    def _move_to_newest(self, *, update: bool) -> bool:
+        """Put the image at the newest plane placed; whether it moved with ``update`` (which
+        redraws a shown image: a second updateAndDraw would draw it all again, 20 ms at 2048^2)."""
+        if self.last is None:
+            return False
+        position = (
+            self.channels.index(self.last.channel) + 1,
+            self.slices.index(self.last.z) + 1,
+            self.frames.index(self.last.frame) + 1,
+        )
+        current = (int(self.imp.getChannel()), int(self.imp.getSlice()), int(self.imp.getFrame()))
+        if position == current:
+            return False
+        if update:
+            self.imp.setPosition(*position)
+        else:
             self.imp.setPositionWithoutUpdate(*position)
-        if not just_shown:
-            self.imp.updateAndDraw()
+        return update
 
     def _order(self) -> list[PlaneKey]:
         """Every position of the window in ImageJ's stack order (channel fastest, then z, then t)."""
@@ -572,12 +582,23 @@ class HyperstackAssembler:
             self.on_placed(title, None)
 
     def flush(self) -> None:
-        """Bring every window up to date and draw it now (event thread): before answering a
-        question about the windows, so the answer includes every frame placed so far."""
+        """Bring every window's image up to date now (event thread): before answering a
+        question about the windows, so that the answer includes every frame placed so far.
+
+        Drawing the newest planes follows at the display rate (:meth:`_update_soon`), not in
+        the question's time: a 2048x2048 redraw costs the event thread 10-60 ms, and what the
+        window holds is already what the answer says."""
         with self._placing:
             for window in self.windows.values():
-                if window.changed or window.grown or window.draw_scheduled:
-                    window.apply()
+                if (window.changed or window.grown or window.imp is None) and not window.sync():
+                    self._draw_later(window)  # (a window shown just now drew its newest plane)
+
+    def _draw_later(self, window: HyperstackWindow) -> None:
+        """Draw ``window`` within the display rate (see :meth:`_update_soon`), on its own event."""
+        if window.draw_scheduled:
+            return
+        interval = max(1.0 / self.max_draw_rate, UPDATE_DUTY_DIVISOR * window.update_cost)
+        self._schedule(window, max(0.0, window.last_draw + interval - time.monotonic()))
 
     def _update_soon(self, window: HyperstackWindow) -> None:
         """Update and draw the window now if it was not drawn within 1/max_draw_rate s, else
@@ -589,16 +610,24 @@ class HyperstackAssembler:
         # windows, and an event thread drawing all the time starves the converting receiver
         interval = max(1.0 / self.max_draw_rate, UPDATE_DUTY_DIVISOR * window.update_cost)
         wait = window.last_draw + interval - time.monotonic()
-        if wait <= 0 or self.run_later is None:
+        if wait <= 0:
+            window.apply()
+            return
+        self._schedule(window, wait)
+
+    def _schedule(self, window: HyperstackWindow, wait: float) -> None:
+        """Update and draw ``window`` on the event thread in ``wait`` seconds (once, whatever
+        arrives meanwhile); at once where there is no event thread (headless: no drawing)."""
+        run_later = self.run_later
+        if run_later is None:
             window.apply()
             return
         window.draw_scheduled = True
 
         def draw_now() -> None:
-            if window.draw_scheduled:  # else a flush came first
+            if window.draw_scheduled:  # else an update came first
                 window.apply()
 
-        run_later = self.run_later
         timer = threading.Timer(wait, lambda: run_later(draw_now))
         timer.daemon = True
         timer.start()
