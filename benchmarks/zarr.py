@@ -3,6 +3,7 @@
     python benchmarks/zarr.py              # full run: a 24-well plate (about 2-3 minutes on 2 cores)
     python benchmarks/zarr.py --quick      # 4 wells, fewer repeats, for a smoke check
     python benchmarks/zarr.py --defaults   # the compressor table that justifies ZarrConfig's defaults
+    python benchmarks/zarr.py --s3-defaults   # the same question on the S3 server: codecs, shards
     python benchmarks/zarr.py --json results.json
 
 The data: a screening plate of 24 wells x 4 fields x 3 channels of 1024x1024 uint16 planes
@@ -29,6 +30,10 @@ Sections:
      and read through zarr-python with the codecs ZarrConfig gives for each setting: write MB/s,
      read MB/s, compression ratio; the configured default (zstd 1 + shuffle) is marked. This is
      how the defaults are justified: measured, not guessed.
+
+  6. (--s3-defaults, instead of 1-5) The settings on the S3 server (2 wells): codec, level,
+     shuffle, a shard per field image (one object per field: fewer PUTs): save_batch of the plate,
+     lone saves of one well plane by plane, every field loaded, one plane loaded; objects stored.
 
   5. The same plate (2 wells of it: moto's server is slow Python) to an S3 server on 127.0.0.1:
      ours (obstore, zarrs) against zarr-python's FsspecStore over s3fs (its default pipeline),
@@ -566,6 +571,120 @@ def bench_s3(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[Row]
     return rows
 
 
+# -- 6. the defaults on object storage ---------------------------------------------------------------
+@dataclass
+class S3Row:
+    setting: str
+    default: bool
+    batch_s: float
+    """save_batch of the plate (whole fields)."""
+    planes_s: float
+    """Lone saves of one well's planes, one call each (fields grow channel by channel)."""
+    load_s: float
+    """Every field loaded, one call each."""
+    plane_ms: float
+    """One plane loaded (median over the fields)."""
+    objects: int
+    """Objects the batch-written plate is stored in (a PUT each)."""
+    stored_mib: float
+
+
+def s3_settings() -> list[tuple[str, dict[str, Any]]]:
+    """The settings compared on object storage: codec and level, shuffle, and a shard per field
+    image (one object, one PUT, for the channels of a field)."""
+    return [
+        ("zstd 1 + shuffle", {}),
+        ("zstd 1 + shuffle, field shards", {"shards": (CHANNELS, *PLANE)}),
+        ("zstd 3 + shuffle", {"compression_level": 3}),
+        ("zstd 1, no shuffle", {"shuffle": False}),
+        ("blosc-lz4 5 + shuffle", {"compressor": ZarrCompressor.BLOSC_LZ4, "compression_level": 5}),
+        ("none", {"compressor": ZarrCompressor.NONE}),
+    ]
+
+
+def bench_s3_defaults(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[S3Row]:
+    """Each setting writes the plate to the S3 server (save_batch), writes one well plane by
+    plane (lone saves), reads every field and one plane of each; rounds rotate the settings."""
+    from polystore.backends.zarr.location import Stores
+
+    planes, names = plane_names(plate)
+    one_well = subset(plate, 1)
+    well_planes, well_names = plane_names(one_well)
+    keys = list(plate)
+    count = [0]
+    urls: dict[str, str] = {}
+    backends = {name: ZarrBackend(config=ZarrConfig().replace(**changes)) for name, changes in s3_settings()}
+    times: dict[str, dict[str, list[float]]] = {name: {"batch": [], "planes": [], "load": [], "plane": []}
+                                                for name in backends}
+
+    def one_round(name: str, record: bool) -> None:
+        backend = backends[name]
+        count[0] += 1
+        url = urls[name] = f"s3://bench/defaults-{count[0]:04d}/plate.zarr"
+        lone_url = f"s3://bench/defaults-{count[0]:04d}-lone/plate.zarr"
+        started = time.perf_counter()
+        backend.save_batch(planes, [f"{url}/{n.split('/', 1)[1]}" for n in names])
+        batch = time.perf_counter() - started
+        started = time.perf_counter()
+        for plane, plane_name in zip(well_planes, well_names, strict=True):
+            backend.save(plane, f"{lone_url}/{plane_name.split('/', 1)[1]}")
+        lone = time.perf_counter() - started
+        started = time.perf_counter()
+        for key in keys:
+            backend.load("{}/{}/{}/{}".format(url, *key))
+        load = time.perf_counter() - started
+        plane_times = []
+        for row, column, field_index in keys:
+            started = time.perf_counter()
+            backend.load(f"{url}/{row}{column}_s{field_index + 1}_w1.tif")
+            plane_times.append(time.perf_counter() - started)
+        if record:
+            measured = {"batch": batch, "planes": lone, "load": load, "plane": median(plane_times)}
+            for case, value in measured.items():
+                times[name][case].append(value)
+
+    names_in_order = list(backends)
+    for name in names_in_order:  # warm-up: connections, imports, caches
+        one_round(name, record=False)
+    for round_index in range(settings.reps(3, 2)):
+        shift = round_index % len(names_in_order)
+        for name in names_in_order[shift:] + names_in_order[:shift]:
+            one_round(name, record=True)
+    settings.notes.append(
+        f"section 6: {len(plate) // FIELDS} wells on the S3 server ({len(planes)} planes by save_batch), "
+        f"{len(well_planes)} planes of one well by lone saves; objects and MiB of the batch-written plate"
+    )
+    rows = []
+    stores = Stores({})
+    for name, changes in s3_settings():
+        objects = [meta for meta in _list_objects(stores, urls[name])]
+        rows.append(S3Row(
+            name, not changes, median(times[name]["batch"]), median(times[name]["planes"]),
+            median(times[name]["load"]), 1e3 * median(times[name]["plane"]), len(objects),
+            sum(size for size in objects) / 2**20,
+        ))
+    return rows
+
+
+def _list_objects(stores: Any, url: str) -> list[int]:
+    """The sizes of the objects under ``url`` (one per PUT that made them)."""
+    import obstore
+
+    store = stores.object_store(url)
+    return [int(meta["size"]) for batch in obstore.list(store) for meta in batch]
+
+
+def print_s3_table(rows: list[S3Row]) -> None:
+    header = (f"{'setting (S3 server)':32} {'save_batch':>10} {'lone saves':>10} {'load':>8} "
+              f"{'1 plane':>8} {'objects':>7} {'MiB':>6}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        mark = "  <- default (ZarrConfig())" if r.default else ""
+        print(f"{r.setting:32} {r.batch_s:9.3f}s {r.planes_s:9.3f}s {r.load_s:7.3f}s {r.plane_ms:6.1f}ms "
+              f"{r.objects:7d} {r.stored_mib:6.1f}{mark}")
+
+
 # -- 4. compressors ------------------------------------------------------------------------------
 def codec_configs() -> list[tuple[str, ZarrConfig]]:
     configs = []
@@ -647,6 +766,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="4 wells and fewer repeats (a smoke run)")
+    parser.add_argument("--s3-defaults", action="store_true",
+                        help="measure codecs, levels, shuffle and shards on the S3 server (section 6)")
     parser.add_argument("--defaults", action="store_true",
                         help="measure the compressors instead (section 4), to justify ZarrConfig's defaults")
     parser.add_argument("--wells", type=int, default=None,
@@ -659,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder to write the files in (default: a new folder under the temp dir)")
     args = parser.parse_args(argv)
 
-    if args.defaults:
+    if args.defaults or args.s3_defaults:
         wells = args.wells or (1 if args.quick else DEFAULTS_WELLS)
     else:
         wells = args.wells or (4 if args.quick else WELLS)
@@ -677,12 +798,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[Row] = []
     codec_rows: list[CodecRow] = []
+    s3_rows: list[S3Row] = []
     try:
         print(f"  generating {wells} wells of synthetic data ...", flush=True)
         plate = make_plate(wells)
         if args.defaults:
             print("  running (4) compressors ...", flush=True)
             codec_rows = bench_codecs(settings, plate)
+        elif args.s3_defaults:
+            print(f"  running (6) settings on an S3 server on 127.0.0.1 ({wells} wells) ...", flush=True)
+            with MotoServer():
+                s3_rows = bench_s3_defaults(settings, plate)
         else:
             if "1" in args.only:
                 print("  running (1) write ...", flush=True)
@@ -715,6 +841,9 @@ def main(argv: list[str] | None = None) -> int:
     if codec_rows:
         print_codec_table(codec_rows)
         print(run_summary(elapsed, load_before))
+    if s3_rows:
+        print_s3_table(s3_rows)
+        print(run_summary(elapsed, load_before))
     if args.json is not None:
         report: dict[str, Any] = {
             "polystore": polystore.__version__,
@@ -732,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
             "notes": settings.notes,
             "rows": [r.to_json() for r in rows],
             "compressors": [asdict(r) for r in codec_rows],
+            "s3_settings": [asdict(r) for r in s3_rows],
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {args.json}")

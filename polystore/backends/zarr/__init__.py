@@ -132,7 +132,15 @@ class ZarrBackend(StorageBackend):
         """The zarr array behind ``location`` and, for a plate plane name, its index."""
         address = address_of(location.node, self.config)
         plane_name = address is not None and address.field_path != location.node
-        if not plane_name:
+        if address is not None and plane_name:
+            # the plane's field first, where save puts it: looking for a node of the name
+            # itself first costs a request per metadata document on object storage
+            field = self.documents.image_level_array(Location(location.store, address.field_path), level)
+            inside = field is not None and all(
+                i < s for i, s in zip(address.plane_index, field.shape, strict=False))
+            if inside:
+                return field, address.plane_index
+        else:
             level_array = self.documents.image_level_array(location, level)
             if level_array is not None:
                 return level_array, ()
