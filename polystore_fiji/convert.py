@@ -208,21 +208,24 @@ class _DirectBuffers:
     SIZE = 8
 
     def __init__(self) -> None:
-        self._buffers: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
+        self._buffers: collections.OrderedDict[tuple[int, int, str | None], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def over(self, flat: np.ndarray) -> Any:
-        """A native-order ByteBuffer over ``flat``'s bytes (C-contiguous, native byte order)."""
+    def over(self, flat: np.ndarray, view: str | None = None) -> Any:
+        """A native-order ByteBuffer over ``flat``'s bytes (C-contiguous, native byte order), or
+        its ``view`` (``asShortBuffer``, ...)."""
         import jpype.nio
 
-        key = (int(flat.ctypes.data), int(flat.nbytes))
+        key = (int(flat.ctypes.data), int(flat.nbytes), view)
         with self._lock:
             buffer = self._buffers.get(key)
             if buffer is not None:
                 self._buffers.move_to_end(key)
                 return buffer
-        view = (ctypes.c_char * flat.nbytes).from_address(key[0])
-        buffer = jpype.nio.convertToDirectBuffer(view).order(java_class("java.nio.ByteOrder").nativeOrder())
+        memory = (ctypes.c_char * flat.nbytes).from_address(key[0])
+        buffer = jpype.nio.convertToDirectBuffer(memory).order(java_class("java.nio.ByteOrder").nativeOrder())
+        if view is not None:
+            buffer = getattr(buffer, view)()
         with self._lock:
             self._buffers[key] = buffer
             while len(self._buffers) > self.SIZE:
@@ -247,13 +250,25 @@ def java_pixels(plane: np.ndarray) -> Any:
     return pixels
 
 
+_absolute_get = True
+"""Whether buffers have the absolute bulk get(index, array) (Java 13+), which leaves their
+position alone: a cached buffer is then used as it is, one call a frame."""
+
+
 def _copy_into(pixels: Any, plane: np.ndarray, kind: _PixelKind) -> None:
     """Java copies ``plane``'s values into the Java array ``pixels`` of the same length."""
+    global _absolute_get
     flat = np.ascontiguousarray(plane, dtype=plane.dtype.newbyteorder("=")).reshape(-1)
-    if flat.size:
-        source = _direct_buffers.over(flat)
-        # a view (or a duplicate) has its own position: the cached buffer is never moved
-        (getattr(source, kind.buffer_view)() if kind.buffer_view else source.duplicate()).get(pixels)
+    if not flat.size:
+        return
+    source = _direct_buffers.over(flat, kind.buffer_view)
+    if _absolute_get:
+        try:
+            source.get(0, pixels)
+            return
+        except TypeError:  # Java 11 or 12
+            _absolute_get = False
+    source.duplicate().get(pixels)  # a duplicate has its own position: the cached one never moves
 
 
 def processor_from_plane(plane: np.ndarray) -> Any:
