@@ -102,22 +102,9 @@ def _load_npz(
 ) -> dict[str, np.ndarray] | np.ndarray:
     shown = str(getattr(handle, "name", ".npz"))
     limit = limits.NPZ_DECOMPRESSED_BYTES if max_decompressed_bytes is None else max_decompressed_bytes
-    archive_size = os.fstat(handle.fileno()).st_size
     with zipfile.ZipFile(handle) as archive:
         members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
-        expanding = 0
-        for info in members:
-            if info.compress_type == zipfile.ZIP_STORED:
-                if info.file_size > min(info.compress_size, archive_size):
-                    raise CorruptDataError(
-                        f"'{shown}': member '{info.filename}' claims {info.file_size:,} bytes "
-                        f"but stores {info.compress_size:,}: the archive is damaged or forged."
-                    )
-            else:
-                expanding += info.file_size
-        limits.check_expansion(
-            expanding, limit, f"'{shown}'", "max_decompressed_bytes", "NPZ_DECOMPRESSED_BYTES"
-        )
+        limits.checked_zip_members(archive, handle, f"'{shown}'", members, limit, "NPZ_DECOMPRESSED_BYTES")
         arrays: dict[str, np.ndarray] = {}
         for info in members:
             with archive.open(info) as member:
