@@ -8,7 +8,6 @@ act on a link itself; listings leave out links that lead out, nowhere, or round 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import multiprocessing
 import os
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from polystore import DiskBackend, PathEscapeError, PolystoreError, StorageFileNotFoundError
+from polystore import DiskBackend, PathEscapeError, PolystoreError
 from polystore.exceptions import SymlinkLoopError, UnsupportedFormatError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX symbolic links and dir_fd")
@@ -187,16 +186,18 @@ def test_a_fifo_is_not_read_and_not_listed(places: Places) -> None:
     assert disk.list_files(".") == []
 
 
-# -- the race: a folder swapped for a link while saves run ------------------------------------
+# -- the race: folders and files swapped for links while operations run ----------------------
 RACE_SECONDS = 2.0
 
 
 SECRET = 7  # the value of the files outside the root: reading it back would be a leak
+PLACES = ("sub", "sub/deep")  # a folder swapped for a link, and one below it
+SECRET_NAMES = [f"s{i}.npy" for i in range(3)]  # swapped for links to outside files of that name
 
 
 def _saver(root: str, ready: Any, stop: Any, counts: Any) -> None:
-    """Save, copy, load, list and delete in ``sub/`` over and over; count what went through,
-    what was refused, what leaked from outside, and any error that was not ours."""
+    """Save, copy, load, list and delete in ``sub/`` and ``sub/deep/`` over and over; count
+    what went through, what was refused, what leaked from outside, and any error not ours."""
     disk = DiskBackend(root=root, durable=False)
     frame = np.zeros((16, 16), np.uint8)
     saved = refused = reads = index = 0
@@ -205,25 +206,28 @@ def _saver(root: str, ready: Any, stop: Any, counts: Any) -> None:
     ready.release()
     while not stop.is_set():
         index += 1
-        name = f"sub/f{index % 50}.npy"
+        place = PLACES[index % 2]
+        name = f"{place}/f{index % 50}.npy"
         try:
             disk.save(frame, name)
-            disk.copy(name, f"sub/c{index % 50}.npy")
+            disk.copy(name, f"{place}/c{index % 50}.npy")
             saved += 1
         except PolystoreError:  # the folder was a link leading out (or absent) just then
             refused += 1
         except Exception as error:
             raw.append(f"{type(error).__name__}: {error}")
-        secret = f"sub/s{index % 5}.npy"
-        try:  # reads: found inside (value 1) or refused; never the outside's 7
-            if int(disk.load(secret)[0, 0]) == SECRET:
-                leaks.append(f"loaded {secret} from outside")
-            reads += 1
+        for secret in SECRET_NAMES:  # reads: found inside (value 1) or refused; never 7
+            try:
+                if int(disk.load(f"{place}/{secret}")[0, 0]) == SECRET:
+                    leaks.append(f"loaded {place}/{secret} from outside")
+                reads += 1
+            except PolystoreError:
+                pass
+            except Exception as error:
+                raw.append(f"{type(error).__name__}: {error}")
+        try:
             leaks.extend(f"listed {p}" for p in disk.list_files("sub", recursive=True) if "outside" in p)
-            disk.delete(f"sub/c{index % 50}.npy")
-        except StorageFileNotFoundError:  # parked away with its folder: put one back inside
-            with contextlib.suppress(PolystoreError):
-                disk.save(np.ones((2, 2), np.uint8), secret)
+            disk.delete(f"{place}/c{index % 50}.npy")
         except PolystoreError:
             pass
         except Exception as error:
@@ -231,42 +235,69 @@ def _saver(root: str, ready: Any, stop: Any, counts: Any) -> None:
     counts.put(("saver", saved, refused, raw[:5] + leaks[:5], reads))
 
 
-def _swapper(root: str, outside: str, ready: Any, stop: Any, counts: Any) -> None:
-    """Swap ``sub`` for a link to ``outside`` and back, as fast as it can."""
-    sub, parked = os.path.join(root, "sub"), os.path.join(root, "parked")
+def _exchanger() -> Callable[[str, str], None]:
+    """Swap two names in one step (Linux's renameat2 RENAME_EXCHANGE), so that a name is a
+    file (or folder) one instant and a link the next, never absent: the narrowest window for
+    an operation that checked it, then opens it. Elsewhere: two renames."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+
+    def two_renames(a: str, b: str) -> None:
+        os.rename(a, a + ".swap")
+        os.rename(b, a)
+        os.rename(a + ".swap", b)
+
+    def exchange(a: str, b: str) -> None:
+        at_cwd, rename_exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+        if renameat2(at_cwd, a.encode(), at_cwd, b.encode(), rename_exchange) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number), a)
+
+    if renameat2 is None or sys.platform != "linux":
+        return two_renames
+    return exchange
+
+
+def _swapper(root: str, ready: Any, stop: Any, counts: Any) -> None:
+    """Swap each secret file, then ``sub/deep``, then ``sub`` for a link to the same name
+    outside (prepared beside it as ``*.link``) and back, as fast as it can."""
+    exchange = _exchanger()
+    pairs = [(os.path.join(root, place, name), os.path.join(root, place, name + ".link"))
+             for place in PLACES for name in SECRET_NAMES]
+    pairs += [(os.path.join(root, place), os.path.join(root, place + ".link")) for place in reversed(PLACES)]
     swaps = 0
     ready.release()
     while not stop.is_set():
-        try:
-            os.rename(sub, parked)
-            os.symlink(outside, sub)
-            os.unlink(sub)
-            os.rename(parked, sub)
-            swaps += 1
-        except OSError:  # a saver re-created 'sub' meanwhile: put things back and go on
-            if os.path.islink(sub):
-                os.unlink(sub)
-            if os.path.isdir(parked):
-                os.rename(parked, os.path.join(root, f"parked{swaps}-{time.monotonic_ns()}"))
+        for name, link in pairs:
+            try:
+                exchange(name, link)  # the name is now a link leading out ...
+                exchange(name, link)  # ... and now itself again
+                swaps += 1
+            except OSError:  # 'sub' is swapped out, or a file was replaced meanwhile: go on
+                pass
     counts.put(("swapper", swaps, 0, [], 0))
 
 
-def test_a_folder_swapped_for_a_link_while_processes_save_lets_nothing_out(tmp_path: Path) -> None:
+def test_files_and_folders_swapped_for_links_while_processes_work_let_nothing_out(
+    tmp_path: Path,
+) -> None:
     root, outside = tmp_path / "root", tmp_path / "outside"
-    (root / "sub").mkdir(parents=True)
-    outside.mkdir()
-    secrets = {f"s{i}.npy" for i in range(5)}  # what a read through the swapped link would find
-    for name in secrets:
-        np.save(outside / name, np.full((2, 2), SECRET, np.uint8))
-        np.save(root / "sub" / name, np.ones((2, 2), np.uint8))  # the same names inside
-    np.save(outside / "only_outside.npy", np.zeros(1))
-    secrets.add("only_outside.npy")
+    for place in PLACES:
+        (root / place).mkdir(parents=True)
+        (outside / place).mkdir(parents=True)
+        (root / (place + ".link")).symlink_to(outside / place)
+        for name in SECRET_NAMES:  # the same names inside (1) and outside (7)
+            np.save(outside / place / name, np.full((2, 2), SECRET, np.uint8))
+            np.save(root / place / name, np.ones((2, 2), np.uint8))
+            (root / place / (name + ".link")).symlink_to(outside / place / name)
+        np.save(outside / place / "only_outside.npy", np.zeros(1))
+    before = _files_under(outside)
     context = multiprocessing.get_context("spawn")
     ready, stop, counts = context.Semaphore(0), context.Event(), context.Queue()
     processes = [context.Process(target=_saver, args=(str(root), ready, stop, counts)) for _ in range(2)]
-    processes.append(
-        context.Process(target=_swapper, args=(str(root), str(outside), ready, stop, counts))
-    )
+    processes.append(context.Process(target=_swapper, args=(str(root), ready, stop, counts)))
     for process in processes:
         process.start()
     for _ in processes:
@@ -277,8 +308,9 @@ def test_a_folder_swapped_for_a_link_while_processes_save_lets_nothing_out(tmp_p
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
-    assert set(os.listdir(outside)) == secrets, "files (or temp files) landed outside the root"
-    assert all(np.load(outside / f"s{i}.npy")[0, 0] == SECRET for i in range(5))  # none overwritten
+    assert _files_under(outside) == before, "files (or temp files) landed outside the root"
+    for place in PLACES:  # none overwritten
+        assert all(np.load(outside / place / name)[0, 0] == SECRET for name in SECRET_NAMES)
     assert [raw for result in results for raw in result[3]] == []  # no raw error, nothing leaked
     saved = sum(result[1] for result in results if result[0] == "saver")
     refused = sum(result[2] for result in results if result[0] == "saver")
