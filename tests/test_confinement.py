@@ -242,7 +242,7 @@ def _exchanger() -> Callable[[str, str], None]:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
+    renameat2: Any = getattr(libc, "renameat2", None)
 
     def two_renames(a: str, b: str) -> None:
         os.rename(a, a + ".swap")
