@@ -4,8 +4,9 @@ test process's sys.path), and the cluster they share.
 - :class:`RecordingBackend`: the real ZarrBackend writing through a real store wrapped to
   record every key it writes (one log file per process), and, when asked, to kill its own
   process (SIGKILL, as the OOM killer or a lost machine would) the first time it writes a
-  given key: a worker, or a whole job, dies in the middle of a field.
-- :func:`ramp`: a lazy image, computed block by block where it is needed (never whole).
+  given key: a worker, or a whole job, dies in the middle of a field; or to write half of
+  that key first, as a writer on a store without atomic writes leaves it (a torn shard).
+- :func:`tiles`: a lazy image, computed block by block where it is needed (never whole).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from polystore.backends.zarr import ZarrBackend
 RECORD = "test_record_to"
 KILL_AT = "test_kill_at"
 """A key (the process dies writing it), or ``write:N`` (it dies at its N-th chunk written)."""
+TORN = "test_torn"
+"""With KILL_AT: the process writes the first half of the key's bytes, then dies."""
 _WRITES: list[str] = []
 
 
@@ -31,13 +34,14 @@ def _wrapper_class() -> type:
     class RecordingStore(zarr.storage.WrapperStore):  # type: ignore[type-arg]
         """A store that logs the keys written to it, and may kill its process at one key."""
 
-        def __init__(self, store: Any, record_to: str, kill_at: str | None) -> None:
+        def __init__(self, store: Any, record_to: str, kill_at: str | None, torn: bool) -> None:
             super().__init__(store)
             self.record_to = record_to
             self.kill_at = kill_at
+            self.torn = torn
 
         def _with_store(self, store: Any) -> Any:
-            return type(self)(store, self.record_to, self.kill_at)
+            return type(self)(store, self.record_to, self.kill_at, self.torn)
 
         def _log(self, what: str, key: str) -> None:
             with open(Path(self.record_to, f"{os.getpid()}.log"), "a") as log:
@@ -51,6 +55,9 @@ def _wrapper_class() -> type:
                 except FileExistsError:
                     pass
                 else:
+                    if self.torn:
+                        written = value.to_bytes()
+                        await self._store.set(key, type(value).from_bytes(written[: len(written) // 2]))
                     os.kill(os.getpid(), signal.SIGKILL)
             self._log("set", key)
             await self._store.set(key, value)
@@ -76,12 +83,15 @@ class RecordingBackend(ZarrBackend):
         options = dict(storage_options or {})
         self.record_to = str(options.pop(RECORD))
         self.kill_at = options.pop(KILL_AT, None)
+        self.torn = bool(options.pop(TORN, False))
         super().__init__(root, storage_options=options, **kwargs)
         self.storage_options = {**options, RECORD: self.record_to,
-                                **({KILL_AT: self.kill_at} if self.kill_at else {})}
+                                **({KILL_AT: self.kill_at} if self.kill_at else {}),
+                                **({TORN: True} if self.torn else {})}
 
     def _open_store(self, store: str, *, writable: bool) -> Any:
-        return _wrapper_class()(super()._open_store(store, writable=writable), self.record_to, self.kill_at)
+        wrapped = super()._open_store(store, writable=writable)
+        return _wrapper_class()(wrapped, self.record_to, self.kill_at, self.torn)
 
 
 def recorded_writes(folder: Path) -> list[tuple[int, str]]:
@@ -95,25 +105,35 @@ def recorded_writes(folder: Path) -> list[tuple[int, str]]:
     return writes
 
 
-def _ramp_block(block: np.ndarray, block_info: Any = None) -> np.ndarray:
-    (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
-    rows = np.arange(y0, y1, dtype=np.uint32)[:, None]
-    columns = np.arange(x0, x1, dtype=np.uint32)[None, :]
-    return ((rows * 7 + columns * 3) % 4093).astype(np.uint16)
+TILE = 1024
 
 
-def ramp(shape: tuple[int, int], chunks: tuple[int, int]) -> Any:
-    """A uint16 image of ``shape`` that dask computes block by block (never whole): (7y + 3x) % 4093."""
+def tile_value(ty: np.ndarray | int, tx: np.ndarray | int) -> np.ndarray:
+    """The value of every pixel of tile (ty, tx) of :func:`tiles`."""
+    return np.asarray((np.asarray(ty) * 37 + np.asarray(tx) * 11) % 4093 + 1).astype(np.uint16)
+
+
+def _tile_block(block: np.ndarray, block_info: Any = None) -> np.ndarray:
+    (y0, _), (x0, _) = block_info[None]["array-location"][-2:]
+    return np.full(block.shape, tile_value(y0 // TILE, x0 // TILE), np.uint16)
+
+
+def tiles(shape: tuple[int, int]) -> Any:
+    """A uint16 image of ``shape`` that dask computes tile by tile (never whole), each
+    1024 x 1024 tile one value (:func:`tile_value`): cheap to make and to compress, so that a
+    test of memory moves gigabytes in seconds."""
     import dask.array as da
 
-    return da.zeros(shape, dtype=np.uint16, chunks=chunks).map_blocks(_ramp_block, dtype=np.uint16)
+    return da.zeros(shape, dtype=np.uint16, chunks=(TILE, TILE)).map_blocks(_tile_block, dtype=np.uint16)
 
 
-def ramp_values(rows: slice, columns: slice) -> np.ndarray:
-    """What :func:`ramp` holds in ``rows`` x ``columns``."""
-    y = np.arange(rows.start, rows.stop, dtype=np.uint32)[:, None]
-    x = np.arange(columns.start, columns.stop, dtype=np.uint32)[None, :]
-    return ((y * 7 + x * 3) % 4093).astype(np.uint16)
+def tile_values(rows: slice, columns: slice, level: int = 0) -> np.ndarray:
+    """What level ``level`` of :func:`tiles`' pyramid holds in ``rows`` x ``columns`` (a tile's
+    pixels average to its value)."""
+    scale = 2**level
+    y = np.arange(rows.start, rows.stop)[:, None] * scale // TILE
+    x = np.arange(columns.start, columns.stop)[None, :] * scale // TILE
+    return tile_value(y, x)
 
 
 def peak_rss_bytes() -> int:

@@ -131,3 +131,14 @@ def test_resume_with_nothing_to_resume_says_so(tmp_path: Path) -> None:
     assert again.returncode == 1 and "--overwrite" in again.stderr
     resumed = polystore("convert", "tiffs", "plate.zarr", "--resume", cwd=tmp_path)
     assert resumed.returncode == 1 and "Nothing to resume" in resumed.stderr
+
+
+def test_an_object_store_url_that_names_no_store_is_refused(tmp_path: Path) -> None:
+    """Not written into a local ./images.zarr under a node named after the URL (and reported done)."""
+    tifffile.imwrite(tmp_path / "x.tif", np.full((8, 8), 5, np.uint16))
+    write_plate_tree(tmp_path / "tiffs", "imagexpress")
+    for source, destination in (("x.tif", "s3://bucket1/x.tif"), ("tiffs", "s3://bucket1/plate")):
+        refused = polystore("convert", source, destination, cwd=tmp_path)
+        assert refused.returncode == 1, refused.stdout
+        assert "component ending in .zarr" in refused.stderr and refused.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs", "x.tif"]

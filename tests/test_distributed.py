@@ -2,10 +2,13 @@
 
 A plate from a TIFF folder to local disk and to the S3 server on 127.0.0.1, checked by
 ome-zarr-models and equal to the single-process result; a scan of every key the workers
-wrote (a recording store) shows each written once and no lock objects; a worker killed in the
-middle of a field (SIGKILL) has its task rerun by dask; a whole job killed is finished by
-``resume=True`` with the same bytes; a worker with a memory limit writes an image several
-times that limit, pyramid included.
+wrote (a recording store) shows each written once, shards spanning several planes included,
+and no lock objects; a worker killed in the middle of a field (SIGKILL), or while tearing a
+shard, has its task rerun by dask, and a task dask gives up on is reported by its field; the
+workers run the zarr settings asked for (a restarted one too); relative paths are the
+client's, not each worker's; a whole job killed is finished by ``resume=True`` with the same
+bytes; a worker with a memory limit writes an image several times that limit, pyramid
+included. Conversions without a cluster: tests/test_distributed_local.py.
 """
 
 from __future__ import annotations
@@ -30,29 +33,34 @@ from distributed import Client, LocalCluster
 from distributed_helpers import (
     KILL_AT,
     RECORD,
+    TORN,
     RecordingBackend,
     peak_rss_bytes,
-    ramp,
-    ramp_values,
     recorded_writes,
+    tile_values,
+    tiles,
 )
 from ngff_helpers import ngff_models
 from plate_helpers import PlateItem, write_plate_tree
 
 from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX
 from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.location import Location
+from polystore.backends.zarr.pipeline import DEFAULT_PIPELINE, PIPELINE_PATH, zarrs_installed
 from polystore.distributed import (
-    ChunkingError,
     ConversionError,
     DestinationExistsError,
     convert,
 )
 from polystore.distributed.journal import journal_location
+from polystore.exceptions import CorruptDataError
 
 PLANE = (48, 40)
 QUIET = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
 """No dashboard; the scheduler's HTTP endpoints on a free port (8787 may be another cluster's)."""
 PLATE = {"wells": ("A01", "B03", "C12"), "fields": 2, "channels": 2, "z": 2}
+SHARDED = {"chunks": (1, 1, 24, 20), "shards": (2, 2, 48, 40)}
+"""A shard spans both channels and both planes of a field: 4 planes written into each."""
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +100,16 @@ def assert_plate(store: Any, items: list[PlateItem], levels: int = 2) -> None:
             assert np.all(plane == item.value), (item.path, level)
 
 
-def reference(tmp_path: Path, folder: Path) -> dict[str, bytes]:
+def reference(tmp_path: Path, folder: Path, **layout: Any) -> dict[str, bytes]:
     """The single-process result: the same conversion on local threads, no cluster."""
-    convert(folder, tmp_path / "reference" / "plate.zarr", levels=2, workers=2)
+    convert(folder, tmp_path / "reference" / "plate.zarr", levels=2, workers=2, **layout)
     return store_bytes(tmp_path / "reference" / "plate.zarr")
+
+
+def incomplete(store: Path, field: str) -> bool:
+    """Whether a field image says it is not written yet (polystore's mark beside its NGFF metadata)."""
+    attributes = zarr.open_group(store / field, mode="r").attrs.asdict()
+    return bool(attributes.get("polystore", {}).get("incomplete"))
 
 
 # -- a plate on the cluster --------------------------------------------------------------------
@@ -128,26 +142,31 @@ def test_plate_from_a_tiff_folder_equals_the_single_process_result(
     assert not Path(journal_location(str(tmp_path / "out" / "plate.zarr"))).exists()  # done: markers gone
 
 
+@pytest.mark.parametrize("layout", [{}, SHARDED], ids=["a chunk per plane", "shards of 4 planes"])
 def test_each_key_is_written_by_one_task_and_no_lock_objects(
-    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client, layout: dict[str, Any]
 ) -> None:
     source, items = folder
     record = tmp_path / "writes"
     record.mkdir()
     backend = RecordingBackend(storage_options={RECORD: str(record)})
-    convert(source, tmp_path / "plate.zarr", client=client, backend=backend, levels=2)
+    convert(source, tmp_path / "plate.zarr", client=client, backend=backend, levels=2, **layout)
     writes = recorded_writes(record)
     workers = set(client.run(os.getpid).values())
     task_writes = [key for pid, key in writes if pid in workers]
     assert task_writes, "the workers wrote no chunks through the store"
     counts = Counter(task_writes)
-    assert max(counts.values()) == 1, [k for k, n in counts.items() if n > 1]
+    # once: a shard of several planes is assembled first, never rewritten plane by plane
+    assert max(counts.values()) == 1, [(k, n) for k, n in counts.items() if n > 1]
     fields = {f"{i.components.row}/{i.components.column}/{i.components.field}" for i in items}
     # every chunk a task wrote lies inside one field: no task wrote another's keys or a shared one
     assert all(key.rsplit("/c/", 1)[0].rsplit("/", 1)[0] in fields for key in task_writes)
-    assert all("/c/" in key for key in task_writes)  # chunks only: no metadata from the tasks
+    assert all("/c/" in key for key in task_writes)  # chunks only through zarr (and its own field's group)
+    if layout:  # 6 fields x 2 levels, one shard each
+        assert len(task_writes) == 12
     assert not lock_files(tmp_path)
     assert_plate(tmp_path / "plate.zarr", items)
+    assert not any(incomplete(tmp_path / "plate.zarr", field) for field in fields)
 
 
 def test_plate_to_the_s3_server(
@@ -175,19 +194,80 @@ def test_plate_to_the_s3_server(
 # -- failures, retries, resume ---------------------------------------------------------------------
 
 
+def worker_zarr_settings() -> tuple[str, int | None]:
+    """This worker's zarr codec pipeline and chunk threads (run with client.run)."""
+    config = zarr.config
+    return str(config.get("codec_pipeline.path")), config.get("threading.max_workers")
+
+
+@pytest.mark.parametrize(("layout", "kill"), [
+    ({}, {KILL_AT: "B/03/1/0/c/1/0/0/0"}),  # dies before writing a plane's chunk
+    (SHARDED, {KILL_AT: "B/03/1/0/c/0/0/0/0", TORN: True}),  # dies with half a shard written
+], ids=["before a chunk", "tearing a shard"])
 def test_a_worker_killed_mid_field_is_replaced_and_the_plate_completes(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client, layout: dict[str, Any],
+    kill: dict[str, Any],
+) -> None:
+    source, items = folder
+    record = tmp_path / "writes"
+    record.mkdir()
+    backend = RecordingBackend(storage_options={RECORD: str(record), **kill})
+    report = convert(source, tmp_path / "out" / "plate.zarr", client=client, backend=backend, levels=2,
+                     **layout)
+    assert (record / "killed").exists(), "no worker was killed"
+    assert len(report.written) == 6 and not report.failures
+    assert_plate(tmp_path / "out" / "plate.zarr", items)
+    # the same writer (the recording store's: zarr-python's pipeline, which lays shards out as
+    # zarrs does not), never killed
+    (tmp_path / "reference-writes").mkdir()
+    unkilled = RecordingBackend(storage_options={RECORD: str(tmp_path / "reference-writes")})
+    expected = reference(tmp_path, source, backend=unkilled, **layout)
+    assert store_bytes(tmp_path / "out" / "plate.zarr") == expected
+    # the nanny restarts the killed worker (for the next tests too); the zarr settings reach it
+    # before any task does: the plugin's, a thread per worker thread (zarr's default: every core)
+    client.wait_for_workers(2, timeout=60)
+    expected = (PIPELINE_PATH if zarrs_installed() else DEFAULT_PIPELINE, 1)
+    assert set(client.run(worker_zarr_settings).values()) == {expected}
+
+
+def test_a_task_dask_gives_up_on_is_reported_by_its_field(
     tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
 ) -> None:
     source, items = folder
     record = tmp_path / "writes"
     record.mkdir()
-    backend = RecordingBackend(storage_options={RECORD: str(record), KILL_AT: "B/03/1/0/c/1/0/0/0"})
-    report = convert(source, tmp_path / "out" / "plate.zarr", client=client, backend=backend, levels=2)
-    assert (record / "killed").exists(), "no worker was killed"
-    assert len(report.written) == 6 and not report.failures
+    backend = RecordingBackend(storage_options={RECORD: str(record), KILL_AT: "B/03/0/0/c/1/0/0/0"})
+
+    def allow(failures: int, dask_scheduler: Any = None) -> int:
+        before: int = dask_scheduler.allowed_failures
+        dask_scheduler.allowed_failures = failures
+        return before
+
+    before = client.run_on_scheduler(allow, 0)  # dask gives up at the first death (default: 3)
+    try:
+        with pytest.raises(ConversionError) as raised:
+            convert(source, tmp_path / "plate.zarr", client=client, backend=backend, levels=2)
+    finally:
+        client.run_on_scheduler(allow, before)
+    assert [f.path for f in raised.value.failures] == ["B/03/0"]
+    assert "died" in str(raised.value.failures[0].error) and "resume" in str(raised.value)
+    assert raised.value.report.written == ["A/01/0", "A/01/1", "B/03/1", "C/12/0", "C/12/1"]
+    assert incomplete(tmp_path / "plate.zarr", "B/03/0") and not incomplete(tmp_path / "plate.zarr", "A/01/0")
+    client.wait_for_workers(2, timeout=60)
+    report = convert(source, tmp_path / "plate.zarr", client=client, levels=2, resume=True)
+    assert report.written == ["B/03/0"]
+    assert_plate(tmp_path / "plate.zarr", items)
+
+
+def test_relative_paths_are_the_clients_not_each_workers(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, items = folder
+    monkeypatch.chdir(tmp_path)  # the workers run in the folder the cluster started in
+    assert os.getcwd() not in client.run(os.getcwd).values()
+    report = convert(source.name, "out/plate.zarr", client=client, levels=2)
+    assert len(report.written) == 6
     assert_plate(tmp_path / "out" / "plate.zarr", items)
-    assert store_bytes(tmp_path / "out" / "plate.zarr") == reference(tmp_path, source)
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker for the next tests
 
 
 JOB = """
@@ -236,27 +316,35 @@ def test_a_bad_file_is_reported_by_name_and_the_rest_is_written(
     assert [f.path for f in raised.value.failures] == [f"B/03/1 ({bad})"]
     assert "resume" in str(raised.value)
     assert len(raised.value.report.written) == 5
+    # the failed field is listed (the plate is valid) but says it is not written: never zeros as data
+    assert incomplete(tmp_path / "plate.zarr", "B/03/1")
+    with pytest.raises(CorruptDataError, match="being written"):
+        ZarrBackend().plates.open_field(Location(str(tmp_path / "plate.zarr"), "B/03/1"))
     bad.write_bytes(good)
     report = convert(source, tmp_path / "plate.zarr", client=client, levels=2, resume=True)
     assert report.written == ["B/03/1"]
     assert_plate(tmp_path / "plate.zarr", items)
+    assert not incomplete(tmp_path / "plate.zarr", "B/03/1")
 
 
 # -- images larger than a worker's memory ----------------------------------------------------------
 
-MEMORY_LIMIT = 340 * 2**20
-"""A worker's whole memory (dask terminates it at 95%); about 250 MiB of it is the worker itself
-with numpy, zarr, zarrs and dask imported, so tasks have about 90 MiB."""
+MEMORY_LIMIT = 400 * 2**20
+"""A worker's whole memory (dask terminates it at 95%); about 300 MiB of it is the worker itself
+with numpy, zarr, zarrs, obstore and dask imported, so tasks have about 80 MiB."""
 
 
 def test_a_memory_limited_worker_writes_an_image_several_times_its_limit(tmp_path: Path) -> None:
     import dask
 
-    shape = (16384, 32768)  # 1 GiB of uint16, 3x the worker's limit (its pyramid: 1/3 more)
-    image = ramp(shape, chunks=(2048, 2048))
-    # the limit is enforced (a worker above 95% of it is killed); pausing at 80%, meant for
-    # workers holding results, would only stall this one: it holds none
-    with dask.config.set({"distributed.worker.memory.pause": False}), \
+    shape = (16384, 40960)  # 1.25 GiB of uint16, 3x the worker's limit (its pyramid: 1/3 more)
+    image = tiles(shape)
+    # the limit is enforced (a worker above 95% of it is killed); spilling results to disk
+    # (from 60%) and pausing (at 80%), meant for workers holding results, would only slow this
+    # one down, or hide what it holds from the limit
+    memory = {"distributed.worker.memory.pause": False, "distributed.worker.memory.target": False,
+              "distributed.worker.memory.spill": False}
+    with dask.config.set(memory), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit=MEMORY_LIMIT,
                          **QUIET) as cluster, Client(cluster) as limited:
         report = convert(image, tmp_path / "big.zarr", client=limited, levels=3, chunks=(1024, 1024),
@@ -268,32 +356,6 @@ def test_a_memory_limited_worker_writes_an_image_several_times_its_limit(tmp_pat
     assert not report.failures and not restarted
     group = zarr.open_group(tmp_path / "big.zarr", mode="r")
     ngff_models(3).Image.from_zarr(group)
-    full = group["0"]
-    for rows, columns in [(slice(0, 64), slice(0, 64)), (slice(16300, 16384), slice(30000, 30100))]:
-        assert np.array_equal(full[rows, columns], ramp_values(rows, columns))
-    expected = ramp_values(slice(0, 4096), slice(0, 4096)).astype(np.float64)
-    expected = np.round(expected.reshape(2048, 2, 2048, 2).mean(axis=(1, 3)))
-    expected = np.round(expected.reshape(1024, 2, 1024, 2).mean(axis=(1, 3))).astype(np.uint16)
-    assert np.array_equal(group["2"][:1024, :1024], expected)
-
-
-# -- refusals ----------------------------------------------------------------------------------------
-
-
-def test_shards_the_chunks_do_not_tile_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ChunkingError, match="whole multiples"):
-        convert(np.zeros((64, 64), np.uint16), tmp_path / "x.zarr", chunks=(16, 16), shards=(24, 32))
-    assert not (tmp_path / "x.zarr").exists()
-
-
-def test_an_existing_destination_is_refused_unless_overwritten(
-    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
-) -> None:
-    source, items = folder
-    convert(source, tmp_path / "plate.zarr")
-    with pytest.raises(DestinationExistsError, match="overwrite"):
-        convert(source, tmp_path / "plate.zarr")
-    with pytest.raises(DestinationExistsError, match="Nothing to resume"):
-        convert(source, tmp_path / "plate.zarr", resume=True)
-    convert(source, tmp_path / "plate.zarr", overwrite=True, levels=2)
-    assert_plate(tmp_path / "plate.zarr", items)
+    for rows, columns in [(slice(1000, 1100), slice(0, 2100)), (slice(16300, 16384), slice(40000, 40960))]:
+        assert np.array_equal(group["0"][rows, columns], tile_values(rows, columns))
+    assert np.array_equal(group["2"][:, :], tile_values(slice(0, 4096), slice(0, 10240), level=2))

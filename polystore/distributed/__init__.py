@@ -6,20 +6,24 @@ pyramid levels), writes every array's metadata and the plate's, then runs one ta
 threads; each task owns its keys (no locks), leaves a done-marker, and ``resume=True`` skips
 what a stopped run finished. See ``docs/distributed.md``.
 
+The modules, one idea each: ``layout`` (a plate from its files' names), ``regions`` (an
+image's blocks per level), ``chunking`` (chunks and shards checked against the plan),
+``sources`` (image files through polystore's formats, lazily), ``images`` (an image marked
+incomplete until written), ``journal`` (progress beside the store), ``tasks`` (what workers
+run), ``runner`` (dask: a cluster or threads), ``job``/``plate_job``/``image_job`` (one
+conversion), ``convert`` (the function), ``worker`` (the workers' zarr settings).
+
 Also exported as ``polystore.convert_to_zarr`` (``polystore.convert`` converts arrays between
 frameworks: another job, kept as it is).
 """
 
 from __future__ import annotations
 
-from polystore.distributed.convert import (
-    DEFAULT_REGION_BYTES,
-    ConversionError,
-    ConversionReport,
-    DestinationExistsError,
-    convert,
-)
-from polystore.distributed.plan import ChunkingError, LayoutError, PlatePlan, Skipped, plan_plate
+from polystore.distributed.chunking import ChunkingError
+from polystore.distributed.convert import DEFAULT_REGION_BYTES, convert
+from polystore.distributed.job import DestinationExistsError, PlanChangedError
+from polystore.distributed.layout import LayoutError, PlatePlan, Skipped, plan_plate
+from polystore.distributed.report import ConversionError, ConversionReport
 
 convert_to_zarr = convert
 """``polystore.convert_to_zarr``: the same function under the name the package exports."""
@@ -31,6 +35,7 @@ __all__ = [
     "ConversionReport",
     "DestinationExistsError",
     "LayoutError",
+    "PlanChangedError",
     "PlatePlan",
     "Skipped",
     "convert",

@@ -1,30 +1,49 @@
-"""Done-markers: how a conversion that was stopped knows, when resumed, what it finished.
+"""A conversion's progress, kept beside the store: what plan it follows, and which tasks
+finished, so that a stopped conversion resumed knows what is left, and refuses to go on
+under a different plan.
 
-Each task, after its last chunk is written, writes one empty key of its own beside the store,
-named by the task and the digest of what it wrote (``.plate.zarr.polystore-convert/done/A/01/0/
-<digest>``; the digest covers the plan of its field or block: source files with their sizes and
-times, shape, codecs), so that one listing tells a resumed conversion what is done. A
-resumed conversion skips a task whose marker holds the digest it would write now, and
-redoes every other. The markers live beside the store, not in it, so that no zarr reader
-meets keys it does not know; they are removed when a conversion finishes without failures.
+Beside the store (``.plate.zarr.polystore-convert/``, a hidden folder, or a prefix on object
+storage), so that no zarr reader meets keys it does not know; one part per node converted
+(``store/`` for a whole store, ``node-<node>/`` for an image inside one), so that
+conversions into different nodes of one store keep and remove only their own:
 
-No key is shared between tasks: a marker is written once, by the task it names.
+- ``plan.json``: the plan's digest and what it is made of (fields, shape, levels, codecs),
+  written before any metadata; a resumed conversion whose plan differs is refused.
+- ``done/<task>/<digest>``: one empty key per finished task, named by the task (``A/01/0``,
+  ``0/0_1024``) and the digest of what it wrote (its files with their sizes and times, its
+  codecs), so that one listing tells a resumed conversion what is done; a marker of another
+  digest never counts.
+
+No key is shared between tasks: a marker is written once, by the task it names. A part is
+removed when its conversion finishes without failures.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import os
 import shutil
+from typing import Any
+from urllib.parse import quote
 
 from polystore.backends.zarr.location import KeyStore, Stores, beside, delete_prefix
-from polystore.exceptions import InvalidPathError
+from polystore.exceptions import CorruptDataError, InvalidPathError
 
 SUFFIX = ".polystore-convert"
 DONE = "done/"
+PLAN = "plan.json"
+
+
+def digest(*parts: Any) -> str:
+    """A short, stable hash of JSON-able ``parts`` (what a done-marker is checked against)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def journal_location(store: str) -> str:
-    """Where the markers of a conversion into ``store`` live: a hidden sibling folder or prefix."""
+    """Where the progress of conversions into ``store`` lives: a hidden sibling folder or prefix."""
     parent, name = beside(store, f".{{}}{SUFFIX}")
     if parent.endswith(":/"):
         raise InvalidPathError(
@@ -34,17 +53,42 @@ def journal_location(store: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-class Journal:
-    """The done-markers of one conversion (a folder beside a local store, a prefix beside an
-    object-store one)."""
+def node_part(node: str) -> str:
+    """The journal's part for a conversion into ``node`` ('' the whole store): one path
+    component, whatever the node's depth (``a/b`` and ``a`` never share one)."""
+    return f"node-{quote(node, safe='')}" if node else "store"
 
-    def __init__(self, stores: Stores, store: str) -> None:
+
+class Journal:
+    """The progress of one conversion into one node of a store."""
+
+    def __init__(self, stores: Stores, store: str, node: str = "") -> None:
         self.stores = stores
-        self.location = journal_location(store)
+        self.root = journal_location(store)
+        self.part = node_part(node)
+        self.location = f"{self.root}/{self.part}"
 
     @property
     def keys(self) -> KeyStore:
         return self.stores.keys(self.location)
+
+    def begin(self, plan_digest: str, summary: dict[str, Any]) -> None:
+        """Record the plan this conversion follows (before it writes anything)."""
+        document = {"digest": plan_digest, "plan": summary}
+        self.keys.put(PLAN, json.dumps(document, indent=1, default=str).encode())
+
+    def plan(self) -> dict[str, Any] | None:
+        """The plan a stopped conversion recorded (``digest`` and ``plan``), or None."""
+        raw = self.keys.get(PLAN)
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+        except ValueError as error:
+            raise CorruptDataError(
+                f"'{self.location}/{PLAN}' is damaged ({error}): overwrite=True (--overwrite) starts over."
+            ) from error
+        return document if isinstance(document, dict) else None
 
     def mark(self, task: str, token: str) -> None:
         """Say that ``task`` wrote everything its plan (``token``) says."""
@@ -52,14 +96,29 @@ class Journal:
 
     def finished(self) -> set[tuple[str, str]]:
         """(task, token) of every task marked done (one listing, not a request per task)."""
-        return {tuple(key.removeprefix(DONE).rsplit("/", 1)) for key in self.keys.list(DONE)}  # type: ignore[misc]
+        found = set()
+        for key in self.keys.list(DONE):
+            task, _, token = key.removeprefix(DONE).rpartition("/")
+            found.add((task, token))
+        return found
 
     def exists(self) -> bool:
         return self.stores.exists(self.location)
 
     def remove(self) -> None:
-        if "://" in self.location:
-            delete_prefix(self.keys, "")
+        """Remove this conversion's part (and the journal, once no other conversion has one)."""
+        self._remove(self.location)
+        if "://" not in self.root:
+            with contextlib.suppress(OSError):  # another node's conversion still has its part
+                os.rmdir(self.root)
+
+    def remove_all(self) -> None:
+        """Remove the progress of every conversion into the store (the store itself went)."""
+        self._remove(self.root)
+
+    def _remove(self, where: str) -> None:
+        if "://" in where:
+            delete_prefix(self.stores.keys(where), "")
         else:
             with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(self.location)
+                shutil.rmtree(where)

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from polystore.distributed.tasks import Outcome
+from polystore.distributed.tasks import Outcome, TaskError, portable
 from polystore.lazy import optional_import
 
 
@@ -29,32 +29,45 @@ def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
         yield bar
 
 
-def run(tasks: Sequence[Any], client: Any = None, *, workers: int | None = None, progress: bool = False,
-        what: str = "tasks") -> list[Outcome]:
-    """Compute ``tasks`` (dask Delayed objects, each giving an Outcome) and return their outcomes.
+def run(tasks: Sequence[tuple[str, Any]], client: Any = None, *, workers: int | None = None,
+        progress: bool = False, what: str = "tasks") -> list[Outcome]:
+    """Compute ``tasks`` ((name, dask Delayed giving an Outcome)) and return their outcomes.
 
     With a ``client``, on its cluster: a task whose worker died is run again by dask; one
-    that dask gave up on (its workers kept dying) is reported as failed. Without, on
-    ``workers`` local threads.
+    that dask gave up on (its workers kept dying), or whose input failed to compute, is
+    reported as failed under its name. Without, on ``workers`` local threads.
     """
     if not tasks:
         return []
     if client is None:
-        return _run_threads(tasks, workers, progress, what)
+        return _run_threads([task for _, task in tasks], workers, progress, what)
     distributed = optional_import("distributed", extra="distributed", purpose="Converting on a cluster")
-    futures = client.compute(list(tasks))
-    names = {future.key: task.key for future, task in zip(futures, tasks, strict=True)}
+    futures = client.compute([task for _, task in tasks])
+    names = {future.key: name for future, (name, _) in zip(futures, tasks, strict=True)}
     outcomes: list[Outcome] = []
     with _bar(progress, len(futures), what) as bar:
         for future in distributed.as_completed(futures):
             if future.status == "error":
-                outcomes.append(Outcome(str(names[future.key]), future.exception()))
+                outcomes.append(Outcome(names[future.key], _failure(future.exception())))
             else:
                 outcomes.append(future.result())
             future.release()
             if bar is not None:
                 bar.update(1)
     return outcomes
+
+
+def _failure(error: BaseException) -> BaseException:
+    """What the report says of a task dask gave up on."""
+    if type(error).__name__ == "KilledWorker":
+        failure = TaskError(
+            "the workers running it died (killed, out of memory, or lost) as many times as dask allows "
+            f"(distributed.scheduler.allowed-failures), so dask gave up on it: {error}. Resume the "
+            "conversion (resume=True, --resume) once the workers have the memory it needs."
+        )
+        failure.__cause__ = error
+        return failure
+    return portable(error)
 
 
 def _run_threads(tasks: Sequence[Any], workers: int | None, progress: bool, what: str) -> list[Outcome]:

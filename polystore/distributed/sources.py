@@ -1,10 +1,10 @@
-"""Image files a conversion reads: which files are images (a table of readers by extension,
-and by content for files without one), their shape and dtype from the header alone, and
-their pixels.
+"""Image files a conversion reads, through polystore's formats (:mod:`polystore.formats`: the
+format by extension, and its checks: a TIFF without a page, a .npy whose header announces more
+than the file holds): which files are images, their shape and dtype from the header alone,
+a plane's pixels, and a large image as a lazy dask array read region by region.
 
-A reader is data: an extension (or the bytes a file starts with) -> how to read its header
-and its pixels. The header is read on the client while planning (no pixels); the pixels in
-the task that writes them.
+The header is read on the client while planning (no pixels); the pixels in the task that
+writes them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from polystore.exceptions import CorruptDataError, PolystoreError
-from polystore.lazy import optional_import
-
-
-class ImageReadError(CorruptDataError):
-    """An image file could not be read (damaged, or not the format its name says)."""
+from polystore.exceptions import CorruptDataError, PolystoreError, UnsupportedFormatError, from_os_error
+from polystore.formats import Format, format_for, read_with, registered_formats
+from polystore.formats import tiff as tiff_format
 
 
 @dataclass(frozen=True)
@@ -33,89 +30,139 @@ class Header:
     dtype: np.dtype[Any]
 
 
-def _tiff_header(path: str) -> Header:
-    tifffile = optional_import("tifffile", extra="tiff", purpose="Converting TIFF files")
-    with tifffile.TiffFile(path) as tiff:
-        series = tiff.series[0]
-        return Header(tuple(int(n) for n in series.shape), np.dtype(series.dtype))
+def _npy_header(handle: IO[bytes]) -> Header:
+    # the npy format's memory map: its header checked against the file's size, no data read
+    mapped = read_with(format_for(handle.name, "npy"), handle, handle.name, {"mmap_mode": "r"})
+    header = Header(tuple(int(n) for n in mapped.shape), np.dtype(mapped.dtype))
+    del mapped
+    return header
 
 
-def _tiff_read(path: str) -> np.ndarray:
-    tifffile = optional_import("tifffile", extra="tiff", purpose="Converting TIFF files")
-    return np.asarray(tifffile.imread(path))
+def _npy_region(handle: IO[bytes], selection: tuple[slice, ...]) -> np.ndarray:
+    # the npy format's own memory map (its header checked against the file's size), dropped
+    # once the region is copied out, so the pages read do not stay in this process
+    mapped = read_with(format_for(handle.name, "npy"), handle, handle.name, {"mmap_mode": "r"})
+    region = np.array(mapped[selection])
+    del mapped
+    return region
 
 
-def _npy_header(path: str) -> Header:
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-    return Header(tuple(int(n) for n in mapped.shape), np.dtype(mapped.dtype))
-
-
-def _npy_read(path: str) -> np.ndarray:
-    return np.asarray(np.load(path, allow_pickle=False))
+def _tiff_header(handle: IO[bytes]) -> Header:
+    return Header(*tiff_format.read_header(handle))
 
 
 @dataclass(frozen=True)
-class Reader:
-    name: str
-    header: Callable[[str], Header]
-    read: Callable[[str], np.ndarray]
-    extensions: tuple[str, ...]
-    magic: tuple[bytes, ...]
-    """What a file of this format starts with (for files whose name has no known extension)."""
+class ImageReader:
+    """How a conversion reads one format beyond its ``load``: the header, and a region."""
+
+    header: Callable[[IO[bytes]], Header]
+    region: Callable[[IO[bytes], tuple[slice, ...]], np.ndarray]
 
 
-READERS: tuple[Reader, ...] = (
-    Reader("tiff", _tiff_header, _tiff_read, (".tif", ".tiff"),
-           (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),  # classic and BigTIFF, either byte order
-    Reader("npy", _npy_header, _npy_read, (".npy",), (b"\x93NUMPY",)),
+READERS: dict[str, ImageReader] = {
+    "tiff": ImageReader(_tiff_header, tiff_format.read_region),
+    "ome-tiff": ImageReader(_tiff_header, tiff_format.read_region),
+    "npy": ImageReader(_npy_header, _npy_region),
+}
+"""The formats (by their name in :mod:`polystore.formats`) a conversion reads images from."""
+
+
+MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),  # classic TIFF, either byte order
+    (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"),  # BigTIFF
+    (b"\x93NUMPY", "npy"),
 )
-"""The image formats a conversion reads, tried by extension, then by the file's first bytes."""
+"""What a file of a format starts with, for files named without a known extension (an NGFF
+layout's ``B/03/0``)."""
 
 
-def reader_for(path: str) -> Reader | None:
-    """The reader of ``path``: by its extension, else by its first bytes; None if no reader."""
-    suffix = Path(path).suffix.lower()
-    for reader in READERS:
-        if suffix in reader.extensions:
-            return reader
+def image_format(path: str) -> Format | None:
+    """The format that reads ``path`` as an image: by its extension, else by its first bytes;
+    None if none does."""
     try:
-        with open(path, "rb") as handle:
-            start = handle.read(8)
-    except OSError:
-        return None
-    for reader in READERS:
-        if any(start.startswith(magic) for magic in reader.magic):
-            return reader
-    return None
-
-
-def read_header(path: str) -> Header:
-    reader = reader_for(path)
-    if reader is None:
-        raise ImageReadError(f"'{path}' is not an image file this converter reads ({known_formats()}).")
-    try:
-        return reader.header(path)
-    except PolystoreError:
-        raise
-    except Exception as error:
-        raise ImageReadError(f"'{path}' could not be read as {reader.name}: {error}") from error
-
-
-def read_image(path: str) -> np.ndarray:
-    """The pixels of ``path`` (an error naming the file if they cannot be read)."""
-    reader = reader_for(path)
-    if reader is None:
-        raise ImageReadError(f"'{path}' is not an image file this converter reads ({known_formats()}).")
-    try:
-        return reader.read(path)
-    except PolystoreError:
-        raise
-    except Exception as error:
-        raise ImageReadError(f"'{path}' could not be read as {reader.name}: {error}") from error
+        fmt = format_for(path)
+    except UnsupportedFormatError:
+        try:
+            with open(path, "rb") as handle:
+                start = handle.read(8)
+        except OSError:
+            return None
+        name = next((name for magic, name in MAGIC if start.startswith(magic)), None)
+        return None if name is None else format_for(path, name)
+    return fmt if fmt.name in READERS else None
 
 
 def known_formats() -> str:
-    return ", ".join(e for reader in READERS for e in reader.extensions)
+    """The extensions of the image files a conversion reads (for messages)."""
+    return ", ".join(e for fmt in registered_formats() if fmt.name in READERS for e in fmt.extensions)
+
+
+def _format(path: str) -> Format:
+    fmt = image_format(path)
+    if fmt is None:
+        raise UnsupportedFormatError(
+            f"'{path}' is not an image file this converter reads ({known_formats()}).")
+    return fmt
+
+
+def _reading(path: str, read: Callable[[IO[bytes]], Any]) -> Any:
+    """``read(handle)`` on the open file, its errors ours and naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            return read(handle)
+    except PolystoreError:
+        raise
+    except OSError as error:
+        raise from_os_error(error, path, "read") from error
+    except Exception as error:
+        raise CorruptDataError(f"'{path}' could not be read as {_format(path).name}: "
+                               f"{type(error).__name__}: {error}") from error
+
+
+def read_header(path: str) -> Header:
+    """The shape and dtype of the image in ``path`` (its header only)."""
+    reader = READERS[_format(path).name]
+    header: Header = _reading(path, reader.header)
+    return header
+
+
+def read_plane(path: str) -> np.ndarray:
+    """The pixels of ``path``, whole, through its format's ``load``."""
+    fmt = _format(path)
+    array: np.ndarray = _reading(path, lambda handle: np.asarray(read_with(fmt, handle, path, {})))
+    return array
+
+
+@dataclass(frozen=True)
+class FileImage:
+    """An image file as an array-like that dask reads region by region (``dask.array.from_array``):
+    each block opens the file and reads the pixels it covers, so that no process holds more
+    than its blocks; pickled as its path, so workers read it where they run."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def open(cls, path: str) -> FileImage:
+        header = read_header(path)
+        info = os.stat(path)
+        return cls(path, header.shape, header.dtype, info.st_size, info.st_mtime_ns)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, selection: tuple[slice, ...]) -> np.ndarray:
+        reader = READERS[_format(self.path).name]
+        region: np.ndarray = _reading(self.path, lambda handle: reader.region(handle, selection))
+        return region
+
+    def __dask_tokenize__(self) -> tuple[str, int, int]:
+        """The same file, unchanged, is the same source (what resume compares)."""
+        return (self.path, self.size, self.mtime_ns)
 
 
 def walk_files(folder: str) -> Iterator[str]:

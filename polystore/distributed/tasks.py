@@ -1,10 +1,13 @@
 """What runs on the workers: one task per plate field, one per region of an image's level.
 
-A task owns its keys: a field task writes the chunks of its own field image (every level)
-and its done-marker; a region task the chunks of one block of whole shards (or chunks) of
-one level and its marker. No task writes metadata, takes a lock or reads another task's
-keys, except a level's task reading the finished block of the level above (its dependency).
-Run twice (a retry after a worker died), a task writes the same bytes again.
+A task owns its keys: a field task writes the chunks of its own field image (every level),
+its image's group (to say it is whole) and its done-marker; a region task the chunks of one
+block of whole shards (or chunks) of one level and its marker. No task writes what another
+writes, takes a lock or reads another task's keys, except a level's task reading the
+finished block of the level above (its dependency). Every write unit (a shard, else a chunk)
+is written whole, once: the planes of a field that share a shard are assembled first, so a
+task never reads back a unit it writes, and a rerun after a worker died mid-write replaces
+what it left, whatever that is.
 
 A task does not raise for what went wrong with its data: it returns an :class:`Outcome`
 naming the file and the error, so every other field is still written and the client reports
@@ -14,8 +17,11 @@ dask reruns its tasks elsewhere.
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import socket
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,25 +31,30 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.image import downsample_plane
 from polystore.backends.zarr.location import Location
-from polystore.distributed.journal import Journal
-from polystore.distributed.plan import FieldPlan, Region, digest, source_region
-from polystore.distributed.sources import read_image
+from polystore.backends.zarr.plate import checked_plane
+from polystore.distributed.images import finish_image
+from polystore.distributed.journal import Journal, digest
+from polystore.distributed.layout import FieldPlan
+from polystore.distributed.regions import Region, source_region
+from polystore.distributed.sources import SourceFile, read_plane
 from polystore.exceptions import CorruptDataError, PolystoreError, UnsupportedDataError
 
 
 class TaskError(PolystoreError, RuntimeError):
-    """A task's error that could not travel back from its worker as it was (not picklable)."""
+    """A task did not finish: its worker died, a block it needs failed, or its error could not
+    travel back from the worker as it was."""
 
 
 @dataclass(frozen=True)
 class Target:
     """Where a conversion writes, as a worker rebuilds it: the backend's class, its config and
-    storage options, and the store."""
+    storage options, the store and the node converted ('' for a whole store)."""
 
     store: str
     config: ZarrConfig
     storage_options: dict[str, Any] = field(default_factory=dict)
     backend_class: type[ZarrBackend] = ZarrBackend
+    node: str = ""
 
     def backend(self) -> ZarrBackend:
         """This process's backend for the target (made once: it holds the open stores)."""
@@ -57,7 +68,7 @@ class Target:
             return found
 
     def journal(self) -> Journal:
-        return Journal(self.backend().stores, self.store)
+        return Journal(self.backend().stores, self.store, self.node)
 
 
 _BACKENDS: dict[str, ZarrBackend] = {}
@@ -81,13 +92,25 @@ class Outcome:
         return f"{self.task} ({self.source})" if self.source else self.task
 
 
-def _portable(error: BaseException) -> BaseException:
+def portable(error: BaseException) -> BaseException:
     """``error`` if it survives the trip back to the client, else a TaskError saying the same."""
     try:
         pickle.loads(pickle.dumps(error))
     except Exception:
         return TaskError(f"{type(error).__name__}: {error}")
     return error
+
+
+def _missing_image(target: Target, node: str) -> CorruptDataError:
+    return CorruptDataError(
+        f"'{target.store}/{node}' has no image here (worker {socket.gethostname()}): the client wrote its "
+        "metadata before the tasks started, so this worker does not see the store the client wrote. "
+        "Every worker must reach the same store: an object store URL, or a path on a filesystem every "
+        "machine mounts at the same place."
+    )
+
+
+# -- plate fields ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -102,35 +125,100 @@ class FieldTask:
     cast: bool = False
 
 
+def shard_groups(planes: Iterable[tuple[tuple[int, ...], SourceFile]], unit: tuple[int, ...]
+                 ) -> dict[tuple[int, ...], list[tuple[tuple[int, ...], SourceFile]]]:
+    """A field's planes by the write unit (shard, else chunk) of the plane axes they fall in."""
+    groups: dict[tuple[int, ...], list[tuple[tuple[int, ...], SourceFile]]] = {}
+    for index, source in planes:
+        groups.setdefault(tuple(i // u for i, u in zip(index, unit, strict=True)), []).append((index, source))
+    return groups
+
+
 def write_field(target: Target, task: FieldTask) -> Outcome:
-    """Write every plane of a field into its image (created by the plan), at every level."""
+    """Write every plane of a field into its image (created by the plan), at every level, each
+    write unit once: the planes that share one are read and assembled, then written together."""
     current: str | None = None
     plan = task.field
     try:
         backend = target.backend()
-        image = backend.plates.open_field(Location(target.store, plan.path))
-        if image is None or not image.levels:
-            raise CorruptDataError(
-                f"'{target.store}/{plan.path}' has no field image: its metadata was not written "
-                "(the conversion's first step stopped). Run the conversion again."
-            )
-        expected = tuple(int(n) for n in image.levels[0].shape[len(task.named):])
-        for index, source in plan.planes:
-            current = source.path
-            data = read_image(source.path)
-            if data.shape != expected:
-                raise UnsupportedDataError(
-                    f"'{source.path}' holds a {data.shape} image; this plate's images are {expected} "
-                    "(the shape of its first file). Convert images of one shape together."
-                )
-            planes = {index: data} if task.named else {i: data[i] for i in np.ndindex(data.shape[:-2])}
-            backend.plates.write_planes(target.store, plan.path, planes, labels=task.labels, cast=task.cast,
-                                        field_image=image)
-        current = None
+        location = Location(target.store, plan.path)
+        levels = _levels(backend, location)
+        if not levels:
+            raise _missing_image(target, plan.path)
+        dtype = np.dtype(levels[0].dtype)
+        full = tuple(int(n) for n in levels[0].shape)
+        plane_shape = full[len(task.named):]
+        unit = tuple(levels[0].shards or levels[0].chunks)[: len(task.named)]
+        where = f"{target.store}/{plan.path}"
+        for group_index, members in sorted(shard_groups(plan.planes, unit).items()):
+            start = tuple(g * u for g, u in zip(group_index, unit, strict=True))
+            stop = tuple(min(s + u, n) for s, u, n in zip(start, unit, full[: len(unit)], strict=True))
+            block = np.zeros(tuple(b - a for a, b in zip(start, stop, strict=True)) + plane_shape, dtype)
+            for index, source in members:
+                current = source.path
+                data = read_plane(source.path)
+                if data.shape != plane_shape:
+                    raise UnsupportedDataError(
+                        f"'{source.path}' holds a {data.shape} image; this plate's images are {plane_shape} "
+                        "(the shape of its first file). Convert images of one shape together."
+                    )
+                offset = tuple(i - s for i, s in zip(index, start, strict=True))
+                for inner in np.ndindex(data.shape[:-2]):  # a whole field image: each of its planes
+                    block[offset + inner] = checked_plane(data[inner], dtype, where, task.cast)
+            current = None
+            planes = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+            for level, array in enumerate(levels):
+                if level:
+                    block = downsample_block(block, task.labels)
+                whole = planes + tuple(slice(0, n) for n in array.shape[len(planes):])
+                write_units(backend, target.store, array, whole, block)
+        finish_image(backend, location, target.config.zarr_format)
         target.journal().mark(plan.path, task.token)
     except Exception as error:  # reported with the others by the client (see the module's docstring)
-        return Outcome(plan.path, _portable(error), current)
+        return Outcome(plan.path, portable(error), current)
     return Outcome(plan.path)
+
+
+def write_units(backend: ZarrBackend, store: str, array: Any, selection: tuple[slice, ...], data: np.ndarray
+                ) -> None:
+    """``array[selection] = data``, ``selection`` being whole write units this task owns. A unit
+    left torn by a writer that died in the middle of writing it (on a store without atomic
+    writes) is removed and written again: zarr-python reads a shard back even to replace it
+    whole, and would fail on it."""
+    try:
+        array[selection] = data
+    except Exception:
+        unit = tuple(array.shards or array.chunks)
+        spans = [range(s.start // u, -(-s.stop // u)) for s, u in zip(selection, unit, strict=True)]
+        keys = backend.documents.keys(Location(store, ""))
+        for coords in itertools.product(*spans):
+            keys.delete(f"{array.path}/{array.metadata.encode_chunk_key(coords)}")
+        array[selection] = data
+
+
+def _levels(backend: ZarrBackend, location: Location) -> list[Any]:
+    """The level arrays of the image at ``location`` (writable); [] if no image is there."""
+    levels: list[Any] = []
+    while True:
+        try:
+            array = backend.documents.image_level_array(location, len(levels), writable=True)
+        except ValueError:  # past its last level
+            return levels
+        if array is None:
+            return levels
+        levels.append(array)
+
+
+def downsample_block(block: np.ndarray, labels: bool) -> np.ndarray:
+    """Halve the last two axes (y, x) of ``block`` plane by plane, as the zarr writer does."""
+    lead = block.shape[:-2]
+    planes = [downsample_plane(block[index], labels) for index in np.ndindex(lead)]
+    if not planes:
+        return block
+    return np.stack(planes).reshape(lead + planes[0].shape)
+
+
+# -- regions of a large image ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -146,13 +234,45 @@ class RegionTask:
     labels: bool = False
 
 
-def downsample_block(block: np.ndarray, labels: bool) -> np.ndarray:
-    """Halve the last two axes (y, x) of ``block`` plane by plane, as the zarr writer does."""
-    lead = block.shape[:-2]
-    planes = [downsample_plane(block[index], labels) for index in np.ndindex(lead)]
-    if not planes:
-        return block
-    return np.stack(planes).reshape(lead + planes[0].shape)
+class SourceGraph:
+    """A dask array's graph, materialized once on the client and shared by the tasks (threads:
+    by reference, never copied) that compute its blocks: a block computed inside the task that
+    writes it fails that task alone, where dask's local scheduler would stop every task at the
+    first error."""
+
+    def __init__(self, graph: Mapping[Any, Any], name: str) -> None:
+        from dask.core import get_dependencies
+
+        self.graph = graph
+        self.name = name
+        self.dependencies = {key: frozenset(get_dependencies(graph, key)) for key in graph}
+
+    def __dask_tokenize__(self) -> str:  # dask would otherwise hash the whole graph, for each block
+        return self.name
+
+    def compute(self, key: Any) -> np.ndarray:
+        """The block at ``key``, computed from the keys it needs alone."""
+        from dask.local import get_sync
+
+        needed: set[Any] = set()
+        stack = [key]
+        while stack:
+            current = stack.pop()
+            if current not in needed:
+                needed.add(current)
+                stack.extend(self.dependencies.get(current, ()))
+        return np.asarray(get_sync({k: self.graph[k] for k in needed}, key))
+
+
+@dataclass(frozen=True)
+class SourceBlock:
+    """One block of a :class:`SourceGraph`, for the task that writes it."""
+
+    graph: SourceGraph
+    key: Any
+
+    def compute(self) -> np.ndarray:
+        return self.graph.compute(self.key)
 
 
 def write_region(target: Target, task: RegionTask, block: Any, *above: Outcome) -> Outcome:
@@ -167,10 +287,10 @@ def write_region(target: Target, task: RegionTask, block: Any, *above: Outcome) 
         location = Location(target.store, task.node)
         array = backend.documents.image_level_array(location, task.level, writable=True)
         if array is None:
-            raise CorruptDataError(f"'{location.display}' is not an image: its metadata was not written.")
+            raise _missing_image(target, task.node)
         selection = tuple(slice(a, b) for a, b in task.region)
         if task.level == 0:
-            data = np.asarray(block)
+            data = block.compute() if isinstance(block, SourceBlock) else np.asarray(block)
         else:
             source = backend.documents.image_level_array(location, task.level - 1)
             assert source is not None  # the same image document named level - 1
@@ -179,9 +299,9 @@ def write_region(target: Target, task: RegionTask, block: Any, *above: Outcome) 
         shape = tuple(b - a for a, b in task.region)
         if data.shape != shape:
             raise UnsupportedDataError(f"block {task.name}: {data.shape} computed for a {shape} region.")
-        array[selection] = data
+        write_units(backend, target.store, array, selection, data)
         target.journal().mark(task.name, task.token)
     except Exception as error:  # reported with the others by the client
-        return Outcome(task.name, _portable(error))
+        return Outcome(task.name, portable(error))
     return Outcome(task.name)
 

@@ -30,14 +30,3 @@ class ZarrWorkerSetup(WorkerPlugin):
         threads = self.threads if self.threads is not None else max(1, int(worker.state.nthreads))
         configure(self.codec_pipeline, threads)
 
-
-def pipeline_of_workers(client: Any) -> dict[str, str]:
-    """worker address -> the codec pipeline zarr uses there (to check the plugin took)."""
-
-    def current() -> str:
-        from polystore.backends.zarr.location import zarr_module
-
-        return str(zarr_module().config.get("codec_pipeline.path"))
-
-    result: dict[str, str] = client.run(current)
-    return result

@@ -1,6 +1,5 @@
-"""The plan of a conversion, made on the client before anything is written: for a plate,
-which file goes to which well, field and plane, and the one shape every field image has;
-for an image, the regions each task owns at each pyramid level.
+"""The layout of a plate to convert, planned on the client before anything is written: which
+file goes to which well, field and plane, and the one shape every field image has.
 
 Files are read by the plate model (:func:`polystore.plates.recognise`): any naming
 convention it knows, or the one (or the pattern) given. A folder whose files are named by
@@ -10,45 +9,30 @@ refused with what was found, not guessed at.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
-import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from polystore.distributed.sources import SourceFile, read_header, reader_for, walk_files
+from polystore.backends.zarr.plate import PlaneAddress
+from polystore.distributed.journal import digest
+from polystore.distributed.sources import SourceFile, image_format, known_formats, read_header, walk_files
 from polystore.exceptions import PolystoreError
 from polystore.ome import ngff
 from polystore.plates import Components, PlateNameError, number_plate, recognise
 from polystore.plates import channel_names as plate_channel_names
 from polystore.plates.wells import column_sort_key, row_sort_key
 
-PLANE_AXES = "tcz"
-"""The plate indices that become axes of a field image, in OME-NGFF's order."""
+PathOrPaths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+ALL_PLANE_AXES = PlaneAddress("A", "01", 0, channel=0, z=0, t=0).plane_axes
+"""Every plate index that can become an axis of a field image, in the zarr plate writer's order."""
 
 
 class LayoutError(PolystoreError, ValueError):
     """The files given do not make one plate: none recognised, two naming conventions, several
     plates, two files for one plane, or images that are not planes where names say they are."""
-
-
-class ChunkingError(PolystoreError, ValueError):
-    """Chunks and shards that do not tile each other (a task could not own its keys)."""
-
-
-def digest(*parts: Any) -> str:
-    """A short, stable hash of JSON-able ``parts`` (what a done-marker is checked against)."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-# -- plates --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -91,22 +75,29 @@ class PlatePlan:
     channel_names: tuple[str, ...]
     skipped: tuple[Skipped, ...]
 
-    def field_digest(self, field: FieldPlan, options: Any) -> str:
-        """What a field's done-marker must hold for the field to count as written."""
+    def field_digest(self, field: FieldPlan, options: object) -> str:
+        """What a field's done-marker must hold for the field to count as written: its files
+        (paths, sizes, times) and everything that decides its bytes."""
         return digest(self.axes, self.shape, self.dtype, self.channel_names, options, asdict(field))
 
+    def summary(self, options: dict[str, Any]) -> dict[str, Any]:
+        """What a resumed conversion must find unchanged (its files' contents may change: a
+        changed file only redoes its field), with the options that decide the bytes."""
+        return {"fields": [f.path for f in self.fields], "axes": self.axes, "shape": list(self.shape),
+                "dtype": self.dtype, "channels": list(self.channel_names), **options}
 
-def _entries(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[tuple[str, str]]:
-    """(name read by the conventions, file path) of every file of a folder or list."""
+
+def _entries(source: PathOrPaths) -> list[tuple[str, str]]:
+    """(name read by the conventions, absolute file path) of every file of a folder or list:
+    the names as given (relative to the folder), the paths absolute, so that workers find the
+    files whatever folder they run in, and a plan is the same however its folder is spelled."""
     if isinstance(source, (str, os.PathLike)):
-        folder = os.fspath(source)
+        folder = os.path.abspath(source)
         return [(relative, os.path.join(folder, relative)) for relative in walk_files(folder)]
-    return [(os.fspath(path).replace("\\", "/"), os.fspath(path)) for path in source]
+    return [(os.fspath(path).replace("\\", "/"), os.path.abspath(path)) for path in source]
 
 
-def plan_plate(
-    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], convention: str | None = None,
-) -> PlatePlan:
+def plan_plate(source: PathOrPaths, convention: str | None = None) -> PlatePlan:
     """Plan the plate a folder (recursively) or a list of image files makes.
 
     ``convention``: a registered convention's name, or a regular expression with named groups;
@@ -117,8 +108,8 @@ def plan_plate(
     names: list[str] = []
     entries = _entries(source)
     for name, path in entries:
-        if reader_for(path) is None:
-            skipped.append(Skipped(name, "not an image file this converter reads (.tif, .tiff, .npy)"))
+        if image_format(path) is None:
+            skipped.append(Skipped(name, f"not an image file this converter reads ({known_formats()})"))
             continue
         try:
             recognition = recognise(name, convention)
@@ -180,17 +171,26 @@ def _refuse_mixed(found: list[tuple[Components, SourceFile]], where: str) -> Non
         )
 
 
+def _plane_of(components: Components) -> dict[str, int]:
+    """The plane indices a file's name gives, by axis (the zarr plate writer's addressing)."""
+    address = PlaneAddress(components.row, components.column, components.field, components.channel,
+                           components.z, components.t, components)
+    return dict(zip(address.plane_axes, address.plane_index, strict=True))
+
+
 def _layout(found: list[tuple[Components, SourceFile]], skipped: list[Skipped]) -> PlatePlan:
-    named = "".join(a for a in PLANE_AXES if any(_index_of(c, a) is not None for c, _ in found))
+    planes_of = [_plane_of(components) for components, _ in found]
+    named = "".join(a for a in ALL_PLANE_AXES if any(a in plane for plane in planes_of))
     fields: dict[tuple[str, str, int], dict[tuple[int, ...], SourceFile]] = {}
-    for components, file in found:
-        index = tuple(_index_of(components, a) or 0 for a in named)
+    for (components, file), plane in zip(found, planes_of, strict=True):
+        index = tuple(plane.get(a, 0) for a in named)
         planes = fields.setdefault((components.row, components.column, components.field), {})
         if index in planes:
+            where = "".join(f", {a} {i}" for a, i in zip(named, index, strict=True))
             raise LayoutError(
                 f"Two files name the same image (well {components.well}, field {components.field}"
-                f"{_plane_text(named, index)}): '{planes[index].path}' and '{file.path}'. Remove "
-                "one, or give a convention that tells them apart."
+                f"{where}): '{planes[index].path}' and '{file.path}'. Remove one, or give a "
+                "convention that tells them apart."
             )
         planes[index] = file
     first = found[0][1]
@@ -216,80 +216,5 @@ def _layout(found: list[tuple[Components, SourceFile]], skipped: list[Skipped]) 
         FieldPlan(row, column, index, tuple(sorted(planes.items())))
         for (row, column, index), planes in ordered
     )
-    return PlatePlan(plans, named + own_axes, named, sizes + header.shape, str(np.dtype(header.dtype)),
+    return PlatePlan(plans, named + own_axes, named, sizes + header.shape, str(header.dtype),
                      found[0][0].convention, channel_names, tuple(skipped))
-
-
-def _index_of(components: Components, axis: str) -> int | None:
-    value: int | None = {"t": components.t, "c": components.channel, "z": components.z}[axis]
-    return value
-
-
-def _plane_text(axes: str, index: tuple[int, ...]) -> str:
-    names = {"t": "time point", "c": "channel", "z": "plane"}
-    return "".join(f", {names[a]} {i}" for a, i in zip(axes, index, strict=True))
-
-
-# -- chunks, shards and regions ----------------------------------------------------------------
-
-
-def check_tiling(chunks: Sequence[int] | None, shards: Sequence[int] | None) -> None:
-    """Refuse shards that are not whole multiples of the chunks (zarr would store chunks across
-    shard boundaries, and a task writing one shard would touch its neighbours')."""
-    if chunks is None or shards is None:
-        return
-    if len(chunks) != len(shards):
-        raise ChunkingError(f"chunks {tuple(chunks)} and shards {tuple(shards)} have different lengths.")
-    bad = [i for i, (c, s) in enumerate(zip(chunks, shards, strict=True)) if c <= 0 or s % c]
-    if bad:
-        raise ChunkingError(
-            f"shards {tuple(shards)} are not whole multiples of chunks {tuple(chunks)} (axis "
-            f"{', '.join(map(str, bad))}): a shard holds whole chunks. Give shards that the chunks "
-            "tile, e.g. shards = chunks x 4."
-        )
-
-
-Region = tuple[tuple[int, int], ...]
-"""Per axis, [start, stop) of a block of an array."""
-
-
-def region_shape(
-    shape: Sequence[int], unit: Sequence[int], itemsize: int, target_bytes: int
-) -> tuple[int, ...]:
-    """A block shape made of whole write units (shards, else chunks), about ``target_bytes``:
-    grown along the innermost axes first (whole rows of tiles), never past the array."""
-    block = [min(u, s) if s else u for u, s in zip(unit, shape, strict=True)]
-    for axis in reversed(range(len(block))):
-        while block[axis] < shape[axis]:
-            grown = min(block[axis] * 2, math.ceil(shape[axis] / unit[axis]) * unit[axis])
-            if math.prod(block) // block[axis] * grown * itemsize > target_bytes:
-                break
-            block[axis] = grown
-        if block[axis] < shape[axis]:
-            break
-    return tuple(min(b, s) if s else b for b, s in zip(block, shape, strict=True))
-
-
-def regions(shape: Sequence[int], block: Sequence[int]) -> list[Region]:
-    """The blocks of ``block`` shape that tile an array of ``shape``, in C order."""
-    ranges = [range(0, max(s, 1), b) for s, b in zip(shape, block, strict=True)]
-    return [tuple((start, min(start + b, s)) for start, b, s in zip(starts, block, shape, strict=True))
-            for starts in itertools.product(*ranges)]
-
-
-def source_region(region: Region, axes: str, source_shape: Sequence[int]) -> Region:
-    """The block of the level above that ``region`` of a level is computed from (y, x doubled)."""
-    return tuple(
-        (min(2 * a, n), min(2 * b, n)) if axis in "yx" and n >= 2 else (a, b)
-        for (a, b), axis, n in zip(region, axes, source_shape, strict=True)
-    )
-
-
-def overlapping(region: Region, candidates: Iterable[Region]) -> list[Region]:
-    """The candidates that share at least one element with ``region``."""
-    return [c for c in candidates
-            if all(a < d and c0 < b for (a, b), (c0, d) in zip(region, c, strict=True))]
-
-
-def region_name(level: int, region: Region) -> str:
-    return f"{level}/" + "_".join(str(a) for a, _ in region)

@@ -1,0 +1,72 @@
+"""The images a conversion writes (a plate's fields, or one large image), as a reader sees them
+while it runs: every level's metadata from the start, the image marked incomplete until its
+pixels are all written.
+
+- :func:`create_image` (client): the level arrays and the image's group, whose NGFF
+  attributes describe the image whole (a live viewer shows it filling) and whose
+  ``polystore.incomplete`` attribute says that it is not finished: polystore refuses to load
+  it as data (``CorruptDataError``), ``polystore repair`` treats it as damaged, and any reader
+  can tell it from an image of zeros. An image that a stopped run left is marked first, then
+  its chunks are removed (never its level arrays: a plate that lists it never lists a level
+  that is not there).
+- :func:`finish_image` (its task, or the client for a large image): the mark removed, once
+  every chunk is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.config import ZarrConfig
+from polystore.backends.zarr.documents import GroupDocument, array_documents
+from polystore.backends.zarr.image import INCOMPLETE, ImageSpec, array_options, channel_labels, level_shape
+from polystore.backends.zarr.location import Location, join_key
+
+DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
+"""The metadata documents of a zarr node (every other key under a level array is a chunk)."""
+
+
+def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...], dtype: Any, axes: str,
+                 config: ZarrConfig, spec: ImageSpec) -> None:
+    """Make the image at ``location`` empty, with every level, marked incomplete: created, or
+    (left by a stopped run, with the same plan) marked and its chunks removed."""
+    documents, images = backend.documents, backend.images
+    dtype = np.dtype(dtype)
+    level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
+    names = spec.channel_names or channel_labels(shape, axes)
+    spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
+    attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count), **INCOMPLETE}
+    if documents.node_kind(location) is None:
+        documents.ensure_parent_groups(location, config.zarr_format)
+        images.create_levels(location, axes, shape, dtype, config, level_count)
+    else:
+        documents.write_group(location, config.zarr_format, attributes)  # marked before any chunk goes
+        for level in range(level_count):
+            options = array_options(level_shape(shape, axes, level), dtype, config)
+            if config.zarr_format == 3:  # as ImageWriter.create_levels makes them
+                options["dimension_names"] = tuple(axes)
+            _empty_level(backend, location.child(str(level)), options, config.zarr_format)
+    documents.write_group(location, config.zarr_format, attributes)
+
+
+def _empty_level(backend: ZarrBackend, location: Location, options: dict[str, Any], zarr_format: int) -> None:
+    """Remove a level array's chunks and write its documents again, never without them."""
+    keys = backend.documents.keys(location)
+    for key in list(keys.list(location.node + "/")):
+        if key.rsplit("/", 1)[-1] not in DOCUMENTS or key.count("/") != location.node.count("/") + 1:
+            keys.delete(key)
+    _metadata, written = array_documents(zarr_format, options)
+    for name, content in written.items():
+        keys.put(join_key(location.node, name), content)
+
+
+def finish_image(backend: ZarrBackend, location: Location, zarr_format: int) -> None:
+    """Say in the image's group that it is whole (its pixels are all written)."""
+    group = GroupDocument.read(backend.documents, location, zarr_format)
+    if group is None:
+        return
+    attributes = {k: v for k, v in group.attributes.items() if k not in INCOMPLETE}
+    group.put(attributes)

@@ -1,0 +1,88 @@
+"""A plate's conversion: every field image created (marked incomplete), the wells' and the
+plate's documents written from the plan, then one task per field."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from polystore.backends.zarr.image import ImageSpec
+from polystore.backends.zarr.location import Location
+from polystore.backends.zarr.plate import plate_name
+from polystore.distributed.images import create_image
+from polystore.distributed.job import Job, new_run_id
+from polystore.distributed.journal import digest
+from polystore.distributed.layout import FieldPlan, PlatePlan
+from polystore.distributed.report import ConversionReport
+from polystore.distributed.tasks import FieldTask, write_field
+from polystore.lazy import optional_import
+from polystore.ome import ngff
+from polystore.plates.wells import column_sort_key, row_sort_key
+
+
+def plate_digest(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> tuple[str, dict[str, Any]]:
+    """The digest and summary of what a resumed conversion of this plate must find unchanged."""
+    summary = plan.summary({**job.options(), "labels": labels, "cast": cast})
+    return digest(summary), summary
+
+
+def commit_plate(job: Job, plan: PlatePlan) -> None:
+    """The wells' and the plate's documents, as the plan has them (written whole, not merged
+    with what a stopped run wrote): the wells first, so that the plate lists only wells there."""
+    config = job.target.config
+    store = job.location.store
+    wells: dict[tuple[str, str], list[str]] = {}
+    for plan_field in plan.fields:
+        wells.setdefault((plan_field.row, plan_field.column), []).append(str(plan_field.index))
+    for (row, column), images in wells.items():
+        job.backend.documents.write_group(Location(store, f"{row}/{column}"), config.zarr_format,
+                                          ngff.well_attributes(images, version=config.ngff))
+    rows = sorted({row for row, _ in wells}, key=row_sort_key)
+    columns = sorted({column for _, column in wells}, key=column_sort_key)
+    field_count = max(len(images) for images in wells.values())
+    attributes = ngff.plate_attributes(rows, columns, list(wells), version=config.ngff,
+                                       field_count=field_count, name=plate_name(store))
+    job.backend.documents.write_group(Location(store, ""), config.zarr_format, attributes)
+
+
+def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> ConversionReport:
+    config = job.target.config
+    store = job.location.store
+    tokens = {f.path: plan.field_digest(f, (job.options(), labels, cast)) for f in plan.fields}
+    done = job.finished()
+    todo = [f for f in plan.fields if (f.path, tokens[f.path]) not in done]
+    spec = ImageSpec(plan.axes, config.pyramid_levels, plan.channel_names or None, labels=labels)
+
+    def create(fields: list[FieldPlan]) -> None:  # one well's fields, in order (their parents once)
+        for plan_field in fields:
+            create_image(job.backend, Location(store, plan_field.path), plan.shape, plan.dtype, plan.axes,
+                         config, spec)
+
+    by_well: dict[tuple[str, str], list[FieldPlan]] = {}
+    for plan_field in todo:
+        by_well.setdefault((plan_field.row, plan_field.column), []).append(plan_field)
+    # metadata documents are small I/O-bound writes (a request each on object storage): threads
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="polystore-plan") as pool:
+        list(pool.map(create, by_well.values()))
+    if config.ome_zarr_metadata:
+        commit_plate(job, plan)
+    delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
+    # arguments as literals (traverse=False): dask would otherwise walk every dataclass field
+    # of every task looking for collections (5 ms a field, on the client, before any work)
+    target = delayed(job.target, traverse=False)
+    run_id = new_run_id()
+    tasks = [
+        (f.path, delayed(write_field, pure=False)(
+            target, delayed(FieldTask(f, plan.named, tokens[f.path], labels, cast), traverse=False),
+            dask_key_name=f"polystore-field-{f.path}-{run_id}",
+        ))
+        for f in todo
+    ]
+    outcomes = job.run(tasks, "fields")
+    pending = {f.path for f in todo}
+    report = ConversionReport(
+        job.location.display, "plate", len(plan.fields), skipped_files=list(plan.skipped),
+        convention=plan.convention, shape=plan.shape, axes=plan.axes,
+        already_done=[f.path for f in plan.fields if f.path not in pending],
+    )
+    return job.report(report, outcomes, [f.path for f in plan.fields])

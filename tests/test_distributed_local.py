@@ -1,0 +1,330 @@
+"""polystore.distributed without a cluster (local threads): what a conversion refuses before it
+writes, how it resumes and when it refuses to, what a reader sees of a field not written yet,
+source blocks that fail, progress kept per node, relative paths, the formats' checks, and
+memory bounded with the default settings (a subprocess measures its own peak).
+Conversions on a LocalCluster: tests/test_distributed.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask")
+pytest.importorskip("tifffile")
+
+import dask.array as da
+import tifffile
+import zarr
+from plate_helpers import PlateItem, write_plate_tree
+
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.location import Location
+from polystore.distributed import (
+    ChunkingError,
+    ConversionError,
+    DestinationExistsError,
+    convert,
+)
+from polystore.distributed.journal import journal_location
+from polystore.distributed.regions import Grid
+from polystore.exceptions import CorruptDataError
+
+PLANE = (32, 32)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> tuple[Path, list[PlateItem]]:
+    items = write_plate_tree(tmp_path / "tiffs", "imagexpress", shape=PLANE, channels=2)
+    return tmp_path / "tiffs", items
+
+
+def store_bytes(store: Path) -> dict[str, bytes]:
+    return {p.relative_to(store).as_posix(): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+def listed_levels(store: Path) -> list[str]:
+    """Every level of every image the plate lists (what a reader such as ome-zarr-py opens)."""
+    group = zarr.open_group(store, mode="r")
+    levels = []
+    for well in group.attrs["ome"]["plate"]["wells"]:
+        for image in group[well["path"]].attrs["ome"]["well"]["images"]:
+            node = f"{well['path']}/{image['path']}"
+            levels += [f"{node}/{d['path']}" for d in group[node].attrs["ome"]["multiscales"][0]["datasets"]]
+    return levels
+
+
+def break_file(path: Path) -> bytes:
+    good = path.read_bytes()
+    path.write_bytes(b"II*\x00 this is not a TIFF")
+    return good
+
+
+# -- refused before anything is written ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "layout", "match"), [
+    ("image", {"chunks": (16, 16), "shards": (24, 32)}, "whole multiples"),
+    ("image", {"shards": (1536, 1536)}, "chunks= too"),  # the default chunk (1024) does not tile them
+    ("image", {"chunks": (1, 16, 16), "shards": (1, 32, 32)}, "2 axes"),
+    ("plate", {"chunks": (16, 16), "shards": (32, 32)}, "3 axes"),
+    ("plate", {"shards": (2, 16, 16)}, "whole chunks"),  # a plane's chunk is the whole plane
+    ("plate", {"chunks": (0, 16, 16)}, "at least 1"),
+    ("image", {"chunks": (32, 32), "shards": (64, 64), "region_bytes": 4 * 2**10}, "region_bytes"),
+], ids=["not multiples", "shards without chunks", "3-D chunks of a 2-D image", "2-D chunks of a 3-D field",
+        "shards of plane chunks", "a zero chunk", "shards larger than a task may hold"])
+def test_chunks_and_shards_that_do_not_fit_are_refused_before_anything_is_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], source: str, layout: dict[str, Any], match: str
+) -> None:
+    data: Any = np.zeros((64, 64), np.uint16) if source == "image" else folder[0]
+    with pytest.raises(ChunkingError, match=match):
+        convert(data, tmp_path / "out.zarr", **layout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]  # no store, no progress folder
+
+
+def test_an_existing_destination_is_refused_unless_overwritten(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
+) -> None:
+    source, _items = folder
+    convert(source, tmp_path / "plate.zarr")
+    with pytest.raises(DestinationExistsError, match="overwrite"):
+        convert(source, tmp_path / "plate.zarr")
+    with pytest.raises(DestinationExistsError, match="Nothing to resume"):
+        convert(source, tmp_path / "plate.zarr", resume=True)
+    convert(source, tmp_path / "plate.zarr", overwrite=True, levels=2)
+    assert len(listed_levels(tmp_path / "plate.zarr")) == 2 * 6
+
+
+# -- resume ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["a well's files removed", "levels 3 -> 2"])
+def test_a_resume_with_another_plan_is_refused(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], change: str
+) -> None:
+    source, _items = folder
+    break_file(source / "P1_C12_s2_w1.tif")
+    with pytest.raises(ConversionError):
+        convert(source, tmp_path / "plate.zarr", levels=3)
+    levels = 3
+    if change.startswith("a well"):
+        for path in source.glob("P1_C12_*"):
+            path.unlink()
+    else:
+        write_plate_tree(source, "imagexpress", shape=PLANE, channels=2)  # the file fixed too
+        levels = 2
+    with pytest.raises(DestinationExistsError, match="another plan") as refused:
+        convert(source, tmp_path / "plate.zarr", levels=levels, resume=True)
+    said = "C/12/0" if change.startswith("a well") else "3 -> 2"
+    assert said in str(refused.value)
+    assert "overwrite" in str(refused.value)
+    convert(source, tmp_path / "plate.zarr", levels=levels, overwrite=True)
+    convert(source, tmp_path / "reference" / "plate.zarr", levels=levels)
+    assert store_bytes(tmp_path / "plate.zarr") == store_bytes(tmp_path / "reference" / "plate.zarr")
+
+
+def test_a_failed_field_is_listed_but_marked_not_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
+) -> None:
+    source, _items = folder
+    good = break_file(source / "P1_B03_s1_w2.tif")
+    with pytest.raises(ConversionError):
+        convert(source, tmp_path / "plate.zarr", levels=2)
+    store = tmp_path / "plate.zarr"
+    assert "B/03/0/0" in listed_levels(store)  # the plate is valid NGFF at every moment
+    attributes = zarr.open_group(store / "B" / "03" / "0", mode="r").attrs.asdict()
+    assert attributes["polystore"] == {"incomplete": True}  # a reader can tell: not zeros as data
+    assert "polystore" not in zarr.open_group(store / "A" / "01" / "0", mode="r").attrs.asdict()
+    plates = ZarrBackend().plates  # polystore's plate writer takes it as damaged, to write again
+    with pytest.raises(CorruptDataError, match="being written"):
+        plates.open_field(Location(str(store), "B/03/0"))
+    assert plates.open_field(Location(str(store), "A/01/0")) is not None
+    (source / "P1_B03_s1_w2.tif").write_bytes(good)
+    assert convert(source, store, levels=2, resume=True).written == ["B/03/0"]
+    assert "polystore" not in zarr.open_group(store / "B" / "03" / "0", mode="r").attrs.asdict()
+
+
+def test_a_resume_never_lists_a_level_that_is_not_there(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every moment a resume removes something, a reader opening every level the plate lists finds it."""
+    import shutil
+
+    from polystore.backends.zarr import location
+
+    source, _items = folder
+    good = break_file(source / "P1_B03_s1_w2.tif")
+    store = tmp_path / "plate.zarr"
+    with pytest.raises(ConversionError):
+        convert(source, store, levels=2)
+    (source / "P1_B03_s1_w2.tif").write_bytes(good)
+    missing: list[str] = []
+
+    def look() -> None:
+        for level in listed_levels(store):
+            if not (store / level / "zarr.json").exists():
+                missing.append(level)
+
+    real_rmtree, real_delete = shutil.rmtree, location.LocalKeys.delete
+
+    def rmtree(path: Any, *args: Any, **kwargs: Any) -> None:
+        real_rmtree(path, *args, **kwargs)
+        look()
+
+    def delete(self: Any, key: str) -> None:
+        real_delete(self, key)
+        look()
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)  # observed, not replaced: each still removes
+    monkeypatch.setattr(location.LocalKeys, "delete", delete)
+    assert convert(source, store, levels=2, resume=True).written == ["B/03/0"]
+    assert missing == []
+
+
+def test_the_same_folder_spelled_otherwise_resumes(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _items = folder
+    good = break_file(source / "P1_B03_s1_w2.tif")
+    with pytest.raises(ConversionError):
+        convert(source, tmp_path / "plate.zarr")
+    (source / "P1_B03_s1_w2.tif").write_bytes(good)
+    monkeypatch.chdir(tmp_path)
+    report = convert("./tiffs/", "plate.zarr", resume=True)
+    assert report.written == ["B/03/0"] and len(report.already_done) == 5
+
+
+# -- a large image's source blocks, and progress per node ------------------------------------------------
+
+
+def _fails_at_one_chunk(block: np.ndarray, flag: str = "", block_info: Any = None) -> np.ndarray:
+    if block_info[None]["chunk-location"] == (1, 1) and Path(flag).exists():
+        raise OSError("scanner file unreadable")
+    return block
+
+
+def flaky_source(flag: Path) -> Any:
+    """512 x 512 ones in 256 x 256 chunks, whose chunk (1, 1) fails while ``flag`` exists
+    (the same dask graph either way: a resume sees the same source)."""
+    ones = da.ones((512, 512), np.uint16, chunks=(256, 256))
+    return ones.map_blocks(_fails_at_one_chunk, flag=str(flag), dtype=np.uint16)
+
+
+IMAGE = {"chunks": (128, 128), "levels": 2, "region_bytes": 2**15}
+"""Blocks of one 128 x 128 chunk: 16 at level 0, 4 at level 1."""
+
+
+def test_a_source_block_that_fails_is_that_blocks_failure(tmp_path: Path) -> None:
+    flag = tmp_path / "unreadable"
+    flag.touch()
+    store = tmp_path / "s.zarr"
+    with pytest.raises(ConversionError) as raised:
+        convert(flaky_source(flag), store, **IMAGE)
+    failures = {f.path: f.error for f in raised.value.failures}
+    # the four blocks the failing chunk feeds, with its error, then the level-1 block they make
+    assert list(failures) == ["0/256_256", "0/256_384", "0/384_256", "0/384_384", "1/128_128"]
+    assert all(isinstance(failures[name], OSError) for name in list(failures)[:4])
+    assert len(raised.value.report.written) == 12 + 3
+    flag.unlink()
+    report = convert(flaky_source(flag), store, resume=True, **IMAGE)
+    assert report.written == list(failures) and len(report.already_done) == 15
+    assert np.array_equal(zarr.open_array(store / "1", mode="r")[...], np.ones((256, 256), np.uint16))
+
+
+def test_conversions_into_two_nodes_keep_their_own_progress(tmp_path: Path) -> None:
+    flag = tmp_path / "unreadable"
+    flag.touch()
+    store = tmp_path / "s.zarr"
+    with pytest.raises(ConversionError):
+        convert(flaky_source(flag), store / "a", **IMAGE)
+    # another image of the same store is not held up by a's stopped conversion, and removes
+    # only its own progress when it finishes
+    convert(np.ones((64, 64), np.uint16), store / "b")
+    flag.unlink()
+    report = convert(flaky_source(flag), store / "a", resume=True, **IMAGE)
+    assert len(report.written) == 5 and len(report.already_done) == 15
+    assert not Path(journal_location(str(store))).exists()
+
+
+def test_block_arithmetic_finds_what_a_scan_finds() -> None:
+    """The blocks of a level above that a block is computed from, found by index arithmetic."""
+    for shape, block in [((37, 53), (8, 16)), ((5, 64, 64), (2, 16, 32)), ((1, 1), (1, 1))]:
+        grid = Grid(shape, block)
+        for region in (grid.region(index) for index in grid.indices()):
+            scanned = [grid.region(i) for i in grid.indices()
+                       if all(a < d and c < b for (a, b), (c, d) in zip(region, grid.region(i), strict=True))]
+            assert [grid.region(i) for i in grid.overlapping(region)] == scanned
+        wide = tuple((0, n) for n in shape)
+        assert list(grid.overlapping(wide)) == list(grid.indices())
+        assert len(list(itertools.islice(grid.indices(), 3))) == min(3, len(grid))
+
+
+# -- sources through polystore's formats -------------------------------------------------------------
+
+
+def test_files_are_read_through_the_formats_checks(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
+) -> None:
+    source, _items = folder
+    empty = source / "P1_B03_s1_w1.tif"
+    with tifffile.TiffWriter(empty) as writer:  # a TIFF without any page
+        del writer
+    with pytest.raises(ConversionError) as raised:
+        convert(source, tmp_path / "plate.zarr")
+    [failure] = raised.value.failures
+    assert failure.path == f"B/03/0 ({empty})" and isinstance(failure.error, CorruptDataError)
+    # a .npy whose header announces more than the file holds
+    forged = tmp_path / "forged.npy"
+    np.save(forged, np.zeros((64, 64), np.uint16))
+    forged.write_bytes(forged.read_bytes()[:-100])
+    with pytest.raises(CorruptDataError, match="cut short"):
+        convert(str(forged), tmp_path / "forged.zarr")
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+
+MEASURE = """
+import resource, sys
+import numpy as np
+from polystore.distributed import convert
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+if __name__ == "__main__":
+    source, small, destination = sys.argv[1:]
+    convert(small, destination + ".warm.zarr", workers=1)  # imports and first use, not the image
+    before = peak()
+    convert(source, destination, workers=1, levels=2)
+    print(before, peak())
+"""
+
+
+def test_an_image_file_is_converted_with_bounded_memory_by_default(tmp_path: Path) -> None:
+    """A TIFF several times the default region (32 MiB) converts with the default settings in a
+    process whose peak grows by a few regions, not by the image: read region by region, written
+    in tiles."""
+    shape = (8192, 16384)  # 256 MiB of uint16
+    image = np.broadcast_to((np.arange(shape[1], dtype=np.uint16) % 4093)[None, :], shape)
+    tifffile.imwrite(tmp_path / "big.tif", image, compression="zlib", rowsperstrip=64)
+    tifffile.imwrite(tmp_path / "small.tif", np.ones((2048, 2048), np.uint16))
+    (tmp_path / "measure.py").write_text(textwrap.dedent(MEASURE))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(tmp_path / "measure.py"), str(tmp_path / "big.tif"),
+                           str(tmp_path / "small.tif"), str(tmp_path / "big.zarr")],
+                          capture_output=True, text=True, timeout=600, env=environment)
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
+    growth = after - before
+    assert growth < 128 * 2**20, f"peak grew {growth / 2**20:.0f} MiB, image {image.nbytes / 2**20:.0f} MiB"
+    level = zarr.open_array(tmp_path / "big.zarr" / "0", mode="r")
+    assert level.chunks == (1024, 1024)  # tiles, not the whole plane
+    assert np.array_equal(level[4000:4100, 9000:9500], image[4000:4100, 9000:9500])
