@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from polystore.atomic import TEMP_SUFFIX
-from polystore.exceptions import PolystoreError
+from polystore.exceptions import InvalidPathError, PolystoreError
 from polystore.lazy import optional_import
 
 
@@ -93,6 +93,11 @@ def locate(path: str | os.PathLike[str], root: str | None, store_name: str) -> L
         if part.lower().endswith(".zarr"):
             node_parts = _node_parts("/".join(parts[index + 1 :]), path)
             return Location(prefix + "/".join(parts[: index + 1]), "/".join(node_parts))
+    if "://" in os.fspath(path):  # a URL is not a node of a local store
+        raise InvalidPathError(
+            f"'{path}': an object-store URL names its zarr store by a component ending in .zarr "
+            "(s3://bucket/data.zarr, or s3://bucket/data.zarr/image for a node in it); this one has none."
+        )
     base = root if root is not None else "."
     node_parts = _node_parts(os.fspath(path).replace("\\", "/"), path)
     return Location(f"{base.rstrip('/')}/{store_name}", "/".join(node_parts))
