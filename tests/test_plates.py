@@ -437,7 +437,7 @@ def test_a_projection_beside_its_z_stack_is_marked_and_converted_without_it(tmp_
     assert [c.unplaced() is None for c in numbered] == [True, True, False]
     assert "projection of the Z stack" in (numbered[2].unplaced() or "")
     pytest.importorskip("dask")
-    from polystore.distributed.plan import plan_plate
+    from polystore.distributed import plan_plate
 
     for path, value in paths.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
@@ -450,7 +450,7 @@ def test_a_projection_beside_its_z_stack_is_marked_and_converted_without_it(tmp_
 
 def test_the_converter_numbers_incucyte_channels_and_time_points(tmp_path: Path) -> None:
     pytest.importorskip("dask")
-    from polystore.distributed.plan import plan_plate
+    from polystore.distributed import plan_plate
 
     items = write_plate_tree(tmp_path, "incucyte", wells=("B02",), fields=1, channels=2, t=2)
     plan = plan_plate(tmp_path)

@@ -94,6 +94,34 @@ def _load_tiff(
         return tiff.asarray(key=key, series=series, level=level)  # type: ignore[no-any-return]
 
 
+def read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """(shape, dtype) of the first series of a TIFF, from its header (no pixels read)."""
+    with _tifffile().TiffFile(handle, _multifile=False) as tiff:
+        if not tiff.pages:
+            raise CorruptDataError(f"'{getattr(handle, 'name', 'the TIFF')}' holds no image (no page could "
+                                   "be read): the file is damaged, cut short, or not a TIFF.")
+        series = tiff.series[0]
+        return tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+
+
+def read_region(handle: IO[bytes], selection: tuple[slice, ...]) -> np.ndarray:
+    """The pixels of ``selection`` of a TIFF's first series, reading only what it covers: a
+    memory map of uncompressed contiguous data, else the tiles or strips it touches (tifffile's
+    zarr view), so that a region of an image larger than memory costs the region."""
+    with _tifffile().TiffFile(handle, _multifile=False) as tiff:
+        if not tiff.pages:
+            raise CorruptDataError(f"'{getattr(handle, 'name', 'the TIFF')}' holds no image.")
+        series = tiff.series[0]
+        if series.dataoffset is not None:  # one uncompressed block: tifffile's zarr view is one chunk
+            mapped = np.memmap(handle, dtype=series.dtype, mode="r", offset=series.dataoffset,
+                               shape=tuple(series.shape))
+            region = np.array(mapped[selection], dtype=series.dtype.newbyteorder("="))
+            del mapped  # unmapped now: the pages read do not stay in this process
+            return region
+        zarr = optional_import("zarr", extra="zarr", purpose="Reading regions of TIFF files")
+        return np.asarray(zarr.open_array(series.aszarr(), mode="r")[selection])
+
+
 def _ome_problem(array: np.ndarray) -> str | None:
     """Why OME-TIFF would not give ``array`` back as it is, if it would not."""
     if array.dtype.newbyteorder("=") not in OME_DTYPES:
