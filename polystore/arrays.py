@@ -78,6 +78,17 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
     return _numpy_from_dlpack(tensor, fallback=lambda t: t.numpy())
 
 
+def _numpy_to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, np.ma.MaskedArray):  # np.asarray would drop the mask without a word
+        raise UnsupportedDataError(
+            "A masked array (numpy.ma) would lose its mask: polystore's array formats and "
+            "frameworks hold the values only. Store the mask beside the values, e.g. .npz of "
+            "{'data': a.filled(0), 'mask': np.ma.getmaskarray(a)}, or fill the masked values "
+            "first (a.filled(np.nan))."
+        )
+    return np.asarray(array)
+
+
 def _cupy_to_numpy(array: Any) -> np.ndarray:
     return array.get()  # type: ignore[no-any-return]
 
@@ -106,7 +117,7 @@ class Framework:
 
 
 FRAMEWORKS: dict[str, Framework] = {
-    "numpy": Framework("numpy", "numpy", ("numpy",), np.asarray, lambda a: a, np.copy),
+    "numpy": Framework("numpy", "numpy", ("numpy",), _numpy_to_numpy, lambda a: a, np.copy),
     "torch": Framework(
         "torch", "torch", ("torch",), _torch_to_numpy, _torch_from_numpy,
         lambda t: t.detach().clone(),
@@ -202,6 +213,8 @@ def to_numpy(obj: Any) -> np.ndarray:
         )
     try:
         return FRAMEWORKS[framework].to_numpy(obj)
+    except UnsupportedDataError:
+        raise
     except _CONVERSION_ERRORS as error:
         raise _no_equivalent(obj, framework, "numpy", error) from error
 

@@ -9,6 +9,7 @@ so a big-endian array comes back as the same dtype in native order (docs/formats
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
@@ -226,18 +227,32 @@ def test_jax_without_64_bit_types_refuses_instead_of_narrowing() -> None:
 # -- structures ---------------------------------------------------------------------------------
 
 
+class _Color(enum.IntEnum):
+    RED = 1
+
+
+
 @pytest.mark.parametrize(
     ("data", "ext", "message"),
     [
         ({"w": np.arange(3)}, ".pt", None),  # a dict of arrays: stored as tensors, loads with weights_only
         ({"w": object()}, ".pt", r"weights_only=True.*\['w'\]"),
         ([np.arange(2), {"x": (1, 2.5, "s")}], ".pt", None),
+        ({np.int64(3): np.arange(2)}, ".pt", r"NumPy scalar.*key"),  # keys: weights_only's rule too
+        ({(1, np.int32(2)): 1}, ".pt", r"NumPy scalar.*key"),
+        ({_Color.RED: 1}, ".pt", r"weights_only=True.*_Color.*key"),
+        ({frozenset({1}): 2}, ".pt", r"weights_only=True.*frozenset.*key"),
+        ({(1, "a"): np.arange(2), True: 1, None: 2.5, 1.5: b"x"}, ".pt", None),
+        ({"k": np.float64(1.5)}, ".pt", r"NumPy scalar.*0-d tensor.*item\(\)"),
+        (np.int8(3), ".pt", r"NumPy scalar.*the top level"),
         ({1: np.arange(2)}, ".npz", "str keys"),
         ({"arr_0": np.arange(2)}, ".npz", "arr_0"),
         ({1: "a"}, ".json", "keys are strings"),
         (b"bytes", ".txt", "bytes"),
     ],
-    ids=["pt-dict-of-arrays", "pt-object", "pt-nested", "npz-int-key", "npz-arr0", "json-int-key",
+    ids=["pt-dict-of-arrays", "pt-object", "pt-nested", "pt-numpy-key", "pt-numpy-in-tuple-key",
+         "pt-intenum-key", "pt-frozenset-key", "pt-plain-keys", "pt-numpy-scalar", "pt-top-numpy-scalar",
+         "npz-int-key", "npz-arr0", "json-int-key",
          "txt-bytes"],
 )
 def test_structures_round_trip_or_are_refused(
@@ -263,6 +278,17 @@ def _tensors_to_numpy(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(_tensors_to_numpy(v) for v in value)
     return value
+
+
+def test_a_masked_array_is_refused_by_every_format_never_unmasked(disk: DiskBackend) -> None:
+    masked = np.ma.array([[1.0, 2.0], [3.0, 4.0]], mask=[[0, 1], [0, 0]])
+    for ext in FORMATS:
+        with pytest.raises(UnsupportedDataError, match=r"masked array.*mask.*filled") as caught:
+            disk.save(masked, f"masked{ext}")
+        assert not disk.exists(f"masked{ext}"), ext
+        assert re.search(FORMAT_NAMES[ext], str(caught.value)), str(caught.value)
+    with pytest.raises(UnsupportedDataError, match="mask"):
+        disk.save({"m": masked}, "masked-in-dict.pt")
 
 
 # -- corrupt and forged files -----------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 from typing import IO, Any
 
+import numpy as np
+
 from polystore.arrays import convert, framework_of
 from polystore.exceptions import UnsupportedDataError
 from polystore.formats import Format
@@ -25,23 +27,40 @@ def _torch() -> Any:
 
 
 def _loadable(data: Any, torch: Any, where: str) -> Any:
-    """``data`` with arrays as tensors; an error naming the first thing weights_only cannot load."""
+    """``data`` with arrays as tensors; an error naming the first thing weights_only cannot load
+    (dict keys are held to the same rule: a key it cannot load fails the whole file)."""
     kind = type(data)
     if kind in (torch.Tensor, torch.nn.Parameter) or kind in _PLAIN:
         return data
     if kind in (torch.dtype, torch.device, torch.Size):
         return data
+    if isinstance(data, np.generic):
+        raise UnsupportedDataError(
+            f".pt cannot give back the NumPy scalar {data!r} at {where or 'the top level'}: "
+            "it would come back as a 0-d tensor. Store it as a Python number (x.item()), or "
+            "as an array (np.asarray(x)), which comes back as a tensor."
+        )
     if framework_of(data) is not None and hasattr(data, "shape"):
-        return convert(data, "torch")  # shares memory with a NumPy array where it can
+        try:
+            return convert(data, "torch")  # shares memory with a NumPy array where it can
+        except UnsupportedDataError as error:
+            raise UnsupportedDataError(f".pt cannot store {where or 'the top level'}: {error}") from error
     if kind in (dict, collections.OrderedDict):
-        return kind((key, _loadable(value, torch, f"{where}[{key!r}]")) for key, value in data.items())
+        return kind(
+            (
+                _loadable(key, torch, f"{where} key {key!r}".lstrip()),
+                _loadable(value, torch, f"{where}[{key!r}]"),
+            )
+            for key, value in data.items()
+        )
     if kind in (list, tuple, set):
         return kind(_loadable(value, torch, f"{where}[{index}]") for index, value in enumerate(data))
     raise UnsupportedDataError(
         f".pt files are loaded with weights_only=True (unpickling anything else runs code "
         f"from the file), which cannot read back {kind.__module__}.{kind.__qualname__} "
         f"at {where or 'the top level'}. Store tensors (or arrays), numbers, strings, and "
-        "dicts, lists or tuples of them; save other objects as .json, or arrays as .npy/.npz."
+        "dicts, lists or tuples of them (as keys: str, int, float, bool, None, or tuples of "
+        "them); save other objects as .json, or arrays as .npy/.npz."
     )
 
 
