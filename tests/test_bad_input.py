@@ -281,7 +281,7 @@ def _tensors_to_numpy(value: Any) -> Any:
 
 
 def test_a_masked_array_is_refused_by_every_format_never_unmasked(disk: DiskBackend) -> None:
-    masked = np.ma.array([[1.0, 2.0], [3.0, 4.0]], mask=[[0, 1], [0, 0]])
+    masked = np.ma.array([[1.0, 2.0], [3.0, 4.0]], mask=[[False, True], [False, False]])
     for ext in FORMATS:
         with pytest.raises(UnsupportedDataError, match=r"masked array.*mask.*filled") as caught:
             disk.save(masked, f"masked{ext}")
