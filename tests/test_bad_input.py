@@ -332,3 +332,45 @@ def test_a_truncated_file_of_each_format_is_a_corrupt_data_error(disk: DiskBacke
         else:  # a cut CSV can still be a valid, shorter table; nothing else may load
             assert ext == ".csv", f"a truncated {ext} loaded"
     assert not [n for n in os.listdir(root) if n.endswith(".polystore-tmp")]
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+
+def _frames() -> dict[str, tuple[Any, dict[str, Any], str | None]]:
+    """name: (DataFrame, save options, what the refusal says, or None where it round-trips)."""
+    pd = pytest.importorskip("pandas")
+    return {
+        "plain": (pd.DataFrame({"a": [1, 2], "b": [0.5, np.nan], "c": ["x", "y"], "d": [True, False]}),
+                  {}, None),
+        "precise-floats": (pd.DataFrame({"a": [0.1 + 0.2, 1e-300, 1 / 3]}), {}, None),
+        "index-written": (pd.DataFrame({"a": [1, 2]}, index=pd.Index(["x", "y"], name="id")),
+                          {"index": True}, None),
+        "number-names": (pd.DataFrame(np.arange(6).reshape(3, 2)), {}, "header.*all numbers"),
+        "number-like-names": (pd.DataFrame({"1": [1.5], "2": [2.5]}), {}, "header.*all numbers"),
+        "an-int-name": (pd.DataFrame({0: ["a"], "b": ["c"]}), {}, "column names"),
+        "index-dropped": (pd.DataFrame({"a": [1, 2]}, index=["x", "y"]), {}, "index.*index=True"),
+        "digit-strings": (pd.DataFrame({"a": ["1", "2"]}), {}, "column 'a'.*comes back as int64"),
+        "dates": (pd.DataFrame({"t": pd.to_datetime(["2020-01-01"])}), {}, "column 't'"),
+        "empty": (pd.DataFrame(), {}, "cannot be read back"),
+    }
+
+
+@pytest.mark.parametrize("name", ["plain", "precise-floats", "index-written", "number-names",
+                                  "number-like-names", "an-int-name", "index-dropped", "digit-strings",
+                                  "dates", "empty"])
+def test_a_dataframe_round_trips_through_csv_or_is_refused_at_save(disk: DiskBackend, name: str) -> None:
+    frame, options, refusal = _frames()[name]
+    path = f"frame-{name}.csv"
+    if refusal is not None:
+        with pytest.raises(UnsupportedDataError, match=rf"CSV cannot keep this DataFrame: .*{refusal}"):
+            disk.save(frame, path, **options)
+        assert not disk.exists(path)
+        return
+    disk.save(frame, path, **options)
+    back = disk.load(path)
+    if options.get("index"):
+        back = back.set_index(back.columns[0])
+    assert back.equals(frame) and list(back.columns) == list(frame.columns)
+    assert list(back.dtypes) == list(frame.dtypes)
+    assert list(back.index) == list(frame.index)

@@ -4,7 +4,9 @@ Loading decides by the first line: all numbers -> a NumPy array (int64 if every 
 integer, else float64; a single column comes back 1-D); otherwise -> a DataFrame. Pass
 ``as_dataframe=True/False`` to choose. So an array round-trips exactly only as int64 or
 float64, 1-D or with more than one column, and not empty: anything else is refused at save
-with what to do instead, never changed on the way.
+with what to do instead, never changed on the way. A DataFrame is read back from the text
+written before it is saved, and refused if it would come back changed (numbers as column
+names, an index left out, strings of digits that come back as numbers, dates as text).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from polystore.arrays import as_plain_array
 from polystore.exceptions import UnsupportedDataError
-from polystore.formats import Format, text_handle
+from polystore.formats import Format
 from polystore.lazy import optional_import
 
 _KEPT = {np.dtype(np.int64), np.dtype(np.float64)}
@@ -46,10 +48,49 @@ def _problem(array: np.ndarray) -> tuple[str, str] | None:
     return None
 
 
+def _frame_change(frame: Any, index: bool, text: str) -> str | None:
+    """How ``frame`` written as ``text`` would come back changed from this module's loader, if
+    it would. Read back rather than predicted: pandas' parser decides dtypes and headers, and
+    reading it is the one way to know what it decides."""
+    pandas = optional_import("pandas", extra="pandas", purpose="Writing DataFrames as CSV")
+    if not index and not frame.index.equals(pandas.RangeIndex(len(frame))):
+        return ("its index is not written (index=False), so it would come back as 0, 1, 2...; "
+                "pass index=True to write it as the first column (which loads back as a "
+                "column), or frame.reset_index(drop=True)")
+    try:
+        back = _load_csv(io.BytesIO(text.encode("utf-8")))
+    except Exception as error:  # an empty frame, a header pandas cannot read back
+        return f"it cannot be read back ({type(error).__name__}: {error})"
+    if not _is_dataframe(back):
+        return (f"its header {list(frame.columns)!r} is all numbers, so it loads back as an array "
+                "with the header as its first row; name the columns with text")
+    expected = frame.reset_index() if index else frame
+    if index:  # an unnamed index has no header: pandas names it 'Unnamed: 0' when reading
+        names = [name if name is not None else back.columns[i] for i, name in enumerate(frame.index.names)]
+        expected = expected.set_axis([*names, *frame.columns], axis=1)
+    if [(type(c), c) for c in back.columns] != [(type(c), c) for c in expected.columns]:
+        return (f"its column names {list(expected.columns)!r} come back as {list(back.columns)!r} "
+                "(CSV headers are text)")
+    for name in expected.columns:
+        if back[name].dtype != expected[name].dtype:
+            return (f"column {name!r} ({expected[name].dtype}) comes back as {back[name].dtype}: "
+                    "CSV keeps no types, the reader guesses them")
+        if not back[name].equals(expected[name].reset_index(drop=True)):
+            return f"the values of column {name!r} come back changed"
+    return None
+
+
 def _save_csv(data: Any, handle: IO[bytes], *, index: bool = False) -> None:
     if _is_dataframe(data):
-        with text_handle(handle) as text:
-            data.to_csv(text, index=index)
+        text = data.to_csv(index=index)
+        change = _frame_change(data, index, text)
+        if change is not None:
+            raise UnsupportedDataError(
+                f"CSV cannot keep this DataFrame: {change}. Instead, change it so that it does "
+                "(text column names, a default index, numbers in numeric columns), or save its "
+                "columns as arrays in .npz ({name: data[name].to_numpy() for name in data})."
+            )
+        handle.write(text.encode("utf-8"))
         return
     array = as_plain_array(data, "CSV")
     problem = _problem(array)
