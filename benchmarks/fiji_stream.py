@@ -39,7 +39,7 @@ import numpy as np
 from harness import Goal, cores, interleaved, note_load, paired_row, print_table, print_verdicts
 
 from polystore_fiji.backend import FijiStreamingBackend
-from polystore_fiji.client import launch_bridge
+from polystore_fiji.client import FijiClient, launch_bridge
 from polystore_fiji.convert import canvas_painted, processor_from_plane
 from polystore_fiji.jvm import on_edt, start_imagej
 
@@ -99,7 +99,9 @@ def main() -> None:
         imp.setDimensions(1, 1, count)
         imp.setOpenAsHyperStack(True)
         on_edt(imp.show)
-        until(lambda: on_edt(lambda: canvas_painted(imp.getCanvas())), "the ceiling's window")
+        # read from this thread (a flag the event thread sets): polling through the event
+        # thread would queue events between the paint and its own work
+        until(lambda: canvas_painted(imp.getCanvas()), "the ceiling's window")
 
         def close() -> None:
             imp.changes = False
@@ -107,7 +109,15 @@ def main() -> None:
 
         on_edt(close)
 
-    rows = [measure(ceiling, frames, until) for _ in range(args.runs)]
+    # one bridge for every run, as one JVM does the ceiling: both stay as warm (JIT) run after run
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        launch_bridge(log_path=Path(folder) / "bridge.log") as (client, _),
+    ):
+        backend = FijiStreamingBackend(port=client.port)
+        streamed = streamer(client, backend, frames, until)
+        rows = [measure(streamed, ceiling, len(frames)) for _ in range(args.runs)]
+        backend.close()
     print_table(rows, units=("ms",), per_round=True)
     for number, row in enumerate(rows, start=1):
         print(f"  run {number}: streamed {1 / row.ours_s:.1f} frames/s, in-process ceiling "
@@ -118,37 +128,33 @@ def main() -> None:
                         load_before=load_before)
 
 
-def measure(ceiling: Callable[[], None], frames: list[np.ndarray],
-            until: Callable[[Callable[[], bool], str], None]) -> harness.Row:
-    """One run: interleaved samples of both sides (a bridge of its own); the row of their ratio."""
-    count = len(frames)
-    repeat = 3 if count < 48 else 9
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        launch_bridge(log_path=Path(folder) / "bridge.log") as (client, _),
-    ):
-        backend = FijiStreamingBackend(port=client.port)
-        rounds = itertools.count()
-        handled = [int(client.status()["handled"])]
+def streamer(client: FijiClient, backend: FijiStreamingBackend, frames: list[np.ndarray],
+             until: Callable[[Callable[[], bool], str], None]) -> Callable[[], None]:
+    """One streamed sample: the frames sent, every one placed, the window painted, closed."""
+    rounds = itertools.count()
+    handled = [int(client.status()["handled"])]
 
-        def painted(title: str) -> bool:
-            return any(w["title"] == title and w["painted"] for w in client.windows())
+    def painted(title: str) -> bool:
+        return any(w["title"] == title and w["painted"] for w in client.windows())
 
-        def streamed() -> None:
-            plate = f"run{next(rounds)}"
-            for index, frame in enumerate(frames):
-                backend.save(frame, f"{plate}/A01_s1_w1_t{index + 1}.tif")
-            handled[0] += count
-            client.wait(handled[0], timeout=120)
-            until(lambda: painted(f"{plate}/A01"), "the streamed window")
-            client.close(f"{plate}/A01")
+    def streamed() -> None:
+        plate = f"run{next(rounds)}"
+        for index, frame in enumerate(frames):
+            backend.save(frame, f"{plate}/A01_s1_w1_t{index + 1}.tif")
+        handled[0] += len(frames)
+        client.wait(handled[0], timeout=120)
+        until(lambda: painted(f"{plate}/A01"), "the streamed window")
+        client.close(f"{plate}/A01")
 
-        # each sample starts on quiet cores: both JVMs free the previous sample's 384 MiB and
-        # close its window in the background, which would otherwise land in the next sample
-        samples = interleaved({"streamed": streamed, "ceiling": ceiling}, repeat=repeat, warmup=1,
-                              before=lambda _name: time.sleep(SETTLE_S))
-        backend.close()
+    return streamed
 
+
+def measure(streamed: Callable[[], None], ceiling: Callable[[], None], count: int) -> harness.Row:
+    """One run: interleaved samples of both sides; the row of their ratio."""
+    # each sample starts on quiet cores: both JVMs free the previous sample's 384 MiB and
+    # close its window in the background, which would otherwise land in the next sample
+    samples = interleaved({"streamed": streamed, "ceiling": ceiling}, repeat=3 if count < 48 else 9,
+                          warmup=1, before=lambda _name: time.sleep(SETTLE_S))
     # frames per second: the ratio of times, inverted (ours is "at least 0.9x" the ceiling's rate)
     per_frame = {name: [s / count for s in values] for name, values in samples.items()}
     row = paired_row("1", "streamed into a window, per frame", per_frame, "streamed", "ceiling",

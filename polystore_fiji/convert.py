@@ -495,7 +495,8 @@ def _painted_field() -> Any:
 
 
 def canvas_painted(canvas: Any) -> bool:
-    """Whether an ImageCanvas has drawn its image at least once (event thread)."""
+    """Whether an ImageCanvas has drawn its image at least once (a flag the event thread sets;
+    read from any thread)."""
     return canvas is not None and bool(_painted_field().getBoolean(canvas))
 
 
