@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from polystore.backends.zarr.documents import GroupDocument
 from polystore.backends.zarr.image import ImageSpec
 from polystore.distributed.images import create_image, finish_image
 from polystore.distributed.job import Job, new_run_id
@@ -102,7 +103,7 @@ def convert_image(job: Job, source: Any, spec: ImageSpec, region_bytes: int, pla
         scheduled = now
     outcomes = job.run(tasks, "blocks")
     if all(outcome.ok for outcome in outcomes):
-        finish_image(job.backend, job.location, config.zarr_format)
+        finish_image(GroupDocument.read(job.backend.documents, job.location, config.zarr_format))
     report = ConversionReport(job.location.display, "image", len(names), already_done=already,
                               shape=shape, axes=axes)
     return job.report(report, outcomes, names)

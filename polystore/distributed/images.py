@@ -63,10 +63,8 @@ def _empty_level(backend: ZarrBackend, location: Location, options: dict[str, An
         keys.put(join_key(location.node, name), content)
 
 
-def finish_image(backend: ZarrBackend, location: Location, zarr_format: int) -> None:
-    """Say in the image's group that it is whole (its pixels are all written)."""
-    group = GroupDocument.read(backend.documents, location, zarr_format)
+def finish_image(group: GroupDocument | None) -> None:
+    """Say in the image's group (as read before its pixels were written) that it is whole."""
     if group is None:
         return
-    attributes = {k: v for k, v in group.attributes.items() if k not in INCOMPLETE}
-    group.put(attributes)
+    group.put({k: v for k, v in group.attributes.items() if k not in INCOMPLETE})

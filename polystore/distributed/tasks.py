@@ -29,6 +29,7 @@ import numpy as np
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
+from polystore.backends.zarr.documents import GroupDocument
 from polystore.backends.zarr.image import downsample_plane
 from polystore.backends.zarr.location import Location
 from polystore.backends.zarr.plate import checked_plane
@@ -38,6 +39,7 @@ from polystore.distributed.layout import FieldPlan
 from polystore.distributed.regions import Region, source_region
 from polystore.distributed.sources import SourceFile, read_plane
 from polystore.exceptions import CorruptDataError, PolystoreError, UnsupportedDataError
+from polystore.ome import ngff
 
 
 class TaskError(PolystoreError, RuntimeError):
@@ -142,8 +144,8 @@ def write_field(target: Target, task: FieldTask) -> Outcome:
     try:
         backend = target.backend()
         location = Location(target.store, plan.path)
-        levels = _levels(backend, location)
-        if not levels:
+        group, levels = _image(backend, location, target.config.zarr_format)
+        if group is None or not levels:
             raise _missing_image(target, plan.path)
         dtype = np.dtype(levels[0].dtype)
         full = tuple(int(n) for n in levels[0].shape)
@@ -172,7 +174,7 @@ def write_field(target: Target, task: FieldTask) -> Outcome:
                     block = downsample_block(block, task.labels)
                 whole = planes + tuple(slice(0, n) for n in array.shape[len(planes):])
                 write_units(backend, target.store, array, whole, block)
-        finish_image(backend, location, target.config.zarr_format)
+        finish_image(group)
         target.journal().mark(plan.path, task.token)
     except Exception as error:  # reported with the others by the client (see the module's docstring)
         return Outcome(plan.path, portable(error), current)
@@ -196,17 +198,16 @@ def write_units(backend: ZarrBackend, store: str, array: Any, selection: tuple[s
         array[selection] = data
 
 
-def _levels(backend: ZarrBackend, location: Location) -> list[Any]:
-    """The level arrays of the image at ``location`` (writable); [] if no image is there."""
-    levels: list[Any] = []
-    while True:
-        try:
-            array = backend.documents.image_level_array(location, len(levels), writable=True)
-        except ValueError:  # past its last level
-            return levels
-        if array is None:
-            return levels
-        levels.append(array)
+def _image(backend: ZarrBackend, location: Location, zarr_format: int
+           ) -> tuple[GroupDocument | None, list[Any]]:
+    """The image's group document and its level arrays (writable); (None, []) if no image is
+    there. One read of the group, however many levels (a request each on object storage)."""
+    group = GroupDocument.read(backend.documents, location, zarr_format)
+    if group is None or not ngff.is_multiscale_image(group.attributes):
+        return None, []
+    paths = ngff.multiscale_paths(group.attributes)
+    return group, [backend.documents.open_array(location.child(path), zarr_format, writable=True)
+                   for path in paths]
 
 
 def downsample_block(block: np.ndarray, labels: bool) -> np.ndarray:
