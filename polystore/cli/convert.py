@@ -65,7 +65,7 @@ def _to_zarr_store(args: argparse.Namespace) -> bool:
     if infer_backend(args.destination, args.backend) != "zarr":
         raise InvalidPathError(
             f"'{args.destination}': a folder (or an image, with these options) converts to an OME-Zarr "
-            "store; give a destination ending in .zarr, or an s3:// URL."
+            "store; give a destination ending in .zarr (plate.zarr, s3://bucket/plate.zarr)."
         )
     return True
 

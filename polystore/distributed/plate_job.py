@@ -39,7 +39,7 @@ def commit_plate(job: Job, plan: PlatePlan) -> None:
                                           ngff.well_attributes(images, version=config.ngff))
     rows = sorted({row for row, _ in wells}, key=row_sort_key)
     columns = sorted({column for _, column in wells}, key=column_sort_key)
-    field_count = max(len(images) for images in wells.values())
+    field_count = max(plan_field.index for plan_field in plan.fields) + 1  # as the zarr plate writer counts
     attributes = ngff.plate_attributes(rows, columns, list(wells), version=config.ngff,
                                        field_count=field_count, name=plate_name(store))
     job.backend.documents.write_group(Location(store, ""), config.zarr_format, attributes)
