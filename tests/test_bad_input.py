@@ -374,3 +374,40 @@ def test_a_dataframe_round_trips_through_csv_or_is_refused_at_save(disk: DiskBac
     assert back.equals(frame) and list(back.columns) == list(frame.columns)
     assert list(back.dtypes) == list(frame.dtypes)
     assert list(back.index) == list(frame.index)
+
+
+# -- TIFF's length-1 axes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "ext", "options", "refusal"),
+    [
+        ((1, 8, 6), ".tif", {"imagej": True}, r"\(1, 8, 6\) array \(axes ZYX\) would load as \(8, 6\)"),
+        ((2, 1, 8, 6), ".tif", {"imagej": True, "axes": "ZCYX"}, r"would load as \(2, 8, 6\)"),
+        ((1, 8, 6), ".ome.tif", {"imagej": True}, r"ImageJ.*would load as \(8, 6\)"),
+        ((1, 8, 6), ".ome.tif", {}, r"OME-TIFF keeps length-1 axes only as Y or X.*would load as \(8, 6\)"),
+        ((3, 1, 8, 6), ".ome.tif", {}, r"would load as \(3, 8, 6\)"),
+        ((8, 6, 1), ".tif", {"imagej": True, "axes": "YXS"}, r"would load as \(8, 6\)"),
+        ((1, 64), ".ome.tif", {}, None),  # Y and X keep length 1 (tifffile reads them back)
+        ((64, 1), ".ome.tif", {}, None),
+        ((1, 1), ".ome.tif", {}, None),
+        ((3, 1, 64), ".ome.tif", {}, None),
+        ((5, 64, 1), ".ome.tif", {}, None),
+        ((1, 64), ".tif", {"imagej": True}, None),
+        ((64, 1), ".tif", {"imagej": True}, None),
+        ((1, 8, 6), ".tif", {}, None),  # plain TIFF keeps any shape
+    ],
+)
+def test_tiff_keeps_length_1_axes_or_refuses_them_at_save(
+    disk: DiskBackend, shape: tuple[int, ...], ext: str, options: dict[str, Any], refusal: str | None
+) -> None:
+    pytest.importorskip("tifffile")
+    data = np.arange(int(np.prod(shape)), dtype=np.uint16).reshape(shape)
+    path = f"axes-{'x'.join(map(str, shape))}-{len(options)}{ext}"
+    if refusal is not None:
+        with pytest.raises(UnsupportedDataError, match=refusal):
+            disk.save(data, path, **options)
+        assert not disk.exists(path)
+        return
+    disk.save(data, path, **options)
+    _same(disk.load(path), data, native=True)

@@ -317,3 +317,34 @@ def test_files_and_folders_swapped_for_links_while_processes_work_let_nothing_ou
     swaps = sum(result[1] for result in results if result[0] == "swapper")
     reads = sum(result[4] for result in results)
     assert saved > 0 and refused > 0 and swaps > 0 and reads > 0, results  # the race was run
+
+
+# -- files that name other files ------------------------------------------------------------
+
+
+def test_an_ome_tiff_naming_a_file_outside_the_root_is_read_alone(
+    places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A multi-file OME-TIFF lists the files holding its planes by name; tifffile opens them
+    beside the file it reads (here, from the working folder), which would leave the root."""
+    tifffile = pytest.importorskip("tifffile")
+    disk, root, outside = places
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><OME xmlns="http://www.openmicroscopy.org/Schemas/'
+        'OME/2016-06" UUID="urn:uuid:{own}"><Image ID="Image:0"><Pixels DimensionOrder="XYZCT" '
+        'ID="Pixels:0" SizeX="4" SizeY="3" SizeZ="2" SizeC="1" SizeT="1" Type="uint8">'
+        '<Channel ID="Channel:0:0" SamplesPerPixel="1"/>'
+        '<TiffData FirstZ="0" IFD="0" PlaneCount="1"><UUID FileName="a.ome.tif">urn:uuid:'
+        '11111111-1111-1111-1111-111111111111</UUID></TiffData>'
+        '<TiffData FirstZ="1" IFD="0" PlaneCount="1"><UUID FileName="../outside/b.ome.tif">'
+        'urn:uuid:22222222-2222-2222-2222-222222222222</UUID></TiffData></Pixels></Image></OME>'
+    )
+    own, other = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+    tifffile.imwrite(root / "a.ome.tif", np.ones((3, 4), np.uint8), description=xml.format(own=own),
+                     metadata=None)
+    tifffile.imwrite(outside / "b.ome.tif", np.full((3, 4), SECRET, np.uint8),
+                     description=xml.format(own=other), metadata=None)
+    assert tifffile.imread(root / "a.ome.tif")[1, 0, 0] == SECRET  # tifffile alone reads both files
+    monkeypatch.chdir(root)  # where a read by the path the backend was given would look
+    loaded = disk.load("a.ome.tif")
+    assert SECRET not in loaded and loaded.shape == (3, 4)

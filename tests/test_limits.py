@@ -155,3 +155,75 @@ def test_a_roi_zip_bomb_is_refused_from_a_file_and_from_bytes(tmp_path: Path) ->
         disk.load("bomb.roi.zip")
     with pytest.raises(LimitExceededError):
         rois_from_zip_bytes((tmp_path / "bomb.roi.zip").read_bytes())
+
+
+def test_the_roi_zip_limit_can_be_raised_per_call_and_globally(tmp_path: Path) -> None:
+    roifile = pytest.importorskip("roifile")
+    from polystore.formats.roi import rois_from_zip_bytes
+
+    disk = DiskBackend(root=tmp_path)
+    rois = [roifile.ImagejRoi.frompoints(np.array([[i, 1], [3, 4], [5, i]], np.float32)) for i in range(8)]
+    disk.save(rois, "cells.roi.zip")
+    payload = (tmp_path / "cells.roi.zip").read_bytes()
+    with pytest.raises(LimitExceededError, match="ROI_ZIP_DECOMPRESSED_BYTES"):
+        disk.load("cells.roi.zip", max_decompressed_bytes=64)
+    with pytest.raises(LimitExceededError):
+        rois_from_zip_bytes(payload, max_decompressed_bytes=64)
+    assert len(disk.load("cells.roi.zip", max_decompressed_bytes=2**20)) == 8
+    original = limits.ROI_ZIP_DECOMPRESSED_BYTES
+    try:
+        limits.ROI_ZIP_DECOMPRESSED_BYTES = 64
+        with pytest.raises(LimitExceededError):
+            disk.load("cells.roi.zip")
+        with pytest.raises(LimitExceededError):
+            rois_from_zip_bytes(payload)
+        assert len(rois_from_zip_bytes(payload, max_decompressed_bytes=2**20)) == 8
+    finally:
+        limits.ROI_ZIP_DECOMPRESSED_BYTES = original
+    assert len(rois_from_zip_bytes(payload)) == 8
+
+
+def test_a_tiff_of_compressed_zeros_is_held_to_the_limit(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    page = np.zeros((2048, 2048), np.uint8)
+    tifffile.imwrite(tmp_path / "zeros.tif", (page for _ in range(32)), shape=(32, 2048, 2048),
+                     dtype=np.uint8, compression="zlib", compressionargs={"level": 1})
+    assert (tmp_path / "zeros.tif").stat().st_size < 2**20  # 128 MiB of pixels in under 1 MiB
+    code = (
+        "from polystore import DiskBackend\nfrom polystore.exceptions import LimitExceededError\n"
+        "from polystore.formats import limits\ndisk = DiskBackend(root='.')\n"
+        "try:\n    disk.load('zeros.tif', max_decompressed_bytes=2**25)\n"
+        "except LimitExceededError as error:\n    print('REFUSED', error)\n"
+        "limits.TIFF_DECODED_BYTES = 2**25\n"
+        "try:\n    disk.load('zeros.tif')\nexcept LimitExceededError as error:\n    print('REFUSED', error)\n"
+        "print('PAGE', disk.load('zeros.tif', key=3).shape)\n"  # one page of 4 MiB is under it
+    )
+    peak, output = _peak_rss_mib(code, tmp_path)
+    assert output.count("REFUSED") == 2 and "TIFF_DECODED_BYTES" in output, output
+    assert "PAGE (2048, 2048)" in output
+    assert peak < 200, f"the refused TIFF still took {peak:.0f} MiB"
+    assert DiskBackend(root=tmp_path).load("zeros.tif").shape == (32, 2048, 2048)  # under the default
+
+
+def test_a_pt_of_compressed_records_is_held_to_the_limit(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    torch.save(torch.zeros(2**24, dtype=torch.uint8), tmp_path / "plain.pt")
+    with (
+        zipfile.ZipFile(tmp_path / "plain.pt") as plain,
+        zipfile.ZipFile(tmp_path / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as deflated,
+    ):
+        for info in plain.infolist():  # torch reads deflated records too; torch.save never writes them
+            deflated.writestr(info.filename, plain.read(info.filename))
+    assert (tmp_path / "deflated.pt").stat().st_size < 2**18  # 16 MiB in under 256 KiB
+    disk = DiskBackend(root=tmp_path)
+    with pytest.raises(LimitExceededError, match="PT_DECOMPRESSED_BYTES"):
+        disk.load("deflated.pt", max_decompressed_bytes=2**23)
+    original = limits.PT_DECOMPRESSED_BYTES
+    try:
+        limits.PT_DECOMPRESSED_BYTES = 2**23
+        with pytest.raises(LimitExceededError):
+            disk.load("deflated.pt")
+        assert disk.load("plain.pt").shape == (2**24,)  # stored records cost the file's own size
+    finally:
+        limits.PT_DECOMPRESSED_BYTES = original
+    assert disk.load("deflated.pt").shape == (2**24,)

@@ -9,13 +9,14 @@ frameworks anywhere in the structure become tensors (sharing memory where they c
 from __future__ import annotations
 
 import collections
+import zipfile
 from typing import IO, Any
 
 import numpy as np
 
 from polystore.arrays import convert, framework_of
 from polystore.exceptions import UnsupportedDataError
-from polystore.formats import Format
+from polystore.formats import Format, limits
 from polystore.lazy import optional_import
 
 _PLAIN = (str, bytes, int, float, complex, bool, type(None))
@@ -69,13 +70,26 @@ def _save_pt(data: Any, handle: IO[bytes]) -> None:
     torch.save(_loadable(data, torch, ""), handle)
 
 
-def _load_pt(handle: IO[bytes], *, map_location: Any = None, weights_only: bool = True) -> Any:
+def _load_pt(
+    handle: IO[bytes],
+    *,
+    map_location: Any = None,
+    weights_only: bool = True,
+    max_decompressed_bytes: int | None = None,
+) -> Any:
     if not weights_only:
         raise UnsupportedDataError(
             "polystore loads .pt files with weights_only=True only: unpickling arbitrary "
             "objects runs code from the file. Store tensors, dicts and lists of tensors; if "
             "you trust this file and need more, call torch.load yourself."
         )
+    if zipfile.is_zipfile(handle):  # torch.save's format since 1.6: a zip of records
+        limit = limits.PT_DECOMPRESSED_BYTES if max_decompressed_bytes is None else max_decompressed_bytes
+        with zipfile.ZipFile(handle) as archive:  # torch reads records as the directory declares
+            shown = f"'{getattr(handle, 'name', '.pt')}'"
+            records = archive.infolist()
+            limits.checked_zip_members(archive, handle, shown, records, limit, "PT_DECOMPRESSED_BYTES")
+    handle.seek(0)
     return _torch().load(handle, map_location=map_location, weights_only=True)
 
 
@@ -85,6 +99,10 @@ FORMATS = [
         description="PyTorch tensor or state dict (torch.save)",
         accepts="tensors (arrays of other frameworks become tensors), numbers, strings, and "
         "dicts/lists/tuples of them",
-        options={"map_location": "load: device to place tensors on, e.g. 'cpu'"},
+        options={
+            "map_location": "load: device to place tensors on, e.g. 'cpu'",
+            "max_decompressed_bytes": "load: raise the limit on what compressed records expand to "
+            "(default 1 GiB; torch.save never compresses)",
+        },
     ),
 ]

@@ -1,14 +1,23 @@
-"""TIFF through tifffile: n-D arrays, ImageJ hyperstacks, OME-TIFF."""
+"""TIFF through tifffile: n-D arrays, ImageJ hyperstacks, OME-TIFF.
+
+What tifffile would not give back as it was written is refused at save: ImageJ and OME-TIFF
+readers drop length-1 axes other than Y and X, and which ones they drop is asked of tifffile
+itself (a tiny image of the same pattern of axes is written and read back in memory). A read
+declaring more pixels than the file holds is held to :mod:`polystore.formats.limits`.
+"""
 
 from __future__ import annotations
 
+import io
+import math
+import os
 from typing import IO, Any
 
 import numpy as np
 
 from polystore.arrays import as_plain_array
 from polystore.exceptions import CorruptDataError, UnsupportedDataError
-from polystore.formats import Format
+from polystore.formats import Format, limits
 from polystore.lazy import optional_import
 
 IMAGEJ_AXES = "TZCYXS"
@@ -77,21 +86,85 @@ def _save_tiff(
         meta["axes"] = axes
     elif axes is not None:
         meta["axes"] = axes.upper()
-    _tifffile().imwrite(handle, array, imagej=imagej, ome=ome, metadata=meta, **tifffile_options)
+    options = dict(imagej=imagej, ome=ome, metadata=meta, **tifffile_options)
+    if (imagej or ome) and 1 in array.shape:
+        _refuse_dropped_axes(array, "ImageJ hyperstacks keep" if imagej else "OME-TIFF keeps", options)
+    _tifffile().imwrite(handle, array, **options)
+
+
+def _refuse_dropped_axes(array: np.ndarray, kind: str, options: dict[str, Any]) -> None:
+    """Refuse ``array`` if tifffile, writing it with ``options``, would read it back without
+    some of its length-1 axes. Asked of tifffile on a stand-in of the same pattern (each other
+    axis 2 long, or 3 and 4 where samples of colour may be): which axes a reader squeezes
+    depends on the axes and on which are 1 long, never on the values."""
+    stand_in = tuple(1 if n == 1 else n if n in (3, 4) else 2 for n in array.shape)
+    buffer = io.BytesIO()
+    try:
+        _tifffile().imwrite(buffer, np.zeros(stand_in, array.dtype), **options)
+        buffer.seek(0)
+        back = _tifffile().imread(buffer).shape
+    except Exception:  # the real write says what is wrong with the options
+        return
+    if back == stand_in:
+        return
+    kept, dropped = list(back), []
+    for index, n in enumerate(stand_in):
+        if kept and kept[0] == n:
+            kept.pop(0)
+        else:
+            dropped.append(index)
+    shown = tuple(n for index, n in enumerate(array.shape) if index not in dropped)
+    axes = options["metadata"].get("axes")
+    named = f" (axes {axes})" if axes else ""
+    raise UnsupportedDataError(
+        f"{kind} length-1 axes only as Y or X: this {array.shape} array{named} would load "
+        f"as {shown}. Save it as .tif without imagej/OME or as .npy (which keep any shape), or "
+        "squeeze those axes first (np.squeeze(a, axis=...))."
+    )
 
 
 def _load_tiff(
-    handle: IO[bytes], *, key: int | slice | None = None, series: int = 0, level: int | None = None
+    handle: IO[bytes],
+    *,
+    key: int | slice | None = None,
+    series: int = 0,
+    level: int | None = None,
+    max_decompressed_bytes: int | None = None,
 ) -> np.ndarray:
-    # _multifile=False: an OME-TIFF may name other files to read beside it; reading them by
-    # path would step outside the backend's root, so polystore reads the one file it opened
+    # _multifile=False (tifffile's own, private, argument; its public is_ome=False would lose
+    # OME axes): an OME-TIFF may name other files to read beside it; reading them by path
+    # would step outside the backend's root, so polystore reads the one file it opened.
+    # tests/test_confinement.py checks that it still does.
     with _tifffile().TiffFile(handle, _multifile=False) as tiff:
         if not tiff.pages:  # tifffile gives an empty array for a file without any image
             raise CorruptDataError(
                 f"'{getattr(handle, 'name', 'the TIFF')}' holds no image (no page could be read): "
                 "the file is damaged, cut short, or not a TIFF."
             )
+        _check_declared(tiff, handle, key, series, level, max_decompressed_bytes)
         return tiff.asarray(key=key, series=series, level=level)  # type: ignore[no-any-return]
+
+
+def _check_declared(
+    tiff: Any, handle: IO[bytes], key: int | slice | None, series: int, level: int | None,
+    limit: int | None,
+) -> None:
+    """Refuse a read whose pixels would take more than the limit beyond the file's own size
+    (compressed pages of zeros, or pages pointing at the same bytes), before reading any."""
+    chosen = tiff.series[series]
+    if level is not None:
+        chosen = chosen.levels[level]
+    if key is None:
+        declared = math.prod(chosen.shape) * chosen.dtype.itemsize
+    else:
+        pages = chosen.pages[key] if isinstance(key, slice) else [chosen.pages[key]]
+        declared = len(pages) * chosen.keyframe.nbytes
+    size = os.fstat(handle.fileno()).st_size
+    limits.check_expansion(
+        declared - size, limits.TIFF_DECODED_BYTES if limit is None else limit,
+        f"'{getattr(handle, 'name', 'the TIFF')}' ({size:,} bytes, declaring {declared:,} bytes of pixels)",
+        limits.OPTION, "TIFF_DECODED_BYTES",
+    )
 
 
 def read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
@@ -123,22 +196,20 @@ def read_region(handle: IO[bytes], selection: tuple[slice, ...]) -> np.ndarray:
 
 
 def _ome_problem(array: np.ndarray) -> str | None:
-    """Why OME-TIFF would not give ``array`` back as it is, if it would not."""
+    """Why OME-TIFF would not give ``array`` back as it is, if it would not (length-1 axes are
+    asked of tifffile when it is written)."""
     if array.dtype.newbyteorder("=") not in OME_DTYPES:
         return f"OME-XML has no pixel type for {array.dtype}"
     if array.ndim < 2:
         return f"an OME image has at least 2 dimensions (Y and X), this one {array.ndim}"
     if 0 in array.shape:
         return "it is empty"
-    if 1 in array.shape:
-        return (f"OME-TIFF drops length-1 axes when it is read ({array.shape} would load as "
-                f"{tuple(n for n in array.shape if n != 1)})")
     return None
 
 
 def _save_ome_tiff(data: Any, handle: IO[bytes], **options: Any) -> None:
     array = as_plain_array(data, "OME-TIFF")
-    problem = _ome_problem(array) if not options.get("imagej") else None
+    problem = _ome_problem(array)
     if problem is not None:
         raise UnsupportedDataError(
             f"OME-TIFF cannot keep this {array.shape} {array.dtype} array: {problem}. Save it "
@@ -154,6 +225,7 @@ _OPTIONS = {
     "compression": "save: tifffile compression, e.g. 'zlib' ('zstd', 'lzw' need imagecodecs)",
     "key": "load: read only these pages",
     "series, level": "load: which series / pyramid level",
+    "max_decompressed_bytes": "load: raise the limit on pixels beyond the file's size (default 1 GiB)",
 }
 
 FORMATS = [
