@@ -69,8 +69,24 @@ class ReadRecordingStore(WrapperStore[Any]):
         return await super().get_partial_values(prototype, key_ranges)
 
 
+class ReadRecordingKeys:
+    """The backend's plain key I/O on a store (whole planes are read through it), recording reads."""
+
+    def __init__(self, keys: Any, reads: list[tuple[str, ByteRequest | None]]) -> None:
+        self.keys = keys
+        self.reads = reads
+
+    def get(self, key: str) -> bytes | None:
+        self.reads.append((key, None))
+        return self.keys.get(key)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.keys, name)
+
+
 class RecordingZarrBackend(ZarrBackend):
-    """ZarrBackend whose reads go through a ReadRecordingStore (writes go straight to disk)."""
+    """ZarrBackend whose reads go through a ReadRecordingStore or ReadRecordingKeys (writes go
+    straight to disk)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -79,6 +95,9 @@ class RecordingZarrBackend(ZarrBackend):
     def _open_store(self, store: str, *, writable: bool) -> Any:
         opened = super()._open_store(store, writable=writable)
         return opened if writable else ReadRecordingStore(opened, self.reads)
+
+    def _keys(self, store: str) -> Any:
+        return ReadRecordingKeys(super()._keys(store), self.reads)
 
     def chunk_reads(self) -> list[str]:
         """Keys of chunks (not metadata documents) read so far."""

@@ -113,7 +113,7 @@ def data_windows(
     """
     channels = np.moveaxis(array, channel_axis, 0)  # a view: no copy
     per_channel = channels[0].size if len(channels) else 0
-    if per_channel == 0:
+    if per_channel == 0 or array.dtype.kind not in "uif":  # no percentile of bool or complex
         return [default_window(array.dtype) for _ in range(len(channels))]
     step = max(1, int((per_channel / max_samples) ** (1 / max(channels.ndim - 1, 1))))
     sample = channels[(slice(None),) + (slice(None, None, step),) * (channels.ndim - 1)]

@@ -24,8 +24,9 @@ from polystore.arrays import as_plain_array, convert
 from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments, damaged
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, is_lazy
-from polystore.backends.zarr.location import Location, Stores, locate, zarr_module
+from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
+from polystore.backends.zarr.planes import plane_reader
 from polystore.backends.zarr.plate import PlaneAddress, PlateWriter, address_of
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
@@ -105,6 +106,10 @@ class ZarrBackend(StorageBackend):
 
     def _open_store(self, store: str, *, writable: bool) -> Any:
         return self.stores.zarr_store(store, writable=writable)
+
+    def _keys(self, store: str) -> KeyStore:
+        """Plain key I/O on ``store``, which whole planes are read through (see ``planes``)."""
+        return self.stores.keys(store)
 
     def _open_node(self, location: Location) -> Any:
         """The zarr Array or Group at ``location``, or StorageFileNotFoundError."""
@@ -191,7 +196,8 @@ class ZarrBackend(StorageBackend):
         ``lazy=True`` returns a dask array (reading nothing yet); ``selection`` (e.g.
         ``np.s_[0, 5]``) reads only the chunks it touches.
         """
-        array, plane = self._resolve_array(self.locate(file_path), level)
+        location = self.locate(file_path)
+        array, plane = self._resolve_array(location, level)
         if lazy:
             dask_array = optional_import("dask.array", extra="zarr", purpose="lazy=True")
             result = dask_array.from_zarr(array)
@@ -200,6 +206,12 @@ class ZarrBackend(StorageBackend):
             return result[selection] if selection is not None else result
         index = plane + (tuple(selection) if isinstance(selection, tuple) else (selection,)) \
             if selection is not None else plane
+        whole_planes = not location.remote and all(isinstance(i, (int, np.integer)) for i in index)
+        reader = plane_reader(array, tuple(int(i) for i in index)) if whole_planes else None
+        if reader is not None:
+            data = reader.read(array, self._keys(location.store), tuple(int(i) for i in index),
+                               location.display)
+            return convert(data, framework)
         try:
             data = array[index] if index else array[...]
         except RuntimeError as error:  # what the codecs raise for a chunk they cannot decode

@@ -65,7 +65,10 @@ def _pipeline_class() -> type:
 
             @classmethod
             def from_array_metadata_and_store(cls, array_metadata: Any, store: Any) -> Any:
-                if zarrs_applies(store):
+                # zarrs refuses arrays of a non-native byte order ("Non-native byte order not
+                # supported") where it could hand them to zarr-python: those go there here
+                native = array_metadata.dtype.to_native_dtype().isnative
+                if zarrs_applies(store) and native:
                     return super().from_array_metadata_and_store(array_metadata, store)
                 # zarr then asks from_codecs, which zarrs answers with zarr-python's own pipeline
                 raise NotImplementedError

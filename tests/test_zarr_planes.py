@@ -1,0 +1,122 @@
+"""Whole planes read straight from their chunks (polystore/backends/zarr/planes.py): the same
+arrays as zarr reads, for every codec, format, dtype and layout the backend writes; chunks
+never written read as the fill value; a chunk of the wrong size or damaged is named; layouts
+it does not read go through zarr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+
+import numcodecs
+import zarr
+
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.planes import plane_reader
+from polystore.exceptions import CorruptDataError
+
+SETTINGS = [
+    {"compressor": "zstd"}, {"compressor": "zstd", "shuffle": False}, {"compressor": "blosc-lz4"},
+    {"compressor": "gzip"}, {"compressor": "none"},
+    {"zarr_format": 2}, {"zarr_format": 2, "compressor": "zstd", "shuffle": False},
+    {"zarr_format": 2, "compressor": "gzip"}, {"zarr_format": 2, "compressor": "none"},
+]
+DTYPES = ["uint8", "uint16", "int32", "float32", "float64", "bool", "complex64"]
+
+
+def data(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    values = np.random.default_rng(3).integers(0, 200, shape)
+    return (values % 2 == 0) if dtype == "bool" else values.astype(dtype)
+
+
+def zarr_reads(backend: ZarrBackend, path: str, **kwargs: Any) -> np.ndarray:
+    """What zarr itself reads at ``path`` (the image's full-resolution level)."""
+    array = backend.documents.image_level_array(backend.locate(path), 0)
+    assert array is not None
+    index = kwargs.get("selection", ...)
+    return np.asarray(array[index])
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_whole_planes_read_as_zarr_reads_them(tmp_path: Path, settings: dict[str, Any], dtype: str) -> None:
+    backend = ZarrBackend(root=tmp_path, **settings)
+    stack = data((2, 3, 24, 40), dtype)
+    backend.save(stack, "s.zarr/image", axes="tcyx")
+    level = backend.documents.image_level_array(backend.locate("s.zarr/image"), 0)
+    assert plane_reader(level, ()) is not None  # the layout the backend writes qualifies
+    whole = backend.load("s.zarr/image")
+    assert whole.dtype == stack.dtype and whole.flags.c_contiguous
+    np.testing.assert_array_equal(whole, stack)
+    np.testing.assert_array_equal(whole, zarr_reads(backend, "s.zarr/image"))
+    for selection in (1, (1, 2), (0, 0)):
+        np.testing.assert_array_equal(backend.load("s.zarr/image", selection=selection), stack[selection])
+
+
+def test_a_plate_plane_and_a_field_read_only_their_chunks(tmp_path: Path) -> None:
+    from test_zarr import RecordingZarrBackend
+
+    planes = [np.full((32, 32), channel, np.uint16) for channel in (1, 2, 3)]
+    ZarrBackend(root=tmp_path).save_batch(planes, [f"plate.zarr/B03_s2_w{c}.tif" for c in (1, 2, 3)])
+    backend = RecordingZarrBackend(root=tmp_path)
+    np.testing.assert_array_equal(backend.load("plate.zarr/B03_s2_w2.tif"), planes[1])
+    assert backend.chunk_reads() == ["B/03/1/0/c/1/0/0"]  # read as a key, not through zarr
+    backend.reads.clear()
+    np.testing.assert_array_equal(backend.load("plate.zarr/B/03/1"), np.stack(planes))
+    assert backend.chunk_reads() == [f"B/03/1/0/c/{c}/0/0" for c in range(3)]
+
+
+def test_planes_never_written_read_as_the_fill_value(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    plane = np.full((16, 16), 9, np.uint16)
+    backend.save(plane, "plate.zarr/A01_s1_w3.tif")  # channels 1 and 2 of the field never written
+    field = backend.load("plate.zarr/A/01/0")
+    assert field.shape == (3, 16, 16)
+    np.testing.assert_array_equal(field, zarr_reads(backend, "plate.zarr/A/01/0"))
+    assert not field[:2].any() and (field[2] == 9).all()
+    assert not backend.load("plate.zarr/A01_s1_w1.tif").any()
+    # an all-zero plane is not stored by zarr (a chunk of fill value) and still reads back
+    backend.save(np.zeros((16, 16), np.uint16), "plate.zarr/A01_s1_w3.tif")
+    assert not backend.load("plate.zarr/A/01/0").any()
+
+
+@pytest.mark.parametrize(
+    ("compressor", "wrong"),
+    [("zstd", lambda: numcodecs.Blosc(cname="zstd", shuffle=1).encode(np.ones((8, 16), np.uint16))),
+     ("zstd", lambda: b"\x02\x01" + bytes(30)),
+     ("none", lambda: bytes(100)),
+     ("gzip", lambda: numcodecs.GZip().encode(np.ones((8, 16), np.uint16)))],
+    ids=["blosc-smaller-plane", "blosc-garbage", "raw-short", "gzip-smaller-plane"],
+)
+def test_a_chunk_of_the_wrong_size_or_damaged_is_named(tmp_path: Path, compressor: str, wrong: Any) -> None:
+    backend = ZarrBackend(root=tmp_path, compressor=compressor)
+    backend.save(np.ones((2, 16, 16), np.uint16), "s.zarr/image", axes="cyx")
+    chunk = tmp_path / "s.zarr" / "image" / "0" / "c" / "1" / "0" / "0"
+    chunk.write_bytes(wrong())
+    with pytest.raises(CorruptDataError, match=r"c/1/0/0' cannot be decoded.*polystore repair"):
+        backend.load("s.zarr/image")
+    np.testing.assert_array_equal(backend.load("s.zarr/image", selection=0), np.ones((16, 16)))
+
+
+def test_other_layouts_go_through_zarr(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    stack = data((3, 32, 32), "uint16")
+    backend.save(stack, "s.zarr/tiles", axes="cyx", chunks=(1, 16, 16))  # planes split in tiles
+    backend.save(stack, "s.zarr/sharded", axes="cyx", shards=(3, 32, 32))
+    big_endian = zarr.create_array(tmp_path / "s.zarr", name="big", shape=(3, 32, 32), dtype=">u2",
+                                   chunks=(1, 32, 32), zarr_format=2)
+    big_endian[...] = stack
+    for name in ("tiles", "sharded"):
+        level = backend.documents.image_level_array(backend.locate(f"s.zarr/{name}"), 0)
+        assert plane_reader(level, ()) is None
+        np.testing.assert_array_equal(backend.load(f"s.zarr/{name}"), stack)
+        np.testing.assert_array_equal(backend.load(f"s.zarr/{name}", selection=np.s_[1, 3:9]), stack[1, 3:9])
+    assert plane_reader(zarr.open_array(tmp_path / "s.zarr", path="big", mode="r"), ()) is None
+    np.testing.assert_array_equal(backend.load("s.zarr/big"), stack)
+    level = backend.documents.image_level_array(backend.locate("s.zarr/tiles"), 0)
+    assert plane_reader(level, (5,)) is None  # out of range: zarr's error, not ours
