@@ -206,8 +206,14 @@ class PreparedPlane:
     sequence: int = 0
     """Arrival order of the item: a plane never replaces one that arrived after it (frames are
     converted by several threads, so they may be placed out of order)."""
-    nbytes: int = 0
-    """The size of its pixels in ImageJ."""
+    shape: tuple[int, int] = (0, 0)
+    """Height and width."""
+    stored: np.dtype[Any] = field(default_factory=lambda: np.dtype(np.uint16))
+    """The dtype of its pixels in ImageJ (uint8, uint16 or float32)."""
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * self.stored.itemsize
 
 
 @dataclass
@@ -487,7 +493,8 @@ class HyperstackAssembler:
                 limits = sampled_display_range(plane)
                 # ImageJ's own range: the first slice of a stack would be scanned for it
                 processor.setMinAndMax(*limits)
-            prepared.append(PreparedPlane(key, processor, path, limits, sequence, int(plane.nbytes)))
+            stored = plane.dtype.newbyteorder("=")
+            prepared.append(PreparedPlane(key, processor, path, limits, sequence, plane.shape, stored))
         return title, prepared, (dtype, signed16)
 
     def submit(
@@ -559,9 +566,8 @@ class HyperstackAssembler:
         self, title: str, planes: list[PreparedPlane], dtype: np.dtype[Any], signed16: bool,
         *, apply: bool,
     ) -> None:
-        template = planes[0].processor
-        width, height = int(template.getWidth()), int(template.getHeight())
-        stored = np.dtype({8: np.uint8, 16: np.uint16, 32: np.float32}[int(template.getBitDepth())])
+        height, width = planes[0].shape
+        stored = planes[0].stored
         window = self.windows.get(title)
         if window is not None and not window.fits(width, height, stored):
             logger.warning(

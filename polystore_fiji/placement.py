@@ -15,12 +15,13 @@ it. This module only decides how Fiji shows them:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from polystore.plates import Components, PlateNameError, parse_components, recognise
+from polystore.plates import HEADER_KEYS, Components, PlateNameError, parse_components, recognise
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class WindowPlacer:
         """The item's place on its plate, or None."""
         if self.convention is not None:
             return parse_components(path, self.convention)  # the user's choice: its errors are theirs
-        from_header = Components.from_header(metadata)
+        from_header = _from_header(metadata)
         if from_header is not None:
             return from_header
         try:  # a sender that wrote no plate keys: read its path as the sender would have
@@ -91,6 +92,24 @@ class WindowPlacer:
     def title(self, path: str, metadata: Mapping[str, Any]) -> str:
         """The window the item goes to."""
         return self.place(path, metadata).title
+
+
+def _from_header(metadata: Mapping[str, Any]) -> Components | None:
+    """``Components.from_header``, remembered for headers seen before (a stream repeats them)."""
+    try:
+        key = tuple(
+            (name, tuple(sorted(value.items())) if isinstance(value, Mapping) else value)
+            for name in HEADER_KEYS if (value := metadata.get(name)) is not None
+        )
+        hash(key)
+    except TypeError:  # a value that is no JSON scalar: not worth remembering
+        return Components.from_header(metadata)
+    return _from_header_key(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_header_key(key: tuple[tuple[str, Any], ...]) -> Components | None:
+    return Components.from_header({name: dict(value) if name == "extras" else value for name, value in key})
 
 
 def _given(metadata: Mapping[str, Any], name: str) -> int:
