@@ -46,7 +46,7 @@ from polystore_fiji.convert import (
     stored_hyperstack,
 )
 from polystore_fiji.jvm import java_class
-from polystore_fiji.placement import Frame, PlaneKey, WindowPlacer
+from polystore_fiji.placement import Frame, Ordinal, PlaneKey, WindowPlacer, shifted
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def item_planes(
     frames, slices, channels = hyperstack.shape[:3]
     field_, t0, *others = origin.frame
     planes = [
-        (PlaneKey(origin.channel + c, origin.z + z, (field_, t0 + t, *others)), hyperstack[t, z, c])
+        (PlaneKey(shifted(origin.channel, c), shifted(origin.z, z), (field_, shifted(t0, t), *others)),
+         hyperstack[t, z, c])
         for t in range(frames) for z in range(slices) for c in range(channels)
     ]
     return planes, array.dtype, rule.signed16
@@ -227,12 +228,12 @@ class HyperstackWindow:
     dtype: np.dtype[Any]
     signed16: bool
     show: bool
-    channels: list[int] = field(default_factory=list)
-    slices: list[int] = field(default_factory=list)
+    channels: list[Ordinal] = field(default_factory=list)
+    slices: list[Ordinal] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)
     processors: dict[PlaneKey, Any] = field(default_factory=dict)
     labels: dict[PlaneKey, str] = field(default_factory=dict)
-    channel_ranges: dict[int, tuple[float, float]] = field(default_factory=dict)
+    channel_ranges: dict[Ordinal, tuple[float, float]] = field(default_factory=dict)
     changed: set[PlaneKey] = field(default_factory=set)
     """Planes recorded since the ImagePlus was last brought up to date."""
     grown: bool = False

@@ -1,14 +1,17 @@
 """Where a stream item goes in Fiji: its window, and the C, Z, T of its first plane.
 
-What a path means on a plate is the plate model's (:mod:`polystore.plates`): the components
-the sender put in the item's header (``Components.to_header``), or, when the bridge is given a
-naming convention or a pattern (``--convention``, ``--pattern``), the path read again here with
-it. This module only decides how Fiji shows them:
+What a path means on a plate is the plate model's (:func:`polystore.plates.components_of`): the
+components the sender put in the item's header (``Components.to_header``), or, when the bridge
+is given a naming convention or a pattern (``--convention``, ``--pattern``), the path read
+again here with it. This module only decides how Fiji shows them:
 
 * every item of one well of one plate goes to one hyperstack window, titled ``plate/well``
   (``P1/B03``), or the well alone when no plate is named;
 * the item's channel is the window's C, its z the Z, and its field with its t (and any other
-  component the convention read, such as Incucyte's time stamp) the T, in sorted order;
+  part the convention read, such as a stain in a pattern) the T, in order;
+* an index a name gives as text (Incucyte's channel ``phase`` and time stamp ``00d04h00m``: its
+  ``channel_name``, ``t_name``) takes its place by that text, after the numbered ones, in
+  natural order (``4h`` before ``12h``), as a stream brings it name by name;
 * an item without a plate position gets a window of its own, titled by its path without the
   extension; the header's ``channel``, ``z`` and ``t`` (0-based), when given, still place it.
 """
@@ -21,21 +24,67 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from polystore.plates import HEADER_KEYS, Components, PlateNameError, parse_components, recognise
+from polystore.plates import (
+    HEADER_KEYS,
+    Components,
+    PlateNameError,
+    components_of,
+    find_convention,
+    recognise,
+)
+from polystore.plates.components import NAME_SUFFIX, named_index
+from polystore.plates.numbering import natural_key
 
 logger = logging.getLogger(__name__)
 
-Frame = tuple[Any, ...]
-"""A window's T position: (field, t, then the values of any other components, in name order)."""
+Ordinal = tuple[Any, ...]
+"""A position along C, Z or T, sortable whatever it was given as: ``(0, n)`` for an index
+numbered ``n``; ``(1, rank, natural key)`` for one given as text; then a step into a
+multi-plane item."""
+Frame = tuple[Ordinal, ...]
+"""A window's T position: the field's, the t's, then any other part's ordinal, in name order."""
+
+
+def numbered(index: int) -> Ordinal:
+    return (0, index)
+
+
+def _ordinal(components: Components, index: str) -> Ordinal:
+    """Where ``components``' ``index`` (channel, z or t) goes: its number, or its name ranked by
+    the convention's own order of names (Incucyte's phase, green, red) and then naturally."""
+    number = getattr(components, index)
+    if number is not None:
+        return numbered(number)
+    name = components.extras.get(index + NAME_SUFFIX)
+    if not name:
+        return numbered(0)
+    convention = find_convention(components.convention)
+    listed = [n.lower() for n in (convention.name_order.get(index, ()) if convention is not None else ())]
+    rank = listed.index(name.lower()) if name.lower() in listed else len(listed)
+    return (1, rank, natural_key(name))
+
+
+def shifted(ordinal: Ordinal, step: int) -> Ordinal:
+    """The position ``step`` planes on from ``ordinal`` (a multi-plane item's further planes)."""
+    if step == 0:
+        return ordinal
+    if ordinal[0] == 0 and len(ordinal) == 2:
+        return numbered(ordinal[1] + step)
+    return (*ordinal, step)  # after a named position and before the next one
 
 
 @dataclass(frozen=True, order=True)
 class PlaneKey:
-    """Where a plane goes in its window: channel, z and frame (see :data:`Frame`), all 0-based."""
+    """Where a plane goes in its window: its channel, z and frame ordinals."""
 
-    channel: int
-    z: int
+    channel: Ordinal
+    z: Ordinal
     frame: Frame
+
+    @classmethod
+    def of(cls, channel: int = 0, z: int = 0, field: int = 0, t: int = 0) -> PlaneKey:
+        """The key of a plane numbered by its indices (0-based)."""
+        return cls(numbered(channel), numbered(z), (numbered(field), numbered(t)))
 
 
 @dataclass(frozen=True)
@@ -69,47 +118,56 @@ class WindowPlacer:
     def components(self, path: str, metadata: Mapping[str, Any]) -> Components | None:
         """The item's place on its plate, or None."""
         if self.convention is not None:
-            return parse_components(path, self.convention)  # the user's choice: its errors are theirs
-        from_header = _from_header(metadata)
-        if from_header is not None:
-            return from_header
-        try:  # a sender that wrote no plate keys: read its path as the sender would have
-            return parse_components(path)
-        except PlateNameError as error:
+            return components_of(path, None, self.convention)  # the user's choice: its errors are theirs
+        try:
+            key = _header_key(metadata)
+            found = _header_components(key) if key is not None else components_of("", metadata)
+            # no plate keys in the header (a sender of another kind): the path, as a sender reads it
+            return found if found is not None else components_of(path)
+        except PlateNameError as error:  # a header or name that cannot be placed
             logger.info("'%s' gets a window of its own: %s", path, error)
             return None
 
     def place(self, path: str, metadata: Mapping[str, Any]) -> Placement:
         components = self.components(path, metadata)
         if components is None:
-            origin = PlaneKey(_given(metadata, "channel"), _given(metadata, "z"), (0, _given(metadata, "t")))
+            origin = PlaneKey.of(_given(metadata, "channel"), _given(metadata, "z"), 0, _given(metadata, "t"))
             return Placement(path_title(path), origin, None)
         title = f"{components.plate}/{components.well}" if components.plate else components.well
-        others = (value for _, value in sorted(components.extras.items()))
-        frame = (components.field, components.t or 0, *others)
-        return Placement(title, PlaneKey(components.channel or 0, components.z or 0, frame), components)
+        extras = components.extras
+        # parts that are no index (a pattern's stain) keep their frames apart along T
+        others = tuple((1, natural_key(text)) for key, text in sorted(extras.items())
+                       if named_index(key) is None)
+        frame = (numbered(components.field), _ordinal(components, "t"), *others)
+        origin = PlaneKey(_ordinal(components, "channel"), _ordinal(components, "z"), frame)
+        return Placement(title, origin, components)
 
     def title(self, path: str, metadata: Mapping[str, Any]) -> str:
         """The window the item goes to."""
         return self.place(path, metadata).title
 
 
-def _from_header(metadata: Mapping[str, Any]) -> Components | None:
-    """``Components.from_header``, remembered for headers seen before (a stream repeats them)."""
+HeaderKey = tuple[tuple[str, Any], ...]
+
+
+def _header_key(metadata: Mapping[str, Any]) -> HeaderKey | None:
+    """The header's plate keys as a hashable key (None when a value is no JSON scalar)."""
     try:
         key = tuple(
             (name, tuple(sorted(value.items())) if isinstance(value, Mapping) else value)
             for name in HEADER_KEYS if (value := metadata.get(name)) is not None
         )
         hash(key)
-    except TypeError:  # a value that is no JSON scalar: not worth remembering
-        return Components.from_header(metadata)
-    return _from_header_key(key)
+    except TypeError:
+        return None
+    return key
 
 
-@functools.lru_cache(maxsize=4096)
-def _from_header_key(key: tuple[tuple[str, Any], ...]) -> Components | None:
-    return Components.from_header({name: dict(value) if name == "extras" else value for name, value in key})
+@functools.lru_cache(maxsize=4096)  # a stream repeats its headers; reading one costs 30-40 us
+def _header_components(key: HeaderKey) -> Components | None:
+    """What a header's plate keys say (None: no plate position in them)."""
+    header = {name: dict(value) if isinstance(value, tuple) else value for name, value in key}
+    return components_of("", header)
 
 
 def _given(metadata: Mapping[str, Any], name: str) -> int:

@@ -83,13 +83,13 @@ def test_plate_items_group_into_one_window_per_well() -> None:
     meta = path_metadata("plate1/B03_s2_w3_z4_t5.tif")
     placement = placer.place("plate1/B03_s2_w3_z4_t5.tif", meta)
     assert placement.title == "plate1/B03"
-    assert placement.origin == PlaneKey(channel=2, z=3, frame=(1, 4))  # 0-based: s2 is field 1
+    assert placement.origin == PlaneKey.of(channel=2, z=3, field=1, t=4)  # 0-based: s2 is field 1
     assert placer.title("B03_s1_w1.tif", path_metadata("B03_s1_w1.tif")) == "B03"
     assert placer.title("results/blurred.ome.tif", {}) == "results/blurred"
     # a header without plate keys: the path is read as the sender would have
     assert placer.title("plate1/B03_s2_w3.tif", {}) == "plate1/B03"
     planes, dtype, signed16 = item_planes(np.zeros((8, 9), np.uint16), meta, placement.origin)
-    assert [key for key, _ in planes] == [PlaneKey(channel=2, z=3, frame=(1, 4))]
+    assert [key for key, _ in planes] == [PlaneKey.of(channel=2, z=3, field=1, t=4)]
     assert dtype == np.uint16 and not signed16
 
 
@@ -97,22 +97,32 @@ def test_a_convention_or_pattern_given_to_the_bridge_reads_the_paths() -> None:
     from polystore.plates import PlateNameError
 
     phenix = WindowPlacer("opera-phenix").place("P2/r02c11f03p01-ch2sk1fk1fl1.tiff", {})
-    assert (phenix.title, phenix.origin) == ("P2/B11", PlaneKey(channel=1, z=0, frame=(2, 0)))
+    assert (phenix.title, phenix.origin) == ("P2/B11", PlaneKey.of(channel=1, z=0, field=2, t=0))
     own = WindowPlacer(r"(?P<plate>\w+)/(?P<well>[A-Z]\d\d)-field(?P<site>\d)")
     placement = own.place("exp/C05-field2.tif", {"well": "A01"})  # the path, not the header
-    assert (placement.title, placement.origin.frame) == ("exp/C05", (1, 0))
+    assert (placement.title, placement.origin) == ("exp/C05", PlaneKey.of(field=1))
     with pytest.raises(PlateNameError):
         WindowPlacer("no-such-instrument")
     with pytest.raises(PlateNameError):
         WindowPlacer(r"(?P<well>")
 
 
-def test_other_components_order_the_frames() -> None:
-    """Incucyte names a time stamp, no t index: frames of one field keep apart, in time order."""
+def test_indices_given_as_names_take_their_places_by_name() -> None:
+    """Incucyte names its channels (phase, green) and time points (a time stamp), no numbers:
+    one window per well; channels in the convention's order, time points in time order."""
     placer = WindowPlacer()
-    early, late = (placer.place(f"VID1_B2_1_2019y01m23d_{hour}h00m.tif", {}) for hour in ("08", "12"))
-    assert early.title == late.title == "VID1/B02"
-    assert early.origin.frame < late.origin.frame
+    paths = [f"VID1_{channel}_B2_1_00d{hour}h00m.tif"
+             for channel in ("green", "phase") for hour in ("12", "04")]
+    origins = {path: placer.place(path, path_metadata(path)).origin for path in paths}
+    assert {placer.title(path, path_metadata(path)) for path in paths} == {"VID1/B02"}
+    order = sorted(paths, key=lambda path: (origins[path].channel, origins[path].frame))
+    assert order == [
+        "VID1_phase_B2_1_00d04h00m.tif", "VID1_phase_B2_1_00d12h00m.tif",
+        "VID1_green_B2_1_00d04h00m.tif", "VID1_green_B2_1_00d12h00m.tif",
+    ]
+    # a part that is no index (a pattern's stain) keeps its frames apart along T
+    stained = WindowPlacer(r"(?P<well>[A-Z]\d\d)-(?P<stain>[a-z]+)")
+    assert stained.place("B02-dapi.tif", {}).origin != stained.place("B02-gfp.tif", {}).origin
 
 
 def test_a_multi_plane_item_is_placed_from_its_own_position() -> None:
@@ -120,8 +130,8 @@ def test_a_multi_plane_item_is_placed_from_its_own_position() -> None:
     placement = WindowPlacer().place("x.tif", {"well": "A01", "channel": 1, "site": 2})
     planes, _, _ = item_planes(stack, {}, placement.origin)
     keys = [key for key, _ in planes]
-    assert keys[:3] == [PlaneKey(1, 0, (2, 0)), PlaneKey(2, 0, (2, 0)), PlaneKey(3, 0, (2, 0))]
-    assert keys[-1] == PlaneKey(3, 1, (2, 0))
+    assert keys[:3] == [PlaneKey.of(1, 0, 2), PlaneKey.of(2, 0, 2), PlaneKey.of(3, 0, 2)]
+    assert keys[-1] == PlaneKey.of(3, 1, 2)
     np.testing.assert_array_equal(planes[-1][1], stack[1, 2])
     assert item_axes(np.zeros((10, 12, 3), np.uint8), {}) == "YXC"  # an RGB picture: its samples are channels
     assert item_axes(np.zeros((3, 10, 12), np.uint8), {}) is None
