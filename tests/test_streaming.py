@@ -35,7 +35,15 @@ from polystore.streaming import (  # noqa: E402
     StreamTimeoutError,
     UnsupportedOperationError,
 )
-from polystore.streaming.protocol import Ack, Limits, decode, encode_ack, make_header  # noqa: E402
+from polystore.streaming.protocol import (  # noqa: E402
+    Ack,
+    HeaderReader,
+    HeaderWriter,
+    Limits,
+    decode,
+    encode_ack,
+    make_header,
+)
 from polystore.streaming.shm import list_segments, sweep_orphaned_segments  # noqa: E402
 
 SPAWN = mp.get_context("spawn")
@@ -505,6 +513,51 @@ def test_decode_rejects_sizes_over_the_configured_limit() -> None:
     assert decode(frames, Limits(max_bytes=1000))["nbytes"] == 1000
     with pytest.raises(ProtocolError, match="limit of 999"):
         decode(frames, Limits(max_bytes=999))
+
+
+def _decoded_or_refused(decoder: Any, frames: list[bytes]) -> Any:
+    try:
+        return decoder(frames)
+    except ProtocolError:
+        return "refused"
+
+
+def test_a_remembered_header_decodes_as_the_full_validation_does() -> None:
+    """The receiver validates a header once and then only its trailing id: for any message that
+    begins like a remembered header, the result must be exactly what full validation gives."""
+    writer = HeaderWriter(sender=7, stream="s1", reply_to=None)
+    shm = {"name": "polystore_7_0", "offset": 64, "size": 32, "slot": 0}
+    shm_raw = writer.encode((4, 4), np.dtype("<u2"), "C", "plate/A01_s1_w2.tif", kind="image", metadata=None,
+                            ack=False, shm=shm, msg_id=5)
+    inline_raw = writer.encode((4, 4), np.dtype("<u2"), "C", "x.tif", kind="image", metadata=None, ack=True,
+                               shm=None, msg_id=6)
+    assert shm_raw.endswith(b',"id":5}') and inline_raw.endswith(b',"id":6}')
+    reader = HeaderReader(Limits())
+    full = lambda frames: decode(frames, Limits())  # noqa: E731
+    rng = random.Random(99)
+    tails = [b"0", b"7", b"00", b"07", b"-1", b"1.5", b"1e3", b" 1", b"1 ", b"", b"x", b"9" * 18, b"9" * 19,
+             b'1,"id":2', b"1}", b'"1"', b"null"]
+    data = b"\x00" * 32
+    for raw, extra in ((shm_raw, []), (inline_raw, [data])):
+        prefix = raw[: raw.rindex(b',"id":')]
+        assert reader.decode([raw, *extra]) == full([raw, *extra])  # validated whole, remembered
+        messages = [[prefix + b',"id":' + tail + b"}", *extra] for tail in tails]
+        messages += [[prefix + b',"id":3}', *more] for more in ([], [data], [data, data], [b"\x00" * 31])]
+        for _ in range(400):  # one byte of the remembered part changed
+            flipped = bytearray(prefix)
+            flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            messages.append([bytes(flipped) + b',"id":3}', *extra])
+        for frames in messages:
+            assert _decoded_or_refused(reader.decode, frames) == _decoded_or_refused(full, frames), frames
+    reader = HeaderReader(Limits())
+    reader.decode([shm_raw])
+    item = reader.decode([shm_raw[: shm_raw.rindex(b',"id":')] + b',"id":8}'])
+    assert item["id"] == 8 and item["metadata"]["well"] == "A01"
+    item["metadata"]["well"] = "changed"  # each item has its own header
+    item["shm"]["size"] = 10**9
+    item["shape"].append(1)
+    again = reader.decode([shm_raw])
+    assert again == full([shm_raw]) and again["metadata"]["well"] == "A01"
 
 
 # ---- shared memory: reused slots, nothing leaks -----------------------------------------------

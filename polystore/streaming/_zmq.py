@@ -14,3 +14,12 @@ def zmq() -> Any:
     if module is not None:
         return module
     return optional_import("zmq", extra="streaming", purpose="Streaming arrays over ZeroMQ")
+
+
+# zmq.h's values as plain ints: on the hot path, pyzmq's enum members cost microseconds per
+# operation (``socket.get(zmq.EVENTS) & zmq.POLLIN`` builds two enum objects)
+EVENTS = 15
+POLLIN = 1
+NOBLOCK = 1
+SNDMORE = 2
+RCVMORE = 13

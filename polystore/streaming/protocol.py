@@ -33,6 +33,9 @@ __all__ = [
     "DEFAULT_SHM_PREFIX",
     "PROTOCOL_VERSION",
     "Ack",
+    "AckReader",
+    "HeaderReader",
+    "HeaderWriter",
     "Limits",
     "ProtocolError",
     "StreamItem",
@@ -172,7 +175,6 @@ def header_for(
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
         "kind": kind,
-        "id": msg_id,
         "path": path,
         "shape": dims,
         "dtype": dtype.str,
@@ -190,6 +192,7 @@ def header_for(
         header["stream"] = stream
     if transport == "shm":
         header["shm"] = dict(shm or {})
+    header["id"] = msg_id  # last: see HeaderWriter and HeaderReader
     return header
 
 
@@ -252,7 +255,13 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
     """
     if len(frames) not in (1, 2):
         raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
-    raw = _buffer(frames[0])
+    header = _validated(_buffer(frames[0]), limits, pattern)
+    check_frames(header, frames)
+    return header
+
+
+def _validated(raw: memoryview | bytes, limits: Limits, pattern: re.Pattern[str] | None) -> dict[str, Any]:
+    """The header in ``raw``, every field checked (what :func:`decode` does, less the frames)."""
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(raw)} bytes is over the {MAX_HEADER_BYTES}-byte limit")
     try:
@@ -306,15 +315,7 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
         if value is not None and (not isinstance(value, str) or not REPLY_TO.match(value)):
             raise ProtocolError(f"{field_name} {value!r} is not an id of ours ([A-Za-z0-9_.:-], 1 to 64)")
     transport = header.get("transport")
-    if transport == "inline":
-        if len(frames) != 2:
-            raise ProtocolError("an inline message has exactly 2 frames (header, data)")
-        received = len(_buffer(frames[1]))
-        if received != nbytes:
-            raise ProtocolError(f"header says {nbytes} bytes, {received} bytes arrived")
-    elif transport == "shm":
-        if len(frames) != 1:
-            raise ProtocolError("a shared-memory message has exactly 1 frame (the header)")
+    if transport == "shm":
         if header.get("stream") is None:
             raise ProtocolError("a shared-memory message names its sender's stream")
         shm = header.get("shm")
@@ -327,9 +328,118 @@ def decode(frames: Sequence[Any], limits: Limits, pattern: re.Pattern[str] | Non
         _int(shm.get("slot"), "shm.slot")
         if _int(shm.get("size"), "shm.size") != nbytes:
             raise ProtocolError(f"shm.size {shm.get('size')!r} differs from nbytes {nbytes}")
-    else:
+    elif transport != "inline":
         raise ProtocolError(f"unknown transport {transport!r}")
     return header
+
+
+def check_frames(header: Mapping[str, Any], frames: Sequence[Any]) -> None:
+    """Refuse a message whose frames do not match its (validated) header."""
+    if header["transport"] == "inline":
+        if len(frames) != 2:
+            raise ProtocolError("an inline message has exactly 2 frames (header, data)")
+        received = len(_buffer(frames[1]))
+        if received != header["nbytes"]:
+            raise ProtocolError(f"header says {header['nbytes']} bytes, {received} bytes arrived")
+    elif len(frames) != 1:
+        raise ProtocolError("a shared-memory message has exactly 1 frame (the header)")
+
+
+_ID_FIELD = b',"id":'
+_MAX_ID_DIGITS = 18
+_KNOWN_HEADERS = 64
+_KNOWN_HEADER_BYTES = 4096
+
+
+class HeaderWriter:
+    """Frame 0 of one sender's items, encoded once per distinct header.
+
+    A camera loop sends the same path, shape and slot again and again: everything before the
+    trailing ``"id"`` (:func:`header_for` puts it last) is kept by those values, and each item
+    appends its id. Items with ``metadata`` are encoded whole (a caller's dict may change).
+    """
+
+    def __init__(self, *, sender: int, stream: str, reply_to: str | None, size: int = 256) -> None:
+        self.sender, self.stream, self.reply_to, self.size = sender, stream, reply_to, size
+        self._prefixes: dict[tuple[Any, ...], bytes] = {}
+
+    def encode(
+        self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, *,
+        kind: str, metadata: Mapping[str, Any] | None, ack: bool, shm: Mapping[str, Any] | None,
+        msg_id: int,
+    ) -> bytes:
+        if metadata:
+            return encode_header(self._header(shape, dtype, order, path, kind, metadata, ack, shm, msg_id))
+        key = (path, shape, dtype.str, order, kind, ack, None if shm is None else tuple(shm.items()))
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            raw = encode_header(self._header(shape, dtype, order, path, kind, None, ack, shm, 0))
+            prefix = raw[: -len(_ID_FIELD) - 2]  # less ',"id":0}'
+            if len(self._prefixes) >= self.size:
+                self._prefixes.clear()
+            self._prefixes[key] = prefix
+        raw = b'%b,"id":%d}' % (prefix, msg_id)
+        if len(raw) > MAX_HEADER_BYTES:
+            raise ProtocolError(f"header of {len(raw)} bytes is over the {MAX_HEADER_BYTES}-byte limit: "
+                                "send less metadata")
+        return raw
+
+    def _header(
+        self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, kind: str,
+        metadata: Mapping[str, Any] | None, ack: bool, shm: Mapping[str, Any] | None, msg_id: int,
+    ) -> dict[str, Any]:
+        return header_for(shape, dtype, order, path, kind=kind, metadata=metadata, ack=ack,
+                          transport="inline" if shm is None else "shm", shm=shm, msg_id=msg_id,
+                          sender=self.sender, reply_to=self.reply_to, stream=self.stream)
+
+
+class HeaderReader:
+    """:func:`decode` for one receiver, remembering the headers it validated.
+
+    A header whose bytes, up to a trailing ``,"id":<digits>}``, equal those of one validated
+    before is that header with another id: JSON gives the same object, so only the id (digits,
+    no leading zero) and the frames are checked again. At most 64 headers of at most 4 KiB are
+    kept, and only those whose metadata holds no nested objects (each item gets its own copy).
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._pattern = limits.shm_pattern()
+        self._known: dict[bytes, dict[str, Any]] = {}
+
+    def decode(self, frames: Sequence[Any]) -> dict[str, Any]:
+        if len(frames) not in (1, 2):
+            raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
+        raw = frames[0] if type(frames[0]) is bytes else bytes(_buffer(frames[0]))
+        cut = raw.rfind(_ID_FIELD)
+        digits = raw[cut + len(_ID_FIELD) : -1] if cut > 0 and raw[-1:] == b"}" else b""
+        if not (digits.isdigit() and len(digits) <= _MAX_ID_DIGITS and (digits[0] != 0x30 or digits == b"0")):
+            return decode(frames, self.limits, self._pattern)
+        known = self._known.get(raw[:cut])
+        if known is None:
+            validated = decode(frames, self.limits, self._pattern)
+            self._remember(raw[:cut], validated)
+            return validated
+        check_frames(known, frames)
+        header: dict[str, Any] = _json_copy(known)
+        header["id"] = int(digits)
+        return header
+
+    def _remember(self, key: bytes, header: dict[str, Any]) -> None:
+        if len(key) > _KNOWN_HEADER_BYTES:
+            return
+        if len(self._known) >= _KNOWN_HEADERS:
+            self._known.pop(next(iter(self._known)))
+        self._known[key] = _json_copy(header)
+
+
+def _json_copy(value: Any) -> Any:
+    """A copy of a JSON value (dicts, lists, scalars): copy.deepcopy's result, several times faster."""
+    if type(value) is dict:
+        return {key: _json_copy(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_json_copy(item) for item in value]
+    return value
 
 
 def array_from_buffer(header: Mapping[str, Any], buffer: Any) -> np.ndarray:
@@ -362,6 +472,25 @@ class Ack:
 def encode_ack(ack: Ack) -> bytes:
     return json.dumps({"v": PROTOCOL_VERSION, "stream": ack.stream, "ack": ack.id,
                        "slot": ack.slot, "name": ack.name}, separators=(",", ":")).encode()
+
+
+class AckReader:
+    """:func:`decode_ack`, remembering the acks that give slots back: a receiver sends the same
+    bytes for a slot every time (at most 256 kept)."""
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, Ack] = {}
+
+    def decode(self, raw: bytes) -> Ack | None:
+        ack = self._known.get(raw)
+        if ack is not None:
+            return ack
+        ack = decode_ack(raw)
+        if ack is not None and ack.id is None:
+            if len(self._known) >= 256:
+                self._known.clear()
+            self._known[raw] = ack
+        return ack
 
 
 def decode_ack(raw: bytes) -> Ack | None:

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 import time
 import weakref
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from polystore.streaming._zmq import zmq
+from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.errors import ProtocolError, StreamTimeoutError
 from polystore.streaming.protocol import (
@@ -32,10 +33,10 @@ from polystore.streaming.protocol import (
     DEFAULT_SHM_PREFIX,
     MAX_HEADER_BYTES,
     Ack,
+    HeaderReader,
     Limits,
     StreamItem,
     array_from_buffer,
-    decode,
     encode_ack,
 )
 from polystore.streaming.security import CurveKeys
@@ -106,7 +107,7 @@ class Inbound:
         self._closing = threading.RLock()
         self._closed = False
         self._bound = bind
-        self._pattern = self.limits.shm_pattern()
+        self._headers = HeaderReader(self.limits)
         self.received = 0
         self.rejected = 0
         self.dropped = 0
@@ -137,9 +138,12 @@ class Inbound:
         except BaseException:
             self.close()  # a taken address must not leave sockets, fds or an authenticator behind
             raise
-        self._poller = z.Poller()
-        self._poller.register(self._socket, z.POLLIN)
-        self._poller.register(self._wake_read, z.POLLIN)
+        # one poll(2) on the socket's signalling fd and the wake pipe: zmq.Poller would ask the
+        # socket for its events before and after, a few system calls more per frame. The fd
+        # only signals new events, so it is waited on only after a recv found nothing
+        self._waiter = select.poll()
+        self._waiter.register(self._socket.getsockopt(z.FD), select.POLLIN)
+        self._waiter.register(self._wake_read, select.POLLIN)
 
     @property
     def unrouted_acks(self) -> int:
@@ -153,7 +157,6 @@ class Inbound:
 
     def receive(self, timeout: float | None) -> StreamItem | None:
         """The next valid item, or ``None`` when ``timeout`` seconds pass first."""
-        z = zmq()
         self._receiving_thread = threading.get_ident()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -166,27 +169,39 @@ class Inbound:
                 self._last_sweep = now
                 for prefix in self.limits.shm_prefixes:
                     sweep_orphaned_segments(prefix)
-            # asking for EVENTS costs less than a recv that raises Again while waiting
-            if self._socket.get(z.EVENTS) & z.POLLIN:
-                frames = self._socket.recv_multipart(copy=False)
-            else:
+            frames = self._recv_message()
+            if frames is None:
                 wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
                 if self._unrouted.waiting:
                     wait_ms = min(wait_ms, int(UNROUTED_RETRY_S * 1000))
-                ready = dict(self._poller.poll(wait_ms))
-                if self._wake_read in ready:
+                ready = self._waiter.poll(wait_ms)
+                if any(fd == self._wake_read for fd, _ in ready):
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
-                if self._socket not in ready and deadline is not None and time.monotonic() >= deadline:
+                if not ready and deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
             item = self._accept(frames)
             if item is not None:
                 return item
 
+    def _recv_message(self) -> list[Any] | None:
+        """The next message's frames, or None when none waits (the header is small: taken as bytes)."""
+        socket = self._socket
+        # asking for EVENTS costs a fraction of a recv that raises Again (pyzmq builds the error)
+        if not socket.getsockopt(EVENTS) & POLLIN:
+            return None
+        first = socket.recv(NOBLOCK, copy=False)
+        frames: list[Any] = [first.bytes if len(first) <= MAX_HEADER_BYTES else first]
+        while socket.getsockopt(RCVMORE):
+            part = socket.recv(copy=False)
+            if len(frames) < 3:  # a third part makes the message invalid: the rest is not kept
+                frames.append(part)
+        return frames
+
     def _accept(self, frames: Sequence[Any]) -> StreamItem | None:
         try:
-            header = decode(frames, self.limits, self._pattern)
+            header = self._headers.decode(frames)
             if header["transport"] == "inline":
                 array = array_from_buffer(header, frames[1].buffer)
             else:
@@ -291,7 +306,7 @@ class Inbound:
         z = zmq()
         if not self._bound:
             with contextlib.suppress(z.Again):
-                self._ack.send(message, z.NOBLOCK)
+                self._ack.send(message, NOBLOCK)
             return
         if not reply_to:
             return  # a sender that binds its own back channel cannot be reached from here
@@ -299,7 +314,7 @@ class Inbound:
             self._unrouted.keep(reply_to, message)  # behind the ones already waiting: in order
             return
         try:
-            self._ack.send_multipart([reply_to, message], z.NOBLOCK)
+            self._ack.send_multipart([reply_to, message], NOBLOCK)
         except z.ZMQError as error:
             # EHOSTUNREACH: the sender's back channel has not finished connecting yet (it
             # races the data channel); keep the ack and try again for a few seconds

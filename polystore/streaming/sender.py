@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from polystore.streaming._zmq import zmq
+from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, SNDMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.errors import ProtocolError, StreamConfigError, StreamTimeoutError
 from polystore.streaming.protocol import (
@@ -47,10 +47,10 @@ from polystore.streaming.protocol import (
     KINDS,
     MAX_ACK_BYTES,
     Ack,
+    AckReader,
+    HeaderWriter,
     checked_dtype,
-    decode_ack,
     encode_header,
-    header_for,
 )
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import DATA_OFFSET, SlotRing
@@ -70,6 +70,9 @@ PUMP_INTERVAL_S = 0.002
 """How often the pump looks again while items wait (it runs only then)."""
 ACK_POLL_S = 0.005
 """The longest a waiting caller polls the back channel before looking at the rest again."""
+ACK_BATCH = 32
+"""Inline items out before a send takes their acks: acks are read when they are needed (a slot,
+room, an awaited item) or in batches, not on every send."""
 
 
 @dataclass(eq=False)
@@ -169,6 +172,8 @@ class Sender:
         self._pending_bytes = 0  # inline bytes accepted and not yet acknowledged
         self._awaited: set[int] = set()
         self._acked: set[int] = set()
+        self._headers = HeaderWriter(sender=self._pid, stream=self.stream, reply_to=self.reply_to)
+        self._ack_reader = AckReader()
         self._pump: threading.Thread | None = None
         self._closing_deadline: float | None = None
         self._closed = False
@@ -223,7 +228,7 @@ class Sender:
         use_shm = self._uses_shm(array.nbytes, transport)
         with self._lock:
             self._check_open()
-            self._service()
+            self._catch_up()
             item = _Item(self._take_id(), path, array.shape, dtype, order, options, time.monotonic(), use_shm)
             if policy == "latest":
                 self._offer_latest(item, array)
@@ -403,10 +408,7 @@ class Sender:
     def _wait_for_slot(self, deadline: float, path: str, timeout: float) -> None:
         """Wait until a slot is free (reclaiming slots no receiver gave back) until ``deadline``."""
         ring = self._slot_ring()
-        while not ring.has_free():
-            self._drain_acks(0.0)
-            if ring.has_free():
-                break
+        while not self._free_slot():
             if ring.in_flight and ring.oldest_age() > self.send_timeout:
                 # its receiver died or lost it: a fresh segment takes the slot's place (a reader
                 # still holding the old one keeps its pages; its late ack is ignored)
@@ -423,6 +425,22 @@ class Sender:
                     "raise shm_slots or send_timeout, or use policy='latest')"
                 )
             self._drain_acks(min(ACK_POLL_S, remaining))
+
+    def _free_slot(self) -> bool:
+        """Whether a slot is free, taking the acks that have come in if none is."""
+        ring = self._slot_ring()
+        if ring.has_free():
+            return True
+        self._drain_acks(0.0)
+        return ring.has_free()
+
+    def _catch_up(self) -> None:
+        """Before a new item: what waits goes first. With nothing waiting, acks are left on the
+        socket until they are needed (a slot, room, an awaited item) or a batch has come."""
+        if self._queue or self._latest:
+            self._service()
+        elif len(self._in_flight) >= ACK_BATCH:
+            self._drain_acks(0.0)
 
     def _take(self, item: _Item) -> np.ndarray:
         """A free slot for ``item`` (the caller checked there is one), as an array to fill."""
@@ -495,15 +513,17 @@ class Sender:
     def _send_now(self, item: _Item, array: np.ndarray) -> bool:
         """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes."""
         if item.use_shm:
-            ring = self._slot_ring()
-            if not ring.has_free():
+            if not self._free_slot():
                 self._reclaim_stale()
-                if not ring.has_free():
+                if not self._slot_ring().has_free():
                     return False
             self._fill(item, array)
         elif self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
+            self._drain_acks(0.0)
             self._reclaim_stale()
-            return False
+            if self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
+                return False
+            item.data = array
         else:
             item.data = array
         self._pending_bytes += item.inline_bytes
@@ -525,19 +545,16 @@ class Sender:
         if item.slot is not None:
             shm = {"name": item.segment_name, "offset": DATA_OFFSET, "size": item.nbytes, "slot": item.slot}
         options = item.options
-        header = header_for(
-            item.shape, item.dtype, item.order, item.path, kind=options["kind"],
-            metadata=options["metadata"], ack=options["ack"], transport="shm" if shm else "inline",
-            shm=shm, msg_id=item.msg_id, sender=self._pid, reply_to=self.reply_to, stream=self.stream,
-        )
-        raw = encode_header(header)
+        raw = self._headers.encode(item.shape, item.dtype, item.order, item.path, kind=options["kind"],
+                                   metadata=options["metadata"], ack=options["ack"], shm=shm,
+                                   msg_id=item.msg_id)
         try:
             if shm is not None:
-                self._out.send(raw, z.NOBLOCK)  # a copy of a few hundred bytes: cheaper than tracking
+                self._out.send(raw, NOBLOCK)  # a copy of a few hundred bytes: cheaper than tracking
             else:
                 assert item.data is not None
                 data = item.data.reshape(-1, order="A").view(np.uint8).data if item.nbytes else b""
-                self._out.send(raw, z.NOBLOCK | z.SNDMORE)
+                self._out.send(raw, NOBLOCK | SNDMORE)
                 self._out.send(data, copy=False)  # accepted with the first part: ZeroMQ's parts are atomic
         except z.Again:
             return False
@@ -631,12 +648,11 @@ class Sender:
         socket = self._acks
         if socket is None:
             return
-        z = zmq()
-        if wait > 0 and not socket.poll(int(wait * 1000) or 1, z.POLLIN):
+        if wait > 0 and not socket.poll(int(wait * 1000) or 1, POLLIN):
             return
-        # asking for EVENTS costs a fraction of a recv that raises Again (every save asks)
-        while socket.get(z.EVENTS) & z.POLLIN:
-            ack = decode_ack(socket.recv())
+        # asking for EVENTS costs a fraction of a recv that raises Again
+        while socket.getsockopt(EVENTS) & POLLIN:
+            ack = self._ack_reader.decode(socket.recv())
             if ack is None:
                 logger.warning("ignored a malformed acknowledgement")
             elif ack.stream == self.stream:  # others are meant for an earlier sender on this port
@@ -743,12 +759,11 @@ class Frame:
         item.use_shm = sender.endpoints.local and sender.transport != "inline"
         with sender._lock:
             sender._check_open()
-            sender._service()
+            sender._catch_up()
             if item.use_shm:
-                ring = sender._slot_ring()
                 if sender.policy == "block":
                     sender._wait_for_slot(time.monotonic() + self._timeout, item.path, self._timeout)
-                if ring.has_free():
+                if sender._free_slot():
                     self._buffer = sender._take(item)
                     return self._buffer
             self._buffer = np.empty(item.shape, item.dtype)  # inline, or no slot free under "latest"
