@@ -7,6 +7,7 @@ import fnmatch
 import io
 import multiprocessing
 import os
+import pickle
 import posixpath
 import sys
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,9 @@ if "polystore.testing" not in sys.modules:  # detailed assertion messages from t
     pytest.register_assert_rewrite("polystore.testing")
 
 from polystore import DiskBackend, MemoryBackend, StorageBackend
+from polystore.backends.memory_tree import MemoryManager
 from polystore.base import PathLike
+from polystore.exceptions import InvalidPathError, NotADirectoryStorageError
 from polystore.testing import BackendContractTests
 
 
@@ -151,7 +154,35 @@ class TestDiskBackendWithRoot(BackendContractTests):
         np.testing.assert_array_equal(np.load(tmp_path / "inside" / "x.npy"), np.arange(3))
 
 
-class TestMemoryBackend(BackendContractTests):
+class MemoryTreeRules:
+    """What every placement of a memory store refuses, leaving the store as it was."""
+
+    @pytest.mark.parametrize("operation", ["copy", "move"])
+    def test_the_root_cannot_be_copied_or_moved_into_itself(
+        self, backend: MemoryBackend, operation: str
+    ) -> None:
+        backend.save(np.arange(3), "a/x.npy")
+        backend.save(np.arange(2), "b.npy")
+        before = backend._paths()
+        with pytest.raises(InvalidPathError, match="into itself"):
+            getattr(backend, operation)("/", "backup")
+        assert backend._paths() == before
+
+    @pytest.mark.parametrize("operation", ["copy", "move"])
+    def test_a_folder_is_not_put_over_a_file(self, backend: MemoryBackend, operation: str) -> None:
+        backend.save(np.arange(3), "src/a.npy")
+        backend.save(np.full(2, 9), "dst.npy")
+        backend.save(np.arange(4), "deep/x/b.npy")
+        backend.save(np.full(2, 9), "other/x")
+        before = backend._paths()
+        for source, destination in [("src", "dst.npy"), ("deep", "other")]:  # onto it, or inside
+            with pytest.raises(NotADirectoryStorageError, match="in the way"):
+                getattr(backend, operation)(source, destination)
+            assert backend._paths() == before, "a refused copy or move changed the store"
+        np.testing.assert_array_equal(backend.load("dst.npy"), np.full(2, 9))
+
+
+class TestMemoryBackend(BackendContractTests, MemoryTreeRules):
     @pytest.fixture
     def backend(self) -> MemoryBackend:
         return MemoryBackend()
@@ -160,14 +191,31 @@ class TestMemoryBackend(BackendContractTests):
 @pytest.fixture(scope="module")
 def manager() -> Iterator[SyncManager]:
     # spawn: a fork while other threads are alive is unsafe (and warns on Python >= 3.12)
-    with multiprocessing.get_context("spawn").Manager() as running:
+    with MemoryManager(ctx=multiprocessing.get_context("spawn")) as running:
         yield running
 
 
-class TestMemoryBackendWithSharedDict(BackendContractTests):
+class TestMemoryBackendShared(BackendContractTests, MemoryTreeRules):
+    """The store in a manager's server process, one call per operation."""
+
     @pytest.fixture
     def backend(self, manager: SyncManager) -> MemoryBackend:
         return MemoryBackend.shared(manager)
+
+    def test_a_pickled_backend_is_the_same_store(self, backend: MemoryBackend) -> None:
+        backend.save(np.arange(4), "/shared/a.npy")
+        other = pickle.loads(pickle.dumps(backend))
+        assert other.list_dir("/shared") == ["a.npy"]
+        other.delete_all("/shared")
+        assert not backend.exists("/shared")
+
+
+class TestMemoryBackendWithSharedDict(BackendContractTests, MemoryTreeRules):
+    """The older form: a Manager's dict and lock, the tree worked on from each process."""
+
+    @pytest.fixture
+    def backend(self, manager: SyncManager) -> MemoryBackend:
+        return MemoryBackend(shared_dict=manager.dict(), lock=manager.RLock())
 
     def test_second_backend_on_the_same_dict_sees_the_data(self, manager: SyncManager) -> None:
         shared, lock = manager.dict(), manager.RLock()

@@ -1,11 +1,13 @@
-"""MemoryBackend shared by processes (a Manager's dict and lock): the tree stays whole while
-processes save into a folder and delete it at the same time."""
+"""MemoryBackend shared by processes: the tree stays whole while processes save into a folder,
+delete it and read it at the same time, and when a process is killed in the middle of it."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import pickle
+import signal
+import threading
 import time
 from typing import Any
 
@@ -13,60 +15,132 @@ import numpy as np
 import pytest
 
 from polystore import MemoryBackend, PolystoreError, StorageFileNotFoundError
+from polystore.backends.memory_tree import MemoryManager
 from polystore.exceptions import InvalidOptionError
 
 CHURN_SECONDS = 2.0
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _orphans(backend: MemoryBackend) -> list[str]:
+    """Entries whose folder is not in the store (in one snapshot of it)."""
+    paths = backend._paths()
+    folders = {"/"} | {key for key, is_dir in paths if is_dir}
+    return [key for key, _ in paths if (key.rsplit("/", 1)[0] or "/") not in folders]
 
 
 def _churn(backend: MemoryBackend, role: str, ready: Any, stop: Any, out: Any) -> None:
     raw: list[str] = []
-    done = index = 0
+    done = index = broken = 0
     ready.release()
     while not stop.is_set():
         index += 1
         try:
             if role == "save":
                 backend.save(np.zeros(2), f"/run/{os.getpid()}/f{index % 20}.npy")
-            else:
+            elif role == "delete":
                 backend.delete_all("/run")
+            else:  # watch: every snapshot of the store whole
+                broken += bool(_orphans(backend))
             done += 1
         except StorageFileNotFoundError:  # /run was deleted just before: expected
             pass
         except Exception as error:  # anything else means the tree was broken
             raw.append(f"{type(error).__name__}: {error}")
-    out.put((role, done, raw[:5]))
+    out.put((role, done, raw[:5], broken))
 
 
-def test_saves_and_deletes_from_four_processes_keep_the_tree_whole() -> None:
-    context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager:
-        backend = MemoryBackend.shared(manager)
-        ready, stop, out = context.Semaphore(0), context.Event(), context.Queue()
-        roles = ["save", "save", "delete", "delete"]
-        processes = [context.Process(target=_churn, args=(backend, r, ready, stop, out)) for r in roles]
-        for process in processes:
-            process.start()
-        for _ in processes:
-            assert ready.acquire(timeout=60)
-        time.sleep(CHURN_SECONDS)
-        stop.set()
-        results = [out.get(timeout=60) for _ in processes]
-        for process in processes:
-            process.join(timeout=60)
+def _run_churn(backend: MemoryBackend, roles: list[str]) -> list[Any]:
+    ready, stop, out = SPAWN.Semaphore(0), SPAWN.Event(), SPAWN.Queue()
+    processes = [SPAWN.Process(target=_churn, args=(backend, r, ready, stop, out)) for r in roles]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        assert ready.acquire(timeout=60)
+    time.sleep(CHURN_SECONDS)
+    stop.set()
+    results = [out.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    return results
+
+
+def test_saves_deletes_and_reads_from_five_processes_keep_the_tree_whole() -> None:
+    backend = MemoryBackend.shared()
+    results = _run_churn(backend, ["save", "save", "delete", "delete", "watch"])
+    assert [raw for result in results for raw in result[2]] == []
+    assert all(result[1] > 0 for result in results), results  # every process got work done
+    assert sum(result[3] for result in results) == 0, "a reader saw a file whose folder was gone"
+    assert _orphans(backend) == [], "files or folders left under a deleted folder"
+    files = backend.list_files("/", recursive=True)
+    assert backend.exists("/run") == bool(files)
+    if files:
+        backend.delete_all("/run")
+    assert backend.list_files("/", recursive=True) == []
+
+
+def test_the_older_form_with_a_managers_dict_and_lock_keeps_the_tree_whole() -> None:
+    with SPAWN.Manager() as manager:
+        backend = MemoryBackend(shared_dict=manager.dict(), lock=manager.RLock())
+        results = _run_churn(backend, ["save", "delete", "watch"])
         assert [raw for result in results for raw in result[2]] == []
-        assert all(result[1] > 0 for result in results), results  # every process got work done
-        store = dict(backend._store)
-        orphans = [key for key in store if key != "/" and key.rsplit("/", 1)[0] not in ("", *store)]
-        assert orphans == [], "files or folders left under a deleted folder"
-        files = backend.list_files("/", recursive=True)
-        assert backend.exists("/run") == bool(files)
-        if files:
+        assert sum(result[3] for result in results) == 0, "a reader saw a file whose folder was gone"
+        assert _orphans(backend) == []
+
+
+def _fill_then_delete(backend: MemoryBackend, folders: int, filled: Any) -> None:
+    """Fill /run, say so, delete it, then wait to be killed."""
+    for index in range(folders):
+        backend.save(index, f"/run/d{index}/f.npy")
+    filled.set()
+    backend.delete_all("/run")
+    time.sleep(600)
+
+
+def _save_within(backend: MemoryBackend, path: str, seconds: float) -> bool:
+    """Whether a save returns within ``seconds`` (a thread: a wedged save never returns)."""
+    thread = threading.Thread(target=backend.save, args=(1, path), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return not thread.is_alive()
+
+
+def test_a_process_killed_mid_delete_all_leaves_the_tree_whole_and_nobody_waiting() -> None:
+    """SIGKILL a process as soon as its delete_all of 2,000 folders has begun (the operation
+    runs whole in the manager's server, so no change is half done and no lock is held)."""
+    backend = MemoryBackend.shared()
+    for kill in range(3):
+        full = len(backend._paths()) + 1 + 2 * 2000  # /run, and a folder and a file each
+        filled = SPAWN.Event()
+        victim = SPAWN.Process(target=_fill_then_delete, args=(backend, 2000, filled))
+        victim.start()
+        assert filled.wait(timeout=120)
+        deadline = time.monotonic() + 30
+        while len(backend._paths()) >= full and time.monotonic() < deadline:
+            pass  # the deletion has begun (or is done) once fewer entries are left
+        assert victim.pid is not None
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=30)
+        assert _orphans(backend) == [], f"kill {kill}: files left whose folder is gone"
+        assert _save_within(backend, f"/other/after-kill-{kill}.npy", 20), "a save waited forever"
+        if backend.exists("/run"):
             backend.delete_all("/run")
-        assert backend.list_files("/", recursive=True) == []
+    assert len(backend.list_files("/other")) == 3
+
+
+def test_shared_needs_a_manager_that_can_hold_the_store() -> None:
+    with SPAWN.Manager() as plain:
+        with pytest.raises(InvalidOptionError, match="MemoryManager") as caught:
+            MemoryBackend.shared(plain)
+        assert isinstance(caught.value, PolystoreError) and isinstance(caught.value, TypeError)
+    with MemoryManager(ctx=SPAWN) as manager:
+        backend = MemoryBackend.shared(manager)
+        backend.save(np.arange(2), "a/x.npy")
+        assert pickle.loads(pickle.dumps(backend)).list_files("a") == ["a/x.npy"]
 
 
 def test_a_manager_dict_without_its_lock_is_refused() -> None:
-    with multiprocessing.get_context("spawn").Manager() as manager:
+    with SPAWN.Manager() as manager:
         with pytest.raises(InvalidOptionError, match=r"lock=manager\.RLock\(\)") as caught:
             MemoryBackend(manager.dict())
         assert isinstance(caught.value, PolystoreError) and isinstance(caught.value, TypeError)

@@ -1,25 +1,43 @@
 """Objects held in a dict, with directories, behaving like the disk backend.
 
 Keys are normalised ``/a/b`` paths; directories are entries holding a :class:`_Directory`
-marker, and every directory's parents exist (so a save checks one parent, not the whole
-chain). Objects are stored as given, in their own framework: a torch tensor comes back as
-that same tensor, a CuPy array stays on its GPU.
+marker, and every directory's parents exist. Objects are stored as given, in their own
+framework: a torch tensor comes back as that same tensor, a CuPy array stays on its GPU.
 
-Several processes share one store through a ``multiprocessing.Manager``'s dict *and* lock
-(:meth:`MemoryBackend.shared`): every change to the tree (a save that may create parents, a
-delete, a copy) holds the lock, so no process ever sees a file whose folder is gone, whatever
-the others do meanwhile. A single read is one request to the Manager and needs no lock.
+The tree and every operation on it are a :class:`Tree`; a backend makes one call to it per
+operation. Changes hold the tree's lock and go in an order that keeps the tree whole at
+every step (folders before what goes in them, contents before their folder), so a read, a
+lock-free snapshot, never sees a file whose folder is gone. A tree lives in one of three
+places:
+
+- this process (``MemoryBackend()``): a dict and a thread lock;
+- a manager's server process (``MemoryBackend.shared()``): each operation is one call that
+  runs whole in the server, under the server's own lock. A process killed in the middle of
+  a call cannot leave it half done or a lock held: the server finishes the call whatever
+  becomes of the caller;
+- every process that shares a Manager's dict and lock (``MemoryBackend(shared_dict=...,
+  lock=...)``, the older form): each step is a request to the Manager. A process killed
+  mid-change leaves a whole but partly changed tree, *and the Manager's lock held*: the
+  Manager never releases a lock whose holder died, so every later change waits forever. Use
+  ``shared()`` where a process may be killed.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, MutableMapping
 from contextlib import AbstractContextManager
-from multiprocessing.managers import BaseProxy, SyncManager
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 from polystore.arrays import convert, copy_array
+from polystore.backends.memory_tree import (
+    MemoryManager,
+    Tree,
+    TreeProxy,
+    TreeRefusal,
+    is_directory,
+    is_proxy,
+)
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.exceptions import (
     DirectoryNotEmptyError,
@@ -27,6 +45,7 @@ from polystore.exceptions import (
     InvalidPathError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
+    PolystoreError,
     StorageFileNotFoundError,
 )
 from polystore.paths import (
@@ -40,42 +59,15 @@ from polystore.paths import (
 )
 
 
-class _Directory:
-    """Marks a directory entry (a class, so it survives pickling into a Manager dict)."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[type, tuple[()]]:
-        return (_Directory, ())
-
-
-_DIRECTORY = _Directory()
-
-
-def _is_proxy(obj: object) -> bool:
-    """Whether ``obj`` lives in a Manager's process (and so is shared with other processes)."""
-    return isinstance(obj, BaseProxy)
-
-
-def _parent(key: str) -> str:
-    return key.rsplit("/", 1)[0] or "/"
-
-
-def _size_of(value: Any) -> int | None:
-    nbytes = getattr(value, "nbytes", None)
-    if isinstance(nbytes, int):
-        return nbytes
-    if isinstance(value, (bytes, bytearray, str)):
-        return len(value)
-    return None
-
-
 class MemoryBackend(StorageBackend):
     """An in-memory store with the disk backend's semantics.
 
-    ``shared_dict`` and ``lock``: a dict and a re-entrant lock that several processes share
-    (a ``multiprocessing.Manager``'s ``dict()`` and ``RLock()``; :meth:`shared` makes both).
-    A Manager dict without its lock is refused: the processes could not keep the tree whole.
+    ``MemoryBackend()`` holds its objects in this process. :meth:`shared` makes a store that
+    several processes share, held by a manager's server process, which stays whole even when
+    one of them is killed mid-operation. ``shared_dict`` and ``lock`` (a
+    ``multiprocessing.Manager``'s ``dict()`` and ``RLock()``) share a store the older way:
+    whole while every process lives, but a process killed while changing it leaves the lock
+    held and the others waiting forever. A Manager dict without its lock is refused.
     """
 
     _backend_type = "memory"
@@ -86,70 +78,58 @@ class MemoryBackend(StorageBackend):
         *,
         lock: AbstractContextManager[Any] | None = None,
     ) -> None:
-        if lock is None and _is_proxy(shared_dict):
+        if lock is None and is_proxy(shared_dict):
             raise InvalidOptionError(
                 "A dict shared through a multiprocessing Manager needs a lock shared the same "
                 "way, or processes can leave files under a deleted folder: pass "
-                "lock=manager.RLock(), or use MemoryBackend.shared(manager)."
+                "lock=manager.RLock(), or use MemoryBackend.shared(manager), which also "
+                "survives a process killed mid-operation."
             )
-        self._store: MutableMapping[str, Any] = shared_dict if shared_dict is not None else {}
-        self._lock: AbstractContextManager[Any] = lock if lock is not None else threading.RLock()
+        self._tree: Tree | TreeProxy = Tree(shared_dict, lock)
+        self._manager: SyncManager | None = None
 
     @classmethod
-    def shared(cls, manager: SyncManager) -> MemoryBackend:
-        """A store that processes share: ``manager``'s dict and lock (pass the backend itself, or
-        both, to the other processes; it pickles with them)."""
-        return cls(manager.dict(), lock=manager.RLock())
+    def shared(cls, manager: SyncManager | None = None) -> MemoryBackend:
+        """A store that processes share, held by a manager's server process: pass the backend to
+        the other processes (it pickles as a handle on the store).
+
+        ``manager``: a started :class:`MemoryManager` to hold it; by default the backend starts
+        its own, which lives as long as this backend object.
+        """
+        owned = None
+        if manager is None:  # the default start method, as multiprocessing.Manager() uses
+            owned = manager = MemoryManager()
+            manager.start()
+        make = getattr(manager, "PolystoreTree", None)
+        if make is None:
+            raise InvalidOptionError(
+                f"{type(manager).__name__} cannot hold a polystore memory store (its server "
+                "knows only its own types): call MemoryBackend.shared() with no manager, or "
+                "pass a started polystore.backends.memory.MemoryManager()."
+            )
+        backend = cls()
+        backend._tree = make()
+        backend._manager = owned
+        return backend
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if not _is_proxy(self._lock):  # a thread lock guards this process only
-            state["_lock"] = None
-        return state
+        return {"_tree": self._tree, "_manager": None}  # a manager stays with its owner
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        if state["_lock"] is None:
-            state["_lock"] = threading.RLock()
         self.__dict__.update(state)
 
-    # -- helpers -------------------------------------------------------------------------
-    def _get(self, key: str, path: PathLike) -> Any:
-        try:
-            return self._store[key]
-        except KeyError:
-            if key == "/":
-                return _DIRECTORY
-            raise StorageFileNotFoundError(str(path), "memory") from None
-
-    def _is_dir_value(self, key: str) -> bool:
-        return key == "/" or isinstance(self._store.get(key), _Directory)
-
-    def _make_dirs(self, key: str, path: PathLike) -> None:
-        """Create directory ``key`` and any missing parents."""
-        missing: list[str] = []
-        current = key
-        while current != "/":
-            value = self._store.get(current)
-            if isinstance(value, _Directory):
-                break
-            if value is not None or current in self._store:
-                raise NotADirectoryStorageError(
-                    f"Cannot use '{path}': '{current}' is a file, not a directory."
-                )
-            missing.append(current)
-            current = _parent(current)
-        for directory in reversed(missing):
-            self._store[directory] = _DIRECTORY
-
-    def _keys_under(self, key: str) -> list[str]:
-        prefix = "/" if key == "/" else key + "/"
-        return [k for k in list(self._store.keys()) if k.startswith(prefix)]
+    def _paths(self) -> list[tuple[str, bool]]:
+        """Every (key, is a directory) in the store."""
+        return self._tree.paths()
 
     # -- read ----------------------------------------------------------------------------
     def load(self, file_path: PathLike, *, framework: str | None = None, **kwargs: Any) -> Any:
         # docstring inherited
-        value = self._get(virtual_path(file_path), file_path)
-        if isinstance(value, _Directory):
+        try:
+            value = self._tree.get(virtual_path(file_path))
+        except TreeRefusal as refusal:
+            raise _error(refusal, file_path) from None
+        if is_directory(value):
             raise IsADirectoryStorageError(
                 f"'{file_path}' is a directory; load a file inside it (see list_files)."
             )
@@ -167,49 +147,41 @@ class MemoryBackend(StorageBackend):
     ) -> list[str]:
         # docstring inherited
         key = virtual_path(directory)
-        if not isinstance(self._get(key, directory), _Directory):
-            raise NotADirectoryStorageError(f"'{directory}' is a file, not a directory.")
         wanted = normalize_extensions(extensions)
-        start = 1 if key == "/" else len(key) + 1
-        found = []
-        for full_key, value in list(self._store.items()):
-            relative = full_key[start:]
-            if (
-                full_key.startswith(key if key == "/" else key + "/")
-                and not isinstance(value, _Directory)
-                and (recursive or "/" not in relative)
-                and matches(relative.rsplit("/", 1)[-1], pattern, wanted)
-            ):
-                found.append(join_given(directory, relative))
-        return sorted(found)
+        try:
+            found = self._tree.list_files(key, recursive)
+        except TreeRefusal as refusal:
+            raise _error(refusal, directory) from None
+        return sorted(
+            join_given(directory, relative)
+            for relative in found
+            if matches(relative.rsplit("/", 1)[-1], pattern, wanted)
+        )
 
     def list_dir(self, path: PathLike) -> list[str]:
         # docstring inherited
-        key = virtual_path(path)
-        if not isinstance(self._get(key, path), _Directory):
-            raise NotADirectoryStorageError(f"'{path}' is a file, not a directory.")
-        start = 1 if key == "/" else len(key) + 1
-        return sorted({k[start:] for k in self._keys_under(key) if "/" not in k[start:]})
+        try:
+            return self._tree.list_dir(virtual_path(path))
+        except TreeRefusal as refusal:
+            raise _error(refusal, path) from None
 
     def exists(self, path: PathLike) -> bool:
-        key = virtual_path(path)
-        if names_directory(given_path(path)):
-            return self._is_dir_value(key)
-        return key == "/" or key in self._store
+        kind = self._tree.kind(virtual_path(path))
+        return kind == "dir" if names_directory(given_path(path)) else kind is not None
 
     def is_file(self, path: PathLike) -> bool:
-        key = virtual_path(path)
-        return key in self._store and not self._is_dir_value(key) and not names_directory(given_path(path))
+        return self._tree.kind(virtual_path(path)) == "file" and not names_directory(given_path(path))
 
     def is_dir(self, path: PathLike) -> bool:
-        return self._is_dir_value(virtual_path(path))
+        return self._tree.kind(virtual_path(path)) == "dir"
 
     def stat(self, path: PathLike) -> FileStat:
         # docstring inherited
-        value = self._get(virtual_path(path), path)
-        if isinstance(value, _Directory):
-            return FileStat(str(path), "directory")
-        return FileStat(str(path), "file", _size_of(value))
+        try:
+            is_dir, size = self._tree.stat(virtual_path(path))
+        except TreeRefusal as refusal:
+            raise _error(refusal, path) from None
+        return FileStat(str(path), "directory") if is_dir else FileStat(str(path), "file", size)
 
     # -- write ---------------------------------------------------------------------------
     def save(self, data: Any, file_path: PathLike, *, copy: bool = False, **kwargs: Any) -> None:
@@ -220,64 +192,38 @@ class MemoryBackend(StorageBackend):
         """
         key = virtual_path(file_path)
         refuse_directory_path(given_path(file_path))
-        with self._lock:
-            if self._is_dir_value(key):
-                raise IsADirectoryStorageError(
-                    f"Cannot save to '{file_path}': it is a directory. Choose a file name inside it."
-                )
-            parent = _parent(key)
-            if not self._is_dir_value(parent):
-                self._make_dirs(parent, file_path)
-            self._store[key] = copy_array(data) if copy else data
+        try:
+            self._tree.save(key, copy_array(data) if copy else data)
+        except TreeRefusal as refusal:
+            raise _error(refusal, file_path) from None
 
     def ensure_directory(self, directory: PathLike) -> str:
         # docstring inherited
-        with self._lock:
-            self._make_dirs(virtual_path(directory), directory)
+        try:
+            self._tree.make_dirs(virtual_path(directory))
+        except TreeRefusal as refusal:
+            raise _error(refusal, directory) from None
         return str(directory)
 
     def delete(self, path: PathLike) -> None:
         # docstring inherited
-        key = virtual_path(path)
-        with self._lock:
-            value = self._get(key, path)
-            if key == "/":
-                raise InvalidPathError("Refusing to delete the memory backend's root '/'.")
-            if isinstance(value, _Directory) and self._keys_under(key):
-                raise DirectoryNotEmptyError(
-                    f"Directory '{path}' is not empty; use delete_all to remove it with its contents."
-                )
-            del self._store[key]
+        try:
+            self._tree.delete(virtual_path(path))
+        except TreeRefusal as refusal:
+            raise _error(refusal, path) from None
 
     def delete_all(self, path: PathLike) -> None:
         # docstring inherited
-        key = virtual_path(path)
-        with self._lock:
-            self._get(key, path)
-            for sub_key in self._keys_under(key):
-                self._store.pop(sub_key, None)
-            if key != "/":
-                del self._store[key]
+        try:
+            self._tree.delete_all(virtual_path(path))
+        except TreeRefusal as refusal:
+            raise _error(refusal, path) from None
 
     def _transfer(self, source: PathLike, destination: PathLike, *, keep_source: bool) -> None:
-        src, dst = virtual_path(source), virtual_path(destination)
-        with self._lock:
-            value = self._get(src, source)
-            if dst == src or dst.startswith(src + "/"):
-                raise InvalidPathError(f"Cannot copy or move '{source}' into itself ('{destination}').")
-            if not isinstance(value, _Directory) and self._is_dir_value(dst):
-                raise IsADirectoryStorageError(
-                    f"Cannot put file '{source}' at '{destination}': that is a directory."
-                )
-            moved = {src: value} | {k: self._store[k] for k in self._keys_under(src)}
-            self._make_dirs(_parent(dst), destination)
-            for key, item in moved.items():
-                new_key = dst + key[len(src):]
-                stored = item if not keep_source or isinstance(item, _Directory) else copy_array(item)
-                self._store[new_key] = stored
-            if not keep_source:
-                for key in moved:
-                    self._store.pop(key, None)
+        try:
+            self._tree.transfer(virtual_path(source), virtual_path(destination), keep_source)
+        except TreeRefusal as refusal:
+            raise _error(refusal, source, destination) from None
 
     def copy(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
         """Copy a file or directory; array data is copied, so the two are independent."""
@@ -289,5 +235,46 @@ class MemoryBackend(StorageBackend):
 
     def clear(self) -> None:
         """Remove everything."""
-        with self._lock:
-            self._store.clear()
+        self._tree.clear()
+
+
+def _error(
+    refusal: TreeRefusal, path: PathLike, destination: PathLike | None = None
+) -> PolystoreError:
+    """The error a user sees for a tree's refusal, worded with the paths they gave."""
+    key = refusal.key
+    code = refusal.code
+    if code == "missing":
+        return StorageFileNotFoundError(str(path), "memory")
+    if code == "is_dir":
+        return IsADirectoryStorageError(
+            f"Cannot save to '{path}': it is a directory. Choose a file name inside it."
+        )
+    if code == "not_dir":
+        if virtual_path(path) == key:
+            return NotADirectoryStorageError(f"'{path}' is a file, not a directory.")
+        return NotADirectoryStorageError(
+            f"Cannot use '{destination or path}': '{key}' is a file, not a directory."
+        )
+    if code == "not_empty":
+        return DirectoryNotEmptyError(
+            f"Directory '{path}' is not empty; use delete_all to remove it with its contents."
+        )
+    if code == "root":
+        return InvalidPathError("Refusing to delete the memory backend's root '/'.")
+    if code == "into_itself":
+        where = "the root '/' holds every destination" if key == "/" else "the destination is inside it"
+        return InvalidPathError(
+            f"Cannot copy or move '{path}' into itself ('{destination}'): {where}. Copy what is "
+            "inside it instead."
+        )
+    if code == "file_onto_dir":
+        return IsADirectoryStorageError(
+            f"Cannot put file '{path}' at '{destination}': '{key}' is a directory."
+        )
+    if code == "dir_onto_file":
+        return NotADirectoryStorageError(
+            f"Cannot copy or move folder '{path}' to '{destination}': the file '{key}' is in the "
+            "way (nothing was changed). Delete it first, or choose another destination."
+        )
+    raise AssertionError(f"unknown refusal {code}")  # a new Refusal without its wording here
