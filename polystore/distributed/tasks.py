@@ -18,6 +18,7 @@ dask reruns its tasks elsewhere.
 from __future__ import annotations
 
 import itertools
+import math
 import pickle
 import socket
 import threading
@@ -127,10 +128,14 @@ class FieldTask:
     cast: bool = False
 
 
-def shard_groups(planes: Iterable[tuple[tuple[int, ...], SourceFile]], unit: tuple[int, ...]
-                 ) -> dict[tuple[int, ...], list[tuple[tuple[int, ...], SourceFile]]]:
+PlaneFile = tuple[tuple[int, ...], SourceFile]
+"""A plane's index in its field image, and the file it comes from."""
+
+
+def shard_groups(planes: Iterable[PlaneFile], unit: tuple[int, ...]
+                 ) -> dict[tuple[int, ...], list[PlaneFile]]:
     """A field's planes by the write unit (shard, else chunk) of the plane axes they fall in."""
-    groups: dict[tuple[int, ...], list[tuple[tuple[int, ...], SourceFile]]] = {}
+    groups: dict[tuple[int, ...], list[PlaneFile]] = {}
     for index, source in planes:
         groups.setdefault(tuple(i // u for i, u in zip(index, unit, strict=True)), []).append((index, source))
     return groups
@@ -139,7 +144,7 @@ def shard_groups(planes: Iterable[tuple[tuple[int, ...], SourceFile]], unit: tup
 def write_field(target: Target, task: FieldTask) -> Outcome:
     """Write every plane of a field into its image (created by the plan), at every level, each
     write unit once: the planes that share one are read and assembled, then written together."""
-    current: str | None = None
+    reading: list[str] = []  # the file being read, if any (named in the outcome)
     plan = task.field
     try:
         backend = target.backend()
@@ -147,27 +152,14 @@ def write_field(target: Target, task: FieldTask) -> Outcome:
         group, levels = _image(backend, location, target.config.zarr_format)
         if group is None or not levels:
             raise _missing_image(target, plan.path)
-        dtype = np.dtype(levels[0].dtype)
         full = tuple(int(n) for n in levels[0].shape)
-        plane_shape = full[len(task.named):]
         unit = tuple(levels[0].shards or levels[0].chunks)[: len(task.named)]
-        where = f"{target.store}/{plan.path}"
         for group_index, members in sorted(shard_groups(plan.planes, unit).items()):
             start = tuple(g * u for g, u in zip(group_index, unit, strict=True))
             stop = tuple(min(s + u, n) for s, u, n in zip(start, unit, full[: len(unit)], strict=True))
-            block = np.zeros(tuple(b - a for a, b in zip(start, stop, strict=True)) + plane_shape, dtype)
-            for index, source in members:
-                current = source.path
-                data = read_plane(source.path)
-                if data.shape != plane_shape:
-                    raise UnsupportedDataError(
-                        f"'{source.path}' holds a {data.shape} image; this plate's images are {plane_shape} "
-                        "(the shape of its first file). Convert images of one shape together."
-                    )
-                offset = tuple(i - s for i, s in zip(index, start, strict=True))
-                for inner in np.ndindex(data.shape[:-2]):  # a whole field image: each of its planes
-                    block[offset + inner] = checked_plane(data[inner], dtype, where, task.cast)
-            current = None
+            block = _assemble(members, start, stop, full[len(unit):], np.dtype(levels[0].dtype),
+                              f"{target.store}/{plan.path}", task.cast, reading)
+            reading.clear()
             planes = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
             for level, array in enumerate(levels):
                 if level:
@@ -177,8 +169,34 @@ def write_field(target: Target, task: FieldTask) -> Outcome:
         finish_image(group)
         target.journal().mark(plan.path, task.token)
     except Exception as error:  # reported with the others by the client (see the module's docstring)
-        return Outcome(plan.path, portable(error), current)
+        return Outcome(plan.path, portable(error), reading[-1] if reading else None)
     return Outcome(plan.path)
+
+
+def _assemble(members: list[PlaneFile], start: tuple[int, ...], stop: tuple[int, ...],
+              plane_shape: tuple[int, ...], dtype: np.dtype[Any], where: str, cast: bool,
+              reading: list[str]) -> np.ndarray:
+    """The block of one write unit: its planes read and put in place (missing ones 0); a unit
+    that one file fills is that file's array, not a copy."""
+    extent = tuple(b - a for a, b in zip(start, stop, strict=True))
+    block = None if len(members) == 1 and math.prod(extent) == 1 else np.zeros(extent + plane_shape, dtype)
+    for index, source in members:
+        reading.append(source.path)
+        data = read_plane(source.path)
+        if data.shape != plane_shape:
+            raise UnsupportedDataError(
+                f"'{source.path}' holds a {data.shape} image; this plate's images are {plane_shape} "
+                "(the shape of its first file). Convert images of one shape together."
+            )
+        if block is None:
+            if data.dtype == dtype:
+                return data.reshape(extent + plane_shape)
+            block = np.zeros(extent + plane_shape, dtype)
+        offset = tuple(i - s for i, s in zip(index, start, strict=True))
+        for inner in np.ndindex(data.shape[:-2]):  # a whole field image: each of its planes
+            block[offset + inner] = checked_plane(data[inner], dtype, where, cast)
+    assert block is not None  # a unit has a file
+    return block
 
 
 def write_units(backend: ZarrBackend, store: str, array: Any, selection: tuple[slice, ...], data: np.ndarray
@@ -213,6 +231,9 @@ def _image(backend: ZarrBackend, location: Location, zarr_format: int
 def downsample_block(block: np.ndarray, labels: bool) -> np.ndarray:
     """Halve the last two axes (y, x) of ``block`` plane by plane, as the zarr writer does."""
     lead = block.shape[:-2]
+    if math.prod(lead) == 1:  # one plane: no stacking copy
+        plane = downsample_plane(block.reshape(block.shape[-2:]), labels)
+        return plane.reshape(lead + plane.shape)
     planes = [downsample_plane(block[index], labels) for index in np.ndindex(lead)]
     if not planes:
         return block
