@@ -493,3 +493,48 @@ def test_polystore_info_on_a_corrupt_npy_says_it_is_not_npy(tmp_path: Path) -> N
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "not a NumPy .npy file" in output and "pickle" not in output, output
+
+
+# -- ROI sets received as bytes -----------------------------------------------------------------
+
+
+def _roi_payloads() -> dict[str, bytes]:
+    """Damaged and forged .roi.zip payloads, as a stream could carry them."""
+    import io
+    import struct
+    import zipfile
+
+    roifile = pytest.importorskip("roifile")
+    good = roifile.ImagejRoi.frompoints(np.array([[1, 2], [3, 4], [5, 1]], np.float32)).tobytes()
+
+    def archive(data: bytes, method: int = zipfile.ZIP_DEFLATED) -> bytearray:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=method) as out:
+            out.writestr("a.roi", data)
+        return bytearray(buffer.getvalue())
+
+    stored = archive(good, zipfile.ZIP_STORED)
+    directory = stored.rfind(b"PK\x01\x02")
+    unknown_method = bytearray(stored)
+    unknown_method[8:10] = unknown_method[directory + 10:directory + 12] = struct.pack("<H", 99)
+    encrypted = bytearray(stored)
+    encrypted[6:8] = encrypted[directory + 8:directory + 10] = struct.pack("<H", 1)
+    corrupt_deflate = archive(good * 50)
+    corrupt_deflate[40:50] = b"\xff" * 10
+    return {
+        "garbage member": bytes(archive(b"not an roi at all" * 3)),
+        "truncated roi": bytes(archive(good[:40])),
+        "unknown compression": bytes(unknown_method),
+        "encrypted": bytes(encrypted),
+        "corrupt deflate": bytes(corrupt_deflate),
+    }
+
+
+@pytest.mark.parametrize("case", ["garbage member", "truncated roi", "unknown compression", "encrypted",
+                                  "corrupt deflate"])
+def test_a_damaged_roi_set_received_as_bytes_is_a_corrupt_data_error(case: str) -> None:
+    from polystore.formats.roi import rois_from_zip_bytes
+
+    with pytest.raises(polystore.exceptions.CorruptDataError, match=r"\.roi\.zip payload") as caught:
+        rois_from_zip_bytes(_roi_payloads()[case])
+    assert caught.value.__cause__ is not None

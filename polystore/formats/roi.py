@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Iterable
 from typing import IO, Any
 
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import CorruptDataError, PolystoreError, UnsupportedDataError
 from polystore.formats import Format, limits
 from polystore.lazy import optional_import
 
@@ -70,10 +70,9 @@ def _read_roi_zip(source: IO[bytes], shown: str, limit: int | None) -> list[Any]
     roi_type = _roifile().ImagejRoi
     with zipfile.ZipFile(source) as archive:
         members = [info for info in archive.infolist() if info.filename.endswith(".roi")]
-        limits.check_expansion(
-            sum(info.file_size for info in members),
-            limits.ROI_ZIP_DECOMPRESSED_BYTES if limit is None else limit,
-            shown, "max_decompressed_bytes", "ROI_ZIP_DECOMPRESSED_BYTES",
+        limits.checked_zip_members(
+            archive, source, shown, members,
+            limits.ROI_ZIP_DECOMPRESSED_BYTES if limit is None else limit, "ROI_ZIP_DECOMPRESSED_BYTES",
         )
         # zipfile never returns more than a member declares, so the check above bounds this
         return [roi_type.frombytes(archive.read(info)) for info in members]
@@ -84,14 +83,23 @@ def rois_from_zip_bytes(
 ) -> list[Any]:
     """The ROIs in a ``.roi.zip`` archive held in memory (as roifile.ImagejRoi, in archive order).
 
-    Raises :class:`UnsupportedDataError` if it is no zip archive, and
-    :class:`LimitExceededError` if it would expand beyond
-    ``limits.ROI_ZIP_DECOMPRESSED_BYTES`` (or ``max_decompressed_bytes``).
+    Raises :class:`UnsupportedDataError` if it is no zip archive, :class:`CorruptDataError`
+    if it is a damaged or forged one (or holds something other than ROIs), and
+    :class:`LimitExceededError` if it would expand beyond ``limits.ROI_ZIP_DECOMPRESSED_BYTES``
+    (or ``max_decompressed_bytes``). Bytes from a socket meet nothing else.
     """
+    shown = "The .roi.zip payload"
     try:
-        return _read_roi_zip(io.BytesIO(bytes(payload)), "The .roi.zip payload", max_decompressed_bytes)
+        return _read_roi_zip(io.BytesIO(bytes(payload)), shown, max_decompressed_bytes)
     except zipfile.BadZipFile as error:
         raise UnsupportedDataError(f"Not a .roi.zip archive: {error}") from error
+    except PolystoreError:
+        raise
+    except Exception as error:  # zlib, zipfile (encrypted, unknown method) and roifile errors
+        raise CorruptDataError(
+            f"{shown} cannot be read: {type(error).__name__}: {error}. It is damaged, forged, "
+            "or holds something other than ImageJ ROIs."
+        ) from error
 
 
 def _load_roi_zip(handle: IO[bytes], *, max_decompressed_bytes: int | None = None) -> list[Any]:
