@@ -295,6 +295,41 @@ class TensorStoreDirect:
         return np.asarray(opened.read().result())
 
 
+class ChunksOnly:
+    """The floor under every writer and reader of this plate: a field's three chunks encoded
+    with the default codec (numcodecs' Blosc, zarr's own codec library, on the calling thread
+    with its internal threads) and written whole (a temporary file renamed over the chunk), or
+    read and decoded into the array returned, at the keys ZarrBackend uses; no metadata, no
+    locks, no zarr. A row against it says how much of a writer's or reader's time is the
+    codec and the files, which no implementation avoids."""
+
+    def __init__(self) -> None:
+        import numcodecs
+
+        codec = ZarrConfig().compressors(DTYPE).to_dict()["configuration"]
+        shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec["shuffle"]]
+        self.codec = numcodecs.Blosc(cname=codec["cname"], clevel=codec["clevel"], shuffle=shuffle,
+                                     blocksize=codec["blocksize"], typesize=codec["typesize"])
+
+    @staticmethod
+    def chunk(store: Path, key: FieldKey, channel: int) -> Path:
+        return store / array_path(key) / "c" / str(channel) / "0" / "0"
+
+    def write_field(self, store: Path, key: FieldKey, stack: np.ndarray) -> None:
+        for channel, plane in enumerate(stack):
+            path = self.chunk(store, key, channel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_bytes(self.codec.encode(plane))
+            os.replace(temporary, path)
+
+    def read_field(self, store: Path, key: FieldKey) -> np.ndarray:
+        out = np.empty((CHANNELS, *PLANE), DTYPE)
+        for channel in range(CHANNELS):
+            self.codec.decode(self.chunk(store, key, channel).read_bytes(), out=out[channel])
+        return out
+
+
 def ours_save_batch(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
     planes, names = plane_names(plate)
     ZarrBackend(target).save_batch(planes, names)
@@ -393,8 +428,10 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
     backends: dict[str, ZarrBackend] = {}
     stores: dict[str, Any] = {}
 
+    floor = ChunksOnly()
+
     def fresh_round() -> None:
-        for name in ("fields", "zarr", "ts"):
+        for name in ("fields", "zarr", "ts", "floor"):
             folders[name] = scratch.fresh(f"lone-{name}")
         backends["fields"] = ZarrBackend(folders["fields"])
         stores["zarr"] = direct.zarr.storage.LocalStore(folders["zarr"] / "plate.zarr")
@@ -406,6 +443,7 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
     lone: dict[str, Callable[[FieldKey], object]] = {
         "fields": lambda key: backends["fields"].save(plate[key], "plate.zarr/{}/{}/{}".format(*key)),
         "zarr": lambda key: direct.write_field(stores["zarr"], key, plate[key]),
+        "floor": lambda key: floor.write_field(folders["floor"] / "plate.zarr", key, plate[key]),
     }
     if tensorstore is not None:
         lone["ts"] = lambda key: tensorstore.write_field(folders["ts"] / "plate.zarr", key, plate[key])
@@ -419,6 +457,11 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
         rows += [
             paired_row("1", f"save {n} fields", lone_samples, "fields", "ts", "tensorstore", TS_GOAL),
         ]
+    rows += [paired_row("1", "chunks only (codec + files)", lone_samples, "floor", "zarr", ZARR_DEFAULT,
+                        None)]
+    if tensorstore is not None:
+        rows += [paired_row("1", "chunks only (codec + files)", lone_samples, "floor", "ts", "tensorstore",
+                            None)]
     return rows
 
 
@@ -440,10 +483,13 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
     for got in (ours_load_fields(backend, sample), direct.read(store, sample)):
         assert all(np.array_equal(a, plate[k]) for a, k in zip(got, sample, strict=True))
     zarr_store = direct.zarr.storage.LocalStore(store, read_only=True)
+    floor = ChunksOnly()
     cases: dict[str, Callable[[FieldKey], object]] = {
         "ours": lambda key: backend.load("plate.zarr/{}/{}/{}".format(*key)),
         "zarr": lambda key: direct.read_field(zarr_store, key),
+        "floor": lambda key: floor.read_field(store, key),
     }
+    assert np.array_equal(cases["floor"](keys[0]), plate[keys[0]])  # type: ignore[arg-type]
     if settings.ts is not None:
         tensorstore = TensorStoreDirect(settings.ts, [])
         assert np.array_equal(tensorstore.read(store, keys[:1])[0], plate[keys[0]])
@@ -460,6 +506,11 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
             paired_row("2", f"load {n} fields", samples, "ours", "ts", "tensorstore", TS_GOAL),
             paired_row("2", ZARR_DEFAULT, samples, "zarr", "ts", "tensorstore", None),
         ]
+    read_rows += [paired_row("2", "chunks only (files + codec)", samples, "floor", "zarr", ZARR_DEFAULT,
+                             None)]
+    if settings.ts is not None:
+        read_rows += [paired_row("2", "chunks only (files + codec)", samples, "floor", "ts", "tensorstore",
+                                 None)]
 
     # 3. one plane (pipeline name) against the whole well it belongs to, and against zarr-python
     row_, column, _ = keys[0]
