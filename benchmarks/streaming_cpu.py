@@ -95,8 +95,11 @@ def _notify(host: str, port: int, count: int, ready: Any, results: Any, stop: An
     seen = _measure_receiver(count, results)
     context: Any = zmq.Context.instance()
     pull, ack = context.socket(zmq.PULL), context.socket(zmq.PUSH)
-    pull.connect(host)
-    ack.connect(host + ".ack")
+    from polystore.streaming.endpoints import Endpoints
+
+    endpoints = Endpoints(host, port)
+    pull.connect(endpoints.data)
+    ack.connect(endpoints.ack)
     ready.set()
     while not stop.is_set():
         if pull.poll(100):
@@ -183,8 +186,11 @@ class NotifyPath(Probe):
 
         context: Any = zmq.Context.instance()
         self.out, self.acks = context.socket(zmq.PUSH), context.socket(zmq.PULL)
-        self.out.bind(self.host)
-        self.acks.bind(self.host + ".ack")
+        from polystore.streaming.endpoints import Endpoints
+
+        endpoints = Endpoints(self.host, self.port)
+        self.out.bind(endpoints.data)
+        self.acks.bind(endpoints.ack)
         self.outstanding = 0
 
     def send(self, source: np.ndarray) -> None:
@@ -203,7 +209,7 @@ class NotifyPath(Probe):
         super().close()
         self.out.close(0)
         self.acks.close(0)
-        for suffix in ("", ".ack"):
+        for suffix in ("", ".ack") if "://" in self.host else ():
             Path(self.host.removeprefix("ipc://") + suffix).unlink(missing_ok=True)
 
 
@@ -225,6 +231,7 @@ PATHS: dict[str, Callable[[int, str], Probe]] = {
     "receive": lambda n, ipc: SavePath("save -> receive()", _copying, "127.0.0.1", n),
     "save-ipc": lambda n, ipc: SavePath("save -> 0-copy ipc", _zero_copy, ipc + "-s", n),
     "notify": lambda n, ipc: NotifyPath("pyzmq 8-byte notify", _notify, ipc + "-n", n),
+    "notify-tcp": lambda n, ipc: NotifyPath("pyzmq notify tcp", _notify, "127.0.0.1", n),
 }
 
 

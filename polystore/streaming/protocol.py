@@ -444,9 +444,7 @@ def _json_copy(value: Any) -> Any:
 
 def array_from_buffer(header: Mapping[str, Any], buffer: Any) -> np.ndarray:
     """The array a validated header describes, over ``buffer`` (no copy)."""
-    dtype = np.dtype(header["dtype"])
-    flat = np.frombuffer(buffer, dtype=dtype, count=math.prod(header["shape"]))
-    return flat.reshape(header["shape"], order=header.get("order", "C"))
+    return np.ndarray(header["shape"], np.dtype(header["dtype"]), buffer, order=header.get("order", "C"))
 
 
 def _buffer(frame: Any) -> memoryview:

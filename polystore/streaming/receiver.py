@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import os
 import queue
 import select
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -265,11 +265,10 @@ class Inbound:
             segment = self._segment(name)
             segment.check(info["offset"], info["size"], header["stream"])
         if self.zero_copy:
-            owner = segment.exported(info["offset"], info["size"])
-            array = array_from_buffer(header, owner)
+            release = functools.partial(self._release_later, (header.get("reply_to") or "").encode(),
+                                        self._release_message(header["stream"], info["slot"], info["name"]))
+            array = array_from_buffer(header, segment.lease(info["offset"], info["size"], release))
             array.flags.writeable = False  # the sender's memory: never written from here
-            weakref.finalize(owner, self._release_later, (header.get("reply_to") or "").encode(),
-                             self._release_message(header["stream"], info["slot"], info["name"]))
             return array
         return array_from_buffer(header, segment.copy_out(info["offset"], info["size"]))
 

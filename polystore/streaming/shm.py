@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import itertools
 import logging
 import mmap
@@ -25,6 +26,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Callable
 from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any, Literal
@@ -161,15 +163,19 @@ class AttachedSegment:
         np.copyto(out, np.frombuffer(self._mmap, dtype=np.uint8, count=size, offset=offset))
         return out
 
-    def exported(self, offset: int, size: int) -> ctypes.Array[ctypes.c_char]:
-        """``size`` bytes at ``offset`` as a buffer object that arrays can be built on.
+    def lease(self, offset: int, size: int, on_release: Callable[[], object]) -> ctypes.Array[ctypes.c_char]:
+        """``size`` bytes at ``offset`` as a buffer object that arrays can be built on;
+        ``on_release()`` runs when the last of them is gone (the moment a zero-copy receiver may
+        give the slot back).
 
-        A ctypes array, not a slice of the mapping: NumPy collapses a view's ``base`` down to
-        the first object that is not an ndarray, so every array derived from one built on this
-        object keeps *this object* alive, and a ``weakref.finalize`` on it fires only when the
-        last of them is gone (the moment a zero-copy receiver may give the slot back).
+        A ctypes array, not a slice of the mapping: NumPy collapses a view's ``base`` down to the
+        first object that is not an ndarray, so every array derived from one built on this
+        object keeps *this object* alive. Its class's ``__del__`` calls ``on_release`` (a
+        ``weakref.finalize`` per item costs several times more).
         """
-        return (ctypes.c_char * size).from_buffer(self._mmap, offset)
+        lease = _lease_type(size).from_buffer(self._mmap, offset)
+        lease.__dict__["on_release"] = on_release
+        return lease
 
     def close(self) -> None:
         # zero-copy arrays may still point into the mapping: then it is unmapped when the last
@@ -178,6 +184,16 @@ class AttachedSegment:
             self._mmap.close()
         with contextlib.suppress(OSError):
             os.close(self.fd)
+
+
+def _release_lease(lease: Any) -> None:
+    lease.on_release()
+
+
+@functools.lru_cache(maxsize=64)
+def _lease_type(size: int) -> type[ctypes.Array[ctypes.c_char]]:
+    """A ctypes array type of ``size`` bytes whose instances call their ``on_release`` when collected."""
+    return type(f"SlotLease{size}", (ctypes.c_char * size,), {"__del__": _release_lease})
 
 
 def attach(name: str) -> AttachedSegment:
