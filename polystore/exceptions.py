@@ -151,6 +151,9 @@ _OS_ADVICE: dict[int, str] = {
     errno.ENAMETOOLONG: "a name is longer than the filesystem allows (255 bytes on most); "
     "use a shorter one",
     errno.ENOSPC: "the disk is full; free space and retry",
+    errno.EMFILE: "this process has too many files open (its limit: ulimit -n); close some, or "
+    "raise the limit",
+    errno.ENFILE: "the system has too many files open; close some and retry",
 }
 
 

@@ -8,13 +8,14 @@ import io
 import os
 import shutil
 import stat as stat_module
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from polystore.arrays import convert
 from polystore.atomic import atomic_write_at, is_internal_name
-from polystore.backends.disk_paths import FOLDER_FLAGS, ConfinedTree, Entry, OpenTree, Tree
+from polystore.backends.disk_listing import listing, open_folder, remove_tree
+from polystore.backends.disk_paths import ConfinedTree, Entry, OpenTree, Tree
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.exceptions import (
     DirectoryNotEmptyError,
@@ -22,7 +23,6 @@ from polystore.exceptions import (
     IsADirectoryStorageError,
     NotADirectoryStorageError,
     PathEscapeError,
-    PolystoreError,
     StorageFileNotFoundError,
     SymlinkLoopError,
     UnsupportedFormatError,
@@ -96,17 +96,6 @@ class DiskBackend(StorageBackend):
             errno.ELOOP, f"'{text}' kept turning into a symbolic link while it was opened."
         )
 
-    def _open_folder(self, entry: Entry) -> int:
-        """A descriptor of the folder ``entry`` names (``list_dir``, ``list_files``, copies)."""
-        if entry.name is None:
-            return os.dup(entry.dir_fd)
-        try:
-            return os.open(entry.name, FOLDER_FLAGS, dir_fd=entry.dir_fd)
-        except OSError as error:
-            if error.errno in (errno.ENOTDIR, errno.ELOOP):
-                raise NotADirectoryStorageError(f"'{entry.shown}' is a file, not a directory.") from error
-            raise from_os_error(error, entry.shown, "open") from error
-
     @staticmethod
     def _mode(entry: Entry) -> int:
         try:
@@ -145,67 +134,11 @@ class DiskBackend(StorageBackend):
             data = read_with(fmt, handle, text, options)
         return convert(data, framework)
 
-    def _walk(
-        self, folder: int, base: str, prefix: str, recursive: bool, above: frozenset[tuple[int, int]]
-    ) -> Iterator[tuple[str, bool]]:
-        """(path below ``base``, is a directory) for what is in the open ``folder``.
-
-        A link is listed where it leads to a file or folder inside the root (as the path of
-        the link, which loads); one that leads outside, nowhere, or round in a circle is left
-        out. A folder already being walked further up is not walked again.
-        """
-        with os.scandir(folder) as scan:
-            items = list(scan)
-        for item in items:
-            if is_internal_name(item.name):
-                continue
-            relative = prefix + item.name
-            child: int | None = None
-            if item.is_symlink():
-                is_dir, child = self._through_link(join_given(base, relative), recursive)
-                if is_dir is None:
-                    continue
-            elif item.is_dir(follow_symlinks=False):
-                is_dir = True
-                if recursive:
-                    with contextlib.suppress(OSError):  # gone or swapped meanwhile: not listed
-                        child = os.open(item.name, FOLDER_FLAGS, dir_fd=folder)
-            elif item.is_file(follow_symlinks=False):
-                is_dir = False
-            else:
-                continue
-            yield relative, is_dir
-            if child is not None:
-                try:
-                    info = os.fstat(child)
-                    key = (info.st_dev, info.st_ino)
-                    if key not in above:
-                        yield from self._walk(child, base, relative + "/", recursive, above | {key})
-                finally:
-                    os.close(child)
-
-    def _through_link(self, text: str, open_folder: bool) -> tuple[bool | None, int | None]:
-        """Where the link ``text`` leads: (is a directory, its descriptor if asked), or (None, None)."""
-        try:
-            with self._entry(text) as entry:
-                mode = entry.lstat().st_mode
-                if stat_module.S_ISREG(mode):
-                    return False, None
-                if stat_module.S_ISDIR(mode):
-                    return True, self._open_folder(entry) if open_folder else None
-        except (PolystoreError, OSError):  # outside the root, dangling, a loop: not listed
-            pass
-        return None, None
-
     def _listing(self, directory: PathLike, recursive: bool) -> list[tuple[str, bool]]:
         text = given_path(directory)
         with self._entry(text) as entry:
-            folder = self._open_folder(entry)
-        try:
-            info = os.fstat(folder)
-            return list(self._walk(folder, text, "", recursive, frozenset({(info.st_dev, info.st_ino)})))
-        finally:
-            os.close(folder)
+            folder = open_folder(entry)
+        return listing(self._tree, folder, text, recursive)
 
     def list_files(
         self,
@@ -227,7 +160,7 @@ class DiskBackend(StorageBackend):
         """Names of the entries directly inside ``path``, sorted; symbolic links included, wherever
         they lead (so that one pointing out of the root can be seen and deleted)."""
         with self._entry(given_path(path)) as entry:
-            folder = self._open_folder(entry)
+            folder = open_folder(entry)
         try:
             return sorted(name for name in os.listdir(folder) if not is_internal_name(name))
         finally:
@@ -340,8 +273,7 @@ class DiskBackend(StorageBackend):
             assert entry.name is not None
             try:
                 if stat_module.S_ISDIR(self._mode(entry)):
-                    # rmtree's descriptor-based walk never follows a link out of the tree
-                    shutil.rmtree(entry.name, dir_fd=entry.dir_fd)
+                    remove_tree(entry.dir_fd, entry.name)
                 else:
                     os.unlink(entry.name, dir_fd=entry.dir_fd)
             except OSError as error:
