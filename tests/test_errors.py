@@ -538,3 +538,12 @@ def test_a_damaged_roi_set_received_as_bytes_is_a_corrupt_data_error(case: str) 
     with pytest.raises(polystore.exceptions.CorruptDataError, match=r"\.roi\.zip payload") as caught:
         rois_from_zip_bytes(_roi_payloads()[case])
     assert caught.value.__cause__ is not None
+
+
+def test_every_error_class_is_exported_from_the_package() -> None:
+    import inspect
+
+    errors = {name for name, value in vars(polystore.exceptions).items()
+              if inspect.isclass(value) and issubclass(value, PolystoreError)}
+    assert errors - set(polystore.__all__) == set()
+    assert all(getattr(polystore, name) is getattr(polystore.exceptions, name) for name in errors)
