@@ -206,7 +206,8 @@ class ZarrBackend(StorageBackend):
             return result[selection] if selection is not None else result
         index = plane + (tuple(selection) if isinstance(selection, tuple) else (selection,)) \
             if selection is not None else plane
-        whole_planes = not location.remote and all(isinstance(i, (int, np.integer)) for i in index)
+        whole_planes = not location.remote and all(
+            isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in index)
         reader = plane_reader(array, tuple(int(i) for i in index)) if whole_planes else None
         if reader is not None:
             data = reader.read(array, self._keys(location.store), tuple(int(i) for i in index),
