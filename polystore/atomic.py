@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -170,22 +171,28 @@ def atomic_write_at(
     newline: str | None = None,
     durable: bool = True,
     shown: str | None = None,
+    permissions: int = 0o666,
 ) -> Iterator[IO[Any]]:
     """:func:`atomic_write` to ``name`` inside the open directory ``dir_fd``.
 
     Every step names the folder by its descriptor (``dir_fd=``), never by a path, so the
     write lands in the folder that was opened even if its path is changed meanwhile (a
     folder swapped for a symbolic link). With ``dir_fd=None``, ``name`` is an ordinary path.
-    ``shown`` is the handle's ``name`` for libraries that print or inspect it.
+    ``shown`` is the handle's ``name`` for libraries that print or inspect it. A file that
+    replaces another keeps that one's permissions (a 0o600 file stays 0o600); a new one gets
+    ``permissions`` less the umask, as ``open`` gives.
     """
     _check_mode(mode)
     folder, base = ("", name) if dir_fd is not None else os.path.split(name)
     temp = os.path.join(folder, temp_name_for(base))
     # O_EXCL creates a new file or fails (never writes through a link planted at the name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(temp, flags, 0o666, dir_fd=dir_fd)
+    kept = _mode_of(name, dir_fd)
+    fd = os.open(temp, flags, permissions, dir_fd=dir_fd)
     try:
         with open(fd, mode.replace("x", "w"), encoding=encoding, newline=newline) as handle:
+            if kept is not None:  # before a byte is written: the new content is never more readable
+                os.fchmod(fd, kept)
             _name_handle(handle, shown if shown is not None else name)
             yield handle
             handle.flush()
@@ -201,6 +208,15 @@ def atomic_write_at(
             os.fsync(dir_fd)
         else:
             _fsync_directory(Path(folder or "."))
+
+
+def _mode_of(name: str, dir_fd: int | None) -> int | None:
+    """The permission bits of the regular file ``name`` (not set-user/group-ID), if there is one."""
+    try:
+        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return stat.S_IMODE(info.st_mode) & 0o1777 if stat.S_ISREG(info.st_mode) else None
 
 
 def _name_handle(handle: IO[Any], name: str) -> None:
@@ -317,7 +333,10 @@ def sweep_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
     for entry in os.scandir(directory):
         if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
             continue
-        pid_text = entry.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)[-2]
+        parts = entry.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)  # ['.name', pid, random]
+        if len(parts) != 3:  # not a name temp_name_for made (e.g. '.polystore-tmp' alone)
+            continue
+        pid_text = parts[1]
         if pid_text.isdigit() and not _process_alive(int(pid_text)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)

@@ -268,3 +268,37 @@ def test_atomic_update_json_from_many_processes_loses_no_update(tmp_path: Path) 
 
     assert atomic_update_json(target, lambda data: data) == {"count": INCREMENTERS * INCREMENTS_EACH}
     assert _temp_files(tmp_path) == []
+
+
+def test_sweep_leaves_names_it_did_not_make(tmp_path: Path) -> None:
+    odd = [TEMP_SUFFIX, f".x{TEMP_SUFFIX}", f"..{TEMP_SUFFIX}", f".a.b{TEMP_SUFFIX}"]
+    for name in odd:
+        (tmp_path / name).write_bytes(b"")
+    stale = tmp_path / f".f.npy.{2**31 - 2}.abcd{TEMP_SUFFIX}"  # a pid no process has
+    stale.write_bytes(b"")
+    assert sweep_stale_temp_files(tmp_path) == [stale]
+    assert sorted(os.listdir(tmp_path)) == sorted(odd)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+def test_a_file_replaced_keeps_its_permissions_and_a_copy_its_sources(tmp_path: Path) -> None:
+    disk = DiskBackend(root=tmp_path)
+    disk.save({"token": "old"}, "secret.json")
+    os.chmod(tmp_path / "secret.json", 0o600)
+    disk.save({"token": "new"}, "secret.json")
+    assert (tmp_path / "secret.json").stat().st_mode & 0o777 == 0o600  # was widened to 0o644
+    disk.copy("secret.json", "copy.json")  # a new copy: as private as its source
+    assert (tmp_path / "copy.json").stat().st_mode & 0o777 == 0o600
+    disk.save(np.arange(2), "shared.npy")
+    os.chmod(tmp_path / "shared.npy", 0o664)
+    disk.save(np.arange(3), "shared.npy")
+    assert (tmp_path / "shared.npy").stat().st_mode & 0o777 == 0o664  # not narrowed by the umask
+    (tmp_path / "plain.txt").write_text("x")
+    os.chmod(tmp_path / "plain.txt", 0o640)
+    with atomic_write(tmp_path / "plain.txt") as handle:
+        handle.write("y")
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o640
+    umask = os.umask(0o022)
+    os.umask(umask)
+    disk.save(np.arange(2), "new.npy")
+    assert (tmp_path / "new.npy").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -411,3 +411,12 @@ def test_tiff_keeps_length_1_axes_or_refuses_them_at_save(
         return
     disk.save(data, path, **options)
     _same(disk.load(path), data, native=True)
+
+
+def test_npz_keys_that_are_numpy_savez_arguments_round_trip(disk: DiskBackend) -> None:
+    data = {"file": np.arange(3), "allow_pickle": np.ones(2), "kwds": np.zeros(1)}
+    for compress in (False, True):
+        disk.save(data, f"savez-names-{compress}.npz", compress=compress)
+        back = disk.load(f"savez-names-{compress}.npz")
+        assert sorted(back) == sorted(data)
+        assert all(np.array_equal(back[k], v) for k, v in data.items())

@@ -220,8 +220,12 @@ class DiskBackend(StorageBackend):
             except OSError as error:
                 raise from_os_error(error, text, "save") from error
 
-    def _write(self, entry: Entry, shown: str) -> contextlib.AbstractContextManager[IO[bytes]]:
-        return atomic_write_at(entry.dir_fd, entry.name or "", "wb", durable=self.durable, shown=shown)
+    def _write(
+        self, entry: Entry, shown: str, permissions: int = 0o666
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return atomic_write_at(
+            entry.dir_fd, entry.name or "", "wb", durable=self.durable, shown=shown, permissions=permissions
+        )
 
     @classmethod
     def _refuse_folder_target(cls, entry: Entry) -> None:
@@ -304,7 +308,8 @@ class DiskBackend(StorageBackend):
         with open(fd, "rb") as source, self._entry(dst, make_parents=True) as entry:
             self._refuse_folder_target(entry)
             try:
-                with self._write(entry, dst) as out:
+                # a new copy is as private as its source (as cp makes it); a file replaced keeps its mode
+                with self._write(entry, dst, stat_module.S_IMODE(info.st_mode) & 0o777) as out:
                     _copy_bytes(source, out, info.st_size)
             except OSError as error:
                 raise from_os_error(error, dst, "copy to") from error

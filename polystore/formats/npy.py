@@ -91,10 +91,12 @@ def _save_npz(data: Any, handle: IO[bytes], *, compress: bool = False) -> None:
         arrays = {k: as_plain_array(v, ".npz") for k, v in data.items()}
     else:
         arrays = {"arr_0": as_plain_array(data, ".npz")}
-    if compress:
-        np.savez_compressed(handle, allow_pickle=False, **arrays)
-    else:
-        np.savez(handle, allow_pickle=False, **arrays)
+    # np.savez's own loop: its keyword arguments would take the names 'file' and 'allow_pickle'
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(handle, "w", compression=method, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def _load_npz(
