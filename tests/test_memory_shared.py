@@ -22,6 +22,14 @@ CHURN_SECONDS = 2.0
 SPAWN = multiprocessing.get_context("spawn")
 
 
+@pytest.fixture(scope="module")
+def manager() -> Any:
+    """A spawned manager: MemoryBackend.shared() alone uses the default start method (fork on
+    Linux), which warns once a threaded library (JAX) is loaded in the test process."""
+    with MemoryManager(ctx=SPAWN) as running:
+        yield running
+
+
 def _orphans(backend: MemoryBackend) -> list[str]:
     """Entries whose folder is not in the store (in one snapshot of it)."""
     paths = backend._paths()
@@ -65,8 +73,8 @@ def _run_churn(backend: MemoryBackend, roles: list[str]) -> list[Any]:
     return results
 
 
-def test_saves_deletes_and_reads_from_five_processes_keep_the_tree_whole() -> None:
-    backend = MemoryBackend.shared()
+def test_saves_deletes_and_reads_from_five_processes_keep_the_tree_whole(manager: Any) -> None:
+    backend = MemoryBackend.shared(manager)
     results = _run_churn(backend, ["save", "save", "delete", "delete", "watch"])
     assert [raw for result in results for raw in result[2]] == []
     assert all(result[1] > 0 for result in results), results  # every process got work done
@@ -105,10 +113,10 @@ def _save_within(backend: MemoryBackend, path: str, seconds: float) -> bool:
     return not thread.is_alive()
 
 
-def test_a_process_killed_mid_delete_all_leaves_the_tree_whole_and_nobody_waiting() -> None:
+def test_a_process_killed_mid_delete_all_leaves_the_tree_whole_and_nobody_waiting(manager: Any) -> None:
     """SIGKILL a process as soon as its delete_all of 2,000 folders has begun (the operation
     runs whole in the manager's server, so no change is half done and no lock is held)."""
-    backend = MemoryBackend.shared()
+    backend = MemoryBackend.shared(manager)
     for kill in range(3):
         full = len(backend._paths()) + 1 + 2 * 2000  # /run, and a folder and a file each
         filled = SPAWN.Event()
@@ -128,15 +136,14 @@ def test_a_process_killed_mid_delete_all_leaves_the_tree_whole_and_nobody_waitin
     assert len(backend.list_files("/other")) == 3
 
 
-def test_shared_needs_a_manager_that_can_hold_the_store() -> None:
+def test_shared_needs_a_manager_that_can_hold_the_store(manager: Any) -> None:
     with SPAWN.Manager() as plain:
         with pytest.raises(InvalidOptionError, match="MemoryManager") as caught:
             MemoryBackend.shared(plain)
         assert isinstance(caught.value, PolystoreError) and isinstance(caught.value, TypeError)
-    with MemoryManager(ctx=SPAWN) as manager:
-        backend = MemoryBackend.shared(manager)
-        backend.save(np.arange(2), "a/x.npy")
-        assert pickle.loads(pickle.dumps(backend)).list_files("a") == ["a/x.npy"]
+    backend = MemoryBackend.shared(manager)
+    backend.save(np.arange(2), "a/x.npy")
+    assert pickle.loads(pickle.dumps(backend)).list_files("a") == ["a/x.npy"]
 
 
 def test_a_manager_dict_without_its_lock_is_refused() -> None:

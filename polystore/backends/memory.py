@@ -93,8 +93,9 @@ class MemoryBackend(StorageBackend):
         """A store that processes share, held by a manager's server process: pass the backend to
         the other processes (it pickles as a handle on the store).
 
-        ``manager``: a started :class:`MemoryManager` to hold it; by default the backend starts
-        its own, which lives as long as this backend object.
+        ``manager``: a started :class:`MemoryManager` to hold it (``MemoryManager(ctx=...)``
+        chooses how its process starts); by default the backend starts its own with the default
+        start method, as ``multiprocessing.Manager()`` does, living as long as this backend.
         """
         owned = None
         if manager is None:  # the default start method, as multiprocessing.Manager() uses
