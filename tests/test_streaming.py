@@ -40,6 +40,7 @@ from polystore.streaming.protocol import (  # noqa: E402
     HeaderReader,
     HeaderWriter,
     Limits,
+    StreamItem,
     decode,
     encode_ack,
     make_header,
@@ -533,6 +534,11 @@ def test_a_remembered_header_decodes_as_the_full_validation_does() -> None:
                                shm=None, msg_id=6)
     assert shm_raw.endswith(b',"id":5}') and inline_raw.endswith(b',"id":6}')
     reader = HeaderReader(Limits())
+
+    def remembered(frames: list[bytes]) -> dict[str, Any]:
+        header, msg_id = reader.decode(frames)
+        return {**header, "id": msg_id}
+
     full = lambda frames: decode(frames, Limits())  # noqa: E731
     rng = random.Random(99)
     tails = [b"0", b"7", b"00", b"07", b"-1", b"1.5", b"1e3", b" 1", b"1 ", b"", b"x", b"9" * 18, b"9" * 19,
@@ -540,7 +546,7 @@ def test_a_remembered_header_decodes_as_the_full_validation_does() -> None:
     data = b"\x00" * 32
     for raw, extra in ((shm_raw, []), (inline_raw, [data])):
         prefix = raw[: raw.rindex(b',"id":')]
-        assert reader.decode([raw, *extra]) == full([raw, *extra])  # validated whole, remembered
+        assert remembered([raw, *extra]) == full([raw, *extra])  # validated whole, remembered
         messages = [[prefix + b',"id":' + tail + b"}", *extra] for tail in tails]
         messages += [[prefix + b',"id":3}', *more] for more in ([], [data], [data, data], [b"\x00" * 31])]
         for _ in range(400):  # one byte of the remembered part changed
@@ -548,16 +554,24 @@ def test_a_remembered_header_decodes_as_the_full_validation_does() -> None:
             flipped[rng.randrange(len(flipped))] = rng.randrange(256)
             messages.append([bytes(flipped) + b',"id":3}', *extra])
         for frames in messages:
-            assert _decoded_or_refused(reader.decode, frames) == _decoded_or_refused(full, frames), frames
+            assert _decoded_or_refused(remembered, frames) == _decoded_or_refused(full, frames), frames
+
+
+def test_items_sharing_a_remembered_header_each_have_their_own() -> None:
+    writer = HeaderWriter(sender=7, stream="s1", reply_to=None)
+    shm = {"name": "polystore_7_0", "offset": 64, "size": 32, "slot": 0}
+    raws = [writer.encode((4, 4), np.dtype("<u2"), "C", "plate/A01_s1_w2.tif", kind="image", metadata=None,
+                          ack=False, shm=shm, msg_id=msg_id) for msg_id in (5, 8, 9)]
     reader = HeaderReader(Limits())
-    reader.decode([shm_raw])
-    item = reader.decode([shm_raw[: shm_raw.rindex(b',"id":')] + b',"id":8}'])
-    assert item["id"] == 8 and item["metadata"]["well"] == "A01"
-    item["metadata"]["well"] = "changed"  # each item has its own header
-    item["shm"]["size"] = 10**9
-    item["shape"].append(1)
-    again = reader.decode([shm_raw])
-    assert again == full([shm_raw]) and again["metadata"]["well"] == "A01"
+    items = [StreamItem.received(np.zeros((4, 4), np.uint16), *reader.decode([raw])) for raw in raws]
+    first, second, third = items
+    assert (first.header["id"], second.header["id"]) == (5, 8) and second.metadata["well"] == "A01"
+    second.header["metadata"]["well"] = "changed"  # each item has its own header
+    second.header["shm"]["size"] = 10**9
+    second.header["shape"].append(1)
+    second.metadata["bases"]["field"] = 7
+    assert third.header == {**decode([raws[2]], Limits()), "id": 9} and third.metadata["bases"]["field"] == 1
+    assert third.path == "plate/A01_s1_w2.tif" and third.kind == "image"
 
 
 # ---- shared memory: reused slots, nothing leaks -----------------------------------------------

@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -67,25 +67,57 @@ REPLY_TO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 Transport = Literal["inline", "shm"]
 
 
-@dataclass
 class StreamItem:
-    """One validated item: the array and the header it came with."""
+    """One validated item: the array and the header it came with.
 
-    array: np.ndarray
-    header: dict[str, Any] = field(default_factory=dict)
+    A receiver shares the header it validated among the items that came with it (a camera
+    sends the same one again and again); ``header`` is this item's own copy, made when first
+    asked for, so that changing it changes nothing else.
+    """
+
+    __slots__ = ("_header", "_id", "_shared", "array")
+
+    def __init__(self, array: np.ndarray, header: dict[str, Any] | None = None) -> None:
+        self.array = array
+        self._header: dict[str, Any] | None = {} if header is None else header
+        self._shared: Mapping[str, Any] = self._header
+        self._id = 0
+
+    @classmethod
+    def received(cls, array: np.ndarray, shared: Mapping[str, Any], msg_id: int) -> StreamItem:
+        """An item whose header is ``shared`` (never changed; copied on demand) with id ``msg_id``."""
+        item = cls(array)
+        item._header, item._shared, item._id = None, shared, msg_id
+        return item
+
+    @property
+    def header(self) -> dict[str, Any]:
+        if self._header is None:
+            header: dict[str, Any] = _json_copy(self._shared)
+            header["id"] = self._id
+            self._header = header
+        return self._header
+
+    @header.setter
+    def header(self, header: dict[str, Any]) -> None:
+        self._header = self._shared = header
+
+    def __repr__(self) -> str:
+        array = self.array
+        return f"StreamItem(path={self.path!r}, kind={self.kind!r}, shape={array.shape}, dtype={array.dtype})"
 
     @property
     def path(self) -> str:
-        return str(self.header.get("path", ""))
+        return str(self._shared.get("path", ""))
 
     @property
     def kind(self) -> str:
-        return str(self.header.get("kind", "image"))
+        return str(self._shared.get("kind", "image"))
 
     @property
     def metadata(self) -> dict[str, Any]:
-        meta = self.header.get("metadata")
-        return dict(meta) if isinstance(meta, dict) else {}
+        meta = self._shared.get("metadata")
+        return _json_copy(meta) if isinstance(meta, dict) else {}
 
     def rois(self) -> list[Any]:
         """A ``roi_set`` item's ROIs (``roifile.ImagejRoi``), decoded from its ``.roi.zip`` bytes."""
@@ -407,23 +439,23 @@ class HeaderReader:
         self._pattern = limits.shm_pattern()
         self._known: dict[bytes, dict[str, Any]] = {}
 
-    def decode(self, frames: Sequence[Any]) -> dict[str, Any]:
+    def decode(self, frames: Sequence[Any]) -> tuple[Mapping[str, Any], int]:
+        """The validated header (shared with other items: never change it) and the item's id."""
         if len(frames) not in (1, 2):
             raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
         raw = frames[0] if type(frames[0]) is bytes else bytes(_buffer(frames[0]))
         cut = raw.rfind(_ID_FIELD)
         digits = raw[cut + len(_ID_FIELD) : -1] if cut > 0 and raw[-1:] == b"}" else b""
         if not (digits.isdigit() and len(digits) <= _MAX_ID_DIGITS and (digits[0] != 0x30 or digits == b"0")):
-            return decode(frames, self.limits, self._pattern)
+            header = decode(frames, self.limits, self._pattern)
+            return header, header["id"]
         known = self._known.get(raw[:cut])
         if known is None:
-            validated = decode(frames, self.limits, self._pattern)
-            self._remember(raw[:cut], validated)
-            return validated
+            header = decode(frames, self.limits, self._pattern)
+            self._remember(raw[:cut], header)
+            return header, header["id"]
         check_frames(known, frames)
-        header: dict[str, Any] = _json_copy(known)
-        header["id"] = int(digits)
-        return header
+        return known, int(digits)
 
     def _remember(self, key: bytes, header: dict[str, Any]) -> None:
         if len(key) > _KNOWN_HEADER_BYTES:

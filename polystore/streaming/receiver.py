@@ -20,7 +20,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -201,7 +201,7 @@ class Inbound:
 
     def _accept(self, frames: Sequence[Any]) -> StreamItem | None:
         try:
-            header = self._headers.decode(frames)
+            header, msg_id = self._headers.decode(frames)  # shared: read, never changed here
             if header["transport"] == "inline":
                 array = array_from_buffer(header, frames[1].buffer)
             else:
@@ -213,24 +213,23 @@ class Inbound:
             logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
             return None
         self.received += 1
-        self._count_gaps(header)
         stream = header.get("stream")
+        self._count_gaps(stream or str(header.get("sender")), msg_id)
         if stream is not None:
             shm = header.get("shm")
             if shm is None:  # inline: acknowledged on receipt (the sender's bytes in flight)
-                self._send_ack(header, Ack(stream, header["id"]))
+                self._send_ack(header, Ack(stream, msg_id))
             elif not self.zero_copy:  # copied out: the slot is free again
-                self._send_ack(header, Ack(stream, header["id"], shm["slot"], shm["name"]))
+                self._send_ack(header, Ack(stream, msg_id, shm["slot"], shm["name"]))
             elif header.get("ack"):  # zero-copy: received now, the slot comes back later
-                self._send_ack(header, Ack(stream, header["id"]))
-        return StreamItem(array, header)
+                self._send_ack(header, Ack(stream, msg_id))
+        return StreamItem.received(array, header, msg_id)
 
-    def _count_gaps(self, header: dict[str, Any]) -> None:
-        key = header.get("stream") or str(header.get("sender"))
+    def _count_gaps(self, key: str, msg_id: int) -> None:
         last = self._last_id.get(key)
-        if last is not None and header["id"] > last + 1:
-            self.dropped += header["id"] - last - 1
-        self._last_id[key] = header["id"]
+        if last is not None and msg_id > last + 1:
+            self.dropped += msg_id - last - 1
+        self._last_id[key] = msg_id
         self._last_id.move_to_end(key)
         if len(self._last_id) > _MAX_STREAMS_TRACKED:  # stream ids come from the wire: bound them
             self._last_id.popitem(last=False)
@@ -250,7 +249,7 @@ class Inbound:
             self._attached.move_to_end(name)
         return segment
 
-    def _from_shm(self, header: dict[str, Any]) -> np.ndarray:
+    def _from_shm(self, header: Mapping[str, Any]) -> np.ndarray:
         info = header["shm"]
         name = info["name"]
         segment = self._segment(name)
@@ -298,7 +297,7 @@ class Inbound:
             reply_to, message = self._releases.popleft()
             self._deliver(reply_to, message)
 
-    def _send_ack(self, header: dict[str, Any], ack: Ack) -> None:
+    def _send_ack(self, header: Mapping[str, Any], ack: Ack) -> None:
         self._deliver((header.get("reply_to") or "").encode(), encode_ack(ack))
 
     def _deliver(self, reply_to: bytes, message: bytes) -> None:
