@@ -889,7 +889,7 @@ def test_tables_stream_with_their_string_columns_and_arrays_as_tables(port: int)
         sender.save(np.arange(6, dtype=np.float64).reshape(3, 2), "A01/xy.csv", kind="table")
         items = {item.path: item for item in _collect(receiver, 2)}
     received = items["A01/measurements.csv"]
-    assert received.kind == "table" and received.metadata["encoding"] == "pandas-split-json"
+    assert received.kind == "table" and received.metadata["encoding"] == "polystore-table-1"
     pandas.testing.assert_frame_equal(received.table(), table)
     np.testing.assert_array_equal(items["A01/xy.csv"].table().to_numpy(), np.arange(6).reshape(3, 2))
     with pytest.raises(ProtocolError, match="is a 'table', not a roi_set"):
