@@ -121,9 +121,14 @@ def ome_zarr_py(client: Any, fields: list[tuple[str, int, list[Path]]], destinat
 
 
 def peak_rss() -> int:
-    import resource
+    """A worker's peak resident memory: VmHWM starts anew at exec (ru_maxrss would carry the
+    peak of the process that spawned it)."""
+    import re
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    with open("/proc/self/status") as status:
+        found = re.search(r"VmHWM:\s*(\d+) kB", status.read())
+    assert found is not None
+    return int(found.group(1)) * 1024
 
 
 def _ramp(block: np.ndarray, block_info: Any = None) -> np.ndarray:

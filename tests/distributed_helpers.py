@@ -137,7 +137,12 @@ def tile_values(rows: slice, columns: slice, level: int = 0) -> np.ndarray:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory (run on a worker with client.run)."""
-    import resource
+    """This process's peak resident memory (run on a worker with client.run): VmHWM, which
+    starts anew at exec. ru_maxrss would carry the peak of the process that forked it (a worker
+    is spawned from the test runner, whose napari, torch and JAX weigh more than the limit)."""
+    import re
 
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+    with open("/proc/self/status") as status:
+        found = re.search(r"VmHWM:\s*(\d+) kB", status.read())
+    assert found, "no VmHWM in /proc/self/status"
+    return int(found.group(1)) * 1024
