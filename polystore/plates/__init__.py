@@ -35,7 +35,7 @@ from polystore.plates.conventions import (
     unregister_convention,
 )
 from polystore.plates.errors import PlateNameError
-from polystore.plates.numbering import number_plate
+from polystore.plates.numbering import name_sort_key, natural_key, number_plate
 from polystore.plates.wells import (
     MAX_COLUMNS,
     MAX_ROWS,
@@ -72,6 +72,8 @@ __all__ = [
     "format_name",
     "get_convention",
     "index_label",
+    "name_sort_key",
+    "natural_key",
     "number_plate",
     "parse_components",
     "plate_format",

@@ -11,20 +11,36 @@ a stream, name by name, keeps such names as text (a viewer stacks them as they c
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 from polystore.plates.components import INDEX_NAMES, NAME_SUFFIX, PROJECTION, Components
 from polystore.plates.conventions import find_convention
 
-__all__ = ["number_plate"]
+__all__ = ["name_sort_key", "natural_key", "number_plate"]
+
+NameKey = Callable[[str], tuple[Any, ...]]
 
 
 def natural_key(text: str) -> tuple[Any, ...]:
     """Text with its runs of digits compared as numbers (``00d12h`` after ``00d4h``; a
-    date ``2019y01m23d_12h00m`` in time order)."""
+    date ``2019y01m23d_12h00m`` in time order).
+
+    Only decimal digits count as numbers (what ``int()`` reads): ``str.isdigit`` is also true
+    of ``"²"``, which ``int()`` refuses."""
     parts = (part for part in re.split(r"(\d+)", text) if part)
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts)
+    return tuple((0, int(part), "") if part.isdecimal() else (1, 0, part) for part in parts)
+
+
+def name_sort_key(convention: str | None, index: str) -> NameKey:
+    """How the names ``convention`` gives ``index`` (channel, z or t) as text sort: its own
+    order of names first (Incucyte's phase, green, red), any other name after those, in
+    natural order (:func:`natural_key`). The one naming order of the plate model: a
+    converter numbering a plate and a viewer stacking names as they come use it alike."""
+    found = find_convention(convention) if convention else None
+    listed = found.name_order.get(index, ()) if found is not None else ()
+    rank = {name.lower(): position for position, name in enumerate(listed)}
+    return lambda name: (rank.get(name.lower(), len(rank)), natural_key(name))
 
 
 def number_plate(components: Sequence[Components]) -> list[Components]:
@@ -48,7 +64,7 @@ def number_plate(components: Sequence[Components]) -> list[Components]:
         names = {c.extras.get(key) for c in numbered if getattr(c, index) is None}
         if not names - {None}:
             continue
-        order = _order(numbered, index)
+        order = name_sort_key(_convention_naming(numbered, index), index)
         ranked = sorted(names, key=lambda n: (0,) if n is None else (1, *order(n)))
         numbers = {name: position for position, name in enumerate(ranked)}
         numbered = [c if getattr(c, index) is not None else
@@ -57,16 +73,13 @@ def number_plate(components: Sequence[Components]) -> list[Components]:
     return _mark_projections(numbered)
 
 
-def _order(components: Iterable[Components], index: str) -> Any:
-    """The sort key of ``index``'s names: the convention's own order first, then natural."""
-    listed: tuple[str, ...] = ()
+def _convention_naming(components: Iterable[Components], index: str) -> str | None:
+    """The convention of the first image whose convention orders ``index``'s names, if any."""
     for one in components:
         convention = find_convention(one.convention) if one.convention else None
         if convention is not None and index in convention.name_order:
-            listed = convention.name_order[index]
-            break
-    rank = {name.lower(): position for position, name in enumerate(listed)}
-    return lambda name: (rank.get(name.lower(), len(rank)), natural_key(name))
+            return one.convention
+    return None
 
 
 def _mark_projections(components: list[Components]) -> list[Components]:
