@@ -10,7 +10,8 @@ Ours: this process is the pipeline. It streams 2048x2048 uint16 frames with
 FijiStreamingBackend (shared memory on this host) to a bridge process (``python -m
 polystore_fiji``), which puts each into a hyperstack window that grows along T; a sample
 ends when the bridge reports every frame placed in the window (control op ``wait``) and the
-window has been painted.
+window has painted the last frame sent (``windows`` reports the newest plane painted as
+``drawn``: a paint of an earlier frame does not end it).
 
 Ceiling: the same frames, already in memory in the process that runs ImageJ (a JVM started
 here), copied into ImageJ processors, stacked into one ImagePlus and shown in a window, the
@@ -40,8 +41,9 @@ from harness import Goal, cores, interleaved, note_load, paired_row, print_table
 
 from polystore_fiji.backend import FijiStreamingBackend
 from polystore_fiji.client import FijiClient, launch_bridge
-from polystore_fiji.convert import canvas_painted, processor_from_plane
+from polystore_fiji.convert import processor_from_plane
 from polystore_fiji.jvm import on_edt, start_imagej
+from polystore_fiji.window import canvas_painted
 
 SIZE = 2048
 GOAL = Goal(0.9, at_least=True)
@@ -130,20 +132,21 @@ def main() -> None:
 
 def streamer(client: FijiClient, backend: FijiStreamingBackend, frames: list[np.ndarray],
              until: Callable[[Callable[[], bool], str], None]) -> Callable[[], None]:
-    """One streamed sample: the frames sent, every one placed, the window painted, closed."""
+    """One streamed sample: the frames sent, every one placed, the last one painted, closed."""
     rounds = itertools.count()
     handled = [int(client.status()["handled"])]
 
-    def painted(title: str) -> bool:
-        return any(w["title"] == title and w["painted"] for w in client.windows())
+    def painted(title: str, path: str) -> bool:
+        return any(w["title"] == title and w.get("drawn") == path for w in client.windows())
 
     def streamed() -> None:
         plate = f"run{next(rounds)}"
-        for index, frame in enumerate(frames):
-            backend.save(frame, f"{plate}/A01_s1_w1_t{index + 1}.tif")
+        paths = [f"{plate}/A01_s1_w1_t{index + 1}.tif" for index in range(len(frames))]
+        for frame, path in zip(frames, paths, strict=True):
+            backend.save(frame, path)
         handled[0] += len(frames)
         client.wait(handled[0], timeout=120)
-        until(lambda: painted(f"{plate}/A01"), "the streamed window")
+        until(lambda: painted(f"{plate}/A01", paths[-1]), "the streamed window's last frame")
         client.close(f"{plate}/A01")
 
     return streamed

@@ -6,7 +6,8 @@ process (``python -m polystore_fiji``, :mod:`polystore_fiji.bridge`).
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+from typing import Any, ClassVar
 
 from polystore.streaming.payloads import TABLE_SUFFIXES
 from polystore.streaming.viewer import IMAGE_EXTENSIONS, ROI_EXTENSIONS, ViewerStreamingBackend
@@ -33,3 +34,14 @@ class FijiStreamingBackend(ViewerStreamingBackend):
     event thread, the JVM's collector); four slots of 2048x2048 frames are taken in about
     20 ms and the pipeline waited, eight absorb the pause (5.4-5.5 against 5.8-6.8 ms a frame
     in fiji_stream's setup; 64 MiB of shared memory at that size)."""
+
+    def _stream_data(self, data: Any, path: Any, **kwargs: Any) -> None:
+        """Send one item; a table that ImageJ's ResultsTable cannot hold as it is is refused here,
+        before anything is sent (:func:`polystore_fiji.tables.check_results_table`)."""
+        if kwargs.get("kind", "table") == "table" and (
+            os.fspath(path).lower().endswith(TABLE_SUFFIXES) or type(data).__name__ == "DataFrame"
+        ):
+            from polystore_fiji.tables import check_results_table
+
+            check_results_table(data, kwargs.get("metadata") or {})
+        super()._stream_data(data, path, **kwargs)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -418,6 +417,12 @@ def imageplus_axes(imp: Any) -> str:
     return squeezed_axes(imageplus_sizes(imp)) + rgb
 
 
+def recorded_dtype(imp: Any) -> np.dtype[Any] | None:
+    """The dtype :func:`to_imageplus` (or the bridge) wrote on ``imp``, while it still describes it."""
+    recorded = _recorded(imp)
+    return recorded[0] if recorded is not None else None
+
+
 def _recorded(imp: Any) -> tuple[np.dtype[Any], str] | None:
     """The dtype and axes :func:`to_imageplus` wrote on ``imp``, if they still describe it."""
     dtype_text, axes = imp.getProp(DTYPE_PROPERTY), imp.getProp(AXES_PROPERTY)
@@ -477,53 +482,3 @@ def from_imageplus(imp: Any, axes: str | None = None, *, native: bool = False) -
     if imp.getCalibration().isSigned16Bit() and result.dtype == np.uint16:
         return _shifted_to_int16(result)
     return np.ascontiguousarray(result)
-
-
-def _display_ranges(imp: Any) -> list[list[float]]:
-    """[min, max] shown for each channel (a CompositeImage keeps one LUT per channel)."""
-    if imp.isComposite():
-        return [[float(lut.min), float(lut.max)] for lut in imp.getLuts()]
-    return [[float(imp.getDisplayRangeMin()), float(imp.getDisplayRangeMax())]]
-
-
-@functools.cache
-def _painted_field() -> Any:
-    """ImageJ 1's ``ImageCanvas.painted`` (private, 1.52 to 1.54): set once the canvas has drawn."""
-    field = java_class("ij.gui.ImageCanvas").class_.getDeclaredField("painted")
-    field.setAccessible(True)
-    return field
-
-
-def canvas_painted(canvas: Any) -> bool:
-    """Whether an ImageCanvas has drawn its image at least once (a flag the event thread sets;
-    read from any thread)."""
-    return canvas is not None and bool(_painted_field().getBoolean(canvas))
-
-
-def describe_imageplus(imp: Any) -> dict[str, Any]:
-    """What the ``windows`` control op reports about an image (JSON values only)."""
-    sizes = imageplus_sizes(imp)
-    bit_depth = int(imp.getBitDepth())
-    window = imp.getWindow()
-    recorded = _recorded(imp)
-    if bit_depth == 24:
-        dtype = "uint8"
-    elif recorded is not None:
-        dtype = str(recorded[0])
-    elif imp.getCalibration().isSigned16Bit():
-        dtype = "int16"
-    else:
-        dtype = str(BIT_DEPTH_DTYPES.get(bit_depth, _F32))
-    return {
-        "title": str(imp.getTitle()),
-        "width": sizes["X"], "height": sizes["Y"],
-        "channels": sizes["C"], "slices": sizes["Z"], "frames": sizes["T"],
-        "bit_depth": bit_depth,
-        "dtype": dtype,
-        "axes": imageplus_axes(imp),
-        "composite": bool(imp.isComposite()),
-        "display_ranges": _display_ranges(imp),
-        "visible": window is not None and bool(window.isVisible()),
-        "painted": window is not None and canvas_painted(window.getCanvas()),
-        "id": int(imp.getID()),
-    }

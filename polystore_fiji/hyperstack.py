@@ -1,26 +1,22 @@
 """Streamed items assembled into hyperstack windows, updated in place as frames arrive.
 
 Grouping (which window, which C, Z and T) is :mod:`polystore_fiji.placement`'s: one window per
-well of a plate, the item's channel as C, its z as Z and its field and t as T. An item with
-more than two dimensions brings several planes (axes from ``metadata["axes"]`` or, by
-default, the trailing ``TZCYX``), placed from the item's own position onwards.
-
-A window is created once, as a CompositeImage (grayscale while it has one channel, composite
-with ImageJ's channel LUTs once it has several). A plane that arrives again replaces its
-pixels in place; a new channel, z or (site, t) index grows the stack around the existing
-planes (no pixel copies) and the same ImagePlus gets the new dimensions in the same window,
-whose C/Z/T sliders are rebuilt for them (ImageJ itself would build a new window). Each channel's
-display range is set once, from the first plane of that channel.
+well of a plate (its labels in a window of their own), the item's channel as C, its z as Z and
+its field and t as T. An item with more than two dimensions brings several planes (axes from
+``metadata["axes"]`` or, by default, the trailing ``TZCYX``), placed from the item's own
+position onwards. A window itself (its stack, growth in place, ROIs, draws) is
+:class:`polystore_fiji.window.HyperstackWindow`.
 
 All ImageJ work for the windows happens on AWT's event thread: the receiver thread converts
 pixels into Java arrays and queues the update (:meth:`HyperstackAssembler.submit`), so the
-next frame is received and converted while the event thread draws. Updating a window (growing
-its stack and sliders, redrawing) is capped at ``max_draw_rate`` (15 per second per window),
-and at a quarter of the event thread's time (large images update less often):
-frames that arrive meanwhile go in together with the next update, the newest frame is always
-shown soon after it arrived (1/15 s for small images, 4x an update's cost for large),
-and :meth:`HyperstackAssembler.flush` (run before the
-bridge answers any question about its windows) brings every window up to date at once.
+next frame is received and converted while the event thread draws. ROIs for a window go
+through the same queue (:meth:`HyperstackAssembler.in_order`), behind the planes queued before
+them. Updating a window (growing its stack and sliders, redrawing) is capped at
+``max_draw_rate`` (15 per second per window), and at a quarter of the event thread's time
+(large images update less often): frames that arrive meanwhile go in together with the next
+update, the newest frame is always shown soon after it arrived (1/15 s for small images, 4x an
+update's cost for large), and :meth:`HyperstackAssembler.flush` (run before the bridge answers
+any question about its windows) brings every window up to date at once.
 """
 
 from __future__ import annotations
@@ -37,16 +33,9 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import UnsupportedDataError
-from polystore_fiji.convert import (
-    DTYPE_PROPERTY,
-    make_composite,
-    processor_from_plane,
-    sampled_display_range,
-    set_channel_display_range,
-    stored_hyperstack,
-)
-from polystore_fiji.jvm import java_class
-from polystore_fiji.placement import Frame, Ordinal, PlaneKey, WindowPlacer, shifted
+from polystore_fiji.convert import processor_from_plane, sampled_display_range, stored_hyperstack
+from polystore_fiji.placement import PlaneKey, WindowPlacer, shifted
+from polystore_fiji.window import HyperstackWindow, PreparedPlane, TrackedRoi
 
 logger = logging.getLogger(__name__)
 
@@ -87,94 +76,6 @@ def item_planes(
     return planes, array.dtype, rule.signed16
 
 
-class _StackWindowInternals:
-    """Reflective handles on ImageJ 1's ``StackWindow`` members that have no public setter.
-
-    ImageJ rebuilds a StackWindow when a shown hyperstack's dimensions change; to keep the
-    window, the bridge does what the StackWindow constructor does on the existing window:
-    ``addScrollbars(imp)`` (package-private) recreates the C/Z/T sliders from the image's
-    dimensions, and the ``hyperStack``, ``c``, ``z``, ``t`` fields must agree with them. The
-    names are the same from ImageJ 1.52 to 1.54 (``ij.jar`` and Fiji); the classes live in
-    the unnamed module, so ``setAccessible`` is allowed.
-    """
-
-    def __init__(self) -> None:
-        window_class = java_class("ij.gui.StackWindow").class_
-        self.add_scrollbars = window_class.getDeclaredMethod(
-            "addScrollbars", java_class("ij.ImagePlus").class_
-        )
-        self.add_scrollbars.setAccessible(True)
-        self.fields = {name: window_class.getDeclaredField(name) for name in ("hyperStack", "c", "z", "t")}
-        for reflected in self.fields.values():
-            reflected.setAccessible(True)
-
-
-_internals: _StackWindowInternals | None = None
-
-
-def _stack_window_internals() -> _StackWindowInternals:
-    global _internals
-    if _internals is None:
-        _internals = _StackWindowInternals()
-    return _internals
-
-
-def show_in_stack_window(imp: Any) -> None:
-    """Show ``imp`` in a StackWindow even while it has one plane (event thread).
-
-    ``ImagePlus.show()`` gives a single plane an ImageWindow, which has no sliders, so the
-    first plane that followed would make ImageJ replace the window; a StackWindow with no
-    sliders yet grows its sliders in place (:func:`set_dimensions_in_place`).
-    """
-    if imp.getStackSize() > 1:
-        imp.show()
-        return
-    java_class("ij.gui.StackWindow")(imp)  # shows itself and registers with ImageJ's WindowManager
-
-
-def set_dimensions_in_place(imp: Any, channels: int, slices: int, frames: int) -> None:
-    """Give ``imp`` (whose stack already holds C x Z x T planes) new dimensions in its own window.
-
-    ``ImagePlus.setDimensions`` replaces a shown hyperstack's window by a new StackWindow when
-    the dimensions change; marked as not a hyperstack for that call, the window is kept, and
-    its sliders are then rebuilt for the new sizes (event thread).
-    """
-    window = imp.getWindow()
-    stack_window = java_class("ij.gui.StackWindow")
-    if window is None or not isinstance(window, stack_window):
-        imp.setDimensions(channels, slices, frames)
-        if window is not None and imp.getStackSize() > 1:
-            stack_window(imp)  # a plain ImageWindow has no sliders: ImageJ's own replacement
-        return
-    internals = _stack_window_internals()
-    internals.fields["hyperStack"].setBoolean(window, False)
-    imp.setDimensions(channels, slices, frames)
-    imp.setOpenAsHyperStack(True)  # read (and cleared) by addScrollbars, as in the constructor
-    sliders = int(window.getNScrollbars())
-    internals.add_scrollbars.invoke(window, imp)
-    for name in ("c", "z", "t"):  # the new sliders stand at 1: make the window agree
-        internals.fields[name].setInt(window, 1)
-    if int(window.getNScrollbars()) != sliders:
-        window.pack()  # a slider more: the window grows to hold it, as a new window would
-    else:
-        window.validate()
-
-
-def _disarm_write_back(imp: Any, stack: Any) -> None:
-    """Make the processor ``imp`` shows hold what ``stack`` holds at its current index, so that
-    the write-back of ``ImagePlus.setSlice`` changes nothing (see
-    :meth:`HyperstackWindow._sync_displayed`)."""
-    imp.getProcessor().setPixels(stack.getPixels(int(imp.getCurrentSlice())))
-
-
-def _insert_sorted(values: list[Any], value: Any) -> bool:
-    if value in values:
-        return False
-    values.append(value)
-    values.sort()
-    return True
-
-
 class _Budget:
     """A number of bytes threads take and give back; taking waits while the rest would not
     cover it (unless nothing is taken: one item always passes, however large)."""
@@ -196,258 +97,12 @@ class _Budget:
 
 
 @dataclass
-class PreparedPlane:
-    """A plane converted by a converting thread, ready for the event thread."""
-
-    key: PlaneKey
-    processor: Any
-    label: str
-    limits: tuple[float, float] | None
-    """A display range from this plane's pixels; None when its window had one for the channel."""
-    sequence: int = 0
-    """Arrival order of the item: a plane never replaces one that arrived after it (frames are
-    converted by several threads, so they may be placed out of order)."""
-    shape: tuple[int, int] = (0, 0)
-    """Height and width."""
-    stored: np.dtype[Any] = field(default_factory=lambda: np.dtype(np.uint16))
-    """The dtype of its pixels in ImageJ (uint8, uint16 or float32)."""
-
-    @property
-    def nbytes(self) -> int:
-        return self.shape[0] * self.shape[1] * self.stored.itemsize
-
-
-@dataclass
-class HyperstackWindow:
-    """One window's ImagePlus and the order of its planes. Methods run on the event thread."""
-
-    title: str
-    width: int
-    height: int
-    stored: np.dtype[Any]
-    dtype: np.dtype[Any]
-    signed16: bool
-    show: bool
-    channels: list[Ordinal] = field(default_factory=list)
-    slices: list[Ordinal] = field(default_factory=list)
-    frames: list[Frame] = field(default_factory=list)
-    processors: dict[PlaneKey, Any] = field(default_factory=dict)
-    labels: dict[PlaneKey, str] = field(default_factory=dict)
-    channel_ranges: dict[Ordinal, tuple[float, float]] = field(default_factory=dict)
-    changed: set[PlaneKey] = field(default_factory=set)
-    """Planes recorded since the ImagePlus was last brought up to date."""
-    grown: bool = False
-    """Whether a recorded plane brought a new channel, z or (site, t) since then."""
-    last: PlaneKey | None = None
-    last_sequence: int = -1
-    sequences: dict[PlaneKey, int] = field(default_factory=dict)
-    imp: Any = None
-    stacked: set[PlaneKey] = field(default_factory=set)
-    """Positions that have a slice in the ImagePlus's stack."""
-    last_draw: float = float("-inf")
-    draw_scheduled: bool = False
-    update_cost: float = 0.0
-    """Seconds the last :meth:`apply` took on the event thread."""
-
-    def fits(self, width: int, height: int, stored: np.dtype[Any]) -> bool:
-        return (width, height, stored) == (self.width, self.height, self.stored)
-
-    @property
-    def sizes(self) -> tuple[int, int, int]:
-        return len(self.channels), len(self.slices), len(self.frames)
-
-    def stack_index(self, key: PlaneKey) -> int:
-        """1-based position in ImageJ's stack (channel fastest, then z, then t)."""
-        channels, slices, _ = self.sizes
-        c, z, t = self.channels.index(key.channel), self.slices.index(key.z), self.frames.index(key.frame)
-        return 1 + c + z * channels + t * channels * slices
-
-    def put(self, planes: list[PreparedPlane]) -> None:
-        """Record ``planes``; :meth:`apply` brings the ImagePlus up to date with all recorded so far.
-
-        Planes that arrive while the event thread is busy are recorded first and placed
-        together, with one redraw (see :meth:`HyperstackAssembler._update_soon`).
-        """
-        for plane in planes:
-            if self.sequences.get(plane.key, -1) > plane.sequence:
-                continue  # a newer frame for this position was placed already: it stays
-            self.sequences[plane.key] = plane.sequence
-            self.grown |= _insert_sorted(self.channels, plane.key.channel)
-            self.grown |= _insert_sorted(self.slices, plane.key.z)
-            self.grown |= _insert_sorted(self.frames, plane.key.frame)
-            self.processors[plane.key] = plane.processor
-            self.labels[plane.key] = plane.label
-            self.changed.add(plane.key)
-            if plane.limits is not None:
-                self.channel_ranges.setdefault(plane.key.channel, plane.limits)  # set once per channel
-            if plane.sequence >= self.last_sequence:
-                self.last, self.last_sequence = plane.key, plane.sequence
-
-    def apply(self) -> None:
-        """Bring the ImagePlus up to date and draw it (see :meth:`sync` and :meth:`draw`)."""
-        self.draw_scheduled = False
-        started = time.perf_counter()
-        shown = self.sync()
-        self.draw(just_shown=shown)
-        self.update_cost = time.perf_counter() - started
-
-    def sync(self) -> bool:
-        """Create, grow (new positions) or update in place (known positions) the ImagePlus;
-        whether it was created and shown now (its new window drew the current plane)."""
-        created = self.imp is None
-        if created:
-            self._create()
-            self._move_to_newest(update=False)  # a new window draws the newest plane, once
-        else:
-            if self.grown:
-                self._grow()
-            stack = self.imp.getStack()
-            for key in self.changed & self.stacked:  # known positions: new pixels, same slots
-                index = self.stack_index(key)
-                stack.setPixels(self.processors[key].getPixels(), index)
-                stack.setSliceLabel(self.labels[key], index)
-            self._sync_displayed(stack)
-        self.grown = False
-        self.changed.clear()
-        if self.show and self.imp.getWindow() is None:
-            show_in_stack_window(self.imp)  # first time, or the user closed the window: show it again
-            return created
-        return False
-
-    def _sync_displayed(self, stack: Any) -> None:
-        """Point the processors ImageJ displays at the stack's current pixel arrays.
-
-        Before it moves to another slice, ``ImagePlus.setSlice`` writes the pixels of the
-        processor it shows back into the stack at its current index. After planes were
-        inserted that index holds another position, and after a plane was replaced the
-        processor holds the old pixels: either way the write-back put one position's pixels
-        into another's (seen as wrong planes in about 1 window in 4 when planes of a well
-        arrived out of order). Pointed at what the stack now holds at that index, the
-        write-back is a no-op, and the window shows the new pixels. A CompositeImage shows
-        one processor per channel for its current z and t, read again only when z or t change.
-        """
-        imp = self.imp
-        _disarm_write_back(imp, stack)
-        if imp.isComposite():
-            z, t = int(imp.getSlice()), int(imp.getFrame())
-            for channel in range(1, int(imp.getNChannels()) + 1):
-                processor = imp.getProcessor(channel)
-                if processor is not None:
-                    processor.setPixels(stack.getPixels(int(imp.getStackIndex(channel, z, t))))
-
-    def draw(self, *, just_shown: bool = False) -> None:
-        """Move the sliders to the newest plane and redraw the window.
-
-        ``just_shown``: the image was made and shown in this update, and its window drew the
-        current plane, so only moving the sliders draws (a second updateAndDraw of a 2048x2048 plane costs
-        20 ms of the event thread, a fifth of a new window's cost)."""
-        self.last_draw = time.monotonic()
-        if self.imp is None:
-            return
-        shown = self.imp.getWindow() is not None
-        if self._move_to_newest(update=shown):
-            return  # moving a shown image's sliders redrew it, new pixels included
-        if shown and not just_shown:
-            self.imp.updateAndDraw()  # no window (headless): nothing to draw
-
-    def _move_to_newest(self, *, update: bool) -> bool:
-        """Put the image at the newest plane placed; whether it moved with ``update`` (which
-        redraws a shown image: a second updateAndDraw would draw it all again, 20 ms at 2048^2)."""
-        if self.last is None:
-            return False
-        position = (
-            self.channels.index(self.last.channel) + 1,
-            self.slices.index(self.last.z) + 1,
-            self.frames.index(self.last.frame) + 1,
-        )
-        current = (int(self.imp.getChannel()), int(self.imp.getSlice()), int(self.imp.getFrame()))
-        if position == current:
-            return False
-        if update:
-            self.imp.setPosition(*position)
-        else:
-            self.imp.setPositionWithoutUpdate(*position)
-        return update
-
-    def _order(self) -> list[PlaneKey]:
-        """Every position of the window in ImageJ's stack order (channel fastest, then z, then t)."""
-        return [
-            PlaneKey(channel, z, frame)
-            for frame in self.frames for z in self.slices for channel in self.channels
-        ]
-
-    def _processor(self, key: PlaneKey) -> Any:
-        processor = self.processors.get(key)
-        if processor is None:  # not arrived yet: black until it does
-            template = next(iter(self.processors.values()))
-            processor = template.createProcessor(self.width, self.height)
-            self.processors[key] = processor
-        return processor
-
-    def _stack(self) -> Any:
-        stack = java_class("ij.ImageStack")(self.width, self.height)
-        for key in self._order():
-            stack.addSlice(self.labels.get(key, ""), self._processor(key))
-        self.stacked = set(self._order())
-        return stack
-
-    def _create(self) -> None:
-        channels, slices, frames = self.sizes
-        imp = java_class("ij.ImagePlus")(self.title, self._stack())
-        imp.setDimensions(channels, slices, frames)
-        imp.setOpenAsHyperStack(True)
-        if self.signed16:
-            imp.getCalibration().setSigned16BitCalibration()
-        imp.setProp(DTYPE_PROPERTY, str(self.dtype.newbyteorder("=")))
-        # a CompositeImage from the start, even with one channel, so that channels arriving
-        # later grow this same image instead of replacing it by a new one
-        self.imp = make_composite(imp, "composite" if channels > 1 else "grayscale")
-        self._apply_ranges()
-
-    def _grow(self) -> None:
-        """Insert the new positions into the image's own stack; same ImagePlus, same window.
-
-        ``ImagePlus.setStack`` and ``setDimensions`` would make ImageJ build a new StackWindow
-        (about 0.1 s) whenever a shown hyperstack's C, Z or T changes; inserting the planes
-        (references, no pixel copies) and updating the window's sliders costs about a
-        millisecond. Known positions keep their relative order when positions are added,
-        so walking the new order and inserting each new position after its predecessor
-        places every plane where ``stack_index`` says it is.
-        """
-        stack = self.imp.getStack()
-        for index, key in enumerate(self._order()):
-            if key not in self.stacked:
-                stack.addSlice(self.labels.get(key, ""), self._processor(key), index)
-                self.stacked.add(key)
-        _disarm_write_back(self.imp, stack)  # before anything below moves the slice
-        channels, slices, frames = self.sizes
-        previous_channels = int(self.imp.getNChannels())
-        set_dimensions_in_place(self.imp, channels, slices, frames)
-        taken = (int(self.imp.getNChannels()), int(self.imp.getNSlices()), int(self.imp.getNFrames()))
-        if taken != self.sizes:
-            raise UnsupportedDataError(
-                f"ImageJ took {taken} instead of {self.sizes} as the C, Z, T of '{self.title}'"
-            )
-        if channels != previous_channels:
-            self.imp.reset()  # the CompositeImage's LUTs and channel processors for the new count
-            if previous_channels == 1:
-                self.imp.setMode(java_class("ij.CompositeImage").COMPOSITE)
-        self._apply_ranges()
-
-    def _apply_ranges(self) -> None:
-        for channel, limits in self.channel_ranges.items():
-            set_channel_display_range(self.imp, self.channels.index(channel), limits)
-
-
-@dataclass
 class HyperstackAssembler:
     """Turns stream items into hyperstack windows (see the module's docstring)."""
 
     show: bool = True
     placer: WindowPlacer = field(default_factory=WindowPlacer)
     """Which window and which C, Z, T an item goes to."""
-    run_on_edt: Callable[[Callable[[], Any]], Any] | None = None
-    """Runs a function on the event thread and waits (``jvm.on_edt``); None: the calling thread."""
     run_later: Callable[[Callable[[], None]], None] | None = None
     """Queues a function for the event thread without waiting; None: run it now."""
     on_placed: Callable[[str, BaseException | None], None] | None = None
@@ -457,7 +112,11 @@ class HyperstackAssembler:
     """Redraws per second and window, at most: every frame lands in the stack, the newest is
     always drawn in the end, but a 2048x2048 redraw costs ImageJ 50-60 ms here, so drawing
     each frame of a fast stream would limit the stream to the drawing rate."""
+    max_window_bytes: int | None = None
+    """Pixels one window's stack may hold (:attr:`HyperstackWindow.max_bytes`); None: no limit."""
     windows: dict[str, HyperstackWindow] = field(default_factory=dict)
+    _rois: dict[str, list[TrackedRoi]] = field(default_factory=dict)
+    """ROIs for windows that do not exist yet, by title (they join the window when it does)."""
     _queued_bytes: _Budget = field(default_factory=lambda: _Budget(MAX_QUEUED_BYTES))
     _queued: dict[str, int] = field(default_factory=dict)
     _ready: collections.deque[Callable[[], None]] = field(default_factory=collections.deque)
@@ -475,13 +134,19 @@ class HyperstackAssembler:
             return next(self._arrivals)
 
     def prepare(
-        self, array: np.ndarray, path: str, metadata: Mapping[str, Any], sequence: int = 0
+        self, array: np.ndarray, path: str, metadata: Mapping[str, Any], sequence: int = 0,
+        kind: str = "image",
     ) -> tuple[str, list[PreparedPlane], Any]:
         """Convert an item's planes into ImageJ processors (any thread); its window title too."""
         if array.ndim < 2:
             raise UnsupportedDataError(f"'{path}' has shape {array.shape}: images have at least 2 dimensions")
-        placement = self.placer.place(path, metadata)
+        placement = self.placer.place(path, metadata, kind)
         planes, dtype, signed16 = item_planes(array, metadata, placement.origin)
+        if not planes or 0 in planes[0][1].shape:
+            raise UnsupportedDataError(
+                f"'{path}' has shape {array.shape}: an image has at least one pixel along Y and X "
+                "(and one plane)"
+            )
         title = placement.title
         window = self.windows.get(title)  # read here, changed on the event thread: a hint only
         prepared = []
@@ -499,15 +164,17 @@ class HyperstackAssembler:
         return title, prepared, (dtype, signed16)
 
     def submit(
-        self, array: np.ndarray, path: str, metadata: Mapping[str, Any], sequence: int | None = None
+        self, array: np.ndarray, path: str, metadata: Mapping[str, Any], sequence: int | None = None,
+        kind: str = "image",
     ) -> str:
         """Convert now, place on the event thread soon (at most a few updates queued); the title.
 
         ``sequence``: the item's place in arrival order (:meth:`next_sequence`), when it was
-        taken before a conversion that may finish out of order; else taken now."""
+        taken before a conversion that may finish out of order; else taken now. ``kind``:
+        ``image`` or ``labels`` (a window of their own, :data:`placement.KIND_TITLES`)."""
         if sequence is None:
             sequence = self.next_sequence()
-        title, planes, (dtype, signed16) = self.prepare(array, path, metadata, sequence)
+        title, planes, (dtype, signed16) = self.prepare(array, path, metadata, sequence, kind)
         with self._lock:
             self._queued[title] = self._queued.get(title, 0) + 1
         size = sum(plane.nbytes for plane in planes)
@@ -520,31 +187,31 @@ class HyperstackAssembler:
                     apply = self._queued[title] == 0  # else a later update of this window applies both
                 self.place(title, planes, dtype, signed16, apply=apply)
             except Exception as error:
-                logger.exception("could not show '%s' in window '%s'", path, title)
+                logger.warning("could not show '%s' in window '%s': %s", path, title, error)
                 if self.on_placed is not None:
                     self.on_placed(title, error)
             finally:
                 self._queued_bytes.give(size)
 
-        if self.run_later is None:
-            place()
-        else:
-            self._hand_over(place)
+        self.in_order(place)
         return title
 
-    def _hand_over(self, place: Callable[[], None]) -> None:
-        """Queue ``place`` for the event thread: one event places every update queued by then
-        (an event per frame cost a Java proxy, an event and a call back into Python each)."""
+    def in_order(self, function: Callable[[], None]) -> None:
+        """Run ``function`` on the event thread after every update queued so far (now, headless)."""
+        if self.run_later is None:
+            function()
+            return
         with self._lock:
-            self._ready.append(place)
+            self._ready.append(function)
             if self._drain_queued:
                 return  # the event already on its way takes this one too
             self._drain_queued = True
-        if self.run_later is not None:
-            self.run_later(self._drain)
+        # one event runs every function queued by then (an event per frame cost a Java proxy,
+        # an event and a call back into Python each)
+        self.run_later(self._drain)
 
     def _drain(self) -> None:
-        """Place every queued update, in the order queued (event thread)."""
+        """Run every queued function, in the order queued (event thread)."""
         while True:
             with self._lock:
                 if not self._ready:
@@ -552,8 +219,8 @@ class HyperstackAssembler:
                     return
                 batch = list(self._ready)
                 self._ready.clear()
-            for place in batch:
-                place()
+            for function in batch:
+                function()
 
     def place(
         self, title: str, planes: list[PreparedPlane], dtype: np.dtype[Any], signed16: bool,
@@ -575,18 +242,61 @@ class HyperstackAssembler:
                 "'%s' changed from %dx%d %s to %dx%d %s: starting a new window",
                 title, window.width, window.height, window.stored, width, height, stored,
             )
-            if window.imp is not None:
-                window.imp.changes = False
-                window.imp.close()
+            rois = window.rois
+            self.close(title)
+            self._rois[title] = rois  # they go on to the new window
             window = None
         if window is None:
-            window = HyperstackWindow(title, width, height, stored, dtype, signed16, self.show)
+            window = HyperstackWindow(title, width, height, stored, dtype, signed16, self.show,
+                                      self.max_window_bytes)
+            window.put(planes)  # refused planes (too many positions) leave no window behind
+            window.rois = self._rois.pop(title, [])
             self.windows[title] = window
-        window.put(planes)
+        else:
+            window.put(planes)
         if apply:
             self._update_soon(window)
         if self.on_placed is not None:
             self.on_placed(title, None)
+
+    def _apply(self, window: HyperstackWindow) -> None:
+        try:
+            window.apply()
+        except Exception:
+            if window.imp is None:  # never made: nothing half made stays to fail every later question
+                self.close(window.title)
+            raise
+
+    def close(self, title: str) -> None:
+        """Close window ``title`` and forget it (event thread): an update still due does nothing."""
+        with self._placing:
+            window = self.windows.pop(title, None)
+            self._rois.pop(title, None)
+            if window is None:
+                return
+            window.closed = True
+            if window.image() is not None:
+                window.imp.changes = False
+                window.imp.close()
+
+    def track_rois(self, title: str, rois: list[TrackedRoi]) -> None:
+        """Keep ``rois`` on their planes of window ``title`` (event thread, through :meth:`in_order`)."""
+        with self._placing:
+            window = self.windows.get(title)
+            if window is None:
+                self._rois.setdefault(title, []).extend(rois)
+                for tracked in rois:
+                    if tracked.key is not None:
+                        tracked.roi.setPosition(0, 0, 0)  # every plane until the window has its own
+            else:
+                window.track_rois(rois)
+
+    def forget_rois(self) -> None:
+        """Stop tracking every ROI (the RoiManager was cleared; event thread)."""
+        with self._placing:
+            self._rois.clear()
+            for window in self.windows.values():
+                window.rois.clear()
 
     def flush(self) -> None:
         """Bring every window's image up to date now (event thread): before answering a
@@ -594,11 +304,26 @@ class HyperstackAssembler:
 
         Drawing the newest planes follows at the display rate (:meth:`_update_soon`), not in
         the question's time: a 2048x2048 redraw costs the event thread 10-60 ms, and what the
-        window holds is already what the answer says."""
+        window holds is already what the answer says. A window that fails is logged and left
+        as it is: one window must not fail every answer about the others."""
         with self._placing:
-            for window in self.windows.values():
-                if (window.changed or window.grown or window.imp is None) and not window.sync():
-                    self._draw_later(window)  # (a window shown just now drew its newest plane)
+            for window in list(self.windows.values()):
+                try:
+                    if (window.changed or window.grown or window.imp is None) and not window.sync():
+                        self._draw_later(window)  # (a window shown just now drew its newest plane)
+                except Exception:
+                    logger.exception("could not bring window '%s' up to date", window.title)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """What the ``windows`` op reports about each window there is (event thread, after :meth:`flush`)."""
+        with self._placing:
+            described = (window.describe() for window in self.windows.values())
+            return [d for d in described if d is not None]
+
+    def images(self) -> list[Any]:
+        """The ImagePlus of every window there is (not those closed in ImageJ)."""
+        with self._placing:
+            return [imp for imp in (w.image() for w in self.windows.values()) if imp is not None]
 
     def _draw_later(self, window: HyperstackWindow) -> None:
         """Draw ``window`` within the display rate (see :meth:`_update_soon`), on its own event."""
@@ -618,7 +343,7 @@ class HyperstackAssembler:
         interval = max(1.0 / self.max_draw_rate, UPDATE_DUTY_DIVISOR * window.update_cost)
         wait = window.last_draw + interval - time.monotonic()
         if wait <= 0:
-            window.apply()
+            self._apply(window)
             return
         self._schedule(window, wait)
 
@@ -627,34 +352,23 @@ class HyperstackAssembler:
         arrives meanwhile); at once where there is no event thread (headless: no drawing)."""
         run_later = self.run_later
         if run_later is None:
-            window.apply()
+            self._apply(window)
             return
         window.draw_scheduled = True
 
         def draw_now() -> None:
-            if window.draw_scheduled:  # else an update came first
-                window.apply()
+            if not window.draw_scheduled:
+                return  # an update came first
+            try:
+                self._apply(window)  # (nothing, for a window closed meanwhile)
+            except Exception:
+                logger.exception("could not update window '%s'", window.title)
 
         timer = threading.Timer(wait, lambda: run_later(draw_now))
         timer.daemon = True
         timer.start()
 
-    def position(self, path: str, metadata: Mapping[str, Any]) -> tuple[int, int, int]:
-        """Where an item's channel, z and frame are in its window: 1-based C, Z, T for ImageJ's
-        ``Roi.setPosition``; 0 (every plane) for one the window has not got."""
-        placement = self.placer.place(path, metadata)
-        key = placement.origin
-        with self._placing:
-            window = self.windows.get(placement.title)
-            if window is None:
-                return 0, 0, 0
-            return (
-                window.channels.index(key.channel) + 1 if key.channel in window.channels else 0,
-                window.slices.index(key.z) + 1 if key.z in window.slices else 0,
-                window.frames.index(key.frame) + 1 if key.frame in window.frames else 0,
-            )
-
     def image(self, title: str) -> Any:
-        """The ImagePlus of window ``title`` (None if there is none)."""
+        """The ImagePlus of window ``title`` (None if there is none, or it was closed in ImageJ)."""
         window = self.windows.get(title)
-        return window.imp if window is not None else None
+        return window.image() if window is not None else None

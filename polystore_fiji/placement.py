@@ -13,7 +13,8 @@ again here with it. This module only decides how Fiji shows them:
   ``channel_name``, ``t_name``) takes its place by that text, after the numbered ones, in
   natural order (``4h`` before ``12h``), as a stream brings it name by name;
 * an item without a plate position gets a window of its own, titled by its path without the
-  extension; the header's ``channel``, ``z`` and ``t`` (0-based), when given, still place it.
+  extension; the header's ``channel``, ``z`` and ``t`` (0-based), when given, still place it;
+* labels go to a window of their own beside the images' (``P1/B03 labels``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from polystore.plates import (
     Components,
     PlateNameError,
     components_of,
-    find_convention,
+    name_sort_key,
+    natural_key,
     recognise,
 )
 from polystore.plates.components import NAME_SUFFIX, named_index
-from polystore.plates.numbering import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,7 @@ def _ordinal(components: Components, index: str) -> Ordinal:
     name = components.extras.get(index + NAME_SUFFIX)
     if not name:
         return numbered(0)
-    convention = find_convention(components.convention)
-    listed = [n.lower() for n in (convention.name_order.get(index, ()) if convention is not None else ())]
-    rank = listed.index(name.lower()) if name.lower() in listed else len(listed)
-    return (1, rank, natural_key(name))
+    return (1, *name_sort_key(components.convention, index)(name))
 
 
 def shifted(ordinal: Ordinal, step: int) -> Ordinal:
@@ -93,8 +91,12 @@ class Placement:
 
     title: str
     origin: PlaneKey
-    components: Components | None
-    """The item's place on its plate (None: its path has no plate meaning)."""
+
+
+KIND_TITLES: dict[str, str] = {"labels": "{title} labels"}
+"""Item kind -> its window's title, from the title its images get: a well's labels have a
+window of their own beside its images (one window holds one dtype and one display; a label
+image in the image window would replace the plane it shares a position with)."""
 
 
 @dataclass(frozen=True)
@@ -124,27 +126,37 @@ class WindowPlacer:
             found = _header_components(key) if key is not None else components_of("", metadata)
             # no plate keys in the header (a sender of another kind): the path, as a sender reads it
             return found if found is not None else components_of(path)
-        except PlateNameError as error:  # a header or name that cannot be placed
-            logger.info("'%s' gets a window of its own: %s", path, error)
+        except (PlateNameError, TypeError, ValueError) as error:
+            # a header or name that cannot be placed (a header's row given as a list reaches the
+            # plate model as a TypeError): the item is still shown, by its path
+            logger.info("'%s' gets a window of its own: its plate position cannot be read (%s)", path, error)
             return None
 
-    def place(self, path: str, metadata: Mapping[str, Any]) -> Placement:
+    def place(self, path: str, metadata: Mapping[str, Any], kind: str = "image") -> Placement:
+        """The window of an item of ``kind`` (see :data:`KIND_TITLES`) and its first plane's key."""
+        placement = self._place(path, metadata)
+        titled = KIND_TITLES.get(kind)
+        if titled is None:
+            return placement
+        return Placement(titled.format(title=placement.title), placement.origin)
+
+    def _place(self, path: str, metadata: Mapping[str, Any]) -> Placement:
         components = self.components(path, metadata)
         if components is None:
             origin = PlaneKey.of(_given(metadata, "channel"), _given(metadata, "z"), 0, _given(metadata, "t"))
-            return Placement(path_title(path), origin, None)
+            return Placement(path_title(path), origin)
         title = f"{components.plate}/{components.well}" if components.plate else components.well
         extras = components.extras
         # parts that are no index (a pattern's stain) keep their frames apart along T
-        others = tuple((1, natural_key(text)) for key, text in sorted(extras.items())
+        others = tuple((1, natural_key(str(text))) for key, text in sorted(extras.items())
                        if named_index(key) is None)
         frame = (numbered(components.field), _ordinal(components, "t"), *others)
         origin = PlaneKey(_ordinal(components, "channel"), _ordinal(components, "z"), frame)
-        return Placement(title, origin, components)
+        return Placement(title, origin)
 
-    def title(self, path: str, metadata: Mapping[str, Any]) -> str:
-        """The window the item goes to."""
-        return self.place(path, metadata).title
+    def title(self, path: str, metadata: Mapping[str, Any], kind: str = "image") -> str:
+        """The window an item of ``kind`` goes to."""
+        return self.place(path, metadata, kind).title
 
 
 HeaderKey = tuple[tuple[str, Any], ...]

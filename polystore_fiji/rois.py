@@ -93,20 +93,24 @@ class RoiStore:
 
     headless_rois: list[Any] = field(default_factory=list)
 
-    def add(self, rois: Iterable[Any], imp: Any = None) -> int:
-        """Add ``rois`` (their c/z/t positions kept); attach them to ``imp`` when given."""
+    def add(self, rois: Iterable[Any], imp: Any = None) -> list[Any]:
+        """Add ``rois`` (their c/z/t positions kept); attach them to ``imp`` when given. The ROI
+        objects now held: the RoiManager keeps copies, and a ROI placed later (a streamed one
+        whose plane moves as its window grows) must be the copy it shows."""
         roi_list = list(rois)
         if is_headless():
             self.headless_rois.extend(roi_list)
-            return len(roi_list)
+            return roi_list
 
-        def add_all() -> int:
+        def add_all() -> list[Any]:
             manager = java_class("ij.plugin.frame.RoiManager").getRoiManager()
+            held = []
             for roi in roi_list:
                 if imp is not None:
                     roi.setImage(imp)
                 manager.add(roi, -1)  # add(Roi, int) keeps the ROI's own position
-            return len(roi_list)
+                held.append(manager.getRoi(int(manager.getCount()) - 1))
+            return held
 
         return on_edt(add_all)
 
