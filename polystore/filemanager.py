@@ -123,9 +123,15 @@ class FileManager:
         if isinstance(backend, tuple):
             targets = sorted((self.get_backend(name) for name in backend),
                              key=lambda target: getattr(target, "is_live_view", False))
+            # each option goes where it belongs: a stream's own (kind=, wait_for_ack=...) to the
+            # streams only, the rest to storage (a stream ignores a format's options)
+            stream_only = frozenset().union(*(getattr(t, "STREAM_ONLY_OPTIONS", ()) for t in targets))
             for target in targets:  # storage first: a viewer never delays it, nor loses it a frame
-                latest = {"policy": "latest"} if getattr(target, "is_live_view", False) else {}
-                target.save(data, path, **{**kwargs, **latest})  # type: ignore[attr-defined]
+                if getattr(target, "is_live_view", False):
+                    options = {**kwargs, "policy": "latest"}
+                else:
+                    options = {key: value for key, value in kwargs.items() if key not in stream_only}
+                target.save(data, path, **options)  # type: ignore[attr-defined]
             return
         self.get_backend(backend).save(data, path, **kwargs)  # type: ignore[attr-defined]
 

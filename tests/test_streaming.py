@@ -45,7 +45,7 @@ from polystore.streaming.protocol import (  # noqa: E402
     encode_ack,
     make_header,
 )
-from polystore.streaming.shm import list_segments, sweep_orphaned_segments  # noqa: E402
+from polystore.streaming.shm import list_segments, stamp, sweep_orphaned_segments  # noqa: E402
 
 SPAWN = mp.get_context("spawn")
 TEST_PREFIX = "pstest_"
@@ -757,7 +757,7 @@ def test_sweep_removes_segments_of_dead_pids_only() -> None:
     alive = Path("/dev/shm") / f"{TEST_PREFIX}{os.getpid()}_999"
     foreign = Path("/dev/shm") / f"{TEST_PREFIX}notapid_1"
     for path in (orphan, alive, foreign):
-        path.write_bytes(b"\x00" * 64)
+        path.write_bytes(stamp("sweep-test"))  # what a sender writes first: only those are swept
     try:
         removed = sweep_orphaned_segments(TEST_PREFIX)
         assert removed == [orphan.name]

@@ -32,6 +32,7 @@ from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, PROTOCOL_VERSION, S
 from polystore.streaming.receiver import StreamReceiver
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.sender import Frame, Sender
+from polystore.streaming.shm import sweep_orphaned_segments
 
 __all__ = [
     "DEFAULT_SHM_PREFIX",
@@ -48,4 +49,5 @@ __all__ = [
     "StreamingBackend",
     "UnsupportedOperationError",
     "path_metadata",
+    "sweep_orphaned_segments",
 ]

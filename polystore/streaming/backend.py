@@ -27,7 +27,7 @@ from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import StreamConfigError, UnsupportedOperationError
 from polystore.streaming.payloads import encode
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, StreamItem
-from polystore.streaming.receiver import Inbound, PathInbox
+from polystore.streaming.receiver import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, Inbound, PathInbox
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.sender import (
     DEFAULT_LINGER_S,
@@ -43,7 +43,10 @@ from polystore.streaming.sender import (
 logger = logging.getLogger(__name__)
 
 Mode = Literal["push", "pull"]
-_SEND_OPTIONS = frozenset({"kind", "metadata", "transport", "wait_for_ack", "timeout", "policy"})
+STREAM_ONLY_OPTIONS = frozenset({"kind", "transport", "wait_for_ack", "timeout", "policy"})
+"""Options of a stream that no storage format takes: ``FileManager.save(..., backend=(storage,
+stream))`` gives them to the stream alone (``metadata`` goes to both)."""
+_SEND_OPTIONS = STREAM_ONLY_OPTIONS | {"metadata"}
 
 
 class StreamingBackend(StorageBackend):
@@ -79,6 +82,10 @@ class StreamingBackend(StorageBackend):
         receiver (``save`` waits at it); messages ZeroMQ queues.
     curve
         :class:`~polystore.streaming.CurveKeys` to encrypt and authenticate (CurveZMQ).
+    inbox_items, inbox_bytes
+        ``mode="pull"``: what :meth:`load` keeps of other paths while it waits for one, at
+        most; beyond either, the oldest kept item is dropped (logged, counted in
+        ``inbox_dropped``).
 
     Raises
     ------
@@ -100,6 +107,8 @@ class StreamingBackend(StorageBackend):
     is_live_view: ClassVar[bool] = False
     """A viewer: ``FileManager.save(..., backend=(storage, viewer))`` sends it the newest frames
     only (``policy="latest"``), so that it never slows the storage side."""
+    STREAM_ONLY_OPTIONS: ClassVar[frozenset[str]] = STREAM_ONLY_OPTIONS
+    """What a two-place save keeps from the storage side (see :meth:`FileManager.save`)."""
 
     def __init__(
         self,
@@ -120,6 +129,8 @@ class StreamingBackend(StorageBackend):
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         high_water_mark: int | None = None,
         curve: CurveKeys | None = None,
+        inbox_items: int = DEFAULT_INBOX_ITEMS,
+        inbox_bytes: int = DEFAULT_INBOX_BYTES,
     ) -> None:
         if mode not in ("push", "pull"):
             raise StreamConfigError(f"mode must be 'push' or 'pull', got {mode!r}")
@@ -129,6 +140,7 @@ class StreamingBackend(StorageBackend):
         self.curve = curve
         self.recv_timeout = recv_timeout
         self.max_bytes = max_bytes
+        self._inbox_limits = {"max_items": inbox_items, "max_bytes": inbox_bytes}
         self._sender: Sender | None = None
         self._inbox: PathInbox | None = None
         if mode == "push":
@@ -173,7 +185,11 @@ class StreamingBackend(StorageBackend):
         if self._inbox is None:
             inbound = Inbound(self.endpoints, bind=self.bind, max_bytes=self.max_bytes,
                               shm_prefixes=(self.SHM_PREFIX,), curve=self.curve)
-            self._inbox = PathInbox(inbound, self.recv_timeout)
+            try:
+                self._inbox = PathInbox(inbound, self.recv_timeout, **self._inbox_limits)
+            except BaseException:
+                inbound.close()
+                raise
         return self._inbox
 
     @property
@@ -232,6 +248,12 @@ class StreamingBackend(StorageBackend):
     @property
     def rejected(self) -> int:
         return self._inbox.inbound.rejected if self._inbox is not None else 0
+
+    @property
+    def inbox_dropped(self) -> int:
+        """Items of other paths that ``load`` kept and then dropped to stay within
+        ``inbox_items`` / ``inbox_bytes`` (``mode="pull"``)."""
+        return self._inbox.dropped if self._inbox is not None else 0
 
     # -- extension filtering -----------------------------------------------------------------------
     def _filter_streamable_files(

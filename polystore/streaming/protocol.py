@@ -168,11 +168,6 @@ def _metadata_of(path: str) -> tuple[tuple[str, Any], ...]:
     return tuple(path_metadata(path).items())
 
 
-def dtype_of(array: np.ndarray) -> np.dtype[Any]:
-    """The array's dtype if the protocol carries it; :class:`ProtocolError` otherwise."""
-    return checked_dtype(array.dtype)
-
-
 def checked_dtype(dtype: Any) -> np.dtype[Any]:
     """``dtype`` if the protocol carries it (bool and numeric); :class:`ProtocolError` otherwise."""
     checked: np.dtype[Any] = np.dtype(dtype)
@@ -244,7 +239,7 @@ def make_header(
 ) -> dict[str, Any]:
     """The header for ``array`` (C- or Fortran-contiguous) sent as ``path``."""
     return header_for(
-        array.shape, dtype_of(array), "C" if array.flags.c_contiguous else "F", path, kind=kind,
+        array.shape, checked_dtype(array.dtype), "C" if array.flags.c_contiguous else "F", path, kind=kind,
         metadata=metadata, transport=transport, shm=shm, msg_id=msg_id, ack=ack, sender=sender,
         reply_to=reply_to, stream=stream,
     )
@@ -341,7 +336,8 @@ def _validated(raw: memoryview | bytes, limits: Limits, pattern: re.Pattern[str]
         raise ProtocolError(f"{nbytes} bytes is over this receiver's limit of {limits.max_bytes}")
     if not isinstance(header.get("metadata", {}), dict):
         raise ProtocolError("metadata must be a JSON object")
-    _int(header.get("id", 0), "id")
+    # every sender numbers its items (header_for writes "id" last): one without is not ours
+    _int(header.get("id"), "id")
     for field_name in ("reply_to", "stream"):
         value = header.get(field_name)
         if value is not None and (not isinstance(value, str) or not REPLY_TO.match(value)):

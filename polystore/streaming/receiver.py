@@ -27,7 +27,7 @@ import numpy as np
 
 from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
-from polystore.streaming.errors import ProtocolError, StreamTimeoutError
+from polystore.streaming.errors import ProtocolError, StreamConfigError, StreamTimeoutError
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SHM_PREFIX,
@@ -40,7 +40,7 @@ from polystore.streaming.protocol import (
     encode_ack,
 )
 from polystore.streaming.security import CurveKeys
-from polystore.streaming.shm import AttachedSegment, attach, sweep_orphaned_segments
+from polystore.streaming.shm import AttachedSegment, sweep_orphaned_segments
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,8 @@ class Inbound:
                 for prefix in self.limits.shm_prefixes:
                     sweep_orphaned_segments(prefix)
             frames = self._recv_message()
+            if frames is not None and not frames:
+                continue  # a message refused while it was read (too many frames)
             if frames is None:
                 wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
                 if self._unrouted.waiting:
@@ -186,18 +188,38 @@ class Inbound:
                 return item
 
     def _recv_message(self) -> list[Any] | None:
-        """The next message's frames, or None when none waits (the header is small: taken as bytes)."""
+        """The next message's frames, None when none waits, or [] for a message refused here
+        (more than 2 frames; the header is small: taken as bytes)."""
         socket = self._socket
         # asking for EVENTS costs a fraction of a recv that raises Again (pyzmq builds the error)
         if not socket.getsockopt(EVENTS) & POLLIN:
             return None
         first = socket.recv(NOBLOCK, copy=False)
         frames: list[Any] = [first.bytes if len(first) <= MAX_HEADER_BYTES else first]
-        while socket.getsockopt(RCVMORE):
-            part = socket.recv(copy=False)
-            if len(frames) < 3:  # a third part makes the message invalid: the rest is not kept
-                frames.append(part)
+        if socket.getsockopt(RCVMORE):
+            frames.append(socket.recv(copy=False))
+            if socket.getsockopt(RCVMORE):
+                self._refuse_rest(frames)
+                return []
         return frames
+
+    def _refuse_rest(self, frames: list[Any]) -> None:
+        """Read the rest of a message of more than 2 frames, one frame at a time, keeping none of
+        it, and refuse it with its real size (libzmq caps each frame, not a message: see
+        docs/streaming.md, "Limits")."""
+        count, size = len(frames), sum(len(frame) for frame in frames)
+        frames.clear()
+        socket = self._socket
+        while socket.getsockopt(RCVMORE):
+            size += len(socket.recv(copy=False))
+            count += 1
+        self._reject(f"a message of {count} frames ({size} bytes) is not one of ours: an item is "
+                     "1 frame (shared memory) or 2 (header, data)")
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        self.last_reason = reason
+        logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
 
     def _accept(self, frames: Sequence[Any]) -> StreamItem | None:
         try:
@@ -208,9 +230,7 @@ class Inbound:
                 array = self._from_shm(header)
         except Exception as error:  # whatever a message does, the loop goes on serving
             reason = error.reason if isinstance(error, ProtocolError) else f"{type(error).__name__}: {error}"
-            self.rejected += 1
-            self.last_reason = reason
-            logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
+            self._reject(reason)
             return None
         self.received += 1
         stream = header.get("stream")
@@ -238,7 +258,7 @@ class Inbound:
         segment = self._attached.get(name)
         if segment is None:
             try:
-                segment = attach(name)
+                segment = AttachedSegment(name)
             except OSError as error:
                 raise ProtocolError(f"shared-memory segment {name!r} cannot be opened ({error})") from None
             self._attached[name] = segment
@@ -492,47 +512,95 @@ class StreamReceiver:
         self.stop()
 
 
-class PathInbox:
-    """Items received in the caller's thread, kept by path until loaded (a pull backend's end)."""
+DEFAULT_INBOX_ITEMS = 64
+DEFAULT_INBOX_BYTES = 256 * 1024**2
 
-    def __init__(self, inbound: Inbound, recv_timeout: float) -> None:
+
+class PathInbox:
+    """Items received in the caller's thread, kept by path until loaded (a pull backend's end).
+
+    Waiting for one path keeps the items of others that arrive first, at most ``max_items``
+    items and ``max_bytes`` bytes of them: beyond either, the oldest kept item is dropped (a
+    sender streams faster than ``load`` asks for it; what is newest is what a reader wants),
+    counted in ``dropped`` and logged.
+    """
+
+    def __init__(self, inbound: Inbound, recv_timeout: float, *, max_items: int = DEFAULT_INBOX_ITEMS,
+                 max_bytes: int = DEFAULT_INBOX_BYTES) -> None:
+        if max_items < 0 or max_bytes < 0:
+            raise StreamConfigError(f"inbox limits must be >= 0, got max_items={max_items}, "
+                                    f"max_bytes={max_bytes}")
         self.inbound = inbound
         self.recv_timeout = recv_timeout
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        """Items kept for a path nobody loaded, dropped to stay within the limits."""
+        self.kept_bytes = 0
+        # arrival order over every path, so the oldest is dropped first; each path's own queue
+        # is the same items in the same order
+        self._order: collections.deque[StreamItem] = collections.deque()
         self._items: dict[str, collections.deque[StreamItem]] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
 
     def receive(self, timeout: float | None = None) -> StreamItem | None:
         """The next item of any path (kept ones first), or None after ``timeout`` seconds."""
-        for path, items in self._items.items():
-            item = items.popleft()
-            if not items:
-                del self._items[path]
-            return item
+        if self._order:
+            return self._pop(self._order[0].path)
         return self.inbound.receive(self.recv_timeout if timeout is None else timeout)
 
     def take(self, path: str, timeout: float | None = None) -> StreamItem:
-        """The next item streamed as ``path``, keeping others that arrive first."""
+        """The next item streamed as ``path``, keeping (within the limits) others that arrive first."""
         timeout = self.recv_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
-            kept = self._items.get(path)
-            if kept:
-                item = kept.popleft()
-                if not kept:
-                    del self._items[path]
-                return item
+            if path in self._items:
+                return self._pop(path)
             received = self.inbound.receive(max(0.0, deadline - time.monotonic()))
             if received is None:
                 raise StreamTimeoutError(
                     f"Nothing was streamed as '{path}' to {self.inbound.endpoints.data} within {timeout:g} s."
                 )
-            self._items.setdefault(received.path, collections.deque()).append(received)
+            if received.path == path:
+                return received
+            self._keep(received)
+
+    def _keep(self, item: StreamItem) -> None:
+        self._items.setdefault(item.path, collections.deque()).append(item)
+        self._order.append(item)
+        self.kept_bytes += item.array.nbytes
+        while self._order and (len(self._order) > self.max_items or self.kept_bytes > self.max_bytes):
+            oldest = self._order[0]
+            self._pop(oldest.path)
+            self.dropped += 1
+            logger.warning(
+                "pull stream: dropped a kept item of %r (%d bytes): more than %d items or %d bytes "
+                "wait for paths nobody loaded (%d dropped so far)",
+                oldest.path, oldest.array.nbytes, self.max_items, self.max_bytes, self.dropped,
+            )
+
+    def _pop(self, path: str) -> StreamItem:
+        """The oldest kept item of ``path`` (there is one)."""
+        items = self._items[path]
+        item = items.popleft()
+        if not items:
+            del self._items[path]
+        self._order.remove(item)  # bounded by max_items; usually the first
+        self.kept_bytes -= item.array.nbytes
+        return item
 
     def paths(self) -> list[str]:
         return sorted(self._items)
 
     def discard(self, path: str) -> None:
-        self._items.pop(path, None)
+        for item in self._items.pop(path, ()):
+            self._order.remove(item)
+            self.kept_bytes -= item.array.nbytes
 
     def close(self) -> None:
         self._items.clear()
+        self._order.clear()
+        self.kept_bytes = 0
         self.inbound.close()

@@ -55,13 +55,35 @@ def stamp(stream: str) -> bytes:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (killed, not yet reaped by its parent) holds nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as status:
+            # "pid (comm) S ...": the state follows the last ')' (comm may hold one)
+            return status.read().rpartition(b")")[2][1:2] not in (b"Z", b"X")
+    except OSError:
+        return True  # no /proc to ask: a process that answers the signal is taken as running
+
+
+def _is_our_orphan(path: Path) -> bool:
+    """Whether ``path`` is a segment a sender of ours made: a regular file of this user, one
+    link, beginning with our magic (a name alone could be anyone's)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid() or status.st_nlink != 1:
+            return False
+        return os.pread(fd, len(MAGIC), 0) == MAGIC
+    finally:
+        os.close(fd)
 
 
 def list_segments(prefix: str) -> list[str]:
@@ -73,9 +95,14 @@ def list_segments(prefix: str) -> list[str]:
 
 
 def sweep_orphaned_segments(prefix: str) -> list[str]:
-    """Unlink this user's segments named ``{prefix}{pid}_{n}`` whose ``pid`` no longer runs.
+    """Unlink this user's segments named ``{prefix}{pid}_{n}`` whose ``pid`` no longer runs
+    (or is a zombie), and that carry our stamp.
 
-    Names whose pid no process can have (above Linux's limit) are not ours: left alone.
+    A sender's resource tracker unlinks its segments when the sender alone is killed; when the
+    whole process group is (a batch scheduler, Ctrl-\\), nothing does: every receiver sweeps
+    when it starts and every few seconds, every sender when it makes its ring. Names whose pid
+    no process can have (above Linux's limit), other users' files and files without our stamp
+    are left alone. Returns the names removed.
     """
     pattern = shm_name_pattern([prefix])
     removed = []
@@ -84,9 +111,9 @@ def sweep_orphaned_segments(prefix: str) -> list[str]:
         if pid is None or _pid_alive(pid):
             continue
         path = SHM_DIR / name
+        if not _is_our_orphan(path):
+            continue
         with contextlib.suppress(FileNotFoundError, PermissionError):
-            if path.lstat().st_uid != os.geteuid():
-                continue  # another user's: not ours to judge
             path.unlink()
             removed.append(name)
             logger.info("removed orphaned shared-memory segment %s", name)
@@ -194,11 +221,6 @@ def _release_lease(lease: Any) -> None:
 def _lease_type(size: int) -> type[ctypes.Array[ctypes.c_char]]:
     """A ctypes array type of ``size`` bytes whose instances call their ``on_release`` when collected."""
     return type(f"SlotLease{size}", (ctypes.c_char * size,), {"__del__": _release_lease})
-
-
-def attach(name: str) -> AttachedSegment:
-    """Map an existing segment of ours without registering it anywhere."""
-    return AttachedSegment(name)
 
 
 class SlotRing:

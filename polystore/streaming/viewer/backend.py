@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,9 @@ from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.sender import Frame
 from polystore.streaming.viewer.control import Reply, array_from_reply, request
 from polystore.streaming.viewer.launch import TRUE_WORDS, environment_setting, launch_viewer
+
+MAX_ABSENT_BACKOFF_S = 30.0
+"""The longest a backend trusts that no viewer answers before it asks again."""
 
 
 class ViewerStreamingBackend(StreamingBackend):
@@ -45,6 +49,7 @@ class ViewerStreamingBackend(StreamingBackend):
         launch_timeout: float = 120.0,
         launch_args: Sequence[str] = (),
         probe_timeout: float = 2.0,
+        absent_backoff: float = 1.0,
         control_port: int | None = None,
         policy: Any = "block",
         **options: Any,
@@ -62,6 +67,10 @@ class ViewerStreamingBackend(StreamingBackend):
         self.launch_timeout = launch_timeout
         self.launch_args = tuple(launch_args)
         self.probe_timeout = probe_timeout
+        self.absent_backoff = absent_backoff
+        """Seconds a failed check of the viewer is trusted before the next (doubling)."""
+        self._absent_backoff = absent_backoff
+        self._absent_since = self._absent_until = 0.0
         self.viewer: dict[str, Any] | None = None
         """The ``ping`` reply of the viewer this backend streams to, once it has answered."""
         self.launched: Any = None
@@ -91,9 +100,21 @@ class ViewerStreamingBackend(StreamingBackend):
             return None
 
     def ensure_viewer(self) -> dict[str, Any]:
-        """Check (once) that a viewer answers; launch one first when ``launch`` is on."""
+        """Check (once) that a viewer answers; launch one first when ``launch`` is on.
+
+        When none answers, the answer is remembered: calls in the next ``absent_backoff``
+        seconds raise at once instead of waiting ``probe_timeout`` each (a two-place save of
+        every frame would otherwise pay it per frame); each check that fails doubles the
+        wait, up to :data:`MAX_ABSENT_BACKOFF_S`.
+        """
         if self.viewer is not None:
             return self.viewer
+        now = time.monotonic()
+        if now < self._absent_until:
+            raise ViewerUnavailableError(
+                f"{self._absent_message()} (checked {now - self._absent_since:.0f} s ago; "
+                f"checked again in {self._absent_until - now:.0f} s)"
+            )
         info = self.ping()
         if info is None and self.launch:
             info, self.launched = launch_viewer(
@@ -101,7 +122,11 @@ class ViewerStreamingBackend(StreamingBackend):
                 timeout=self.launch_timeout, probe=lambda: self.ping(timeout=0.5),
             )
         if info is None:
+            now = time.monotonic()
+            self._absent_since, self._absent_until = now, now + self._absent_backoff
+            self._absent_backoff = min(2 * self._absent_backoff, MAX_ABSENT_BACKOFF_S)
             raise ViewerUnavailableError(self._absent_message())
+        self._absent_backoff, self._absent_until = self.absent_backoff, 0.0
         if info.get("viewer") != self.VIEWER_TYPE:
             raise ViewerError(
                 f"The process answering at {self.host}:{self.control_port} is a "

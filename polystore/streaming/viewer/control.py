@@ -153,8 +153,7 @@ class ControlServer:
             while not self._stop.is_set():
                 if not socket.poll(100, z.POLLIN):
                     continue
-                frames = socket.recv_multipart(copy=False)
-                header, buffers = self._answer(frames)
+                header, buffers = self._answer(*self._receive(socket))
                 try:
                     socket.send_multipart([json.dumps(header).encode(), *buffers], copy=False)
                 except (z.ZMQError, TypeError, ValueError) as error:
@@ -166,9 +165,24 @@ class ControlServer:
         finally:
             link.close()
 
-    def _answer(self, frames: Sequence[Any]) -> tuple[dict[str, Any], list[Any]]:
+    def _receive(self, socket: Any) -> tuple[list[Any], int, int]:
+        """A request's first frames (as many as a request may have) and its frame and byte
+        counts: the rest is read one frame at a time and not kept (libzmq caps each frame, not
+        a message: see docs/streaming.md, "Limits")."""
+        z = zmq()
+        frames = [socket.recv(copy=False)]
+        count, size = 1, 0
+        while socket.getsockopt(z.RCVMORE):
+            frame = socket.recv(copy=False)
+            count += 1
+            size += len(frame)
+            if count <= MAX_BUFFERS + 1 and size <= self.max_request_bytes:
+                frames.append(frame)
+        return frames, count, size
+
+    def _answer(self, frames: Sequence[Any], count: int, size: int) -> tuple[dict[str, Any], list[Any]]:
         try:
-            op, params = self._parse(frames)
+            op, params = self._parse(frames, count, size)
             handler = self.handlers.get(op)
             if handler is None:
                 known = ", ".join(sorted(self.handlers))
@@ -187,15 +201,15 @@ class ControlServer:
         self.served += 1
         return header, list(buffers)
 
-    def _parse(self, frames: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-        raw = frames[0].bytes if frames else b""
+    def _parse(self, frames: Sequence[Any], count: int, size: int) -> tuple[str, dict[str, Any]]:
+        raw = frames[0].bytes
         if len(raw) > MAX_HEADER_BYTES:
             raise ViewerError(f"request header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
-        if len(frames) - 1 > MAX_BUFFERS:
-            raise ViewerError(f"request carries {len(frames) - 1} buffers; at most {MAX_BUFFERS}")
-        total = sum(len(f.buffer) for f in frames[1:])
-        if total > self.max_request_bytes:
-            raise ViewerError(f"request carries {total} bytes; this viewer takes at most "
+        if count - 1 > MAX_BUFFERS:
+            raise ViewerError(f"request carries {count - 1} buffers ({size} bytes); at most "
+                              f"{MAX_BUFFERS}: send fewer, larger buffers, or several requests")
+        if size > self.max_request_bytes:
+            raise ViewerError(f"request carries {size} bytes; this viewer takes at most "
                               f"{self.max_request_bytes} (ControlServer(max_request_bytes=...))")
         try:
             request = json.loads(raw)

@@ -1,0 +1,309 @@
+"""The receiving end against what a peer may send: real processes, real ZeroMQ sockets.
+
+Each test here was written for a finding of a review and fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+zmq = pytest.importorskip("zmq")
+
+from net_helpers import free_port_block  # noqa: E402
+
+from polystore import StreamingBackend  # noqa: E402
+from polystore.streaming import StreamReceiver, sweep_orphaned_segments  # noqa: E402
+from polystore.streaming.shm import list_segments, stamp  # noqa: E402
+
+SHM = Path("/dev/shm")
+PREFIX = "psrecv_"
+
+
+def _header(**fields: Any) -> bytes:
+    header = {"v": 2, "kind": "image", "path": "x.npy", "shape": [4], "dtype": "|u1", "order": "C",
+              "nbytes": 4, "metadata": {}, "transport": "inline", **fields}
+    return json.dumps(header).encode()
+
+
+def _push(port: int) -> Any:
+    socket = zmq.Context.instance().socket(zmq.PUSH)
+    socket.setsockopt(zmq.LINGER, 1000)
+    socket.connect(f"tcp://127.0.0.1:{port}")
+    return socket
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+# ---- headers -------------------------------------------------------------------------------
+
+
+def test_a_header_without_an_id_is_refused_for_that_reason() -> None:
+    port = free_port_block(2)
+    items: list[Any] = []
+    receiver = StreamReceiver(port=port, bind=True).start(items.append)
+    push = _push(port)
+    try:
+        push.send_multipart([_header(), b"abcd"])
+        _wait_for(lambda: receiver.rejected == 1, "the id-less message to be rejected")
+        # the reason names the rule, not a KeyError from deep inside the loop
+        assert receiver.last_reason is not None and receiver.last_reason.startswith("id must be an integer")
+        push.send_multipart([_header(id=1), b"abcd"])
+        _wait_for(lambda: len(items) == 1, "the good message")
+        assert items[0].array.tolist() == [97, 98, 99, 100]
+    finally:
+        push.close()
+        receiver.stop()
+
+
+# ---- a message of many frames ----------------------------------------------------------------
+
+
+def test_a_message_of_many_frames_is_refused_with_its_real_size() -> None:
+    port = free_port_block(2)
+    items: list[Any] = []
+    receiver = StreamReceiver(port=port, bind=True, max_bytes=1024).start(items.append)
+    push = _push(port)
+    try:
+        push.send_multipart([_header(id=1)] + [b"\0" * 1000] * 40)
+        _wait_for(lambda: receiver.rejected == 1, "the 41-frame message to be rejected")
+        assert receiver.last_reason is not None
+        size = len(_header(id=1)) + 40_000
+        assert receiver.last_reason.startswith(f"a message of 41 frames ({size} bytes)")
+        push.send_multipart([_header(id=2), b"abcd"])
+        _wait_for(lambda: len(items) == 1, "the good message after it")
+        assert receiver.rejected == 1
+    finally:
+        push.close()
+        receiver.stop()
+
+
+def test_a_control_request_of_many_frames_is_refused_with_its_real_size() -> None:
+    from polystore.streaming.viewer import ViewerService
+    from polystore.streaming.viewer.control import MAX_BUFFERS
+
+    port = free_port_block(3)
+    with ViewerService("demo", port, on_item=lambda item: None, max_request_bytes=4096) as service:
+        socket = zmq.Context.instance().socket(zmq.REQ)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.connect(service.endpoints.control)
+        try:
+            request = json.dumps({"v": 1, "op": "ping", "params": {}}).encode()
+            socket.send_multipart([request] + [b"\0" * 100] * 40)
+            assert socket.poll(20_000)
+            reply = json.loads(socket.recv_multipart()[0])
+        finally:
+            socket.close()
+        assert reply["ok"] is False
+        assert reply["error"].startswith(f"request carries 40 buffers (4000 bytes); at most {MAX_BUFFERS}")
+        assert service.control.refused == 1
+
+
+# ---- the pull backend's inbox ----------------------------------------------------------------
+
+_PUSH_MANY = """
+import sys
+import numpy as np
+from polystore import StreamingBackend
+with StreamingBackend(port=int(sys.argv[1]), transport="inline") as backend:
+    for index in range(40):
+        backend.save(np.full(1000, index, np.uint8), f"other/{index}.npy", timeout=60)
+    backend.save(np.arange(3), "wanted.npy", wait_for_ack=True, timeout=60)
+"""
+
+
+def test_pull_load_keeps_a_bounded_number_of_other_paths_items() -> None:
+    port = free_port_block(2)
+    pull = StreamingBackend(mode="pull", port=port, inbox_items=8, inbox_bytes=5000)
+    sender = subprocess.Popen([sys.executable, "-c", _PUSH_MANY, str(port)])
+    try:
+        assert pull.load("wanted.npy", timeout=60).tolist() == [0, 1, 2]
+        kept = pull.list_files("", recursive=True)
+        # bytes bind first: 5 items of 1000 bytes; the newest kept, the oldest dropped
+        assert kept == sorted(f"other/{index}.npy" for index in range(35, 40))
+        assert pull.inbox_dropped == 35
+        assert pull.load("other/35.npy").tolist() == [35] * 1000
+        assert pull.inbox.kept_bytes == 4000
+    finally:
+        assert sender.wait(60) == 0
+        pull.close()
+
+
+def test_pull_inbox_limits_must_be_sane() -> None:
+    from polystore.streaming.errors import StreamConfigError
+
+    pull = StreamingBackend(mode="pull", port=free_port_block(2), inbox_items=-1)
+    with pytest.raises(StreamConfigError, match="inbox limits"):
+        pull.inbox  # noqa: B018
+    pull.close()
+
+
+# ---- shared memory left by a killed process group --------------------------------------------
+
+_SENDER = """
+import sys
+import numpy as np
+from polystore import StreamingBackend
+from polystore.streaming.shm import SlotRing
+ring = SlotRing(sys.argv[1], 3, "killed")
+for _ in range(3):
+    slot, _segment = ring.acquire(1 << 16)
+    ring.sent(slot)
+print("up", flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def test_segments_of_a_killed_process_group_are_swept_even_before_it_is_reaped() -> None:
+    sender = subprocess.Popen([sys.executable, "-c", _SENDER, PREFIX], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        assert sender.stdout is not None and sender.stdout.readline().strip() == "up"
+        mine = [name for name in list_segments(PREFIX) if name.startswith(f"{PREFIX}{sender.pid}_")]
+        assert len(mine) == 3
+        os.killpg(sender.pid, signal.SIGKILL)  # the resource tracker too: nobody unlinks them
+        _wait_for(lambda: Path(f"/proc/{sender.pid}/stat").read_text().split(")")[-1].split()[0] == "Z",
+                  "the killed sender to be a zombie")
+        # not reaped yet (its parent is busy): a zombie holds nothing, its segments are orphans
+        assert sorted(sweep_orphaned_segments(PREFIX)) == mine
+        assert not [name for name in list_segments(PREFIX) if name.startswith(f"{PREFIX}{sender.pid}_")]
+    finally:
+        if sender.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sender.pid, signal.SIGKILL)
+        sender.wait(30)
+        if sender.stdout is not None:
+            sender.stdout.close()
+        for name in list_segments(PREFIX):
+            if name.startswith(f"{PREFIX}{sender.pid}_"):
+                (SHM / name).unlink(missing_ok=True)
+
+
+def test_the_sweep_leaves_names_like_ours_that_carry_no_stamp() -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(30)
+    unstamped = SHM / f"{PREFIX}{dead.pid}_1"
+    stamped = SHM / f"{PREFIX}{dead.pid}_2"
+    unstamped.write_bytes(b"\0" * 128)  # someone else's file under a name like ours
+    stamped.write_bytes(stamp("s1") + b"\0" * 64)
+    try:
+        assert sweep_orphaned_segments(PREFIX) == [stamped.name]
+        assert unstamped.exists() and not stamped.exists()
+    finally:
+        unstamped.unlink(missing_ok=True)
+        stamped.unlink(missing_ok=True)
+
+
+def test_a_receiver_sweeps_when_it_starts() -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(30)
+    orphan = SHM / f"{PREFIX}{dead.pid}_3"
+    orphan.write_bytes(stamp("s1") + b"\0" * 64)
+    receiver = StreamReceiver(port=free_port_block(2), bind=True, shm_prefixes=(PREFIX,)).start()
+    try:
+        _wait_for(lambda: not orphan.exists(), "the receiver to sweep the orphan")
+    finally:
+        receiver.stop()
+        orphan.unlink(missing_ok=True)
+
+
+# ---- a two-place save ------------------------------------------------------------------------
+
+
+def _demo_backend(**options: Any) -> Any:
+    from polystore.streaming.viewer import ViewerStreamingBackend
+
+    class DemoViewerBackend(ViewerStreamingBackend):
+        VIEWER_TYPE = "demo"
+
+    return DemoViewerBackend(**options)
+
+
+def test_an_absent_viewer_is_asked_once_not_at_every_save(tmp_path: Path) -> None:
+    import numpy as np
+
+    from polystore import FileManager
+    from polystore.exceptions import ViewerUnavailableError
+    from polystore.streaming.endpoints import Endpoints
+
+    port = free_port_block(3)
+    # something listens where the viewer's control socket would be, and never answers: each
+    # ping it receives is a save that waited probe_timeout for nothing
+    silent = zmq.Context.instance().socket(zmq.ROUTER)
+    silent.setsockopt(zmq.LINGER, 0)
+    silent.bind(Endpoints("127.0.0.1", port).control)
+    demo = _demo_backend(port=port, probe_timeout=0.2, absent_backoff=600)
+    fm = FileManager({"demo": demo})
+    try:
+        for index in range(5):
+            with pytest.raises(ViewerUnavailableError, match="No demo viewer"):
+                fm.save(np.full((4, 4), index, np.uint8), str(tmp_path / f"{index}.npy"),
+                        backend=("disk", "demo"))
+        assert sorted(path.name for path in tmp_path.iterdir()) == [f"{index}.npy" for index in range(5)]
+        asked = 0
+        while silent.poll(0):
+            silent.recv_multipart()
+            asked += 1
+        assert asked == 1
+    finally:
+        demo.close(0)
+        silent.close()
+
+
+def test_a_viewer_that_starts_later_is_found_once_the_backoff_is_over(tmp_path: Path) -> None:
+    import numpy as np
+
+    from polystore.exceptions import ViewerUnavailableError
+    from polystore.streaming.viewer import ViewerService
+
+    port = free_port_block(3)
+    backend = _demo_backend(port=port, probe_timeout=0.2, absent_backoff=0)
+    items: list[Any] = []
+    try:
+        with pytest.raises(ViewerUnavailableError):
+            backend.save(np.zeros(3), "a.npy")
+        with ViewerService("demo", port, on_item=items.append):
+            backend.save(np.ones(3), "b.npy", wait_for_ack=True, timeout=30)
+            _wait_for(lambda: len(items) == 1, "the item")
+        assert items[0].path == "b.npy"
+    finally:
+        backend.close(0)
+
+
+def test_a_two_place_save_gives_each_backend_its_own_options(tmp_path: Path) -> None:
+    import numpy as np
+
+    from polystore import FileManager
+    from polystore.streaming.viewer import ViewerService
+
+    port = free_port_block(3)
+    items: list[Any] = []
+    demo = _demo_backend(port=port)
+    fm = FileManager({"demo": demo})
+    try:
+        with ViewerService("demo", port, on_item=items.append):
+            target = str(tmp_path / "A01_s1_w1.npy")
+            # kind= and wait_for_ack= are the stream's: npy takes no options and says so
+            fm.save(np.eye(3, dtype=np.uint8), target, backend=("disk", "demo"), kind="labels",
+                    wait_for_ack=True, timeout=30)
+            _wait_for(lambda: len(items) == 1, "the streamed item")
+        assert np.load(target).tolist() == np.eye(3).tolist()
+        assert items[0].kind == "labels"
+    finally:
+        demo.close(0)
