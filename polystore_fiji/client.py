@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
+from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.viewer import (
     CONTROL_PORT_OFFSET,
     Reply,
@@ -46,7 +47,7 @@ class FijiClient:
 
     @property
     def control_port(self) -> int:
-        return self.port + CONTROL_PORT_OFFSET
+        return Endpoints(self.host, self.port).control_port_number
 
     def request(self, op: str, params: Mapping[str, Any] | None = None, buffers: Sequence[Any] = (),
                 *, timeout: float | None = None) -> Reply:

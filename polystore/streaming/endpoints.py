@@ -57,21 +57,30 @@ class Endpoints:
 
     @property
     def ack(self) -> str:
-        if self.is_ipc:
-            return self.host + ".ack"
-        port = self.ack_port if self.ack_port is not None else self.port + ACK_PORT_OFFSET
-        return f"tcp://{self.host}:{port}"
+        return self.host + ".ack" if self.is_ipc else f"tcp://{self.host}:{self.ack_port_number}"
 
     @property
     def control(self) -> str:
-        if self.is_ipc:
-            return self.host + ".ctl"
-        port = self.control_port if self.control_port is not None else self.port + CONTROL_PORT_OFFSET
-        return f"tcp://{self.host}:{port}"
+        return control_address(self.host, self.control_port_number)
+
+    @property
+    def ack_port_number(self) -> int:
+        return self.ack_port if self.ack_port is not None else self.port + ACK_PORT_OFFSET
 
     @property
     def control_port_number(self) -> int:
         return self.control_port if self.control_port is not None else self.port + CONTROL_PORT_OFFSET
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The TCP ports of the data, ack and control channels, in that order (none for ipc)."""
+        return () if self.is_ipc else (self.port, self.ack_port_number, self.control_port_number)
+
+
+def control_address(host: str, control_port: int) -> str:
+    """The control channel's address on ``host`` at ``control_port`` (``<ipc path>.ctl`` beside
+    an ipc:// data endpoint): what a client that knows only a viewer's control port dials."""
+    return host + ".ctl" if "://" in host else f"tcp://{host}:{control_port}"
 
 
 def bind(socket: Any, address: str, retry_for: float = BIND_RETRY_S) -> None:

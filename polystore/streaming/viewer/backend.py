@@ -8,6 +8,7 @@ checks once that it answers, and, when asked to (``launch=True`` or
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -17,7 +18,6 @@ from typing import Any, ClassVar
 from polystore.base import PathLike
 from polystore.exceptions import ViewerError, ViewerUnavailableError
 from polystore.streaming.backend import StreamingBackend
-from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.sender import Frame
 from polystore.streaming.viewer.control import Reply, array_from_reply, request
 from polystore.streaming.viewer.launch import TRUE_WORDS, environment_setting, launch_viewer
@@ -60,7 +60,7 @@ class ViewerStreamingBackend(StreamingBackend):
         options.pop("mode", None)
         options.pop("bind", None)
         super().__init__(mode="push", port=port, host=host, bind=False, policy=policy, **options)
-        self.endpoints = Endpoints(host, port, self.endpoints.ack_port, control_port)
+        self.endpoints = dataclasses.replace(self.endpoints, control_port=control_port)
         if launch is None:
             launch = (env(self.VIEWER_TYPE, "launch") or "").lower() in TRUE_WORDS
         self.launch = launch

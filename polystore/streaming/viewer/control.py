@@ -29,7 +29,7 @@ import numpy as np
 
 from polystore.exceptions import ViewerError, ViewerUnavailableError
 from polystore.streaming._zmq import zmq
-from polystore.streaming.endpoints import Endpoints, Link
+from polystore.streaming.endpoints import Link, control_address
 from polystore.streaming.protocol import (
     ALLOWED_DTYPE_KINDS,
     DEFAULT_MAX_BYTES,
@@ -57,12 +57,6 @@ class Reply:
 
     header: dict[str, Any]
     buffers: list[bytes] = field(default_factory=list)
-
-
-def control_endpoint(host: str, port: int) -> str:
-    """The control address of the viewer whose control port is ``port`` (``<ipc path>.ctl``
-    beside an ipc:// data endpoint)."""
-    return Endpoints(host, port, control_port=port).control
 
 
 def array_reply(array: np.ndarray, **fields: Any) -> tuple[dict[str, Any], list[Any]]:
@@ -105,7 +99,7 @@ class ControlServer:
     ) -> None:
         require_keys_for(host, True, curve)  # a public address without keys: refused now
         self.host = host
-        self.address = control_endpoint(host, port)
+        self.address = control_address(host, port)
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.curve = curve
         self.max_request_bytes = max_request_bytes
@@ -241,7 +235,7 @@ def request(
     """
     z = zmq()
     # a socket per request: a REQ socket whose reply never came cannot send again
-    address = control_endpoint(host, port)
+    address = control_address(host, port)
     link = Link(host, serve=False, curve=curve)
     try:
         socket = link.open(z.REQ, address, {z.MAXMSGSIZE: max_reply_bytes + MAX_HEADER_BYTES})

@@ -21,7 +21,7 @@ from typing import Any
 
 from polystore.atomic import file_lock
 from polystore.exceptions import ViewerError, ViewerUnavailableError
-from polystore.streaming.endpoints import CONTROL_PORT_OFFSET
+from polystore.streaming.endpoints import Endpoints
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +29,20 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 Ping = Callable[[], dict[str, Any] | None]
 
 
-def free_ports(count: int = CONTROL_PORT_OFFSET + 1, host: str = "127.0.0.1",
-               preferred: Sequence[int] = ()) -> int:
-    """A port p such that p .. p + count - 1 are all free on ``host`` (a viewer needs three:
-    stream, acks, control); the first of ``preferred`` that fits, else one the system picks."""
+def free_ports(count: int = 3, host: str = "127.0.0.1", preferred: Sequence[int] = ()) -> int:
+    """A port p such that the first ``count`` channels of ``Endpoints(host, p)`` (data, acks,
+    control: a viewer needs all three, a plain stream two) have free ports on ``host``; the
+    first of ``preferred`` that fits, else one the system picks."""
+    if not 1 <= count <= len(Endpoints(host).ports):
+        raise ViewerError(f"a stream has {len(Endpoints(host).ports)} channels; asked for {count}")
 
     def all_free(base: int) -> bool:
-        if base + count - 1 > 65535:
+        ports = Endpoints(host, base).ports[:count]
+        if max(ports) > 65535:
             return False
         with contextlib.ExitStack() as probes:
             try:
-                for port in range(base, base + count):
+                for port in ports:
                     probes.enter_context(socket.socket()).bind((host, port))
             except OSError:
                 return False
@@ -54,7 +57,8 @@ def free_ports(count: int = CONTROL_PORT_OFFSET + 1, host: str = "127.0.0.1",
             base = int(probe.getsockname()[1])
         if all_free(base):
             return base
-    raise ViewerError(f"no {count} consecutive free ports on {host}")
+    raise ViewerError(f"no free ports for {count} stream channels on {host}: close some sockets, "
+                      "or name the ports")
 
 
 def wait_until_answering(

@@ -52,8 +52,8 @@ class ViewerService:
         self.control_port = self.endpoints.control_port_number
         self._on_item = on_item
         self.receiver = StreamReceiver(
-            port, host, bind=True, max_bytes=max_bytes, curve=curve,
-            shm_prefixes=tuple(shm_prefixes) or (DEFAULT_SHM_PREFIX,), zero_copy=zero_copy,
+            port, host, ack_port=self.endpoints.ack_port_number, bind=True, max_bytes=max_bytes,
+            curve=curve, shm_prefixes=tuple(shm_prefixes) or (DEFAULT_SHM_PREFIX,), zero_copy=zero_copy,
         )
         self.control = ControlServer(
             self.control_port, host, {"ping": self._ping, **(handlers or {})},
