@@ -60,7 +60,6 @@ logger = logging.getLogger("polystore_fiji.bridge")
 MAX_CONVERTING = 4
 """Images being converted to Java arrays at once, at most (received but not yet converted)."""
 EXIT_SETUP_FAILED = 2
-IMAGE_KINDS = ("image", "labels")
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from polystore.streaming.viewer import (
     wait_until_answering,
 )
 from polystore_fiji.backend import FijiStreamingBackend
+from polystore_fiji.progress import wait_timeout
 
 
 @dataclass
@@ -63,7 +64,9 @@ class FijiClient:
         return self.request("status").header
 
     def wait(self, handled: int, timeout: float = 30.0) -> dict[str, Any]:
-        """Block until the bridge has shown ``handled`` stream items in all; its status."""
+        """Block until the bridge has shown ``handled`` stream items in all (at most ``timeout``
+        s, finite, from 0: :class:`InvalidOptionError` otherwise); its status."""
+        timeout = wait_timeout(timeout, timeout)  # checked here too: the reply's deadline is timeout + 5
         return self.request("wait", {"handled": handled, "timeout": timeout}, timeout=timeout + 5).header
 
     def windows(self) -> list[dict[str, Any]]:

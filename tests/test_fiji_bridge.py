@@ -215,6 +215,9 @@ def test_a_dataframe_arrives_as_a_results_table_with_its_columns(bridge: FijiCli
         FileManager({"fiji": backend}).save(cells, "results/cells.csv", backend="fiji", wait_for_ack=True)
     finally:
         backend.close()
+    # shown in ImageJ: its own macro functions find the table window, with every row
+    shown = bridge.run_macro('return "" + isOpen("results/cells") + " " + Table.size("results/cells");')
+    assert shown == "1 3"
     for title in ("results/cells", "results/cells.csv"):  # the table's title, or the path it was saved as
         table = bridge.fetch_results(title)
         assert list(table.columns) == ["Label", "area", "count", "kind", "mitotic", "ratio"]

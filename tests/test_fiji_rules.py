@@ -135,3 +135,16 @@ def test_a_multi_plane_item_is_placed_from_its_own_position() -> None:
     np.testing.assert_array_equal(planes[-1][1], stack[1, 2])
     assert item_axes(np.zeros((10, 12, 3), np.uint8), {}) == "YXC"  # an RGB picture: its samples are channels
     assert item_axes(np.zeros((3, 10, 12), np.uint8), {}) is None
+
+
+def test_names_with_digits_that_are_no_numbers_sort_as_text() -> None:
+    """``"²"`` is a digit to ``str.isdigit`` but no number to ``int()``: a name holding one sorts
+    as text, after the numbers, instead of failing the item."""
+    from polystore.plates import natural_key
+
+    assert natural_key("w1²") == ((1, 0, "w"), (0, 1, ""), (1, 0, "²"))
+    pattern = WindowPlacer(r"(?P<well>[A-Z]\d\d)_(?P<channel_name>[^_.]+)")  # channels named, not numbered
+    squared, plain = (pattern.place(f"B02_{name}.tif", {}).origin for name in ("1²", "12"))
+    assert sorted([plain.channel, squared.channel]) == [squared.channel, plain.channel]  # 1 before 12
+    row_as_list = WindowPlacer().place("odd/row.tif", {"row": [1], "column": 2})
+    assert row_as_list.title == "odd/row"  # a header that is no plate position: the path places it
