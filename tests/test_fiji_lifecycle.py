@@ -199,3 +199,19 @@ def test_a_streamed_table_is_shown_in_imagej(bridge: FijiClient, send: Callable[
     np.testing.assert_array_equal(back["area"], frame["area"])
     assert list(back["kind"]) == list(frame["kind"])
 
+
+
+def test_empty_tables_arrive_empty_and_empty_streamed_images_are_refused(
+    bridge: FijiClient, send: Callable[..., None]
+) -> None:
+    pandas = pytest.importorskip("pandas")
+    before = int(bridge.status()["failed"])
+    send(pandas.DataFrame({"a": pandas.Series([], dtype=float)}), "empty/frame.csv")
+    send(np.zeros((0, 3)), "empty/numbers.csv")
+    assert settle(bridge)["failed"] == before
+    assert bridge.fetch_results("empty/frame") is None  # a table with no rows, as ImageJ's own
+    assert bridge.fetch_results("empty/numbers") is None
+    send(np.zeros((0, 5), np.uint16), "empty/image.tif")
+    status = settle(bridge)
+    assert status["failed"] == before + 1
+    assert "has shape (0, 5): an image has at least one pixel along Y and X" in status["last_error"]
