@@ -169,7 +169,9 @@ class StreamingBackend(StorageBackend):
         """The sending end, a fresh one (same settings) if this backend was closed: a closed
         backend streams again at the next save, as a file backend writes again after close."""
         sender = self.sender
-        if sender.closed or sender.closing:
+        if sender.closing and sender.reopen():
+            return sender  # still delivering what it held, on the port a new one could not bind
+        if sender.closed:
             self._sender_options["send_timeout"] = sender.send_timeout  # as the caller set it since
             sender = self._sender = Sender(self.endpoints, **self._sender_options)
         return sender

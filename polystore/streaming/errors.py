@@ -26,5 +26,10 @@ class StreamConfigError(PolystoreError, ValueError):
     keys, shared memory to another host); the message names the setting and the fix."""
 
 
+class AddressInUseError(PolystoreError, OSError):
+    """A stream's address is bound by another socket (often a closed sender still delivering
+    what it holds); the message says who may hold it and what to do."""
+
+
 class UnsupportedOperationError(PolystoreError, NotImplementedError):
     """An operation a backend declares it does not support (see its ``supports_*`` flags)."""

@@ -9,9 +9,14 @@ it when a receiver is there. What waits is bounded:
   ``max_pending_bytes`` (64 MiB by default); shared-memory items at most the ring
   (``shm_slots`` segments). ``policy="block"`` waits up to ``send_timeout`` for room, then
   raises :class:`StreamTimeoutError`; ``policy="latest"`` keeps the newest item per path;
-* by time: an item not delivered within ``linger`` seconds (5 by default) is dropped,
-  counted in ``expired`` and logged at WARNING; a sender closed (or garbage-collected) with
-  items still waiting keeps delivering them in the background for that long.
+* by time: an item that waited ``linger`` seconds (5 by default) with no receiver connected
+  is dropped, counted in ``expired`` and logged at WARNING; while a receiver is connected,
+  however slow, nothing expires (``policy="block"`` waits for it, bounded by bytes and
+  ``send_timeout``). A sender closed (or garbage-collected) with items still waiting keeps
+  delivering them in the background for ``linger`` seconds.
+
+``save`` returns with nothing of the caller's array still referenced: bytes that go out at
+once are copied by ZeroMQ into its own message, bytes that wait are copied first.
 
 Every item is acknowledged by the receiver (inline ones on receipt, shared-memory ones when
 the slot is free again), so "bytes in flight" is what receivers have not taken yet.
@@ -39,9 +44,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from polystore.exceptions import StorageIOError
 from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, SNDMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
-from polystore.streaming.errors import ProtocolError, StreamConfigError, StreamTimeoutError
+from polystore.streaming.errors import (
+    AddressInUseError,
+    ProtocolError,
+    StreamConfigError,
+    StreamTimeoutError,
+)
 from polystore.streaming.protocol import (
     DEFAULT_SHM_PREFIX,
     KINDS,
@@ -68,11 +79,21 @@ DEFAULT_MAX_PENDING_BYTES = 64 * 1024**2
 DEFAULT_LINGER_S = 5.0
 PUMP_INTERVAL_S = 0.002
 """How often the pump looks again while items wait (it runs only then)."""
+PUMP_IDLE_INTERVAL_S = 0.02
+"""How often it looks while no receiver is connected: only a connection can change anything."""
 ACK_POLL_S = 0.005
 """The longest a waiting caller polls the back channel before looking at the rest again."""
 ACK_BATCH = 32
 """Inline items out before a send takes their acks: acks are read when they are needed (a slot,
 room, an awaited item) or in batches, not on every send."""
+READ_LIMIT = 256
+"""Messages one look at the ack or monitor socket reads beyond those it can expect: anyone on
+the host may write to the ack port, and a flood must not keep a caller inside ``save``."""
+
+# zmq.h's socket events (plain ints, as in _zmq): who is connected to the data socket
+EVENT_CONNECTED = 0x0001
+EVENT_ACCEPTED = 0x0020
+EVENT_DISCONNECTED = 0x0200
 
 
 @dataclass(eq=False)
@@ -92,6 +113,8 @@ class _Item:
     """Inline bytes (or, under policy="latest" without a slot, the frame to put in one)."""
     slot: int | None = None
     segment_name: str | None = None
+    owned: bool = False
+    """``data`` is a copy of our own (ZeroMQ may keep it); otherwise it is the caller's array."""
 
     @property
     def nbytes(self) -> int:
@@ -168,7 +191,10 @@ class Sender:
         self._next_id = 1
         self._queue: deque[_Item] = deque()  # accepted, not yet handed to ZeroMQ, in order
         self._latest: dict[str, _Item] = {}  # policy="latest": the newest per path not yet sent
-        self._in_flight: dict[int, tuple[int, float]] = {}  # inline id -> (bytes, sent at)
+        self._in_flight: dict[int, tuple[int, int]] = {}  # inline id -> (bytes, send number)
+        self._peers: set[int] = set()  # the data socket's connections (file descriptors)
+        self._suspect = 0  # inline items sent up to this send number may have gone to a peer that left
+        self._acked_upto = 0  # the latest send number of an acknowledged inline item
         self._pending_bytes = 0  # inline bytes accepted and not yet acknowledged
         self._awaited: set[int] = set()
         self._acked: set[int] = set()
@@ -217,11 +243,15 @@ class Sender:
         timeout: float | None = None,
         policy: Policy | None = None,
     ) -> None:
-        """Send ``array`` (C- or F-contiguous) as ``path``: now, or queued for delivery."""
+        """Send ``array`` as ``path``: now, or queued for delivery. It arrives equal to
+        ``np.asarray(array)``; the caller may change ``array`` as soon as this returns."""
         timeout = self.send_timeout if timeout is None else timeout
         policy = self.policy if policy is None else policy
         if policy not in POLICIES:
             raise StreamConfigError(f"policy must be 'block' or 'latest', got {policy!r}")
+        array = np.asarray(array)
+        if not (array.flags.c_contiguous or array.flags.f_contiguous):
+            array = np.ascontiguousarray(array)  # the wire carries one of the two layouts
         dtype = checked_dtype(array.dtype)
         order: Literal["C", "F"] = "C" if array.flags.c_contiguous else "F"
         options = _checked_options(kind, metadata, wait_for_ack)
@@ -230,10 +260,12 @@ class Sender:
             self._check_open()
             self._catch_up()
             item = _Item(self._take_id(), path, array.shape, dtype, order, options, time.monotonic(), use_shm)
+            deadline = time.monotonic() + timeout
             if policy == "latest":
                 self._offer_latest(item, array)
+                if wait_for_ack:
+                    self._wait_for_ack(item.msg_id, deadline, path, timeout)
                 return
-            deadline = time.monotonic() + timeout
             if item.use_shm:
                 self._wait_for_slot(deadline, path, timeout)
                 self._fill(item, array)
@@ -264,6 +296,8 @@ class Sender:
         private array, sent inline.
         """
         dims = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+        if any(n < 0 for n in dims):
+            raise StreamConfigError(f"frame shape {dims} has a negative dimension: pass sizes >= 0")
         options = _checked_options(kind, metadata, wait_for_ack)
         return Frame(self, dims, checked_dtype(dtype), path, options,
                      self.send_timeout if timeout is None else timeout)
@@ -311,7 +345,7 @@ class Sender:
                 return
         self.wait_delivered(self.send_timeout if timeout is None else timeout)
         with self._lock:
-            self._finish()
+            self._finish(drop=timeout is not None)
 
     def close_in_background(self) -> None:
         """Close without waiting: whatever is still out is waited for by the pump, up to ``linger``."""
@@ -331,6 +365,16 @@ class Sender:
             self._linger_in_background()
         finally:
             self._lock.release()
+
+    def reopen(self) -> bool:
+        """Take back a close that is still delivering in the background: the sender streams
+        again, on the sockets it holds. Whether it could (False once it has finished)."""
+        with self._lock:
+            if self._closed or self._closing_deadline is None:
+                return False
+            self._closing_deadline = None
+            _LINGERING.discard(self)
+            return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until a background close has finished; whether it has."""
@@ -374,12 +418,39 @@ class Sender:
                 assert self.reply_to is not None
                 ack_options[z.IDENTITY] = self.reply_to.encode()
                 self._acks = link.open(z.DEALER, self.endpoints.ack, ack_options)
-            self._monitor = self._out.get_monitor_socket(z.EVENT_DISCONNECTED)
-        except BaseException:
+            self._monitor = self._out.get_monitor_socket(
+                EVENT_CONNECTED | EVENT_ACCEPTED | EVENT_DISCONNECTED
+            )
+        except BaseException as error:
             link.close()
-            self._out = self._acks = None
+            self._out = self._acks = self._monitor = None
+            if isinstance(error, z.ZMQError):
+                raise self._open_error(error) from error
             raise
         self._link = link
+
+    def _open_error(self, error: Any) -> Exception:
+        """What a user is told when the stream's sockets cannot be opened."""
+        z = zmq()
+        addresses = f"{self.endpoints.data} (acks on {self.endpoints.ack})"
+        if error.errno == z.EADDRINUSE:
+            holder: Sender | None = next(
+                (s for s in _LINGERING if s.endpoints == self.endpoints and s is not self), None
+            )
+            why = (
+                f"a sender of this process closed with items not yet delivered holds it for up to "
+                f"its linger={holder.linger:g} s; wait with its join(), or close it with "
+                "close(timeout=0) to drop them"
+                if holder is not None else "another sender or program has bound it; close that one"
+            )
+            return AddressInUseError(
+                f"Cannot stream on {addresses}: the address is in use ({why}), or pick another port."
+            )
+        verb = "bind" if self.bind else "connect to"
+        return StreamConfigError(
+            f"Cannot {verb} {addresses}: {error.strerror}. Check host and port "
+            f"(host={self.endpoints.host!r}, port={self.endpoints.port})."
+        )
 
     def _uses_shm(self, nbytes: int, requested: str | None) -> bool:
         choice = requested or self.transport
@@ -445,9 +516,20 @@ class Sender:
     def _take(self, item: _Item) -> np.ndarray:
         """A free slot for ``item`` (the caller checked there is one), as an array to fill."""
         ring = self._slot_ring()
-        slot, segment = ring.acquire(item.nbytes)
+        try:
+            slot, segment = ring.acquire(item.nbytes)
+        except OSError as error:
+            raise StorageIOError(
+                f"Could not make a shared-memory segment of {item.nbytes} bytes for "
+                f"'{item.path}': {error.strerror or error}. Free space in /dev/shm, send smaller "
+                "frames, or use transport='inline'."
+            ) from error
         item.slot, item.segment_name = slot, segment.name
-        return ring.view(slot, item.shape, item.dtype, item.order)
+        try:
+            return ring.view(slot, item.shape, item.dtype, item.order)
+        except BaseException:
+            self._give_back(item)
+            raise
 
     def _give_back(self, item: _Item) -> None:
         """``item`` did not go out: its slot is free again."""
@@ -491,52 +573,63 @@ class Sender:
                 self._awaited.discard(item.msg_id)
                 self._give_back(item)
                 raise
-        if item.data is not None and item.slot is None:
+        if item.data is not None and item.slot is None and not item.owned:
             item.data = np.array(item.data, order="A", copy=True)  # the caller's array is free again
+            item.owned = True
         item.options["queued"] = True
         self._queue.append(item)
         self._start_pump()
 
     def _offer_latest(self, item: _Item, array: np.ndarray) -> None:
-        """policy="latest": send now if a slot (or room) is free and nothing waits; otherwise keep
-        it as the newest frame of its path, replacing the one kept before."""
-        if not self._latest and not self._queue and self._send_now(item, array):
-            return
+        """policy="latest": the newest frame of its path replaces the one kept before (a path's
+        frames never overtake each other); it goes now if a slot (or room) is free and no
+        block-policy item waits, or is kept until it can. A kept frame holds its slot (or a
+        private copy), so that trying again copies nothing."""
+        if item.options["ack"]:
+            self._awaited.add(item.msg_id)
         previous = self._latest.pop(item.path, None)
+        reuse = None
         if previous is not None:
             self.dropped += 1
             self._awaited.discard(previous.msg_id)
-        item.data = _private_copy(array, previous.data if previous is not None else None)
+            reuse = previous.data if previous.owned else None
+            self._give_back(previous)
+        if not self._queue and self._send_now(item, array):
+            return
+        if item.slot is None and not item.owned:
+            item.data = _private_copy(array, reuse)
+            item.owned = True
         self._latest[item.path] = item
         self._start_pump()
 
-    def _send_now(self, item: _Item, array: np.ndarray) -> bool:
-        """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes."""
-        if item.use_shm:
+    def _send_now(self, item: _Item, array: np.ndarray | None) -> bool:
+        """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes.
+        A slot it took stays its own when ZeroMQ cannot take it yet."""
+        if item.slot is None and item.use_shm:
             if not self._free_slot():
                 self._reclaim_stale()
                 if not self._slot_ring().has_free():
                     return False
+            assert array is not None  # a kept frame without a slot has its private copy
             self._fill(item, array)
-        elif self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
-            self._drain_acks(0.0)
-            self._reclaim_stale()
+        elif item.slot is None:
             if self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
-                return False
-            item.data = array
-        else:
-            item.data = array
+                self._drain_acks(0.0)
+                self._reclaim_stale()
+                if self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
+                    return False
+            if item.data is None:
+                item.data = array
         self._pending_bytes += item.inline_bytes
         try:
-            if self._try_send(item):
-                return True
+            sent = self._try_send(item)
         except BaseException:
             self._pending_bytes -= item.inline_bytes
             self._give_back(item)
             raise
-        self._pending_bytes -= item.inline_bytes
-        self._give_back(item)
-        return False
+        if not sent:
+            self._pending_bytes -= item.inline_bytes
+        return sent
 
     def _try_send(self, item: _Item) -> bool:
         """Hand ``item`` to ZeroMQ without waiting; False when it would have to wait."""
@@ -555,21 +648,25 @@ class Sender:
                 assert item.data is not None
                 data = item.data.reshape(-1, order="A").view(np.uint8).data if item.nbytes else b""
                 self._out.send(raw, NOBLOCK | SNDMORE)
-                self._out.send(data, copy=False)  # accepted with the first part: ZeroMQ's parts are atomic
+                # accepted with the first part: ZeroMQ's parts are atomic. The caller's array is
+                # copied into ZeroMQ's message (one memcpy), because ZeroMQ holds a zero-copy
+                # part until it has written it, long after save returns; a copy of our own it may
+                # keep. Waiting on a MessageTracker instead would make save wait for the receiver.
+                self._out.send(data, copy=not item.owned)
         except z.Again:
             return False
-        now = time.monotonic()
         if item.slot is not None:
             assert self._ring is not None
             self._ring.sent(item.slot)
         else:
-            self._in_flight[item.msg_id] = (item.nbytes, now)
+            self._in_flight[item.msg_id] = (item.nbytes, self.sent + 1)
         self.sent += 1
         return True
 
     def _service(self) -> None:
         """Take acknowledgements, send what waits (in order) while ZeroMQ takes it, expire the stale."""
         self._drain_acks(0.0)
+        self._watch_peers()
         while self._queue:
             if not self._try_send(self._queue[0]):
                 break
@@ -582,13 +679,15 @@ class Sender:
     def _send_latest(self) -> None:
         for path in list(self._latest):
             item = self._latest[path]
-            assert item.data is not None
             if not self._send_now(item, item.data):
                 return
             del self._latest[path]
 
     def _expire(self) -> None:
-        """Drop what waited longer than ``linger`` for a receiver."""
+        """Drop what waited longer than ``linger`` for a receiver, while none is connected: one
+        that is connected is slow, not absent, and ``policy="block"`` waits for it."""
+        if self._peers:
+            return
         cutoff = time.monotonic() - self.linger
         expired: list[_Item] = []
         while self._queue and self._queue[0].accepted_at < cutoff:
@@ -614,44 +713,67 @@ class Sender:
         )
 
     def _reclaim_stale(self) -> None:
-        """Forget inline items sent before a receiver went away, and give up slots that no
+        """Forget inline items that went to a receiver that has left, and give up slots that no
         receiver gave back in ``send_timeout``.
 
-        Inline items are forgotten only when a receiver disconnects (ZeroMQ drops what it had
-        not read): a receiver that is slow but alive keeps them counted, so that it is what
-        bounds the sender (``max_pending_bytes``), however long it takes.
+        ZeroMQ drops what a departed peer had not read, but a PUSH socket does not say which
+        items went to which peer. So: when the last peer leaves, every inline item in flight is
+        lost; when others stay, an item sent before the departure is lost once an item sent
+        after it has been acknowledged (a receiver acknowledges in the order it receives). A
+        receiver that is slow but alive keeps its items counted, so that it is what bounds the
+        sender (``max_pending_bytes``), however long it takes, whoever else comes and goes.
         """
-        if self._in_flight and self._peer_left():
-            for nbytes, _ in self._in_flight.values():
-                self._pending_bytes -= nbytes
-            self.reclaimed += len(self._in_flight)
-            self._in_flight.clear()
+        self._watch_peers()
+        if self._in_flight and self._suspect and self._acked_upto:
+            lost = [msg_id for msg_id, (_, number) in self._in_flight.items()
+                    if number <= self._suspect and number < self._acked_upto]
+            self._forget(lost)
         ring = self._ring
         while ring is not None and ring.in_flight and ring.oldest_age() > self.send_timeout:
             ring.reclaim_oldest()
             self.reclaimed += 1
 
-    def _peer_left(self) -> bool:
-        """Whether a receiver disconnected since this was last asked (the data socket's monitor)."""
-        z = zmq()
-        left = False
-        while self._monitor is not None:
-            try:
-                self._monitor.recv_multipart(z.NOBLOCK)
-            except z.Again:
-                break
-            left = True
-        return left
+    def _forget(self, msg_ids: list[int]) -> None:
+        """Stop counting inline items in flight that no receiver will acknowledge."""
+        for msg_id in msg_ids:
+            self._pending_bytes -= self._in_flight.pop(msg_id)[0]
+        self.reclaimed += len(msg_ids)
+
+    def _watch_peers(self) -> None:
+        """Follow who is connected to the data socket (its monitor), a bounded number of events
+        at a time (anyone on the host can connect and disconnect)."""
+        monitor = self._monitor
+        if monitor is None:
+            return
+        for _ in range(READ_LIMIT):
+            if not monitor.getsockopt(EVENTS) & POLLIN:
+                return
+            frames = monitor.recv_multipart()
+            event, peer = int.from_bytes(frames[0][:2], "little"), int.from_bytes(frames[0][2:6], "little")
+            if event != EVENT_DISCONNECTED:
+                self._peers.add(peer)
+                continue
+            self._peers.discard(peer)
+            if not self._in_flight:
+                continue
+            if self._peers:
+                self._suspect = self.sent
+            else:
+                self._forget(list(self._in_flight))
 
     def _drain_acks(self, wait: float) -> None:
-        """Take every acknowledgement that has arrived (waiting up to ``wait`` s for the first)."""
+        """Take the acknowledgements that have arrived (waiting up to ``wait`` s for the first),
+        at most what the items out could have earned plus :data:`READ_LIMIT`: the rest waits for
+        the next call, so that a flood of messages on the ack port cannot hold the caller."""
         socket = self._acks
         if socket is None:
             return
         if wait > 0 and not socket.poll(int(wait * 1000) or 1, POLLIN):
             return
+        budget = len(self._in_flight) + (self._ring.in_flight if self._ring is not None else 0) + READ_LIMIT
         # asking for EVENTS costs a fraction of a recv that raises Again
-        while socket.getsockopt(EVENTS) & POLLIN:
+        while budget and socket.getsockopt(EVENTS) & POLLIN:
+            budget -= 1
             ack = self._ack_reader.decode(socket.recv())
             if ack is None:
                 logger.warning("ignored a malformed acknowledgement")
@@ -663,6 +785,7 @@ class Sender:
             sent = self._in_flight.pop(ack.id, None)
             if sent is not None:
                 self._pending_bytes -= sent[0]
+                self._acked_upto = max(self._acked_upto, sent[1])
             if ack.id in self._awaited:
                 self._awaited.discard(ack.id)
                 self._acked.add(ack.id)
@@ -705,22 +828,28 @@ class Sender:
                     done = self._all_delivered()
                     assert self._closing_deadline is not None
                     if done or time.monotonic() >= self._closing_deadline:
-                        self._finish()
+                        self._finish(drop=True)
                         return
                 elif not (self._queue or self._latest):
                     self._pump = None
                     return
-            time.sleep(PUMP_INTERVAL_S)
+                interval = PUMP_INTERVAL_S if self._peers else PUMP_IDLE_INTERVAL_S
+            time.sleep(interval)
 
     def _linger_in_background(self) -> None:
         self._closing_deadline = time.monotonic() + self.linger
         _LINGERING.add(self)
         self._start_pump()
 
-    def _finish(self) -> None:
-        """Drop what is left, close the sockets, unlink the segments."""
+    def _finish(self, drop: bool = False) -> None:
+        """Drop what is left, close the sockets, unlink the segments. ``drop``: what ZeroMQ still
+        holds is dropped too, at once (by default it keeps sending it for ``linger`` seconds,
+        and a CURVE sender's own context would wait that long here to end)."""
         if self._closed:
             return
+        if drop and self._out is not None:
+            with contextlib.suppress(Exception):
+                self._out.setsockopt(zmq().LINGER, 0)
         left = list(self._queue) + list(self._latest.values())
         self._queue.clear()
         self._latest.clear()
@@ -780,13 +909,15 @@ class Frame:
                 return
             item.msg_id = sender._take_id()
             item.accepted_at = time.monotonic()
-            if item.slot is None and sender.policy == "latest":
-                sender._offer_latest(item, buffer)
-                return
             if item.slot is None:
-                sender._wait_for_room(item.nbytes, time.monotonic() + self._timeout, item.path, self._timeout)
-                item.data = buffer
-            sender._accept(item)
+                item.data, item.owned = buffer, True  # a private buffer: the block is over
+            if sender.policy == "latest":
+                sender._offer_latest(item, buffer)
+            else:
+                if item.slot is None:
+                    sender._wait_for_room(item.nbytes, time.monotonic() + self._timeout, item.path,
+                                          self._timeout)
+                sender._accept(item)
             if item.options["ack"]:
                 sender._wait_for_ack(item.msg_id, time.monotonic() + self._timeout, item.path, self._timeout)
 

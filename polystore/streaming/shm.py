@@ -260,7 +260,7 @@ class SlotRing:
 
     def acquire(self, nbytes: int) -> tuple[int, shared_memory.SharedMemory]:
         """A free slot with room for ``nbytes`` after the stamp; the caller has checked :meth:`has_free`."""
-        slot = self._free.pop()  # the most recently used: its pages are the warmest
+        slot = self._free[-1]  # the most recently used: its pages are the warmest
         segment = self._segments[slot]
         if segment is None or segment.size < DATA_OFFSET + nbytes:
             self._drop(slot)
@@ -272,6 +272,7 @@ class SlotRing:
             assert buffer is not None  # a segment just created is open
             buffer[:DATA_OFFSET] = self._stamp
             self._segments[slot] = segment
+        self._free.pop()  # taken only now: a segment that could not be made leaves the slot free
         return slot, segment
 
     def view(
