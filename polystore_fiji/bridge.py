@@ -205,16 +205,16 @@ class FijiBridge:
         return self._finish_later(placement.title, add)
 
     def _add_table(self, item: StreamItem) -> bool:
-        """A ResultsTable, filled here (a long table in bulk, off the event thread), shown there."""
+        """A ResultsTable, filled and shown here, on the receiver thread, as ImageJ's own
+        measuring plugins show theirs from their threads: ``ResultsTable.show`` turns every row
+        into a line of text (about a second for 300 000 rows), which on the event thread froze
+        every window for that long."""
         title = path_title(item.path)
         columns = table_columns(item.table(), item.metadata)
         streamed = StreamedTable(table_from_columns(columns), list(columns))
-
-        def show() -> None:
-            self.tables[title] = streamed
-            show_table(streamed.table, title)
-
-        return self._finish_later(title, show)
+        show_table(streamed.table, title)
+        self.tables[title] = streamed
+        return False
 
     ITEM_KINDS: dict[str, Callable[[FijiBridge, StreamItem], bool]] = {
         "image": _show_image,

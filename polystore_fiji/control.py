@@ -235,7 +235,9 @@ def op_fetch_results(bridge: FijiBridge, params: dict[str, Any], buffers: list[m
             raise ViewerError(f"no results table titled {title!r}; tables: {', '.join(titles) or '(none)'}")
     columns: list[dict[str, Any]] = []
     payload: list[bytes] = []
-    for name, values in bridge.on_edt(lambda: results_columns(table, order)).items():
+    # read here, not on the event thread: a ResultsTable is no window, and reading a long one
+    # there froze every window for as long
+    for name, values in results_columns(table, order).items():
         if isinstance(values, np.ndarray):
             columns.append({"name": name, "dtype": values.dtype.str, "buffer": len(payload)})
             payload.append(values.tobytes())

@@ -184,7 +184,9 @@ def table_from_columns(columns: Mapping[str, Sequence[Any] | np.ndarray]) -> Any
 
 
 def show_table(table: Any, title: str) -> None:
-    """Show ``table`` in a window titled ``title`` (event thread; nothing where there is no display)."""
+    """Show ``table`` in a window titled ``title`` (nothing where there is no display). Any
+    thread, as ImageJ's measuring plugins do from theirs: not the event thread for a long
+    table, whose rows ImageJ turns into lines of text as it shows it."""
     if not is_headless():
         table.show(title)
 
