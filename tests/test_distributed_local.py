@@ -141,15 +141,93 @@ def test_a_failed_field_is_listed_but_marked_not_written(
     store = tmp_path / "plate.zarr"
     assert "B/03/0/0" in listed_levels(store)  # the plate is valid NGFF at every moment
     attributes = zarr.open_group(store / "B" / "03" / "0", mode="r").attrs.asdict()
-    assert attributes["polystore"] == {"incomplete": True}  # a reader can tell: not zeros as data
+    assert attributes["polystore"] == {"incomplete": True, "conversion": ""}  # not zeros as data
     assert "polystore" not in zarr.open_group(store / "A" / "01" / "0", mode="r").attrs.asdict()
     plates = ZarrBackend().plates  # polystore's plate writer takes it as damaged, to write again
-    with pytest.raises(CorruptDataError, match="being written"):
+    with pytest.raises(CorruptDataError, match=r"not converted yet.*--resume"):
         plates.open_field(Location(str(store), "B/03/0"))
     assert plates.open_field(Location(str(store), "A/01/0")) is not None
     (source / "P1_B03_s1_w2.tif").write_bytes(good)
     assert convert(source, store, levels=2, resume=True).written == ["B/03/0"]
     assert "polystore" not in zarr.open_group(store / "B" / "03" / "0", mode="r").attrs.asdict()
+
+
+KILLED_JOB = """
+import sys
+from distributed_helpers import KILL_AT, RECORD, RecordingBackend
+from polystore.distributed import convert
+
+if __name__ == "__main__":
+    source, destination, record = sys.argv[1:]
+    backend = RecordingBackend(storage_options={RECORD: record, KILL_AT: "write:14"})
+    convert(source, destination, backend=backend, levels=2, workers=1)
+"""
+
+
+def marked_fields(store: Path) -> list[str]:
+    """The field images of ``store`` that say their pixels are not all written."""
+    group = zarr.open_group(store, mode="r")
+    return [field for field in (level.rpartition("/")[0] for level in listed_levels(store)[::2])
+            if group[field].attrs.get("polystore", {}).get("incomplete")]
+
+
+@pytest.fixture
+def killed_conversion(tmp_path: Path, folder: tuple[Path, list[PlateItem]]) -> tuple[Path, Path]:
+    """(source folder, plate) of a conversion SIGKILLed half way: one thread, 4 chunks a field
+    (2 channels x 2 levels), killed writing the 14th chunk (some fields whole, one part-written,
+    some not begun)."""
+    source, _items = folder
+    (tmp_path / "job.py").write_text(textwrap.dedent(KILLED_JOB))
+    (tmp_path / "writes").mkdir()
+    store = tmp_path / "plate.zarr"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    command = [sys.executable, str(tmp_path / "job.py"), str(source), str(store), str(tmp_path / "writes")]
+    job = subprocess.run(command, env=environment, capture_output=True, timeout=120)
+    assert job.returncode == -9, job.stderr.decode()
+    return source, store
+
+
+def test_repair_leaves_what_a_killed_conversion_did_not_write_marked(
+    tmp_path: Path, killed_conversion: tuple[Path, Path]
+) -> None:
+    """repair made the fields a killed conversion had not written whole: valid-looking zeros."""
+    from polystore.backends.zarr.repair import repair_plate
+
+    source, store = killed_conversion
+    marked = marked_fields(store)
+    assert 0 < len(marked) < 6, marked
+    before = store_bytes(store)
+    report = repair_plate(str(store))
+    assert marked_fields(store) == marked
+    assert store_bytes(store) == before  # still marked, still listed: nothing claimed as data
+    assert report.unconverted == [f"{store}/{field}" for field in marked]
+    assert not report.ok and f"polystore convert SOURCE {store} --resume" in str(report)
+    command = [sys.executable, "-m", "polystore", "repair", str(store)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and "NOT CONVERTED YET" in result.stdout, result.stderr
+    assert store_bytes(store) == before
+    assert len(convert(source, store, levels=2, resume=True).written) == len(marked)
+    convert(source, tmp_path / "reference" / "plate.zarr", levels=2)
+    assert store_bytes(store) == store_bytes(tmp_path / "reference" / "plate.zarr")
+
+
+def test_loading_an_image_a_killed_conversion_left_says_to_resume(
+    killed_conversion: tuple[Path, Path]
+) -> None:
+    """Such a field loaded as zeros (or, part-written, as some channels and zeros)."""
+    _source, store = killed_conversion
+    marked = marked_fields(store)
+    assert marked
+    backend = ZarrBackend()
+    for field in marked:
+        for lazy in (False, True):
+            with pytest.raises(CorruptDataError, match=rf"{field}' is not converted yet.*{store} --resume"):
+                backend.load(str(store / field), lazy=lazy)
+        with pytest.raises(CorruptDataError, match="not converted yet"):
+            backend.load(str(store / field), level=1)
+    whole = next(level.rpartition("/")[0] for level in listed_levels(store)
+                 if level.rpartition("/")[0] not in marked)
+    assert backend.load(str(store / whole)).max() > 0
 
 
 def test_a_resume_never_lists_a_level_that_is_not_there(

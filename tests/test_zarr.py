@@ -35,7 +35,7 @@ from ngff_helpers import ngff_models, ome_section
 from polystore import DiskBackend, FileManager, MemoryBackend
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.exceptions import CorruptDataError, UnsupportedDataError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.registry import BackendRegistry, registered_backend_classes
 from polystore.testing import BackendContractTests
 
@@ -443,6 +443,22 @@ def test_chunk_strategies_and_explicit_chunks(tmp_path: Path) -> None:
     assert chunks_of(config=ZarrConfig(chunks=(3, 1, 64, 64))) == (3, 1, 40, 50)  # clipped to the shape
     with pytest.raises(ValueError, match="diagonal"):
         ZarrBackend(chunk_strategy="diagonal").save(data, str(tmp_path / "bad.zarr"))
+
+
+@pytest.mark.parametrize(("options", "shape"), [
+    ({"chunks": (1, 64, 64)}, (128, 128)),
+    ({"chunks": (64, 64)}, (2, 128, 128)),
+    ({"chunks": (1, 64, 64), "shards": (128, 128)}, (2, 128, 128)),
+], ids=["more chunk sizes than axes", "fewer chunk sizes than axes", "fewer shard sizes than axes"])
+def test_chunks_or_shards_not_one_per_axis_are_refused_before_anything_changes(
+    tmp_path: Path, options: dict[str, Any], shape: tuple[int, ...]
+) -> None:
+    """More sizes than axes were cut to the first ones ((1, 64) for a 2-D image); fewer were
+    zarr's bare ValueError, after the image saved there was cleared."""
+    ZarrBackend().save(np.ones(shape, np.uint8), str(tmp_path / "x.zarr" / "img"))
+    with pytest.raises(InvalidOptionError, match=f"{len(shape)}-D array.*one size per axis"):
+        ZarrBackend(**options).save(np.zeros(shape, np.uint8), str(tmp_path / "x.zarr" / "img"))
+    assert np.array_equal(ZarrBackend().load(str(tmp_path / "x.zarr" / "img")), np.ones(shape, np.uint8))
 
 
 def test_sharding_on_zarr_v3(tmp_path: Path) -> None:

@@ -59,12 +59,12 @@ def convert_image(job: Job, source: Any, spec: ImageSpec, region_bytes: int, pla
     done = job.finished()
     if (METADATA, plan_digest) not in done:
         done = set()  # the arrays are made anew: nothing written before counts
-        create_image(job.backend, job.location, shape, dtype, axes, config, spec)
+        create_image(job.backend, job.location, shape, dtype, axes, config, spec, job.location.node)
         job.journal.mark(METADATA, plan_digest)
     level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
     grids: list[Grid] = []
     for level in range(level_count):
-        array = job.backend.documents.image_level_array(job.location, level)
+        array = job.backend.documents.image_level_array(job.location, level, incomplete=True)
         assert array is not None  # create_image made every level
         unit = tuple(array.shards or array.chunks)
         target_bytes = region_bytes if level == 0 else max(1, region_bytes // 4)  # + the 4x block above

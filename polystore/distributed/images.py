@@ -4,11 +4,12 @@ pixels are all written.
 
 - :func:`create_image` (client): the level arrays and the image's group, whose NGFF
   attributes describe the image whole (a live viewer shows it filling) and whose
-  ``polystore.incomplete`` attribute says that it is not finished: polystore refuses to load
-  it as data (``CorruptDataError``), ``polystore repair`` treats it as damaged, and any reader
-  can tell it from an image of zeros. An image that a stopped run left is marked first, then
-  its chunks are removed (never its level arrays: a plate that lists it never lists a level
-  that is not there).
+  ``polystore`` attribute says that it is not finished, and which conversion marked it
+  (polystore.backends.zarr.marks): polystore refuses to load it as data (``CorruptDataError``
+  saying to resume), ``polystore repair`` leaves it marked (only the conversion knows its
+  pixels), and any reader can tell it from an image of zeros. An image that a stopped run
+  left is marked first, then its chunks are removed (never its level arrays: a plate that
+  lists it never lists a level that is not there).
 - :func:`finish_image` (its task, or the client for a large image): the mark removed, once
   every chunk is written.
 """
@@ -22,23 +23,26 @@ import numpy as np
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import GroupDocument, array_documents
-from polystore.backends.zarr.image import INCOMPLETE, ImageSpec, array_options, channel_labels, level_shape
+from polystore.backends.zarr.image import ImageSpec, array_options, channel_labels, level_shape
 from polystore.backends.zarr.location import Location, join_key
+from polystore.backends.zarr.marks import INCOMPLETE, converting
 
 DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 """The metadata documents of a zarr node (every other key under a level array is a chunk)."""
 
 
 def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...], dtype: Any, axes: str,
-                 config: ZarrConfig, spec: ImageSpec) -> None:
-    """Make the image at ``location`` empty, with every level, marked incomplete: created, or
-    (left by a stopped run, with the same plan) marked and its chunks removed."""
+                 config: ZarrConfig, spec: ImageSpec, destination: str) -> None:
+    """Make the image at ``location`` empty, with every level, marked incomplete by the
+    conversion into ``destination`` (a node of the store, '' the store): created, or (left by
+    a stopped run, with the same plan) marked and its chunks removed."""
     documents, images = backend.documents, backend.images
     dtype = np.dtype(dtype)
     level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
     names = spec.channel_names or channel_labels(shape, axes)
     spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
-    attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count), **INCOMPLETE}
+    attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count),
+                  **converting(destination)}
     if documents.node_kind(location) is None:
         documents.ensure_parent_groups(location, config.zarr_format)
         images.create_levels(location, axes, shape, dtype, config, level_count)

@@ -56,7 +56,7 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
     def create(fields: list[FieldPlan]) -> None:  # one well's fields, in order (their parents once)
         for plan_field in fields:
             create_image(job.backend, Location(store, plan_field.path), plan.shape, plan.dtype, plan.axes,
-                         config, spec)
+                         config, spec, job.location.node)
 
     by_well: dict[tuple[str, str], list[FieldPlan]] = {}
     for plan_field in todo:

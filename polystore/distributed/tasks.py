@@ -307,14 +307,14 @@ def write_region(target: Target, task: RegionTask, block: Any, *above: Outcome) 
     try:
         backend = target.backend()
         location = Location(target.store, task.node)
-        array = backend.documents.image_level_array(location, task.level, writable=True)
+        array = backend.documents.image_level_array(location, task.level, writable=True, incomplete=True)
         if array is None:
             raise _missing_image(target, task.node)
         selection = tuple(slice(a, b) for a, b in task.region)
         if task.level == 0:
             data = block.compute() if isinstance(block, SourceBlock) else np.asarray(block)
         else:
-            source = backend.documents.image_level_array(location, task.level - 1)
+            source = backend.documents.image_level_array(location, task.level - 1, incomplete=True)
             assert source is not None  # the same image document named level - 1
             wanted = source_region(task.region, task.axes, source.shape)
             data = downsample_block(np.asarray(source[tuple(slice(a, b) for a, b in wanted)]), task.labels)

@@ -23,8 +23,9 @@ import numpy as np
 from polystore.arrays import as_plain_array, convert
 from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments, damaged
-from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, is_lazy
+from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
+from polystore.backends.zarr.marks import incomplete_error, is_incomplete
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_reader
 from polystore.backends.zarr.plate import PlaneAddress, PlateWriter, address_of
@@ -169,10 +170,7 @@ class ZarrBackend(StorageBackend):
         if _is_image(node):
             attributes = dict(node.attrs)
             if is_incomplete(attributes):
-                raise CorruptDataError(
-                    f"'{location.display}' was being written when its writer stopped; save it again "
-                    "or run `polystore repair` on the store."
-                )
+                raise incomplete_error(location, attributes)
             paths = ngff.multiscale_paths(attributes)
             if not 0 <= level < len(paths):
                 raise ValueError(f"'{location.display}' has {len(paths)} levels; asked for {level}.")

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
 from polystore.ome.ngff import NgffVersion
 
@@ -115,7 +116,13 @@ class ZarrConfig:
 
     def chunk_shape(self, shape: tuple[int, ...]) -> tuple[int, ...] | Literal["auto"]:
         if self.chunks is not None:
-            return tuple(min(c, s) if s else c for c, s in zip(self.chunks, shape, strict=False))
+            if len(self.chunks) != len(shape):
+                # zip would cut the longer one: (1, 64, 64) for a 2-D image became (1, 64)
+                raise InvalidOptionError(
+                    f"chunks={self.chunks} has {len(self.chunks)} sizes for a {len(shape)}-D array of "
+                    f"shape {shape}: give one size per axis (chunks=, --chunks), or leave chunks out."
+                )
+            return tuple(min(c, s) if s else c for c, s in zip(self.chunks, shape, strict=True))
         strategy = ZarrChunkStrategy(self.chunk_strategy)
         if strategy is ZarrChunkStrategy.AUTO or len(shape) < 2:
             return "auto"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from polystore.backends.zarr.location import KeyStore, Location, Stores, delete_prefix, join_key, zarr_module
+from polystore.backends.zarr.marks import incomplete_error, is_incomplete
 from polystore.exceptions import CorruptDataError, NotADirectoryStorageError
 from polystore.ome import ngff
 
@@ -164,8 +165,11 @@ class MetadataDocuments:
                 self._readers[key] = array
         return array
 
-    def image_level_array(self, location: Location, level: int, *, writable: bool = False) -> Any | None:
+    def image_level_array(self, location: Location, level: int, *, writable: bool = False,
+                          incomplete: bool = False) -> Any | None:
         """Level ``level`` of the OME-Zarr image at ``location``, or None if it is not one.
+        An image marked incomplete (marks.py) is refused (CorruptDataError) unless
+        ``incomplete``: only its writer, filling it, may open it.
 
         The image group's metadata document is read as a document, not opened as a zarr
         group: opening the group and then its level costs two rounds of zarr's metadata
@@ -178,6 +182,8 @@ class MetadataDocuments:
                 continue
             if attributes is ARRAY or not ngff.is_multiscale_image(attributes):
                 return None
+            if is_incomplete(attributes) and not incomplete:
+                raise incomplete_error(location, attributes)
             paths = ngff.multiscale_paths(attributes)
             if not 0 <= level < len(paths):
                 raise ValueError(f"'{location.display}' has {len(paths)} levels; asked for {level}.")

@@ -20,17 +20,11 @@ import numpy as np
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
 from polystore.backends.zarr.location import Location, delete_prefix, join_key
+from polystore.backends.zarr.marks import INCOMPLETE
+from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.plates import channel_names
-
-INCOMPLETE = {"polystore": {"incomplete": True}}
-"""The attributes of an image's group while it is being replaced."""
-
-
-def is_incomplete(attributes: dict[str, Any]) -> bool:
-    marker = attributes.get("polystore")
-    return isinstance(marker, dict) and bool(marker.get("incomplete"))
 
 
 def is_lazy(data: Any) -> bool:
@@ -69,10 +63,15 @@ def array_options(shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConf
         "compressors": config.compressors(dtype),
     }
     if config.shards is not None:
+        if len(config.shards) != len(shape):  # zip would cut the longer one
+            raise InvalidOptionError(
+                f"shards={config.shards} has {len(config.shards)} sizes for a {len(shape)}-D array of "
+                f"shape {shape}: give one size per axis (shards=, --shards), or leave shards out."
+            )
         # clamped to the array, but still whole chunks (zarr refuses a shard that is not)
         inner = options["chunks"] if options["chunks"] != "auto" else shape
         options["shards"] = tuple(min(s, -(-n // c) * c) if n else s
-                                  for s, n, c in zip(config.shards, shape, inner, strict=False))
+                                  for s, n, c in zip(config.shards, shape, inner, strict=True))
     if config.zarr_format == 2:  # nested chunk keys ("0/0"), as OME-NGFF 0.4 requires
         options["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     return options
@@ -193,6 +192,8 @@ class ImageWriter:
         zarr_format = config.zarr_format
         if not location.node and axes is None:
             raise ValueError(f"'{location.display}': a bare array needs a name inside the store.")
+        # chunks or shards that do not fit the array refused before anything changes
+        array_options(tuple(int(s) for s in array.shape), np.dtype(array.dtype), config)
         self.documents.ensure_parent_groups(location, zarr_format)
         if existing:
             self.mark_incomplete(location, zarr_format)

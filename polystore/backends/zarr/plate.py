@@ -32,11 +32,11 @@ from polystore.backends.zarr.image import (
     ImageWriter,
     channel_labels,
     downsample_plane,
-    is_incomplete,
     level_shape,
 )
 from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
+from polystore.backends.zarr.marks import incomplete_error, is_incomplete
 from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import Components, PlateNameError, channel_names, parse_components
@@ -293,7 +293,7 @@ class PlateWriter:
             return None
         attributes = group.attributes
         if is_incomplete(attributes):
-            raise CorruptDataError(f"'{location.display}' was being written when its writer stopped.")
+            raise incomplete_error(location, attributes)
         if not ngff.is_multiscale_image(attributes):
             return FieldImage(group, "", [])
         levels = []

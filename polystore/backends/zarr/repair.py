@@ -7,6 +7,11 @@ What is there is the truth: an image whose full-resolution level is present and 
 kept (its levels made to agree in shape, its channels listed), and listed by its well and
 the plate; one that cannot be read is reported and left out of the metadata (the next save
 into it writes it again). Nothing with pixels in it is deleted.
+
+Except for what a conversion (``polystore convert``) has not finished: its unwritten pixels
+are not in the store but in its source files, so an image it marked stays marked (and listed:
+the conversion listed it), and the report says to resume it; made whole here, its unwritten
+fields would read as zeros that look like data.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import numpy as np
 from polystore.atomic import TEMP_SUFFIX
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
-from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_incomplete, level_shape
+from polystore.backends.zarr.image import ImageSpec, ImageWriter, level_shape
 from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, locate
 from polystore.backends.zarr.locks import DEFAULT_LEASE_S, holder_is_dead, lock_keys
+from polystore.backends.zarr.marks import conversion_of, is_incomplete, resume_advice
 from polystore.backends.zarr.plate import PlateLayout, plate_name
 from polystore.exceptions import PolystoreError, StorageFileNotFoundError
 from polystore.ome import ngff
@@ -45,17 +51,24 @@ class RepairReport:
     store: str
     changed: list[str] = field(default_factory=list)
     unrecoverable: list[str] = field(default_factory=list)
+    unconverted: list[str] = field(default_factory=list)
+    """Images an unfinished conversion left marked, and left so: only it can finish them."""
+    advice: list[str] = field(default_factory=list)
+    """What to run to finish those conversions (one line per conversion)."""
 
     @property
     def ok(self) -> bool:
-        return not self.unrecoverable
+        return not (self.unrecoverable or self.unconverted)
 
     def __str__(self) -> str:
-        lines = [f"{self.store}: " + ("nothing to repair" if not (self.changed or self.unrecoverable)
-                                       else f"{len(self.changed)} change(s), "
-                                       f"{len(self.unrecoverable)} node(s) not recoverable")]
+        found = self.changed or self.unrecoverable or self.unconverted
+        lines = [f"{self.store}: " + (f"{len(self.changed)} change(s), {len(self.unrecoverable)} node(s) "
+                                      f"not recoverable, {len(self.unconverted)} image(s) not converted yet"
+                                      if found else "nothing to repair")]
         lines += [f"  repaired: {line}" for line in self.changed]
         lines += [f"  NOT RECOVERABLE: {line}" for line in self.unrecoverable]
+        lines += [f"  NOT CONVERTED YET (left marked incomplete): {line}" for line in self.unconverted]
+        lines += [f"  {line[0].upper()}{line[1:]}" for line in self.advice]
         return "\n".join(lines)
 
 
@@ -146,6 +159,14 @@ def _repair_image(
     dry_run: bool,
 ) -> bool:
     """Make the image at ``location`` whole again; whether it is (or was) a readable image."""
+    group = GroupDocument.read(documents, location, config.zarr_format)
+    destination = conversion_of(group.attributes) if group is not None else None
+    if destination is not None:
+        report.unconverted.append(location.display)
+        advice = resume_advice(location, destination)
+        if advice not in report.advice:
+            report.advice.append(advice)
+        return True
     try:
         levels = _level_arrays(documents, location, config.zarr_format)
     except Exception as error:
@@ -154,7 +175,6 @@ def _repair_image(
     if not levels:
         report.unrecoverable.append(f"{location.display}: its full-resolution level 0 is damaged")
         return False
-    group = GroupDocument.read(documents, location, config.zarr_format)
     attributes = group.attributes if group is not None else {}
     axes = _axes_of(levels[0], attributes)
     if axes is None:
