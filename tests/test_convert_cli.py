@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,54 @@ def test_an_object_store_url_that_names_no_store_is_refused(tmp_path: Path) -> N
         assert refused.returncode == 1, refused.stdout
         assert "component ending in .zarr" in refused.stderr and refused.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs", "x.tif"]
+
+
+MEASURE_CLI = """
+import re
+import sys
+
+from polystore.cli import main
+
+
+def peak() -> int:  # VmHWM starts anew at exec (ru_maxrss would carry the parent's peak)
+    with open("/proc/self/status") as status:
+        return int(re.search(r"VmHWM:\\s*(\\d+) kB", status.read()).group(1)) * 1024
+
+if __name__ == "__main__":
+    source, small, destination = sys.argv[1:]
+    assert main(["convert", small, destination + ".warm.zarr"]) == 0  # imports and first use
+    before = peak()
+    assert main(["convert", source, destination]) == 0
+    print(before, peak())
+"""
+
+
+def test_one_large_tiff_converts_with_bounded_memory(tmp_path: Path) -> None:
+    """`polystore convert big.tif out.zarr`, no options: read region by region, as a folder is;
+    it was loaded whole (the process's peak grew by the image)."""
+    shape = (8192, 32768)  # 512 MiB of uint16, a few MiB on disk
+    image = np.broadcast_to((np.arange(shape[1], dtype=np.uint16) % 4093)[None, :], shape)
+    tifffile.imwrite(tmp_path / "big.tif", image, tile=(512, 512), compression="zlib",
+                     compressionargs={"level": 1})
+    tifffile.imwrite(tmp_path / "small.tif", np.ones((2048, 2048), np.uint16))
+    (tmp_path / "measure.py").write_text(textwrap.dedent(MEASURE_CLI))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(tmp_path / "measure.py"), str(tmp_path / "big.tif"),
+                           str(tmp_path / "small.tif"), str(tmp_path / "big.zarr")],
+                          capture_output=True, text=True, timeout=600, env=environment)
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split()[-2:])
+    growth = after - before
+    assert growth < 192 * 2**20, f"peak grew {growth / 2**20:.0f} MiB, image {image.nbytes / 2**20:.0f} MiB"
+    group = zarr.open_group(tmp_path / "big.zarr", mode="r")
+    assert group.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "0"
+    assert np.array_equal(group["0"][4000:4100, 29000:29500], image[4000:4100, 29000:29500])
+
+
+def test_one_image_file_into_a_zarr_image_then_refused_unless_overwritten(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "x.tif", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    assert main(["convert", str(tmp_path / "x.tif"), str(tmp_path / "x.zarr")]) == 0
+    assert np.array_equal(zarr.open_group(tmp_path / "x.zarr", mode="r")["0"][:], np.arange(64).reshape(8, 8))
+    again = polystore("convert", "x.tif", "x.zarr", cwd=tmp_path)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert polystore("convert", "x.tif", "x.zarr", "--overwrite", cwd=tmp_path).returncode == 0

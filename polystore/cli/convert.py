@@ -57,17 +57,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _to_zarr_store(args: argparse.Namespace) -> bool:
-    """Whether this is a conversion to OME-Zarr (a folder, or any of its options given)."""
+    """Whether this is a conversion to OME-Zarr (a folder, any of its options given, or an
+    image file into a zarr image)."""
     asked = any(getattr(args, name) for name in ("workers", "scheduler", "resume", "overwrite", "convention",
                                                   "pattern", "levels", "chunks", "shards", "threads"))
     if not (os.path.isdir(args.source) or asked):
-        return False
+        return _image_to_zarr_image(args)
     if infer_backend(args.destination, args.backend) != "zarr":
         raise InvalidPathError(
             f"'{args.destination}': a folder (or an image, with these options) converts to an OME-Zarr "
             "store; give a destination ending in .zarr (plate.zarr, s3://bucket/plate.zarr)."
         )
     return True
+
+
+def _image_to_zarr_image(args: argparse.Namespace) -> bool:
+    """Whether the source is an image file the conversion reads region by region (TIFF, .npy)
+    going to a zarr image (a store, or a node no plate convention names): converted, so that
+    memory stays bounded by a region as for a folder, instead of loaded whole and saved."""
+    if not os.path.isfile(args.source) or infer_backend(args.destination, args.backend) != "zarr":
+        return False
+    from polystore.backends.zarr import ZarrBackend
+    from polystore.backends.zarr.plate import address_of
+    from polystore.distributed.sources import image_format, read_header
+    from polystore.ome import ngff
+    from polystore.plates import PlateNameError
+
+    if image_format(args.source) is None:
+        return False
+    axes = ngff.infer_axes(len(read_header(args.source).shape), args.axes)
+    if axes is None or not axes.endswith("yx"):
+        return False  # not an NGFF image: saved as a bare array, as before
+    backend = ZarrBackend()
+    try:
+        node = backend.locate(args.destination).node
+        return address_of(node, backend.config) is None  # a plate's plane: saved into its field
+    except (PlateNameError, InvalidPathError):
+        return False  # saving it says what is wrong with the name
 
 
 @contextmanager
