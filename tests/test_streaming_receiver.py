@@ -71,6 +71,36 @@ def test_a_header_without_an_id_is_refused_for_that_reason() -> None:
         receiver.stop()
 
 
+def test_a_receiver_that_cannot_open_its_sockets_says_why_in_our_errors(tmp_path: Path) -> None:
+    from polystore.exceptions import PolystoreError
+    from polystore.streaming.errors import AddressInUseError, StreamConfigError
+
+    port = free_port_block(2)
+    with StreamReceiver(port=port, bind=True).start():
+        with pytest.raises(AddressInUseError, match="the address is in use") as taken:
+            StreamReceiver(port=port, bind=True).start()
+        pull = StreamingBackend(mode="pull", port=port, bind=True)
+        with pytest.raises(AddressInUseError, match="pick another port"):
+            pull.inbox  # noqa: B018
+        pull.close()
+    assert isinstance(taken.value, PolystoreError) and isinstance(taken.value, OSError)
+    missing = f"ipc://{tmp_path}/no-such-folder/stream"
+    with pytest.raises(StreamConfigError, match="in a folder that exists") as bad:
+        StreamReceiver(host=missing, bind=True).start()
+    assert isinstance(bad.value, ValueError)
+
+
+def test_a_control_request_that_cannot_be_written_says_why_in_our_errors() -> None:
+    from polystore.exceptions import InvalidOptionError
+    from polystore.streaming.viewer import request
+
+    port = free_port_block(3)
+    with pytest.raises(InvalidOptionError, match="params must be JSON"):
+        request("127.0.0.1", port, "ping", {"when": object()}, timeout=1)
+    with pytest.raises(InvalidOptionError, match="buffers bytes-like"):
+        request("127.0.0.1", port, "put", buffers=[12], timeout=1)
+
+
 # ---- a message of many frames ----------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
-from polystore.streaming.errors import ProtocolError, StreamConfigError, StreamTimeoutError
+from polystore.streaming.errors import AddressInUseError, ProtocolError, StreamConfigError, StreamTimeoutError
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SHM_PREFIX,
@@ -83,6 +83,21 @@ class _UnroutedAcks:
         entry[1].append(message)
 
 
+def _open_error(error: Any, endpoints: Endpoints, bind: bool) -> Exception:
+    """What a user is told when a receiver's socket cannot be bound or connected (ZMQError)."""
+    addresses = f"{endpoints.data} (acks {endpoints.ack})"
+    if error.errno == zmq().EADDRINUSE:
+        return AddressInUseError(
+            f"Cannot receive on {addresses}: the address is in use. Another receiver or viewer "
+            "may be listening there: stream to it, stop it, or pick another port."
+        )
+    verb = "bind" if bind else "connect to"
+    return StreamConfigError(
+        f"Cannot {verb} {addresses}: {error.strerror}. Check the host (a name or address this "
+        "machine has, or ipc://<path> in a folder that exists) and the port."
+    )
+
+
 class Inbound:
     """A PULL socket plus the back channel for acknowledgements (one thread uses it at a time)."""
 
@@ -135,8 +150,10 @@ class Inbound:
             if bind:
                 ack_options[z.ROUTER_MANDATORY] = 1
             self._ack = self._link.open(z.ROUTER if bind else z.PUSH, endpoints.ack, ack_options)
-        except BaseException:
+        except BaseException as error:
             self.close()  # a taken address must not leave sockets, fds or an authenticator behind
+            if isinstance(error, z.ZMQError):
+                raise _open_error(error, endpoints, bind) from error
             raise
         # one poll(2) on the socket's signalling fd and the wake pipe: zmq.Poller would ask the
         # socket for its events before and after, a few system calls more per frame. The fd

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from polystore.exceptions import ViewerError, ViewerUnavailableError
+from polystore.exceptions import InvalidOptionError, ViewerError, ViewerUnavailableError
 from polystore.streaming._zmq import zmq
 from polystore.streaming.endpoints import Link, control_address
 from polystore.streaming.protocol import (
@@ -239,8 +239,15 @@ def request(
     link = Link(host, serve=False, curve=curve)
     try:
         socket = link.open(z.REQ, address, {z.MAXMSGSIZE: max_reply_bytes + MAX_HEADER_BYTES})
-        message = json.dumps({"v": CONTROL_VERSION, "op": op, "params": dict(params or {})}).encode()
-        socket.send_multipart([message, *buffers], copy=False)
+        try:
+            message = json.dumps({"v": CONTROL_VERSION, "op": op, "params": dict(params or {})}).encode()
+            parts = [message, *(memoryview(buffer) for buffer in buffers)]
+        except (TypeError, ValueError) as error:
+            raise InvalidOptionError(
+                f"Cannot ask {address} for {op!r}: params must be JSON (str, numbers, lists, dicts) "
+                f"and buffers bytes-like (bytes, a contiguous NumPy array) ({error})"
+            ) from error
+        socket.send_multipart(parts, copy=False)
         if not socket.poll(int(timeout * 1000), z.POLLIN):
             raise ViewerUnavailableError(f"No viewer answered {op!r} at {address} within {timeout:g} s.")
         frames = socket.recv_multipart(copy=True)
