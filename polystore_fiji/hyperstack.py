@@ -302,15 +302,16 @@ class HyperstackAssembler:
         """Bring every window's image up to date now (event thread): before answering a
         question about the windows, so that the answer includes every frame placed so far.
 
-        Drawing the newest planes follows at the display rate (:meth:`_update_soon`), not in
-        the question's time: a 2048x2048 redraw costs the event thread 10-60 ms, and what the
-        window holds is already what the answer says. A window that fails is logged and left
-        as it is: one window must not fail every answer about the others."""
+        The newest planes are drawn by an event of their own, queued now: right after the
+        answer, not in its time (a 2048x2048 redraw costs the event thread 10-60 ms), and not
+        at the display rate either (a question is where a pipeline stops to look, as at the end
+        of a stream). A window that fails is logged and left as it is: one window must not fail
+        every answer about the others."""
         with self._placing:
             for window in list(self.windows.values()):
                 try:
                     if (window.changed or window.grown or window.imp is None) and not window.sync():
-                        self._draw_later(window)  # (a window shown just now drew its newest plane)
+                        self._schedule(window, 0.0)  # (a window shown just now drew its newest plane)
                 except Exception:
                     logger.exception("could not bring window '%s' up to date", window.title)
 
@@ -324,13 +325,6 @@ class HyperstackAssembler:
         """The ImagePlus of every window there is (not those closed in ImageJ)."""
         with self._placing:
             return [imp for imp in (w.image() for w in self.windows.values()) if imp is not None]
-
-    def _draw_later(self, window: HyperstackWindow) -> None:
-        """Draw ``window`` within the display rate (see :meth:`_update_soon`), on its own event."""
-        if window.draw_scheduled:
-            return
-        interval = max(1.0 / self.max_draw_rate, UPDATE_DUTY_DIVISOR * window.update_cost)
-        self._schedule(window, max(0.0, window.last_draw + interval - time.monotonic()))
 
     def _update_soon(self, window: HyperstackWindow) -> None:
         """Update and draw the window now if it was not drawn within 1/max_draw_rate s, else
@@ -364,6 +358,9 @@ class HyperstackAssembler:
             except Exception:
                 logger.exception("could not update window '%s'", window.title)
 
+        if wait <= 0:
+            run_later(draw_now)  # (a draw due later finds this one done, and does nothing)
+            return
         timer = threading.Timer(wait, lambda: run_later(draw_now))
         timer.daemon = True
         timer.start()
