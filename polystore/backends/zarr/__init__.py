@@ -388,9 +388,13 @@ class ZarrBackend(StorageBackend):
         progress: bool = False,
         max_workers: int | None = None,
         cast: bool = False,
+        client: Any = None,
         **kwargs: Any,
     ) -> None:
-        """Save many items; planes of one plate field are assembled and written together."""
+        """Save many items; planes of one plate field are assembled and written together.
+        ``client`` (a dask.distributed Client): the plate's fields are written on its cluster,
+        one task per field, the planes scattered to the workers (polystore.distributed.batch);
+        other items are saved here."""
         fields: dict[tuple[str, str], list[tuple[PlaneAddress, Any]]] = {}
         others: list[tuple[Any, PathLike]] = []
         for data, path in zip(list(data_list), list(file_paths), strict=True):
@@ -411,13 +415,18 @@ class ZarrBackend(StorageBackend):
             written.setdefault(store, []).append((first.row, first.column, first.field))
 
         try:
-            # fields in parallel: while one thread waits on I/O another compresses (the codecs
-            # release the GIL); one thread per core, as compression is CPU-bound
-            run_batch(
-                "save_batch", write_field, list(fields.items()), path_of=lambda entry: entry[0][1],
-                parallel=len(fields) > 1, progress=progress,
-                max_workers=max_workers if max_workers is not None else (os.cpu_count() or 1),
-            )
+            if client is not None:
+                from polystore.distributed.batch import save_fields
+
+                save_fields(client, self, list(fields.items()), spec, cast, progress, written)
+            else:
+                # fields in parallel: while one thread waits on I/O another compresses (the
+                # codecs release the GIL); one thread per core, as compression is CPU-bound
+                run_batch(
+                    "save_batch", write_field, list(fields.items()), path_of=lambda entry: entry[0][1],
+                    parallel=len(fields) > 1, progress=progress,
+                    max_workers=max_workers if max_workers is not None else (os.cpu_count() or 1),
+                )
         finally:
             # the wells' and plate's metadata once per store for the whole batch (one lock,
             # one read-modify-write); also after an error, for the fields written

@@ -1,0 +1,66 @@
+"""``ZarrBackend.save_batch(..., client=...)`` (and ``FileManager.save_batch``): a batch of
+in-memory planes of a zarr plate written on a dask cluster, one task per field, the planes
+scattered to the workers; the client then records the fields in the wells' and plate's
+metadata once, as ``save_batch`` does on threads.
+
+Not the conversion's plate job (:mod:`polystore.distributed.plate_job`): that one plans the
+whole plate from files, creates every field first and owns every key without locks, which
+needs the plate's shape before a pixel is read. A batch may add to a plate that exists and
+grow its fields, so each task writes its field as ``save_batch`` does in one process (the
+plate writer's ``save_batch_field``, under its field lock): the same bytes, on the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.image import ImageSpec
+from polystore.backends.zarr.plate import PlaneAddress
+from polystore.distributed.runner import run
+from polystore.distributed.tasks import Outcome, Target, portable
+from polystore.exceptions import BatchError, BatchFailure
+from polystore.lazy import optional_import
+
+Field = tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]
+"""((store, field path), [(plane address, data)]): one field's planes of a batch."""
+
+
+def write_planes(target: Target, name: str, planes: list[tuple[PlaneAddress, Any]], spec: ImageSpec,
+                 cast: bool) -> Outcome:
+    """On a worker: one field's planes written into its image (created or grown)."""
+    try:
+        backend = target.backend()
+        backend.plates.save_batch_field(target.store, planes, target.config, spec, cast=cast)
+    except Exception as error:  # reported with the others by the client, as save_batch does
+        return Outcome(name, portable(error))
+    return Outcome(name)
+
+
+def save_fields(client: Any, backend: ZarrBackend, fields: Sequence[Field], spec: ImageSpec, cast: bool,
+                progress: bool, written: dict[str, list[tuple[str, str, int]]]) -> None:
+    """Write ``fields`` on ``client``'s cluster, adding each field written to ``written``
+    (store: [(row, column, field)], for the caller to commit). Raises BatchError naming
+    every field that failed (as save_batch on threads does), after the others are written."""
+    delayed = optional_import("dask", extra="distributed", purpose="save_batch(client=...)").delayed
+    tasks = []
+    for index, ((store, _field_path), planes) in enumerate(fields):
+        target = Target(store, backend.config, backend.storage_options, type(backend))
+        # the planes go to the cluster as data of their own, not pickled into the task graph
+        scattered = client.scatter([data for _address, data in planes])
+        pairs = [(address, future) for (address, _data), future in zip(planes, scattered, strict=True)]
+        task = delayed(write_planes, pure=False)(
+            delayed(target, traverse=False), str(index), pairs, delayed(spec, traverse=False), cast)
+        tasks.append((str(index), task))
+    outcomes = {int(o.task): o for o in run(tasks, client, progress=progress, what="fields")}
+    failures: list[BatchFailure] = []
+    for index, ((store, field_path), planes) in enumerate(fields):
+        error = outcomes[index].error
+        if error is None:
+            first = planes[0][0]
+            written.setdefault(store, []).append((first.row, first.column, first.field))
+        else:
+            failures.append(BatchFailure(index, field_path, error))
+    if failures:
+        raise BatchError("save_batch", failures, len(fields)) from failures[0].error
