@@ -2,8 +2,10 @@
 
 For a plate or image left part-written by writers that were killed: every image's multiscales
 from its levels, the wells' and plate's lists from the fields present, and the lock objects
-and temporary files of writers that are gone removed. Prints what it changed and what it could
-not save; exit status 1 if anything could not be saved.
+and temporary files of writers that are gone removed. Images an unfinished ``polystore
+convert`` left are left marked incomplete, with the advice to resume it (only the conversion
+has their pixels). Prints what it changed, what it could not save and what is not converted
+yet; exit status 1 if anything could not be saved or is not converted yet.
 """
 
 from __future__ import annotations
