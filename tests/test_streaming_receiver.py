@@ -337,3 +337,23 @@ def test_a_two_place_save_gives_each_backend_its_own_options(tmp_path: Path) -> 
         assert items[0].kind == "labels"
     finally:
         demo.close(0)
+
+
+# ---- endpoints -------------------------------------------------------------------------------
+
+
+def test_free_ports_finds_the_ports_endpoints_derives() -> None:
+    import socket
+
+    from polystore.exceptions import InvalidOptionError
+    from polystore.streaming.endpoints import Endpoints
+    from polystore.streaming.viewer import free_ports
+
+    endpoints = Endpoints("127.0.0.1", free_ports(3))
+    assert len(endpoints.ports) == 3
+    with contextlib.ExitStack() as held:
+        for port in endpoints.ports:  # each is free: binding them all succeeds
+            held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+    assert Endpoints("ipc:///tmp/polystore-x").ports == ()
+    with pytest.raises(InvalidOptionError, match="3 channels"):
+        free_ports(4)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from polystore.atomic import file_lock
-from polystore.exceptions import ViewerError, ViewerUnavailableError
+from polystore.exceptions import InvalidOptionError, ViewerError, ViewerUnavailableError
 from polystore.streaming.endpoints import Endpoints
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ def free_ports(count: int = 3, host: str = "127.0.0.1", preferred: Sequence[int]
     control: a viewer needs all three, a plain stream two) have free ports on ``host``; the
     first of ``preferred`` that fits, else one the system picks."""
     if not 1 <= count <= len(Endpoints(host).ports):
-        raise ViewerError(f"a stream has {len(Endpoints(host).ports)} channels; asked for {count}")
+        raise InvalidOptionError(f"free_ports(count={count}): a stream has "
+                                 f"{len(Endpoints(host).ports)} channels (data, acks, control); "
+                                 "ask for 1 to that many")
 
     def all_free(base: int) -> bool:
         ports = Endpoints(host, base).ports[:count]
