@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fiji_helpers import requires_imagej, running_bridge
 
-from polystore.exceptions import InvalidOptionError, ViewerError
+from polystore.exceptions import InvalidOptionError, UnsupportedDataError, ViewerError
 from polystore_fiji.backend import FijiStreamingBackend
 from polystore_fiji.client import FijiClient
 from polystore_fiji.jvm import JVM_OPTIONS_ENV
@@ -215,3 +215,24 @@ def test_empty_tables_arrive_empty_and_empty_streamed_images_are_refused(
     status = settle(bridge)
     assert status["failed"] == before + 1
     assert "has shape (0, 5): an image has at least one pixel along Y and X" in status["last_error"]
+
+
+def test_a_tables_columns_come_back_in_their_order_and_as_text_or_numbers(
+    bridge: FijiClient, send: Callable[..., None]
+) -> None:
+    """ImageJ lists row labels first and keeps text cells apart from numbers: the columns come
+    back as sent, a text column with no text in it (all missing) included."""
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({
+        "area": [1.5, 2.5], "Label": ["a", "b"], "note": pandas.Series([None, None], dtype=object),
+        "word": ["NaN", "1.5"], "empty": [np.nan, np.nan],
+    })
+    send(frame, "order/table.csv")
+    columns = bridge.results_columns("order/table")
+    assert columns is not None and list(columns) == ["area", "Label", "note", "word", "empty"]
+    assert columns["note"] == ["", ""] and columns["word"] == ["NaN", "1.5"]
+    assert columns["Label"] == ["a", "b"]
+    np.testing.assert_array_equal(columns["area"], [1.5, 2.5])
+    assert isinstance(columns["empty"], np.ndarray) and np.isnan(columns["empty"]).all()
+    with pytest.raises(UnsupportedDataError, match="has no name"):
+        send(pandas.DataFrame({" ": [1.0]}), "order/blank.csv")
