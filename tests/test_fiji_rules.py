@@ -148,3 +148,20 @@ def test_names_with_digits_that_are_no_numbers_sort_as_text() -> None:
     assert sorted([plain.channel, squared.channel]) == [squared.channel, plain.channel]  # 1 before 12
     row_as_list = WindowPlacer().place("odd/row.tif", {"row": [1], "column": 2})
     assert row_as_list.title == "odd/row"  # a header that is no plate position: the path places it
+
+
+def test_a_window_refuses_more_positions_than_it_may_hold() -> None:
+    """Every combination of the channels, z and frames named is a position: 41 items each naming
+    a new one of each would make 41**3 = 68921 positions, over MAX_WINDOW_PLANES (no JVM: the
+    check comes before anything is made)."""
+    from polystore.exceptions import LimitExceededError
+    from polystore_fiji.window import MAX_WINDOW_PLANES, HyperstackWindow, PreparedPlane
+
+    window = HyperstackWindow("w", 1, 1, np.dtype(np.uint16), np.dtype(np.uint16), False, show=False)
+    for index in range(40):
+        window.put([PreparedPlane(PlaneKey.of(index, index, index), None, f"p{index}", None, index, (1, 1))])
+    assert window.sizes == (40, 40, 40) and 40**3 <= MAX_WINDOW_PLANES < 41**3
+    refused = f"to 41 channels x 41 z x 41 frames .*limit of {MAX_WINDOW_PLANES} positions"
+    with pytest.raises(LimitExceededError, match=refused):
+        window.put([PreparedPlane(PlaneKey.of(40, 40, 40), None, "p40", None, 40, (1, 1))])
+    assert window.sizes == (40, 40, 40)  # nothing of the refused plane recorded
