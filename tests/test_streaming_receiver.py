@@ -357,3 +357,37 @@ def test_free_ports_finds_the_ports_endpoints_derives() -> None:
     assert Endpoints("ipc:///tmp/polystore-x").ports == ()
     with pytest.raises(InvalidOptionError, match="3 channels"):
         free_ports(4)
+
+
+def test_a_sender_refuses_a_message_of_many_frames_on_its_ack_socket_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import numpy as np
+
+    from polystore.streaming.endpoints import Endpoints
+
+    port = free_port_block(2)
+    backend = StreamingBackend(port=port)
+    caplog.set_level("WARNING", logger="polystore.streaming.sender")
+    rogue = _push(port + 1)  # onto the sender's bound ack socket, as anything local could
+    try:
+        with StreamReceiver(port=port).start(lambda item: None):
+            backend.save(np.zeros(4), "first.npy", wait_for_ack=True, timeout=30)
+            assert Endpoints("127.0.0.1", port).ack == f"tcp://127.0.0.1:{port + 1}"
+            rogue.send_multipart([b"{}"] * 1000)
+
+            def refused() -> bool:
+                backend.save(np.zeros(4), "next.npy", wait_for_ack=True, timeout=30)
+                return any("ack" in record.getMessage() for record in caplog.records)
+
+            _wait_for(refused, "the sender to read the rogue message")
+            backend.save(np.zeros(4), "last.npy", wait_for_ack=True, timeout=30)
+        messages = [record.getMessage() for record in caplog.records]
+        # one warning naming the message, not one per frame
+        assert [m for m in messages if "acknowledgement" in m] == [
+            f"ignored a message of 1000 frames (1998 bytes past the first) on the ack socket "
+            f"tcp://127.0.0.1:{port + 1}: an acknowledgement is one frame"
+        ]
+    finally:
+        rogue.close()
+        backend.close(0)

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from polystore.exceptions import StorageIOError
-from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, SNDMORE, zmq
+from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, SNDMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.errors import (
     AddressInUseError,
@@ -774,11 +774,26 @@ class Sender:
         # asking for EVENTS costs a fraction of a recv that raises Again
         while budget and socket.getsockopt(EVENTS) & POLLIN:
             budget -= 1
-            ack = self._ack_reader.decode(socket.recv())
+            raw = socket.recv()
+            if socket.getsockopt(RCVMORE):
+                self._refuse_multipart_ack()
+                continue
+            ack = self._ack_reader.decode(raw)
             if ack is None:
                 logger.warning("ignored a malformed acknowledgement")
             elif ack.stream == self.stream:  # others are meant for an earlier sender on this port
                 self._on_ack(ack)
+
+    def _refuse_multipart_ack(self) -> None:
+        """An ack is one frame: read the rest of a longer message one frame at a time, keep none
+        of it, and say so once (libzmq caps each frame, not a message: docs/streaming.md)."""
+        assert self._acks is not None
+        frames, size = 1, 0
+        while self._acks.getsockopt(RCVMORE):
+            size += len(self._acks.recv(copy=False))
+            frames += 1
+        logger.warning("ignored a message of %d frames (%d bytes past the first) on the ack socket "
+                       "%s: an acknowledgement is one frame", frames, size, self.endpoints.ack)
 
     def _on_ack(self, ack: Ack) -> None:
         if ack.id is not None:
