@@ -157,7 +157,8 @@ with StreamingBackend(port=int(sys.argv[1]), transport="inline") as backend:
 """
 
 
-def test_pull_load_keeps_a_bounded_number_of_other_paths_items() -> None:
+def test_pull_load_keeps_a_bounded_number_of_other_paths_items(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="polystore.streaming.receiver")
     port = free_port_block(2)
     pull = StreamingBackend(mode="pull", port=port, inbox_items=8, inbox_bytes=5000)
     sender = subprocess.Popen([sys.executable, "-c", _PUSH_MANY, str(port)])
@@ -167,6 +168,11 @@ def test_pull_load_keeps_a_bounded_number_of_other_paths_items() -> None:
         # bytes bind first: 5 items of 1000 bytes; the newest kept, the oldest dropped
         assert kept == sorted(f"other/{index}.npy" for index in range(35, 40))
         assert pull.inbox_dropped == 35
+        messages = [record.getMessage() for record in caplog.records]
+        drops = [message for message in messages if "dropped a kept item" in message]
+        assert [message.rsplit("(", 1)[1] for message in drops] == [
+            f"{count} dropped so far)" for count in (1, 2, 4, 8, 16, 32)
+        ]
         assert pull.load("other/35.npy").tolist() == [35] * 1000
         assert pull.inbox.kept_bytes == 4000
     finally:

@@ -539,7 +539,7 @@ class PathInbox:
     Waiting for one path keeps the items of others that arrive first, at most ``max_items``
     items and ``max_bytes`` bytes of them: beyond either, the oldest kept item is dropped (a
     sender streams faster than ``load`` asks for it; what is newest is what a reader wants),
-    counted in ``dropped`` and logged.
+    counted in ``dropped`` and logged (at the 1st, 2nd, 4th, 8th... drop).
     """
 
     def __init__(self, inbound: Inbound, recv_timeout: float, *, max_items: int = DEFAULT_INBOX_ITEMS,
@@ -592,6 +592,8 @@ class PathInbox:
             oldest = self._order[0]
             self._pop(oldest.path)
             self.dropped += 1
+            if self.dropped & (self.dropped - 1):
+                continue  # logged at 1, 2, 4, 8... drops: a fast stream must not flood the log
             logger.warning(
                 "pull stream: dropped a kept item of %r (%d bytes): more than %d items or %d bytes "
                 "wait for paths nobody loaded (%d dropped so far)",
