@@ -315,6 +315,13 @@ def test_a_port_another_program_holds_is_a_clear_error(
     backend.close(0)
 
 
+def test_an_address_that_cannot_be_bound_is_a_clear_error(tmp_path: Path) -> None:
+    backend = StreamingBackend(host=f"ipc://{tmp_path}/no-such-folder/stream")
+    with pytest.raises(StreamConfigError, match=r"Cannot bind ipc://.*Check host and port"):
+        backend.save(np.arange(1), "x.npy")
+    backend.close(0)
+
+
 ORDER_RECEIVER = """
 import sys
 from polystore.streaming import StreamReceiver

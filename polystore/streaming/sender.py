@@ -404,7 +404,10 @@ class Sender:
 
     def _open(self) -> None:
         z = zmq()
-        link = Link(self.endpoints.host, serve=self.bind, curve=self.curve)
+        try:
+            link = Link(self.endpoints.host, serve=self.bind, curve=self.curve)
+        except z.ZMQError as error:
+            raise self._open_error(error) from error
         try:
             self._out = link.open(z.PUSH, self.endpoints.data, {
                 z.SNDHWM: self.high_water_mark, z.LINGER: int(self.linger * 1000),
