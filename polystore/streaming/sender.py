@@ -748,12 +748,14 @@ class Sender:
         monitor = self._monitor
         if monitor is None:
             return
+        from zmq.utils.monitor import parse_monitor_message
+
         for _ in range(READ_LIMIT):
             if not monitor.getsockopt(EVENTS) & POLLIN:
                 return
-            frames = monitor.recv_multipart()
-            event, peer = int.from_bytes(frames[0][:2], "little"), int.from_bytes(frames[0][2:6], "little")
-            if event != EVENT_DISCONNECTED:
+            event = parse_monitor_message(monitor.recv_multipart())
+            peer = event["value"]  # the connection's file descriptor
+            if event["event"] != EVENT_DISCONNECTED:
                 self._peers.add(peer)
                 continue
             self._peers.discard(peer)
