@@ -7,6 +7,10 @@ levels. napari draws the level that suits the zoom and reads only the chunks in 
 a plate reads its coarsest level, not every field at full size. A plate written without a
 pyramid gets coarser levels by striding the full one (the same data, less to draw; reading
 still touches whole chunks: write plates with ``pyramid_levels`` for fast overviews).
+
+A plate being converted (``polystore convert``) lists every field from the start, each marked
+incomplete until written: the overview shows it filling (unwritten pixels as 0), and a field
+counts as arrived (the plate map) only once its mark is gone.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import os
 from typing import Any
 
+from polystore.backends.zarr.marks import is_incomplete
 from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.plates import PlateNameError, well_name
@@ -59,8 +64,19 @@ def _fields(backend: Any, well_path: str) -> list[str]:
     return [str(image["path"]) for image in well.get("images", []) if "path" in image]
 
 
+def _arrived(backend: Any, well_path: str, fields: list[str]) -> list[int]:
+    """The fields of a well that are written whole: listed, and not marked incomplete."""
+    def written(field: str) -> bool:
+        try:
+            return not is_incomplete(backend.attributes(f"{well_path}/{field}"))
+        except (FileNotFoundError, KeyError):
+            return False
+
+    return sorted(int(f) if f.isdigit() else i for i, f in enumerate(fields) if written(f))
+
+
 def store_arrivals(path: str, backend: Any = None) -> dict[str, list[int]]:
-    """Well -> the fields a plate in a store lists now (reading metadata documents only)."""
+    """Well -> the fields of a plate in a store written so far (reading metadata documents only)."""
     if backend is None:
         from polystore.backends.zarr import ZarrBackend
 
@@ -69,7 +85,7 @@ def store_arrivals(path: str, backend: Any = None) -> dict[str, list[int]]:
     arrived: dict[str, list[int]] = {}
     for well_path, name, _, _ in _wells(plate):
         fields = _fields(backend, f"{path}/{well_path}")
-        arrived[name] = sorted(int(f) if f.isdigit() else i for i, f in enumerate(fields))
+        arrived[name] = _arrived(backend, f"{path}/{well_path}", fields)
     return arrived
 
 
@@ -88,7 +104,8 @@ def read_plate_overview(backend: Any, path: str, attributes: dict[str, Any]) -> 
     stored = min(len(ngff.multiscale_paths(backend.attributes(f"{path}/{w[0]}/{f}")) or [0])
                  for w, names in present for f in names)
     levels: dict[tuple[str, str], list[Any]] = {
-        (w[1], f): [backend.load(f"{path}/{w[0]}/{f}", level=level, lazy=True) for level in range(stored)]
+        (w[1], f): [backend.load(f"{path}/{w[0]}/{f}", level=level, lazy=True, incomplete=True)
+                    for level in range(stored)]
         for w, names in present for f in names
     }
     arrays = [stack[0] for stack in levels.values()]
@@ -138,8 +155,7 @@ def read_plate_overview(backend: Any, path: str, attributes: dict[str, Any]) -> 
     described = {
         "series": name,
         "components": {axis: list(range(lead[axes.index(axis)])) for axis in leading},
-        "arrived": {w[1]: sorted(int(f) if f.isdigit() else i for i, f in enumerate(names))
-                    for w, names in present},
+        "arrived": {w[1]: _arrived(backend, f"{path}/{w[0]}", names) for w, names in present},
         "overview": {"grid": {w[1]: [w[2], w[3]] for w, _ in present},
                      "tile": [grid_rows * tile_h, grid_columns * tile_w],
                      "store": path},

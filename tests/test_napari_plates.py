@@ -228,3 +228,40 @@ def test_an_ome_zarr_plate_opens_as_a_tiled_overview(
     plate_map._store_checked.clear()
     qtbot.waitUntil(lambda: (plate_map.refresh(), plate_map.view is not None
                              and "C05" in plate_map.view.arrived)[1], timeout=10_000)
+
+
+def test_a_plate_a_conversion_is_filling_opens_with_its_unwritten_fields_blank(
+    make_napari_viewer: Any, qtbot: Any, tmp_path: Path
+) -> None:
+    import tifffile
+
+    from polystore.distributed import ConversionError, convert
+
+    source = tmp_path / "tiffs"
+    source.mkdir()
+    tile = (64, 80)
+    for well, value in (("A01", 11), ("B03", 22)):
+        for field in (1, 2):
+            tifffile.imwrite(source / f"{well}_s{field}_w1.tif", np.full(tile, value + field, np.uint16))
+    # one file cut short: its field is planned and listed, never written (as a stopped job's)
+    damaged = source / "B03_s2_w1.tif"
+    damaged.write_bytes(damaged.read_bytes()[:-200])
+    with pytest.raises(ConversionError):
+        convert(source, tmp_path / "plate.zarr", levels=1)
+
+    viewer = make_napari_viewer(show=False)
+    plate_map = PlateMapWidget(viewer)
+    viewer.window.add_dock_widget(plate_map, name="Plate map")
+    (layer,) = viewer.open(str(tmp_path / "plate.zarr"), plugin="polystore")
+    mosaic = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+    assert mosaic.shape[-2:] == (2 * tile[0], 2 * 2 * tile[1])
+    a01, b03 = mosaic[..., : tile[0], :], mosaic[..., tile[0] :, 2 * tile[1] :]
+    assert (a01[..., : tile[1]] == 12).all() and (a01[..., tile[1] : 2 * tile[1]] == 13).all()
+    assert (b03[..., : tile[1]] == 23).all() and (b03[..., tile[1] :] == 0).all()  # not yet written
+    plate_map.refresh()
+    assert plate_map.view is not None and plate_map.view.arrived == {"A01": [0, 1], "B03": [0]}
+    # read as data, the unfinished field is refused, not zeros
+    from polystore.exceptions import CorruptDataError
+
+    with pytest.raises(CorruptDataError, match="resume"):
+        ZarrBackend(tmp_path).load("plate.zarr/B/03/1")

@@ -134,20 +134,23 @@ class ZarrBackend(StorageBackend):
         raise StorageFileNotFoundError(location.display, "zarr") from error
 
     # -- reading -------------------------------------------------------------------------
-    def _resolve_array(self, location: Location, level: int) -> tuple[Any, tuple[int, ...]]:
-        """The zarr array behind ``location`` and, for a plate plane name, its index."""
+    def _resolve_array(self, location: Location, level: int,
+                       incomplete: bool = False) -> tuple[Any, tuple[int, ...]]:
+        """The zarr array behind ``location`` and, for a plate plane name, its index (an image
+        marked incomplete only if ``incomplete``, see :meth:`load`)."""
         address = address_of(location.node, self.config)
         plane_name = address is not None and address.field_path != location.node
         if address is not None and plane_name:
             # the plane's field first, where save puts it: looking for a node of the name
             # itself first costs a request per metadata document on object storage
-            field = self.documents.image_level_array(Location(location.store, address.field_path), level)
+            field = self.documents.image_level_array(Location(location.store, address.field_path), level,
+                                                     incomplete=incomplete)
             inside = field is not None and all(
                 i < s for i, s in zip(address.plane_index, field.shape, strict=False))
             if inside:
                 return field, address.plane_index
         else:
-            level_array = self.documents.image_level_array(location, level)
+            level_array = self.documents.image_level_array(location, level, incomplete=incomplete)
             if level_array is not None:
                 return level_array, ()
         try:
@@ -156,20 +159,21 @@ class ZarrBackend(StorageBackend):
             if address is None or not plane_name:
                 raise
             field_location = Location(location.store, address.field_path)
-            level_array = self.documents.image_level_array(field_location, level)
+            level_array = self.documents.image_level_array(field_location, level, incomplete=incomplete)
             if level_array is None:
-                level_array = self._level_array(self._open_node(field_location), level, location)
+                level_array = self._level_array(self._open_node(field_location), level, location,
+                                                incomplete)
             if any(i >= s for i, s in zip(address.plane_index, level_array.shape, strict=False)):
                 raise StorageFileNotFoundError(location.display, "zarr") from None
             return level_array, address.plane_index
-        return self._level_array(node, level, location), ()
+        return self._level_array(node, level, location, incomplete), ()
 
-    def _level_array(self, node: Any, level: int, location: Location) -> Any:
+    def _level_array(self, node: Any, level: int, location: Location, incomplete: bool) -> Any:
         if _is_array(node):
             return node
         if _is_image(node):
             attributes = dict(node.attrs)
-            if is_incomplete(attributes):
+            if is_incomplete(attributes) and not incomplete:
                 raise incomplete_error(location, attributes)
             paths = ngff.multiscale_paths(attributes)
             if not 0 <= level < len(paths):
@@ -187,15 +191,19 @@ class ZarrBackend(StorageBackend):
         lazy: bool = False,
         selection: Any = None,
         framework: str | None = None,
+        incomplete: bool = False,
         **kwargs: Any,
     ) -> Any:
         """The array at ``file_path`` (an OME-Zarr image's full resolution, or ``level``).
 
         ``lazy=True`` returns a dask array (reading nothing yet); ``selection`` (e.g.
-        ``np.s_[0, 5]``) reads only the chunks it touches.
+        ``np.s_[0, 5]``) reads only the chunks it touches. An image a conversion has not
+        finished (or a writer stopped replacing) is refused with CorruptDataError saying what
+        to run, unless ``incomplete=True``: then what is written so far is read and the rest
+        reads as 0 (for a viewer watching a plate fill, never as data).
         """
         location = self.locate(file_path)
-        array, plane = self._resolve_array(location, level)
+        array, plane = self._resolve_array(location, level, incomplete)
         if lazy:
             dask_array = optional_import("dask.array", extra="zarr", purpose="lazy=True")
             result = dask_array.from_zarr(array)
