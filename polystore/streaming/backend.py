@@ -108,7 +108,8 @@ class StreamingBackend(StorageBackend):
     """A viewer: ``FileManager.save(..., backend=(storage, viewer))`` sends it the newest frames
     only (``policy="latest"``), so that it never slows the storage side."""
     STREAM_ONLY_OPTIONS: ClassVar[frozenset[str]] = STREAM_ONLY_OPTIONS
-    """What a two-place save keeps from the storage side (see :meth:`FileManager.save`)."""
+    """What a two-place save keeps from the storage side (see
+    :meth:`~polystore.filemanager.FileManager.save`)."""
 
     def __init__(
         self,

@@ -105,7 +105,7 @@ class ViewerStreamingBackend(StreamingBackend):
         When none answers, the answer is remembered: calls in the next ``absent_backoff``
         seconds raise at once instead of waiting ``probe_timeout`` each (a two-place save of
         every frame would otherwise pay it per frame); each check that fails doubles the
-        wait, up to :data:`MAX_ABSENT_BACKOFF_S`.
+        wait, up to ``MAX_ABSENT_BACKOFF_S``.
         """
         if self.viewer is not None:
             return self.viewer
