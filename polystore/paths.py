@@ -13,6 +13,7 @@ import functools
 import os
 import posixpath
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from polystore.exceptions import (
     InvalidPathError,
@@ -88,24 +89,42 @@ def matches(name: str, pattern: str | None, extensions: tuple[str, ...] | None) 
     return pattern is None or fnmatch.fnmatchcase(name, pattern)
 
 
+class VirtualPath(NamedTuple):
+    """A path in a backend's own namespace, checked and normalised."""
+
+    key: str
+    """The normalised ``/a/b`` form."""
+    names_directory: bool
+    """Whether the path as given ends in ``/`` after a name (see :func:`names_directory`)."""
+
+
 def virtual_path(path: str | os.PathLike[str]) -> str:
     """Normalise a path in a backend's own namespace to ``/a/b`` form.
 
     ``a/b``, ``/a/b`` and ``a//b/./`` are the same entry; a path that climbs above the
     root with ``..`` raises :class:`PathEscapeError`.
     """
-    return _virtual_path(given_path(path))
+    return parse_virtual(path).key
+
+
+def parse_virtual(path: str | os.PathLike[str]) -> VirtualPath:
+    """:func:`virtual_path` and :func:`names_directory` of ``path`` in one step."""
+    # a plain str is checked here as given_path checks it, saving a call on every operation
+    if type(path) is str and "\0" not in path:
+        return _parse_virtual(path)
+    return _parse_virtual(given_path(path))
 
 
 @functools.lru_cache(maxsize=8192)
-def _virtual_path(text: str) -> str:
+def _parse_virtual(text: str) -> VirtualPath:
     # memoised: in-memory backends normalise a path on every call, and a pipeline uses the
     # same paths over and over (an error is never cached, so '..' raises every time)
     relative = text.lstrip("/")
     normalized = posixpath.normpath(relative) if relative else "."
     if normalized == ".." or normalized.startswith("../"):
         raise escape_error(text, "/", " (it climbs above it with '..')")
-    return "/" if normalized == "." else "/" + normalized
+    key = "/" if normalized == "." else "/" + normalized
+    return VirtualPath(key, names_directory(text))
 
 
 def join_given(directory: str | os.PathLike[str], relative: str) -> str:

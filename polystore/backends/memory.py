@@ -1,6 +1,6 @@
 """Objects held in a dict, with directories, behaving like the disk backend.
 
-Keys are normalised ``/a/b`` paths; directories are entries holding a :class:`_Directory`
+Keys are normalised ``/a/b`` paths; directories are entries holding a :class:`DirectoryMarker`
 marker, and every directory's parents exist. Objects are stored as given, in their own
 framework: a torch tensor comes back as that same tensor, a CuPy array stays on its GPU.
 
@@ -31,11 +31,11 @@ from typing import Any
 
 from polystore.arrays import convert, copy_array
 from polystore.backends.memory_tree import (
+    DirectoryMarker,
     MemoryManager,
     Tree,
     TreeProxy,
     TreeRefusal,
-    is_directory,
     is_proxy,
 )
 from polystore.base import FileStat, PathLike, StorageBackend
@@ -52,8 +52,8 @@ from polystore.paths import (
     given_path,
     join_given,
     matches,
-    names_directory,
     normalize_extensions,
+    parse_virtual,
     refuse_directory_path,
     virtual_path,
 )
@@ -126,17 +126,18 @@ class MemoryBackend(StorageBackend):
     # -- read ----------------------------------------------------------------------------
     def load(self, file_path: PathLike, *, framework: str | None = None, **kwargs: Any) -> Any:
         # docstring inherited
+        key, names_dir = parse_virtual(file_path)
         try:
-            value = self._tree.get(virtual_path(file_path))
+            value = self._tree.get(key)
         except TreeRefusal as refusal:
             raise _error(refusal, file_path) from None
-        if is_directory(value):
+        if isinstance(value, DirectoryMarker):
             raise IsADirectoryStorageError(
                 f"'{file_path}' is a directory; load a file inside it (see list_files)."
             )
-        if names_directory(given_path(file_path)):
+        if names_dir:
             raise NotADirectoryStorageError(f"'{file_path}' ends with '/', but it is a file.")
-        return convert(value, framework)
+        return value if framework is None else convert(value, framework)
 
     def list_files(
         self,
@@ -167,11 +168,13 @@ class MemoryBackend(StorageBackend):
             raise _error(refusal, path) from None
 
     def exists(self, path: PathLike) -> bool:
-        kind = self._tree.kind(virtual_path(path))
-        return kind == "dir" if names_directory(given_path(path)) else kind is not None
+        key, names_dir = parse_virtual(path)
+        kind = self._tree.kind(key)
+        return kind == "dir" if names_dir else kind is not None
 
     def is_file(self, path: PathLike) -> bool:
-        return self._tree.kind(virtual_path(path)) == "file" and not names_directory(given_path(path))
+        key, names_dir = parse_virtual(path)
+        return self._tree.kind(key) == "file" and not names_dir
 
     def is_dir(self, path: PathLike) -> bool:
         return self._tree.kind(virtual_path(path)) == "dir"
@@ -191,8 +194,9 @@ class MemoryBackend(StorageBackend):
         The object itself is stored, not a copy: pass ``copy=True`` to store an independent
         copy if you will keep mutating ``data`` afterwards.
         """
-        key = virtual_path(file_path)
-        refuse_directory_path(given_path(file_path))
+        key, names_dir = parse_virtual(file_path)
+        if names_dir:
+            refuse_directory_path(given_path(file_path))
         try:
             self._tree.save(key, copy_array(data) if copy else data)
         except TreeRefusal as refusal:
