@@ -20,19 +20,28 @@ import numpy as np
 from polystore.exceptions import InvalidOptionError, UnsupportedDataError
 from polystore.lazy import optional_import
 
+_imported: dict[str, ModuleType] = {}
+"""Frameworks whose import has finished, by name: a conversion is a per-array call."""
+
 
 def _import(framework: str) -> ModuleType:
+    try:
+        return _imported[framework]
+    except KeyError:
+        pass
     spec = FRAMEWORKS[framework]
-    # Conversions are per-array calls: take an imported module straight from sys.modules
-    # (as the import statement's own fast path does) and leave the rest to importlib.
+    # take an imported module straight from sys.modules (as the import statement's own fast
+    # path does) and leave the rest to importlib; remember it only once its import finished
     module = sys.modules.get(spec.module)
     if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
         module = optional_import(spec.module, extra=spec.extra, purpose=f"Converting to {framework}")
+    if not getattr(getattr(module, "__spec__", None), "_initializing", False):
+        _imported[framework] = module
     return module
 
 
 def _torch_from_numpy(array: np.ndarray) -> Any:
-    torch = _import("torch")
+    torch = _imported.get("torch") or _import("torch")  # the lookup without a call, per array
     if not array.flags.writeable:  # DLPack cannot mark memory read-only: copy, never alias
         array = array.copy()
     try:
@@ -79,6 +88,8 @@ def _torch_to_numpy(tensor: Any) -> np.ndarray:
 
 
 def _numpy_to_numpy(array: Any) -> np.ndarray:
+    if type(array) is np.ndarray:  # the common case: neither masked nor a subclass to convert
+        return array
     if isinstance(array, np.ma.MaskedArray):  # np.asarray would drop the mask without a word
         raise UnsupportedDataError(
             "A masked array (numpy.ma) would lose its mask: polystore's array formats and "
@@ -211,6 +222,11 @@ def to_numpy(obj: Any) -> np.ndarray:
             f"Expected an array (NumPy, PyTorch, JAX, TensorFlow or CuPy), got "
             f"{type(obj).__module__}.{type(obj).__qualname__}."
         )
+    return _to_numpy(obj, framework)
+
+
+def _to_numpy(obj: Any, framework: str) -> np.ndarray:
+    """:func:`to_numpy` of an array of ``framework``."""
     try:
         return FRAMEWORKS[framework].to_numpy(obj)
     except UnsupportedDataError:
@@ -247,24 +263,28 @@ def convert(obj: Any, framework: str | None) -> Any:
     """
     if framework is None:
         return obj
-    if framework not in FRAMEWORKS:
+    target = FRAMEWORKS.get(framework)
+    if target is None:
         raise InvalidOptionError(
             f"Unknown framework '{framework}'. Choose one of: {', '.join(FRAMEWORKS)}."
         )
     source = framework_of(obj)
     if source is None or source == framework:
         return obj
-    if framework == "cupy" and hasattr(obj, "__dlpack__") and source != "numpy":
-        cupy = _import("cupy")
-        try:
-            return cupy.from_dlpack(obj)  # device to device without the host round trip
-        except _CONVERSION_ERRORS:
-            pass
-    array = to_numpy(obj)
+    if type(obj) is np.ndarray:  # the common case: already what every from_numpy takes
+        array = obj
+    else:
+        if framework == "cupy" and hasattr(obj, "__dlpack__") and source != "numpy":
+            cupy = _import("cupy")
+            try:
+                return cupy.from_dlpack(obj)  # device to device without the host round trip
+            except _CONVERSION_ERRORS:
+                pass
+        array = _to_numpy(obj, source)
     if not array.dtype.isnative:  # DLPack and the frameworks take the machine's byte order only
         array = array.astype(array.dtype.newbyteorder("="))
     try:
-        return FRAMEWORKS[framework].from_numpy(array)
+        return target.from_numpy(array)
     except UnsupportedDataError:
         raise
     except _CONVERSION_ERRORS as error:
