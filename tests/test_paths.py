@@ -167,3 +167,15 @@ def test_a_root_that_does_not_exist_yet_is_made_by_the_first_write(tmp_path: Pat
         disk.load("a.npy")
     disk.save(np.arange(2), "a.npy")
     assert (tmp_path / "later" / "root" / "a.npy").is_file()
+
+
+
+@pytest.mark.parametrize("path", ["../x.npy", "a\0b.npy", "x.npy/", "", "/"])
+def test_a_refused_path_is_refused_every_time(tmp_path: Path, path: str) -> None:
+    # the memory backend memoises parsed paths: a refusal must never be remembered as a key
+    for backend in (DiskBackend(root=tmp_path / "root"), MemoryBackend()):
+        backend.save(np.zeros(2), "x.npy")
+        for _ in range(3):
+            with pytest.raises(PolystoreError):
+                backend.save(np.zeros(2), path)
+        assert backend.list_files(".") == ["x.npy"]
