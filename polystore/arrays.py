@@ -268,7 +268,7 @@ def convert(obj: Any, framework: str | None) -> Any:
         raise InvalidOptionError(
             f"Unknown framework '{framework}'. Choose one of: {', '.join(FRAMEWORKS)}."
         )
-    source = framework_of(obj)
+    source = _by_type.get(type(obj)) or framework_of(obj)  # the memo without a call, per array
     if source is None or source == framework:
         return obj
     if type(obj) is np.ndarray:  # the common case: already what every from_numpy takes
