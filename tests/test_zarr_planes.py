@@ -1,7 +1,9 @@
-"""Whole planes read straight from their chunks (polystore/backends/zarr/planes.py): the same
-arrays as zarr reads, for every codec, format, dtype and layout the backend writes; chunks
-never written read as the fill value; a chunk of the wrong size or damaged is named; layouts
-it does not read go through zarr."""
+"""Whole planes read and written straight as their chunks (polystore/backends/zarr/planes.py):
+the same arrays as zarr reads, for every codec, format, dtype and layout the backend writes
+(what planes.py writes read back through zarr and zarrs); chunks never written read as the fill
+value, and a plane of the fill value alone is not stored, as zarr does; a chunk of the wrong
+size or damaged is named; layouts it does not read or write go through zarr; the planes' pool
+works in a child forked after it started."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numcodecs
 import zarr
 
 from polystore.backends.zarr import ZarrBackend
-from polystore.backends.zarr.planes import plane_reader
+from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import CorruptDataError
 
 SETTINGS = [
@@ -49,7 +51,8 @@ def test_whole_planes_read_as_zarr_reads_them(tmp_path: Path, settings: dict[str
     stack = data((2, 3, 24, 40), dtype)
     backend.save(stack, "s.zarr/image", axes="tcyx")
     level = backend.documents.image_level_array(backend.locate("s.zarr/image"), 0)
-    assert plane_reader(level, ()) is not None  # the layout the backend writes qualifies
+    assert plane_chunks(level, ()) is not None  # the layout the backend writes qualifies
+    assert plane_chunks(level, (), write=True) is not None  # and it wrote these chunks itself
     whole = backend.load("s.zarr/image")
     assert whole.dtype == stack.dtype and whole.flags.c_contiguous
     np.testing.assert_array_equal(whole, stack)
@@ -80,9 +83,15 @@ def test_planes_never_written_read_as_the_fill_value(tmp_path: Path) -> None:
     np.testing.assert_array_equal(field, zarr_reads(backend, "plate.zarr/A/01/0"))
     assert not field[:2].any() and (field[2] == 9).all()
     assert not backend.load("plate.zarr/A01_s1_w1.tif").any()
-    # an all-zero plane is not stored by zarr (a chunk of fill value) and still reads back
+    # an all-zero plane is not stored (a chunk of fill value, as zarr writes it: the chunk
+    # there is removed) and still reads back
+    chunks = tmp_path / "plate.zarr" / "A" / "01" / "0" / "0" / "c"
+    assert [p.relative_to(chunks).as_posix() for p in chunks.rglob("*") if p.is_file()] == ["2/0/0"]
     backend.save(np.zeros((16, 16), np.uint16), "plate.zarr/A01_s1_w3.tif")
+    assert not [p for p in chunks.rglob("*") if p.is_file()]
     assert not backend.load("plate.zarr/A/01/0").any()
+    backend.save(np.zeros((2, 16, 16), np.uint16), "s.zarr/zeros", axes="cyx")
+    assert not (tmp_path / "s.zarr" / "zeros" / "0" / "c").exists()
 
 
 @pytest.mark.parametrize(
@@ -113,10 +122,33 @@ def test_other_layouts_go_through_zarr(tmp_path: Path) -> None:
     big_endian[...] = stack
     for name in ("tiles", "sharded"):
         level = backend.documents.image_level_array(backend.locate(f"s.zarr/{name}"), 0)
-        assert plane_reader(level, ()) is None
+        assert plane_chunks(level, ()) is None
         np.testing.assert_array_equal(backend.load(f"s.zarr/{name}"), stack)
         np.testing.assert_array_equal(backend.load(f"s.zarr/{name}", selection=np.s_[1, 3:9]), stack[1, 3:9])
-    assert plane_reader(zarr.open_array(tmp_path / "s.zarr", path="big", mode="r"), ()) is None
+    assert plane_chunks(zarr.open_array(tmp_path / "s.zarr", path="big", mode="r"), ()) is None
     np.testing.assert_array_equal(backend.load("s.zarr/big"), stack)
     level = backend.documents.image_level_array(backend.locate("s.zarr/tiles"), 0)
-    assert plane_reader(level, (5,)) is None  # out of range: zarr's error, not ours
+    assert plane_chunks(level, (5,)) is None  # out of range: zarr's error, not ours
+
+
+def _load_in_child(root: str, queue: Any) -> None:
+    queue.put(ZarrBackend(root=root).load("s.zarr/image").sum())
+
+
+def test_a_child_forked_after_the_planes_pool_started_reads_and_writes(tmp_path: Path) -> None:
+    import multiprocessing
+
+    backend = ZarrBackend(root=tmp_path)
+    stack = data((3, 16, 16), "uint16")
+    backend.save(stack, "s.zarr/image", axes="cyx")
+    backend.load("s.zarr/image")  # the pool's threads run in this process now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_load_in_child, args=(str(tmp_path), queue))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == stack.sum()  # the parent's pool threads do not run there
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()

@@ -27,7 +27,7 @@ from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
 from polystore.backends.zarr.marks import incomplete_error, is_incomplete
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
-from polystore.backends.zarr.planes import plane_reader
+from polystore.backends.zarr.planes import plane_chunks
 from polystore.backends.zarr.plate import PlaneAddress, PlateWriter, address_of
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
@@ -214,7 +214,7 @@ class ZarrBackend(StorageBackend):
             if selection is not None else plane
         whole_planes = not location.remote and all(
             isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in index)
-        reader = plane_reader(array, tuple(int(i) for i in index)) if whole_planes else None
+        reader = plane_chunks(array, tuple(int(i) for i in index)) if whole_planes else None
         if reader is not None:
             data = reader.read(array, self._keys(location.store), tuple(int(i) for i in index),
                                location.display)

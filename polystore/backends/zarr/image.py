@@ -19,8 +19,9 @@ import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
-from polystore.backends.zarr.location import Location, delete_prefix, join_key
+from polystore.backends.zarr.location import KeyStore, Location, delete_prefix, join_key
 from polystore.backends.zarr.marks import INCOMPLETE
+from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
 from polystore.ome import ngff
@@ -120,13 +121,27 @@ def downsample_plane(plane: np.ndarray, labels: bool) -> np.ndarray:
     return np.asarray(mean.astype(plane.dtype))
 
 
-def write_into(target: Any, source: Any) -> None:
-    """Write ``source`` into the zarr array ``target``: NumPy at once, dask chunk by chunk."""
+def write_into(target: Any, source: Any, keys: KeyStore | None = None) -> None:
+    """Write ``source`` into the zarr array ``target``: NumPy at once, dask chunk by chunk.
+    ``keys``: the target's store as plain keys where it is local, for whole planes written as
+    their chunks (``planes.py``)."""
     if is_lazy(source) or (hasattr(source, "chunks") and not isinstance(source, np.ndarray)):
         dask_array = optional_import("dask.array", extra="zarr", purpose="Writing lazy arrays")
         lazy = source if is_lazy(source) else dask_array.from_zarr(source)
         dask_array.store(lazy.rechunk(target.chunks), target, lock=False)
     elif source.size:
+        write_planes_into(target, (), source, keys)
+
+
+def write_planes_into(target: Any, index: tuple[int, ...], source: np.ndarray, keys: KeyStore | None) -> None:
+    """``target[index] = source`` (whole planes under leading indices ``index``), as chunk files
+    where the layout and store allow (``planes.py``), else through zarr."""
+    chunks = plane_chunks(target, index, write=True) if keys is not None else None
+    if keys is not None and chunks is not None and tuple(source.shape) == tuple(target.shape)[len(index):]:
+        chunks.write(target, keys, index, source)
+    elif index:
+        target[index] = source
+    else:
         target[...] = source
 
 
@@ -203,7 +218,7 @@ class ImageWriter:
                 location, array_options(tuple(int(s) for s in array.shape), np.dtype(array.dtype), config),
                 zarr_format,
             )
-            write_into(target, array)
+            write_into(target, array, self.local_keys(location))
             return
         level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
         shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
@@ -212,10 +227,15 @@ class ImageWriter:
         for level, target in enumerate(self.create_levels(location, axes, shape, dtype, config, level_count)):
             if level:
                 source = downsample(source, axes, spec.labels)
-            write_into(target, source)
+            write_into(target, source, self.local_keys(location))
             source = target  # the next level reads back the chunks just written, not the input
         # the commit point: only now does the group say it is an image of these levels
         self.documents.write_group(location, zarr_format, attrs)
+
+    def local_keys(self, location: Location) -> KeyStore | None:
+        """The store's plain keys where its planes are written as files (local stores; on object
+        storage zarrs puts chunks concurrently, which a request-bound store needs)."""
+        return None if location.remote else self.documents.keys(location)
 
     def mark_incomplete(self, location: Location, zarr_format: int) -> None:
         """Say in the node's group document that it is being rewritten, and clear its levels."""

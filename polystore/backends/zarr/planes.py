@@ -1,17 +1,18 @@
-"""Whole y-x planes read straight from their chunks, for arrays stored one plane per chunk (the
-layout ``ZarrConfig`` writes by default: every plate field, every image level) in a local store.
+"""Whole y-x planes read and written straight as their chunks, for arrays stored one plane per
+chunk (the layout ``ZarrConfig`` writes by default: every plate field, every image level) in a
+local store.
 
-Written by hand, for this one layout, because it is the read a plate is made of (a field, or a
-plane of it) and zarr's path costs more than the decoding there: measured per field of
-3 x 1024 x 1024 uint16 (blosc-zstd 1 + shuffle), CPU time on this project's 2-core machine,
-zarr-python with zarrs 9.1 ms (a hop to zarr's event-loop thread, its indexing, zarrs' glue,
-threads handing the chunks over), tensorstore 8.4 ms, these reads 7.7 ms. A plane's chunk is
-read as a file and decoded by numcodecs (zarr's own codec library) into the array returned:
-Blosc uses its internal threads (as many as the cores, numcodecs' default) when called from
-the main thread, so one field's planes are decoded on every core.
+Written by hand, for this one layout, because it is the I/O a plate is made of (a field, or a
+plane of it) and zarr's path costs more than the codec there. A plane's chunk is read as a
+file and decoded by numcodecs (zarr's own codec library) into the array returned, or encoded
+by numcodecs and put whole (a staging file renamed over the chunk, ``LocalKeys.put``). The
+planes of one call go to a pool of one thread per core, a plane per task: numcodecs releases
+the GIL while it compresses, so a field's planes are coded on every core. Blosc's own threads
+do not do that here: zarr turns them off at import (``numcodecs.blosc.use_threads = False``,
+they are not thread-safe), and zarrs coded a field's three chunks on one core.
 
 Anything else (a selection inside planes, shards, filters, other codecs or byte orders, object
-stores, where zarrs fetches chunks concurrently) goes through zarr: :func:`plane_reader` says
+stores, where zarrs fetches chunks concurrently) goes through zarr: :func:`plane_chunks` says
 whether an array qualifies. A chunk that cannot be decoded, or decodes to the wrong size, is
 a ``CorruptDataError`` naming it, as zarr's path reports one.
 """
@@ -19,11 +20,14 @@ a ``CorruptDataError`` naming it, as zarr's path reports one.
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,6 +37,9 @@ from polystore.lazy import optional_import
 
 Decode = Callable[[bytes, np.ndarray], None]
 """Decode a chunk's bytes into a plane (a C-contiguous view of the result), or raise."""
+Encode = Callable[[np.ndarray], bytes]
+"""Encode a C-contiguous plane into a chunk's bytes."""
+Item = TypeVar("Item")
 
 
 def _blosc(raw: bytes, plane: np.ndarray) -> None:
@@ -61,33 +68,83 @@ _DECODERS: dict[str, Decode] = {
     "": _whole(""),  # no compressor
 }
 
+_SHUFFLES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+# numcodecs codecs equal to Zarr v3's (zarr-python encodes through these very classes), made
+# from the codec's configuration in the array's metadata; None: not one this module encodes
+_V3_ENCODERS: dict[str, Callable[[dict[str, Any], np.dtype[Any]], Any]] = {
+    "blosc": lambda c, dtype: _numcodecs().Blosc(
+        cname=c["cname"], clevel=c["clevel"], shuffle=_SHUFFLES[c["shuffle"]], blocksize=c["blocksize"]
+    ) if c.get("typesize") in (None, dtype.itemsize) else None,  # numcodecs takes the plane's itemsize
+    "zstd": lambda c, _: _numcodecs().Zstd(level=c["level"], checksum=c.get("checksum", False)),
+    "gzip": lambda c, _: _numcodecs().GZip(level=c["level"]),
+}
+
 
 def _numcodecs() -> Any:
-    return optional_import("numcodecs", extra="zarr", purpose="Reading zarr chunks")
+    return optional_import("numcodecs", extra="zarr", purpose="Reading and writing zarr chunks")
+
+
+_POOL: list[tuple[int, ThreadPoolExecutor]] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _each(work: Callable[[Item], None], items: Iterable[Item]) -> None:
+    """``work`` on every item: on the calling thread for one, else on the plane pool (one thread
+    per core, made again in a forked child, where the parent's threads do not run)."""
+    items = list(items)
+    if len(items) <= 1:
+        for item in items:
+            work(item)
+        return
+    with _POOL_LOCK:
+        if not _POOL or _POOL[0][0] != os.getpid():
+            pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="polystore-planes")
+            _POOL[:] = [(os.getpid(), pool)]
+        pool = _POOL[0][1]
+    for _ in pool.map(work, items):  # consumed, so that a task's error is raised here
+        pass
+
+
+def _is_fill(plane: np.ndarray, fill_value: Any) -> bool:
+    """Whether every value of ``plane`` is the fill value (such a chunk is not stored)."""
+    if plane.dtype.kind in "fc" and np.isnan(fill_value):
+        return bool(np.isnan(plane).all())
+    if not np.any(fill_value):
+        return not plane.any()  # no temporary array, unlike ==
+    return bool((plane == fill_value).all())
 
 
 @dataclass(frozen=True)
-class PlaneReader:
-    """How the planes of one array are read: its chunk keys, its codec, its fill value."""
+class PlaneChunks:
+    """How the planes of one array are read and written: its codec, its fill value."""
 
     decode: Decode
+    encode: Encode | None  # None: read only (a codec configuration not mapped here)
     dtype: np.dtype[Any]
     fill_value: Any
+    write_empty: bool  # whether a plane of the fill value alone is stored (zarr's write_empty_chunks)
+
+    @staticmethod
+    def _planes(array: Any, index: tuple[int, ...]) -> Iterator[tuple[int, str]]:
+        """(position among the planes under ``index``, chunk key) of each plane."""
+        shape = tuple(int(s) for s in array.shape)
+        ranges = [range(i, i + 1) for i in index] + [range(n) for n in shape[len(index):-2]]
+        metadata = array.metadata
+        for position, coords in enumerate(itertools.product(*ranges)):
+            yield position, join_key(array.store_path.path, metadata.encode_chunk_key((*coords, 0, 0)))
 
     def read(self, array: Any, keys: KeyStore, index: tuple[int, ...], where: str) -> np.ndarray:
         """The planes of ``array`` under ``index`` (leading indices; () for the whole array)."""
         shape = tuple(int(s) for s in array.shape)
-        leading = shape[:-2]
-        ranges = [range(i, i + 1) for i in index] + [range(n) for n in leading[len(index):]]
         out = np.empty(shape[len(index):], self.dtype)
         flat = out.reshape(-1, *shape[-2:])
-        metadata = array.metadata
-        for position, coords in enumerate(itertools.product(*ranges)):
-            key = join_key(array.store_path.path, metadata.encode_chunk_key((*coords, 0, 0)))
+
+        def read_plane(entry: tuple[int, str]) -> None:
+            position, key = entry
             raw = keys.get(key)
             if raw is None:  # never written: the fill value, as zarr reads it
                 flat[position] = self.fill_value
-                continue
+                return
             try:
                 self.decode(raw, flat[position])
             except Exception as error:  # what the codecs raise for bytes they cannot decode
@@ -97,11 +154,44 @@ class PlaneReader:
                     "`polystore repair` on the store (the chunk is removed and reads as 0), or save "
                     "the data again."
                 ) from error
+
+        _each(read_plane, self._planes(array, index))
         return out
 
+    def write(self, array: Any, keys: KeyStore, index: tuple[int, ...], data: np.ndarray) -> None:
+        """Write ``data`` (the planes of ``array`` under ``index``, in their shape) chunk by
+        chunk, each whole; a plane of the fill value alone is removed, as zarr writes it."""
+        encode = self.encode
+        assert encode is not None, "plane_chunks(..., write=True) gives an encoder"
+        shape = tuple(int(s) for s in array.shape)
+        flat = np.ascontiguousarray(data, self.dtype).reshape(-1, *shape[-2:])
 
-def plane_reader(array: Any, index: tuple[int, ...]) -> PlaneReader | None:
-    """How to read ``array[index]`` plane by plane, or None where zarr must (see the module)."""
+        def write_plane(entry: tuple[int, str]) -> None:
+            position, key = entry
+            plane = flat[position]
+            if not self.write_empty and _is_fill(plane, self.fill_value):
+                keys.delete(key)
+            else:
+                keys.put(key, encode(plane))
+
+        _each(write_plane, self._planes(array, index))
+
+
+def _encoder(compressor: Any, name: str, zarr_format: int, dtype: np.dtype[Any]) -> Encode | None:
+    if not name:
+        return lambda plane: plane.tobytes()
+    codec = compressor if zarr_format == 2 else None  # Zarr v2's compressor is a numcodecs codec
+    if codec is None:
+        make = _V3_ENCODERS.get(name)
+        codec = make(compressor.to_dict().get("configuration", {}), dtype) if make else None
+    if codec is None:
+        return None
+    return lambda plane: bytes(codec.encode(plane))
+
+
+def plane_chunks(array: Any, index: tuple[int, ...], *, write: bool = False) -> PlaneChunks | None:
+    """How to read (or, with ``write``, write) ``array[index]`` plane by plane, or None where
+    zarr must (see the module)."""
     shape = tuple(int(s) for s in array.shape)
     dtype = np.dtype(array.dtype)
     metadata = array.metadata
@@ -128,4 +218,9 @@ def plane_reader(array: Any, index: tuple[int, ...]) -> PlaneReader | None:
     decode = _DECODERS.get(name)
     if decode is None:
         return None
-    return PlaneReader(decode, dtype, metadata.fill_value)
+    encode = _encoder(compressors[0] if compressors else None, name, metadata.zarr_format, dtype) \
+        if write else None
+    if write and encode is None:
+        return None
+    write_empty = bool(array.async_array.config.write_empty_chunks)
+    return PlaneChunks(decode, encode, dtype, metadata.fill_value, write_empty)

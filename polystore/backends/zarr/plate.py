@@ -33,6 +33,7 @@ from polystore.backends.zarr.image import (
     channel_labels,
     downsample_plane,
     level_shape,
+    write_planes_into,
 )
 from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
@@ -219,12 +220,13 @@ class PlateWriter:
         if image is None:
             raise CorruptDataError(f"'{store}/{field_path}' is not a field image; create_field first.")
         dtype = image.levels[0].dtype
+        keys = self.images.local_keys(Location(store, field_path))
         for index, plane in planes.items():
             source = checked_plane(plane, dtype, f"{store}/{field_path}", cast)
             for level, array in enumerate(image.levels):
                 if level:
                     source = downsample_plane(source, labels)
-                array[index] = source
+                write_planes_into(array, index, source, keys)
 
     def commit(self, store: str, fields: Iterable[tuple[str, str, int]], config: ZarrConfig,
                *, lock: bool = True) -> None:
