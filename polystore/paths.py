@@ -9,7 +9,6 @@ included, belongs to a name (as on POSIX filesystems and in object stores); a pa
 from __future__ import annotations
 
 import fnmatch
-import functools
 import os
 import posixpath
 from collections.abc import Iterable
@@ -109,16 +108,26 @@ def virtual_path(path: str | os.PathLike[str]) -> str:
 
 def parse_virtual(path: str | os.PathLike[str]) -> VirtualPath:
     """:func:`virtual_path` and :func:`names_directory` of ``path`` in one step."""
-    # a plain str is checked here as given_path checks it, saving a call on every operation
-    if type(path) is str and "\0" not in path:
-        return _parse_virtual(path)
-    return _parse_virtual(given_path(path))
+    parsed = _parsed.get(path) if type(path) is str else None
+    if parsed is not None:
+        return parsed
+    text = given_path(path)
+    parsed = _parse_virtual(text)
+    if len(_parsed) >= _PARSED_LIMIT:  # a bound, not an LRU: a refill costs one parse a path
+        _parsed.clear()
+    _parsed[text] = parsed
+    return parsed
 
 
-@functools.lru_cache(maxsize=8192)
+_parsed: dict[str, VirtualPath] = {}
+"""Paths parsed before, by the text given: in-memory backends parse a path on every call, and a
+pipeline uses the same paths over and over. Only a path that passed every check is kept (a dict,
+not lru_cache: a hit is then one lookup, the NUL check included), so '..' or a NUL is refused
+every time."""
+_PARSED_LIMIT = 8192
+
+
 def _parse_virtual(text: str) -> VirtualPath:
-    # memoised: in-memory backends normalise a path on every call, and a pipeline uses the
-    # same paths over and over (an error is never cached, so '..' raises every time)
     relative = text.lstrip("/")
     normalized = posixpath.normpath(relative) if relative else "."
     if normalized == ".." or normalized.startswith("../"):
