@@ -25,7 +25,6 @@ places:
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
-from contextlib import AbstractContextManager
 from multiprocessing.managers import SyncManager
 from typing import Any
 
@@ -34,6 +33,7 @@ from polystore.backends.memory_tree import (
     DirectoryMarker,
     MemoryManager,
     Tree,
+    TreeLock,
     TreeProxy,
     TreeRefusal,
     is_proxy,
@@ -76,7 +76,7 @@ class MemoryBackend(StorageBackend):
         self,
         shared_dict: MutableMapping[str, Any] | None = None,
         *,
-        lock: AbstractContextManager[Any] | None = None,
+        lock: TreeLock | None = None,
     ) -> None:
         if lock is None and is_proxy(shared_dict):
             raise InvalidOptionError(
