@@ -29,7 +29,7 @@ pytest.importorskip("distributed")
 pytest.importorskip("tifffile")
 
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from distributed_helpers import (
     KILL_AT,
     RECORD,
@@ -140,6 +140,46 @@ def test_plate_from_a_tiff_folder_equals_the_single_process_result(
             assert np.array_equal(ours[...], theirs[...])
     assert not lock_files(tmp_path / "out")  # (the single-process writer leaves its lock files)
     assert not Path(journal_location(str(tmp_path / "out" / "plate.zarr"))).exists()  # done: markers gone
+
+
+def test_a_plate_is_one_dask_task_per_field(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    """No task but the fields' (a task per argument would be one more key a worker fetches
+    from another before it starts)."""
+    source, _ = folder
+    with get_task_stream(client) as stream:
+        report = convert(source, tmp_path / "out" / "plate.zarr", client=client, levels=2)
+    keys = sorted(str(task["key"]) for task in stream.data)
+    assert len(report.written) == 6 and len(keys) == 6
+    assert all(key.startswith("polystore-field-") for key in keys)
+
+
+def freed_buffer_faults() -> int:
+    """Minor page faults of allocating, filling and freeing an 8 MiB buffer, once reused."""
+    import resource
+
+    def fill() -> None:
+        np.ones(2**22, np.uint16)
+
+    fill()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(8):
+        fill()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_a_worker_reuses_the_memory_a_task_frees(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    """dask's nanny has glibc map (and fault in, zeroed) every buffer of a chunk anew; once a
+    conversion ran, a worker's freed buffers are reused (eight 8 MiB buffers mapped anew:
+    thousands of faults, even in huge pages)."""
+    source, _ = folder
+    convert(source, tmp_path / "out" / "plate.zarr", client=client)
+    faults = client.run(freed_buffer_faults)
+    assert max(faults.values()) < 1000, faults
 
 
 @pytest.mark.parametrize("layout", [{}, SHARDED], ids=["a chunk per plane", "shards of 4 planes"])

@@ -101,7 +101,7 @@ def convert_image(job: Job, source: Any, spec: ImageSpec, region_bytes: int, pla
                 target, task, block, *above, dask_key_name=f"polystore-block-{name}-{run_id}")
             tasks.append((name, now[index]))
         scheduled = now
-    outcomes = job.run(tasks, "blocks")
+    outcomes = job.run([tasks], len(tasks), "blocks")
     if all(outcome.ok for outcome in outcomes):
         finish_image(GroupDocument.read(job.backend.documents, job.location, config.zarr_format))
     report = ConversionReport(job.location.display, "image", len(names), already_done=already,

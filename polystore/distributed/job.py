@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.location import Location
 from polystore.distributed.journal import Journal
 from polystore.distributed.report import ConversionError, ConversionReport
-from polystore.distributed.runner import run
+from polystore.distributed.runner import Task, run_batches
 from polystore.distributed.tasks import Outcome, Target
 from polystore.exceptions import BatchFailure, PolystoreError
 
@@ -112,8 +113,10 @@ class Job:
         """(task, token) of the tasks a stopped run finished (none unless resuming)."""
         return self.journal.finished() if self.resume else set()
 
-    def run(self, tasks: list[tuple[str, Any]], what: str) -> list[Outcome]:
-        return run(tasks, self.client, workers=self.workers, progress=self.progress, what=what)
+    def run(self, batches: Iterable[Sequence[Task]], total: int, what: str) -> list[Outcome]:
+        """Run the tasks of ``batches`` (``total`` in all), each batch started as it comes."""
+        return run_batches(batches, total, self.client, workers=self.workers, progress=self.progress,
+                           what=what)
 
     def report(self, report: ConversionReport, outcomes: list[Outcome], names: list[str]) -> ConversionReport:
         """The report, or ConversionError naming every failure; the journal goes when none failed."""

@@ -3,7 +3,9 @@ plate's documents written from the plan, then one task per field."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from polystore.backends.zarr.image import ImageSpec
@@ -14,6 +16,7 @@ from polystore.distributed.job import Job, new_run_id
 from polystore.distributed.journal import digest
 from polystore.distributed.layout import FieldPlan, PlatePlan
 from polystore.distributed.report import ConversionReport
+from polystore.distributed.runner import Task
 from polystore.distributed.tasks import FieldTask, write_field
 from polystore.lazy import optional_import
 from polystore.ome import ngff
@@ -53,32 +56,36 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
     todo = [f for f in plan.fields if (f.path, tokens[f.path]) not in done]
     spec = ImageSpec(plan.axes, config.pyramid_levels, plan.channel_names or None, labels=labels)
 
-    def create(fields: list[FieldPlan]) -> None:  # one well's fields, in order (their parents once)
+    delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
+    run_id = new_run_id()
+
+    def field_task(plan_field: FieldPlan) -> Task:
+        # its arguments bound into the callable: dask neither walks them looking for
+        # collections (every dataclass field of every task, on the client) nor makes each a
+        # task of its own, which a worker would then fetch from another before starting
+        task = FieldTask(plan_field, plan.named, tokens[plan_field.path], labels, cast)
+        return (plan_field.path, delayed(partial(write_field, job.target, task), pure=False)(
+            dask_key_name=f"polystore-field-{plan_field.path}-{run_id}"))
+
+    def create(fields: list[FieldPlan]) -> list[Task]:  # one well's fields, in order (their parents once)
         for plan_field in fields:
             create_image(job.backend, Location(store, plan_field.path), plan.shape, plan.dtype, plan.axes,
                          config, spec, job.location.node)
+        return [field_task(plan_field) for plan_field in fields]
 
-    by_well: dict[tuple[str, str], list[FieldPlan]] = {}
-    for plan_field in todo:
-        by_well.setdefault((plan_field.row, plan_field.column), []).append(plan_field)
-    # metadata documents are small I/O-bound writes (a request each on object storage): threads
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="polystore-plan") as pool:
-        list(pool.map(create, by_well.values()))
-    if config.ome_zarr_metadata:
-        commit_plate(job, plan)
-    delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
-    # arguments as literals (traverse=False): dask would otherwise walk every dataclass field
-    # of every task looking for collections (5 ms a field, on the client, before any work)
-    target = delayed(job.target, traverse=False)
-    run_id = new_run_id()
-    tasks = [
-        (f.path, delayed(write_field, pure=False)(
-            target, delayed(FieldTask(f, plan.named, tokens[f.path], labels, cast), traverse=False),
-            dask_key_name=f"polystore-field-{f.path}-{run_id}",
-        ))
-        for f in todo
-    ]
-    outcomes = job.run(tasks, "fields")
+    def batches() -> Iterator[list[Task]]:
+        """Each well's tasks once its images exist (the workers start on the first well while
+        the client creates the others); the wells' and plate's documents once all exist."""
+        by_well: dict[tuple[str, str], list[FieldPlan]] = {}
+        for plan_field in todo:
+            by_well.setdefault((plan_field.row, plan_field.column), []).append(plan_field)
+        # metadata documents are small I/O-bound writes (a request each on object storage): threads
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="polystore-plan") as pool:
+            yield from pool.map(create, by_well.values())
+        if config.ome_zarr_metadata:
+            commit_plate(job, plan)
+
+    outcomes = job.run(batches(), len(todo), "fields")
     pending = {f.path for f in todo}
     report = ConversionReport(
         job.location.display, "plate", len(plan.fields), skipped_files=list(plan.skipped),

@@ -6,7 +6,7 @@ tasks by their dependencies, and on a cluster reruns the tasks of a worker that 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,28 +29,45 @@ def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
         yield bar
 
 
-def run(tasks: Sequence[tuple[str, Any]], client: Any = None, *, workers: int | None = None,
+Task = tuple[str, Any]
+"""(name, dask Delayed giving an Outcome)."""
+
+
+def run(tasks: Sequence[Task], client: Any = None, *, workers: int | None = None,
         progress: bool = False, what: str = "tasks") -> list[Outcome]:
-    """Compute ``tasks`` ((name, dask Delayed giving an Outcome)) and return their outcomes.
+    """Compute ``tasks`` and return their outcomes.
 
     With a ``client``, on its cluster: a task whose worker died is run again by dask; one
     that dask gave up on (its workers kept dying), or whose input failed to compute, is
     reported as failed under its name. Without, on ``workers`` local threads.
     """
-    if not tasks:
-        return []
+    return run_batches([tasks], len(tasks), client, workers=workers, progress=progress, what=what)
+
+
+def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = None, *,
+                workers: int | None = None, progress: bool = False, what: str = "tasks") -> list[Outcome]:
+    """:func:`run` of the tasks ``batches`` yields (``total`` in all), each batch sent to the
+    cluster as soon as it is made: the workers start on the first while the client makes the
+    next (what the client does to make a batch is then no longer serial before all work).
+    Without a client, every batch is made first, then all run on local threads."""
     if client is None:
-        return _run_threads([task for _, task in tasks], workers, progress, what)
+        tasks = [task for batch in batches for _, task in batch]
+        return _run_threads(tasks, workers, progress, what) if tasks else []
     distributed = optional_import("distributed", extra="distributed", purpose="Converting on a cluster")
-    futures = client.compute([task for _, task in tasks])
-    names = {future.key: name for future, (name, _) in zip(futures, tasks, strict=True)}
+    names: dict[Any, str] = {}
+    # results come with the futures (one message per batch of them, not a request per task)
+    finished = distributed.as_completed(loop=client.loop, with_results=True, raise_errors=False)
+    for batch in batches:
+        futures = client.compute([task for _, task in batch])
+        names.update((future.key, name) for future, (name, _) in zip(futures, batch, strict=True))
+        finished.update(futures)
     outcomes: list[Outcome] = []
-    with _bar(progress, len(futures), what) as bar:
-        for future in distributed.as_completed(futures):
+    with _bar(progress, total, what) as bar:
+        for future, result in finished:
             if future.status == "error":
                 outcomes.append(Outcome(names[future.key], _failure(future.exception())))
             else:
-                outcomes.append(future.result())
+                outcomes.append(result)
             future.release()
             if bar is not None:
                 bar.update(1)
