@@ -40,7 +40,14 @@ def _import(framework: str) -> ModuleType:
     return module
 
 
+def _native_order(array: np.ndarray) -> np.ndarray:
+    """``array`` in the machine's byte order, the only one DLPack and the frameworks take."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def _torch_from_numpy(array: np.ndarray) -> Any:
+    # no _native_order up front: torch.from_numpy refuses another byte order with the
+    # ValueError handled below, so the common case pays for no check
     torch = _imported.get("torch") or _import("torch")  # the lookup without a call, per array
     if not array.flags.writeable:  # DLPack cannot mark memory read-only: copy, never alias
         array = array.copy()
@@ -56,6 +63,7 @@ def _torch_from_numpy(array: np.ndarray) -> Any:
 
 def _jax_from_numpy(array: np.ndarray) -> Any:
     jnp = _import("jax").numpy
+    array = _native_order(array)
     if array.flags.writeable and array.flags.c_contiguous:
         result = jnp.from_dlpack(array)
     else:
@@ -71,13 +79,14 @@ def _jax_from_numpy(array: np.ndarray) -> Any:
 
 def _tensorflow_from_numpy(array: np.ndarray) -> Any:
     tf = _import("tensorflow")
+    array = _native_order(array)
     if not array.flags.writeable or not array.flags.c_contiguous:
         array = np.ascontiguousarray(array).copy()
     return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
 def _cupy_from_numpy(array: np.ndarray) -> Any:
-    return _import("cupy").asarray(array)  # host -> device is always a copy
+    return _import("cupy").asarray(_native_order(array))  # host -> device is always a copy
 
 
 def _torch_to_numpy(tensor: Any) -> np.ndarray:
@@ -281,9 +290,7 @@ def convert(obj: Any, framework: str | None) -> Any:
             except _CONVERSION_ERRORS:
                 pass
         array = _to_numpy(obj, source)
-    if not array.dtype.isnative:  # DLPack and the frameworks take the machine's byte order only
-        array = array.astype(array.dtype.newbyteorder("="))
-    try:
+    try:  # each from_numpy puts the array in the machine's byte order where it must
         return target.from_numpy(array)
     except UnsupportedDataError:
         raise

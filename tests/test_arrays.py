@@ -222,3 +222,15 @@ def test_numpy_to_tensorflow_and_jax_back_share_memory() -> None:
     assert np.from_dlpack(tensor).ctypes.data == array.ctypes.data  # docs/frameworks.md says so
     on_jax = jnp.arange(12.0)
     assert convert(on_jax, "numpy").ctypes.data == on_jax.unsafe_buffer_pointer()
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax", "tensorflow"])
+def test_big_endian_numpy_converts_with_its_values(framework: str) -> None:
+    # each framework's from_numpy brings the machine's byte order (torch through its ValueError)
+    base = np.arange(12, dtype=">i4").reshape(3, 4)
+    read_only = base.copy()
+    read_only.flags.writeable = False
+    for view in (base, base[::-1], read_only):
+        converted = convert(view, framework)
+        np.testing.assert_array_equal(to_numpy(converted), view)
+        assert to_numpy(converted).dtype == np.dtype("int32")
