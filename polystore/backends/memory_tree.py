@@ -55,7 +55,8 @@ def _size_of(value: Any) -> int | None:
 
 
 class TreeLock(Protocol):
-    """A tree's lock: ``threading.RLock()`` in one process, a Manager's ``RLock()`` across them."""
+    """The lock a memory store's changes hold (``MemoryBackend(lock=...)``): ``threading.RLock()``
+    in one process, a Manager's ``RLock()`` across processes."""
 
     def acquire(self) -> Any: ...
 
