@@ -55,22 +55,21 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
         return _run_threads(tasks, workers, progress, what) if tasks else []
     distributed = optional_import("distributed", extra="distributed", purpose="Converting on a cluster")
     names: dict[Any, str] = {}
-    # results come with the futures (one message per batch of them, not a request per task)
-    finished = distributed.as_completed(loop=client.loop, with_results=True, raise_errors=False)
+    futures: list[Any] = []
+    finished = distributed.as_completed(loop=client.loop)
     for batch in batches:
-        futures = client.compute([task for _, task in batch])
-        names.update((future.key, name) for future, (name, _) in zip(futures, batch, strict=True))
-        finished.update(futures)
-    outcomes: list[Outcome] = []
+        sent = client.compute([task for _, task in batch])
+        names.update((future.key, name) for future, (name, _) in zip(sent, batch, strict=True))
+        futures += sent
+        finished.update(sent)
     with _bar(progress, total, what) as bar:
-        for future, result in finished:
-            if future.status == "error":
-                outcomes.append(Outcome(names[future.key], _failure(future.exception())))
-            else:
-                outcomes.append(result)
-            future.release()
+        for _future in finished:  # what is done, for the bar: no results fetched one by one
             if bar is not None:
                 bar.update(1)
+    # the outcomes in one gather, not a request per task
+    done = [future for future in futures if future.status != "error"]
+    outcomes: list[Outcome] = list(client.gather(done))
+    outcomes += [Outcome(names[f.key], _failure(f.exception())) for f in futures if f.status == "error"]
     return outcomes
 
 
