@@ -45,19 +45,20 @@ def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...
                   **converting(destination)}
     if documents.node_kind(location) is None:
         documents.ensure_parent_groups(location, config.zarr_format)
-        images.create_levels(location, axes, shape, dtype, config, level_count)
     else:
         documents.write_group(location, config.zarr_format, attributes)  # marked before any chunk goes
-        for level in range(level_count):
-            options = array_options(level_shape(shape, axes, level), dtype, config)
-            if config.zarr_format == 3:  # as ImageWriter.create_levels makes them
-                options["dimension_names"] = tuple(axes)
-            _empty_level(backend, location.child(str(level)), options, config.zarr_format)
+    for level in range(level_count):
+        options = array_options(level_shape(shape, axes, level), dtype, config)
+        if config.zarr_format == 3:  # as ImageWriter.create_levels makes them
+            options["dimension_names"] = tuple(axes)
+        _empty_level(backend, location.child(str(level)), options, config.zarr_format)
     documents.write_group(location, config.zarr_format, attributes)
 
 
 def _empty_level(backend: ZarrBackend, location: Location, options: dict[str, Any], zarr_format: int) -> None:
-    """Remove a level array's chunks and write its documents again, never without them."""
+    """Remove a level array's chunks (any left under its path) and write its documents (again),
+    never without them. The documents' bytes, not a zarr array: the client makes an image per
+    field, and zarr would build a codec pipeline for each level it never writes through."""
     keys = backend.documents.keys(location)
     for key in list(keys.list(location.node + "/")):
         if key.rsplit("/", 1)[-1] not in DOCUMENTS or key.count("/") != location.node.count("/") + 1:

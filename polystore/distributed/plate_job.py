@@ -74,14 +74,24 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
         return [field_task(plan_field) for plan_field in fields]
 
     def batches() -> Iterator[list[Task]]:
-        """Each well's tasks once its images exist (the workers start on the first well while
-        the client creates the others); the wells' and plate's documents once all exist."""
+        """The fields' tasks once their images exist, the first well's at once (the workers
+        start on it while the client creates the others), then batches twice as large each
+        time (a batch sent is a graph the client and scheduler handle); the wells' and
+        plate's documents once every image exists."""
         by_well: dict[tuple[str, str], list[FieldPlan]] = {}
         for plan_field in todo:
             by_well.setdefault((plan_field.row, plan_field.column), []).append(plan_field)
+        ready: list[Task] = []
+        size = 1
         # metadata documents are small I/O-bound writes (a request each on object storage): threads
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="polystore-plan") as pool:
-            yield from pool.map(create, by_well.values())
+            for tasks in pool.map(create, by_well.values()):
+                ready += tasks
+                if len(ready) >= size:
+                    yield ready
+                    ready, size = [], 2 * len(ready)
+        if ready:
+            yield ready
         if config.ome_zarr_metadata:
             commit_plate(job, plan)
 
