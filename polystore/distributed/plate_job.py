@@ -74,24 +74,24 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
         return [field_task(plan_field) for plan_field in fields]
 
     def batches() -> Iterator[list[Task]]:
-        """The fields' tasks once their images exist, the first well's at once (the workers
-        start on it while the client creates the others), then batches twice as large each
-        time (a batch sent is a graph the client and scheduler handle); the wells' and
+        """The first well's tasks once its images exist (the workers start on them while the
+        client creates the others), then all the others' at once (a batch sent is a graph the
+        client and the scheduler handle, taking the cores from the workers); the wells' and
         plate's documents once every image exists."""
         by_well: dict[tuple[str, str], list[FieldPlan]] = {}
         for plan_field in todo:
             by_well.setdefault((plan_field.row, plan_field.column), []).append(plan_field)
-        ready: list[Task] = []
-        size = 1
-        # metadata documents are small I/O-bound writes (a request each on object storage): threads
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="polystore-plan") as pool:
-            for tasks in pool.map(create, by_well.values()):
-                ready += tasks
-                if len(ready) >= size:
-                    yield ready
-                    ready, size = [], 2 * len(ready)
-        if ready:
-            yield ready
+        wells = list(by_well.values())
+        if wells:
+            yield create(wells[0])
+        # metadata documents are small writes: a request each on object storage, where threads
+        # wait for them together; on a local disk Python's own work, where threads would only
+        # contend for the GIL with the client sending tasks
+        threads = 8 if job.location.remote else 1
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polystore-plan") as pool:
+            rest = [task for tasks in pool.map(create, wells[1:]) for task in tasks]
+        if rest:
+            yield rest
         if config.ome_zarr_metadata:
             commit_plate(job, plan)
 
