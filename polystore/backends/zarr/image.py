@@ -21,7 +21,7 @@ from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
 from polystore.backends.zarr.location import KeyStore, Location, delete_prefix, join_key
 from polystore.backends.zarr.marks import INCOMPLETE
-from polystore.backends.zarr.planes import alongside, plane_chunks
+from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
 from polystore.ome import ngff
@@ -222,12 +222,7 @@ class ImageWriter:
             return
         level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
         shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
-        # a spec the metadata refuses is refused before any chunk is written; the channels'
-        # display windows (percentiles of the data) are then computed while the planes are
-        # coded, on a core the planes leave idle
-        self.attributes(location, axes, shape, dtype, config, spec, level_count)
-        attrs = alongside(
-            lambda: self.attributes(location, axes, shape, dtype, config, spec, level_count, array))
+        attrs = self.attributes(location, axes, shape, dtype, config, spec, level_count, array)
         source: Any = array
         for level, target in enumerate(self.create_levels(location, axes, shape, dtype, config, level_count)):
             if level:
@@ -235,7 +230,7 @@ class ImageWriter:
             write_into(target, source, self.local_keys(location))
             source = target  # the next level reads back the chunks just written, not the input
         # the commit point: only now does the group say it is an image of these levels
-        self.documents.write_group(location, zarr_format, attrs.result())
+        self.documents.write_group(location, zarr_format, attrs)
 
     def local_keys(self, location: Location) -> KeyStore | None:
         """The store's plain keys where its planes are written as files (local stores; on object

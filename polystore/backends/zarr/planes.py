@@ -25,7 +25,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,7 +40,6 @@ Decode = Callable[[bytes, np.ndarray], None]
 Encode = Callable[[np.ndarray], bytes]
 """Encode a C-contiguous plane into a chunk's bytes."""
 Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 def _blosc(raw: bytes, plane: np.ndarray) -> None:
@@ -89,31 +88,21 @@ _POOL: list[tuple[int, ThreadPoolExecutor]] = []
 _POOL_LOCK = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The planes' pool: one thread per core, made again in a forked child (where the parent's
-    threads do not run). Its tasks never wait on it, so callers on any thread may wait on them."""
-    with _POOL_LOCK:
-        if not _POOL or _POOL[0][0] != os.getpid():
-            pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="polystore-planes")
-            _POOL[:] = [(os.getpid(), pool)]
-        return _POOL[0][1]
-
-
 def _each(work: Callable[[Item], None], items: Iterable[Item]) -> None:
-    """``work`` on every item: on the calling thread for one, else on the planes' pool."""
+    """``work`` on every item: on the calling thread for one, else on the plane pool (one thread
+    per core, made again in a forked child, where the parent's threads do not run)."""
     items = list(items)
     if len(items) <= 1:
         for item in items:
             work(item)
         return
-    for _ in _pool().map(work, items):  # consumed, so that a task's error is raised here
+    with _POOL_LOCK:
+        if not _POOL or _POOL[0][0] != os.getpid():
+            pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="polystore-planes")
+            _POOL[:] = [(os.getpid(), pool)]
+        pool = _POOL[0][1]
+    for _ in pool.map(work, items):  # consumed, so that a task's error is raised here
         pass
-
-
-def alongside(work: Callable[[], Result]) -> Future[Result]:
-    """``work`` started on the planes' pool, to run beside the planes a call codes next: a
-    field's three planes keep two cores busy for two planes' time, then one for the third."""
-    return _pool().submit(work)
 
 
 def _is_fill(plane: np.ndarray, fill_value: Any) -> bool:
