@@ -64,6 +64,22 @@ def test_a_batch_is_written_on_the_workers_as_in_one_process(tmp_path: Path, cli
     assert chunk_writers <= set(client.run(os.getpid).values())
 
 
+def plane_pool_threads() -> int:
+    """Threads of this process's plane pool (the zarr backend's, for a field's planes)."""
+    import threading
+
+    return sum(thread.name.startswith("polystore-planes") for thread in threading.enumerate())
+
+
+def test_a_worker_codes_planes_on_no_more_threads_than_it_has(tmp_path: Path, client: Client) -> None:
+    """Two one-thread workers on one machine: each codes a field's three planes on one pool
+    thread, not one per core (every worker taking every core)."""
+    planes, names = batch(tmp_path / "plate.zarr")
+    FileManager({"zarr": ZarrBackend()}).save_batch(planes, names, "zarr", client=client)
+    threads = client.run(plane_pool_threads)
+    assert set(threads.values()) <= {0, 1} and any(threads.values()), threads
+
+
 def test_a_failed_field_is_named_and_the_others_are_recorded(tmp_path: Path, client: Client) -> None:
     store = tmp_path / "plate.zarr"
     backend = ZarrBackend()

@@ -44,6 +44,9 @@ def save_fields(client: Any, backend: ZarrBackend, fields: Sequence[Field], spec
     (store: [(row, column, field)], for the caller to commit). Raises BatchError naming
     every field that failed (as save_batch on threads does), after the others are written."""
     delayed = optional_import("dask", extra="distributed", purpose="save_batch(client=...)").delayed
+    from polystore.distributed.worker import set_up_workers  # imports distributed: there now
+
+    set_up_workers(client, backend.config)
     tasks = []
     for index, ((store, _field_path), planes) in enumerate(fields):
         target = Target(store, backend.config, backend.storage_options, type(backend))

@@ -162,8 +162,8 @@ def _job(backend: ZarrBackend, config: ZarrConfig, options: dict[str, Any], loca
     target = Target(location.store, config, options, type(backend), location.node)
     writer = target.backend()  # the client's own, with the same stores and config as the workers'
     if client is not None:
-        from polystore.distributed.worker import ZarrWorkerSetup
+        from polystore.distributed.worker import set_up_workers
 
-        client.register_plugin(ZarrWorkerSetup(config.codec_pipeline, config.threads))
+        set_up_workers(client, config)
     journal = Journal(writer.stores, location.store, location.node)
     return Job(target, writer, journal, location, client, workers, progress, resume)

@@ -16,6 +16,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.pipeline import configure
 
 M_TRIM_THRESHOLD = -1
@@ -66,3 +67,9 @@ class ZarrWorkerSetup(WorkerPlugin):
         threads = self.threads if self.threads is not None else max(1, int(worker.state.nthreads))
         configure(self.codec_pipeline, threads)
         reuse_freed_memory()
+
+
+def set_up_workers(client: Any, config: ZarrConfig) -> None:
+    """Register :class:`ZarrWorkerSetup` for ``config`` on ``client``'s cluster (its workers now
+    and any that join later), before a job sends its tasks."""
+    client.register_plugin(ZarrWorkerSetup(config.codec_pipeline, config.threads))

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from polystore.backends.zarr.location import KeyStore, join_key
+from polystore.backends.zarr.location import KeyStore, join_key, zarr_module
 from polystore.exceptions import CorruptDataError
 from polystore.lazy import optional_import
 
@@ -89,8 +89,9 @@ _POOL_LOCK = threading.Lock()
 
 
 def _each(work: Callable[[Item], None], items: Iterable[Item]) -> None:
-    """``work`` on every item: on the calling thread for one, else on the plane pool (one thread
-    per core, made again in a forked child, where the parent's threads do not run)."""
+    """``work`` on every item: on the calling thread for one, else on the plane pool (as many
+    threads as zarr may use for chunks, else one per core; made again in a forked child, where
+    the parent's threads do not run)."""
     items = list(items)
     if len(items) <= 1:
         for item in items:
@@ -98,7 +99,10 @@ def _each(work: Callable[[Item], None], items: Iterable[Item]) -> None:
         return
     with _POOL_LOCK:
         if not _POOL or _POOL[0][0] != os.getpid():
-            pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="polystore-planes")
+            # zarr's thread setting: a dask worker's own thread count (polystore's worker plugin),
+            # so that workers sharing a machine do not each take every core
+            threads = zarr_module().config.get("threading.max_workers", None) or os.cpu_count() or 1
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="polystore-planes")
             _POOL[:] = [(os.getpid(), pool)]
         pool = _POOL[0][1]
     for _ in pool.map(work, items):  # consumed, so that a task's error is raised here
