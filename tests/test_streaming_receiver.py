@@ -23,6 +23,7 @@ from net_helpers import free_port_block  # noqa: E402
 
 from polystore import StreamingBackend  # noqa: E402
 from polystore.streaming import StreamReceiver, sweep_orphaned_segments  # noqa: E402
+from polystore.streaming.errors import StreamConfigError  # noqa: E402
 from polystore.streaming.shm import list_segments, stamp  # noqa: E402
 
 SHM = Path("/dev/shm")
@@ -397,3 +398,11 @@ def test_a_sender_refuses_a_message_of_many_frames_on_its_ack_socket_once(
     finally:
         rogue.close()
         backend.close(0)
+
+
+@pytest.mark.parametrize("options", [{"port": 70000}, {"port": 65534}, {"port": 0},
+                                     {"port": 5555, "ack_port": 99999}])
+def test_a_port_no_tcp_address_can_have_is_refused_when_the_stream_is_made(options: dict[str, int]) -> None:
+    # before: bound nothing usable, and every save was dropped as 'never delivered'
+    with pytest.raises(StreamConfigError, match="is not a TCP port"):
+        StreamingBackend(**options)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from polystore.streaming._zmq import zmq
+from polystore.streaming.errors import StreamConfigError
 from polystore.streaming.security import CurveKeys, is_local, require_keys_for
 
 ACK_PORT_OFFSET = 1
@@ -41,6 +42,21 @@ class Endpoints:
     """Default ``port + 1``."""
     control_port: int | None = None
     """Default ``port + 2``."""
+
+    def __post_init__(self) -> None:
+        if self.is_ipc:
+            return
+        named = {"port": self.port, "ack_port": self.ack_port_number,
+                 "control_port": self.control_port_number}
+        for name, number in named.items():
+            # ZeroMQ takes any number in an address and fails later, or binds a port it made
+            # of the number, so a mistyped port would stream to nowhere
+            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+                raise StreamConfigError(
+                    f"{name}={number!r} is not a TCP port (1-65535); the ack and control ports "
+                    f"are port+{ACK_PORT_OFFSET} and port+{CONTROL_PORT_OFFSET} unless given. "
+                    "Choose a port up to 65533, or give ack_port and control_port."
+                )
 
     @property
     def is_ipc(self) -> bool:
