@@ -364,6 +364,8 @@ def test_free_ports_finds_the_ports_endpoints_derives() -> None:
     assert Endpoints("ipc:///tmp/polystore-x").ports == ()
     with pytest.raises(InvalidOptionError, match="3 channels"):
         free_ports(4)
+    # a preferred port whose channels would pass the last port is passed over, not an error
+    assert free_ports(3, preferred=(65534,)) != 65534
 
 
 def test_a_sender_refuses_a_message_of_many_frames_on_its_ack_socket_once(

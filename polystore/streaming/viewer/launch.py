@@ -22,6 +22,7 @@ from typing import Any
 from polystore.atomic import file_lock
 from polystore.exceptions import InvalidOptionError, ViewerError, ViewerUnavailableError
 from polystore.streaming.endpoints import Endpoints
+from polystore.streaming.errors import StreamConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def free_ports(count: int = 3, host: str = "127.0.0.1", preferred: Sequence[int]
                                  "ask for 1 to that many")
 
     def all_free(base: int) -> bool:
-        ports = Endpoints(host, base).ports[:count]
-        if max(ports) > 65535:
+        try:
+            ports = Endpoints(host, base).ports[:count]
+        except StreamConfigError:  # a channel would lie past the last port
             return False
         with contextlib.ExitStack() as probes:
             try:
