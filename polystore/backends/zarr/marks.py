@@ -6,7 +6,12 @@ alone, the levels cleared: the next save or ``polystore repair`` makes the image
 what is there), and a conversion (``polystore convert``), which creates every image with its
 levels and NGFF metadata first, so that a viewer watches it fill, and marks it also with the
 node the conversion writes (``"conversion": ""`` for a whole store). Only that conversion,
-resumed, knows what the unwritten pixels are: nothing else may unmark such an image.
+resumed, knows what the unwritten pixels are: nothing else may unmark such an image. A save
+that fails after clearing the image it replaces leaves the mark with the reason (``"failed"``).
+
+Earlier versions wrote the mark at the top of the attributes (``{"incomplete": true}``, with
+``"conversion"`` beside it for a conversion's): read here as the same marks, so that ``load``
+refuses such an image and ``polystore repair`` treats it as it treats the current ones.
 """
 
 from __future__ import annotations
@@ -26,18 +31,39 @@ def converting(destination: str) -> dict[str, Any]:
     return {"polystore": {"incomplete": True, "conversion": destination}}
 
 
-def is_incomplete(attributes: dict[str, Any]) -> bool:
+def failed_mark(error: BaseException) -> dict[str, Any]:
+    """The mark of an image whose save failed (``error``) after its previous pixels were cleared."""
+    reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return {"polystore": {"incomplete": True, "failed": reason[:500]}}
+
+
+def _marker(attributes: dict[str, Any]) -> dict[str, Any] | None:
+    """The mark's section of an image group's attributes (the current form under "polystore",
+    or an earlier version's at the top), or None where the image is not marked."""
     marker = attributes.get("polystore")
-    return isinstance(marker, dict) and bool(marker.get("incomplete"))
+    if isinstance(marker, dict) and marker.get("incomplete"):
+        return marker
+    if attributes.get("incomplete") is True:
+        return attributes
+    return None
+
+
+def is_incomplete(attributes: dict[str, Any]) -> bool:
+    return _marker(attributes) is not None
 
 
 def conversion_of(attributes: dict[str, Any]) -> str | None:
     """The destination node of the unfinished conversion that marked this image, or None."""
-    marker = attributes.get("polystore")
-    if not (isinstance(marker, dict) and marker.get("incomplete")):
-        return None
-    destination = marker.get("conversion")
+    marker = _marker(attributes)
+    destination = marker.get("conversion") if marker is not None else None
     return destination if isinstance(destination, str) else None
+
+
+def failure_of(attributes: dict[str, Any]) -> str | None:
+    """Why the save that marked this image failed, where one did (``failed_mark``)."""
+    marker = _marker(attributes)
+    reason = marker.get("failed") if marker is not None else None
+    return reason if isinstance(reason, str) else None
 
 
 def resume_advice(location: Location, destination: str) -> str:
@@ -57,6 +83,12 @@ def incomplete_error(location: Location, attributes: dict[str, Any]) -> CorruptD
     if destination is not None:
         advice = resume_advice(location, destination)
         return CorruptDataError(f"'{location.display}' is not converted yet: {advice}")
+    reason = failure_of(attributes)
+    if reason is not None:
+        return CorruptDataError(
+            f"'{location.display}': saving it failed ({reason}) after its previous data was cleared, "
+            "so it holds no image now. Save it again, or delete it (delete_all)."
+        )
     return CorruptDataError(
         f"'{location.display}' was being written when its writer stopped; save it again or run "
         "`polystore repair` on the store."

@@ -11,7 +11,8 @@ into it writes it again). Nothing with pixels in it is deleted.
 Except for what a conversion (``polystore convert``) has not finished: its unwritten pixels
 are not in the store but in its source files, so an image it marked stays marked (and listed:
 the conversion listed it), and the report says to resume it; made whole here, its unwritten
-fields would read as zeros that look like data.
+fields would read as zeros that look like data. Nor is an image whose save failed after
+clearing it (marked with the reason): it is reported, left marked and out of its well.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocu
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, level_shape
 from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, locate
 from polystore.backends.zarr.locks import DEFAULT_LEASE_S, holder_is_dead, lock_keys
-from polystore.backends.zarr.marks import conversion_of, is_incomplete, resume_advice
+from polystore.backends.zarr.marks import conversion_of, failure_of, is_incomplete, resume_advice
 from polystore.backends.zarr.plate import PlateLayout, plate_name
 from polystore.exceptions import PolystoreError, StorageFileNotFoundError
 from polystore.ome import ngff
@@ -167,6 +168,13 @@ def _repair_image(
         if advice not in report.advice:
             report.advice.append(advice)
         return True
+    reason = failure_of(group.attributes) if group is not None else None
+    if reason is not None:  # its writer cleared it, then failed: no pixels of it are left
+        report.unrecoverable.append(
+            f"{location.display}: it holds no pixels: its save failed ({reason}) after clearing its "
+            "previous data. Save it again, or delete it (delete_all); it is left out of its well."
+        )
+        return False
     try:
         levels = _level_arrays(documents, location, config.zarr_format)
     except Exception as error:
