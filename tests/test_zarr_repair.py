@@ -198,6 +198,84 @@ def test_the_next_save_into_a_field_marked_incomplete_writes_it_again(tmp_path: 
     assert backend.load("plate.zarr/A01_s1_w1.tif").max() == 4
 
 
+def _group_attributes(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())["attributes"])
+
+
+def _write_group_attributes(path: Path, attributes: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attributes}))
+
+
+@pytest.mark.parametrize("with_metadata", [True, False], ids=["beside-multiscales", "alone"])
+def test_an_earlier_versions_mark_is_refused_by_load_and_cleared_by_repair(
+    tmp_path: Path, with_metadata: bool
+) -> None:
+    backend = _plate(tmp_path)
+    document = tmp_path / "plate.zarr" / "A" / "01" / "0" / "zarr.json"
+    old_mark = {"incomplete": True}  # an earlier version's mark: at the top of the attributes
+    marked = {**_group_attributes(document), **old_mark} if with_metadata else old_mark
+    _write_group_attributes(document, marked)
+    with pytest.raises(PolystoreError, match="being written when its writer stopped"):
+        backend.load("plate.zarr/A/01/0")
+    with pytest.raises(PolystoreError, match="being written when its writer stopped"):
+        backend.load("plate.zarr/A01_s1_w2.tif")
+    report = repair_plate(str(tmp_path / "plate.zarr"))
+    assert report.ok and any("A/01/0: was marked as being written" in line for line in report.changed), report
+    assert "incomplete" not in _group_attributes(document)
+    ngff_models(3).Image.from_zarr(zarr.open_group(tmp_path / "plate.zarr" / "A/01/0", mode="r"))
+    assert backend.load("plate.zarr/A01_s1_w2.tif").max() == 2  # the pixels were there all along
+
+
+def test_an_earlier_versions_conversion_mark_is_left_for_the_conversion(tmp_path: Path) -> None:
+    backend = _plate(tmp_path)
+    document = tmp_path / "plate.zarr" / "A" / "01" / "0" / "zarr.json"
+    _write_group_attributes(document, {**_group_attributes(document), "incomplete": True, "conversion": ""})
+    with pytest.raises(PolystoreError, match=r"not converted yet.*--resume"):
+        backend.load("plate.zarr/A/01/0")
+    report = repair_plate(str(tmp_path / "plate.zarr"))
+    assert not report.ok and report.unconverted == [f"{tmp_path}/plate.zarr/A/01/0"], report
+    assert _group_attributes(document)["incomplete"] is True  # only the conversion may unmark it
+
+
+def _failing(shape: tuple[int, ...]) -> Any:
+    """A dask array whose computation raises (a source that fails half-way through a save)."""
+    import dask
+    import dask.array as da
+
+    def fail() -> np.ndarray:
+        raise OSError("the source went away")
+
+    return da.from_delayed(dask.delayed(fail)(), shape=shape, dtype=np.uint16)
+
+
+@pytest.mark.parametrize("path", ["plate.zarr/A/03/0", "plate.zarr/images/cells"])
+def test_a_failed_save_of_a_new_node_leaves_nothing_behind(tmp_path: Path, path: str) -> None:
+    backend = _plate(tmp_path)
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((2, 8, 8)), path, axes="cyx")
+    assert not backend.exists(path)
+    assert not (tmp_path / path).exists()  # no level arrays that repair would publish as zeros
+    report = repair_plate(str(tmp_path / "plate.zarr"))
+    assert report.ok and not report.changed, report
+    backend.save(np.ones((2, 8, 8), np.uint16), path, axes="cyx")  # and the next save works
+    assert backend.load(path).sum() == 128
+
+
+def test_a_failed_save_over_an_image_leaves_it_marked_with_the_reason(tmp_path: Path) -> None:
+    backend = _plate(tmp_path)
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((2, 8, 8)), "plate.zarr/A/01/0", axes="cyx")
+    # its previous pixels were cleared before the failure: a reader is told, not given zeros
+    with pytest.raises(PolystoreError, match=r"saving it failed \(OSError: the source went away\)"):
+        backend.load("plate.zarr/A/01/0")
+    report = repair_plate(str(tmp_path / "plate.zarr"))
+    assert not report.ok and len(report.unrecoverable) == 1, report
+    assert "A/01/0: it holds no pixels: its save failed (OSError: the source went away)" \
+        in report.unrecoverable[0], report
+    backend.save(np.full((8, 8), 3, np.uint16), "plate.zarr/A01_s1_w1.tif")  # the next save writes it
+    assert backend.load("plate.zarr/A/01/0").max() == 3
+
+
 def test_repair_lists_fields_the_metadata_lost_and_drops_those_gone(tmp_path: Path) -> None:
     backend = _plate(tmp_path)
     store = tmp_path / "plate.zarr"

@@ -242,25 +242,34 @@ class MetadataDocuments:
 
     def create_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> Any:
         """A new array at ``location``, where the caller knows no node is (its group is not
-        written yet, or was just made).
+        written yet, or was just made): ``write_array`` then ``new_array``."""
+        self.write_array(location, options, zarr_format)
+        return self.new_array(location, options, zarr_format)
+
+    def write_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> None:
+        """Write the documents of a new array at ``location`` (see ``create_array``).
 
         Chunks left at the path without metadata (an interrupted write or delete) are removed
         first, as zarr's overwrite would: they must not come back as data. The array's
         document is the one zarr writes for these options (made once, in memory).
         """
-        zarr = zarr_module()
         keys = self.keys(location)
         if location.remote:
             delete_prefix(keys, location.node)
         else:
             shutil.rmtree(f"{location.store}/{location.node}", ignore_errors=True)
-        metadata, documents = array_documents(zarr_format, options)
+        _metadata, documents = array_documents(zarr_format, options)
         for name, content in documents.items():
             keys.put(join_key(location.node, name), content)
-        store = self.zarr_store(location.store, writable=True)
-        # the array as zarr would open it, from the metadata just written (no read back); a
-        # copy of the cached metadata, whose attributes zarr would change in place
-        store_path = zarr.storage.StorePath(store, location.node)
+
+    def new_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> Any:
+        """The writable zarr array ``write_array`` writes at ``location``, as zarr would open it,
+        made from the metadata alone (no I/O: it may be made before its documents are written,
+        so that its chunks are encoded while they are). A copy of the cached metadata, whose
+        attributes zarr would change in place."""
+        zarr = zarr_module()
+        metadata, _documents = array_documents(zarr_format, options)
+        store_path = zarr.storage.StorePath(self.zarr_store(location.store, writable=True), location.node)
         return zarr.Array(zarr.AsyncArray(metadata=metadata.update_attributes({}), store_path=store_path))
 
 

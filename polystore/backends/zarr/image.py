@@ -11,7 +11,10 @@ group whose levels are missing, as damaged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,7 @@ import numpy as np
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
 from polystore.backends.zarr.location import KeyStore, Location, delete_prefix, join_key
-from polystore.backends.zarr.marks import INCOMPLETE
+from polystore.backends.zarr.marks import INCOMPLETE, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
@@ -121,25 +124,36 @@ def downsample_plane(plane: np.ndarray, labels: bool) -> np.ndarray:
     return np.asarray(mean.astype(plane.dtype))
 
 
-def write_into(target: Any, source: Any, keys: KeyStore | None = None) -> None:
+def write_into(target: Any, source: Any, keys: KeyStore | None = None,
+               meanwhile: Callable[[], None] | None = None) -> None:
     """Write ``source`` into the zarr array ``target``: NumPy at once, dask chunk by chunk.
     ``keys``: the target's store as plain keys where it is local, for whole planes written as
-    their chunks (``planes.py``)."""
+    their chunks (``planes.py``). ``meanwhile``: I/O to do before any chunk is written (the
+    target's documents), run while the planes are encoded where they are written as chunks."""
     if is_lazy(source) or (hasattr(source, "chunks") and not isinstance(source, np.ndarray)):
+        if meanwhile is not None:
+            meanwhile()
         dask_array = optional_import("dask.array", extra="zarr", purpose="Writing lazy arrays")
         lazy = source if is_lazy(source) else dask_array.from_zarr(source)
         dask_array.store(lazy.rechunk(target.chunks), target, lock=False)
     elif source.size:
-        write_planes_into(target, (), source, keys)
+        write_planes_into(target, (), source, keys, meanwhile)
+    elif meanwhile is not None:
+        meanwhile()
 
 
-def write_planes_into(target: Any, index: tuple[int, ...], source: np.ndarray, keys: KeyStore | None) -> None:
+def write_planes_into(target: Any, index: tuple[int, ...], source: np.ndarray, keys: KeyStore | None,
+                      meanwhile: Callable[[], None] | None = None) -> None:
     """``target[index] = source`` (whole planes under leading indices ``index``), as chunk files
-    where the layout and store allow (``planes.py``), else through zarr."""
+    where the layout and store allow (``planes.py``), else through zarr; ``meanwhile`` first
+    (see ``write_into``)."""
     chunks = plane_chunks(target, index, write=True) if keys is not None else None
     if keys is not None and chunks is not None and tuple(source.shape) == tuple(target.shape)[len(index):]:
-        chunks.write(target, keys, index, source)
-    elif index:
+        chunks.write(target, keys, index, source, meanwhile)
+        return
+    if meanwhile is not None:
+        meanwhile()
+    if index:
         target[index] = source
     else:
         target[...] = source
@@ -187,50 +201,96 @@ class ImageWriter:
     ) -> list[Any]:
         """Empty level arrays ``0..level_count-1`` under ``location`` (metadata only: nothing
         the size of the image is allocated; unwritten chunks read as the fill value 0)."""
-        arrays = []
+        levels = self._levels(location, axes, shape, dtype, config, level_count)
+        for level_location, options in levels:
+            self.documents.write_array(level_location, options, config.zarr_format)
+        return [self.documents.new_array(where, options, config.zarr_format) for where, options in levels]
+
+    @staticmethod
+    def _levels(
+        location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConfig,
+        level_count: int,
+    ) -> list[tuple[Location, dict[str, Any]]]:
+        """(location, zarr's array options) of each level of an image."""
+        levels = []
         for level in range(level_count):
             options = array_options(level_shape(shape, axes, level), dtype, config)
             if config.zarr_format == 3:  # NGFF 0.5 requires arrays to name their axes
                 options["dimension_names"] = tuple(axes)
-            level_location = location.child(str(level))
-            arrays.append(self.documents.create_array(level_location, options, config.zarr_format))
-        return arrays
+            levels.append((location.child(str(level)), options))
+        return levels
 
     def write(
         self, location: Location, array: Any, config: ZarrConfig, spec: ImageSpec, *, existing: bool,
     ) -> None:
         """Write ``array`` at ``location`` as an image (or a bare array), replacing what is there.
 
-        ``existing``: whether a node is there now (the caller looked).
+        ``existing``: whether a node is there now (the caller looked). The metadata I/O before
+        the pixels (parent groups, the mark of a replaced image, the levels' documents) is done
+        while the first level's planes are encoded. A save that fails leaves no trace of a new
+        node (what it wrote is removed), and a replaced one marked incomplete with the reason
+        (its previous pixels were cleared): see ``_failed``.
         """
         axes = self.axes_for(array, spec, config)
         zarr_format = config.zarr_format
         if not location.node and axes is None:
             raise ValueError(f"'{location.display}': a bare array needs a name inside the store.")
-        # chunks or shards that do not fit the array refused before anything changes
-        array_options(tuple(int(s) for s in array.shape), np.dtype(array.dtype), config)
-        self.documents.ensure_parent_groups(location, zarr_format)
-        if existing:
-            self.mark_incomplete(location, zarr_format)
-        if axes is None:
-            self._clear(location)
-            target = self.documents.create_array(
-                location, array_options(tuple(int(s) for s in array.shape), np.dtype(array.dtype), config),
-                zarr_format,
-            )
-            write_into(target, array, self.local_keys(location))
-            return
-        level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
         shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
-        attrs = self.attributes(location, axes, shape, dtype, config, spec, level_count, array)
-        source: Any = array
-        for level, target in enumerate(self.create_levels(location, axes, shape, dtype, config, level_count)):
-            if level:
-                source = downsample(source, axes, spec.labels)
-            write_into(target, source, self.local_keys(location))
-            source = target  # the next level reads back the chunks just written, not the input
-        # the commit point: only now does the group say it is an image of these levels
-        self.documents.write_group(location, zarr_format, attrs)
+        # refused before anything changes: chunks or shards that do not fit, a spec NGFF refuses
+        if axes is None:
+            levels = [(location, array_options(shape, dtype, config))]
+            attrs = None
+        else:
+            level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
+            levels = self._levels(location, axes, shape, dtype, config, level_count)
+            attrs = self.attributes(location, axes, shape, dtype, config, spec, level_count, array)
+        changed: list[str] = []  # "marked": an existing node's pixels are being cleared
+
+        def prepare() -> None:
+            self.documents.ensure_parent_groups(location, zarr_format)
+            if existing:
+                self.mark_incomplete(location, zarr_format)
+                changed.append("marked")
+            if attrs is None:
+                self._clear(location)
+            for level_location, options in levels:
+                self.documents.write_array(level_location, options, zarr_format)
+
+        try:
+            targets = [self.documents.new_array(where, options, zarr_format) for where, options in levels]
+            source: Any = array
+            for level, target in enumerate(targets):
+                if level:
+                    source = downsample(source, axes or "", spec.labels)
+                write_into(target, source, self.local_keys(location), prepare if level == 0 else None)
+                source = target  # the next level reads back the chunks just written, not the input
+            if attrs is not None:
+                # the commit point: only now does the group say it is an image of these levels
+                self.documents.write_group(location, zarr_format, attrs)
+        except BaseException as error:
+            self._failed(location, zarr_format, error, existing=existing, marked=bool(changed))
+            raise
+
+    def _failed(self, location: Location, zarr_format: int, error: BaseException, *, existing: bool,
+                marked: bool) -> None:
+        """After a failed save: a new node's leftovers removed (levels without a group document
+        that ``repair`` would otherwise publish as an image of zeros); a replaced one, whose
+        previous pixels are gone, marked incomplete with the reason, so that a reader and
+        ``repair`` say what happened (neither makes an image of what its levels hold) and the
+        next save writes it. A replaced node not marked
+        yet (the save failed before touching it) is left as it was. The parent groups stay:
+        another writer may be creating a sibling in them."""
+        with contextlib.suppress(Exception):  # the save's own error is the one to raise
+            if not existing:
+                self.discard(location)
+            elif marked:
+                self.documents.write_group(location, zarr_format, failed_mark(error))
+
+    def discard(self, location: Location) -> None:
+        """Remove what is at ``location`` (every key under it, and its folder where local)."""
+        self._clear(location)
+        if location.node and not location.remote:
+            shutil.rmtree(os.path.join(location.store, location.node), ignore_errors=True)
 
     def local_keys(self, location: Location) -> KeyStore | None:
         """The store's plain keys where its planes are written as files (local stores; on object

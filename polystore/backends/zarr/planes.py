@@ -88,15 +88,22 @@ _POOL: list[tuple[int, ThreadPoolExecutor]] = []
 _POOL_LOCK = threading.Lock()
 
 
-def _each(work: Callable[[Item], None], items: Iterable[Item]) -> None:
-    """``work`` on every item: on the calling thread for one, else on the plane pool (as many
-    threads as zarr may use for chunks, else one per core; made again in a forked child, where
-    the parent's threads do not run)."""
-    items = list(items)
-    if len(items) <= 1:
-        for item in items:
-            work(item)
-        return
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not run here, and the pool's lock may
+    have been held by one of the parent's other threads at the fork (it would never be
+    released): both are made anew."""
+    global _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The plane pool: as many threads as zarr may use for chunks, else one per core; made
+    again in a forked child (``_forget_pool``; the pid check covers a fork by other means)."""
     with _POOL_LOCK:
         if not _POOL or _POOL[0][0] != os.getpid():
             # zarr's thread setting: a dask worker's own thread count (polystore's worker plugin),
@@ -104,9 +111,42 @@ def _each(work: Callable[[Item], None], items: Iterable[Item]) -> None:
             threads = zarr_module().config.get("threading.max_workers", None) or os.cpu_count() or 1
             pool = ThreadPoolExecutor(threads, thread_name_prefix="polystore-planes")
             _POOL[:] = [(os.getpid(), pool)]
-        pool = _POOL[0][1]
-    for _ in pool.map(work, items):  # consumed, so that a task's error is raised here
-        pass
+        return _POOL[0][1]
+
+
+def _each(work: Callable[[Item], None], items: Iterable[Item],
+          meanwhile: Callable[[], None] | None = None) -> None:
+    """``work`` on every item, on the plane pool and on the calling thread together.
+
+    The calling thread first runs ``meanwhile`` (while the pool works), then takes the items
+    no pool thread has started (a field's third plane, where the pool has two threads) instead
+    of waiting idle for them. Returns once every item is done, a failed one's error (or
+    ``meanwhile``'s) raised then: a caller cleaning up after it must not race the others' writes.
+    """
+    items = list(items)
+    if len(items) <= 1 and meanwhile is None:
+        for item in items:
+            work(item)
+        return
+    pool = _pool()
+    futures = [pool.submit(work, item) for item in items]
+    errors: list[BaseException] = []
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except BaseException as error:  # raised below, after the pool's tasks are done
+            errors.append(error)
+    for future, item in zip(reversed(futures), reversed(items), strict=True):
+        if future.cancel():  # not started by the pool: done here
+            try:
+                work(item)
+            except BaseException as error:
+                errors.append(error)
+    for future in futures:
+        if not future.cancelled() and (failure := future.exception()) is not None:
+            errors.append(failure)
+    if errors:
+        raise errors[0]
 
 
 def _is_fill(plane: np.ndarray, fill_value: Any) -> bool:
@@ -162,23 +202,47 @@ class PlaneChunks:
         _each(read_plane, self._planes(array, index))
         return out
 
-    def write(self, array: Any, keys: KeyStore, index: tuple[int, ...], data: np.ndarray) -> None:
+    def write(self, array: Any, keys: KeyStore, index: tuple[int, ...], data: np.ndarray,
+              meanwhile: Callable[[], None] | None = None) -> None:
         """Write ``data`` (the planes of ``array`` under ``index``, in their shape) chunk by
-        chunk, each whole; a plane of the fill value alone is removed, as zarr writes it."""
+        chunk, each whole; a plane of the fill value alone is removed, as zarr writes it.
+
+        ``meanwhile``: run on the calling thread while the planes are encoded, and before any
+        chunk is written (e.g. the array's documents, and clearing what was at its path): a
+        new image's metadata I/O overlaps the codec. If it raises, no chunk is written.
+        """
         encode = self.encode
         assert encode is not None, "plane_chunks(..., write=True) gives an encoder"
         shape = tuple(int(s) for s in array.shape)
         flat = np.ascontiguousarray(data, self.dtype).reshape(-1, *shape[-2:])
+        ready = threading.Event()
+        failed: list[bool] = []
+        if meanwhile is None:
+            ready.set()
 
         def write_plane(entry: tuple[int, str]) -> None:
             position, key = entry
             plane = flat[position]
-            if not self.write_empty and _is_fill(plane, self.fill_value):
+            raw = None if not self.write_empty and _is_fill(plane, self.fill_value) else encode(plane)
+            ready.wait()  # set by the calling thread before it takes any plane itself
+            if failed:
+                return
+            if raw is None:
                 keys.delete(key)
             else:
-                keys.put(key, encode(plane))
+                keys.put(key, raw)
 
-        _each(write_plane, self._planes(array, index))
+        def prepare() -> None:
+            try:
+                if meanwhile is not None:
+                    meanwhile()
+            except BaseException:
+                failed.append(True)
+                raise
+            finally:
+                ready.set()
+
+        _each(write_plane, self._planes(array, index), prepare if meanwhile is not None else None)
 
 
 def _encoder(compressor: Any, name: str, zarr_format: int, dtype: np.dtype[Any]) -> Encode | None:
