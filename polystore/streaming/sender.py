@@ -21,7 +21,11 @@ once are copied by ZeroMQ into its own message, bytes that wait are copied first
 Every item is acknowledged by the receiver (inline ones on receipt, shared-memory ones when
 the slot is free again), so "bytes in flight" is what receivers have not taken yet.
 
-:meth:`Sender.frame` is the zero-copy producer: the next slot as an array to fill in place.
+The pieces: :mod:`~polystore.streaming.outlet` (the sockets), :mod:`~polystore.streaming.acks`
+(what is not acknowledged yet), :mod:`~polystore.streaming.shm` (the slot ring),
+:mod:`~polystore.streaming.producer` (:meth:`Sender.frame`, the zero-copy producer: the next
+slot as an array to fill in place). This module is the queue and its policies, and the
+sender's lifetime.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import math
 import os
 import secrets
 import sys
@@ -38,33 +41,23 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 
 from polystore.exceptions import StorageIOError
-from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, SNDMORE, zmq
-from polystore.streaming.endpoints import Endpoints, Link
-from polystore.streaming.errors import (
-    AddressInUseError,
-    ProtocolError,
-    StreamConfigError,
-    StreamTimeoutError,
-)
-from polystore.streaming.protocol import (
-    DEFAULT_SHM_PREFIX,
-    KINDS,
-    MAX_ACK_BYTES,
-    Ack,
-    AckReader,
-    HeaderWriter,
-    checked_dtype,
-    encode_header,
-)
+from polystore.streaming._zmq import NOBLOCK, SNDMORE, zmq
+from polystore.streaming.acks import READ_LIMIT, AckTracker
+from polystore.streaming.endpoints import Endpoints
+from polystore.streaming.errors import AddressInUseError, StreamConfigError, StreamTimeoutError
+from polystore.streaming.outgoing import Outgoing, checked_options, private_copy
+from polystore.streaming.outlet import Outlet
+from polystore.streaming.producer import Frame
+from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, checked_dtype
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import DATA_OFFSET, SlotRing
+
+__all__ = ["READ_LIMIT", "Frame", "Sender"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,43 +79,6 @@ ACK_POLL_S = 0.005
 ACK_BATCH = 32
 """Inline items out before a send takes their acks: acks are read when they are needed (a slot,
 room, an awaited item) or in batches, not on every send."""
-READ_LIMIT = 256
-"""Messages one look at the ack or monitor socket reads beyond those it can expect: anyone on
-the host may write to the ack port, and a flood must not keep a caller inside ``save``."""
-
-# zmq.h's socket events (plain ints, as in _zmq): who is connected to the data socket
-EVENT_CONNECTED = 0x0001
-EVENT_ACCEPTED = 0x0020
-EVENT_DISCONNECTED = 0x0200
-
-
-@dataclass(eq=False)
-class _Item:
-    """One accepted item: its header fields and where its bytes are until it is sent."""
-
-    msg_id: int
-    path: str
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    order: Literal["C", "F"]
-    options: dict[str, Any]
-    """kind, metadata, ack (wait_for_ack)."""
-    accepted_at: float
-    use_shm: bool = False
-    data: np.ndarray | None = None
-    """Inline bytes (or, under policy="latest" without a slot, the frame to put in one)."""
-    slot: int | None = None
-    segment_name: str | None = None
-    owned: bool = False
-    """``data`` is a copy of our own (ZeroMQ may keep it); otherwise it is the caller's array."""
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-    @property
-    def inline_bytes(self) -> int:
-        return self.nbytes if self.slot is None else 0
 
 
 class Sender:
@@ -179,27 +135,16 @@ class Sender:
         """Items replaced by a newer one for the same path before they went out (``latest``)."""
         self.expired = 0
         """Items dropped because no receiver took them within ``linger`` seconds."""
-        self.reclaimed = 0
-        """Slots (or inline bytes) given up on: no receiver acknowledged them in ``send_timeout``."""
         self._lock = threading.RLock()
-        self._link: Link | None = None
-        self._out: Any = None
-        self._acks: Any = None
-        self._monitor: Any = None
+        self._outlet: Outlet | None = None
+        self._out: Any = None  # the outlet's data socket, while open
         self._ring: SlotRing | None = None
         self._pid = os.getpid()
         self._next_id = 1
-        self._queue: deque[_Item] = deque()  # accepted, not yet handed to ZeroMQ, in order
-        self._latest: dict[str, _Item] = {}  # policy="latest": the newest per path not yet sent
-        self._in_flight: dict[int, tuple[int, int]] = {}  # inline id -> (bytes, send number)
-        self._peers: set[int] = set()  # the data socket's connections (file descriptors)
-        self._suspect = 0  # inline items sent up to this send number may have gone to a peer that left
-        self._acked_upto = 0  # the latest send number of an acknowledged inline item
-        self._pending_bytes = 0  # inline bytes accepted and not yet acknowledged
-        self._awaited: set[int] = set()
-        self._acked: set[int] = set()
+        self._queue: deque[Outgoing] = deque()  # accepted, not yet handed to ZeroMQ, in order
+        self._latest: dict[str, Outgoing] = {}  # policy="latest": the newest per path not yet sent
+        self._tracker = AckTracker(self.stream, endpoints.ack)
         self._headers = HeaderWriter(sender=self._pid, stream=self.stream, reply_to=self.reply_to)
-        self._ack_reader = AckReader()
         self._pump: threading.Thread | None = None
         self._closing_deadline: float | None = None
         self._closed = False
@@ -215,7 +160,12 @@ class Sender:
     @property
     def pending_bytes(self) -> int:
         """Inline bytes accepted and not yet acknowledged (bounded by ``max_pending_bytes``)."""
-        return self._pending_bytes
+        return self._tracker.pending_bytes
+
+    @property
+    def reclaimed(self) -> int:
+        """Slots (or inline bytes) given up on: no receiver acknowledged them in ``send_timeout``."""
+        return self._tracker.reclaimed
 
     @property
     def closed(self) -> bool:
@@ -254,12 +204,13 @@ class Sender:
             array = np.ascontiguousarray(array)  # the wire carries one of the two layouts
         dtype = checked_dtype(array.dtype)
         order: Literal["C", "F"] = "C" if array.flags.c_contiguous else "F"
-        options = _checked_options(kind, metadata, wait_for_ack)
+        options = checked_options(kind, metadata, wait_for_ack)
         use_shm = self._uses_shm(array.nbytes, transport)
         with self._lock:
             self._check_open()
             self._catch_up()
-            item = _Item(self._take_id(), path, array.shape, dtype, order, options, time.monotonic(), use_shm)
+            item = Outgoing(self._take_id(), path, array.shape, dtype, order, options, time.monotonic(),
+                            use_shm)
             deadline = time.monotonic() + timeout
             if policy == "latest":
                 self._offer_latest(item, array)
@@ -298,7 +249,7 @@ class Sender:
         dims = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
         if any(n < 0 for n in dims):
             raise StreamConfigError(f"frame shape {dims} has a negative dimension: pass sizes >= 0")
-        options = _checked_options(kind, metadata, wait_for_ack)
+        options = checked_options(kind, metadata, wait_for_ack)
         return Frame(self, dims, checked_dtype(dtype), path, options,
                      self.send_timeout if timeout is None else timeout)
 
@@ -405,32 +356,12 @@ class Sender:
     def _open(self) -> None:
         z = zmq()
         try:
-            link = Link(self.endpoints.host, serve=self.bind, curve=self.curve)
+            outlet = Outlet(self.endpoints, bind=self.bind, curve=self.curve,
+                            high_water_mark=self.high_water_mark, linger=self.linger, reply_to=self.reply_to)
         except z.ZMQError as error:
             raise self._open_error(error) from error
-        try:
-            self._out = link.open(z.PUSH, self.endpoints.data, {
-                z.SNDHWM: self.high_water_mark, z.LINGER: int(self.linger * 1000),
-            })
-            ack_options: dict[int, int | bytes] = {z.MAXMSGSIZE: MAX_ACK_BYTES * 4}
-            if self.bind:
-                self._acks = link.open(z.PULL, self.endpoints.ack, ack_options)  # acks of every receiver
-            else:
-                # the receiver binds and may serve many senders: its ROUTER sends each ack to
-                # the sender named in the header's reply_to
-                assert self.reply_to is not None
-                ack_options[z.IDENTITY] = self.reply_to.encode()
-                self._acks = link.open(z.DEALER, self.endpoints.ack, ack_options)
-            self._monitor = self._out.get_monitor_socket(
-                EVENT_CONNECTED | EVENT_ACCEPTED | EVENT_DISCONNECTED
-            )
-        except BaseException as error:
-            link.close()
-            self._out = self._acks = self._monitor = None
-            if isinstance(error, z.ZMQError):
-                raise self._open_error(error) from error
-            raise
-        self._link = link
+        self._outlet, self._out = outlet, outlet.data
+        self._tracker.attach(outlet.acks, outlet.monitor)
 
     def _open_error(self, error: Any) -> Exception:
         """What a user is told when the stream's sockets cannot be opened."""
@@ -487,7 +418,7 @@ class Sender:
                 # its receiver died or lost it: a fresh segment takes the slot's place (a reader
                 # still holding the old one keeps its pages; its late ack is ignored)
                 ring.reclaim_oldest()
-                self.reclaimed += 1
+                self._tracker.reclaimed += 1
                 break
             self._service()
             remaining = deadline - time.monotonic()
@@ -513,10 +444,10 @@ class Sender:
         socket until they are needed (a slot, room, an awaited item) or a batch has come."""
         if self._queue or self._latest:
             self._service()
-        elif len(self._in_flight) >= ACK_BATCH:
+        elif len(self._tracker.in_flight) >= ACK_BATCH:
             self._drain_acks(0.0)
 
-    def _take(self, item: _Item) -> np.ndarray:
+    def _take(self, item: Outgoing) -> np.ndarray:
         """A free slot for ``item`` (the caller checked there is one), as an array to fill."""
         ring = self._slot_ring()
         try:
@@ -534,46 +465,52 @@ class Sender:
             self._give_back(item)
             raise
 
-    def _give_back(self, item: _Item) -> None:
+    def _give_back(self, item: Outgoing) -> None:
         """``item`` did not go out: its slot is free again."""
         if item.slot is not None and self._ring is not None:
             self._ring.release(item.slot)
         item.slot = item.segment_name = None
 
-    def _fill(self, item: _Item, array: np.ndarray) -> None:
+    def _fill(self, item: Outgoing, array: np.ndarray) -> None:
         """Copy ``array`` into a free slot for ``item``."""
         np.copyto(self._take(item), array, casting="no")
 
     def _wait_for_room(self, nbytes: int, deadline: float, path: str, timeout: float) -> None:
         """Wait until ``nbytes`` more inline bytes fit in ``max_pending_bytes`` (an item larger
         than the limit goes alone)."""
-        while self._pending_bytes and self._pending_bytes + nbytes > self.max_pending_bytes:
+        while self._over_room(nbytes):
             self._reclaim_stale()
             self._service()
-            if not self._pending_bytes or self._pending_bytes + nbytes <= self.max_pending_bytes:
+            if not self._over_room(nbytes):
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StreamTimeoutError(
-                    f"Could not stream '{path}' within {timeout:g} s: {self._pending_bytes} bytes "
+                    f"Could not stream '{path}' within {timeout:g} s: {self._tracker.pending_bytes} bytes "
                     f"are still waiting for a receiver on {self.endpoints.data} (the limit is "
                     f"max_pending_bytes={self.max_pending_bytes}). Start a receiver, raise "
                     "send_timeout or max_pending_bytes, or use policy='latest' to drop stale frames."
                 )
             self._drain_acks(min(ACK_POLL_S, remaining))
 
-    def _accept(self, item: _Item) -> None:
+    def _over_room(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more inline bytes would pass ``max_pending_bytes`` (an item larger
+        than the limit goes alone)."""
+        pending = self._tracker.pending_bytes
+        return bool(pending) and pending + nbytes > self.max_pending_bytes
+
+    def _accept(self, item: Outgoing) -> None:
         """Send ``item`` now if nothing waits before it and ZeroMQ takes it; otherwise queue it."""
-        self._pending_bytes += item.inline_bytes
+        self._tracker.pending_bytes += item.inline_bytes
         if item.options["ack"]:
-            self._awaited.add(item.msg_id)
+            self._tracker.awaited.add(item.msg_id)
         if not self._queue:
             try:
                 if self._try_send(item):
                     return
             except BaseException:  # nothing went out: undo what accepting it took
-                self._pending_bytes -= item.inline_bytes
-                self._awaited.discard(item.msg_id)
+                self._tracker.pending_bytes -= item.inline_bytes
+                self._tracker.awaited.discard(item.msg_id)
                 self._give_back(item)
                 raise
         if item.data is not None and item.slot is None and not item.owned:
@@ -583,29 +520,29 @@ class Sender:
         self._queue.append(item)
         self._start_pump()
 
-    def _offer_latest(self, item: _Item, array: np.ndarray) -> None:
+    def _offer_latest(self, item: Outgoing, array: np.ndarray) -> None:
         """policy="latest": the newest frame of its path replaces the one kept before (a path's
         frames never overtake each other); it goes now if a slot (or room) is free and no
         block-policy item waits, or is kept until it can. A kept frame holds its slot (or a
         private copy), so that trying again copies nothing."""
         if item.options["ack"]:
-            self._awaited.add(item.msg_id)
+            self._tracker.awaited.add(item.msg_id)
         previous = self._latest.pop(item.path, None)
         reuse = None
         if previous is not None:
             self.dropped += 1
-            self._awaited.discard(previous.msg_id)
+            self._tracker.awaited.discard(previous.msg_id)
             reuse = previous.data if previous.owned else None
             self._give_back(previous)
         if not self._queue and self._send_now(item, array):
             return
         if item.slot is None and not item.owned:
-            item.data = _private_copy(array, reuse)
+            item.data = private_copy(array, reuse)
             item.owned = True
         self._latest[item.path] = item
         self._start_pump()
 
-    def _send_now(self, item: _Item, array: np.ndarray | None) -> bool:
+    def _send_now(self, item: Outgoing, array: np.ndarray | None) -> bool:
         """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes.
         A slot it took stays its own when ZeroMQ cannot take it yet."""
         if item.slot is None and item.use_shm:
@@ -616,25 +553,25 @@ class Sender:
             assert array is not None  # a kept frame without a slot has its private copy
             self._fill(item, array)
         elif item.slot is None:
-            if self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
+            if self._over_room(item.nbytes):
                 self._drain_acks(0.0)
                 self._reclaim_stale()
-                if self._pending_bytes and self._pending_bytes + item.nbytes > self.max_pending_bytes:
+                if self._over_room(item.nbytes):
                     return False
             if item.data is None:
                 item.data = array
-        self._pending_bytes += item.inline_bytes
+        self._tracker.pending_bytes += item.inline_bytes
         try:
             sent = self._try_send(item)
         except BaseException:
-            self._pending_bytes -= item.inline_bytes
+            self._tracker.pending_bytes -= item.inline_bytes
             self._give_back(item)
             raise
         if not sent:
-            self._pending_bytes -= item.inline_bytes
+            self._tracker.pending_bytes -= item.inline_bytes
         return sent
 
-    def _try_send(self, item: _Item) -> bool:
+    def _try_send(self, item: Outgoing) -> bool:
         """Hand ``item`` to ZeroMQ without waiting; False when it would have to wait."""
         z = zmq()
         shm = None
@@ -662,7 +599,7 @@ class Sender:
             assert self._ring is not None
             self._ring.sent(item.slot)
         else:
-            self._in_flight[item.msg_id] = (item.nbytes, self.sent + 1)
+            self._tracker.sent_inline(item.msg_id, item.nbytes, self.sent + 1)
         self.sent += 1
         return True
 
@@ -689,10 +626,10 @@ class Sender:
     def _expire(self) -> None:
         """Drop what waited longer than ``linger`` for a receiver, while none is connected: one
         that is connected is slow, not absent, and ``policy="block"`` waits for it."""
-        if self._peers:
+        if self._tracker.peers:
             return
         cutoff = time.monotonic() - self.linger
-        expired: list[_Item] = []
+        expired: list[Outgoing] = []
         while self._queue and self._queue[0].accepted_at < cutoff:
             expired.append(self._queue.popleft())
         for path, item in list(self._latest.items()):
@@ -701,14 +638,14 @@ class Sender:
         if expired:
             self._drop(expired, f"no receiver took them within linger={self.linger:g} s")
 
-    def _drop(self, items: list[_Item], why: str) -> None:
+    def _drop(self, items: list[Outgoing], why: str) -> None:
         """Forget items taken out of the queue or the latest frames, never sent."""
         for item in items:
             if item.slot is not None:
                 self._give_back(item)
             elif item.options["queued"]:
-                self._pending_bytes -= item.inline_bytes  # counted when queued (latest: when sent)
-            self._awaited.discard(item.msg_id)
+                self._tracker.pending_bytes -= item.inline_bytes  # counted when queued (latest: when sent)
+            self._tracker.awaited.discard(item.msg_id)
         self.expired += len(items)
         logger.warning(
             "dropped %d item(s) never delivered to %s (%s), e.g. '%s'; %d dropped so far",
@@ -716,118 +653,38 @@ class Sender:
         )
 
     def _reclaim_stale(self) -> None:
-        """Forget inline items that went to a receiver that has left, and give up slots that no
-        receiver gave back in ``send_timeout``.
-
-        ZeroMQ drops what a departed peer had not read, but a PUSH socket does not say which
-        items went to which peer. So: when the last peer leaves, every inline item in flight is
-        lost; when others stay, an item sent before the departure is lost once an item sent
-        after it has been acknowledged (a receiver acknowledges in the order it receives). A
-        receiver that is slow but alive keeps its items counted, so that it is what bounds the
-        sender (``max_pending_bytes``), however long it takes, whoever else comes and goes.
-        """
+        """Forget inline items that went to a receiver that has left (see
+        :meth:`AckTracker.reclaim_lost`), and give up slots no receiver gave back in ``send_timeout``."""
         self._watch_peers()
-        if self._in_flight and self._suspect and self._acked_upto:
-            lost = [msg_id for msg_id, (_, number) in self._in_flight.items()
-                    if number <= self._suspect and number < self._acked_upto]
-            self._forget(lost)
+        self._tracker.reclaim_lost()
         ring = self._ring
         while ring is not None and ring.in_flight and ring.oldest_age() > self.send_timeout:
             ring.reclaim_oldest()
-            self.reclaimed += 1
-
-    def _forget(self, msg_ids: list[int]) -> None:
-        """Stop counting inline items in flight that no receiver will acknowledge."""
-        for msg_id in msg_ids:
-            self._pending_bytes -= self._in_flight.pop(msg_id)[0]
-        self.reclaimed += len(msg_ids)
+            self._tracker.reclaimed += 1
 
     def _watch_peers(self) -> None:
-        """Follow who is connected to the data socket (its monitor), a bounded number of events
-        at a time (anyone on the host can connect and disconnect)."""
-        monitor = self._monitor
-        if monitor is None:
-            return
-        from zmq.utils.monitor import parse_monitor_message
-
-        for _ in range(READ_LIMIT):
-            if not monitor.getsockopt(EVENTS) & POLLIN:
-                return
-            event = parse_monitor_message(monitor.recv_multipart())
-            peer = event["value"]  # the connection's file descriptor
-            if event["event"] != EVENT_DISCONNECTED:
-                self._peers.add(peer)
-                continue
-            self._peers.discard(peer)
-            if not self._in_flight:
-                continue
-            if self._peers:
-                self._suspect = self.sent
-            else:
-                self._forget(list(self._in_flight))
+        self._tracker.watch_peers(self.sent)
 
     def _drain_acks(self, wait: float) -> None:
-        """Take the acknowledgements that have arrived (waiting up to ``wait`` s for the first),
-        at most what the items out could have earned plus :data:`READ_LIMIT`: the rest waits for
-        the next call, so that a flood of messages on the ack port cannot hold the caller."""
-        socket = self._acks
-        if socket is None:
-            return
-        if wait > 0 and not socket.poll(int(wait * 1000) or 1, POLLIN):
-            return
-        budget = len(self._in_flight) + (self._ring.in_flight if self._ring is not None else 0) + READ_LIMIT
-        # asking for EVENTS costs a fraction of a recv that raises Again
-        while budget and socket.getsockopt(EVENTS) & POLLIN:
-            budget -= 1
-            raw = socket.recv()
-            if socket.getsockopt(RCVMORE):
-                self._refuse_multipart_ack()
-                continue
-            ack = self._ack_reader.decode(raw)
-            if ack is None:
-                logger.warning("ignored a malformed acknowledgement")
-            elif ack.stream == self.stream:  # others are meant for an earlier sender on this port
-                self._on_ack(ack)
-
-    def _refuse_multipart_ack(self) -> None:
-        """An ack is one frame: read the rest of a longer message one frame at a time, keep none
-        of it, and say so once (libzmq caps each frame, not a message: docs/streaming.md)."""
-        assert self._acks is not None
-        frames, size = 1, 0
-        while self._acks.getsockopt(RCVMORE):
-            size += len(self._acks.recv(copy=False))
-            frames += 1
-        logger.warning("ignored a message of %d frames (%d bytes past the first) on the ack socket "
-                       "%s: an acknowledgement is one frame", frames, size, self.endpoints.ack)
-
-    def _on_ack(self, ack: Ack) -> None:
-        if ack.id is not None:
-            sent = self._in_flight.pop(ack.id, None)
-            if sent is not None:
-                self._pending_bytes -= sent[0]
-                self._acked_upto = max(self._acked_upto, sent[1])
-            if ack.id in self._awaited:
-                self._awaited.discard(ack.id)
-                self._acked.add(ack.id)
-        if ack.slot is not None and self._ring is not None:
-            self._ring.release_if(ack.slot, ack.name)
+        self._tracker.drain(wait, self._ring)
 
     def _wait_for_ack(self, msg_id: int, deadline: float, path: str, timeout: float) -> None:
-        while msg_id not in self._acked:
+        while msg_id not in self._tracker.acked:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._awaited.discard(msg_id)
+                self._tracker.awaited.discard(msg_id)
                 raise StreamTimeoutError(
                     f"The receiver did not acknowledge '{path}' within {timeout:g} s "
                     f"(is one reading from {self.endpoints.data}?)."
                 )
             self._service()
             self._drain_acks(min(remaining, ACK_POLL_S))
-        self._acked.discard(msg_id)
+        self._tracker.acked.discard(msg_id)
 
     def _all_delivered(self) -> bool:
         ring = self._ring
-        return not (self._queue or self._latest or self._in_flight or (ring is not None and ring.in_flight))
+        return not (self._queue or self._latest or self._tracker.in_flight
+                    or (ring is not None and ring.in_flight))
 
     # -- the pump: delivers what waits, in the background -------------------------------------------
     def _start_pump(self) -> None:
@@ -853,7 +710,7 @@ class Sender:
                 elif not (self._queue or self._latest):
                     self._pump = None
                     return
-                interval = PUMP_INTERVAL_S if self._peers else PUMP_IDLE_INTERVAL_S
+                interval = PUMP_INTERVAL_S if self._tracker.peers else PUMP_IDLE_INTERVAL_S
             time.sleep(interval)
 
     def _linger_in_background(self) -> None:
@@ -867,98 +724,21 @@ class Sender:
         and a CURVE sender's own context would wait that long here to end)."""
         if self._closed:
             return
-        if drop and self._out is not None:
-            with contextlib.suppress(Exception):
-                self._out.setsockopt(zmq().LINGER, 0)
         left = list(self._queue) + list(self._latest.values())
         self._queue.clear()
         self._latest.clear()
         if left:
             self._drop(left, "the sender closed before a receiver took them")
-        if self._monitor is not None:
-            with contextlib.suppress(Exception):
-                self._out.disable_monitor()
-            self._monitor.close(0)
-            self._monitor = None
-        if self._link is not None:
-            self._link.close()
-            self._link = None
-        self._out = self._acks = None
+        self._tracker.detach()
+        if self._outlet is not None:
+            self._outlet.close(drop)
+            self._outlet = None
+        self._out = None
         if self._ring is not None:
             self._ring.close()
             self._ring = None
         self._closed = True
         _LINGERING.discard(self)
-
-
-class Frame:
-    """``with sender.frame(...) as buffer``: see :meth:`Sender.frame`."""
-
-    __slots__ = ("_buffer", "_item", "_sender", "_timeout")
-
-    def __init__(self, sender: Sender, shape: tuple[int, ...], dtype: np.dtype[Any], path: str,
-                 options: dict[str, Any], timeout: float) -> None:
-        self._sender = sender
-        self._timeout = timeout
-        self._item = _Item(0, path, shape, dtype, "C", options, 0.0)
-        self._buffer: np.ndarray | None = None
-
-    def __enter__(self) -> np.ndarray:
-        sender, item = self._sender, self._item
-        item.use_shm = sender.endpoints.local and sender.transport != "inline"
-        with sender._lock:
-            sender._check_open()
-            sender._catch_up()
-            if item.use_shm:
-                if sender.policy == "block":
-                    sender._wait_for_slot(time.monotonic() + self._timeout, item.path, self._timeout)
-                if sender._free_slot():
-                    self._buffer = sender._take(item)
-                    return self._buffer
-            self._buffer = np.empty(item.shape, item.dtype)  # inline, or no slot free under "latest"
-        return self._buffer
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
-        sender, item, buffer = self._sender, self._item, self._buffer
-        self._buffer = None
-        assert buffer is not None
-        with sender._lock:
-            if kind is not None or sender._closed:
-                sender._give_back(item)  # nothing was sent: the slot is free again
-                return
-            item.msg_id = sender._take_id()
-            item.accepted_at = time.monotonic()
-            if item.slot is None:
-                item.data, item.owned = buffer, True  # a private buffer: the block is over
-            if sender.policy == "latest":
-                sender._offer_latest(item, buffer)
-            else:
-                if item.slot is None:
-                    sender._wait_for_room(item.nbytes, time.monotonic() + self._timeout, item.path,
-                                          self._timeout)
-                sender._accept(item)
-            if item.options["ack"]:
-                sender._wait_for_ack(item.msg_id, time.monotonic() + self._timeout, item.path, self._timeout)
-
-
-def _checked_options(kind: str, metadata: Mapping[str, Any] | None, wait_for_ack: bool) -> dict[str, Any]:
-    """The header options of an item, refused here (not after a slot is taken) if they cannot be sent."""
-    if kind not in KINDS:
-        raise ProtocolError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
-    if metadata:
-        encode_header(dict(metadata))  # JSON, or ProtocolError naming why not
-    return {"kind": kind, "metadata": metadata, "ack": bool(wait_for_ack), "queued": False}
-
-
-def _private_copy(array: np.ndarray, reuse: np.ndarray | None) -> np.ndarray:
-    """A copy of ``array`` the caller cannot change, in ``reuse`` when that has its shape and dtype."""
-    if reuse is not None and reuse.shape == array.shape and reuse.dtype == array.dtype and (
-        reuse.flags.c_contiguous == array.flags.c_contiguous
-    ):
-        np.copyto(reuse, array, casting="no")
-        return reuse
-    return np.array(array, order="A", copy=True)
 
 
 _SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()

@@ -1,0 +1,61 @@
+"""An item a sender has accepted: its header fields, and where its bytes are until it goes out."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from polystore.streaming.errors import ProtocolError
+from polystore.streaming.protocol import KINDS, encode_header
+
+
+@dataclass(eq=False)
+class Outgoing:
+    """One accepted item: its header fields and where its bytes are until it is sent."""
+
+    msg_id: int
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    order: Literal["C", "F"]
+    options: dict[str, Any]
+    """kind, metadata, ack (wait_for_ack), queued (counted in the pending bytes while it waits)."""
+    accepted_at: float
+    use_shm: bool = False
+    data: np.ndarray | None = None
+    """Inline bytes (or, under policy="latest" without a slot, the frame to put in one)."""
+    slot: int | None = None
+    segment_name: str | None = None
+    owned: bool = False
+    """``data`` is a copy of our own (ZeroMQ may keep it); otherwise it is the caller's array."""
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def inline_bytes(self) -> int:
+        return self.nbytes if self.slot is None else 0
+
+
+def checked_options(kind: str, metadata: Mapping[str, Any] | None, wait_for_ack: bool) -> dict[str, Any]:
+    """The header options of an item, refused here (not after a slot is taken) if they cannot be sent."""
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    if metadata:
+        encode_header(dict(metadata))  # JSON, or ProtocolError naming why not
+    return {"kind": kind, "metadata": metadata, "ack": bool(wait_for_ack), "queued": False}
+
+
+def private_copy(array: np.ndarray, reuse: np.ndarray | None) -> np.ndarray:
+    """A copy of ``array`` the caller cannot change, in ``reuse`` when that has its shape and dtype."""
+    if reuse is not None and reuse.shape == array.shape and reuse.dtype == array.dtype and (
+        reuse.flags.c_contiguous == array.flags.c_contiguous
+    ):
+        np.copyto(reuse, array, casting="no")
+        return reuse
+    return np.array(array, order="A", copy=True)
