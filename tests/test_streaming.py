@@ -1073,6 +1073,44 @@ def test_a_segment_shrunk_after_it_was_mapped_is_refused_not_read(port: int, zer
         commands.put("take")
         assert report.get(timeout=20) == ("after.tif", 2)
     commands.put("stop")
+
+
+@pytest.mark.parametrize("zero_copy", [False, True], ids=["copying", "zero-copy"])
+def test_a_header_seen_before_still_has_its_segment_checked_at_every_read(port: int, zero_copy: bool) -> None:
+    """A receiver keeps what it worked out for a header it has seen before (the same bytes but the
+    id: a camera's frames), but the segment's size is still checked before every read: a slot
+    shrunk between two frames of the same header is refused, not read past its end."""
+    commands, report = SPAWN.Queue(), SPAWN.Queue()
+    receiver = SPAWN.Process(target=_bound_receiver, args=(port, zero_copy, commands, report))
+    receiver.start()
+    sender = ShmTestBackend(port=port, bind=False, send_timeout=20, shm_slots=1)
+    try:
+        for value in (1, 2, 3):  # the same header bytes each time, but the id
+            sender.save(np.full((16, 16), value, np.uint16), "same.tif", transport="shm")
+            commands.put("take")
+            assert report.get(timeout=20) == ("same.tif", value)
+        ring = sender.sender.ring
+        assert ring is not None
+        name = ring.name_of(0)
+        assert name is not None
+        fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
+        os.ftruncate(fd, 128)  # same inode; the frame (bytes 64..576) stays on the page of the end
+        os.close(fd)
+        sender.save(np.full((16, 16), 4, np.uint16), "same.tif", transport="shm")
+        deadline = time.monotonic() + 20
+        received, rejected, reason = 0, 0, None
+        while rejected == 0 and time.monotonic() < deadline:
+            commands.put("counters")
+            received, rejected, reason = report.get(timeout=20)
+        assert (received, rejected) == (3, 1)
+        assert "holds bytes 64..128" in reason
+    finally:
+        sender.close(0.1)
+    with ShmTestBackend(port=port, bind=False, send_timeout=20) as second:
+        second.save(_frame(2), "after.tif", wait_for_ack=True)
+        commands.put("take")
+        assert report.get(timeout=20) == ("after.tif", 2)
+    commands.put("stop")
     receiver.join(20)
     assert receiver.exitcode == 0
 

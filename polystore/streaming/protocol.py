@@ -421,6 +421,18 @@ class HeaderWriter:
                           sender=self.sender, reply_to=self.reply_to, stream=self.stream)
 
 
+def split_id(raw: bytes) -> tuple[bytes, int] | None:
+    """``raw`` as (everything before a trailing ``,"id":<digits>}``, the id), or None when it does
+    not end so (digits only, no leading zero, at most 18 of them)."""
+    cut = raw.rfind(_ID_FIELD)
+    if cut <= 0 or raw[-1:] != b"}":
+        return None
+    digits = raw[cut + len(_ID_FIELD) : -1]
+    if not (digits.isdigit() and len(digits) <= _MAX_ID_DIGITS and (digits[0] != 0x30 or digits == b"0")):
+        return None
+    return raw[:cut], int(digits)
+
+
 class HeaderReader:
     """:func:`decode` for one receiver, remembering the headers it validated.
 
@@ -440,18 +452,21 @@ class HeaderReader:
         if len(frames) not in (1, 2):
             raise ProtocolError(f"expected 1 or 2 frames, got {len(frames)}")
         raw = frames[0] if type(frames[0]) is bytes else bytes(_buffer(frames[0]))
-        cut = raw.rfind(_ID_FIELD)
-        digits = raw[cut + len(_ID_FIELD) : -1] if cut > 0 and raw[-1:] == b"}" else b""
-        if not (digits.isdigit() and len(digits) <= _MAX_ID_DIGITS and (digits[0] != 0x30 or digits == b"0")):
+        split = split_id(raw)
+        if split is None:
             header = decode(frames, self.limits, self._pattern)
             return header, header["id"]
-        known = self._known.get(raw[:cut])
+        known = self._known.get(split[0])
         if known is None:
             header = decode(frames, self.limits, self._pattern)
-            self._remember(raw[:cut], header)
+            self._remember(split[0], header)
             return header, header["id"]
         check_frames(known, frames)
-        return known, int(digits)
+        return known, split[1]
+
+    def known(self, prefix: bytes) -> Mapping[str, Any] | None:
+        """The header validated before for the bytes ``prefix`` (see :func:`split_id`), if kept."""
+        return self._known.get(prefix)
 
     def _remember(self, key: bytes, header: dict[str, Any]) -> None:
         if len(key) > _KNOWN_HEADER_BYTES:

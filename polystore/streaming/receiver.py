@@ -21,7 +21,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from polystore.streaming.protocol import (
     StreamItem,
     array_from_buffer,
     encode_ack,
+    split_id,
 )
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import AttachedSegment, sweep_orphaned_segments
@@ -55,6 +56,37 @@ naming senders that never connect costs a bounded amount of memory and work."""
 ACK_LINGER_MS = 500
 _MAX_ATTACHED = 16
 _MAX_STREAMS_TRACKED = 1024
+_MAX_PLANS = 64
+
+
+class _ShmPlan:
+    """A shared-memory header validated before, with what reading its slot takes, worked out once.
+
+    A camera sends the same header (path, shape, slot, segment) again and again with a new id:
+    for those bytes the checks of the header are done and the segment is mapped, so each item
+    costs only what must be done per read (the segment's size and links checked again with
+    ``fstat``), the array and the ack.
+    """
+
+    __slots__ = ("ack_parts", "dtype", "header", "offset", "order", "release", "reply_to", "segment",
+                 "shape", "size", "stream", "wants_ack")
+
+    def __init__(self, header: Mapping[str, Any], segment: AttachedSegment,
+                 release: Callable[[], None] | None, ack_parts: tuple[bytes, bytes] | None) -> None:
+        info = header["shm"]
+        self.header = header
+        self.segment = segment
+        self.offset: int = info["offset"]
+        self.size: int = info["size"]
+        self.stream: str = header["stream"]
+        self.shape = tuple(header["shape"])
+        self.dtype = np.dtype(header["dtype"])
+        self.order: Literal["C", "F"] = header.get("order", "C")
+        self.release = release
+        self.reply_to = (header.get("reply_to") or "").encode()
+        self.wants_ack = bool(header.get("ack"))
+        self.ack_parts = ack_parts
+        """The ack that gives the slot back, split where the item's id goes (copying receivers)."""
 
 
 class _UnroutedAcks:
@@ -133,6 +165,7 @@ class Inbound:
         self._unrouted = _UnroutedAcks()
         self._receiving_thread: int | None = None
         self._release_messages: dict[tuple[str, int, str], bytes] = {}
+        self._plans: dict[bytes, _ShmPlan] = {}
         z = zmq()
         self._link = Link(endpoints.host, serve=bind, curve=curve)  # refuses a public bind without keys
         self._wake_read, self._wake_write = os.pipe()
@@ -213,9 +246,10 @@ class Inbound:
             return None
         first = socket.recv(NOBLOCK, copy=False)
         frames: list[Any] = [first.bytes if len(first) <= MAX_HEADER_BYTES else first]
-        if socket.getsockopt(RCVMORE):
-            frames.append(socket.recv(copy=False))
-            if socket.getsockopt(RCVMORE):
+        if first.more:  # the frame's own flag: no getsockopt(RCVMORE) call
+            second = socket.recv(copy=False)
+            frames.append(second)
+            if second.more:
                 self._refuse_rest(frames)
                 return []
         return frames
@@ -239,6 +273,14 @@ class Inbound:
         logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
 
     def _accept(self, frames: Sequence[Any]) -> StreamItem | None:
+        if len(frames) == 1 and type(frames[0]) is bytes and self._plans:
+            split = split_id(frames[0])
+            plan = None if split is None else self._plans.get(split[0])
+            if plan is not None:
+                assert split is not None
+                item = self._accept_planned(plan, split[0], split[1])
+                if item is not None:
+                    return item
         try:
             header, msg_id = self._headers.decode(frames)  # shared: read, never changed here
             if header["transport"] == "inline":
@@ -260,14 +302,67 @@ class Inbound:
                 self._send_ack(header, Ack(stream, msg_id, shm["slot"], shm["name"]))
             elif header.get("ack"):  # zero-copy: received now, the slot comes back later
                 self._send_ack(header, Ack(stream, msg_id))
+        if header["transport"] == "shm" and type(frames[0]) is bytes:
+            self._plan(frames[0], header)
         return StreamItem.received(array, header, msg_id)
+
+    def _plan(self, raw: bytes, header: Mapping[str, Any]) -> None:
+        """Keep a plan for a shared-memory header the header reader remembers (validated)."""
+        split = split_id(raw)
+        if split is None or self._headers.known(split[0]) is not header:
+            return
+        info = header["shm"]
+        segment = self._attached.get(info["name"])
+        if segment is None:
+            return
+        release = ack_parts = None
+        if self.zero_copy:
+            release = functools.partial(self._release_later, (header.get("reply_to") or "").encode(),
+                                        self._release_message(header["stream"], info["slot"], info["name"]))
+        else:
+            ack = encode_ack(Ack(header["stream"], 0, info["slot"], info["name"]))
+            before, _, after = ack.partition(b'"ack":0,')
+            ack_parts = (before + b'"ack":', b"," + after)
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.clear()
+        self._plans[split[0]] = _ShmPlan(header, segment, release, ack_parts)
+
+    def _accept_planned(self, plan: _ShmPlan, prefix: bytes, msg_id: int) -> StreamItem | None:
+        """An item of a planned header; None (the plan dropped) when its slot fails a check, for
+        the full path to map again or refuse."""
+        segment = plan.segment
+        try:
+            segment.check(plan.offset, plan.size, plan.stream)
+            if self.zero_copy:
+                assert plan.release is not None
+                lease = segment.lease(plan.offset, plan.size, plan.release)
+                array = np.ndarray(plan.shape, plan.dtype, lease, order=plan.order)  # type: ignore[arg-type]
+                array.flags.writeable = False  # the sender's memory: never written from here
+            else:
+                array = np.ndarray(plan.shape, plan.dtype, segment.copy_out(plan.offset, plan.size),
+                                   order=plan.order)
+        except Exception:
+            del self._plans[prefix]
+            return None
+        self.received += 1
+        self._count_gaps(plan.stream, msg_id)
+        if plan.ack_parts is not None:  # copied out: the slot is free again
+            self._deliver(plan.reply_to, b"%b%d%b" % (plan.ack_parts[0], msg_id, plan.ack_parts[1]))
+        elif plan.wants_ack:  # zero-copy: received now, the slot comes back later
+            self._deliver(plan.reply_to, encode_ack(Ack(plan.stream, msg_id)))
+        return StreamItem.received(array, plan.header, msg_id)
+
+    def _forget_plans(self, segment: AttachedSegment) -> None:
+        """Plans that read ``segment`` go with it (it is being closed)."""
+        self._plans = {key: plan for key, plan in self._plans.items() if plan.segment is not segment}
 
     def _count_gaps(self, key: str, msg_id: int) -> None:
         last = self._last_id.get(key)
         if last is not None and msg_id > last + 1:
             self.dropped += msg_id - last - 1
         self._last_id[key] = msg_id
-        self._last_id.move_to_end(key)
+        if last is not None and len(self._last_id) > 1:  # a new key is at the end already
+            self._last_id.move_to_end(key)
         if len(self._last_id) > _MAX_STREAMS_TRACKED:  # stream ids come from the wire: bound them
             self._last_id.popitem(last=False)
 
@@ -281,6 +376,7 @@ class Inbound:
             self._attached[name] = segment
             while len(self._attached) > _MAX_ATTACHED:
                 _, old = self._attached.popitem(last=False)
+                self._forget_plans(old)
                 old.close()
         else:
             self._attached.move_to_end(name)
@@ -297,6 +393,7 @@ class Inbound:
                 raise
             # unlinked and the name used again (a new sender with a recycled pid): map the new one
             del self._attached[name]
+            self._forget_plans(segment)
             segment.close()
             segment = self._segment(name)
             segment.check(info["offset"], info["size"], header["stream"])
@@ -379,6 +476,7 @@ class Inbound:
             self._closed = True
             for fd in (self._wake_read, self._wake_write):
                 os.close(fd)
+        self._plans.clear()
         for segment in self._attached.values():
             segment.close()
         self._attached.clear()
