@@ -487,6 +487,8 @@ def test_fuzzed_messages_are_rejected_and_counted_and_a_good_frame_still_arrives
     good = np.arange(16, dtype=np.uint8).reshape(4, 4)
     with caplog.at_level(logging.WARNING, logger="polystore.streaming.receiver"):
         receiver = StreamReceiver(port=port, max_bytes=1024**3).start()
+        assert receiver.inbound is not None
+        receiver.inbound.rejections.burst = count  # every reason logged: this test reads them
         try:
             for message in messages:
                 push.send_multipart(message)

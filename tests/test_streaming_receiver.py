@@ -408,3 +408,70 @@ def test_a_port_no_tcp_address_can_have_is_refused_when_the_stream_is_made(optio
     # before: bound nothing usable, and every save was dropped as 'never delivered'
     with pytest.raises(StreamConfigError, match="is not a TCP port"):
         StreamingBackend(**options)
+
+
+# ---- the log under a flood ------------------------------------------------------------------
+
+
+def test_a_flood_of_bad_messages_logs_a_few_warnings_and_a_count_of_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Anyone on the host can write to the data port: every rejection is counted, but only the
+    first few are logged one by one, and the rest as one summary with their number."""
+    from polystore.streaming.throttle import DEFAULT_BURST
+
+    port = free_port_block(2)
+    flood = 500
+    caplog.set_level("WARNING", logger="polystore.streaming.receiver")
+    items: list[Any] = []
+    receiver = StreamReceiver(port=port, bind=True).start(items.append)
+    push = _push(port)
+    try:
+        for _ in range(flood):
+            push.send_multipart([b"not json", b"abcd"])
+        push.send_multipart([_header(id=1), b"abcd"])
+        _wait_for(lambda: len(items) == 1, "the good message after the flood")
+    finally:
+        push.close()
+        receiver.stop()  # logs the summary of what was not logged one by one
+    assert receiver.rejected == flood
+    messages = [record.getMessage() for record in caplog.records]
+    one_by_one = [m for m in messages if m.startswith("Rejected stream message: header is not UTF-8 JSON")]
+    summaries = [m for m in messages if "stream messages rejected not logged one by one" in m]
+    assert DEFAULT_BURST <= len(one_by_one) < flood
+    assert summaries, messages[-3:]
+    assert len(one_by_one) + sum(int(m.split()[0]) for m in summaries) == flood
+    assert summaries[-1].endswith(f"the last: Rejected stream message: header is not UTF-8 JSON "
+                                  f"(JSONDecodeError) ({flood} rejected so far)")
+
+
+def test_throttled_warnings_log_a_burst_per_interval_then_one_summary() -> None:
+    """The limiter itself, on a clock of the test's own (no waiting)."""
+    import logging
+
+    from polystore.streaming.throttle import ThrottledWarning
+
+    now = [0.0]
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    log = logging.getLogger("polystore.test.throttle")
+    log.addHandler(Keep())
+    log.propagate = False
+    limiter = ThrottledWarning(log, "things refused", burst=3, interval=10.0, clock=lambda: now[0])
+    for number in range(8):
+        limiter.warn("refused %d", number)
+    assert records == ["refused 0", "refused 1", "refused 2"]
+    assert limiter.suppressed == 5 and not limiter.due()
+    now[0] = 10.0
+    assert limiter.due()
+    limiter.warn("refused %d", 8)  # a new interval: the summary first, then this one as it comes
+    assert records[3:] == [
+        "5 more things refused not logged one by one (at most 3 every 10 s); the last: refused 7",
+        "refused 8",
+    ]
+    limiter.flush()  # nothing counted since: nothing to say
+    assert len(records) == 5

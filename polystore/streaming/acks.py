@@ -16,6 +16,7 @@ from polystore.streaming._zmq import EVENTS, POLLIN, RCVMORE
 from polystore.streaming.outlet import EVENT_DISCONNECTED
 from polystore.streaming.protocol import Ack, AckReader
 from polystore.streaming.shm import SlotRing
+from polystore.streaming.throttle import ThrottledWarning
 
 logger = logging.getLogger("polystore.streaming.sender")  # the sender's log, as before the split
 
@@ -34,6 +35,7 @@ class AckTracker:
         self._monitor: Any = None
         self._address = ack_address
         self._reader = AckReader()
+        self.refusals = ThrottledWarning(logger, "messages ignored on the ack socket")
         self.in_flight: dict[int, tuple[int, int]] = {}
         """Inline id -> (bytes, send number)."""
         self.peers: set[int] = set()
@@ -54,6 +56,7 @@ class AckTracker:
     def detach(self) -> None:
         """The sockets are closed: nothing more is read (the counts stay)."""
         self._socket = self._monitor = None
+        self.refusals.flush()
 
     def sent_inline(self, msg_id: int, nbytes: int, number: int) -> None:
         self.in_flight[msg_id] = (nbytes, number)
@@ -77,7 +80,7 @@ class AckTracker:
                 continue
             ack = self._reader.decode(raw)
             if ack is None:
-                logger.warning("ignored a malformed acknowledgement")
+                self.refusals.warn("ignored a malformed acknowledgement on %s", self._address)
             elif ack.stream == self.stream:  # others are meant for an earlier sender on this port
                 self._on_ack(ack, ring)
 
@@ -88,8 +91,8 @@ class AckTracker:
         while self._socket.getsockopt(RCVMORE):
             size += len(self._socket.recv(copy=False))
             frames += 1
-        logger.warning("ignored a message of %d frames (%d bytes past the first) on the ack socket "
-                       "%s: an acknowledgement is one frame", frames, size, self._address)
+        self.refusals.warn("ignored a message of %d frames (%d bytes past the first) on the ack socket "
+                           "%s: an acknowledgement is one frame", frames, size, self._address)
 
     def _on_ack(self, ack: Ack, ring: SlotRing | None) -> None:
         if ack.id is not None:

@@ -42,6 +42,7 @@ from polystore.streaming.protocol import (
 )
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import AttachedSegment, sweep_orphaned_segments
+from polystore.streaming.throttle import ThrottledWarning
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class Inbound:
         self.rejected = 0
         self.dropped = 0
         self.last_reason: str | None = None
+        self.rejections = ThrottledWarning(logger, "stream messages rejected")
+        """How rejections are logged: a few at once, then a count (a peer may send many)."""
         self._last_id: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._attached: collections.OrderedDict[str, AttachedSegment] = collections.OrderedDict()
         self._last_sweep = 0.0
@@ -215,6 +218,8 @@ class Inbound:
             now = time.monotonic()
             if self._unrouted.waiting and now >= self._unrouted.next_retry:
                 self._retry_unrouted(now)
+            if self.rejections.suppressed and self.rejections.due():
+                self.rejections.flush()
             if now - self._last_sweep > SWEEP_INTERVAL_S:
                 self._last_sweep = now
                 for prefix in self.limits.shm_prefixes:
@@ -270,7 +275,7 @@ class Inbound:
     def _reject(self, reason: str) -> None:
         self.rejected += 1
         self.last_reason = reason
-        logger.warning("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
+        self.rejections.warn("Rejected stream message: %s (%d rejected so far)", reason, self.rejected)
 
     def _accept(self, frames: Sequence[Any]) -> StreamItem | None:
         if len(frames) == 1 and type(frames[0]) is bytes and self._plans:
@@ -476,6 +481,7 @@ class Inbound:
             self._closed = True
             for fd in (self._wake_read, self._wake_write):
                 os.close(fd)
+        self.rejections.flush()
         self._plans.clear()
         for segment in self._attached.values():
             segment.close()

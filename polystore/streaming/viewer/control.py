@@ -37,6 +37,7 @@ from polystore.streaming.protocol import (
     MAX_NDIM,
 )
 from polystore.streaming.security import CurveKeys, require_keys_for
+from polystore.streaming.throttle import ThrottledWarning
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class ControlServer:
         """Ops that take no buffers: a request for one that carries any is refused."""
         self.served = 0
         self.refused = 0
+        self.refusals = ThrottledWarning(logger, "control requests refused")
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -157,6 +159,7 @@ class ControlServer:
                     with contextlib.suppress(z.ZMQError):
                         socket.send(json.dumps(refusal).encode())
         finally:
+            self.refusals.flush()
             link.close()
 
     def _receive(self, socket: Any) -> tuple[list[Any], int, int]:
@@ -190,7 +193,7 @@ class ControlServer:
             buffers = [memoryview(b) for b in raw_buffers]  # bytes-like, or refused here
         except Exception as error:
             self.refused += 1
-            logger.warning("control request refused: %s", error)
+            self.refusals.warn("control request refused: %s", error)
             return {"v": CONTROL_VERSION, "ok": False, "error": str(error) or type(error).__name__}, []
         self.served += 1
         return header, list(buffers)
