@@ -55,7 +55,6 @@ PLANE = (1024, 1024)
 LEVELS = 2
 SCALING_GOAL = Goal(1.7, at_least=True)
 OME_ZARR_GOAL = Goal(1.0, at_least=True)
-QUIET: dict[str, Any] = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
 
 
 def well_names(count: int) -> list[str]:
@@ -140,9 +139,10 @@ def _ramp(block: np.ndarray, block_info: Any = None) -> np.ndarray:
 
 def big(gib: float | None, directory: Path) -> None:
     import dask.array as da
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     from polystore.distributed import convert
+    from polystore.distributed.cluster import local_cluster
 
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     size = int((gib * 2**30) if gib else ram * 1.1)
@@ -154,8 +154,7 @@ def big(gib: float | None, directory: Path) -> None:
           f"{ram / 2**30:.1f} GiB), 3 levels, one worker limited to {limit / 2**30:.1f} GiB")
     load = harness.note_load(harness.cores())
     start = time.perf_counter()
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit=limit, **QUIET)
-    with cluster, Client(cluster) as client:
+    with local_cluster(1, memory_limit=limit) as cluster, Client(cluster) as client:
         report = convert(image, directory / "big.zarr", client=client, levels=3, chunks=(1024, 1024),
                          shards=(4096, 4096), progress=True)
         peaks = client.run(peak_rss)
@@ -188,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plate(args: argparse.Namespace, directory: Path) -> int:
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from polystore.distributed.cluster import local_cluster
 
     wells = args.wells or (4 if args.quick else 16)
     repeat = 2 if args.quick else 5
@@ -199,10 +200,9 @@ def plate(args: argparse.Namespace, directory: Path) -> int:
           f"({megabytes:.0f} MiB of TIFFs), {LEVELS} levels; {repeat} rounds on {harness.cores()}")
     load = harness.note_load(harness.cores())
     start = time.perf_counter()
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, **QUIET) as one_cluster, \
-            Client(one_cluster) as one, \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **QUIET) as two_cluster, \
-            Client(two_cluster) as two:
+    # the clusters `polystore convert --workers N` starts, alike but for the worker count
+    with local_cluster(1) as one_cluster, Client(one_cluster) as one, \
+            local_cluster(2) as two_cluster, Client(two_cluster) as two:
         cases = {
             "ours-1": lambda: ours(one, directory / "tiffs", directory / "out-ours-1" / "plate.zarr"),
             "ours-2": lambda: ours(two, directory / "tiffs", directory / "out-ours-2" / "plate.zarr"),

@@ -180,3 +180,31 @@ def peak_rss_bytes() -> int:
         found = re.search(r"VmHWM:\s*(\d+) kB", status.read())
     assert found, "no VmHWM in /proc/self/status"
     return int(found.group(1)) * 1024
+
+
+def _graphs_plugin() -> type:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class GraphSizes(SchedulerPlugin):
+        """Records how many keys each graph a client sends to the scheduler asks for."""
+
+        name = "test-graph-sizes"
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def update_graph(self, scheduler: Any, *, keys: Any, **kwargs: Any) -> None:
+            self.sizes.append(len(keys))
+
+    return GraphSizes
+
+
+def record_graph_sizes(client: Any) -> None:
+    """From now on the scheduler of ``client``'s cluster records the size of each graph sent."""
+    client.register_plugin(_graphs_plugin()())
+
+
+def graph_sizes(client: Any) -> list[int]:
+    """The sizes :func:`record_graph_sizes` recorded."""
+    sizes = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["test-graph-sizes"].sizes)
+    return list(sizes)

@@ -35,7 +35,9 @@ from distributed_helpers import (
     RECORD,
     TORN,
     RecordingBackend,
+    graph_sizes,
     peak_rss_bytes,
+    record_graph_sizes,
     recorded_writes,
     tile_values,
     tiles,
@@ -52,6 +54,7 @@ from polystore.distributed import (
     DestinationExistsError,
     convert,
 )
+from polystore.distributed.cluster import local_cluster
 from polystore.distributed.journal import journal_location
 from polystore.exceptions import CorruptDataError
 
@@ -153,6 +156,39 @@ def test_a_plate_is_one_dask_task_per_field(
     keys = sorted(str(task["key"]) for task in stream.data)
     assert len(report.written) == 6 and len(keys) == 6
     assert all(key.startswith("polystore-field-") for key in keys)
+
+
+def test_the_fields_go_to_the_workers_in_growing_batches(tmp_path: Path) -> None:
+    """The first tasks are sent once the first wells' images exist, enough of them to leave each of
+    two workers one waiting (the workers start while the client creates the other images: with
+    one well's fields sent first, they wait for all the others' images), and few graphs after
+    (each is CPU the client and the scheduler take from the workers)."""
+    items = write_plate_tree(tmp_path / "tiffs", "imagexpress", shape=PLANE,
+                             wells=tuple(f"B{n:02d}" for n in range(1, 13)), fields=2, channels=1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **QUIET) as cluster, \
+            Client(cluster) as fresh:
+        record_graph_sizes(fresh)
+        report = convert(tmp_path / "tiffs", tmp_path / "plate.zarr", client=fresh)
+        sizes = graph_sizes(fresh)
+    assert len(report.written) == len(items) == 24
+    assert sum(sizes) == 24 and sizes[0] >= 4, sizes
+    assert len(sizes) <= 3 and sizes[1] > sizes[0], sizes
+
+
+def test_the_local_cluster_leaves_out_the_dashboards_diagnostics() -> None:
+    """The cluster ``--workers N`` starts: one-thread worker processes with no statistical
+    profiler (a stack sample of the task thread every 10 ms) and event-loop and system polls
+    at the slower pace dask's own test clusters use."""
+    with local_cluster(2) as cluster, Client(cluster) as started:
+        workers = started.run(lambda dask_worker: (dask_worker.state.nthreads,
+                                                   sorted(dask_worker.periodic_callbacks)))
+        tick = started.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.periodic_callbacks["tick"].callback_time)
+        pids = started.run(os.getpid)
+    assert len(workers) == 2 and len(set(pids.values()) | {os.getpid()}) == 3  # processes of their own
+    for threads, callbacks in workers.values():
+        assert threads == 1 and "profile" not in callbacks and "heartbeat" in callbacks
+    assert tick == 500
 
 
 def freed_buffer_faults() -> int:

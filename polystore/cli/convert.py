@@ -17,13 +17,6 @@ from polystore.lazy import optional_import
 
 HELP = "convert a file to another format, or a folder of plate images to an OME-Zarr plate (dask)"
 
-QUIET_CLUSTER: dict[str, Any] = {
-    "dashboard_address": None,
-    # the scheduler's HTTP endpoints on a free local port: 8787 may be another cluster's
-    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
-}
-
-
 def _shape(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(n) for n in text.split(","))
@@ -107,9 +100,9 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         with distributed.Client(args.scheduler) as client:
             yield client
         return
-    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                       **QUIET_CLUSTER)
-    with cluster, distributed.Client(cluster) as client:
+    from polystore.distributed.cluster import local_cluster
+
+    with local_cluster(args.workers) as cluster, distributed.Client(cluster) as client:
         yield client
 
 
