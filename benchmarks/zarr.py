@@ -63,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,37 +298,57 @@ class TensorStoreDirect:
 
 class ChunksOnly:
     """The floor under every writer and reader of this plate: a field's three chunks encoded
-    with the default codec (numcodecs' Blosc, zarr's own codec library, on the calling thread
-    with its internal threads) and written whole (a temporary file renamed over the chunk), or
-    read and decoded into the array returned, at the keys ZarrBackend uses; no metadata, no
-    locks, no zarr. A row against it says how much of a writer's or reader's time is the
-    codec and the files, which no implementation avoids."""
+    with the default codec (numcodecs' Blosc, zarr's own codec library; zarr turns Blosc's
+    internal threads off) and written whole (a temporary file renamed over the chunk), or read
+    and decoded into the array returned, at the keys ZarrBackend uses; no metadata, no locks,
+    no zarr. One plane after the other on the calling thread, or (``threads``) the planes on a
+    pool of that many threads, the calling thread waiting: the codec and the files on every
+    core. A row against it says how much of a writer's or reader's time is the codec and the
+    files, which no implementation with these codecs avoids."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
         import numcodecs
 
         codec = ZarrConfig().compressors(DTYPE).to_dict()["configuration"]
         shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec["shuffle"]]
         self.codec = numcodecs.Blosc(cname=codec["cname"], clevel=codec["clevel"], shuffle=shuffle,
                                      blocksize=codec["blocksize"], typesize=codec["typesize"])
+        self.pool = ThreadPoolExecutor(threads) if threads else None
+
+    def _each(self, work: Callable[[int], None], count: int) -> None:
+        if self.pool is None:
+            for index in range(count):
+                work(index)
+        else:
+            for _ in self.pool.map(work, range(count)):
+                pass
 
     @staticmethod
     def chunk(store: Path, key: FieldKey, channel: int) -> Path:
         return store / array_path(key) / "c" / str(channel) / "0" / "0"
 
     def write_field(self, store: Path, key: FieldKey, stack: np.ndarray) -> None:
-        for channel, plane in enumerate(stack):
+        def write(channel: int) -> None:
             path = self.chunk(store, key, channel)
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temporary.write_bytes(self.codec.encode(plane))
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.{channel}.tmp")
+            temporary.write_bytes(self.codec.encode(stack[channel]))
             os.replace(temporary, path)
+
+        self._each(write, len(stack))
 
     def read_field(self, store: Path, key: FieldKey) -> np.ndarray:
         out = np.empty((CHANNELS, *PLANE), DTYPE)
-        for channel in range(CHANNELS):
+
+        def read(channel: int) -> None:
             self.codec.decode(self.chunk(store, key, channel).read_bytes(), out=out[channel])
+
+        self._each(read, CHANNELS)
         return out
+
+
+def cores_label() -> str:
+    return f"a thread per core ({os.cpu_count() or 1})"
 
 
 def ours_save_batch(target: Path, plate: dict[FieldKey, np.ndarray]) -> None:
@@ -428,10 +449,10 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
     backends: dict[str, ZarrBackend] = {}
     stores: dict[str, Any] = {}
 
-    floor = ChunksOnly()
+    floor, floor_cores = ChunksOnly(), ChunksOnly(os.cpu_count() or 1)
 
     def fresh_round() -> None:
-        for name in ("fields", "zarr", "ts", "floor"):
+        for name in ("fields", "zarr", "ts", "floor", "floor_cores"):
             folders[name] = scratch.fresh(f"lone-{name}")
         backends["fields"] = ZarrBackend(folders["fields"])
         stores["zarr"] = direct.zarr.storage.LocalStore(folders["zarr"] / "plate.zarr")
@@ -444,6 +465,8 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
         "fields": lambda key: backends["fields"].save(plate[key], "plate.zarr/{}/{}/{}".format(*key)),
         "zarr": lambda key: direct.write_field(stores["zarr"], key, plate[key]),
         "floor": lambda key: floor.write_field(folders["floor"] / "plate.zarr", key, plate[key]),
+        "floor_cores": lambda key: floor_cores.write_field(folders["floor_cores"] / "plate.zarr", key,
+                                                           plate[key]),
     }
     if tensorstore is not None:
         lone["ts"] = lambda key: tensorstore.write_field(folders["ts"] / "plate.zarr", key, plate[key])
@@ -462,6 +485,10 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
     if tensorstore is not None:
         rows += [paired_row("1", "chunks only (codec + files)", lone_samples, "floor", "ts", "tensorstore",
                             None)]
+    rows += [paired_row("1", f"chunks only, {cores_label()}", lone_samples, "floor_cores", "zarr",
+                        ZARR_DEFAULT, None),
+             paired_row("1", f"save {n} fields", lone_samples, "fields", "floor_cores",
+                        f"chunks only, {cores_label()}", None)]
     return rows
 
 
@@ -483,11 +510,12 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
     for got in (ours_load_fields(backend, sample), direct.read(store, sample)):
         assert all(np.array_equal(a, plate[k]) for a, k in zip(got, sample, strict=True))
     zarr_store = direct.zarr.storage.LocalStore(store, read_only=True)
-    floor = ChunksOnly()
+    floor, floor_cores = ChunksOnly(), ChunksOnly(os.cpu_count() or 1)
     cases: dict[str, Callable[[FieldKey], object]] = {
         "ours": lambda key: backend.load("plate.zarr/{}/{}/{}".format(*key)),
         "zarr": lambda key: direct.read_field(zarr_store, key),
         "floor": lambda key: floor.read_field(store, key),
+        "floor_cores": lambda key: floor_cores.read_field(store, key),
     }
     assert np.array_equal(cases["floor"](keys[0]), plate[keys[0]])  # type: ignore[arg-type]
     if settings.ts is not None:
@@ -511,6 +539,10 @@ def bench_read(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> tuple[l
     if settings.ts is not None:
         read_rows += [paired_row("2", "chunks only (files + codec)", samples, "floor", "ts", "tensorstore",
                                  None)]
+    read_rows += [paired_row("2", f"chunks only, {cores_label()}", samples, "floor_cores", "zarr",
+                             ZARR_DEFAULT, None),
+                  paired_row("2", f"load {n} fields", samples, "ours", "floor_cores",
+                             f"chunks only, {cores_label()}", None)]
 
     # 3. one plane (pipeline name) against the whole well it belongs to, and against zarr-python
     row_, column, _ = keys[0]
