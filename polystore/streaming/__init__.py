@@ -7,8 +7,16 @@ endpoints      data/ack/control addresses from host and port; sockets and CURVE,
 protocol       headers (versioned JSON), validation, acks, :class:`StreamItem`
 payloads       ROI sets and tables as bytes for the wire
 shm            the shared-memory ring, and what a receiver checks before reading it
-sender         :class:`Sender`: queue, acks, policies, the zero-copy producer
-receiver       :class:`StreamReceiver`, :class:`Inbound`: validation, mapping, the loop
+outlet         a sender's sockets: data out, acks back, who is connected
+acks           what receivers have not acknowledged yet (bytes in flight, awaited items)
+outgoing       an item a sender accepted: header fields, where its bytes are
+producer       :class:`Frame`: the zero-copy producer (``sender.frame(...)``)
+sender         :class:`Sender`: the queue, its policies (block, latest), lifetime
+inbound        :class:`Inbound`: a receiver's socket end: validation, mapping, zero-copy views
+ackroute       acks from a receiver back to its senders, routed and bounded
+inbox          :class:`PathInbox`: a pull backend's items, kept by path
+receiver       :class:`StreamReceiver`: the loop on its own thread that viewers reuse
+throttle       rate-limited warnings about what peers send
 backend        :class:`StreamingBackend`: a sender (push) or a receiver (pull), composed
 viewer         the control channel, :class:`ViewerService`, launching, ViewerStreamingBackend
 =============  =====================================================================

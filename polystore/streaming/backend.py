@@ -2,8 +2,8 @@
 
 A backend is one end of a stream, composed, not switched: ``mode="push"`` makes a
 :class:`~polystore.streaming.sender.Sender` (binds ``host:port``, acks on ``port + 1``),
-``mode="pull"`` a :class:`~polystore.streaming.receiver.PathInbox` over a connecting
-:class:`~polystore.streaming.receiver.Inbound`. A receiver may start before or after the
+``mode="pull"`` a :class:`~polystore.streaming.inbox.PathInbox` over a connecting
+:class:`~polystore.streaming.inbound.Inbound`. A receiver may start before or after the
 sender: ``save`` returns once the item is queued, and it is delivered when a receiver is there
 (see :mod:`polystore.streaming.sender` for the bounds). A stream keeps no files: it has no
 directories, and a sender nothing to list (``supports_directories``, ``supports_listing``).
@@ -25,9 +25,10 @@ from polystore.base import PathLike, StorageBackend
 from polystore.paths import matches, normalize_extensions
 from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import StreamConfigError, UnsupportedOperationError
+from polystore.streaming.inbound import Inbound
+from polystore.streaming.inbox import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, PathInbox
 from polystore.streaming.payloads import encode
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, StreamItem
-from polystore.streaming.receiver import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, Inbound, PathInbox
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.sender import (
     DEFAULT_LINGER_S,
