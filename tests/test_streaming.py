@@ -1361,6 +1361,31 @@ def test_a_frame_written_in_place_arrives_intact(port: int) -> None:
     assert list_segments(TEST_PREFIX) == before
 
 
+def test_a_slot_hands_out_the_shape_asked_for_whatever_the_last_block_did_to_its_buffer(port: int) -> None:
+    """A slot's array is kept for the next frame of the same shape, but never handed out changed:
+    a block that reshaped its buffer in place, or made it read-only, leaves the next one as asked."""
+    with (
+        StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver,
+        ShmTestBackend(port=port, send_timeout=10, shm_slots=1) as sender,
+    ):
+        for value, tamper in enumerate(["reshape", "readonly", None, "dtype"]):
+            with sender.frame((4, 6), np.uint16, "cam.tif", wait_for_ack=True) as buffer:
+                assert buffer.shape == (4, 6) and buffer.dtype == np.uint16 and buffer.flags.writeable
+                buffer[...] = value
+                if tamper == "reshape":
+                    buffer.shape = (6, 4)
+                elif tamper == "readonly":
+                    buffer.flags.writeable = False
+                elif tamper == "dtype":
+                    buffer.dtype = np.int16
+            item = receiver.get(timeout=10)
+            assert item.array.shape == (4, 6) and item.array.tolist() == [[value] * 6] * 4
+        with sender.frame((3, 2), np.float32, "other.tif", wait_for_ack=True) as buffer:
+            assert buffer.shape == (3, 2) and buffer.dtype == np.float32
+            buffer[...] = 0.5
+        assert receiver.get(timeout=10).array.tolist() == [[0.5] * 2] * 3
+
+
 def test_a_frame_block_that_raises_sends_nothing_and_returns_the_slot(port: int) -> None:
     with (
         StreamReceiver(port=port, shm_prefixes=(TEST_PREFIX,)).start() as receiver,

@@ -35,7 +35,7 @@ class Frame:
 
     def __enter__(self) -> np.ndarray:
         sender, item = self._sender, self._item
-        item.use_shm = sender.endpoints.local and sender.transport != "inline"
+        item.use_shm = sender.local and sender.transport != "inline"
         with sender._lock:
             sender._check_open()
             sender._catch_up()

@@ -114,6 +114,8 @@ class Sender:
                 f"transport='shm' needs a receiver on this host; host is {endpoints.host!r}"
             )
         self.endpoints = endpoints
+        self.local = endpoints.local
+        """Whether receivers are on this host (shared memory may be used): worked out once."""
         self.bind = bind
         self.curve = curve
         self.policy: Policy = policy
@@ -389,9 +391,9 @@ class Sender:
     def _uses_shm(self, nbytes: int, requested: str | None) -> bool:
         choice = requested or self.transport
         if choice == "auto":
-            return self.endpoints.local and nbytes >= self.shm_threshold
+            return self.local and nbytes >= self.shm_threshold
         if choice == "shm":
-            if not self.endpoints.local:
+            if not self.local:
                 raise StreamConfigError(
                     f"transport='shm' needs a receiver on this host; host is {self.endpoints.host!r}"
                 )
@@ -451,14 +453,14 @@ class Sender:
         """A free slot for ``item`` (the caller checked there is one), as an array to fill."""
         ring = self._slot_ring()
         try:
-            slot, segment = ring.acquire(item.nbytes)
+            slot, _ = ring.acquire(item.nbytes)
         except OSError as error:
             raise StorageIOError(
                 f"Could not make a shared-memory segment of {item.nbytes} bytes for "
                 f"'{item.path}': {error.strerror or error}. Free space in /dev/shm, send smaller "
                 "frames, or use transport='inline'."
             ) from error
-        item.slot, item.segment_name = slot, segment.name
+        item.slot, item.segment_name = slot, ring.name_of(slot)
         try:
             return ring.view(slot, item.shape, item.dtype, item.order)
         except BaseException:

@@ -239,6 +239,10 @@ class SlotRing:
         self.pid = os.getpid()
         self._stamp = stamp(stream)
         self._segments: list[shared_memory.SharedMemory | None] = [None] * slots
+        self._names: list[str | None] = [None] * slots
+        # the array over each slot handed out last, by (shape, dtype, order): a camera asks for
+        # the same one frame after frame, and making it costs more than checking it is unchanged
+        self._views: dict[int, tuple[tuple[Any, ...], np.ndarray]] = {}
         self._free = list(range(slots))
         self._sent_at: dict[int, float] = {}  # slots in flight, oldest first
         sweep_orphaned_segments(prefix)
@@ -272,6 +276,7 @@ class SlotRing:
             assert buffer is not None  # a segment just created is open
             buffer[:DATA_OFFSET] = self._stamp
             self._segments[slot] = segment
+            self._names[slot] = segment.name
         self._free.pop()  # taken only now: a segment that could not be made leaves the slot free
         return slot, segment
 
@@ -279,9 +284,18 @@ class SlotRing:
         self, slot: int, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"] = "C"
     ) -> np.ndarray:
         """A writable array over ``slot``'s frame area."""
+        key = (shape, dtype, order)
+        cached = self._views.get(slot)
+        # reused only as made: a caller may have set its shape, dtype or flags since
+        if cached is not None and cached[0] == key:
+            view = cached[1]
+            if view.shape == shape and view.dtype == dtype and view.flags.writeable:
+                return view
         segment = self._segments[slot]
         assert segment is not None
-        return np.ndarray(shape, dtype=dtype, buffer=segment.buf, offset=DATA_OFFSET, order=order)
+        view = np.ndarray(shape, dtype=dtype, buffer=segment.buf, offset=DATA_OFFSET, order=order)
+        self._views[slot] = (key, view)
+        return view
 
     def sent(self, slot: int) -> None:
         """``slot`` went out: in flight until given back (or reclaimed)."""
@@ -293,8 +307,7 @@ class SlotRing:
 
     def name_of(self, slot: int) -> str | None:
         """The name of the segment in ``slot`` now (None for an empty or unknown slot)."""
-        segment = self._segments[slot] if 0 <= slot < len(self._segments) else None
-        return segment.name if segment is not None else None
+        return self._names[slot] if 0 <= slot < len(self._names) else None
 
     def release(self, slot: int) -> None:
         if 0 <= slot < len(self._segments) and slot not in self._free:
@@ -320,6 +333,8 @@ class SlotRing:
         return slot
 
     def _drop(self, slot: int) -> None:
+        self._views.pop(slot, None)  # its export of the buffer would keep the segment from closing
+        self._names[slot] = None
         segment = self._segments[slot]
         if segment is not None:
             with contextlib.suppress(BufferError):  # a view handed out is still alive
