@@ -373,7 +373,15 @@ COMPOSITE_MODES = {"composite": "COMPOSITE", "color": "COLOR", "grayscale": "GRA
 
 
 def make_composite(imp: Any, mode: str = "composite") -> Any:
-    """``imp`` (with C > 1) as a CompositeImage in ``mode``, channel LUTs by ImageJ's defaults."""
+    """``imp`` as a CompositeImage in ``mode``, channel LUTs by ImageJ's defaults; ``imp`` itself
+    is given up (flushed): the composite holds its planes from now on.
+
+    The composite shares ``imp``'s stack, and ImageJ counts the images viewing a stack: it frees
+    the planes when the last of them closes. ``imp`` would count as a viewer forever, so closing
+    the composite's window freed nothing, and every closed window's pixels stayed in the heap
+    until the JVM could prove no object referred to them any more (the bridge's heap after a
+    collection held each closed 384 MiB window besides the open one). Flushed, ``imp`` lets go of
+    the stack; its planes stay while the composite views them."""
     if mode not in COMPOSITE_MODES:
         raise ValueError(f"composite_mode must be one of {', '.join(COMPOSITE_MODES)}; got {mode!r}")
     composite_class = java_class("ij.CompositeImage")
@@ -384,6 +392,7 @@ def make_composite(imp: Any, mode: str = "composite") -> Any:
             composite.setProp(key, value)
     if imp.getCalibration().isSigned16Bit():
         composite.getCalibration().setSigned16BitCalibration()
+    imp.flush()
     return composite
 
 
