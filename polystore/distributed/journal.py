@@ -9,10 +9,11 @@ conversions into different nodes of one store keep and remove only their own:
 
 - ``plan.json``: the plan's digest and what it is made of (fields, shape, levels, codecs),
   written before any metadata; a resumed conversion whose plan differs is refused.
-- ``done/<task>/<digest>``: one empty key per finished task, named by the task (``A/01/0``,
-  ``0/0_1024``) and the digest of what it wrote (its files with their sizes and times, its
-  codecs), so that one listing tells a resumed conversion what is done; a marker of another
-  digest never counts.
+- ``done/<task>.<digest>``: one empty key per finished task, named by the task (``A%2F01%2F0``
+  for field ``A/01/0``, ``0%2F0_1024`` for a block) and the digest of what it wrote (its files
+  with their sizes and times, its codecs), so that one listing tells a resumed conversion what
+  is done; a marker of another digest never counts. All in one folder: on a local disk a
+  folder per task (made by its task, removed at the end) cost more than the markers.
 
 No key is shared between tasks: a marker is written once, by the task it names. A part is
 removed when its conversion finishes without failures.
@@ -26,7 +27,7 @@ import json
 import os
 import shutil
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from polystore.backends.zarr.location import KeyStore, Stores, beside, delete_prefix
 from polystore.exceptions import CorruptDataError, InvalidPathError
@@ -92,14 +93,14 @@ class Journal:
 
     def mark(self, task: str, token: str) -> None:
         """Say that ``task`` wrote everything its plan (``token``) says."""
-        self.keys.put(f"{DONE}{task}/{token}", b"")
+        self.keys.put(f"{DONE}{quote(task, safe='')}.{token}", b"")
 
     def finished(self) -> set[tuple[str, str]]:
         """(task, token) of every task marked done (one listing, not a request per task)."""
         found = set()
         for key in self.keys.list(DONE):
-            task, _, token = key.removeprefix(DONE).rpartition("/")
-            found.add((task, token))
+            task, _, token = key.removeprefix(DONE).rpartition(".")
+            found.add((unquote(task), token))
         return found
 
     def exists(self) -> bool:
