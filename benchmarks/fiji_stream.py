@@ -22,6 +22,13 @@ painted it, so the ceiling skipped the drawing every streamed window does.)
 Goal: ours at least 0.9x of the ceiling's frames per second in every run (``--runs 5``
 prints each). Samples alternate between the two (harness.interleaved). A script, not a
 test: it reports PASS / MISS and exits 0.
+
+Also printed, for the record (no JVM, no goal): the memory work of each side alone, with
+NumPy on this machine's cores. The ceiling's is a fresh plane zeroed (as Java
+zeroes every new array) and the frame copied into it; the stream's is that, on one thread,
+while another copies each frame into an 8-slot ring first (the pipeline's copy into shared
+memory). Both threads wait on the same memory: this is the part of the gap that no work on
+the bridge can close while the stream copies every frame twice and the ceiling once.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import queue
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +137,7 @@ def main() -> None:
     for number, row in enumerate(rows, start=1):
         print(f"  run {number}: streamed {1 / row.ours_s:.1f} frames/s, in-process ceiling "
               f"{1 / row.reference_s:.1f} frames/s: {row.ratio:.2f}x (goal {GOAL}) {row.result}")
+    print_memory_floor(frames)
     print_verdicts(rows, time.perf_counter() - started, load_before)
     bars: list[harness.Row | harness.Bar] = list(rows)
     harness.save_figure("fiji_stream", bars, title="Fiji: streamed / in-process (benchmarks/fiji_stream.py)",
@@ -154,6 +164,48 @@ def streamer(client: FijiClient, backend: FijiStreamingBackend, frames: list[np.
         client.close(f"{plate}/A01")
 
     return streamed
+
+
+RING_SLOTS = 8
+"""The sender's shared-memory slots (FijiStreamingBackend.DEFAULT_SHM_SLOTS)."""
+
+
+def print_memory_floor(frames: list[np.ndarray]) -> None:
+    """The memory work of each side alone (see the module's docstring), median per frame."""
+    planes = [np.ones_like(frame) for frame in frames]  # touched: no page faults in the timings
+    ring = [np.ones_like(frames[0]) for _ in range(RING_SLOTS)]
+
+    def ceiling() -> None:
+        for frame, plane in zip(frames, planes, strict=True):
+            plane.fill(0)
+            np.copyto(plane, frame)
+
+    def streamed() -> None:
+        free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        full: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for slot in range(RING_SLOTS):
+            free.put(slot)
+
+        def pipeline() -> None:
+            for frame in frames:
+                slot = free.get()
+                np.copyto(ring[slot], frame)
+                full.put(slot)
+
+        sender = threading.Thread(target=pipeline)
+        sender.start()
+        for plane in planes:  # the bridge: NumPy's copies, like Java's, run without the GIL
+            slot = full.get()
+            plane.fill(0)
+            np.copyto(plane, ring[slot])
+            free.put(slot)
+        sender.join()
+
+    samples = interleaved({"streamed": streamed, "ceiling": ceiling}, repeat=9, warmup=1)
+    ours, reference = (sorted(samples[name])[len(samples[name]) // 2] / len(frames)
+                       for name in ("streamed", "ceiling"))
+    print(f"  memory work alone (NumPy, no JVM): the stream's copies {ours * 1e3:.2f} ms a frame, "
+          f"the ceiling's {reference * 1e3:.2f} ms: {reference / ours:.2f}x")
 
 
 def measure(streamed: Callable[[], None], ceiling: Callable[[], None], count: int) -> harness.Row:
