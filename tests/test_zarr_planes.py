@@ -208,3 +208,44 @@ def test_a_child_forked_while_another_thread_holds_the_pools_lock_reads(tmp_path
     done = subprocess.run([sys.executable, "-c", FORKED_WHILE_LOCKED, str(tmp_path)], timeout=180,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+ONE_THREAD = """
+import sys, threading
+import numpy as np
+from polystore.backends.zarr import ZarrBackend
+
+coded_here: list[str] = []
+
+def record(frame, event, arg) -> None:  # the plane tasks this (the calling) thread runs
+    if event == "call" and frame.f_code.co_name in ("read_plane", "write_plane"):
+        coded_here.append(frame.f_code.co_name)
+
+backend = ZarrBackend(root=sys.argv[1])
+stack = np.arange(6 * 64 * 64, dtype=np.uint16).reshape(6, 64, 64)
+sys.setprofile(record)
+backend.save(stack, "s.zarr/image", axes="cyx")
+assert np.array_equal(backend.load("s.zarr/image"), stack)
+sys.setprofile(None)
+pool = [t.name for t in threading.enumerate() if t.name.startswith("polystore-planes")]
+print(len(coded_here), len(pool))
+"""
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_the_calling_thread_codes_planes_only_where_the_thread_setting_allows(
+    tmp_path: Path, threads: str
+) -> None:
+    # one thread (a one-thread dask worker): its pool's thread codes every plane, the calling
+    # thread only waits; more: the calling thread may code the planes no pool thread started
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ZARR_THREADING__MAX_WORKERS": threads}
+    done = subprocess.run([sys.executable, "-c", ONE_THREAD, str(tmp_path)], timeout=120, env=env,
+                          capture_output=True, text=True, check=True)
+    coded_here, pool = (int(n) for n in done.stdout.split())
+    assert pool == int(threads)
+    if threads == "1":
+        assert coded_here == 0

@@ -84,7 +84,7 @@ def _numcodecs() -> Any:
     return optional_import("numcodecs", extra="zarr", purpose="Reading and writing zarr chunks")
 
 
-_POOL: list[tuple[int, ThreadPoolExecutor]] = []
+_POOL: list[tuple[int, int, ThreadPoolExecutor]] = []  # (pid, threads, pool)
 _POOL_LOCK = threading.Lock()
 
 
@@ -101,34 +101,36 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _pool() -> ThreadPoolExecutor:
-    """The plane pool: as many threads as zarr may use for chunks, else one per core; made
-    again in a forked child (``_forget_pool``; the pid check covers a fork by other means)."""
+def _pool() -> tuple[int, ThreadPoolExecutor]:
+    """(threads, the plane pool): as many threads as zarr may use for chunks (a dask worker's
+    own thread count, set by polystore's worker plugin, so that workers sharing a machine do
+    not each take every core), else one per core; made once per process (again in a forked
+    child: ``_forget_pool``; the pid check covers a fork by other means)."""
     with _POOL_LOCK:
         if not _POOL or _POOL[0][0] != os.getpid():
-            # zarr's thread setting: a dask worker's own thread count (polystore's worker plugin),
-            # so that workers sharing a machine do not each take every core
-            threads = zarr_module().config.get("threading.max_workers", None) or os.cpu_count() or 1
+            threads = int(zarr_module().config.get("threading.max_workers", None) or os.cpu_count() or 1)
             pool = ThreadPoolExecutor(threads, thread_name_prefix="polystore-planes")
-            _POOL[:] = [(os.getpid(), pool)]
-        return _POOL[0][1]
+            _POOL[:] = [(os.getpid(), threads, pool)]
+        return _POOL[0][1], _POOL[0][2]
 
 
 def _each(work: Callable[[Item], None], items: Iterable[Item],
           meanwhile: Callable[[], None] | None = None) -> None:
-    """``work`` on every item, on the plane pool and on the calling thread together.
+    """``work`` on every item, on the plane pool, and on the calling thread where the thread
+    setting allows more than one.
 
-    The calling thread first runs ``meanwhile`` (while the pool works), then takes the items
-    no pool thread has started (a field's third plane, where the pool has two threads) instead
-    of waiting idle for them. Returns once every item is done, a failed one's error (or
-    ``meanwhile``'s) raised then: a caller cleaning up after it must not race the others' writes.
+    The calling thread first runs ``meanwhile`` (I/O, while the pool works), then, unless the
+    setting is one thread (a one-thread dask worker: its thread only waits), takes the items no
+    pool thread has started (a field's third plane, with two pool threads) instead of waiting
+    idle for them. Returns once every item is done, a failed one's error (or ``meanwhile``'s)
+    raised then: a caller cleaning up after it must not race the others' writes.
     """
     items = list(items)
     if len(items) <= 1 and meanwhile is None:
         for item in items:
             work(item)
         return
-    pool = _pool()
+    threads, pool = _pool()
     futures = [pool.submit(work, item) for item in items]
     errors: list[BaseException] = []
     if meanwhile is not None:
@@ -137,7 +139,7 @@ def _each(work: Callable[[Item], None], items: Iterable[Item],
         except BaseException as error:  # raised below, after the pool's tasks are done
             errors.append(error)
     for future, item in zip(reversed(futures), reversed(items), strict=True):
-        if future.cancel():  # not started by the pool: done here
+        if threads > 1 and future.cancel():  # not started by the pool: done here
             try:
                 work(item)
             except BaseException as error:
