@@ -23,20 +23,9 @@ from polystore.ome import ngff
 from polystore.plates.wells import column_sort_key, row_sort_key
 
 FIRST_BATCH = 4
-"""Fields (whole wells) of the first batch of tasks: two a worker for two workers, one running,
-one waiting."""
+"""Fields in the first batch of tasks: two a worker for two workers, one running, one waiting."""
 GROWTH = 4
 """How many times more fields each batch of tasks has than the one before."""
-
-
-def _wells_holding(wells: list[list[FieldPlan]], fields: int) -> int:
-    """How many of ``wells``, from the first, hold ``fields`` fields (all of them if fewer)."""
-    total = 0
-    for count, well in enumerate(wells, 1):
-        total += len(well)
-        if total >= fields:
-            return count
-    return len(wells)
 
 
 def plate_digest(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> tuple[str, dict[str, Any]]:
@@ -83,35 +72,28 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
         return (plan_field.path, delayed(partial(write_field, job.target, task), pure=False)(
             dask_key_name=f"polystore-field-{plan_field.path}-{run_id}"))
 
-    def create(fields: list[FieldPlan]) -> list[Task]:  # one well's fields, in order (their parents once)
-        for plan_field in fields:
-            create_image(job.backend, Location(store, plan_field.path), plan.shape, plan.dtype, plan.axes,
-                         config, spec, job.location.node)
-        return [field_task(plan_field) for plan_field in fields]
+    def create(plan_field: FieldPlan) -> Task:
+        create_image(job.backend, Location(store, plan_field.path), plan.shape, plan.dtype, plan.axes,
+                     config, spec, job.location.node)
+        return field_task(plan_field)
 
     def batches() -> Iterator[list[Task]]:
-        """The fields' tasks a few wells at a time, each batch sent once its images exist: the
-        first FIRST_BATCH fields' (whole wells), then batches GROWTH times larger, so that the
-        workers have fields to write while the client creates the next images (a field's images
-        take the client a few milliseconds, its pixels the workers tens), and few graphs are
-        sent (each is work for the client and the scheduler, on the workers' cores); the wells'
-        and plate's documents once every image exists."""
-        by_well: dict[tuple[str, str], list[FieldPlan]] = {}
-        for plan_field in todo:
-            by_well.setdefault((plan_field.row, plan_field.column), []).append(plan_field)
-        wells = list(by_well.values())
+        """The fields' tasks in batches, each sent once its images exist: the first
+        FIRST_BATCH fields', then batches GROWTH times larger, so that the workers have fields
+        to write while the client creates the next images (a field's images take the client a
+        few milliseconds, its pixels the workers tens), and few graphs are sent (each is work
+        for the client and the scheduler, on the workers' cores); the wells' and plate's
+        documents once every image exists."""
         # metadata documents are small writes: a request each on object storage, where threads
-        # wait for them together; on a local disk Python's own work, where threads would only
-        # contend for the GIL with the client sending tasks
+        # wait for them together (two fields of a well may make its group at once: exclusive
+        # creates); on a local disk Python's own work, where threads would only contend for
+        # the GIL with the client sending tasks
         threads = 8 if job.location.remote else 1
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polystore-plan") as pool:
-            size = FIRST_BATCH
-            while wells:
-                count = _wells_holding(wells, size)
-                batch, wells = wells[:count], wells[count:]
-                tasks = [task for tasks in pool.map(create, batch) for task in tasks]
-                yield tasks
-                size = len(tasks) * GROWTH
+            start, size = 0, FIRST_BATCH
+            while start < len(todo):
+                yield list(pool.map(create, todo[start:start + size]))
+                start, size = start + size, size * GROWTH
         if config.ome_zarr_metadata:
             commit_plate(job, plan)
 
