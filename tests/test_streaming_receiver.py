@@ -476,3 +476,32 @@ def test_throttled_warnings_log_a_burst_per_interval_then_one_summary() -> None:
     ]
     limiter.flush()  # nothing counted since: nothing to say
     assert len(records) == 5
+
+
+def test_a_flood_of_bad_control_requests_logs_a_few_warnings_and_a_count_of_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from polystore.streaming.throttle import DEFAULT_BURST
+    from polystore.streaming.viewer.control import ControlServer
+
+    port = free_port_block(3)
+    flood = 60
+    caplog.set_level("WARNING", logger="polystore.streaming.viewer.control")
+    server = ControlServer(port, handlers={"ping": lambda params, buffers: {}}).start()
+    socket = zmq.Context.instance().socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        for _ in range(flood):
+            socket.send(json.dumps({"v": 1, "op": "no such op", "params": {}}).encode())
+            assert socket.poll(20_000)
+            assert json.loads(socket.recv())["ok"] is False
+    finally:
+        socket.close()
+        server.stop()  # logs the summary of what was not logged one by one
+    assert server.refused == flood
+    messages = [record.getMessage() for record in caplog.records]
+    one_by_one = [m for m in messages if m.startswith("control request refused: unknown op")]
+    summaries = [m for m in messages if "control requests refused not logged one by one" in m]
+    assert DEFAULT_BURST <= len(one_by_one) < flood and summaries
+    assert len(one_by_one) + sum(int(m.split()[0]) for m in summaries) == flood
