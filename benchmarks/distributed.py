@@ -14,8 +14,12 @@ Rows:
      TIFFs read by the graph, 2 levels by local mean, the same chunks and codec), computed by
      ``client.compute``. Goal: at least as fast (>= 1.0x).
 
-The clusters (one of 1 worker, one of 2) are started once; every round runs each case once in
-rotated order, into a fresh folder, removed after the sample (not timed). Times are medians.
+The clusters (one of 1 worker, one of 2: those ``polystore convert --workers N`` starts, alike
+but for the worker count) are started once; every round runs each case once in rotated order,
+into a fresh folder, removed after the sample (not timed). Times are medians. The CPU time of
+the worker processes and of this process (the client, the schedulers, the nannies) per
+conversion is printed too, with the bound it sets on the speed-up: on 2 cores the client's
+work competes with the 2 workers, where 1 worker leaves it the other core.
 ``--big`` writes an image of ramps (computed block by block on the workers, never whole)
 with a 3-level pyramid through one worker with a memory limit, and prints the peak memory of
 the worker: what memory per worker the conversion needs, whatever the image's size.
@@ -55,6 +59,7 @@ PLANE = (1024, 1024)
 LEVELS = 2
 SCALING_GOAL = Goal(1.7, at_least=True)
 OME_ZARR_GOAL = Goal(1.0, at_least=True)
+WARMUP = 1
 
 
 def well_names(count: int) -> list[str]:
@@ -117,6 +122,39 @@ def ome_zarr_py(client: Any, fields: list[tuple[str, int, list[Path]]], destinat
                                    method=Methods.LOCAL_MEAN, axes="cyx", compute=False,
                                    storage_options={"chunks": (1, *PLANE), "compressors": compressors})
     client.gather(client.compute(delayed))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux's /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """The CPU time each sample takes: of its cluster's worker processes, and of this process
+    (the client, and both clusters' schedulers and nannies, which LocalCluster runs here)."""
+
+    def __init__(self, workers: dict[str, list[int]]) -> None:
+        self.workers = workers
+        self.started: tuple[float, float] = (0.0, 0.0)
+        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in workers}
+
+    def now(self, name: str) -> tuple[float, float]:
+        return sum(map(cpu_seconds, self.workers[name])), cpu_seconds(os.getpid())
+
+    def start(self, name: str) -> None:
+        self.started = self.now(name)
+
+    def stop(self, name: str) -> None:
+        workers, client = self.now(name)
+        self.samples[name].append((workers - self.started[0], client - self.started[1]))
+
+    def median(self, name: str, skip: int) -> tuple[float, float]:
+        """(workers, client process) CPU seconds of a sample: medians, the first ``skip`` (the
+        warm-up) left out."""
+        timed = self.samples[name][skip:]
+        return harness.median([w for w, _ in timed]), harness.median([c for _, c in timed])
 
 
 def peak_rss() -> int:
@@ -186,6 +224,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def cpu_bound(meter: CpuMeter, medians: dict[str, float]) -> None:
+    """What the CPU time says, whatever else runs: the 1-worker conversion takes at least its
+    worker's CPU time (one process, one thread at a time); the 2-worker one at least its workers'
+    and this process's CPU time shared by 2 cores (the client, the scheduler and the nannies
+    compete with the workers there, where the 1-worker run leaves them the other core)."""
+    one_workers, one_client = meter.median("ours-1", WARMUP)
+    two_workers, two_client = meter.median("ours-2", WARMUP)
+    two_bound = (two_workers + two_client) / 2
+    print(f"CPU per conversion (medians): 1 worker: {one_workers:.3f} s of the worker, {one_client:.3f} s "
+          f"of the client process; 2 workers: {two_workers:.3f} s of the workers, {two_client:.3f} s of the "
+          "client process")
+    print(f"  2 workers take at least {two_bound:.3f} s on 2 cores (measured {medians['ours-2']:.3f} s), "
+          f"1 worker at least {one_workers:.3f} s (measured {medians['ours-1']:.3f} s): the CPU's bound on "
+          f"the speed-up, with no other load and no start-up or end, is {one_workers / two_bound:.2f}x")
+
+
 def plate(args: argparse.Namespace, directory: Path) -> int:
     from distributed import Client
 
@@ -208,10 +262,19 @@ def plate(args: argparse.Namespace, directory: Path) -> int:
             "ours-2": lambda: ours(two, directory / "tiffs", directory / "out-ours-2" / "plate.zarr"),
             "ome-zarr-2": lambda: ome_zarr_py(two, fields, directory / "out-ome-zarr-2" / "plate.zarr"),
         }
-        samples = harness.interleaved(
-            cases, repeat=repeat, warmup=1, before=lambda name: (directory / f"out-{name}").mkdir(),
-            after=lambda name: shutil.rmtree(directory / f"out-{name}"),
-        )
+        pids = {name: list(client.run(os.getpid).values()) for name, client in
+                (("ours-1", one), ("ours-2", two), ("ome-zarr-2", two))}
+        meter = CpuMeter(pids)
+
+        def before(name: str) -> None:
+            (directory / f"out-{name}").mkdir()
+            meter.start(name)
+
+        def after(name: str) -> None:
+            meter.stop(name)
+            shutil.rmtree(directory / f"out-{name}")
+
+        samples = harness.interleaved(cases, repeat=repeat, warmup=WARMUP, before=before, after=after)
     elapsed = time.perf_counter() - start
     medians = harness.medians(samples)
     scaling = [a / b for a, b in zip(samples["ours-1"], samples["ours-2"], strict=True)]
@@ -225,6 +288,7 @@ def plate(args: argparse.Namespace, directory: Path) -> int:
     harness.print_table(rows, case_width=26, per_round=True)
     print("ratio: how many times faster ours with 2 workers is than the reference (per round: the")
     print(f"lowest and highest within one round); {megabytes / medians['ours-2']:.0f} MiB/s with 2 workers")
+    cpu_bound(meter, medians)
     harness.print_verdicts(rows, elapsed, load)
     harness.save_figure("distributed", rows, title="distributed convert: plate to OME-Zarr "
                         "(benchmarks/distributed.py)", load_before=load)
