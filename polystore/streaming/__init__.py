@@ -11,6 +11,9 @@ outlet         a sender's sockets: data out, acks back, who is connected
 acks           what receivers have not acknowledged yet (bytes in flight, awaited items)
 outgoing       an item a sender accepted: header fields, where its bytes are
 producer       :class:`Frame`: the zero-copy producer (``sender.frame(...)``)
+slots          a sender's shared-memory slots: taken, given back, waited for
+pump           the thread that delivers what waits in a sender
+linger         how long items wait for a receiver; closing in the background; exit
 sender         :class:`Sender`: the queue, its policies (block, latest), lifetime
 inbound        :class:`Inbound`: a receiver's socket end: validation, mapping, zero-copy views
 ackroute       acks from a receiver back to its senders, routed and bounded

@@ -23,6 +23,8 @@ logger = logging.getLogger("polystore.streaming.sender")  # the sender's log, as
 READ_LIMIT = 256
 """Messages one look at the ack or monitor socket reads beyond those it can expect: anyone on
 the host may write to the ack port, and a flood must not keep a caller inside ``save``."""
+ACK_POLL_S = 0.005
+"""The longest a waiting caller polls the back channel before looking at the rest again."""
 
 
 class AckTracker:

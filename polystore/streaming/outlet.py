@@ -1,4 +1,4 @@
-"""The sending end's sockets: data out, acknowledgements back, and who is connected.
+"""The sending end's sockets: data out, acknowledgements back, who is connected; why they cannot open.
 
 :class:`Outlet` opens, for one :class:`~polystore.streaming.sender.Sender`, the PUSH socket items
 go out on, the socket acknowledgements come back on (a PULL when the sender binds and every
@@ -14,6 +14,7 @@ from typing import Any
 
 from polystore.streaming._zmq import zmq
 from polystore.streaming.endpoints import Endpoints, Link
+from polystore.streaming.errors import AddressInUseError, StreamConfigError
 from polystore.streaming.protocol import MAX_ACK_BYTES
 from polystore.streaming.security import CurveKeys
 
@@ -61,3 +62,24 @@ class Outlet:
             self.data.disable_monitor()
         self.monitor.close(0)
         self._link.close()
+
+
+def open_error(error: Any, endpoints: Endpoints, *, bind: bool, holder_linger: float | None) -> Exception:
+    """What a user is told when a sender's sockets cannot be opened (``error``: the ZMQError).
+    ``holder_linger``: the linger of a sender of this process that still holds the address."""
+    addresses = f"{endpoints.data} (acks on {endpoints.ack})"
+    if error.errno == zmq().EADDRINUSE:
+        why = (
+            f"a sender of this process closed with items not yet delivered holds it for up to "
+            f"its linger={holder_linger:g} s; wait with its join(), or close it with "
+            "close(timeout=0) to drop them"
+            if holder_linger is not None else "another sender or program has bound it; close that one"
+        )
+        return AddressInUseError(
+            f"Cannot stream on {addresses}: the address is in use ({why}), or pick another port."
+        )
+    verb = "bind" if bind else "connect to"
+    return StreamConfigError(
+        f"Cannot {verb} {addresses}: {error.strerror}. Check host and port "
+        f"(host={endpoints.host!r}, port={endpoints.port})."
+    )

@@ -41,9 +41,10 @@ class Frame:
             sender._catch_up()
             if item.use_shm:
                 if sender.policy == "block":
-                    sender._wait_for_slot(time.monotonic() + self._timeout, item.path, self._timeout)
-                if sender._free_slot():
-                    self._buffer = sender._take(item)
+                    sender._slots.wait(time.monotonic() + self._timeout, item.path, self._timeout,
+                                       sender.send_timeout, sender._service)
+                if sender._slots.free():
+                    self._buffer = sender._slots.take(item)
                     return self._buffer
             self._buffer = np.empty(item.shape, item.dtype)  # inline, or no slot free under "latest"
         return self._buffer
@@ -55,7 +56,7 @@ class Frame:
         assert buffer is not None
         with sender._lock:
             if kind is not None or sender._closed:
-                sender._give_back(item)  # nothing was sent: the slot is free again
+                sender._slots.give_back(item)  # nothing was sent: the slot is free again
                 return
             item.msg_id = sender._take_id()
             item.accepted_at = time.monotonic()

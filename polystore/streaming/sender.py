@@ -22,7 +22,9 @@ Every item is acknowledged by the receiver (inline ones on receipt, shared-memor
 the slot is free again), so "bytes in flight" is what receivers have not taken yet.
 
 The pieces: :mod:`~polystore.streaming.outlet` (the sockets), :mod:`~polystore.streaming.acks`
-(what is not acknowledged yet), :mod:`~polystore.streaming.shm` (the slot ring),
+(what is not acknowledged yet), :mod:`~polystore.streaming.slots` (the sender's shared-memory
+slots), :mod:`~polystore.streaming.pump` (the background thread),
+:mod:`~polystore.streaming.linger` (the time bound: expiry, closing in the background, exit),
 :mod:`~polystore.streaming.producer` (:meth:`Sender.frame`, the zero-copy producer: the next
 slot as an array to fill in place). This module is the queue and its policies, and the
 sender's lifetime.
@@ -30,36 +32,33 @@ sender's lifetime.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import logging
 import os
 import secrets
 import sys
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 
-from polystore.exceptions import StorageIOError
 from polystore.streaming._zmq import NOBLOCK, SNDMORE, zmq
-from polystore.streaming.acks import READ_LIMIT, AckTracker
+from polystore.streaming.acks import ACK_POLL_S, READ_LIMIT, AckTracker
 from polystore.streaming.endpoints import Endpoints
-from polystore.streaming.errors import AddressInUseError, StreamConfigError, StreamTimeoutError
+from polystore.streaming.errors import StreamConfigError, StreamTimeoutError
+from polystore.streaming.linger import DEFAULT_LINGER_S, Linger, holder_of, register_for_exit
 from polystore.streaming.outgoing import Outgoing, checked_options, private_copy
-from polystore.streaming.outlet import Outlet
+from polystore.streaming.outlet import Outlet, open_error
 from polystore.streaming.producer import Frame
 from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, checked_dtype
+from polystore.streaming.pump import PUMP_IDLE_INTERVAL_S, PUMP_INTERVAL_S, Pump
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import DATA_OFFSET, SlotRing
+from polystore.streaming.slots import Slots
 
-__all__ = ["READ_LIMIT", "Frame", "Sender"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["DEFAULT_LINGER_S", "READ_LIMIT", "Frame", "Sender"]
 
 Policy = Literal["block", "latest"]
 TransportChoice = Literal["auto", "inline", "shm"]
@@ -69,13 +68,6 @@ TRANSPORTS = ("auto", "inline", "shm")
 DEFAULT_SHM_THRESHOLD = 256 * 1024
 DEFAULT_SHM_SLOTS = 4
 DEFAULT_MAX_PENDING_BYTES = 64 * 1024**2
-DEFAULT_LINGER_S = 5.0
-PUMP_INTERVAL_S = 0.002
-"""How often the pump looks again while items wait (it runs only then)."""
-PUMP_IDLE_INTERVAL_S = 0.02
-"""How often it looks while no receiver is connected: only a connection can change anything."""
-ACK_POLL_S = 0.005
-"""The longest a waiting caller polls the back channel before looking at the rest again."""
 ACK_BATCH = 32
 """Inline items out before a send takes their acks: acks are read when they are needed (a slot,
 room, an awaited item) or in batches, not on every send."""
@@ -120,7 +112,6 @@ class Sender:
         self.curve = curve
         self.policy: Policy = policy
         self.send_timeout = send_timeout
-        self.linger = linger
         self.transport: TransportChoice = transport
         self.shm_threshold = shm_threshold
         self.shm_slots = shm_slots
@@ -135,24 +126,36 @@ class Sender:
         """Items handed to ZeroMQ."""
         self.dropped = 0
         """Items replaced by a newer one for the same path before they went out (``latest``)."""
-        self.expired = 0
-        """Items dropped because no receiver took them within ``linger`` seconds."""
         self._lock = threading.RLock()
         self._outlet: Outlet | None = None
         self._out: Any = None  # the outlet's data socket, while open
-        self._ring: SlotRing | None = None
         self._pid = os.getpid()
         self._next_id = 1
         self._queue: deque[Outgoing] = deque()  # accepted, not yet handed to ZeroMQ, in order
         self._latest: dict[str, Outgoing] = {}  # policy="latest": the newest per path not yet sent
         self._tracker = AckTracker(self.stream, endpoints.ack)
+        self._slots = Slots(shm_prefix, shm_slots, self.stream, self._tracker, endpoints.data)
+        self._linger = Linger(linger, endpoints.data)
         self._headers = HeaderWriter(sender=self._pid, stream=self.stream, reply_to=self.reply_to)
-        self._pump: threading.Thread | None = None
-        self._closing_deadline: float | None = None
+        self._pump = Pump(self._lock, self._pump_step)
         self._closed = False
-        _SENDERS.add(self)
+        register_for_exit(self)
 
     # -- state anyone may read ------------------------------------------------------------------
+    @property
+    def linger(self) -> float:
+        """Seconds an item may wait with no receiver, and a close goes on in the background."""
+        return self._linger.seconds
+
+    @linger.setter
+    def linger(self, seconds: float) -> None:
+        self._linger.seconds = seconds
+
+    @property
+    def expired(self) -> int:
+        """Items dropped because no receiver took them within ``linger`` seconds."""
+        return self._linger.expired
+
     @property
     def pending(self) -> int:
         """Items accepted and not yet handed to ZeroMQ."""
@@ -176,11 +179,11 @@ class Sender:
     @property
     def closing(self) -> bool:
         """Closed by its owner, still delivering in the background (up to ``linger``)."""
-        return self._closing_deadline is not None and not self._closed
+        return self._linger.deadline is not None and not self._closed
 
     @property
     def ring(self) -> SlotRing | None:
-        return self._ring
+        return self._slots.ring
 
     # -- sending ---------------------------------------------------------------------------------
     def send(
@@ -220,8 +223,8 @@ class Sender:
                     self._wait_for_ack(item.msg_id, deadline, path, timeout)
                 return
             if item.use_shm:
-                self._wait_for_slot(deadline, path, timeout)
-                self._fill(item, array)
+                self._slots.wait(deadline, path, timeout, self.send_timeout, self._service)
+                self._slots.fill(item, array)
             else:
                 self._wait_for_room(item.nbytes, deadline, path, timeout)
                 item.data = array
@@ -283,7 +286,7 @@ class Sender:
         ``send_timeout``. With ``timeout``, everything is waited for here, for at most that long,
         and what is left is dropped."""
         with self._lock:
-            if self._closed or self._closing_deadline is not None:
+            if self._closed or self._linger.deadline is not None:
                 return
             if os.getpid() != self._pid:
                 self._closed = True  # a forked child must not touch its parent's sockets
@@ -307,7 +310,7 @@ class Sender:
         if not self._lock.acquire(timeout=1.0):
             return
         try:
-            if self._closed or self._closing_deadline is not None:
+            if self._closed or self._linger.deadline is not None:
                 return
             if os.getpid() != self._pid:
                 self._closed = True
@@ -323,17 +326,14 @@ class Sender:
         """Take back a close that is still delivering in the background: the sender streams
         again, on the sockets it holds. Whether it could (False once it has finished)."""
         with self._lock:
-            if self._closed or self._closing_deadline is None:
+            if self._closed or self._linger.deadline is None:
                 return False
-            self._closing_deadline = None
-            _LINGERING.discard(self)
+            self._linger.cancel(self)
             return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until a background close has finished; whether it has."""
-        pump = self._pump
-        if pump is not None:
-            pump.join(timeout)
+        self._pump.join(timeout)
         return self._closed
 
     def __enter__(self) -> Sender:
@@ -350,7 +350,7 @@ class Sender:
 
     # -- internals (all under self._lock) ----------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed or self._closing_deadline is not None:
+        if self._closed or self._linger.deadline is not None:
             raise StreamConfigError("this sender is closed: make a new one to stream again")
         if self._out is None:
             self._open()
@@ -361,32 +361,11 @@ class Sender:
             outlet = Outlet(self.endpoints, bind=self.bind, curve=self.curve,
                             high_water_mark=self.high_water_mark, linger=self.linger, reply_to=self.reply_to)
         except z.ZMQError as error:
-            raise self._open_error(error) from error
+            holder = holder_of(self.endpoints, self)
+            raise open_error(error, self.endpoints, bind=self.bind,
+                             holder_linger=holder.linger if holder is not None else None) from error
         self._outlet, self._out = outlet, outlet.data
         self._tracker.attach(outlet.acks, outlet.monitor)
-
-    def _open_error(self, error: Any) -> Exception:
-        """What a user is told when the stream's sockets cannot be opened."""
-        z = zmq()
-        addresses = f"{self.endpoints.data} (acks on {self.endpoints.ack})"
-        if error.errno == z.EADDRINUSE:
-            holder: Sender | None = next(
-                (s for s in _LINGERING if s.endpoints == self.endpoints and s is not self), None
-            )
-            why = (
-                f"a sender of this process closed with items not yet delivered holds it for up to "
-                f"its linger={holder.linger:g} s; wait with its join(), or close it with "
-                "close(timeout=0) to drop them"
-                if holder is not None else "another sender or program has bound it; close that one"
-            )
-            return AddressInUseError(
-                f"Cannot stream on {addresses}: the address is in use ({why}), or pick another port."
-            )
-        verb = "bind" if self.bind else "connect to"
-        return StreamConfigError(
-            f"Cannot {verb} {addresses}: {error.strerror}. Check host and port "
-            f"(host={self.endpoints.host!r}, port={self.endpoints.port})."
-        )
 
     def _uses_shm(self, nbytes: int, requested: str | None) -> bool:
         choice = requested or self.transport
@@ -407,40 +386,6 @@ class Sender:
         self._next_id += 1
         return msg_id
 
-    def _slot_ring(self) -> SlotRing:
-        if self._ring is None:
-            self._ring = SlotRing(self.shm_prefix, self.shm_slots, self.stream)
-        return self._ring
-
-    def _wait_for_slot(self, deadline: float, path: str, timeout: float) -> None:
-        """Wait until a slot is free (reclaiming slots no receiver gave back) until ``deadline``."""
-        ring = self._slot_ring()
-        while not self._free_slot():
-            if ring.in_flight and ring.oldest_age() > self.send_timeout:
-                # its receiver died or lost it: a fresh segment takes the slot's place (a reader
-                # still holding the old one keeps its pages; its late ack is ignored)
-                ring.reclaim_oldest()
-                self._tracker.reclaimed += 1
-                break
-            self._service()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StreamTimeoutError(
-                    f"No shared-memory slot was released within {timeout:g} s while streaming "
-                    f"'{path}': is a receiver on {self.endpoints.data} running? (all "
-                    f"{ring.slots} slots are {'held by receivers' if ring.in_flight else 'waiting for one'}; "
-                    "raise shm_slots or send_timeout, or use policy='latest')"
-                )
-            self._drain_acks(min(ACK_POLL_S, remaining))
-
-    def _free_slot(self) -> bool:
-        """Whether a slot is free, taking the acks that have come in if none is."""
-        ring = self._slot_ring()
-        if ring.has_free():
-            return True
-        self._drain_acks(0.0)
-        return ring.has_free()
-
     def _catch_up(self) -> None:
         """Before a new item: what waits goes first. With nothing waiting, acks are left on the
         socket until they are needed (a slot, room, an awaited item) or a batch has come."""
@@ -448,34 +393,6 @@ class Sender:
             self._service()
         elif len(self._tracker.in_flight) >= ACK_BATCH:
             self._drain_acks(0.0)
-
-    def _take(self, item: Outgoing) -> np.ndarray:
-        """A free slot for ``item`` (the caller checked there is one), as an array to fill."""
-        ring = self._slot_ring()
-        try:
-            slot, _ = ring.acquire(item.nbytes)
-        except OSError as error:
-            raise StorageIOError(
-                f"Could not make a shared-memory segment of {item.nbytes} bytes for "
-                f"'{item.path}': {error.strerror or error}. Free space in /dev/shm, send smaller "
-                "frames, or use transport='inline'."
-            ) from error
-        item.slot, item.segment_name = slot, ring.name_of(slot)
-        try:
-            return ring.view(slot, item.shape, item.dtype, item.order)
-        except BaseException:
-            self._give_back(item)
-            raise
-
-    def _give_back(self, item: Outgoing) -> None:
-        """``item`` did not go out: its slot is free again."""
-        if item.slot is not None and self._ring is not None:
-            self._ring.release(item.slot)
-        item.slot = item.segment_name = None
-
-    def _fill(self, item: Outgoing, array: np.ndarray) -> None:
-        """Copy ``array`` into a free slot for ``item``."""
-        np.copyto(self._take(item), array, casting="no")
 
     def _wait_for_room(self, nbytes: int, deadline: float, path: str, timeout: float) -> None:
         """Wait until ``nbytes`` more inline bytes fit in ``max_pending_bytes`` (an item larger
@@ -513,7 +430,7 @@ class Sender:
             except BaseException:  # nothing went out: undo what accepting it took
                 self._tracker.pending_bytes -= item.inline_bytes
                 self._tracker.awaited.discard(item.msg_id)
-                self._give_back(item)
+                self._slots.give_back(item)
                 raise
         if item.data is not None and item.slot is None and not item.owned:
             item.data = np.array(item.data, order="A", copy=True)  # the caller's array is free again
@@ -535,7 +452,7 @@ class Sender:
             self.dropped += 1
             self._tracker.awaited.discard(previous.msg_id)
             reuse = previous.data if previous.owned else None
-            self._give_back(previous)
+            self._slots.give_back(previous)
         if not self._queue and self._send_now(item, array):
             return
         if item.slot is None and not item.owned:
@@ -548,12 +465,12 @@ class Sender:
         """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes.
         A slot it took stays its own when ZeroMQ cannot take it yet."""
         if item.slot is None and item.use_shm:
-            if not self._free_slot():
+            if not self._slots.free():
                 self._reclaim_stale()
-                if not self._slot_ring().has_free():
+                if not self._slots.made().has_free():
                     return False
             assert array is not None  # a kept frame without a slot has its private copy
-            self._fill(item, array)
+            self._slots.fill(item, array)
         elif item.slot is None:
             if self._over_room(item.nbytes):
                 self._drain_acks(0.0)
@@ -567,7 +484,7 @@ class Sender:
             sent = self._try_send(item)
         except BaseException:
             self._tracker.pending_bytes -= item.inline_bytes
-            self._give_back(item)
+            self._slots.give_back(item)
             raise
         if not sent:
             self._tracker.pending_bytes -= item.inline_bytes
@@ -598,8 +515,7 @@ class Sender:
         except z.Again:
             return False
         if item.slot is not None:
-            assert self._ring is not None
-            self._ring.sent(item.slot)
+            self._slots.made().sent(item.slot)
         else:
             self._tracker.sent_inline(item.msg_id, item.nbytes, self.sent + 1)
         self.sent += 1
@@ -630,13 +546,7 @@ class Sender:
         that is connected is slow, not absent, and ``policy="block"`` waits for it."""
         if self._tracker.peers:
             return
-        cutoff = time.monotonic() - self.linger
-        expired: list[Outgoing] = []
-        while self._queue and self._queue[0].accepted_at < cutoff:
-            expired.append(self._queue.popleft())
-        for path, item in list(self._latest.items()):
-            if item.accepted_at < cutoff:
-                expired.append(self._latest.pop(path))
+        expired = self._linger.stale(self._queue, self._latest)
         if expired:
             self._drop(expired, f"no receiver took them within linger={self.linger:g} s")
 
@@ -644,31 +554,24 @@ class Sender:
         """Forget items taken out of the queue or the latest frames, never sent."""
         for item in items:
             if item.slot is not None:
-                self._give_back(item)
+                self._slots.give_back(item)
             elif item.options["queued"]:
                 self._tracker.pending_bytes -= item.inline_bytes  # counted when queued (latest: when sent)
             self._tracker.awaited.discard(item.msg_id)
-        self.expired += len(items)
-        logger.warning(
-            "dropped %d item(s) never delivered to %s (%s), e.g. '%s'; %d dropped so far",
-            len(items), self.endpoints.data, why, items[0].path, self.expired,
-        )
+        self._linger.dropped(items, why)
 
     def _reclaim_stale(self) -> None:
         """Forget inline items that went to a receiver that has left (see
         :meth:`AckTracker.reclaim_lost`), and give up slots no receiver gave back in ``send_timeout``."""
         self._watch_peers()
         self._tracker.reclaim_lost()
-        ring = self._ring
-        while ring is not None and ring.in_flight and ring.oldest_age() > self.send_timeout:
-            ring.reclaim_oldest()
-            self._tracker.reclaimed += 1
+        self._slots.reclaim_stale(self.send_timeout)
 
     def _watch_peers(self) -> None:
         self._tracker.watch_peers(self.sent)
 
     def _drain_acks(self, wait: float) -> None:
-        self._tracker.drain(wait, self._ring)
+        self._tracker.drain(wait, self._slots.ring)
 
     def _wait_for_ack(self, msg_id: int, deadline: float, path: str, timeout: float) -> None:
         while msg_id not in self._tracker.acked:
@@ -684,41 +587,30 @@ class Sender:
         self._tracker.acked.discard(msg_id)
 
     def _all_delivered(self) -> bool:
-        ring = self._ring
-        return not (self._queue or self._latest or self._tracker.in_flight
-                    or (ring is not None and ring.in_flight))
+        return not (self._queue or self._latest or self._tracker.in_flight or self._slots.in_flight)
 
     # -- the pump: delivers what waits, in the background -------------------------------------------
     def _start_pump(self) -> None:
-        if self._pump is None or not self._pump.is_alive():
-            self._pump = threading.Thread(target=self._run_pump, name="polystore-send", daemon=True)
-            self._pump.start()
+        self._pump.start()
 
-    def _run_pump(self) -> None:
-        while True:
-            with self._lock:
-                if self._closed:
-                    return
-                with contextlib.suppress(Exception):
-                    self._service()
-                closing = self._closing_deadline is not None
-                if closing:
-                    self._reclaim_stale()
-                    done = self._all_delivered()
-                    assert self._closing_deadline is not None
-                    if done or time.monotonic() >= self._closing_deadline:
-                        self._finish(drop=True)
-                        return
-                elif not (self._queue or self._latest):
-                    self._pump = None
-                    return
-                interval = PUMP_INTERVAL_S if self._tracker.peers else PUMP_IDLE_INTERVAL_S
-            time.sleep(interval)
+    def _pump_step(self) -> float | None:
+        """One look of the pump (under the lock): the pause before the next, or None when done."""
+        if self._closed:
+            return None
+        with contextlib.suppress(Exception):
+            self._service()
+        if self._linger.deadline is not None:  # closing: deliver until done or out of time
+            self._reclaim_stale()
+            if self._all_delivered() or self._linger.over():
+                self._finish(drop=True)
+                return None
+        elif not (self._queue or self._latest):
+            return None
+        return PUMP_INTERVAL_S if self._tracker.peers else PUMP_IDLE_INTERVAL_S
 
     def _linger_in_background(self) -> None:
-        self._closing_deadline = time.monotonic() + self.linger
-        _LINGERING.add(self)
-        self._start_pump()
+        self._linger.begin(self)
+        self._pump.start()
 
     def _finish(self, drop: bool = False) -> None:
         """Drop what is left, close the sockets, unlink the segments. ``drop``: what ZeroMQ still
@@ -736,32 +628,7 @@ class Sender:
             self._outlet.close(drop)
             self._outlet = None
         self._out = None
-        if self._ring is not None:
-            self._ring.close()
-            self._ring = None
+        self._slots.close()
         self._closed = True
-        _LINGERING.discard(self)
+        self._linger.finished(self)
 
-
-_SENDERS: weakref.WeakSet[Sender] = weakref.WeakSet()
-_LINGERING: set[Sender] = set()
-"""Senders closed with items still on their way: kept alive until their pump finishes."""
-
-
-@atexit.register
-def _deliver_before_exit() -> None:
-    """At exit, give every sender its linger time to deliver what it accepted, then drop the rest.
-
-    Here, not in a new thread: from Python 3.12 on, no thread can be started once the
-    interpreter is shutting down. Senders already closing in the background are waited for.
-    """
-    for sender in list(_LINGERING):
-        with contextlib.suppress(Exception):
-            sender.join(sender.linger + 1.0)
-    for sender in list(_SENDERS):
-        with contextlib.suppress(Exception):
-            if sender._closing_deadline is None:
-                sender.close(sender.linger)
-            # its pump must be gone before finalization freezes daemon threads, or one frozen
-            # while holding the sender's lock would hang whoever asks for it next
-            sender.join(1.0)
