@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from polystore.streaming._zmq import zmq
+from polystore.streaming._zmq import NOBLOCK, SNDMORE, zmq
 from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.errors import AddressInUseError, StreamConfigError
 from polystore.streaming.protocol import MAX_ACK_BYTES
@@ -50,6 +50,23 @@ class Outlet:
             link.close()
             raise
         self._link = link
+
+    def push(self, header: bytes, body: Any, *, copy: bool) -> bool:
+        """Hand an item to the data socket without waiting: its header alone (``body`` None: a
+        shared-memory item) or header and body. False when ZeroMQ would have to wait (then
+        nothing went out). ``copy``: the body is the caller's array, copied into ZeroMQ's message
+        (one memcpy), because ZeroMQ holds a zero-copy part until it has written it, long after
+        save returns; a copy of the sender's own it may keep. Waiting on a MessageTracker instead
+        would make save wait for the receiver."""
+        try:
+            if body is None:
+                self.data.send(header, NOBLOCK)  # a copy of a few hundred bytes: cheaper than tracking
+            else:
+                self.data.send(header, NOBLOCK | SNDMORE)
+                self.data.send(body, copy=copy)  # accepted with the first part: parts are atomic
+        except zmq().Again:
+            return False
+        return True
 
     def close(self, drop: bool = False) -> None:
         """Close every socket. ``drop``: what ZeroMQ still holds is dropped at once (by default

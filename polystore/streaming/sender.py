@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from polystore.streaming._zmq import NOBLOCK, SNDMORE, zmq
+from polystore.streaming._zmq import zmq
 from polystore.streaming.acks import ACK_POLL_S, READ_LIMIT, AckTracker
 from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import StreamConfigError, StreamTimeoutError
@@ -492,7 +492,7 @@ class Sender:
 
     def _try_send(self, item: Outgoing) -> bool:
         """Hand ``item`` to ZeroMQ without waiting; False when it would have to wait."""
-        z = zmq()
+        assert self._outlet is not None  # opened by _check_open before anything is accepted
         shm = None
         if item.slot is not None:
             shm = {"name": item.segment_name, "offset": DATA_OFFSET, "size": item.nbytes, "slot": item.slot}
@@ -500,19 +500,12 @@ class Sender:
         raw = self._headers.encode(item.shape, item.dtype, item.order, item.path, kind=options["kind"],
                                    metadata=options["metadata"], ack=options["ack"], shm=shm,
                                    msg_id=item.msg_id)
-        try:
-            if shm is not None:
-                self._out.send(raw, NOBLOCK)  # a copy of a few hundred bytes: cheaper than tracking
-            else:
-                assert item.data is not None
-                data = item.data.reshape(-1, order="A").view(np.uint8).data if item.nbytes else b""
-                self._out.send(raw, NOBLOCK | SNDMORE)
-                # accepted with the first part: ZeroMQ's parts are atomic. The caller's array is
-                # copied into ZeroMQ's message (one memcpy), because ZeroMQ holds a zero-copy
-                # part until it has written it, long after save returns; a copy of our own it may
-                # keep. Waiting on a MessageTracker instead would make save wait for the receiver.
-                self._out.send(data, copy=not item.owned)
-        except z.Again:
+        body = None
+        if shm is None:
+            assert item.data is not None
+            body = item.data.reshape(-1, order="A").view(np.uint8).data if item.nbytes else b""
+        # the caller's array is copied into ZeroMQ's message; a copy of our own it may keep
+        if not self._outlet.push(raw, body, copy=not item.owned):
             return False
         if item.slot is not None:
             self._slots.made().sent(item.slot)
