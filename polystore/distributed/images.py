@@ -16,6 +16,7 @@ pixels are all written.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import GroupDocument, array_documents
 from polystore.backends.zarr.image import ImageSpec, array_options, channel_labels, level_shape
-from polystore.backends.zarr.location import Location, join_key
+from polystore.backends.zarr.location import Location, join_key, zarr_module
 from polystore.backends.zarr.marks import INCOMPLETE, converting
 
 DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
@@ -43,28 +44,44 @@ def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...
     spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
     attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count),
                   **converting(destination)}
-    if documents.node_kind(location) is None:
+    fresh = documents.node_kind(location) is None
+    if fresh:
         documents.ensure_parent_groups(location, config.zarr_format)
     else:
         documents.write_group(location, config.zarr_format, attributes)  # marked before any chunk goes
+    array_config = repr(zarr_module().config.get("array"))
     for level in range(level_count):
-        options = array_options(level_shape(shape, axes, level), dtype, config)
-        if config.zarr_format == 3:  # as ImageWriter.create_levels makes them
-            options["dimension_names"] = tuple(axes)
-        _empty_level(backend, location.child(str(level)), options, config.zarr_format)
+        level_documents = _level_documents(shape, dtype, axes, config, level, array_config)
+        _empty_level(backend, location.child(str(level)), level_documents, fresh)
     documents.write_group(location, config.zarr_format, attributes)
 
 
-def _empty_level(backend: ZarrBackend, location: Location, options: dict[str, Any], zarr_format: int) -> None:
-    """Remove a level array's chunks (any left under its path) and write its documents (again),
+@lru_cache(maxsize=32)
+def _level_documents(shape: tuple[int, ...], dtype: np.dtype[Any], axes: str, config: ZarrConfig, level: int,
+                     array_config: str) -> tuple[tuple[str, bytes], ...]:
+    """The documents of level ``level`` of a new image: the same for every field image of a
+    plate, so made once per conversion, not per field (zarr's options and their repr, which
+    array_documents caches by, took a quarter of the client's time per image), and anew when
+    zarr's ``array`` settings (``array_config``, their repr) change what they say."""
+    options = array_options(level_shape(shape, axes, level), dtype, config)
+    if config.zarr_format == 3:  # as ImageWriter.create_levels makes them
+        options["dimension_names"] = tuple(axes)
+    _metadata, written = array_documents(config.zarr_format, options)
+    return tuple(written.items())
+
+
+def _empty_level(backend: ZarrBackend, location: Location, level_documents: tuple[tuple[str, bytes], ...],
+                 fresh: bool) -> None:
+    """Remove a level array's chunks (any left under its path, unless its image is new: no
+    task writes a chunk before the image's group exists) and write its documents (again),
     never without them. The documents' bytes, not a zarr array: the client makes an image per
     field, and zarr would build a codec pipeline for each level it never writes through."""
     keys = backend.documents.keys(location)
-    for key in list(keys.list(location.node + "/")):
-        if key.rsplit("/", 1)[-1] not in DOCUMENTS or key.count("/") != location.node.count("/") + 1:
-            keys.delete(key)
-    _metadata, written = array_documents(zarr_format, options)
-    for name, content in written.items():
+    if not fresh:
+        for key in list(keys.list(location.node + "/")):
+            if key.rsplit("/", 1)[-1] not in DOCUMENTS or key.count("/") != location.node.count("/") + 1:
+                keys.delete(key)
+    for name, content in level_documents:
         keys.put(join_key(location.node, name), content)
 
 
