@@ -175,6 +175,26 @@ def test_the_fields_go_to_the_workers_in_growing_batches(tmp_path: Path) -> None
     assert len(sizes) <= 3 and sizes[1] > sizes[0], sizes
 
 
+def test_the_client_fetches_no_result_of_a_field_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client
+) -> None:
+    """A success says no more than its task's name: its result stays on the worker (dask tells
+    the client the result's type as the task ends); a failure's is fetched, for its error."""
+    def sent() -> int:
+        return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_count_total).values())
+
+    source, _ = folder
+    before = sent()
+    report = convert(source, tmp_path / "out" / "plate.zarr", client=client, levels=2)
+    assert len(report.written) == 6 and sent() == before
+    bad = source / "P1_B03_s1_w1_z1.tif"
+    bad.write_bytes(b"II*\x00 this is not a TIFF")
+    with pytest.raises(ConversionError) as raised:
+        convert(source, tmp_path / "again" / "plate.zarr", client=client, levels=2)
+    assert [f.path for f in raised.value.failures] == [f"B/03/0 ({bad})"]
+    assert sent() > before  # the failure's result, with its error
+
+
 def test_the_local_cluster_leaves_out_the_dashboards_diagnostics() -> None:
     """The cluster ``--workers N`` starts: one-thread worker processes with no statistical
     profiler (a stack sample of the task thread every 10 ms) and event-loop and system polls

@@ -19,7 +19,7 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.image import ImageSpec
 from polystore.backends.zarr.plate import PlaneAddress
 from polystore.distributed.runner import run
-from polystore.distributed.tasks import Outcome, Target, portable
+from polystore.distributed.tasks import Failure, Outcome, Target, portable
 from polystore.exceptions import BatchError, BatchFailure
 from polystore.lazy import optional_import
 
@@ -34,7 +34,7 @@ def write_planes(target: Target, name: str, planes: list[tuple[PlaneAddress, Any
         backend = target.backend()
         backend.plates.save_batch_field(target.store, planes, target.config, spec, cast=cast)
     except Exception as error:  # reported with the others by the client, as save_batch does
-        return Outcome(name, portable(error))
+        return Failure(name, portable(error))
     return Outcome(name)
 
 

@@ -66,9 +66,13 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
         for _future in finished:  # what is done, for the bar: no results fetched one by one
             if bar is not None:
                 bar.update(1)
-    # the outcomes in one gather, not a request per task
+    # the type of a task's result comes with its end: a plain Outcome is a success, which its
+    # task's name says whole; only the others are fetched, in one gather, not a request each
     done = [future for future in futures if future.status != "error"]
-    outcomes: list[Outcome] = list(client.gather(done))
+    outcomes = [Outcome(names[future.key]) for future in done if future.type is Outcome]
+    fetched = [future for future in done if future.type is not Outcome]
+    if fetched:
+        outcomes += client.gather(fetched)
     outcomes += [Outcome(names[f.key], _failure(f.exception())) for f in futures if f.status == "error"]
     return outcomes
 

@@ -95,6 +95,13 @@ class Outcome:
         return f"{self.task} ({self.source})" if self.source else self.task
 
 
+@dataclass(frozen=True)
+class Failure(Outcome):
+    """An outcome with its error, a class of its own: dask tells the client the type of a
+    task's result as the task ends, so the client fetches only failures (a success says no
+    more than the task's name)."""
+
+
 def portable(error: BaseException) -> BaseException:
     """``error`` if it survives the trip back to the client, else a TaskError saying the same."""
     try:
@@ -169,7 +176,7 @@ def write_field(target: Target, task: FieldTask) -> Outcome:
         finish_image(group)
         target.journal().mark(plan.path, task.token)
     except Exception as error:  # reported with the others by the client (see the module's docstring)
-        return Outcome(plan.path, portable(error), reading[-1] if reading else None)
+        return Failure(plan.path, portable(error), reading[-1] if reading else None)
     return Outcome(plan.path)
 
 
@@ -303,7 +310,7 @@ def write_region(target: Target, task: RegionTask, block: Any, *above: Outcome) 
     failed = next((o for o in above if not o.ok), None)
     if failed is not None:
         error = TaskError(f"not written: block {failed.task} of the level above failed ({failed.error})")
-        return Outcome(task.name, error)
+        return Failure(task.name, error)
     try:
         backend = target.backend()
         location = Location(target.store, task.node)
@@ -324,6 +331,6 @@ def write_region(target: Target, task: RegionTask, block: Any, *above: Outcome) 
         write_units(backend, target.store, array, selection, data)
         target.journal().mark(task.name, task.token)
     except Exception as error:  # reported with the others by the client
-        return Outcome(task.name, portable(error))
+        return Failure(task.name, portable(error))
     return Outcome(task.name)
 
