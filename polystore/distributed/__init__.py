@@ -11,7 +11,8 @@ image's blocks per level), ``chunking`` (chunks and shards checked against the p
 ``sources`` (image files through polystore's formats, lazily), ``images`` (an image marked
 incomplete until written), ``journal`` (progress beside the store), ``tasks`` (what workers
 run), ``runner`` (dask: a cluster or threads), ``job``/``plate_job``/``image_job`` (one
-conversion), ``convert`` (the function), ``worker`` (the workers' zarr settings), ``batch``
+conversion), ``convert`` (the function), ``worker`` (the workers' zarr settings), ``cluster``
+(the local cluster ``--workers N`` starts), ``batch``
 (``save_batch(..., client=...)``: in-memory planes of a plate written on the cluster).
 
 Also exported as ``polystore.convert_to_zarr`` (``polystore.convert`` converts arrays between
