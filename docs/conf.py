@@ -49,7 +49,8 @@ nitpick_ignore_regex = [
                r"napari|pandas|roifile|torch)(\..*)?"),
     (r"py:func", r"open"),
     (r"py:.*", r".*\._[A-Za-z].*"),  # private names (polystore.base._BackendBase)
-    (r"py:class", r"polystore\.streaming\.(sender|receiver|inbox)\..*"),  # the ends a StreamingBackend composes
+    # the ends a StreamingBackend composes, and their insides
+    (r"py:class", r"polystore\.streaming\.(sender|receiver|inbox)\..*"),
     (r"py:class", r"polystore\.backends\.zarr\.location\..*"),
     (r"py:.*", r"(Sender|PathInbox)(\..*)?"),
     (r"py:class", r"(dict|list|tuple)\[.*"),  # a piece of a generic type autodoc could not parse
