@@ -261,6 +261,33 @@ def test_a_failed_save_of_a_new_node_leaves_nothing_behind(tmp_path: Path, path:
     assert backend.load(path).sum() == 128
 
 
+@pytest.mark.parametrize("path", ["data.zarr", "data.zarr/images/cells"])
+def test_a_failed_save_of_a_new_node_leaves_the_files_already_in_its_folder(
+    tmp_path: Path, path: str
+) -> None:
+    """Only what the failed save wrote goes: files of the user's in the node's folder (or in the
+    store's own folder, where the node is the store) stay."""
+    folder = tmp_path / path
+    (folder / "notes").mkdir(parents=True)
+    (folder / "readme.txt").write_text("mine")
+    (folder / "notes" / "keep.txt").write_text("mine too")
+    backend = ZarrBackend(root=tmp_path)
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((2, 8, 8)), path, axes="cyx")
+    assert (folder / "readme.txt").read_text() == "mine"
+    assert (folder / "notes" / "keep.txt").read_text() == "mine too"
+    assert not (folder / "0").exists()  # the level the save made is gone
+
+
+def test_a_users_own_incomplete_attribute_is_not_a_mark() -> None:
+    from polystore.backends.zarr.marks import conversion_of, is_incomplete
+
+    assert not is_incomplete({"incomplete": True, "note": "imaging stopped early"})
+    assert is_incomplete({"incomplete": True})  # an earlier version's writer's mark
+    assert conversion_of({"incomplete": True, "conversion": "", "ome": {}}) == ""  # and a conversion's
+    assert is_incomplete({"polystore": {"incomplete": True}})
+
+
 def test_a_failed_save_over_an_image_leaves_it_marked_with_the_reason(tmp_path: Path) -> None:
     backend = _plate(tmp_path)
     with pytest.raises(OSError, match="the source went away"):

@@ -268,11 +268,12 @@ class ImageWriter:
                 # the commit point: only now does the group say it is an image of these levels
                 self.documents.write_group(location, zarr_format, attrs)
         except BaseException as error:
-            self._failed(location, zarr_format, error, existing=existing, marked=bool(changed))
+            self._failed(location, [where for where, _ in levels], zarr_format, error,
+                         existing=existing, marked=bool(changed))
             raise
 
-    def _failed(self, location: Location, zarr_format: int, error: BaseException, *, existing: bool,
-                marked: bool) -> None:
+    def _failed(self, location: Location, levels: Sequence[Location], zarr_format: int,
+                error: BaseException, *, existing: bool, marked: bool) -> None:
         """After a failed save: a new node's leftovers removed (levels without a group document
         that ``repair`` would otherwise publish as an image of zeros); a replaced one, whose
         previous pixels are gone, marked incomplete with the reason, so that a reader and
@@ -282,15 +283,22 @@ class ImageWriter:
         another writer may be creating a sibling in them."""
         with contextlib.suppress(Exception):  # the save's own error is the one to raise
             if not existing:
-                self.discard(location)
+                self.discard(location, levels)
             elif marked:
                 self.documents.write_group(location, zarr_format, failed_mark(error))
 
-    def discard(self, location: Location) -> None:
-        """Remove what is at ``location`` (every key under it, and its folder where local)."""
-        self._clear(location)
+    def discard(self, location: Location, levels: Sequence[Location]) -> None:
+        """Remove what a failed save of a new node at ``location`` wrote: its level arrays
+        (every key under each, and its folder where local), then the node's own folder if that
+        left it empty. Nothing else: the node's folder may hold others' files (the store's root
+        holds everything), and a failed save must not take them with it."""
+        for level in levels:
+            self._clear(level)
+            if level.node and not level.remote:
+                shutil.rmtree(os.path.join(level.store, level.node), ignore_errors=True)
         if location.node and not location.remote:
-            shutil.rmtree(os.path.join(location.store, location.node), ignore_errors=True)
+            with contextlib.suppress(OSError):  # not empty: others' files stay
+                os.rmdir(os.path.join(location.store, location.node))
 
     def local_keys(self, location: Location) -> KeyStore | None:
         """The store's plain keys where its planes are written as files (local stores; on object

@@ -37,13 +37,19 @@ def failed_mark(error: BaseException) -> dict[str, Any]:
     return {"polystore": {"incomplete": True, "failed": reason[:500]}}
 
 
+_EARLIER_MARK_KEYS = {"incomplete", "conversion", "ome", "multiscales", "omero"}
+
+
 def _marker(attributes: dict[str, Any]) -> dict[str, Any] | None:
     """The mark's section of an image group's attributes (the current form under "polystore",
     or an earlier version's at the top), or None where the image is not marked."""
     marker = attributes.get("polystore")
     if isinstance(marker, dict) and marker.get("incomplete"):
         return marker
-    if attributes.get("incomplete") is True:
+    # the earlier form only among the keys those versions wrote beside it (a conversion's
+    # destination, the image's NGFF metadata), so that a group with attributes of its user's,
+    # one of them "incomplete", is not taken for a marked image
+    if attributes.get("incomplete") is True and set(attributes) <= _EARLIER_MARK_KEYS:
         return attributes
     return None
 
