@@ -240,14 +240,8 @@ class MetadataDocuments:
             for name, content in group_documents(zarr_format, {}).items():
                 keys.create(join_key(node, name), content)
 
-    def create_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> Any:
-        """A new array at ``location``, where the caller knows no node is (its group is not
-        written yet, or was just made): ``write_array`` then ``new_array``."""
-        self.write_array(location, options, zarr_format)
-        return self.new_array(location, options, zarr_format)
-
     def write_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> None:
-        """Write the documents of a new array at ``location`` (see ``create_array``).
+        """Write the documents of a new array at ``location`` (then ``new_array`` opens it).
 
         Chunks left at the path without metadata (an interrupted write or delete) are removed
         first, as zarr's overwrite would: they must not come back as data. The array's

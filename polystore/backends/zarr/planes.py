@@ -139,7 +139,9 @@ def _each(work: Callable[[Item], None], items: Iterable[Item],
         except BaseException as error:  # raised below, after the pool's tasks are done
             errors.append(error)
     for future, item in zip(reversed(futures), reversed(items), strict=True):
-        if threads > 1 and future.cancel():  # not started by the pool: done here
+        if errors:  # ``meanwhile`` failed: what no pool thread started is not coded at all
+            future.cancel()
+        elif threads > 1 and future.cancel():  # not started by the pool: done here
             try:
                 work(item)
             except BaseException as error:
