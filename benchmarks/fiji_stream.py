@@ -19,6 +19,12 @@ sample ending once the window has been painted: what the bridge's end costs with
 at all. (It used to close the window as soon as ``show()`` returned, before ImageJ ever
 painted it, so the ceiling skipped the drawing every streamed window does.)
 
+Also measured, once a run and without a goal: frames made in the loop, as an acquisition
+or a processing step makes them. The pipeline makes each frame straight in its shared-memory
+slot (``with backend.frame(...) as slot: np.add(base, i, out=slot)``), so nothing is copied
+before the bridge's copy into Java; the in-process loop makes each into one reused buffer and
+copies that into ImageJ, as above. Both make the same frames with the same NumPy call.
+
 Goal: ours at least 0.9x of the ceiling's frames per second in every run (``--runs 5``
 prints each). Samples alternate between the two (harness.interleaved). A script, not a
 test: it reports PASS / MISS and exits 0.
@@ -106,23 +112,32 @@ def main() -> None:
                 raise TimeoutError(f"{what} was not painted within {PAINT_TIMEOUT_S:g} s")
             time.sleep(POLL_S)
 
-    def ceiling() -> None:
-        stack = image_stack(SIZE, SIZE)
-        for frame in frames:
-            stack.addSlice("", processor_from_plane(frame))
-        imp = image_plus("ceiling", stack)
-        imp.setDimensions(1, 1, count)
-        imp.setOpenAsHyperStack(True)
-        on_edt(imp.show)
-        # read from this thread (a flag the event thread sets): polling through the event
-        # thread would queue events between the paint and its own work
-        until(lambda: canvas_painted(imp.getCanvas()), "the ceiling's window")
+    def ceiling_of(made: bool) -> Callable[[], None]:
+        """The in-process sample: the frames as they are, or each made first into one buffer."""
+        buffer = np.empty_like(frames[0])
 
-        def close() -> None:
-            imp.changes = False
-            imp.close()
+        def ceiling() -> None:
+            stack = image_stack(SIZE, SIZE)
+            for index, frame in enumerate(frames):
+                if made:
+                    make_frame(frames[0], index, buffer)
+                    frame = buffer
+                stack.addSlice("", processor_from_plane(frame))
+            imp = image_plus("ceiling", stack)
+            imp.setDimensions(1, 1, count)
+            imp.setOpenAsHyperStack(True)
+            on_edt(imp.show)
+            # read from this thread (a flag the event thread sets): polling through the event
+            # thread would queue events between the paint and its own work
+            until(lambda: canvas_painted(imp.getCanvas()), "the ceiling's window")
 
-        on_edt(close)
+            def close() -> None:
+                imp.changes = False
+                imp.close()
+
+            on_edt(close)
+
+        return ceiling
 
     # one bridge for every run, as one JVM does the ceiling: both stay as warm (JIT) run after run
     with (
@@ -130,23 +145,35 @@ def main() -> None:
         launch_bridge(log_path=Path(folder) / "bridge.log") as (client, _),
     ):
         backend = FijiStreamingBackend(port=client.port)
-        streamed = streamer(client, backend, frames, until)
-        rows = [measure(streamed, ceiling, len(frames)) for _ in range(args.runs)]
+        streamed = streamer(client, backend, frames, until, made=False)
+        rows = [measure(streamed, ceiling_of(made=False), len(frames)) for _ in range(args.runs)]
+        made_row = measure(streamer(client, backend, frames, until, made=True), ceiling_of(made=True),
+                           len(frames), case=MADE_CASE, goal=None)
         backend.close()
     print_table(rows, units=("ms",), per_round=True)
     for number, row in enumerate(rows, start=1):
         print(f"  run {number}: streamed {1 / row.ours_s:.1f} frames/s, in-process ceiling "
               f"{1 / row.reference_s:.1f} frames/s: {row.ratio:.2f}x (goal {GOAL}) {row.result}")
+    print_table([made_row], units=("ms",), per_round=True)
+    print(f"  frames made in the loop: streamed with frame() {1 / made_row.ours_s:.1f} frames/s, "
+          f"in-process {1 / made_row.reference_s:.1f} frames/s: {made_row.ratio:.2f}x (no goal)")
     print_memory_floor(frames)
     print_verdicts(rows, time.perf_counter() - started, load_before)
-    bars: list[harness.Row | harness.Bar] = list(rows)
+    bars: list[harness.Row | harness.Bar] = [*rows, made_row]
     harness.save_figure("fiji_stream", bars, title="Fiji: streamed / in-process (benchmarks/fiji_stream.py)",
                         load_before=load_before)
 
 
+def make_frame(base: np.ndarray, index: int, out: np.ndarray) -> None:
+    """Frame ``index`` of :func:`frames_for`, made into ``out``: an acquisition's own write."""
+    np.add(base, np.uint16(index), out=out)
+
+
 def streamer(client: FijiClient, backend: FijiStreamingBackend, frames: list[np.ndarray],
-             until: Callable[[Callable[[], bool], str], None]) -> Callable[[], None]:
-    """One streamed sample: the frames sent, every one placed, the last one painted, closed."""
+             until: Callable[[Callable[[], bool], str], None], *, made: bool) -> Callable[[], None]:
+    """One streamed sample: the frames sent (``made``: each made in its shared-memory slot with
+    ``frame()``, else the existing ones with ``save()``), every one placed, the last one painted,
+    closed."""
     rounds = itertools.count()
     handled = [int(client.status()["handled"])]
 
@@ -156,8 +183,12 @@ def streamer(client: FijiClient, backend: FijiStreamingBackend, frames: list[np.
     def streamed() -> None:
         plate = f"run{next(rounds)}"
         paths = [f"{plate}/A01_s1_w1_t{index + 1}.tif" for index in range(len(frames))]
-        for frame, path in zip(frames, paths, strict=True):
-            backend.save(frame, path)
+        for index, (frame, path) in enumerate(zip(frames, paths, strict=True)):
+            if made:
+                with backend.frame(frame.shape, frame.dtype, path) as slot:
+                    make_frame(frames[0], index, slot)
+            else:
+                backend.save(frame, path)
         handled[0] += len(frames)
         client.wait(handled[0], timeout=120)
         until(lambda: painted(f"{plate}/A01", paths[-1]), "the streamed window's last frame")
@@ -165,6 +196,8 @@ def streamer(client: FijiClient, backend: FijiStreamingBackend, frames: list[np.
 
     return streamed
 
+
+MADE_CASE = "frames made in the loop: in the slot (frame()) / in-process"
 
 RING_SLOTS = 8
 """The sender's shared-memory slots (FijiStreamingBackend.DEFAULT_SHM_SLOTS)."""
@@ -208,7 +241,8 @@ def print_memory_floor(frames: list[np.ndarray]) -> None:
           f"the ceiling's {reference * 1e3:.2f} ms: {reference / ours:.2f}x")
 
 
-def measure(streamed: Callable[[], None], ceiling: Callable[[], None], count: int) -> harness.Row:
+def measure(streamed: Callable[[], None], ceiling: Callable[[], None], count: int, *,
+            case: str = "streamed into a window, per frame", goal: Goal | None = GOAL) -> harness.Row:
     """One run: interleaved samples of both sides; the row of their ratio."""
     # each sample starts on quiet cores: both JVMs free the previous sample's 384 MiB and
     # close its window in the background, which would otherwise land in the next sample
@@ -216,10 +250,8 @@ def measure(streamed: Callable[[], None], ceiling: Callable[[], None], count: in
                           warmup=1, before=lambda _name: time.sleep(SETTLE_S))
     # frames per second: the ratio of times, inverted (ours is "at least 0.9x" the ceiling's rate)
     per_frame = {name: [s / count for s in values] for name, values in samples.items()}
-    row = paired_row("1", "streamed into a window, per frame", per_frame, "streamed", "ceiling",
-                     "in-process ImagePlus", None)
-    return harness.row("1", "streamed into a window, per frame", row.ours_s, "in-process ImagePlus",
-                       row.reference_s, GOAL, speedup=True,
+    row = paired_row("1", case, per_frame, "streamed", "ceiling", "in-process ImagePlus", None)
+    return harness.row("1", case, row.ours_s, "in-process ImagePlus", row.reference_s, goal, speedup=True,
                        round_ratios=[1 / r for r in row.round_ratios], samples=row.samples)
 
 
