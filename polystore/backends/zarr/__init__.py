@@ -25,7 +25,7 @@ from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, Za
 from polystore.backends.zarr.documents import MetadataDocuments, damaged
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
-from polystore.backends.zarr.marks import incomplete_error, is_incomplete
+from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_marked_array
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.backends.zarr.plate import PlaneAddress, PlateWriter, address_of
@@ -170,6 +170,9 @@ class ZarrBackend(StorageBackend):
 
     def _level_array(self, node: Any, level: int, location: Location, incomplete: bool) -> Any:
         if _is_array(node):
+            attributes = dict(node.attrs)
+            if is_marked_array(attributes) and not incomplete:
+                raise incomplete_error(location, attributes, array=True)
             return node
         if _is_image(node):
             attributes = dict(node.attrs)
@@ -270,7 +273,7 @@ class ZarrBackend(StorageBackend):
         # docstring inherited
         try:
             self._resolve_array(self.locate(path), 0)
-        except IsADirectoryError:
+        except (IsADirectoryError, CorruptDataError):  # damaged or marked: there, load says why
             return True
         except FileNotFoundError:
             return False
@@ -282,6 +285,8 @@ class ZarrBackend(StorageBackend):
             self._resolve_array(self.locate(path), 0)
         except (FileNotFoundError, IsADirectoryError):
             return False
+        except CorruptDataError:  # an image or array that load refuses, as list_files lists it
+            return True
         return True
 
     def is_dir(self, path: PathLike) -> bool:
@@ -306,8 +311,8 @@ class ZarrBackend(StorageBackend):
 
     def stat(self, path: PathLike) -> FileStat:
         # docstring inherited
-        try:
-            array, plane = self._resolve_array(self.locate(path), 0)
+        try:  # a marked node (marks.py) is a file as listed: its size is what is stored now
+            array, plane = self._resolve_array(self.locate(path), 0, incomplete=True)
         except IsADirectoryError:
             return FileStat(str(path), "directory")
         size = int(array.nbytes_stored()) if not plane else None

@@ -107,7 +107,8 @@ class MetadataDocuments:
                 continue
             if attributes is ARRAY:
                 return "array"
-            return "image" if ngff.is_multiscale_image(attributes) else "group"
+            # a marked image (its replacing save failed or stopped) is still an image to replace
+            return "image" if ngff.is_multiscale_image(attributes) or is_incomplete(attributes) else "group"
         return None
 
     def attributes(self, location: Location, zarr_format: int) -> dict[str, Any] | None:
@@ -240,21 +241,49 @@ class MetadataDocuments:
             for name, content in group_documents(zarr_format, {}).items():
                 keys.create(join_key(node, name), content)
 
-    def write_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> None:
+    def write_array(self, location: Location, options: dict[str, Any], zarr_format: int, *,
+                    mark: dict[str, Any] | None = None, clear: bool = True) -> None:
         """Write the documents of a new array at ``location`` (then ``new_array`` opens it).
 
         Chunks left at the path without metadata (an interrupted write or delete) are removed
-        first, as zarr's overwrite would: they must not come back as data. The array's
-        document is the one zarr writes for these options (made once, in memory).
+        first (unless ``clear`` is False: the caller cleared them under a mark), as zarr's
+        overwrite would: they must not come back as data. The array's document is the one zarr
+        writes for these options (made once, in memory), with ``mark`` as its attributes where
+        given (a bare array being written: ``marks.py``; ``unmark_array`` ends it).
         """
         keys = self.keys(location)
-        if location.remote:
+        if clear and location.remote:
             delete_prefix(keys, location.node)
-        else:
+        elif clear:
             shutil.rmtree(f"{location.store}/{location.node}", ignore_errors=True)
-        _metadata, documents = array_documents(zarr_format, options)
+        documents = array_documents(zarr_format, options)[1] if mark is None \
+            else marked_array_documents(zarr_format, options, mark)
+        if zarr_format == 2 and not clear:  # a group's document beside .zarray: both at once
+            keys.delete(join_key(location.node, ".zgroup"))
         for name, content in documents.items():
             keys.put(join_key(location.node, name), content)
+
+    def unmark_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> None:
+        """End the mark ``write_array(mark=...)`` wrote: the array's attributes document written
+        as zarr writes it for ``options`` (one document, whole: the commit of a bare array)."""
+        documents = array_documents(zarr_format, options)[1]
+        name = attributes_document(zarr_format)
+        if name in documents:
+            self.write(location, name, documents[name])
+        else:
+            self.keys(location).delete(join_key(location.node, name))
+
+    def mark_array(self, location: Location, mark: dict[str, Any]) -> bool:
+        """Put ``mark`` as the attributes of the array at ``location`` (in its own format), so
+        that it stays a valid array in both formats; False where no array is there."""
+        document = self.parsed(location, "zarr.json")
+        if document is not None and document.get("node_type") == "array":
+            self.write(location, "zarr.json", encode_document({**document, "attributes": mark}))
+            return True
+        if document is None and self.read(location, ".zarray") is not None:
+            self.write(location, ".zattrs", encode_document(mark))
+            return True
+        return False
 
     def new_array(self, location: Location, options: dict[str, Any], zarr_format: int) -> Any:
         """The writable zarr array ``write_array`` writes at ``location``, as zarr would open it,
@@ -345,6 +374,18 @@ def array_metadata(zarr_format: int, contents: tuple[bytes | None, ...]) -> Any:
             _METADATA.clear()
         _METADATA[key] = metadata
     return metadata
+
+
+def marked_array_documents(
+    zarr_format: int, options: dict[str, Any], mark: dict[str, Any]
+) -> dict[str, bytes]:
+    """The documents of a new array made with ``options`` whose attributes are ``mark``, in the
+    order to write them (v2: the attributes before ``.zarray``, so the array is never seen
+    unmarked)."""
+    documents = array_documents(zarr_format, options)[1]
+    if zarr_format == 3:
+        return {"zarr.json": encode_document({**json.loads(documents["zarr.json"]), "attributes": mark})}
+    return {".zattrs": encode_document(mark), ".zarray": documents[".zarray"]}
 
 
 _ARRAY_DOCUMENTS: dict[str, tuple[Any, dict[str, bytes]]] = {}

@@ -246,15 +246,16 @@ class ImageWriter:
             attrs = self.attributes(location, axes, shape, dtype, config, spec, level_count, array)
         changed: list[str] = []  # "marked": an existing node's pixels are being cleared
 
+        bare = attrs is None  # marked through its own attributes while written (marks.py)
+
         def prepare() -> None:
             self.documents.ensure_parent_groups(location, zarr_format)
             if existing:
-                self.mark_incomplete(location, zarr_format)
+                self.mark_incomplete(location, zarr_format, array=bare)
                 changed.append("marked")
-            if attrs is None:
-                self._clear(location)
             for level_location, options in levels:
-                self.documents.write_array(level_location, options, zarr_format)
+                self.documents.write_array(level_location, options, zarr_format,
+                                           mark=INCOMPLETE if bare else None, clear=not (bare and existing))
 
         try:
             targets = [self.documents.new_array(where, options, zarr_format) for where, options in levels]
@@ -264,9 +265,12 @@ class ImageWriter:
                     source = downsample(source, axes or "", spec.labels)
                 write_into(target, source, self.local_keys(location), prepare if level == 0 else None)
                 source = target  # the next level reads back the chunks just written, not the input
+            # the commit point: only now does the group say it is an image of these levels, or
+            # the bare array lose its mark
             if attrs is not None:
-                # the commit point: only now does the group say it is an image of these levels
                 self.documents.write_group(location, zarr_format, attrs)
+            else:
+                self.documents.unmark_array(location, levels[0][1], zarr_format)
         except BaseException as error:
             self._failed(location, [where for where, _ in levels], zarr_format, error,
                          existing=existing, marked=bool(changed))
@@ -284,7 +288,7 @@ class ImageWriter:
         with contextlib.suppress(Exception):  # the save's own error is the one to raise
             if not existing:
                 self.discard(location, levels)
-            elif marked:
+            elif marked and not self.documents.mark_array(location, failed_mark(error)):
                 self.documents.write_group(location, zarr_format, failed_mark(error))
 
     def discard(self, location: Location, levels: Sequence[Location]) -> None:
@@ -305,17 +309,35 @@ class ImageWriter:
         storage zarrs puts chunks concurrently, which a request-bound store needs)."""
         return None if location.remote else self.documents.keys(location)
 
-    def mark_incomplete(self, location: Location, zarr_format: int) -> None:
-        """Say in the node's group document that it is being rewritten, and clear its levels."""
+    def mark_incomplete(self, location: Location, zarr_format: int, *, array: bool = False) -> None:
+        """Mark the node at ``location`` as being rewritten, then clear its data (chunks, levels).
+
+        The mark goes where the node stays valid in both Zarr formats (a v2 group document
+        beside ``.zarray`` would make it a group and an array at once): an array's own
+        attributes, a group's document. Where the node is to become an image (not ``array``),
+        a marked array is then made a marked group (v2: ``.zarray`` removed before ``.zgroup``
+        is written; a writer killed between the two leaves no node, never both).
+        """
+        if self.documents.mark_array(location, INCOMPLETE):
+            self._clear(location, keep_own=True)
+            if not array:
+                self.documents.keys(location).delete(join_key(location.node, ".zarray"))
+                self.documents.write_group(location, zarr_format, INCOMPLETE)
+            return
         self.documents.write_group(location, zarr_format, INCOMPLETE)
         self._clear(location, keep_own=True)
 
     def _clear(self, location: Location, *, keep_own: bool = False) -> None:
         """Remove what is under ``location`` (its own documents too, unless ``keep_own``)."""
         keys = self.documents.keys(location)
-        own = {join_key(location.node, name) for name in ("zarr.json", ".zgroup", ".zattrs")}
+        own = {join_key(location.node, name) for name in ("zarr.json", ".zgroup", ".zattrs", ".zarray")}
         for key in list(keys.list(location.node + "/" if location.node else "")):
             if not (keep_own and key in own):
                 keys.delete(key)
         if not keep_own:
             delete_prefix(keys, location.node)
+        elif not location.remote:  # the emptied level folders: a chunk of the new node may be named so
+            folder = os.path.join(location.store, location.node)
+            with contextlib.suppress(OSError), os.scandir(folder) as found:
+                for entry in [entry for entry in found if entry.is_dir(follow_symlinks=False)]:
+                    shutil.rmtree(entry.path, ignore_errors=True)

@@ -1,13 +1,16 @@
-"""The mark an image's group carries while its pixels are not all written, and what a reader
-is told when it meets one.
+"""The mark an image's group (or a bare array's own attributes) carries while its pixels are
+not all written, and what a reader is told when it meets one.
 
 Two writers leave it: the zarr backend, while it replaces an image (``{"incomplete": true}``
 alone, the levels cleared: the next save or ``polystore repair`` makes the image whole from
-what is there), and a conversion (``polystore convert``), which creates every image with its
-levels and NGFF metadata first, so that a viewer watches it fill, and marks it also with the
-node the conversion writes (``"conversion": ""`` for a whole store). Only that conversion,
-resumed, knows what the unwritten pixels are: nothing else may unmark such an image. A save
-that fails after clearing the image it replaces leaves the mark with the reason (``"failed"``).
+what is there) or writes a bare array (from before its first chunk until after its last, in
+the array's attributes: a group document beside a v2 ``.zarray`` would make the node invalid;
+``repair`` reports such an array and leaves it marked, as no plate fills it plane by plane),
+and a conversion (``polystore convert``), which creates every image with its levels and NGFF
+metadata first, so that a viewer watches it fill, and marks it also with the node the
+conversion writes (``"conversion": ""`` for a whole store). Only that conversion, resumed,
+knows what the unwritten pixels are: nothing else may unmark such an image. A save that
+fails after clearing the node it replaces leaves the mark with the reason (``"failed"``).
 
 Earlier versions wrote the mark at the top of the attributes (``{"incomplete": true}``, with
 ``"conversion"`` beside it for a conversion's): read here as the same marks, so that ``load``
@@ -58,6 +61,13 @@ def is_incomplete(attributes: dict[str, Any]) -> bool:
     return _marker(attributes) is not None
 
 
+def is_marked_array(attributes: dict[str, Any]) -> bool:
+    """Whether a bare array's attributes carry the mark (in the current form only: earlier
+    versions never marked arrays, so an array's own ``"incomplete"`` attribute is its user's)."""
+    marker = attributes.get("polystore")
+    return isinstance(marker, dict) and bool(marker.get("incomplete"))
+
+
 def conversion_of(attributes: dict[str, Any]) -> str | None:
     """The destination node of the unfinished conversion that marked this image, or None."""
     marker = _marker(attributes)
@@ -83,8 +93,10 @@ def resume_advice(location: Location, destination: str) -> str:
     )
 
 
-def incomplete_error(location: Location, attributes: dict[str, Any]) -> CorruptDataError:
-    """The error for reading the marked image at ``location`` as data."""
+def incomplete_error(
+    location: Location, attributes: dict[str, Any], *, array: bool = False
+) -> CorruptDataError:
+    """The error for reading the marked image (or bare array, ``array``) at ``location`` as data."""
     destination = conversion_of(attributes)
     if destination is not None:
         advice = resume_advice(location, destination)
@@ -93,7 +105,12 @@ def incomplete_error(location: Location, attributes: dict[str, Any]) -> CorruptD
     if reason is not None:
         return CorruptDataError(
             f"'{location.display}': saving it failed ({reason}) after its previous data was cleared, "
-            "so it holds no image now. Save it again, or delete it (delete_all)."
+            f"so it holds no {'data' if array else 'image'} now. Save it again, or delete it (delete_all)."
+        )
+    if array:  # no plate fills it plane by plane: what a killed writer left is part of an array
+        return CorruptDataError(
+            f"'{location.display}' was being written when its writer stopped (killed, or its machine "
+            "lost), so it holds part of its data at most. Save it again, or delete it (delete_all)."
         )
     return CorruptDataError(
         f"'{location.display}' was being written when its writer stopped; save it again or run "

@@ -32,9 +32,15 @@ from polystore.atomic import TEMP_SUFFIX
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, level_shape
-from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, locate
+from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, join_key, locate
 from polystore.backends.zarr.locks import DEFAULT_LEASE_S, holder_is_dead, lock_keys
-from polystore.backends.zarr.marks import conversion_of, failure_of, is_incomplete, resume_advice
+from polystore.backends.zarr.marks import (
+    conversion_of,
+    failure_of,
+    is_incomplete,
+    is_marked_array,
+    resume_advice,
+)
 from polystore.backends.zarr.plate import PlateLayout, plate_name
 from polystore.exceptions import PolystoreError, StorageFileNotFoundError
 from polystore.ome import ngff
@@ -91,8 +97,11 @@ def repair_plate(
     report = RepairReport(store)
     version = ngff_version or _existing_version(documents, store, zarr_format)
     config = ZarrConfig(zarr_format=zarr_format, ngff_version=version)  # type: ignore[arg-type]
-    images = [node for node in _image_nodes(all_keys, zarr_format)
+    marked_arrays, marked_groups = _marked_nodes(documents, store, all_keys, zarr_format, report, dry_run)
+    images = [node for node in sorted(set(_image_nodes(all_keys, zarr_format)) | marked_groups)
               if _looks_like_image(documents, Location(store, node), zarr_format)]
+    for node, attributes in marked_arrays:
+        _report_marked_array(Location(store, node), attributes, report)
     valid: list[str] = []
     for node in images:
         if _repair_image(documents, Location(store, node), config, report, dry_run):
@@ -120,6 +129,64 @@ def _image_nodes(all_keys: list[str], zarr_format: int) -> list[str]:
         if len(parts) >= 2 and parts[-1] == array_document and parts[-2] == "0":
             found.add("/".join(parts[:-2]))
     return sorted(found)
+
+
+def _marked_nodes(
+    documents: MetadataDocuments, store: str, all_keys: list[str], zarr_format: int, report: RepairReport,
+    dry_run: bool,
+) -> tuple[list[tuple[str, dict[str, Any]]], set[str]]:
+    """(node, attributes) of the bare arrays that carry the mark (``marks.py``), and the groups
+    that do (an image's, or an earlier version's mark of a replaced bare array: a group with
+    no levels). An earlier version marked a v2 array with a group document beside its
+    ``.zarray`` (a node both a group and an array, which zarr reads as the array): that
+    ``.zgroup`` is removed, the mark it wrote in ``.zattrs`` staying the array's own."""
+    names = ("zarr.json",) if zarr_format == 3 else (".zarray", ".zgroup")
+    present = set(all_keys)
+    arrays: list[tuple[str, dict[str, Any]]] = []
+    groups: set[str] = set()
+    for node in sorted({key.rpartition("/")[0] for key in all_keys if key.rpartition("/")[2] in names}):
+        location = Location(store, node)
+        try:
+            is_array, attributes = _node_attributes(documents, location, zarr_format)
+        except PolystoreError:
+            continue  # a damaged document: the image's own repair, or zarr, names it
+        if is_array and zarr_format == 2 and join_key(node, ".zgroup") in present:
+            report.changed.append(f"{location.display}: a group document beside its .zarray (an earlier "
+                                  "version's mark of a failed save) removed; the array stays")
+            if not dry_run:
+                documents.keys(location).delete(join_key(node, ".zgroup"))
+        if is_array and is_marked_array(attributes):
+            arrays.append((node, attributes))
+        elif not is_array and is_incomplete(attributes):
+            groups.add(node)
+    return arrays, groups
+
+
+def _node_attributes(
+    documents: MetadataDocuments, location: Location, zarr_format: int
+) -> tuple[bool, dict[str, Any]]:
+    """(whether the node is an array, its attributes): an array's too, where
+    ``MetadataDocuments.attributes`` says only that it is one."""
+    if zarr_format == 3:
+        document = documents.parsed(location, "zarr.json") or {}
+        is_array, attributes = document.get("node_type") == "array", document.get("attributes")
+    else:
+        is_array = documents.read(location, ".zarray") is not None
+        attributes = documents.parsed(location, ".zattrs")
+    return is_array, attributes if isinstance(attributes, dict) else {}
+
+
+def _report_marked_array(location: Location, attributes: dict[str, Any], report: RepairReport) -> None:
+    """A bare array marked by its writer is left marked: no plate fills it plane by plane, so
+    what a killed or failed writer left is part of an array at most, not one to publish."""
+    reason = failure_of(attributes)
+    what = (f"its save failed ({reason}) after clearing its previous data, so it holds no data"
+            if reason is not None else
+            "its save was stopped part-way (its writer killed), so it holds part of its data at most")
+    report.unrecoverable.append(
+        f"{location.display}: a bare array: {what}. It is left marked (load refuses it); save it "
+        "again, or delete it (delete_all)."
+    )
 
 
 def _looks_like_image(documents: MetadataDocuments, location: Location, zarr_format: int) -> bool:

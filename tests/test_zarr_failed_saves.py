@@ -1,0 +1,206 @@
+"""Saves that fail or are killed part-way, one case at a time: what is left must be valid zarr
+in both formats, refused by ``load`` with what happened and what to do, reported by
+``repair``, never listed as whole, and written again by the next save. Failures are real: a
+dask source that raises, a writer process killed (SIGKILL) while a source chunk it computes
+blocks; nothing in the backend is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+
+import zarr
+
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.repair import repair_plate
+from polystore.exceptions import CorruptDataError
+
+FORMATS = pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
+
+
+def _failing(shape: tuple[int, ...], dtype: Any = np.uint16) -> Any:
+    """A dask array whose computation raises (a source that fails half-way through a save)."""
+    import dask.array as da
+    from dask.delayed import delayed
+
+    def fail() -> np.ndarray:
+        raise OSError("the source went away")
+
+    return da.from_delayed(delayed(fail)(), shape=shape, dtype=dtype)  # type: ignore[no-untyped-call]
+
+
+def _files(node: Path) -> set[str]:
+    return {p.name for p in node.iterdir() if p.is_file()}
+
+
+def _assert_valid_array(node: Path, zarr_format: int) -> None:
+    """One node, one kind: an array's documents and no group's (v2 ``.zgroup`` beside
+    ``.zarray`` is a node both a group and an array)."""
+    files = _files(node)
+    if zarr_format == 2:
+        assert ".zarray" in files and ".zgroup" not in files, files
+    else:
+        assert json.loads((node / "zarr.json").read_text())["node_type"] == "array"
+    assert isinstance(zarr.open(str(node), mode="r"), zarr.Array)
+
+
+# -- a bare array whose replacing save fails ------------------------------------------------------
+@FORMATS
+def test_a_failed_save_over_a_bare_array_leaves_a_valid_array_marked_with_the_reason(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.arange(10, dtype=np.uint16), "s.zarr/data")  # 1-D: a bare array, not an image
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((10,)), "s.zarr/data")
+    _assert_valid_array(tmp_path / "s.zarr" / "data", zarr_format)
+    # v2 read it as the zeros of the cleared array; v3 as "no image"
+    for lazy in (False, True):
+        with pytest.raises(CorruptDataError, match=r"saving it failed \(OSError: the source went away\)"
+                           r".*holds no data now\. Save it again, or delete it"):
+            backend.load("s.zarr/data", lazy=lazy)
+    # present, a file as listed (exists, is_file and stat raised CorruptDataError in v3)
+    assert backend.list_files("s.zarr") == ["s.zarr/data"]
+    assert backend.exists("s.zarr/data") and backend.is_file("s.zarr/data")
+    assert not backend.is_dir("s.zarr/data") and backend.stat("s.zarr/data").kind == "file"
+    report = repair_plate(str(tmp_path / "s.zarr"))  # was "nothing to repair"
+    assert not report.ok and len(report.unrecoverable) == 1, report
+    assert "s.zarr/data: a bare array: its save failed (OSError: the source went away)" \
+        in report.unrecoverable[0], report
+    with pytest.raises(CorruptDataError):  # repair leaves it marked: its data is gone
+        backend.load("s.zarr/data")
+    result = subprocess.run([sys.executable, "-m", "polystore", "repair", str(tmp_path / "s.zarr")],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and "NOT RECOVERABLE" in result.stdout, result.stdout + result.stderr
+    backend.save(np.full(10, 4, np.uint16), "s.zarr/data")  # the next save writes it
+    np.testing.assert_array_equal(backend.load("s.zarr/data"), np.full(10, 4, np.uint16))
+    assert repair_plate(str(tmp_path / "s.zarr")).ok
+    _assert_valid_array(tmp_path / "s.zarr" / "data", zarr_format)
+
+
+@FORMATS
+def test_a_bare_array_replaced_by_an_image_and_back_stays_one_kind_of_node(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    node = tmp_path / "s.zarr" / "x"
+    backend.save(np.arange(10, dtype=np.uint16), "s.zarr/x")
+    backend.save(np.ones((8, 8), np.uint16), "s.zarr/x")  # an image now
+    assert isinstance(zarr.open(str(node), mode="r"), zarr.Group)
+    assert ".zarray" not in _files(node)
+    assert backend.load("s.zarr/x").sum() == 64
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((8, 8)), "s.zarr/x")  # a failed save over the image: a marked group
+    backend.save(np.arange(3, dtype=np.uint16), "s.zarr/x")  # and a bare array again
+    _assert_valid_array(node, zarr_format)
+    np.testing.assert_array_equal(backend.load("s.zarr/x"), np.arange(3, dtype=np.uint16))
+
+
+def test_an_earlier_versions_v2_mark_beside_an_array_is_refused_and_repaired(tmp_path: Path) -> None:
+    """What the previous version left after a failed save over a v2 bare array: ``.zgroup`` and
+    its failed mark in ``.zattrs`` beside the ``.zarray`` (zarr reads the node as the array)."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=2)
+    backend.save(np.arange(10, dtype=np.uint16), "s.zarr/data")
+    node = tmp_path / "s.zarr" / "data"
+    (node / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+    mark = {"polystore": {"incomplete": True, "failed": "OSError: the source went away"}}
+    (node / ".zattrs").write_text(json.dumps(mark))
+    with pytest.raises(CorruptDataError, match=r"saving it failed \(OSError: the source went away\)"):
+        backend.load("s.zarr/data")  # the array's zeros before
+    dry = repair_plate(str(node.parent), dry_run=True)
+    assert (node / ".zgroup").exists() and dry.changed
+    report = repair_plate(str(node.parent))
+    assert any("group document beside its .zarray" in line for line in report.changed), report
+    assert not report.ok and "a bare array: its save failed" in report.unrecoverable[0], report
+    _assert_valid_array(node, 2)
+
+
+def test_an_earlier_versions_v3_mark_of_a_bare_array_is_reported_by_repair(tmp_path: Path) -> None:
+    """The previous version marked a v3 bare array by replacing its document with a group's: a
+    group with no levels, which repair did not look at ("nothing to repair")."""
+    store = tmp_path / "s.zarr"
+    ZarrBackend(root=tmp_path).save(np.arange(10, dtype=np.uint16), "s.zarr/data")
+    mark = {"polystore": {"incomplete": True, "failed": "OSError: the source went away"}}
+    (store / "data" / "zarr.json").write_text(json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": mark}))
+    report = repair_plate(str(store))
+    assert not report.ok and "data: it holds no pixels: its save failed" in report.unrecoverable[0], report
+
+
+# -- writers killed part-way ------------------------------------------------------------------------
+_KILLED_WRITER = """
+import sys, time, pathlib
+import numpy as np, dask, dask.array as da
+from polystore.backends.zarr import ZarrBackend
+
+root, path, zarr_format, ready, kind = sys.argv[1:6]
+
+def block():  # the source's second chunk: the writer is killed while it waits here
+    pathlib.Path(ready).touch()
+    time.sleep(600)
+    return np.zeros(CHUNK, np.uint16)
+
+CHUNK = 8
+first = da.from_array(np.full(CHUNK, 7, np.uint16), chunks=CHUNK)
+blocked = da.from_delayed(dask.delayed(block)(), shape=(CHUNK,), dtype=np.uint16)
+data = da.concatenate([first, blocked])
+options = {"chunks": (CHUNK,)}
+if kind == "image":
+    data = da.stack([data.reshape(2, CHUNK)] * 2).reshape(2 * 2, CHUNK)
+    options = {"chunks": (2, CHUNK), "levels": 2}
+ZarrBackend(root=root, zarr_format=int(zarr_format)).save(data, path, **options)
+"""
+
+
+def _kill_while_writing(tmp_path: Path, path: str, zarr_format: int, kind: str = "array") -> None:
+    """Run a writer saving ``path`` in a process of its own; SIGKILL it once it is writing
+    (its source's second chunk blocks, after its metadata and maybe its first chunk)."""
+    ready = tmp_path / f"ready-{time.monotonic_ns()}"
+    process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path), path,
+                                str(zarr_format), str(ready), kind])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert process.poll() is None, "the writer ended before it was killed"
+            assert time.monotonic() < deadline, "the writer never started writing"
+            time.sleep(0.02)
+        time.sleep(0.2)  # its first chunk, where its pool wrote it meanwhile
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
+@FORMATS
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
+def test_a_bare_array_whose_writer_is_killed_is_refused_not_read_as_data(
+    tmp_path: Path, zarr_format: int, existing: bool
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    if existing:
+        backend.save(np.arange(16, dtype=np.uint16), "s.zarr/data")
+    else:
+        backend.ensure_directory("s.zarr")
+    _kill_while_writing(tmp_path, "s.zarr/data", zarr_format)
+    # the array's document was written before its chunks, unmarked: read as 7s and 0s
+    with pytest.raises(CorruptDataError, match=r"was being written when its writer stopped.*"
+                                               r"Save it again, or delete it"):
+        backend.load("s.zarr/data")
+    _assert_valid_array(tmp_path / "s.zarr" / "data", zarr_format)
+    report = repair_plate(str(tmp_path / "s.zarr"))
+    assert not report.ok and "its save was stopped part-way" in report.unrecoverable[0], report
+    backend.save(np.full(16, 5, np.uint16), "s.zarr/data")
+    np.testing.assert_array_equal(backend.load("s.zarr/data"), np.full(16, 5, np.uint16))
+    assert repair_plate(str(tmp_path / "s.zarr")).ok
+
