@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
 def ngff_models(zarr_format: int) -> Any:
     """ome-zarr-models for the NGFF version a Zarr format carries (0.5 on v3, 0.4 on v2)."""
-    if zarr_format == 3:
-        import ome_zarr_models.v05 as models
-    else:
-        import ome_zarr_models.v04 as models
-    return models
+    return importlib.import_module("ome_zarr_models.v05" if zarr_format == 3 else "ome_zarr_models.v04")
 
 
 def ome_section(group: Any) -> dict[str, Any]:

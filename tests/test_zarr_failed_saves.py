@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("zarr")
 
 import zarr
+from ngff_helpers import ome_section
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.repair import repair_plate
@@ -204,3 +205,87 @@ def test_a_bare_array_whose_writer_is_killed_is_refused_not_read_as_data(
     np.testing.assert_array_equal(backend.load("s.zarr/data"), np.full(16, 5, np.uint16))
     assert repair_plate(str(tmp_path / "s.zarr")).ok
 
+
+
+# -- a plane save into a new field, failing part-way ------------------------------------------------
+_FULL_DISK_WRITER = """
+import resource, signal, sys
+import numpy as np
+from polystore.backends.zarr import ZarrBackend
+
+root, zarr_format, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+backend = ZarrBackend(root=root, zarr_format=zarr_format)
+# a file may not grow past 64 KiB from here (a quota, a full disk): the documents fit, the
+# chunk of an incompressible 256 x 256 uint16 plane (128 KiB) does not
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+noise = np.random.default_rng(0).integers(0, 65535, (256, 256), dtype=np.uint16)
+try:
+    if mode in ("save", "damaged"):
+        backend.save(noise, "p.zarr/B02_s1_w2.tif" if mode == "save" else "p.zarr/A01_s1_w2.tif")
+    else:  # a batch: new fields given in part (B/02/0: grown) and whole (B/03/0, A/01/1) fail,
+        # C/01/0 (a plane that compresses to a few bytes) is written
+        backend.save_batch([noise, noise, noise, np.full((256, 256), 7, np.uint16)],
+                           ["p.zarr/B02_s1_w2.tif", "p.zarr/B03_s1_w1.tif", "p.zarr/A01_s2_w1.tif",
+                            "p.zarr/C01_s1_w1.tif"])
+except Exception as error:
+    print(type(error).__name__, error)
+    sys.exit(3)
+"""
+
+
+def _save_on_a_full_disk(tmp_path: Path, zarr_format: int, mode: str) -> str:
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK_WRITER, str(tmp_path), str(zarr_format), mode],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 3, result.stdout + result.stderr  # the save failed, with an error
+    return result.stdout
+
+
+@FORMATS
+@pytest.mark.parametrize("mode", ["save", "save_batch"])
+def test_a_plane_save_that_fails_in_a_new_field_leaves_no_field(
+    tmp_path: Path, zarr_format: int, mode: str
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((256, 256), np.uint16), "p.zarr/A01_s1_w1.tif")  # a plate, one field
+    output = _save_on_a_full_disk(tmp_path, zarr_format, mode)
+    assert "File too large" in output, output
+    store = tmp_path / "p.zarr"
+    # the failed plane read as 0 from a field its save created and left, unlisted
+    for name in ("p.zarr/B02_s1_w2.tif", "p.zarr/B/02/0", "p.zarr/B03_s1_w1.tif", "p.zarr/A/01/1"):
+        assert not backend.exists(name), name
+    assert not (store / "B" / "02" / "0").exists()
+    report = repair_plate(str(store), dry_run=True)  # it would have listed the field of zeros
+    assert report.ok and not report.changed, report
+    wells = [w["path"] for w in ome_section(zarr.open_group(str(store), mode="r"))["plate"]["wells"]]
+    assert wells == (["A/01", "C/01"] if mode == "save_batch" else ["A/01"])
+    if mode == "save_batch":  # the field of the batch that was written is there and listed
+        assert backend.load("p.zarr/C01_s1_w1.tif").max() == 7
+        well = ome_section(zarr.open_group(str(store / "A" / "01"), mode="r"))
+        assert [i["path"] for i in well["well"]["images"]] == ["0"]
+    np.testing.assert_array_equal(backend.load("p.zarr/A01_s1_w1.tif"), np.ones((256, 256), np.uint16))
+    backend.save(np.full((256, 256), 2, np.uint16), "p.zarr/B02_s1_w2.tif")  # the next save works
+    assert backend.load("p.zarr/B02_s1_w2.tif").max() == 2 and backend.load("p.zarr/B02_s1_w1.tif").max() == 0
+
+
+@FORMATS
+def test_a_plane_save_that_fails_rewriting_a_damaged_field_leaves_it_marked(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((256, 256), np.uint16), "p.zarr/A01_s1_w1.tif")
+    field = tmp_path / "p.zarr" / "A" / "01" / "0"
+    mark = {"polystore": {"incomplete": True}}  # a writer killed while replacing it
+    if zarr_format == 3:
+        group = {"zarr_format": 3, "node_type": "group", "attributes": mark}
+        (field / "zarr.json").write_text(json.dumps(group))
+    else:
+        (field / ".zattrs").write_text(json.dumps(mark))
+    _save_on_a_full_disk(tmp_path, zarr_format, "damaged")
+    # the field was made again (an image of zeros, listed by its well) before its plane failed
+    with pytest.raises(CorruptDataError, match=r"saving it failed \(OSError: \[Errno 27\] File too large\)"):
+        backend.load("p.zarr/A01_s1_w1.tif")
+    report = repair_plate(str(tmp_path / "p.zarr"))
+    assert not report.ok and "A/01/0: it holds no pixels: its save failed" in report.unrecoverable[0], report
+    backend.save(np.full((256, 256), 3, np.uint16), "p.zarr/A01_s1_w2.tif")
+    assert backend.load("p.zarr/A01_s1_w2.tif").max() == 3

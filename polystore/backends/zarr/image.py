@@ -278,28 +278,41 @@ class ImageWriter:
 
     def _failed(self, location: Location, levels: Sequence[Location], zarr_format: int,
                 error: BaseException, *, existing: bool, marked: bool) -> None:
-        """After a failed save: a new node's leftovers removed (levels without a group document
-        that ``repair`` would otherwise publish as an image of zeros); a replaced one, whose
-        previous pixels are gone, marked incomplete with the reason, so that a reader and
-        ``repair`` say what happened (neither makes an image of what its levels hold) and the
-        next save writes it. A replaced node not marked
-        yet (the save failed before touching it) is left as it was. The parent groups stay:
-        another writer may be creating a sibling in them."""
-        with contextlib.suppress(Exception):  # the save's own error is the one to raise
+        """After a failed save: see ``abandon``. A replaced node not marked yet (the save failed
+        before touching it) is left as it was."""
+        if not existing or marked:
+            self.abandon(location, levels, zarr_format, error, existing=existing)
+
+    def abandon(self, location: Location, levels: Sequence[Location], zarr_format: int,
+                error: BaseException, *, existing: bool) -> None:
+        """After a failed save of the node at ``location`` (whose level arrays are ``levels``):
+        a new node's leftovers removed (levels without a group document that ``repair`` would
+        otherwise publish as an image of zeros, or an image of none of the pixels saved); an
+        existing one, whose previous pixels are gone, marked incomplete with the reason, so that
+        a reader and ``repair`` say what happened (neither makes an image of what its levels
+        hold) and the next save writes it. The parent groups stay: another writer may be
+        creating a sibling in them. Never raises: the save's own error is the one to raise."""
+        with contextlib.suppress(Exception):
             if not existing:
                 self.discard(location, levels)
-            elif marked and not self.documents.mark_array(location, failed_mark(error)):
+            elif not self.documents.mark_array(location, failed_mark(error)):
                 self.documents.write_group(location, zarr_format, failed_mark(error))
 
     def discard(self, location: Location, levels: Sequence[Location]) -> None:
         """Remove what a failed save of a new node at ``location`` wrote: its level arrays
-        (every key under each, and its folder where local), then the node's own folder if that
-        left it empty. Nothing else: the node's folder may hold others' files (the store's root
-        holds everything), and a failed save must not take them with it."""
+        (every key under each, and its folder where local), then its own documents (no node
+        was there before it), then the node's folder if that left it empty. Nothing else: the
+        node's folder may hold others' files (the store's root holds everything), and a failed
+        save must not take them with it. The levels go first: a writer killed here leaves an
+        image whose level is missing (load and ``repair`` say so), never levels without their
+        group (which ``repair`` would publish as an image)."""
         for level in levels:
             self._clear(level)
             if level.node and not level.remote:
                 shutil.rmtree(os.path.join(level.store, level.node), ignore_errors=True)
+        keys = self.documents.keys(location)
+        for name in (".zattrs", ".zgroup", "zarr.json"):
+            keys.delete(join_key(location.node, name))
         if location.node and not location.remote:
             with contextlib.suppress(OSError):  # not empty: others' files stay
                 os.rmdir(os.path.join(location.store, location.node))

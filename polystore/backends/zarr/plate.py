@@ -199,7 +199,7 @@ class PlateWriter:
         location = Location(store, field_path)
         dtype = np.dtype(dtype)
         spec = spec or ImageSpec()
-        level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
+        level_count = field_level_count(spec, config)
         names = spec.channel_names or channel_labels(shape, axes)
         spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
         self.documents.ensure_parent_groups(location, config.zarr_format)
@@ -324,25 +324,47 @@ class PlateWriter:
         first = next(iter(planes.values()))
         needed = tuple(max(index[i] for index in planes) + 1 for i in range(len(address.plane_index)))
         needed += first.shape
+        damaged = False
         try:
             image = self.open_field(location)
         except CorruptDataError:
             image = None  # damaged by a writer that stopped: written again from these planes
             self.images.mark_incomplete(location, config.zarr_format)
+            damaged = True
         if image is None:
             if "c" in axes and not spec.channel_names:
                 spec = replace(spec, channel_names=address.channel_names(needed[axes.index("c")]))
-            image = self.create_field(store, address.field_path, needed, first.dtype, axes, config, spec)
-        elif image.axes != axes:
+            level_count = field_level_count(spec, config)
+            try:
+                image = self.create_field(store, address.field_path, needed, first.dtype, axes, config, spec)
+                self._write_into(image, store, address, planes, config, spec, cast)
+            except BaseException as error:
+                # the field this save made holds none of its planes: a new one is removed (left,
+                # unlisted, its planes would read as 0 and `repair` would list it), one written
+                # again over damage is marked with the reason
+                levels = [location.child(str(level)) for level in range(level_count)]
+                self.images.abandon(location, levels, config.zarr_format, error, existing=damaged)
+                raise
+            return
+        if image.axes != axes:
             raise UnsupportedDataError(
                 f"Field {address.field_path} holds a '{image.axes}' image; this name addresses a "
                 f"plane of a '{axes}' image. Use one naming style per field (e.g. A01_s1_w1.tif, "
                 f"A01_s1_w2.tif), or delete the field first (delete_all('{address.field_path}'))."
             )
+        self._write_into(image, store, address, planes, config, spec, cast)
+
+    def _write_into(
+        self, image: FieldImage, store: str, address: PlaneAddress,
+        planes: Mapping[tuple[int, ...], np.ndarray], config: ZarrConfig, spec: ImageSpec, cast: bool,
+    ) -> None:
+        """Grow the field image to hold ``planes`` and write them (the caller holds its lock)."""
         if image.levels:  # refused before the field grows for a plane that will not go in
             where = f"{store}/{address.field_path}"
             planes = {i: checked_plane(p, image.levels[0].dtype, where, cast) for i, p in planes.items()}
-        self._grow(image, needed, config, address)
+        first = next(iter(planes.values()))
+        needed = tuple(max(index[i] for index in planes) + 1 for i in range(len(address.plane_index)))
+        self._grow(image, needed + first.shape, config, address)
         self.write_planes(store, address.field_path, planes, labels=spec.labels, cast=cast, field_image=image)
 
     def _grow(self, image: FieldImage, needed: tuple[int, ...], config: ZarrConfig,
@@ -412,6 +434,11 @@ class PlateWriter:
                 self.images.write(location, stack, config, whole, existing=False)
                 return
             self._grow_and_write(store, first_address, arrays, config, spec, cast)
+
+
+def field_level_count(spec: ImageSpec, config: ZarrConfig) -> int:
+    """How many resolution levels a new field image has."""
+    return max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
 
 
 def checked_plane(plane: Any, dtype: np.dtype[Any], where: str, cast: bool) -> np.ndarray:
