@@ -289,3 +289,45 @@ def test_a_plane_save_that_fails_rewriting_a_damaged_field_leaves_it_marked(
     assert not report.ok and "A/01/0: it holds no pixels: its save failed" in report.unrecoverable[0], report
     backend.save(np.full((256, 256), 3, np.uint16), "p.zarr/A01_s1_w2.tif")
     assert backend.load("p.zarr/A01_s1_w2.tif").max() == 3
+
+
+# -- on object storage (the moto S3 server of tests/conftest.py) ------------------------------------
+@FORMATS
+def test_failed_saves_on_s3_leave_nothing_new_and_a_valid_marked_array(
+    s3_bucket: str, s3_server: str, zarr_format: int
+) -> None:
+    import boto3
+
+    backend = ZarrBackend(root=f"s3://{s3_bucket}", zarr_format=zarr_format)
+    backend.save(np.arange(10, dtype=np.uint16), "s.zarr/data")
+    backend.save(np.ones((2, 8, 8), np.uint16), "s.zarr/A/01/0", axes="cyx")
+
+    def keys() -> list[str]:
+        client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        try:
+            found = client.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+            return sorted(item["Key"] for item in found if "polystore-lock" not in item["Key"])
+        finally:
+            client.close()
+
+    before = keys()
+    for path, shape, axes in (("s.zarr/new", (10,), None), ("s.zarr/image", (2, 8, 8), "cyx"),
+                              ("s.zarr/B/02/0", (2, 8, 8), "cyx")):
+        with pytest.raises(OSError, match="the source went away"):
+            backend.save(_failing(shape), path, axes=axes)
+    # the new nodes' levels and documents all removed; the parent groups a save made stay
+    # (another writer may be filling a sibling)
+    left = set(keys()) - set(before)
+    assert {key.rsplit("/", 1)[0] for key in left} <= {"s.zarr/B", "s.zarr/B/02"}, left
+    assert not [key for key in left if key.rsplit("/", 1)[-1] not in ("zarr.json", ".zgroup")], left
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((10,)), "s.zarr/data")
+    documents = {key.rsplit("/", 1)[-1] for key in keys() if key.startswith("s.zarr/data/")}
+    assert documents == ({".zarray", ".zattrs"} if zarr_format == 2 else {"zarr.json"}), documents
+    with pytest.raises(CorruptDataError, match=r"saving it failed \(OSError: the source went away\)"):
+        backend.load("s.zarr/data")
+    report = repair_plate(f"s3://{s3_bucket}/s.zarr")
+    assert not report.ok and "a bare array: its save failed" in report.unrecoverable[0], report
+    backend.save(np.full(10, 2, np.uint16), "s.zarr/data")
+    np.testing.assert_array_equal(backend.load("s.zarr/data"), np.full(10, 2, np.uint16))
