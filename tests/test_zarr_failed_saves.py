@@ -296,7 +296,7 @@ def test_a_plane_save_that_fails_rewriting_a_damaged_field_leaves_it_marked(
 def test_failed_saves_on_s3_leave_nothing_new_and_a_valid_marked_array(
     s3_bucket: str, s3_server: str, zarr_format: int
 ) -> None:
-    import boto3
+    boto3 = pytest.importorskip("boto3")
 
     backend = ZarrBackend(root=f"s3://{s3_bucket}", zarr_format=zarr_format)
     backend.save(np.arange(10, dtype=np.uint16), "s.zarr/data")
