@@ -36,8 +36,10 @@ from polystore.exceptions import (
     DirectoryNotEmptyError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
+    PolystoreError,
     StorageFileNotFoundError,
     UnsupportedDataError,
+    from_os_error,
 )
 from polystore.lazy import optional_import
 from polystore.ome import ngff
@@ -363,6 +365,12 @@ class ZarrBackend(StorageBackend):
         address = address_of(location.node, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
+        with _os_errors(file_path):
+            self._save(array, location, file_path, address, config, spec, cast)
+
+    def _save(self, array: Any, location: Location, file_path: PathLike, address: PlaneAddress | None,
+              config: ZarrConfig, spec: ImageSpec, cast: bool) -> None:
+        """``save`` once its arguments are checked: a plate plane, a whole field, or a node."""
         if address is not None and address.plane_axes:
             plane = array.compute() if is_lazy(array) else array
             if np.ndim(plane) != 2:
@@ -423,7 +431,8 @@ class ZarrBackend(StorageBackend):
         def write_field(entry: tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]) -> None:
             (store, field_path), planes = entry
             self._check_parent(Location(store, field_path), field_path)
-            self.plates.save_batch_field(store, planes, self.config, spec, cast=cast)
+            with _os_errors(f"{store}/{field_path}"):
+                self.plates.save_batch_field(store, planes, self.config, spec, cast=cast)
             first = planes[0][0]
             written.setdefault(store, []).append((first.row, first.column, first.field))
 
@@ -531,6 +540,19 @@ class ZarrBackend(StorageBackend):
             return
         self.copy(source, destination)
         self._remove(src)
+
+
+@contextlib.contextmanager
+def _os_errors(path: PathLike) -> Iterator[None]:
+    """An OS error met while saving ``path`` (a full disk, a file-size limit, permissions) as
+    our error naming the path and what to do; an OSError without an errno (raised by the
+    caller's own source, e.g. a dask array's) passes as it is."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno is None or isinstance(error, PolystoreError):
+            raise
+        raise from_os_error(error, os.fspath(path), "save", "zarr") from error
 
 
 def _not_a_plane(location: Location, address: PlaneAddress, ndim: int) -> Exception:
