@@ -335,3 +335,39 @@ def test_failed_saves_on_s3_leave_nothing_new_and_a_valid_marked_array(
     assert not report.ok and "a bare array: its save failed" in report.unrecoverable[0], report
     backend.save(np.full(10, 2, np.uint16), "s.zarr/data")
     np.testing.assert_array_equal(backend.load("s.zarr/data"), np.full(10, 2, np.uint16))
+
+
+# -- a new node's folder that already holds the user's files ----------------------------------------
+@FORMATS
+@pytest.mark.parametrize("data", ["array", "image"])
+def test_saving_a_new_node_keeps_the_users_files_in_its_folder(
+    tmp_path: Path, zarr_format: int, data: str
+) -> None:
+    """A folder with no node documents is not a node: a save there writes beside the files in
+    it (a bare array's save removed the whole folder; an image's, its level folders'), and
+    removes only what zarr writes (chunks an interrupted save left)."""
+    folder = tmp_path / "s.zarr" / "notes"
+    folder.mkdir(parents=True)
+    (folder / "readme.txt").write_text("mine")
+    mine = [folder / "readme.txt"]
+    if not (data == "array" and zarr_format == 2):  # there, "0" is the array's one chunk
+        (folder / "0").mkdir()
+        (folder / "0" / "keep.txt").write_text("mine too")  # where an image's level 0 goes
+        mine.append(folder / "0" / "keep.txt")
+    chunk = "c/5" if zarr_format == 3 else "5"  # a chunk the new array does not write
+    leftover = folder / chunk if data == "array" else folder / "0" / chunk
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"a chunk an interrupted save left")
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    value = np.arange(10, dtype=np.uint16) if data == "array" else np.ones((8, 8), np.uint16)
+    backend.save(value, "s.zarr/notes")
+    np.testing.assert_array_equal(backend.load("s.zarr/notes"), value)
+    assert all(path.exists() for path in mine)
+    assert not leftover.exists()  # zarr's leftovers do not come back as data
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing(value.shape), "s.zarr/other")
+    (tmp_path / "s.zarr" / "other").mkdir()
+    (tmp_path / "s.zarr" / "other" / "readme.txt").write_text("mine")
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing(value.shape), "s.zarr/other")
+    assert (tmp_path / "s.zarr" / "other" / "readme.txt").read_text() == "mine"

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from polystore.backends.zarr.location import KeyStore, Location, Stores, delete_prefix, join_key, zarr_module
+from polystore.backends.zarr.location import (
+    KeyStore,
+    Location,
+    Stores,
+    delete_leftovers,
+    join_key,
+    zarr_module,
+)
 from polystore.backends.zarr.marks import incomplete_error, is_incomplete
 from polystore.exceptions import CorruptDataError, NotADirectoryStorageError
 from polystore.ome import ngff
@@ -246,16 +253,16 @@ class MetadataDocuments:
         """Write the documents of a new array at ``location`` (then ``new_array`` opens it).
 
         Chunks left at the path without metadata (an interrupted write or delete) are removed
-        first (unless ``clear`` is False: the caller cleared them under a mark), as zarr's
-        overwrite would: they must not come back as data. The array's document is the one zarr
+        first (unless ``clear`` is False: the caller cleared them under a mark): they must not
+        come back as data. Only what zarr writes (``delete_leftovers``): files of the user's
+        in that folder stay. The array's document is the one zarr
         writes for these options (made once, in memory), with ``mark`` as its attributes where
         given (a bare array being written: ``marks.py``; ``unmark_array`` ends it).
         """
         keys = self.keys(location)
-        if clear and location.remote:
-            delete_prefix(keys, location.node)
-        elif clear:
-            shutil.rmtree(f"{location.store}/{location.node}", ignore_errors=True)
+        if clear:
+            delete_leftovers(keys, location.node, None if location.remote else
+                             os.path.join(location.store, location.node))
         documents = array_documents(zarr_format, options)[1] if mark is None \
             else marked_array_documents(zarr_format, options, mark)
         if zarr_format == 2 and not clear:  # a group's document beside .zarray: both at once

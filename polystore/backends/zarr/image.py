@@ -22,7 +22,7 @@ import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
-from polystore.backends.zarr.location import KeyStore, Location, delete_prefix, join_key
+from polystore.backends.zarr.location import KeyStore, Location, delete_leftovers, delete_prefix, join_key
 from polystore.backends.zarr.marks import INCOMPLETE, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError
@@ -306,11 +306,10 @@ class ImageWriter:
         save must not take them with it. The levels go first: a writer killed here leaves an
         image whose level is missing (load and ``repair`` say so), never levels without their
         group (which ``repair`` would publish as an image)."""
-        for level in levels:
-            self._clear(level)
-            if level.node and not level.remote:
-                shutil.rmtree(os.path.join(level.store, level.node), ignore_errors=True)
         keys = self.documents.keys(location)
+        for level in levels:
+            folder = None if level.remote else os.path.join(level.store, level.node)
+            delete_leftovers(keys, level.node, folder)
         for name in (".zattrs", ".zgroup", "zarr.json"):
             keys.delete(join_key(location.node, name))
         if location.node and not location.remote:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -256,6 +257,37 @@ def delete_prefix(keys: KeyStore, prefix: str) -> None:
     """Delete every key under ``prefix`` (a node and everything below it)."""
     for key in list(keys.list(prefix.rstrip("/") + "/" if prefix else "")):
         keys.delete(key)
+
+
+_ZARR_NAME = re.compile(
+    r"^(?:c(?:\.\d+)*|\d+(?:\.\d+)*(?:#\d+)?|c/.*|zarr\.json|\.zarray|\.zattrs|\.zgroup"
+    rf"|\..+\.(?:{re.escape(TEMP_SUFFIX[1:])}|create))$"
+)
+
+
+def written_by_zarr(relative: str) -> bool:
+    """Whether ``relative`` (a key under a node) is one a zarr writer leaves there: a metadata
+    document, a chunk (``c/0/0``, ``0/0``, ``0.0``), a chunk staged by obstore (``0#1``), a
+    temporary file of ours. A user's own file kept in that folder is none of these."""
+    *folders, name = relative.split("/")
+    return all(part == "c" or part.isdigit() for part in folders) and bool(_ZARR_NAME.match(name))
+
+
+def delete_leftovers(keys: KeyStore, node: str, folder: str | None = None) -> None:
+    """Delete what a zarr writer left under ``node`` where no node is (an interrupted save or
+    delete, or a failed one's own levels), nothing else: the folder may hold its user's files,
+    which a save must not take with it (zarr's overwrite would). ``folder``: the node's local
+    folder, whose subfolders this leaves empty are removed with it."""
+    prefix = node.rstrip("/") + "/" if node else ""
+    found = [key for key in keys.list(prefix) if written_by_zarr(key[len(prefix):])]
+    for key in found:
+        keys.delete(key)
+    if folder is not None and found:
+        for below, _dirs, _files in os.walk(folder, topdown=False):
+            relative = os.path.relpath(below, folder).replace(os.sep, "/")
+            if relative == "." or all(part == "c" or part.isdigit() for part in relative.split("/")):
+                with contextlib.suppress(OSError):  # not empty: others' files stay
+                    os.rmdir(below)
 
 
 def _obstore() -> Any:
