@@ -444,3 +444,50 @@ def test_a_frame_waiting_under_latest_is_copied_once_not_on_every_pump_tick(port
         assert ring is not None and ring.free_slots == 2 and ring.in_flight == 0
         assert backend.pending == 2
         backend.close(0)
+
+
+def test_a_frames_header_made_while_it_is_filled_names_its_own_slot_path_and_id(port: int) -> None:
+    """A frame() block's header is worked out when the slot is handed out (so that the block's
+    exit only adds the id): each header, fully validated, names the path, shape and slot of its
+    own frame, ids run on past a block that raised, and a block's metadata is what it holds
+    when the block ends (such headers are made at the exit)."""
+    from polystore.streaming.protocol import Ack, Limits, decode, encode_ack
+
+    context = zmq.Context.instance()
+    pull, acks = context.socket(zmq.PULL), context.socket(zmq.PUSH)
+    pull.setsockopt(zmq.RCVTIMEO, 10_000)
+    try:
+        with ShmBackend(port=port, shm_slots=2, send_timeout=10) as backend:
+            pull.connect(f"tcp://127.0.0.1:{port}")
+            acks.connect(f"tcp://127.0.0.1:{port + 1}")
+            blocks = [("a.tif", (4, 4)), ("b.tif", (4, 4)), ("a.tif", (8, 2)), ("fault", (4, 4)),
+                      ("a.tif", (4, 4)), ("b.tif", (2, 8)), ("a.tif", (4, 4))]
+            ids = []
+            for value, (path, shape) in enumerate(blocks, start=1):
+                if path == "fault":
+                    with pytest.raises(RuntimeError), backend.frame(shape, np.uint16, path) as buffer:
+                        raise RuntimeError("camera fault")
+                    continue
+                with backend.frame(shape, np.uint16, path) as buffer:
+                    buffer[...] = value
+                header = decode([pull.recv()], Limits(shm_prefixes=(TEST_PREFIX,)))
+                shm = header["shm"]
+                assert (header["path"], header["shape"]) == (path, list(shape))
+                with open(f"/dev/shm/{shm['name']}", "rb") as segment:
+                    segment.seek(shm["offset"])
+                    written = np.frombuffer(segment.read(shm["size"]), np.uint16)
+                assert (written == value).all()  # the segment the header names holds this frame
+                ring = backend.sender.ring
+                assert ring is not None and ring.name_of(shm["slot"]) == shm["name"]  # in that slot
+                ids.append(header["id"])
+                acks.send(encode_ack(Ack(header["stream"], None, shm["slot"], shm["name"])))
+            assert ids == list(range(ids[0], ids[0] + len(ids)))
+            metadata = {"n": 0}
+            with backend.frame((4, 4), np.uint16, "a.tif", metadata=metadata) as buffer:
+                buffer[...] = 0
+                metadata["n"] = 5
+            assert decode([pull.recv()], Limits(shm_prefixes=(TEST_PREFIX,)))["metadata"]["n"] == 5
+            backend.close(0)
+    finally:
+        pull.close(0)
+        acks.close(0)

@@ -76,11 +76,11 @@ class AckTracker:
         # asking for EVENTS costs a fraction of a recv that raises Again
         while budget and socket.getsockopt(EVENTS) & POLLIN:
             budget -= 1
-            raw = socket.recv()
-            if socket.getsockopt(RCVMORE):
+            frame = socket.recv(copy=False)  # says whether more follow: no getsockopt(RCVMORE)
+            if frame.more:
                 self._refuse_multipart()
                 continue
-            ack = self._reader.decode(raw)
+            ack = self._reader.decode(frame.bytes)
             if ack is None:
                 self.refusals.warn("ignored a malformed acknowledgement on %s", self._address)
             elif ack.stream == self.stream:  # others are meant for an earlier sender on this port

@@ -54,13 +54,13 @@ class _ShmPlan:
     """A shared-memory header validated before, with what reading its slot takes, worked out once.
 
     A camera sends the same header (path, shape, slot, segment) again and again with a new id:
-    for those bytes the checks of the header are done and the segment is mapped, so each item
-    costs only what must be done per read (the segment's size and links checked again with
-    ``fstat``), the array and the ack.
+    for those bytes the checks of the header are done, the segment is mapped and its stamp
+    read, so each item costs only what must be done per read (the segment's size checked
+    again), the array and the ack.
     """
 
-    __slots__ = ("ack_parts", "dtype", "header", "offset", "order", "release", "reply_to", "segment",
-                 "shape", "size", "stream", "wants_ack")
+    __slots__ = ("ack_parts", "dtype", "end", "header", "offset", "order", "release", "reply_to",
+                 "segment", "shape", "size", "stream", "wants_ack")
 
     def __init__(self, header: Mapping[str, Any], segment: AttachedSegment,
                  release: Callable[[], None] | None, ack_parts: tuple[bytes, bytes] | None) -> None:
@@ -69,6 +69,8 @@ class _ShmPlan:
         self.segment = segment
         self.offset: int = info["offset"]
         self.size: int = info["size"]
+        self.end = self.offset + self.size
+        """Where the frame ends: the segment must hold this many bytes at every read."""
         self.stream: str = header["stream"]
         self.shape = tuple(header["shape"])
         self.dtype = np.dtype(header["dtype"])
@@ -188,8 +190,9 @@ class Inbound:
                 if unrouted.waiting:
                     wait_ms = min(wait_ms, int(UNROUTED_RETRY_S * 1000))
                 ready = self._waiter.poll(wait_ms)
-                if any(fd == route.wake_read for fd, _ in ready):
-                    route.drain_wake()
+                for fd, _ in ready:
+                    if fd == route.wake_read:
+                        route.drain_wake()
                 if not ready and deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
@@ -291,7 +294,10 @@ class Inbound:
         the full path to map again or refuse."""
         segment = plan.segment
         try:
-            segment.check(plan.offset, plan.size, plan.stream)
+            # the size now, before every read (a segment shrunk since it was mapped would be read
+            # past its end: SIGBUS); the header, the mapping and the stamp were checked for the plan
+            if segment.size_now() < plan.end:
+                raise ProtocolError("the segment shrank")
             if self.zero_copy:
                 assert plan.release is not None
                 lease = segment.lease(plan.offset, plan.size, plan.release)

@@ -13,7 +13,7 @@ from polystore.streaming.errors import ProtocolError
 from polystore.streaming.protocol import KINDS, encode_header
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per frame: made and read on the hot path
 class Outgoing:
     """One accepted item: its header fields and where its bytes are until it is sent."""
 
@@ -32,6 +32,8 @@ class Outgoing:
     segment_name: str | None = None
     owned: bool = False
     """``data`` is a copy of our own (ZeroMQ may keep it); otherwise it is the caller's array."""
+    prefix: bytes | None = None
+    """Its header's bytes before the id, worked out for the slot it holds now (None: not yet)."""
 
     @property
     def nbytes(self) -> int:

@@ -40,11 +40,13 @@ class Frame:
             sender._check_open()
             sender._catch_up()
             if item.use_shm:
+                slots = sender._slots
                 if sender.policy == "block":
-                    sender._slots.wait(time.monotonic() + self._timeout, item.path, self._timeout,
-                                       sender.send_timeout, sender._service)
-                if sender._slots.free():
-                    self._buffer = sender._slots.take(item)
+                    slots.wait(time.monotonic() + self._timeout, item.path, self._timeout,
+                               sender.send_timeout, sender._service)
+                if slots.free():
+                    self._buffer = slots.take(item)
+                    sender._plan_header(item)  # while the block fills the slot, not after
                     return self._buffer
             self._buffer = np.empty(item.shape, item.dtype)  # inline, or no slot free under "latest"
         return self._buffer

@@ -86,8 +86,8 @@ class StreamItem:
     @classmethod
     def received(cls, array: np.ndarray, shared: Mapping[str, Any], msg_id: int) -> StreamItem:
         """An item whose header is ``shared`` (never changed; copied on demand) with id ``msg_id``."""
-        item = cls(array)
-        item._header, item._shared, item._id = None, shared, msg_id
+        item = cls.__new__(cls)  # one per frame: the fields set once, not through __init__
+        item.array, item._header, item._shared, item._id = array, None, shared, msg_id
         return item
 
     @property
@@ -398,6 +398,15 @@ class HeaderWriter:
     ) -> bytes:
         if metadata:
             return encode_header(self._header(shape, dtype, order, path, kind, metadata, ack, shm, msg_id))
+        return with_id(self.prefix(shape, dtype, order, path, kind=kind, ack=ack, shm=shm), msg_id)
+
+    def prefix(
+        self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, *,
+        kind: str, ack: bool, shm: Mapping[str, Any] | None,
+    ) -> bytes:
+        """The bytes before the id of an item without metadata (:func:`with_id` completes them):
+        worked out once per distinct header, so that a producer can have them ready before its
+        frame is (``Sender.frame``)."""
         key = (path, shape, dtype.str, order, kind, ack, None if shm is None else tuple(shm.items()))
         prefix = self._prefixes.get(key)
         if prefix is None:
@@ -406,11 +415,7 @@ class HeaderWriter:
             if len(self._prefixes) >= self.size:
                 self._prefixes.clear()
             self._prefixes[key] = prefix
-        raw = b'%b,"id":%d}' % (prefix, msg_id)
-        if len(raw) > MAX_HEADER_BYTES:
-            raise ProtocolError(f"header of {len(raw)} bytes is over the {MAX_HEADER_BYTES}-byte limit: "
-                                "send less metadata")
-        return raw
+        return prefix
 
     def _header(
         self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, kind: str,
@@ -419,6 +424,15 @@ class HeaderWriter:
         return header_for(shape, dtype, order, path, kind=kind, metadata=metadata, ack=ack,
                           transport="inline" if shm is None else "shm", shm=shm, msg_id=msg_id,
                           sender=self.sender, reply_to=self.reply_to, stream=self.stream)
+
+
+def with_id(prefix: bytes, msg_id: int) -> bytes:
+    """Frame 0 of an item: the bytes :meth:`HeaderWriter.prefix` worked out, and its id."""
+    raw = b'%b,"id":%d}' % (prefix, msg_id)
+    if len(raw) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(raw)} bytes is over the {MAX_HEADER_BYTES}-byte limit: "
+                            "send less metadata")
+    return raw
 
 
 def split_id(raw: bytes) -> tuple[bytes, int] | None:

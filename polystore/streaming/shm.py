@@ -9,7 +9,7 @@ died (its pid is gone), and the sender's resource tracker unlinks them if it is 
 What a receiver trusts, and why (:class:`AttachedSegment`): only a regular file owned by its
 own user, writable by nobody else, with one link (a hard link planted under our name has two),
 stamped by the stream the header names; before every read its size is checked again
-(``fstat``), so a segment shrunk after it was mapped is refused instead of read past its end
+(``lseek`` to its end), so a segment shrunk after it was mapped is refused instead of read past its end
 (SIGBUS). Only the owner can shrink a segment writable by nobody else, and the owner is the
 receiver's own user.
 """
@@ -166,16 +166,23 @@ class AttachedSegment:
             return False
         return (status.st_dev, status.st_ino) == self.identity
 
+    def size_now(self) -> int:
+        """The segment's size now, as the kernel has it (the end of the file: one ``lseek``, a
+        fraction of an ``fstat``, which builds a whole stat result; the fd's offset is unused:
+        reads go through the mapping and ``pread``)."""
+        return os.lseek(self.fd, 0, os.SEEK_END)
+
     def check(self, offset: int, size: int, stream: str) -> None:
         """Refuse (:class:`ProtocolError`) a read of ``size`` bytes at ``offset`` that would go past
-        the segment's real size now, or of a segment ``stream`` did not stamp."""
-        status = os.fstat(self.fd)
-        self._check_links(status, self.name)
+        the segment's real size now, or of a segment ``stream`` did not stamp.
+
+        Its links were counted when it was opened (a name planted as a hard link to someone
+        else's file has two): a link made later changes nothing of what this mapping reads."""
         end = offset + size
-        if offset < DATA_OFFSET or end > min(status.st_size, self.size):
+        held = min(self.size_now(), self.size)
+        if offset < DATA_OFFSET or end > held:
             raise ProtocolError(
-                f"shm slot {self.name!r} holds bytes {DATA_OFFSET}..{min(status.st_size, self.size)}, "
-                f"not {offset}..{end}"
+                f"shm slot {self.name!r} holds bytes {DATA_OFFSET}..{held}, not {offset}..{end}"
             )
         if stream == self._stamped_by:
             return  # read once per mapping: only the owner (our own user) could write it since

@@ -86,7 +86,7 @@ class Slots:
                 f"'{item.path}': {error.strerror or error}. Free space in /dev/shm, send smaller "
                 "frames, or use transport='inline'."
             ) from error
-        item.slot, item.segment_name = slot, ring.name_of(slot)
+        item.slot, item.segment_name, item.prefix = slot, ring.name_of(slot), None
         try:
             return ring.view(slot, item.shape, item.dtype, item.order)
         except BaseException:
@@ -101,7 +101,7 @@ class Slots:
         """``item`` did not go out: its slot is free again."""
         if item.slot is not None and self.ring is not None:
             self.ring.release(item.slot)
-        item.slot = item.segment_name = None
+        item.slot = item.segment_name = item.prefix = None
 
     def reclaim_stale(self, older_than: float) -> None:
         """Give up slots no receiver gave back within ``older_than`` seconds."""
