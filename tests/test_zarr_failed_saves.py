@@ -371,3 +371,26 @@ def test_saving_a_new_node_keeps_the_users_files_in_its_folder(
     with pytest.raises(OSError, match="the source went away"):
         backend.save(_failing(value.shape), "s.zarr/other")
     assert (tmp_path / "s.zarr" / "other" / "readme.txt").read_text() == "mine"
+
+
+# -- a new image whose writer is killed before its group document -----------------------------------
+@FORMATS
+@pytest.mark.parametrize("path", ["s.zarr/image", "s.zarr/A/01/0"], ids=["image", "plate-field"])
+def test_repair_does_not_publish_an_image_whose_first_save_was_killed(
+    tmp_path: Path, zarr_format: int, path: str
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((8, 8), np.uint16), "s.zarr/B/02/0")  # a plate with one whole field
+    _kill_while_writing(tmp_path, path, zarr_format, "image")  # levels written, no group document
+    assert not backend.exists(path)  # never committed: not there for readers
+    report = repair_plate(str(tmp_path / "s.zarr"))
+    # it was published as an image (and, as a field, listed by its well and the plate), its
+    # unwritten chunks reading as 0
+    assert not backend.exists(path)
+    assert report.unfinished and path.split("/", 1)[1] in report.unfinished[0], report
+    assert "never finished" in str(report) and not report.changed, report
+    plate = ome_section(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))["plate"]
+    assert [w["path"] for w in plate["wells"]] == ["B/02"]
+    backend.save(np.full((4, 8), 3, np.uint16), path)  # the next save writes it, clearing them
+    assert backend.load(path).max() == 3
+    assert not repair_plate(str(tmp_path / "s.zarr")).unfinished

@@ -6,7 +6,12 @@ writers that are gone.
 What is there is the truth: an image whose full-resolution level is present and readable is
 kept (its levels made to agree in shape, its channels listed), and listed by its well and
 the plate; one that cannot be read is reported and left out of the metadata (the next save
-into it writes it again). Nothing with pixels in it is deleted.
+into it writes it again). Nothing with pixels in it is deleted. Levels without their image's
+group document are not an image: a new image's save writes that document last, as its
+commit, so they are a save killed before it finished (or one running now); they are reported
+as unfinished and left as they are, never published (their unwritten chunks would read as 0).
+A bare array its writer marked (killed, or failed after clearing it) is reported and left
+marked: no plate fills it plane by plane, so what is there is not data to publish.
 
 Except for what a conversion (``polystore convert``) has not finished: its unwritten pixels
 are not in the store but in its source files, so an image it marked stays marked (and listed:
@@ -62,19 +67,24 @@ class RepairReport:
     """Images an unfinished conversion left marked, and left so: only it can finish them."""
     advice: list[str] = field(default_factory=list)
     """What to run to finish those conversions (one line per conversion)."""
+    unfinished: list[str] = field(default_factory=list)
+    """Images whose first save never finished (levels, no group document): never readable,
+    left out and as they are (the next save there clears them); the store is consistent."""
 
     @property
     def ok(self) -> bool:
         return not (self.unrecoverable or self.unconverted)
 
     def __str__(self) -> str:
-        found = self.changed or self.unrecoverable or self.unconverted
+        found = self.changed or self.unrecoverable or self.unconverted or self.unfinished
         lines = [f"{self.store}: " + (f"{len(self.changed)} change(s), {len(self.unrecoverable)} node(s) "
-                                      f"not recoverable, {len(self.unconverted)} image(s) not converted yet"
+                                      f"not recoverable, {len(self.unconverted)} image(s) not converted yet, "
+                                      f"{len(self.unfinished)} unfinished image(s) left out"
                                       if found else "nothing to repair")]
         lines += [f"  repaired: {line}" for line in self.changed]
         lines += [f"  NOT RECOVERABLE: {line}" for line in self.unrecoverable]
         lines += [f"  NOT CONVERTED YET (left marked incomplete): {line}" for line in self.unconverted]
+        lines += [f"  left out, never finished: {line}" for line in self.unfinished]
         lines += [f"  {line[0].upper()}{line[1:]}" for line in self.advice]
         return "\n".join(lines)
 
@@ -228,14 +238,24 @@ def _repair_image(
 ) -> bool:
     """Make the image at ``location`` whole again; whether it is (or was) a readable image."""
     group = GroupDocument.read(documents, location, config.zarr_format)
-    destination = conversion_of(group.attributes) if group is not None else None
+    if group is None:
+        # a new image's group document is its commit, written after every level (image.py):
+        # levels without one are a save killed part-way (or running now), whose pixels are not
+        # all written; published, its unwritten chunks would read as data (0)
+        report.unfinished.append(
+            f"{location.display}: levels without the image's group document: its first save was "
+            "stopped before it finished (or is running now), so it was never readable and is not "
+            "published. Save it again (that clears them), or delete it (delete_all)."
+        )
+        return False
+    destination = conversion_of(group.attributes)
     if destination is not None:
         report.unconverted.append(location.display)
         advice = resume_advice(location, destination)
         if advice not in report.advice:
             report.advice.append(advice)
         return True
-    reason = failure_of(group.attributes) if group is not None else None
+    reason = failure_of(group.attributes)
     if reason is not None:  # its writer cleared it, then failed: no pixels of it are left
         report.unrecoverable.append(
             f"{location.display}: it holds no pixels: its save failed ({reason}) after clearing its "
@@ -250,7 +270,7 @@ def _repair_image(
     if not levels:
         report.unrecoverable.append(f"{location.display}: its full-resolution level 0 is damaged")
         return False
-    attributes = group.attributes if group is not None else {}
+    attributes = group.attributes
     axes = _axes_of(levels[0], attributes)
     if axes is None:
         report.unrecoverable.append(f"{location.display}: {levels[0].ndim}-D levels, no NGFF axes")
