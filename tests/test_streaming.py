@@ -529,7 +529,7 @@ def test_a_remembered_header_decodes_as_the_full_validation_does() -> None:
     """The receiver validates a header once and then only its trailing id: for any message that
     begins like a remembered header, the result must be exactly what full validation gives."""
     writer = HeaderWriter(sender=7, stream="s1", reply_to=None)
-    shm = {"name": "polystore_7_0", "offset": 64, "size": 32, "slot": 0}
+    shm = ("polystore_7_0", 64, 32, 0)  # name, offset, size, slot
     shm_raw = writer.encode((4, 4), np.dtype("<u2"), "C", "plate/A01_s1_w2.tif", kind="image", metadata=None,
                             ack=False, shm=shm, msg_id=5)
     inline_raw = writer.encode((4, 4), np.dtype("<u2"), "C", "x.tif", kind="image", metadata=None, ack=True,
@@ -561,7 +561,7 @@ def test_a_remembered_header_decodes_as_the_full_validation_does() -> None:
 
 def test_items_sharing_a_remembered_header_each_have_their_own() -> None:
     writer = HeaderWriter(sender=7, stream="s1", reply_to=None)
-    shm = {"name": "polystore_7_0", "offset": 64, "size": 32, "slot": 0}
+    shm = ("polystore_7_0", 64, 32, 0)  # name, offset, size, slot
     raws = [writer.encode((4, 4), np.dtype("<u2"), "C", "plate/A01_s1_w2.tif", kind="image", metadata=None,
                           ack=False, shm=shm, msg_id=msg_id) for msg_id in (5, 8, 9)]
     reader = HeaderReader(Limits())

@@ -170,29 +170,38 @@ class Inbound:
         route.receiving_thread = threading.get_ident()
         unrouted = route.unrouted
         deadline = None if timeout is None else time.monotonic() + timeout
+        woken = False  # the poll below saw the socket's fd alone: a message most likely waits
         while True:
-            if route.releases:
-                route.send_releases()
-            now = time.monotonic()
-            if unrouted.waiting and now >= unrouted.next_retry:
-                route.retry_unrouted(now)
-            if self.rejections.suppressed and self.rejections.due():
-                self.rejections.flush()
-            if now - self._last_sweep > SWEEP_INTERVAL_S:
-                self._last_sweep = now
-                for prefix in self.limits.shm_prefixes:
-                    sweep_orphaned_segments(prefix)
-            frames = self._recv_message()
+            if not woken:  # just done before the poll that woke us: straight to the message
+                if route.releases:
+                    route.send_releases()
+                now = time.monotonic()
+                if unrouted.waiting and now >= unrouted.next_retry:
+                    route.retry_unrouted(now)
+                if self.rejections.suppressed and self.rejections.due():
+                    self.rejections.flush()
+                if now - self._last_sweep > SWEEP_INTERVAL_S:
+                    self._last_sweep = now
+                    for prefix in self.limits.shm_prefixes:
+                        sweep_orphaned_segments(prefix)
+            frames = self._recv_message(probe=not woken)
+            if frames is None and woken:  # the fd fired for something else: the round as usual
+                woken = False
+                continue
+            woken = False
             if frames is not None and not frames:
                 continue  # a message refused while it was read (too many frames)
             if frames is None:
+                now = time.monotonic()
                 wait_ms = 1000 if deadline is None else max(0, int((deadline - now) * 1000))
                 if unrouted.waiting:
                     wait_ms = min(wait_ms, int(UNROUTED_RETRY_S * 1000))
                 ready = self._waiter.poll(wait_ms)
+                woken = bool(ready)
                 for fd, _ in ready:
-                    if fd == route.wake_read:
+                    if fd == route.wake_read:  # releases to send first
                         route.drain_wake()
+                        woken = False
                 if not ready and deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
@@ -200,14 +209,19 @@ class Inbound:
             if item is not None:
                 return item
 
-    def _recv_message(self) -> list[Any] | None:
+    def _recv_message(self, probe: bool = True) -> list[Any] | None:
         """The next message's frames, None when none waits, or [] for a message refused here
-        (more than 2 frames; the header is small: taken as bytes)."""
+        (more than 2 frames; the header is small: taken as bytes). ``probe``: ask the socket
+        first whether a message waits (asking for EVENTS costs a fraction of a recv that
+        raises Again, for which pyzmq builds an error); without it, right after the socket's fd
+        fired, the recv is tried at once."""
         socket = self._socket
-        # asking for EVENTS costs a fraction of a recv that raises Again (pyzmq builds the error)
-        if not socket.getsockopt(EVENTS) & POLLIN:
+        if probe and not socket.getsockopt(EVENTS) & POLLIN:
             return None
-        first = socket.recv(NOBLOCK, copy=False)
+        try:
+            first = socket.recv(NOBLOCK, copy=False)
+        except zmq().Again:  # the fd fired for something else than a message
+            return None
         frames: list[Any] = [first.bytes if len(first) <= MAX_HEADER_BYTES else first]
         if first.more:  # the frame's own flag: no getsockopt(RCVMORE) call
             second = socket.recv(copy=False)

@@ -379,6 +379,10 @@ _KNOWN_HEADERS = 64
 _KNOWN_HEADER_BYTES = 4096
 
 
+ShmPlace = tuple[str, int, int, int]
+"""Where a shared-memory item's bytes are: the header's ``shm`` (segment name, offset, size, slot)."""
+
+
 class HeaderWriter:
     """Frame 0 of one sender's items, encoded once per distinct header.
 
@@ -393,21 +397,21 @@ class HeaderWriter:
 
     def encode(
         self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, *,
-        kind: str, metadata: Mapping[str, Any] | None, ack: bool, shm: Mapping[str, Any] | None,
-        msg_id: int,
+        kind: str, metadata: Mapping[str, Any] | None, ack: bool, shm: ShmPlace | None, msg_id: int,
     ) -> bytes:
+        """Frame 0 of an item; ``shm``: where its bytes are, (segment name, offset, size, slot)."""
         if metadata:
             return encode_header(self._header(shape, dtype, order, path, kind, metadata, ack, shm, msg_id))
         return with_id(self.prefix(shape, dtype, order, path, kind=kind, ack=ack, shm=shm), msg_id)
 
     def prefix(
         self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, *,
-        kind: str, ack: bool, shm: Mapping[str, Any] | None,
+        kind: str, ack: bool, shm: ShmPlace | None,
     ) -> bytes:
         """The bytes before the id of an item without metadata (:func:`with_id` completes them):
         worked out once per distinct header, so that a producer can have them ready before its
         frame is (``Sender.frame``)."""
-        key = (path, shape, dtype.str, order, kind, ack, None if shm is None else tuple(shm.items()))
+        key = (path, shape, dtype, order, kind, ack, shm)
         prefix = self._prefixes.get(key)
         if prefix is None:
             raw = encode_header(self._header(shape, dtype, order, path, kind, None, ack, shm, 0))
@@ -419,10 +423,11 @@ class HeaderWriter:
 
     def _header(
         self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, kind: str,
-        metadata: Mapping[str, Any] | None, ack: bool, shm: Mapping[str, Any] | None, msg_id: int,
+        metadata: Mapping[str, Any] | None, ack: bool, shm: ShmPlace | None, msg_id: int,
     ) -> dict[str, Any]:
+        place = None if shm is None else dict(zip(("name", "offset", "size", "slot"), shm, strict=True))
         return header_for(shape, dtype, order, path, kind=kind, metadata=metadata, ack=ack,
-                          transport="inline" if shm is None else "shm", shm=shm, msg_id=msg_id,
+                          transport="inline" if shm is None else "shm", shm=place, msg_id=msg_id,
                           sender=self.sender, reply_to=self.reply_to, stream=self.stream)
 
 

@@ -52,7 +52,7 @@ from polystore.streaming.linger import DEFAULT_LINGER_S, Linger, holder_of, regi
 from polystore.streaming.outgoing import Outgoing, checked_options, private_copy
 from polystore.streaming.outlet import Outlet, open_error
 from polystore.streaming.producer import Frame
-from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, checked_dtype, with_id
+from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, ShmPlace, checked_dtype, with_id
 from polystore.streaming.pump import PUMP_IDLE_INTERVAL_S, PUMP_INTERVAL_S, Pump
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import DATA_OFFSET, SlotRing
@@ -515,11 +515,12 @@ class Sender:
         return True
 
     @staticmethod
-    def _shm_of(item: Outgoing) -> dict[str, Any] | None:
+    def _shm_of(item: Outgoing) -> ShmPlace | None:
         """The header's ``shm`` field of an item in a slot (None for an inline one)."""
         if item.slot is None:
             return None
-        return {"name": item.segment_name, "offset": DATA_OFFSET, "size": item.nbytes, "slot": item.slot}
+        assert item.segment_name is not None  # set with the slot
+        return (item.segment_name, DATA_OFFSET, item.nbytes, item.slot)
 
     def _plan_header(self, item: Outgoing) -> None:
         """Work out the bytes of ``item``'s header before its id now, for the slot it holds, so
