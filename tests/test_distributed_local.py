@@ -103,6 +103,54 @@ def test_an_existing_destination_is_refused_unless_overwritten(
     assert len(listed_levels(tmp_path / "plate.zarr")) == 2 * 6
 
 
+
+READS: list[str] = []
+
+
+class ReadLog:
+    """A backend's key I/O, logging the keys read to READS (the store's real files underneath)."""
+
+    def __init__(self, keys: Any) -> None:
+        self._keys = keys
+
+    def get(self, key: str) -> bytes | None:
+        READS.append(key)
+        return self._keys.get(key)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._keys, name)
+
+
+class ReadLoggingBackend(ZarrBackend):
+    """The zarr backend, its metadata documents read through :class:`ReadLog` (a conversion
+    makes its own backend of this class from its config)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keys = self.documents.keys
+        self.documents.keys = lambda location: ReadLog(keys(location))  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_new_plate_is_made_from_its_plan_without_looking_up_its_groups(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], overwrite: bool
+) -> None:
+    """A conversion not resumed writes into an empty store (an existing one is refused or
+    removed first): the rows' and wells' groups are made from the plan, not looked for field
+    by field (a request each on object storage; the store itself is looked at once, to see
+    whether it exists)."""
+    source, _items = folder
+    if overwrite:
+        convert(source, tmp_path / "plate.zarr", levels=2)
+    READS.clear()
+    convert(source, tmp_path / "plate.zarr", backend=ReadLoggingBackend(), levels=2, overwrite=overwrite)
+    assert READS, "the reads were not logged"
+    levels = [level.split("/") for level in listed_levels(tmp_path / "plate.zarr")]
+    groups = {row for row, *_ in levels} | {f"{row}/{column}" for row, column, *_ in levels}
+    looked_up = sorted({key.rpartition("/")[0] for key in READS} & groups)
+    assert not looked_up, f"the groups of {looked_up} were read"
+    assert len(listed_levels(tmp_path / "plate.zarr")) == 2 * 6
+
 # -- resume ----------------------------------------------------------------------------------------------
 
 

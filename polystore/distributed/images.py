@@ -33,10 +33,12 @@ DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 
 
 def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...], dtype: Any, axes: str,
-                 config: ZarrConfig, spec: ImageSpec, destination: str) -> None:
+                 config: ZarrConfig, spec: ImageSpec, destination: str, *, new: bool = False) -> None:
     """Make the image at ``location`` empty, with every level, marked incomplete by the
     conversion into ``destination`` (a node of the store, '' the store): created, or (left by
-    a stopped run, with the same plan) marked and its chunks removed."""
+    a stopped run, with the same plan) marked and its chunks removed. ``new``: the caller
+    knows that nothing is at ``location`` and that its parent groups exist (a plate's field
+    in a store the conversion has just begun, its well made first), so nothing is looked up."""
     documents, images = backend.documents, backend.images
     dtype = np.dtype(dtype)
     level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
@@ -44,11 +46,11 @@ def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...
     spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
     attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count),
                   **converting(destination)}
-    fresh = documents.node_kind(location) is None
-    if fresh:
-        documents.ensure_parent_groups(location, config.zarr_format)
-    else:
+    fresh = new or documents.node_kind(location) is None
+    if not fresh:
         documents.write_group(location, config.zarr_format, attributes)  # marked before any chunk goes
+    elif not new:
+        documents.ensure_parent_groups(location, config.zarr_format)
     array_config = repr(zarr_module().config.get("array"))
     for level in range(level_count):
         level_documents = _level_documents(shape, dtype, axes, config, level, array_config)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from polystore.backends.zarr.image import ImageSpec
@@ -16,9 +15,8 @@ from polystore.distributed.job import Job, new_run_id
 from polystore.distributed.journal import digest
 from polystore.distributed.layout import FieldPlan, PlatePlan
 from polystore.distributed.report import ConversionReport
-from polystore.distributed.runner import Task
+from polystore.distributed.runner import Call, Task
 from polystore.distributed.tasks import FieldTask, write_field
-from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.plates.wells import column_sort_key, row_sort_key
 
@@ -53,6 +51,19 @@ def commit_plate(job: Job, plan: PlatePlan) -> None:
     job.backend.documents.write_group(Location(store, ""), config.zarr_format, attributes)
 
 
+def make_parent_groups(job: Job, plan_field: FieldPlan, made: set[str]) -> None:
+    """The plain groups above a field of a plate in a new store (the store's, its row's, its
+    well's) not in ``made`` yet, as ``ensure_parent_groups`` makes them but without looking
+    for them: nothing else writes into a store whose conversion has just begun. Each is added
+    to ``made`` once written (threads making two fields of a well at once may both write it:
+    the same bytes)."""
+    zarr_format = job.target.config.zarr_format
+    for node in ("", plan_field.row, f"{plan_field.row}/{plan_field.column}"):
+        if node not in made:
+            job.backend.documents.write_group(Location(job.location.store, node), zarr_format, {})
+            made.add(node)
+
+
 def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> ConversionReport:
     config = job.target.config
     store = job.location.store
@@ -61,20 +72,25 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
     todo = [f for f in plan.fields if (f.path, tokens[f.path]) not in done]
     spec = ImageSpec(plan.axes, config.pyramid_levels, plan.channel_names or None, labels=labels)
 
-    delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
     run_id = new_run_id()
 
     def field_task(plan_field: FieldPlan) -> Task:
-        # its arguments bound into the callable: dask neither walks them looking for
-        # collections (every dataclass field of every task, on the client) nor makes each a
-        # task of its own, which a worker would then fetch from another before starting
+        # a call, not a dask graph: nothing to build or tokenize on the client, and its
+        # arguments are not walked by dask looking for collections or made tasks of their own
         task = FieldTask(plan_field, plan.named, tokens[plan_field.path], labels, cast)
-        return (plan_field.path, delayed(partial(write_field, job.target, task), pure=False)(
-            dask_key_name=f"polystore-field-{plan_field.path}-{run_id}"))
+        return (plan_field.path, Call(f"polystore-field-{plan_field.path}-{run_id}", write_field,
+                                      (job.target, task)))
+
+    # a conversion that is not resumed begins in an empty store (Job.start removed or refused
+    # what was there): its groups are made from the plan, not looked up image by image
+    new = not job.resume
+    made: set[str] = set()
 
     def create(plan_field: FieldPlan) -> Task:
+        if new:
+            make_parent_groups(job, plan_field, made)
         create_image(job.backend, Location(store, plan_field.path), plan.shape, plan.dtype, plan.axes,
-                     config, spec, job.location.node)
+                     config, spec, job.location.node, new=new)
         return field_task(plan_field)
 
     def batches() -> Iterator[list[Task]]:

@@ -6,8 +6,9 @@ tasks by their dependencies, and on a cluster reruns the tasks of a worker that 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from polystore.distributed.tasks import Outcome, TaskError, portable
@@ -29,8 +30,23 @@ def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
         yield bar
 
 
+@dataclass(frozen=True)
+class Call:
+    """A task that needs no other task's result: ``function(*args)`` under the dask key
+    ``key``. On a cluster, a batch of calls is sent as it is (``Client.map``: one message, no
+    graph of dask collections built and tokenized on the client); a task that needs others'
+    results is a dask ``Delayed``."""
+
+    key: str
+    function: Callable[..., Outcome]
+    args: tuple[Any, ...]
+
+    def __call__(self) -> Outcome:
+        return self.function(*self.args)
+
+
 Task = tuple[str, Any]
-"""(name, dask Delayed giving an Outcome)."""
+"""(name, a :class:`Call`, or a dask Delayed giving an Outcome)."""
 
 
 def run(tasks: Sequence[Task], client: Any = None, *, workers: int | None = None,
@@ -51,21 +67,16 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
     next (what the client does to make a batch is then no longer serial before all work).
     Without a client, every batch is made first, then all run on local threads."""
     if client is None:
-        tasks = [task for batch in batches for _, task in batch]
+        tasks = [_delayed(task) for batch in batches for _, task in batch]
         return _run_threads(tasks, workers, progress, what) if tasks else []
     distributed = optional_import("distributed", extra="distributed", purpose="Converting on a cluster")
     names: dict[Any, str] = {}
     futures: list[Any] = []
-    finished = distributed.as_completed(loop=client.loop)
     for batch in batches:
-        sent = client.compute([task for _, task in batch])
+        sent = _submit(client, [task for _, task in batch])
         names.update((future.key, name) for future, (name, _) in zip(sent, batch, strict=True))
         futures += sent
-        finished.update(sent)
-    with _bar(progress, total, what) as bar:
-        for _future in finished:  # what is done, for the bar: no results fetched one by one
-            if bar is not None:
-                bar.update(1)
+    _wait(distributed, client, futures, progress, total, what)
     # the type of a task's result comes with its end: a plain Outcome is a success, which its
     # task's name says whole; only the others are fetched, in one gather, not a request each
     done = [future for future in futures if future.status != "error"]
@@ -75,6 +86,36 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
         outcomes += client.gather(fetched)
     outcomes += [Outcome(names[f.key], _failure(f.exception())) for f in futures if f.status == "error"]
     return outcomes
+
+
+def _submit(client: Any, tasks: list[Any]) -> list[Any]:
+    """The futures of ``tasks``, in their order: the calls in one ``Client.map``, the
+    Delayed in one ``Client.compute``."""
+    calls = [(i, task) for i, task in enumerate(tasks) if isinstance(task, Call)]
+    graphs = [(i, task) for i, task in enumerate(tasks) if not isinstance(task, Call)]
+    futures: list[Any] = [None] * len(tasks)
+    if calls:
+        sent = client.map(Call.__call__, [task for _, task in calls], key=[task.key for _, task in calls],
+                          pure=False)
+        for (i, _), future in zip(calls, sent, strict=True):
+            futures[i] = future
+    if graphs:
+        for (i, _), future in zip(graphs, client.compute([task for _, task in graphs]), strict=True):
+            futures[i] = future
+    return futures
+
+
+def _wait(distributed: Any, client: Any, futures: list[Any], progress: bool, total: int, what: str) -> None:
+    """Until every future is done. With a bar, as each ends (dask's ``as_completed``: a
+    notice from the client's event loop to this thread per task); without, in one wait
+    on the event loop (per task, that thread's work alone)."""
+    with _bar(progress, total, what) as bar:
+        if bar is None:
+            with client.as_current():  # distributed.wait waits through the current client
+                distributed.wait(futures)
+            return
+        for _future in distributed.as_completed(futures, loop=client.loop):  # no results fetched
+            bar.update(1)
 
 
 def _failure(error: BaseException) -> BaseException:
@@ -88,6 +129,14 @@ def _failure(error: BaseException) -> BaseException:
         failure.__cause__ = error
         return failure
     return portable(error)
+
+
+def _delayed(task: Any) -> Any:
+    """A task as dask's local scheduler runs it: a Call as a Delayed of its key."""
+    if not isinstance(task, Call):
+        return task
+    delayed = optional_import("dask", extra="zarr", purpose="Converting").delayed
+    return delayed(task, pure=False)(dask_key_name=task.key)
 
 
 def _run_threads(tasks: Sequence[Any], workers: int | None, progress: bool, what: str) -> list[Outcome]:
