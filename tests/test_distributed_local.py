@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -319,6 +320,28 @@ def test_a_resume_never_lists_a_level_that_is_not_there(
     monkeypatch.setattr(location.LocalKeys, "delete", delete)
     assert convert(source, store, levels=2, resume=True).written == ["B/03/0"]
     assert missing == []
+
+
+def test_a_conversion_stopped_by_an_earlier_version_resumes_from_its_markers(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
+) -> None:
+    """Earlier versions marked a task done as done/<task>/<digest> (A/01/0/<digest>): a resume
+    under this version skips those fields as it skips its own markers' fields."""
+    source, _items = folder
+    good = break_file(source / "P1_B03_s1_w2.tif")
+    store = tmp_path / "plate.zarr"
+    with pytest.raises(ConversionError):
+        convert(source, store, levels=2)
+    done = Path(journal_location(str(store))) / "store" / "done"
+    for marker in list(done.iterdir()):  # as an earlier version left them
+        task, _, token = marker.name.rpartition(".")
+        old = done / unquote(task) / token
+        old.parent.mkdir(parents=True, exist_ok=True)
+        marker.rename(old)
+    (source / "P1_B03_s1_w2.tif").write_bytes(good)
+    report = convert(source, store, levels=2, resume=True)
+    assert report.written == ["B/03/0"] and len(report.already_done) == 5
+    assert not Path(journal_location(str(store))).exists()
 
 
 def test_the_same_folder_spelled_otherwise_resumes(

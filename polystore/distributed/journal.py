@@ -13,7 +13,8 @@ conversions into different nodes of one store keep and remove only their own:
   for field ``A/01/0``, ``0%2F0_1024`` for a block) and the digest of what it wrote (its files
   with their sizes and times, its codecs), so that one listing tells a resumed conversion what
   is done; a marker of another digest never counts. All in one folder: on a local disk a
-  folder per task (made by its task, removed at the end) cost more than the markers.
+  folder per task (made by its task, removed at the end) cost more than the markers. Earlier
+  versions' markers, ``done/<task>/<digest>``, are read too.
 
 No key is shared between tasks: a marker is written once, by the task it names. A part is
 removed when its conversion finishes without failures.
@@ -96,11 +97,18 @@ class Journal:
         self.keys.put(f"{DONE}{quote(task, safe='')}.{token}", b"")
 
     def finished(self) -> set[tuple[str, str]]:
-        """(task, token) of every task marked done (one listing, not a request per task)."""
+        """(task, token) of every task marked done (one listing, not a request per task); also
+        the markers of earlier versions, ``done/<task>/<token>`` (a task's name holds a '/',
+        never a quoted one), so that a conversion stopped under one resumes under this."""
         found = set()
         for key in self.keys.list(DONE):
-            task, _, token = key.removeprefix(DONE).rpartition(".")
-            found.add((unquote(task), token))
+            name = key.removeprefix(DONE)
+            if "/" in name:  # done/A/01/0/<token>
+                task, _, token = name.rpartition("/")
+                found.add((task, token))
+            else:
+                task, _, token = name.rpartition(".")
+                found.add((unquote(task), token))
         return found
 
     def exists(self) -> bool:
