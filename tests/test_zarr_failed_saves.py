@@ -24,6 +24,7 @@ pytest.importorskip("zarr")
 import zarr
 from ngff_helpers import ome_section
 
+from polystore import PolystoreError
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.repair import repair_plate
 from polystore.exceptions import CorruptDataError
@@ -144,6 +145,7 @@ def test_an_earlier_versions_v3_mark_of_a_bare_array_is_reported_by_repair(tmp_p
 _KILLED_WRITER = """
 import sys, time, pathlib
 import numpy as np, dask, dask.array as da
+from polystore import PolystoreError
 from polystore.backends.zarr import ZarrBackend
 
 root, path, zarr_format, ready, kind = sys.argv[1:6]
@@ -211,6 +213,7 @@ def test_a_bare_array_whose_writer_is_killed_is_refused_not_read_as_data(
 _FULL_DISK_WRITER = """
 import resource, signal, sys
 import numpy as np
+from polystore import PolystoreError
 from polystore.backends.zarr import ZarrBackend
 
 root, zarr_format, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -394,3 +397,41 @@ def test_repair_does_not_publish_an_image_whose_first_save_was_killed(
     backend.save(np.full((4, 8), 3, np.uint16), path)  # the next save writes it, clearing them
     assert backend.load(path).max() == 3
     assert not repair_plate(str(tmp_path / "s.zarr")).unfinished
+
+
+@FORMATS
+@pytest.mark.parametrize("path", ["s.zarr/image", "s.zarr/A/01/0"], ids=["image", "plate-field"])
+def test_an_image_whose_replacing_save_was_killed_is_not_published_by_repair(
+    tmp_path: Path, zarr_format: int, path: str
+) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.full((4, 8), 9, np.uint16), path)
+    _kill_while_writing(tmp_path, path, zarr_format, "image")  # old pixels cleared, new in part
+    with pytest.raises(CorruptDataError, match=r"was being replaced when its writer stopped.*Save it again"):
+        backend.load(path)
+    report = repair_plate(str(tmp_path / "s.zarr"))
+    # repair rebuilt its metadata and published the new pixels written so far, zeros for the rest
+    assert not report.ok and "stopped while replacing it" in report.unrecoverable[0], report
+    with pytest.raises(CorruptDataError, match="was being replaced"):
+        backend.load(path)
+    if path.startswith("s.zarr/A/"):  # its well (whose only field it is) left out of the plate
+        plate = ome_section(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))["plate"]
+        assert plate["wells"] == []
+    backend.save(np.full((4, 8), 3, np.uint16), path)  # the next save writes it
+    assert backend.load(path).max() == 3
+    assert repair_plate(str(tmp_path / "s.zarr")).ok
+
+
+@FORMATS
+def test_a_dtype_zarr_cannot_store_is_refused_with_our_error_before_anything_changes(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """A structured dtype was zarr's bare TypeError ("a bytes-like object is required")."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.arange(10, dtype=np.uint16), "s.zarr/data")
+    structured = np.zeros((8, 8), dtype=[("a", "u1", (300,))])
+    for path in ("s.zarr/data", "s.zarr/new", "s.zarr/A01_s1_w1.tif"):
+        with pytest.raises(PolystoreError, match=r"cannot store an array of dtype.*nothing was written"):
+            backend.save(structured, path)
+    np.testing.assert_array_equal(backend.load("s.zarr/data"), np.arange(10, dtype=np.uint16))
+    assert not backend.exists("s.zarr/new") and not backend.exists("s.zarr/A/01/0")

@@ -29,7 +29,7 @@ from polystore.backends.zarr.location import (
     zarr_module,
 )
 from polystore.backends.zarr.marks import incomplete_error, is_incomplete
-from polystore.exceptions import CorruptDataError, NotADirectoryStorageError
+from polystore.exceptions import CorruptDataError, NotADirectoryStorageError, UnsupportedDataError
 from polystore.ome import ngff
 
 
@@ -408,7 +408,14 @@ def array_documents(zarr_format: int, options: dict[str, Any]) -> tuple[Any, dic
         cached = _ARRAY_DOCUMENTS.get(key)
     if cached is None:
         written: dict[str, Any] = {}
-        array = zarr.create_array(zarr.storage.MemoryStore(written), **options, zarr_format=zarr_format)
+        try:
+            array = zarr.create_array(zarr.storage.MemoryStore(written), **options, zarr_format=zarr_format)
+        except TypeError as error:  # e.g. a structured dtype zarr cannot give a fill value
+            raise UnsupportedDataError(
+                f"Zarr (format {zarr_format}) cannot store an array of dtype {options.get('dtype')} with "
+                f"these options ({error}); nothing was written. Save numeric data (a structured array "
+                "field by field), or another format."
+            ) from error
         documents = {name: bytes(value.to_bytes()) for name, value in written.items()
                      if name in ("zarr.json", ".zarray", ".zattrs")}
         cached = (array.metadata, documents)

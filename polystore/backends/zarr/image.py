@@ -23,7 +23,7 @@ import numpy as np
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
 from polystore.backends.zarr.location import KeyStore, Location, delete_leftovers, delete_prefix, join_key
-from polystore.backends.zarr.marks import INCOMPLETE, failed_mark
+from polystore.backends.zarr.marks import INCOMPLETE, REPLACING, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
@@ -251,7 +251,7 @@ class ImageWriter:
         def prepare() -> None:
             self.documents.ensure_parent_groups(location, zarr_format)
             if existing:
-                self.mark_incomplete(location, zarr_format, array=bare)
+                self.mark_incomplete(location, zarr_format, array=bare, mark=REPLACING)
                 changed.append("marked")
             for level_location, options in levels:
                 self.documents.write_array(level_location, options, zarr_format,
@@ -321,7 +321,8 @@ class ImageWriter:
         storage zarrs puts chunks concurrently, which a request-bound store needs)."""
         return None if location.remote else self.documents.keys(location)
 
-    def mark_incomplete(self, location: Location, zarr_format: int, *, array: bool = False) -> None:
+    def mark_incomplete(self, location: Location, zarr_format: int, *, array: bool = False,
+                        mark: dict[str, Any] = INCOMPLETE) -> None:
         """Mark the node at ``location`` as being rewritten, then clear its data (chunks, levels).
 
         The mark goes where the node stays valid in both Zarr formats (a v2 group document
@@ -330,13 +331,13 @@ class ImageWriter:
         a marked array is then made a marked group (v2: ``.zarray`` removed before ``.zgroup``
         is written; a writer killed between the two leaves no node, never both).
         """
-        if self.documents.mark_array(location, INCOMPLETE):
+        if self.documents.mark_array(location, mark):
             self._clear(location, keep_own=True)
             if not array:
                 self.documents.keys(location).delete(join_key(location.node, ".zarray"))
-                self.documents.write_group(location, zarr_format, INCOMPLETE)
+                self.documents.write_group(location, zarr_format, mark)
             return
-        self.documents.write_group(location, zarr_format, INCOMPLETE)
+        self.documents.write_group(location, zarr_format, mark)
         self._clear(location, keep_own=True)
 
     def _clear(self, location: Location, *, keep_own: bool = False) -> None:

@@ -1,16 +1,19 @@
 """The mark an image's group (or a bare array's own attributes) carries while its pixels are
 not all written, and what a reader is told when it meets one.
 
-Two writers leave it: the zarr backend, while it replaces an image (``{"incomplete": true}``
-alone, the levels cleared: the next save or ``polystore repair`` makes the image whole from
-what is there) or writes a bare array (from before its first chunk until after its last, in
-the array's attributes: a group document beside a v2 ``.zarray`` would make the node invalid;
-``repair`` reports such an array and leaves it marked, as no plate fills it plane by plane),
-and a conversion (``polystore convert``), which creates every image with its levels and NGFF
-metadata first, so that a viewer watches it fill, and marks it also with the node the
-conversion writes (``"conversion": ""`` for a whole store). Only that conversion, resumed,
-knows what the unwritten pixels are: nothing else may unmark such an image. A save that
-fails after clearing the node it replaces leaves the mark with the reason (``"failed"``).
+Two writers leave it. The zarr backend: while it replaces an image whole (``REPLACING``, the
+levels cleared first: a writer killed then leaves neither image, so ``load`` refuses it,
+``repair`` reports it and the next save writes it); while the next plane save writes a
+damaged field again (``INCOMPLETE``, from which ``repair`` rebuilds the field from what is
+there, as a plate grows plane by plane); while it writes a bare array (``INCOMPLETE`` in the
+array's own attributes, from before its first chunk until after its last: a group document
+beside a v2 ``.zarray`` would make the node invalid; ``repair`` reports such an array and
+leaves it marked, as no plate fills it plane by plane). And a conversion (``polystore
+convert``), which creates every image with its levels and NGFF metadata first, so that a
+viewer watches it fill, and marks it also with the node the conversion writes
+(``"conversion": ""`` for a whole store). Only that conversion, resumed, knows what the
+unwritten pixels are: nothing else may unmark such an image. A save that fails after
+clearing the node it replaces leaves the mark with the reason (``"failed"``).
 
 Earlier versions wrote the mark at the top of the attributes (``{"incomplete": true}``, with
 ``"conversion"`` beside it for a conversion's): read here as the same marks, so that ``load``
@@ -25,7 +28,13 @@ from polystore.backends.zarr.location import Location
 from polystore.exceptions import CorruptDataError
 
 INCOMPLETE = {"polystore": {"incomplete": True}}
-"""The attributes of an image's group while it is being replaced."""
+"""The attributes of a damaged field's group while the next plane save writes it again, and of
+a bare array while it is written (in its own attributes)."""
+
+REPLACING = {"polystore": {"incomplete": True, "replacing": True}}
+"""The attributes of an image's group while a save replaces it whole: its previous pixels are
+cleared first, so a writer killed then leaves neither the old image nor the new one (``repair``
+reports it, as it does a failed save's, and does not publish what its levels hold)."""
 
 
 def converting(destination: str) -> dict[str, Any]:
@@ -75,6 +84,12 @@ def conversion_of(attributes: dict[str, Any]) -> str | None:
     return destination if isinstance(destination, str) else None
 
 
+def is_replacing(attributes: dict[str, Any]) -> bool:
+    """Whether the mark is a whole-image replacement's (``REPLACING``), whose writer stopped."""
+    marker = _marker(attributes)
+    return marker is not None and marker.get("replacing") is True
+
+
 def failure_of(attributes: dict[str, Any]) -> str | None:
     """Why the save that marked this image failed, where one did (``failed_mark``)."""
     marker = _marker(attributes)
@@ -106,6 +121,12 @@ def incomplete_error(
         return CorruptDataError(
             f"'{location.display}': saving it failed ({reason}) after its previous data was cleared, "
             f"so it holds no {'data' if array else 'image'} now. Save it again, or delete it (delete_all)."
+        )
+    if is_replacing(attributes):
+        return CorruptDataError(
+            f"'{location.display}' was being replaced when its writer stopped (killed, or its machine "
+            "lost): its previous data was cleared and the new is not all written. Save it again, or "
+            "delete it (delete_all)."
         )
     if array:  # no plate fills it plane by plane: what a killed writer left is part of an array
         return CorruptDataError(

@@ -44,6 +44,7 @@ from polystore.backends.zarr.marks import (
     failure_of,
     is_incomplete,
     is_marked_array,
+    is_replacing,
     resume_advice,
 )
 from polystore.backends.zarr.plate import PlateLayout, plate_name
@@ -260,6 +261,13 @@ def _repair_image(
         report.unrecoverable.append(
             f"{location.display}: it holds no pixels: its save failed ({reason}) after clearing its "
             "previous data. Save it again, or delete it (delete_all); it is left out of its well."
+        )
+        return False
+    if is_replacing(group.attributes):  # cleared, then rewritten in part: neither image is there
+        report.unrecoverable.append(
+            f"{location.display}: its writer was stopped while replacing it: its previous data was "
+            "cleared and the new is not all written. Save it again, or delete it (delete_all); it is "
+            "left marked and out of its well."
         )
         return False
     try:
