@@ -93,6 +93,22 @@ def test_a_failed_save_over_a_bare_array_leaves_a_valid_array_marked_with_the_re
 
 
 @FORMATS
+def test_naparis_reader_refuses_a_marked_bare_array(tmp_path: Path, zarr_format: int) -> None:
+    """The napari plugin reads a store through the backend: a marked array is an error there,
+    not a layer of the cleared array's zeros (v2 before)."""
+    reader = pytest.importorskip("polystore_napari._reader")
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.arange(10, dtype=np.uint16), "s.zarr/data")
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((10,)), "s.zarr/data")
+    path = str(tmp_path / "s.zarr" / "data")
+    for layers in (lambda: reader.read_zarr(ZarrBackend(zarr_format=zarr_format), path),
+                   lambda: [np.asarray(data) for data, *_ in reader.read(path)]):
+        with pytest.raises(CorruptDataError, match="saving it failed"):
+            layers()
+
+
+@FORMATS
 def test_a_bare_array_replaced_by_an_image_and_back_stays_one_kind_of_node(
     tmp_path: Path, zarr_format: int
 ) -> None:
