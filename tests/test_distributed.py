@@ -13,6 +13,7 @@ included. Conversions without a cluster: tests/test_distributed_local.py.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -193,6 +194,26 @@ def test_the_client_fetches_no_result_of_a_field_written(
         convert(source, tmp_path / "again" / "plate.zarr", client=client, levels=2)
     assert [f.path for f in raised.value.failures] == [f"B/03/0 ({bad})"]
     assert sent() > before  # the failure's result, with its error
+
+
+class Terminal(io.StringIO):
+    """What a terminal's stderr says of itself (tqdm draws a bar only there)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_shows_the_fields_written_as_they_end(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With stderr a terminal, a bar ticks as each field ends (dask's as_completed); without
+    one, the client waits for all at once (what every other test runs)."""
+    source, _ = folder
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    report = convert(source, tmp_path / "plate.zarr", client=client, levels=2, progress=True)
+    assert len(report.written) == 6
+    assert "0/6 [" in terminal.getvalue() and " fields/s" in terminal.getvalue(), terminal.getvalue()
 
 
 def test_the_local_cluster_leaves_out_the_dashboards_diagnostics() -> None:

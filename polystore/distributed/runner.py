@@ -17,7 +17,7 @@ from polystore.lazy import optional_import
 
 @contextmanager
 def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
-    """A tqdm bar on stderr when asked for (and stderr is a terminal), else None."""
+    """A tqdm bar on stderr when asked for and stderr is a terminal, else None."""
     if not enabled:
         yield None
         return
@@ -27,7 +27,7 @@ def _bar(enabled: bool, total: int, what: str) -> Iterator[Any]:
         yield None
         return
     with tqdm(total=total, unit=f" {what}", file=sys.stderr, disable=None, leave=False) as bar:
-        yield bar
+        yield None if bar.disable else bar  # not a terminal: nothing to show, nothing to count
 
 
 @dataclass(frozen=True)
