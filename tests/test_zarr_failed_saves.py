@@ -451,3 +451,18 @@ def test_a_dtype_zarr_cannot_store_is_refused_with_our_error_before_anything_cha
             backend.save(structured, path)
     np.testing.assert_array_equal(backend.load("s.zarr/data"), np.arange(10, dtype=np.uint16))
     assert not backend.exists("s.zarr/new") and not backend.exists("s.zarr/A/01/0")
+
+
+def test_an_os_error_of_the_callers_own_source_is_not_reported_as_the_stores(tmp_path: Path) -> None:
+    """A lazy source that cannot read its own file: its error names that file, not the node
+    saved to (from_os_error would make it "no such file: <the node>")."""
+    import dask.array as da
+    from dask.delayed import delayed
+
+    def read() -> np.ndarray:
+        raise FileNotFoundError(2, "No such file or directory", "/nowhere/source.tif")
+
+    source = da.from_delayed(delayed(read)(), shape=(8, 8), dtype=np.uint16)  # type: ignore[no-untyped-call]
+    with pytest.raises(FileNotFoundError, match=r"/nowhere/source\.tif"):
+        ZarrBackend(root=tmp_path).save(source, "s.zarr/image")
+    assert not (tmp_path / "s.zarr" / "image").exists()

@@ -14,6 +14,7 @@ metadata), ``locks``, ``repair`` and ``config``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -365,7 +366,7 @@ class ZarrBackend(StorageBackend):
         address = address_of(location.node, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
-        with _os_errors(file_path):
+        with _os_errors(file_path, location.store):
             self._save(array, location, file_path, address, config, spec, cast)
 
     def _save(self, array: Any, location: Location, file_path: PathLike, address: PlaneAddress | None,
@@ -431,7 +432,7 @@ class ZarrBackend(StorageBackend):
         def write_field(entry: tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]) -> None:
             (store, field_path), planes = entry
             self._check_parent(Location(store, field_path), field_path)
-            with _os_errors(f"{store}/{field_path}"):
+            with _os_errors(f"{store}/{field_path}", store):
                 self.plates.save_batch_field(store, planes, self.config, spec, cast=cast)
             first = planes[0][0]
             written.setdefault(store, []).append((first.row, first.column, first.field))
@@ -543,16 +544,23 @@ class ZarrBackend(StorageBackend):
 
 
 @contextlib.contextmanager
-def _os_errors(path: PathLike) -> Iterator[None]:
-    """An OS error met while saving ``path`` (a full disk, a file-size limit, permissions) as
-    our error naming the path and what to do; an OSError without an errno (raised by the
-    caller's own source, e.g. a dask array's) passes as it is."""
+def _os_errors(path: PathLike, store: str) -> Iterator[None]:
+    """An OS error met writing ``path`` into ``store`` (a full disk, a file-size limit, a
+    read-only or failing disk, the store's permissions) as our error naming the path and what
+    to do. Any other OSError passes as it is: one of the caller's own source (a dask array
+    reading its files) is about that source, not about the store."""
     try:
         yield
     except OSError as error:
-        if error.errno is None or isinstance(error, PolystoreError):
+        filename = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
+        in_store = filename is None or os.path.abspath(filename).startswith(os.path.abspath(store))
+        if isinstance(error, PolystoreError) or error.errno not in _WRITE_ERRORS or not in_store:
             raise
         raise from_os_error(error, os.fspath(path), "save", "zarr") from error
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+"""What writing a store's files can fail with for a reason of the disk's (not of the data's)."""
 
 
 def _not_a_plane(location: Location, address: PlaneAddress, ndim: int) -> Exception:
