@@ -125,7 +125,7 @@ def test_spec_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(loaded, np.ndarray)
     assert loaded.dtype == np.float64
     np.testing.assert_array_equal(loaded, large_data)
-    on_disk = zarr.open_group(tmp_path / "data.zarr", mode="r")
+    on_disk: Any = zarr.open_group(tmp_path / "data.zarr", mode="r")
     assert on_disk["0"].chunks == (100, 100, 100)
     assert backend.is_file("data.zarr") and not backend.is_dir("data.zarr")
     chunk_files = [p for p in (tmp_path / "data.zarr" / "0" / "c").rglob("*") if p.is_file()]
@@ -190,7 +190,7 @@ def test_copy_keeps_layout_codecs_and_valid_metadata(tmp_path: Path) -> None:
     image = np.arange(4 * 16 * 16, dtype=np.uint16).reshape(4, 16, 16)
     backend.save(image, "img", levels=2)
     backend.copy("img", "copies/img")
-    copied = zarr.open_group(tmp_path / "s.zarr" / "copies" / "img", mode="r")
+    copied: Any = zarr.open_group(tmp_path / "s.zarr" / "copies" / "img", mode="r")
     assert copied["0"].shards == (2, 16, 16) and copied["0"].chunks == (1, 16, 16)
     assert isinstance(copied["0"].compressors[0], zarr.codecs.GzipCodec)
     ngff_models(3).Image.from_zarr(copied)  # dimension names and metadata survive
@@ -208,7 +208,7 @@ def test_copy_tree_memory_to_zarr_to_disk(tmp_path: Path) -> None:
     fm = FileManager(
         {"memory": MemoryBackend(), "zarr": zarr_backend, "disk": DiskBackend(root=tmp_path / "disk")}
     )
-    tree = {
+    tree: dict[str, np.ndarray] = {
         "a.npy": np.arange(12, dtype=np.uint16).reshape(3, 4),
         "line.npy": np.arange(5, dtype=np.int64),  # 1-D: a plain array, not an OME image
         "sub/b.npy": np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 3, 4),
@@ -218,7 +218,7 @@ def test_copy_tree_memory_to_zarr_to_disk(tmp_path: Path) -> None:
 
     fm.copy("/src", "copied", backend="memory", dest_backend="zarr")
     assert fm.list_files("copied", backend="zarr", recursive=True) == sorted(f"copied/{r}" for r in tree)
-    group = zarr.open_group(tmp_path / "store.zarr" / "copied", mode="r")
+    group: Any = zarr.open_group(tmp_path / "store.zarr" / "copied", mode="r")
     assert ome_section(group["a.npy"])["multiscales"][0]["axes"][0]["name"] == "y"
     assert group["line.npy"].shape == (5,)
 
@@ -272,7 +272,7 @@ def test_ome_image_validates_with_ome_zarr_models(tmp_path: Path, zarr_format: i
         image, "img.zarr", levels=3, channel_names=["DAPI", "GFP"], scale=[1.0, 2.0, 0.5, 0.5],
         units={"z": "nanometer"},
     )
-    group = zarr.open_group(tmp_path / "img.zarr", mode="r")
+    group: Any = zarr.open_group(tmp_path / "img.zarr", mode="r")
     assert group.metadata.zarr_format == zarr_format
     validated = ngff_models(zarr_format).Image.from_zarr(group)  # raises if invalid
 
@@ -371,7 +371,7 @@ def test_bad_axes_are_refused(tmp_path: Path) -> None:
 
 
 # -- configuration ------------------------------------------------------------------------------
-COMPRESSOR_CODECS = {
+COMPRESSOR_CODECS: dict[tuple[str, bool], tuple[type[Any], str | None, str]] = {
     # compressor, shuffle -> (v3 codec class, its Blosc cname or None), v2 numcodecs id
     ("zstd", True): (zarr.codecs.BloscCodec, "zstd", "blosc"),
     ("zstd", False): (zarr.codecs.ZstdCodec, None, "zstd"),
@@ -394,6 +394,7 @@ def test_compressors_shuffle_and_level(
     data = np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32)
     backend.save(data, "x")
     np.testing.assert_array_equal(backend.load("x"), data)
+    codec: Any
     (codec,) = zarr.open_array(tmp_path / "c.zarr" / "x" / "0", mode="r").compressors
     v3_class, blosc_name, v2_id = COMPRESSOR_CODECS[(compressor, shuffle)]
     if zarr_format == 3:
@@ -493,7 +494,7 @@ def test_config_overrides_per_backend_and_per_call(tmp_path: Path) -> None:
     assert backend.config.compressor == "gzip" and backend.config.pyramid_levels == 2
     backend.save(np.zeros((16, 16), np.uint8), "a")
     backend.save(np.zeros((16, 16), np.uint8), "b", compressor="none", pyramid_levels=1)
-    root = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    root: Any = zarr.open_group(tmp_path / "s.zarr", mode="r")
     assert sorted(root["a"].array_keys()) == ["0", "1"]
     assert isinstance(root["a/0"].compressors[0], zarr.codecs.GzipCodec)
     assert sorted(root["b"].array_keys()) == ["0"] and root["b/0"].compressors == ()

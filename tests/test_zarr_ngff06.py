@@ -5,6 +5,7 @@ no version of their own on plates and wells; images and plates validate with ome
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_a_plate_in_ngff_0_6_validates_and_grows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("options", "version"), [({}, "0.5"), ({"zarr_format": 2}, "0.4")])
 def test_0_5_stays_the_default_and_0_4_is_unchanged(
-    tmp_path: Path, options: dict[str, int], version: str
+    tmp_path: Path, options: dict[str, Any], version: str
 ) -> None:
     backend = ZarrBackend(root=tmp_path, **options)
     backend.save(np.ones((8, 8), np.uint8), "plate.zarr/A01_s1_w1.tif")

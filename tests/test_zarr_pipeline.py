@@ -58,7 +58,7 @@ def test_zarrs_never_writes_a_local_store_in_place(tmp_path: Path) -> None:
     writable[...] = 5
     assert not isinstance(pipeline_of(writable), zarrs.ZarrsCodecPipeline)
     read_only = zarr.open_array(zarr.storage.LocalStore(tmp_path / "a.zarr", read_only=True), mode="r")
-    assert pipeline_of(read_only).impl is not None and int(read_only[...].sum()) == 5 * 64
+    assert pipeline_of(read_only).impl is not None and int(np.asarray(read_only[...]).sum()) == 5 * 64
 
 
 def test_zarrs_on_object_storage(s3_bucket: str) -> None:
@@ -77,7 +77,7 @@ def test_other_stores_get_zarr_pythons_pipeline_without_a_warning(tmp_path: Path
         warnings.simplefilter("error")
         array = zarr.create_array(zarr.storage.MemoryStore(), shape=(8, 8), dtype="uint16")
         array[...] = 3
-        assert int(array[...].sum()) == 3 * 64
+        assert int(np.asarray(array[...]).sum()) == 3 * 64
     assert not isinstance(pipeline_of(array), zarrs.ZarrsCodecPipeline)
 
 
@@ -106,7 +106,7 @@ def test_zarrs_required_but_missing_says_what_to_install(tmp_path: Path) -> None
     result = subprocess.run([sys.executable, "-c", code], env=hidden, capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert MissingDependencyError  # the class the subprocess checks
+    assert issubclass(MissingDependencyError, ImportError)  # the class the subprocess checks
 
 
 def _hide_zarrs(tmp_path: Path) -> dict[str, str]:

@@ -324,7 +324,7 @@ def test_growing_a_field_keeps_the_names_given_to_its_channels(tmp_path: Path) -
         channel_names=["DAPI", "GFP"],
     )
     backend.save(np.ones((8, 8), np.uint16), "plate.zarr/A01_s1_w3.tif")
-    attrs = dict(zarr.open_group(tmp_path / "plate.zarr/A/01/0", mode="r").attrs)
+    attrs: dict[str, Any] = dict(zarr.open_group(tmp_path / "plate.zarr/A/01/0", mode="r").attrs)
     labels = [c["label"] for c in attrs["ome"]["omero"]["channels"]]
     assert labels == ["DAPI", "GFP", "w3"]
 
@@ -374,13 +374,14 @@ def test_a_lone_save_makes_every_group_above_the_image(tmp_path: Path, zarr_form
     backend.save(field, "plate.zarr/B/03/0")
     store = tmp_path / "plate.zarr"
     for group_path in ("", "B", "B/03", "B/03/0"):
-        group = zarr.open_group(store, path=group_path, mode="r", zarr_format=zarr_format)
+        group = zarr.open_group(store, path=group_path, mode="r", zarr_format=zarr_format)  # type: ignore[arg-type]
         assert group.metadata.zarr_format == zarr_format
     np.testing.assert_array_equal(zarr.open_array(store, path="B/03/0/0", mode="r")[...], field)
     assert well_fields(store, "B/03") == ["0"]
     backend.save(field, "nested.zarr/x/y/image")  # no plate: nothing else makes x and x/y
     for group_path in ("", "x", "x/y", "x/y/image"):
-        zarr.open_group(tmp_path / "nested.zarr", path=group_path, mode="r", zarr_format=zarr_format)
+        zarr.open_group(tmp_path / "nested.zarr", path=group_path, mode="r",
+                        zarr_format=zarr_format)  # type: ignore[arg-type]
 
     bare = ZarrBackend(root=tmp_path, zarr_format=zarr_format, ome_zarr_metadata=False)
     bare.save(np.zeros((4, 4), np.uint8), "other.zarr/C")  # a bare array at C

@@ -239,13 +239,13 @@ def test_an_earlier_versions_conversion_mark_is_left_for_the_conversion(tmp_path
 
 def _failing(shape: tuple[int, ...]) -> Any:
     """A dask array whose computation raises (a source that fails half-way through a save)."""
-    import dask
     import dask.array as da
+    from dask.delayed import delayed
 
     def fail() -> np.ndarray:
         raise OSError("the source went away")
 
-    return da.from_delayed(dask.delayed(fail)(), shape=shape, dtype=np.uint16)
+    return da.from_delayed(delayed(fail)(), shape=shape, dtype=np.uint16)  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.parametrize("path", ["plate.zarr/A/03/0", "plate.zarr/images/cells"])
