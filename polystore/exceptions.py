@@ -34,6 +34,10 @@ class StorageFileNotFoundError(PolystoreError, FileNotFoundError):
         return (type(self), (self.filename, self.backend))
 
 
+class StorageExistsError(PolystoreError, FileExistsError):
+    """Something is already at the path and the call was told not to replace it."""
+
+
 class NotADirectoryStorageError(PolystoreError, NotADirectoryError):
     """A directory operation was given a file."""
 
@@ -131,6 +135,7 @@ class CorruptDataError(PolystoreError, ValueError):
 
 _OS_ERRORS: dict[int, type[PolystoreError]] = {
     errno.ENOENT: StorageFileNotFoundError,
+    errno.EEXIST: StorageExistsError,
     errno.ENOTDIR: NotADirectoryStorageError,
     errno.EISDIR: IsADirectoryStorageError,
     errno.ENOTEMPTY: DirectoryNotEmptyError,
@@ -150,7 +155,10 @@ _OS_ADVICE: dict[int, str] = {
     errno.ELOOP: "symbolic links on the path lead to each other; fix or remove them",
     errno.ENAMETOOLONG: "a name is longer than the filesystem allows (255 bytes on most); "
     "use a shorter one",
+    errno.EEXIST: "something is already there; remove it first, or choose another path",
     errno.ENOSPC: "the disk is full; free space and retry",
+    errno.EFBIG: "the file would exceed the size this process or filesystem allows (ulimit -f, "
+    "or the filesystem's largest file); raise the limit, or store it in smaller pieces",
     errno.EMFILE: "this process has too many files open (its limit: ulimit -n); close some, or "
     "raise the limit",
     errno.ENFILE: "the system has too many files open; close some and retry",

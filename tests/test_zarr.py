@@ -35,7 +35,12 @@ from ngff_helpers import ngff_models, ome_section
 from polystore import DiskBackend, FileManager, MemoryBackend
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
+from polystore.exceptions import (
+    CorruptDataError,
+    InvalidOptionError,
+    StorageExistsError,
+    UnsupportedDataError,
+)
 from polystore.registry import BackendRegistry, registered_backend_classes
 from polystore.testing import BackendContractTests
 
@@ -481,8 +486,10 @@ def test_overwrite_false_refuses_and_keeps_the_data(tmp_path: Path) -> None:
     backend = ZarrBackend(root=tmp_path / "s.zarr", overwrite=False)
     first = np.ones((4, 4), dtype=np.uint8)
     backend.save(first, "kept")
-    with pytest.raises(FileExistsError, match="overwrite=False"):
+    with pytest.raises(FileExistsError, match="overwrite=False") as refused:
         backend.save(first * 2, "kept")
+    assert isinstance(refused.value, StorageExistsError)  # a PolystoreError, saying what to do
+    assert "overwrite=True" in str(refused.value)
     np.testing.assert_array_equal(backend.load("kept"), first)
     backend.save(first * 3, "kept", overwrite=True)  # per-call override
     np.testing.assert_array_equal(backend.load("kept"), first * 3)

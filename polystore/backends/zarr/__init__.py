@@ -38,6 +38,7 @@ from polystore.exceptions import (
     IsADirectoryStorageError,
     NotADirectoryStorageError,
     PolystoreError,
+    StorageExistsError,
     StorageFileNotFoundError,
     UnsupportedDataError,
     from_os_error,
@@ -399,7 +400,10 @@ class ZarrBackend(StorageBackend):
         if not config.overwrite:
             if kind == "image":  # a damaged image is not replaced silently either
                 self.documents.image_level_array(location, 0)
-            raise FileExistsError(f"'{path}' exists and this backend is set to overwrite=False.")
+            raise StorageExistsError(
+                f"'{path}' exists and this backend is set to overwrite=False: delete it first "
+                f"(delete_all('{path}')), or save with overwrite=True."
+            )
         return True
 
     def save_batch(

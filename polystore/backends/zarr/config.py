@@ -60,7 +60,7 @@ class ZarrConfig:
     pyramid_levels: int = 1
     """Resolution levels written for images (1: no pyramid); each halves y and x."""
     overwrite: bool = True
-    """Replace an existing node on save (False: refuse with FileExistsError)."""
+    """Replace an existing node on save (False: refuse with StorageExistsError, a FileExistsError)."""
     name_pattern: str | None = None
     """A naming convention's name, or a regex with named groups (well or row + column, field,
     channel, z, t), tried before the plate model's conventions (None: those alone)."""
