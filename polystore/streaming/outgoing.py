@@ -1,4 +1,4 @@
-"""An item a sender has accepted: its header fields, and where its bytes are until it goes out."""
+"""An item a sender has accepted: its header fields, its header, and where its bytes are until it goes out."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any, Literal
 import numpy as np
 
 from polystore.streaming.errors import ProtocolError
-from polystore.streaming.protocol import KINDS, encode_header
+from polystore.streaming.protocol import KINDS, HeaderWriter, ShmPlace, encode_header, with_id
+from polystore.streaming.shm import DATA_OFFSET
 
 
 @dataclass(eq=False, slots=True)  # one per frame: made and read on the hot path
@@ -42,6 +43,31 @@ class Outgoing:
     @property
     def inline_bytes(self) -> int:
         return self.nbytes if self.slot is None else 0
+
+    def place(self) -> ShmPlace | None:
+        """Its header's ``shm`` field while it holds a slot (None for an inline item)."""
+        if self.slot is None:
+            return None
+        assert self.segment_name is not None  # set with the slot
+        return (self.segment_name, DATA_OFFSET, self.nbytes, self.slot)
+
+    def plan_header(self, headers: HeaderWriter) -> None:
+        """Work out its header's bytes before the id now, for the slot it holds, so that sending
+        it only adds the id. Not for items with metadata: a caller's dict may change until the
+        item is sent."""
+        options = self.options
+        if not options["metadata"]:
+            self.prefix = headers.prefix(self.shape, self.dtype, self.order, self.path, kind=options["kind"],
+                                         ack=options["ack"], shm=self.place())
+
+    def header(self, headers: HeaderWriter) -> bytes:
+        """Frame 0, as it goes out now."""
+        if self.prefix is not None:  # worked out before (a frame() block, while it was filled)
+            return with_id(self.prefix, self.msg_id)
+        options = self.options
+        return headers.encode(self.shape, self.dtype, self.order, self.path, kind=options["kind"],
+                              metadata=options["metadata"], ack=options["ack"], shm=self.place(),
+                              msg_id=self.msg_id)
 
 
 def checked_options(kind: str, metadata: Mapping[str, Any] | None, wait_for_ack: bool) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class Frame:
                                sender.send_timeout, sender._service)
                 if slots.free():
                     self._buffer = slots.take(item)
-                    sender._plan_header(item)  # while the block fills the slot, not after
+                    item.plan_header(sender._headers)  # while the block fills the slot, not after
                     return self._buffer
             self._buffer = np.empty(item.shape, item.dtype)  # inline, or no slot free under "latest"
         return self._buffer

@@ -52,10 +52,10 @@ from polystore.streaming.linger import DEFAULT_LINGER_S, Linger, holder_of, regi
 from polystore.streaming.outgoing import Outgoing, checked_options, private_copy
 from polystore.streaming.outlet import Outlet, open_error
 from polystore.streaming.producer import Frame
-from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, ShmPlace, checked_dtype, with_id
+from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, checked_dtype
 from polystore.streaming.pump import PUMP_IDLE_INTERVAL_S, PUMP_INTERVAL_S, Pump
 from polystore.streaming.security import CurveKeys
-from polystore.streaming.shm import DATA_OFFSET, SlotRing
+from polystore.streaming.shm import SlotRing
 from polystore.streaming.slots import Slots
 
 __all__ = ["DEFAULT_LINGER_S", "READ_LIMIT", "Frame", "Sender"]
@@ -493,13 +493,7 @@ class Sender:
     def _try_send(self, item: Outgoing) -> bool:
         """Hand ``item`` to ZeroMQ without waiting; False when it would have to wait."""
         assert self._outlet is not None  # opened by _check_open before anything is accepted
-        if item.prefix is not None:  # worked out before (a frame() block, while it was filled)
-            raw = with_id(item.prefix, item.msg_id)
-        else:
-            options = item.options
-            raw = self._headers.encode(item.shape, item.dtype, item.order, item.path, kind=options["kind"],
-                                       metadata=options["metadata"], ack=options["ack"],
-                                       shm=self._shm_of(item), msg_id=item.msg_id)
+        raw = item.header(self._headers)
         body = None
         if item.slot is None:
             assert item.data is not None
@@ -513,24 +507,6 @@ class Sender:
             self._tracker.sent_inline(item.msg_id, item.nbytes, self.sent + 1)
         self.sent += 1
         return True
-
-    @staticmethod
-    def _shm_of(item: Outgoing) -> ShmPlace | None:
-        """The header's ``shm`` field of an item in a slot (None for an inline one)."""
-        if item.slot is None:
-            return None
-        assert item.segment_name is not None  # set with the slot
-        return (item.segment_name, DATA_OFFSET, item.nbytes, item.slot)
-
-    def _plan_header(self, item: Outgoing) -> None:
-        """Work out the bytes of ``item``'s header before its id now, for the slot it holds, so
-        that sending it is only adding the id. Not for items with metadata: a caller's dict may
-        change until the item is sent."""
-        options = item.options
-        if not options["metadata"]:
-            shm = self._shm_of(item)
-            item.prefix = self._headers.prefix(item.shape, item.dtype, item.order, item.path,
-                                               kind=options["kind"], ack=options["ack"], shm=shm)
 
     def _service(self) -> None:
         """Take acknowledgements, send what waits (in order) while ZeroMQ takes it, expire the stale."""
