@@ -25,6 +25,7 @@ from polystore.exceptions import (
     InvalidPathError,
     IsADirectoryStorageError,
     LimitExceededError,
+    LockTimeoutError,
     MissingDependencyError,
     NotADirectoryStorageError,
     PathEscapeError,
@@ -38,6 +39,7 @@ from polystore.exceptions import (
     SymlinkLoopError,
     UnsupportedDataError,
     UnsupportedFormatError,
+    UnviewableDataError,
     ViewerError,
     ViewerUnavailableError,
 )
@@ -67,6 +69,7 @@ _LAZY: dict[str, str] = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
+        # the module __getattr__ protocol: hasattr() needs an AttributeError
         raise AttributeError(f"module 'polystore' has no attribute '{name}'")
     return getattr(importlib.import_module(module), name)
 
@@ -90,6 +93,7 @@ __all__ = [
     "InvalidPathError",
     "IsADirectoryStorageError",
     "LimitExceededError",
+    "LockTimeoutError",
     "MemoryBackend",
     "MissingDependencyError",
     "NotADirectoryStorageError",
@@ -106,6 +110,7 @@ __all__ = [
     "SymlinkLoopError",
     "UnsupportedDataError",
     "UnsupportedFormatError",
+    "UnviewableDataError",
     "ViewerError",
     "ViewerUnavailableError",
     "atomic_update_json",

@@ -249,7 +249,7 @@ def json_default(obj: Any) -> Any:
         return to_numpy(obj).tolist()
     if hasattr(obj, "item"):
         return obj.item()
-    raise TypeError(
+    raise UnsupportedDataError(  # json.dumps' `default` protocol wants a TypeError: this is one
         f"Object of type {type(obj).__name__} cannot be written as JSON; convert it to "
         "dicts, lists, strings and numbers first, or save it in another format (.npy, .pt)."
     )

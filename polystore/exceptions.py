@@ -21,17 +21,21 @@ class PolystoreError(Exception):
 class StorageFileNotFoundError(PolystoreError, FileNotFoundError):
     """A path that was expected to exist does not."""
 
-    def __init__(self, path: str, backend: str | None = None) -> None:
+    def __init__(self, path: str, backend: str | None = None, detail: str | None = None) -> None:
         where = f" in backend '{backend}'" if backend else ""
         # (errno, strerror, filename): str() is "[Errno 2] No such file or directory in
-        # backend 'disk': 'a.npy'", and errno/filename are set as on the builtin's.
-        super().__init__(errno.ENOENT, f"No such file or directory{where}", path)
+        # backend 'disk': 'a.npy'", and errno/filename are set as on the builtin's. ``detail``
+        # replaces the strerror where more can be said (what was looked for, what to do).
+        super().__init__(errno.ENOENT, detail or f"No such file or directory{where}", path)
         self.backend = backend
+        self.detail = detail
 
-    def __reduce__(self) -> tuple[type[StorageFileNotFoundError], tuple[str, str | None]]:
+    def __reduce__(
+        self,
+    ) -> tuple[type[StorageFileNotFoundError], tuple[str, str | None, str | None]]:
         # OSError would pickle (errno, strerror, filename), which this __init__ does not take;
         # errors cross process boundaries (process pools, Manager-backed memory stores).
-        return (type(self), (self.filename, self.backend))
+        return (type(self), (self.filename, self.backend, self.detail))
 
 
 class StorageExistsError(PolystoreError, FileExistsError):
@@ -131,6 +135,15 @@ class UnsupportedDataError(PolystoreError, TypeError):
 
 class CorruptDataError(PolystoreError, ValueError):
     """Stored data or metadata is there but cannot be read (damaged, or partly written)."""
+
+
+class UnviewableDataError(UnsupportedDataError, ValueError):
+    """A viewer was handed data it cannot show (neither an image nor ROIs); a ValueError too, as
+    it was before it became one of ours."""
+
+
+class LockTimeoutError(PolystoreError, TimeoutError):
+    """A lock another writer holds was not released in the time allowed."""
 
 
 _OS_ERRORS: dict[int, type[PolystoreError]] = {

@@ -282,4 +282,4 @@ def _error(
             f"Cannot copy or move folder '{path}' to '{destination}': the file '{key}' is in the "
             "way (nothing was changed). Delete it first, or choose another destination."
         )
-    raise AssertionError(f"unknown refusal {code}")  # a new Refusal without its wording here
+    raise AssertionError(f"unknown refusal {code}")  # unreachable: a new Refusal without its wording here

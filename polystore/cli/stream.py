@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from polystore.cli._common import file_manager, place, progress
+from polystore.exceptions import StorageFileNotFoundError
 
 HELP = "replay a folder of images into a live viewer (napari or Fiji), grouped as a plate"
 
@@ -66,7 +67,10 @@ def run(args: argparse.Namespace) -> None:
     files = fm.list_files(src.path, src.backend, extensions=extensions, recursive=True)
     if not files:
         fm.stat(src.path, src.backend)  # a missing folder raises here, naming it
-        raise FileNotFoundError(f"No images ({', '.join(extensions)}) below '{src.path}'.")
+        raise StorageFileNotFoundError(
+            src.path, src.backend,
+            f"No images ({', '.join(extensions)}) below this folder; name a folder that holds some",
+        )
     prefix = src.path.rstrip("/")
     ordered = plate_order(files, "" if prefix in ("", ".") else prefix, args.convention)
     series = os.path.basename(os.path.abspath(prefix)) if src.backend == "disk" else os.path.basename(prefix)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from polystore.exceptions import InvalidOptionError
 from polystore.lazy import optional_import
 
 NgffVersion = Literal["0.4", "0.5", "0.6"]
@@ -78,13 +79,16 @@ def infer_axes(ndim: int, axes: str | None = None) -> str | None:
         return DEFAULT_AXES.get(ndim)
     axes = axes.lower()
     if len(axes) != ndim or len(set(axes)) != ndim or set(axes) - set(AXIS_TYPES):
-        raise ValueError(
+        raise InvalidOptionError(
             f"axes='{axes}' does not describe a {ndim}-D image: give one distinct letter per "
             "dimension from 't', 'c', 'z', 'y', 'x' (in OME-NGFF's order t, c, z, y, x)."
         )
     order = "tczyx"
     if [order.index(a) for a in axes] != sorted(order.index(a) for a in axes):
-        raise ValueError(f"axes='{axes}' must follow OME-NGFF's order t, c, z, y, x; e.g. 'czyx'.")
+        raise InvalidOptionError(
+            f"axes='{axes}' must follow OME-NGFF's order t, c, z, y, x; reorder the data and its "
+            "axes (e.g. 'czyx')."
+        )
     return axes
 
 

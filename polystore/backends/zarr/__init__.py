@@ -35,6 +35,8 @@ from polystore.batch import run_batch
 from polystore.exceptions import (
     CorruptDataError,
     DirectoryNotEmptyError,
+    InvalidOptionError,
+    InvalidPathError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
     PolystoreError,
@@ -184,7 +186,10 @@ class ZarrBackend(StorageBackend):
                 raise incomplete_error(location, attributes)
             paths = ngff.multiscale_paths(attributes)
             if not 0 <= level < len(paths):
-                raise ValueError(f"'{location.display}' has {len(paths)} levels; asked for {level}.")
+                raise InvalidOptionError(
+                    f"'{location.display}' has {len(paths)} levels; asked for level={level}. "
+                    f"Pass a level from 0 to {len(paths) - 1} (0 is full resolution)."
+                )
             return node[paths[level]]
         raise IsADirectoryStorageError(
             f"'{location.display}' is a group (a directory); load an array or image inside it."
@@ -500,7 +505,10 @@ class ZarrBackend(StorageBackend):
         src, dst = self.locate(source), self.locate(destination)
         node = self._open_node(src)
         if src.store == dst.store and (not src.node or f"{dst.node}/".startswith(f"{src.node}/")):
-            raise ValueError(f"Cannot copy '{source}' onto or into itself ('{destination}').")
+            raise InvalidPathError(
+                f"Cannot copy '{source}' onto or into itself ('{destination}'): choose a "
+                "destination outside it, or copy what is inside it instead."
+            )
         with contextlib.suppress(FileNotFoundError):
             existing = self._open_node(dst)
             if _is_file(existing):
@@ -536,7 +544,10 @@ class ZarrBackend(StorageBackend):
         src, dst = self.locate(source), self.locate(destination)
         self._open_node(src)
         if dst.node.startswith(src.node + "/") and src.store == dst.store:
-            raise ValueError(f"Cannot move '{source}' into itself ('{destination}').")
+            raise InvalidPathError(
+                f"Cannot move '{source}' into itself ('{destination}'): choose a destination "
+                "outside it."
+            )
         same_local_store = src.store == dst.store and not src.remote
         if same_local_store and src.node and dst.node and not self.exists(destination):
             self._check_parent(dst, destination)

@@ -82,18 +82,23 @@ class ZarrConfig:
                 kind(value)
             except ValueError:
                 choices = ", ".join(member.value for member in kind)
-                raise ValueError(f"ZarrConfig {name}={value!r}: choose one of {choices}.") from None
+                raise InvalidOptionError(f"ZarrConfig {name}={value!r}: choose one of {choices}.") from None
         if self.zarr_format not in (2, 3):
-            raise ValueError(
+            raise InvalidOptionError(
                 f"ZarrConfig zarr_format={self.zarr_format!r}: choose 3 (NGFF 0.5) or 2 (NGFF 0.4)."
             )
         if self.pyramid_levels < 1:
-            raise ValueError(f"ZarrConfig pyramid_levels={self.pyramid_levels}: at least 1 (no pyramid).")
+            raise InvalidOptionError(
+                f"ZarrConfig pyramid_levels={self.pyramid_levels}: give 1 (no pyramid) or more."
+            )
         if self.shards is not None and self.zarr_format != 3:
-            raise ValueError("ZarrConfig shards need Zarr v3 (zarr_format=3).")
+            raise InvalidOptionError(
+                f"ZarrConfig shards={self.shards!r} with zarr_format={self.zarr_format}: shards need "
+                "Zarr v3; pass zarr_format=3, or leave shards out."
+            )
         wanted = _NGFF_FORMATS.get(self.ngff_version or self.ngff)
         if wanted != self.zarr_format:
-            raise ValueError(
+            raise InvalidOptionError(
                 f"ZarrConfig ngff_version={self.ngff_version!r} with zarr_format={self.zarr_format}: "
                 "OME-NGFF 0.4 lives on Zarr v2 (zarr_format=2), 0.5 and 0.6 on Zarr v3 (zarr_format=3)."
             )
@@ -108,7 +113,7 @@ class ZarrConfig:
     def replace(self, **changes: Any) -> ZarrConfig:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise TypeError(
+            raise InvalidOptionError(
                 f"Unknown zarr option(s): {', '.join(sorted(unknown))}. "
                 f"Known: {', '.join(f.name for f in dataclasses.fields(self))}."
             )

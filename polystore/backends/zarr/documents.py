@@ -29,7 +29,13 @@ from polystore.backends.zarr.location import (
     zarr_module,
 )
 from polystore.backends.zarr.marks import incomplete_error, is_incomplete
-from polystore.exceptions import CorruptDataError, NotADirectoryStorageError, UnsupportedDataError
+from polystore.exceptions import (
+    CorruptDataError,
+    InvalidOptionError,
+    NotADirectoryStorageError,
+    StorageFileNotFoundError,
+    UnsupportedDataError,
+)
 from polystore.ome import ngff
 
 
@@ -145,13 +151,15 @@ class MetadataDocuments:
         names = ARRAY_DOCUMENTS[zarr_format]
         contents = tuple(self.read(location, name) for name in names)
         if contents[0] is None:
-            raise FileNotFoundError(f"No array at '{location.display}'.")
+            raise StorageFileNotFoundError(location.display, "zarr", "No zarr array there")
         try:
             metadata = array_metadata(zarr_format, contents)
         except (ValueError, TypeError, KeyError) as error:  # json.JSONDecodeError is a ValueError
             raise damaged(location, names[0], error) from error
         if metadata is None:
-            raise FileNotFoundError(f"'{location.display}' is a group, not an array.")
+            raise StorageFileNotFoundError(
+                location.display, "zarr", "A group, not an array, is there; load an array inside it"
+            )
         key = (location.store, location.node, contents)
         if not writable:
             with self._lock:
@@ -194,7 +202,10 @@ class MetadataDocuments:
                 raise incomplete_error(location, attributes)
             paths = ngff.multiscale_paths(attributes)
             if not 0 <= level < len(paths):
-                raise ValueError(f"'{location.display}' has {len(paths)} levels; asked for {level}.")
+                raise InvalidOptionError(
+                    f"'{location.display}' has {len(paths)} levels; asked for level={level}. "
+                    f"Pass a level from 0 to {len(paths) - 1} (0 is full resolution)."
+                )
             try:
                 return self.open_array(location.child(paths[level]), zarr_format, writable=writable)
             except FileNotFoundError as error:

@@ -25,7 +25,7 @@ from polystore.backends.zarr.documents import MetadataDocuments
 from polystore.backends.zarr.location import KeyStore, Location, delete_leftovers, delete_prefix, join_key
 from polystore.backends.zarr.marks import INCOMPLETE, REPLACING, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.exceptions import InvalidOptionError
+from polystore.exceptions import InvalidOptionError, InvalidPathError
 from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.plates import channel_names
@@ -234,7 +234,10 @@ class ImageWriter:
         axes = self.axes_for(array, spec, config)
         zarr_format = config.zarr_format
         if not location.node and axes is None:
-            raise ValueError(f"'{location.display}': a bare array needs a name inside the store.")
+            raise InvalidPathError(
+                f"'{location.display}': a bare array needs a name inside the store; save it to "
+                "'<store>.zarr/<name>', or give it axes to save it as the store's image."
+            )
         shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
         # refused before anything changes: chunks or shards that do not fit, a spec NGFF refuses
         if axes is None:

@@ -72,7 +72,10 @@ class Location:
 def _node_parts(text: str, original: object) -> list[str]:
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise ValueError(f"'{original}': '..' cannot climb out of a zarr store.")
+        raise InvalidPathError(
+            f"'{original}': '..' cannot climb out of a zarr store (nor is it taken inside one); name "
+            "the node from the store's root (e.g. 'plate.zarr/A/1')."
+        )
     return parts
 
 
@@ -390,7 +393,7 @@ def _object_store(url: str, options: dict[str, Any]) -> Any:
     try:
         return store_module.from_url(url, **options)
     except Exception as error:
-        raise ValueError(
+        raise InvalidPathError(
             f"'{url}': obstore cannot open this URL ({error}). Object stores: s3://, gs://, az://."
         ) from error
 

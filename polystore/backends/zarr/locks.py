@@ -36,6 +36,7 @@ from typing import Any
 
 from polystore.atomic import LOCK_SUFFIX, LOCKS_FOLDER_SUFFIX, file_lock, lock_path_for
 from polystore.backends.zarr.location import ObjectKeys, Stores, beside
+from polystore.exceptions import LockTimeoutError
 
 DEFAULT_LEASE_S = 60.0
 DEFAULT_TIMEOUT_S = 120.0
@@ -66,7 +67,7 @@ class ObjectStoreLock:
             if self.keys.create(self.key, self._body()) or self._take_over_if_dead():
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(
+                raise LockTimeoutError(
                     f"Could not lock '{self.keys.display}/{self.key}' within {self.timeout:g} s: "
                     f"another writer holds it ({self._holder()}). If no writer is running, delete "
                     "that object (or run `polystore repair` on the store)."

@@ -25,7 +25,7 @@ import warnings
 from typing import Any
 
 from polystore.backends.zarr.location import zarr_module
-from polystore.exceptions import MissingDependencyError
+from polystore.exceptions import InvalidOptionError, MissingDependencyError
 
 ZARRS_STORES = ("LocalStore", "ObjectStore")
 """zarr-python store classes zarrs reads and writes itself."""
@@ -71,7 +71,7 @@ def _pipeline_class() -> type:
                 if zarrs_applies(store) and native:
                     return super().from_array_metadata_and_store(array_metadata, store)
                 # zarr then asks from_codecs, which zarrs answers with zarr-python's own pipeline
-                raise NotImplementedError
+                raise NotImplementedError  # zarr's protocol: caught by zarr, which asks from_codecs
 
         ZarrsWhereSupported.__module__ = __name__
         ZarrsWhereSupported.__qualname__ = "ZarrsWhereSupported"
@@ -93,7 +93,7 @@ def zarrs_applies(store: Any) -> bool:
 def __getattr__(name: str) -> Any:
     if name == "ZarrsWhereSupported":  # zarr's registry and pickle find the class by this name
         return _pipeline_class()
-    raise AttributeError(name)
+    raise AttributeError(name)  # the module __getattr__ protocol (hasattr, pickle) needs this type
 
 
 def configure(choice: str, threads: int | None = None) -> str:
@@ -101,7 +101,7 @@ def configure(choice: str, threads: int | None = None) -> str:
     ``"zarrs"`` (required) or ``"zarr"`` (zarr-python's); and the threads it may use.
     Returns the pipeline path now configured."""
     if choice not in PIPELINES:
-        raise ValueError(f"codec_pipeline={choice!r}: choose one of {', '.join(PIPELINES)}.")
+        raise InvalidOptionError(f"codec_pipeline={choice!r}: choose one of {', '.join(PIPELINES)}.")
     use_zarrs = choice == "zarrs" or (choice == "auto" and zarrs_installed())
     if choice == "zarrs" and not zarrs_installed():
         raise MissingDependencyError("zarrs", "zarr", "codec_pipeline='zarrs'")

@@ -46,7 +46,7 @@ def _blosc(raw: bytes, plane: np.ndarray) -> None:
     # numcodecs' Blosc fills a larger destination without a word when the chunk holds less:
     # the size is checked in the chunk's header first (bytes 4-8: the decoded size)
     if len(raw) < 16 or struct.unpack_from("<I", raw, 4)[0] != plane.nbytes:
-        raise ValueError(f"a blosc chunk of another size than a plane ({plane.nbytes} bytes)")
+        raise CorruptDataError(f"a blosc chunk of another size than a plane ({plane.nbytes} bytes)")
     _numcodecs().Blosc().decode(raw, out=plane)
 
 
@@ -55,7 +55,7 @@ def _whole(codec_name: str) -> Decode:
     def decode(raw: bytes, plane: np.ndarray) -> None:
         decoded = getattr(_numcodecs(), codec_name)().decode(raw) if codec_name else raw
         if len(decoded) != plane.nbytes:
-            raise ValueError(f"{len(decoded)} bytes decoded, a plane is {plane.nbytes}")
+            raise CorruptDataError(f"{len(decoded)} bytes decoded, a plane is {plane.nbytes}")
         plane.reshape(-1).view(np.uint8)[:] = np.frombuffer(decoded, np.uint8)
     return decode
 
