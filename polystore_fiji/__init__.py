@@ -49,6 +49,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        # the module __getattr__ protocol: hasattr() needs an AttributeError
         raise AttributeError(f"module 'polystore_fiji' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
 

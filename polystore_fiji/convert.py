@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import InvalidOptionError, UnsupportedDataError
 from polystore_fiji.jvm import java_class
 
 HYPERSTACK_AXES = "TZCYX"
@@ -383,7 +383,7 @@ def make_composite(imp: Any, mode: str = "composite") -> Any:
     collection held each closed 384 MiB window besides the open one). Flushed, ``imp`` lets go of
     the stack; its planes stay while the composite views them."""
     if mode not in COMPOSITE_MODES:
-        raise ValueError(f"composite_mode must be one of {', '.join(COMPOSITE_MODES)}; got {mode!r}")
+        raise InvalidOptionError(f"composite_mode must be one of {', '.join(COMPOSITE_MODES)}; got {mode!r}")
     composite_class = java_class("ij.CompositeImage")
     composite = composite_class(imp, getattr(composite_class, COMPOSITE_MODES[mode]))
     for key in (DTYPE_PROPERTY, AXES_PROPERTY):

@@ -18,4 +18,5 @@ def __getattr__(name: str) -> Any:
         from polystore_napari.backend import NapariStreamingBackend
 
         return NapariStreamingBackend
+    # the module __getattr__ protocol: hasattr() needs an AttributeError
     raise AttributeError(f"module 'polystore_napari' has no attribute {name!r}")

@@ -19,6 +19,7 @@ from magicgui.widgets import ComboBox, Container, Label, LineEdit, ProgressBar, 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
+from polystore.exceptions import UnviewableDataError
 from polystore.filemanager import FileManager
 from polystore.registry import ENTRY_POINT_GROUP, registered_backend_classes
 from polystore_napari._reader import LayerData, read_zarr
@@ -411,4 +412,7 @@ def loaded_layer_data(data: Any, name: str) -> list[LayerData]:
     items = data if isinstance(data, list) else [data]
     if items and all(type(item).__name__ == "ImagejRoi" for item in items):
         return roi_layer_data(items, name)
-    raise ValueError(f"a {type(data).__name__} cannot be shown as a layer (arrays and ImageJ ROIs can)")
+    raise UnviewableDataError(
+        f"A {type(data).__name__} cannot be shown as a layer: only arrays and ImageJ ROIs can. "
+        "Open a file that holds an image or ROIs."
+    )

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from polystore.exceptions import ViewerUnavailableError
+
 
 @contextlib.contextmanager
 def virtual_display(size: str = "1280x1024x24", timeout: float = 10.0) -> Iterator[str]:
@@ -25,7 +27,7 @@ def virtual_display(size: str = "1280x1024x24", timeout: float = 10.0) -> Iterat
         return
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        raise RuntimeError(
+        raise ViewerUnavailableError(
             "No display and no Xvfb: install it (Debian: apt-get install xvfb, see the Makefile's "
             "system packages) or run on a machine with a screen."
         )
@@ -41,7 +43,10 @@ def virtual_display(size: str = "1280x1024x24", timeout: float = 10.0) -> Iterat
         ready, _, _ = select.select([read_end], [], [], timeout)
         number = os.read(read_end, 64).decode().strip() if ready else ""
         if not number.isdigit():
-            raise RuntimeError(f"Xvfb did not start within {timeout:g} s (exit status {server.poll()})")
+            raise ViewerUnavailableError(
+                f"Xvfb did not start within {timeout:g} s (exit status {server.poll()}); run it by "
+                "hand (Xvfb :99) to see why, or set DISPLAY to a running X server."
+            )
         display = f":{number}"
         os.environ["DISPLAY"] = display
         yield display

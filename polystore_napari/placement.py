@@ -14,6 +14,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Literal
 
+from polystore.exceptions import InvalidOptionError
 from polystore.plates import Components, components_of, index_label, recognise
 from polystore.plates.components import NAME_SUFFIX, named_index
 from polystore.streaming.protocol import StreamItem
@@ -75,7 +76,7 @@ class ComponentParser:
 
     def __init__(self, convention: str | None = None, channel_mode: ChannelMode = "layers") -> None:
         if channel_mode not in ("layers", "axis"):
-            raise ValueError(f"channel_mode must be 'layers' or 'axis', got {channel_mode!r}")
+            raise InvalidOptionError(f"channel_mode must be 'layers' or 'axis', got {channel_mode!r}")
         self.convention = convention or None
         if self.convention is not None:
             recognise("", self.convention)  # an unknown name or a broken pattern fails now
