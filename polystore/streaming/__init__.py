@@ -36,6 +36,7 @@ from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import (
     ProtocolError,
     StreamConfigError,
+    StreamStateError,
     StreamTimeoutError,
     UnsupportedOperationError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "StreamConfigError",
     "StreamItem",
     "StreamReceiver",
+    "StreamStateError",
     "StreamTimeoutError",
     "StreamingBackend",
     "UnsupportedOperationError",

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from polystore.base import PathLike, StorageBackend
+from polystore.exceptions import InvalidOptionError
 from polystore.paths import matches, normalize_extensions
 from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import StreamConfigError, UnsupportedOperationError
@@ -270,7 +271,8 @@ class StreamingBackend(StorageBackend):
         data = list(data_list)
         paths = list(file_paths)
         if len(data) != len(paths):
-            raise ValueError(f"got {len(data)} data items but {len(paths)} paths; pass one path per item.")
+            raise InvalidOptionError(
+                f"got {len(data)} data items but {len(paths)} paths; pass one path per item.")
         extensions = _extensions(type(self))
         if extensions is None:
             return data, paths, []
@@ -333,7 +335,8 @@ class StreamingBackend(StorageBackend):
         next shared-memory slot in place; sent when the block exits (see :meth:`Sender.frame`)."""
         unknown = set(options) - {"kind", "metadata", "wait_for_ack", "timeout"}
         if unknown:
-            raise TypeError(f"frame() got unexpected options: {', '.join(sorted(unknown))}")
+            raise InvalidOptionError(f"frame() got unexpected options: {', '.join(sorted(unknown))}; "
+                                     "it takes kind, metadata, wait_for_ack and timeout")
         return self._open_sender().frame(shape, dtype, os.fspath(path), **options)
 
     def flush(self, timeout: float | None = None) -> bool:

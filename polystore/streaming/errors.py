@@ -26,6 +26,10 @@ class StreamConfigError(PolystoreError, ValueError):
     keys, shared memory to another host); the message names the setting and the fix."""
 
 
+class StreamStateError(PolystoreError, RuntimeError):
+    """A stream object asked to do what its state does not allow (a receiver started twice)."""
+
+
 class AddressInUseError(PolystoreError, OSError):
     """A stream's address is bound by another socket (often a closed sender still delivering
     what it holds); the message says who may hold it and what to do."""

@@ -369,7 +369,7 @@ class _ColumnDecoder:
         try:
             dated = isinstance(index, pandas.DatetimeIndex | pandas.TimedeltaIndex)
             if not isinstance(freq, str) or not dated:
-                raise ValueError(f"{freq!r} is no step of a date index")
+                raise ValueError(f"{freq!r} is no step of a date index")  # caught just below
             return type(index)(index, freq=freq)
         except ValueError as error:  # an unknown step, or dates that do not follow it
             raise self.fail(f"its index's freq: {error}") from error

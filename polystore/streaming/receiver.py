@@ -19,6 +19,7 @@ from typing import Any
 
 from polystore.streaming.ackroute import MAX_UNROUTED_PEERS, MAX_UNROUTED_PER_PEER
 from polystore.streaming.endpoints import Endpoints
+from polystore.streaming.errors import StreamStateError
 from polystore.streaming.inbound import Inbound
 from polystore.streaming.inbox import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, PathInbox
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, StreamItem
@@ -108,7 +109,7 @@ class StreamReceiver:
     def start(self, callback: Callable[[StreamItem], Any] | None = None) -> StreamReceiver:
         """Start the loop; ``callback(item)`` runs on the receiver thread for each item."""
         if self.running:
-            raise RuntimeError("this StreamReceiver is already running")
+            raise StreamStateError("this StreamReceiver is already running; stop() it first, or make another")
         self._stop.clear()
         self._ready.clear()
         self._error = None
