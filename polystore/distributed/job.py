@@ -17,10 +17,10 @@ from polystore.distributed.journal import Journal
 from polystore.distributed.report import ConversionError, ConversionReport
 from polystore.distributed.runner import Task, run_batches
 from polystore.distributed.tasks import Outcome, Target
-from polystore.exceptions import BatchFailure, PolystoreError
+from polystore.exceptions import BatchFailure, StorageExistsError
 
 
-class DestinationExistsError(PolystoreError, FileExistsError):
+class DestinationExistsError(StorageExistsError):
     """The destination of a conversion exists (finished, or stopped half way)."""
 
 
