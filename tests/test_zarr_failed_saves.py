@@ -374,6 +374,8 @@ def test_saving_a_new_node_keeps_the_users_files_in_its_folder(
         (folder / "0" / "keep.txt").write_text("mine too")  # where an image's level 0 goes
         mine.append(folder / "0" / "keep.txt")
     chunk = "c/5" if zarr_format == 3 else "5"  # a chunk the new array does not write
+    if data == "image":  # one of the 2-D level's: a v2 chunk key has an index per axis
+        chunk += "/0"
     leftover = folder / chunk if data == "array" else folder / "0" / chunk
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"a chunk an interrupted save left")
@@ -390,6 +392,29 @@ def test_saving_a_new_node_keeps_the_users_files_in_its_folder(
     with pytest.raises(OSError, match="the source went away"):
         backend.save(_failing(value.shape), "s.zarr/other")
     assert (tmp_path / "s.zarr" / "other" / "readme.txt").read_text() == "mine"
+
+
+@FORMATS
+def test_a_users_files_named_like_no_key_of_the_array_survive_its_save_and_its_failure(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """Only the keys the array's own format and shape give its chunks are zarr's: a user's
+    ``17``, ``0.1``, ``c.1`` (and, beside a v3 array, ``2024/05``) were taken for chunks and
+    deleted, by the save and by a failed save's cleanup, though neither writes them."""
+    folder = tmp_path / "s.zarr" / "run"
+    names = ["17", "0.1", "c.1", "1.2.3", ".notes.create", "notes.txt"]
+    if zarr_format == 3:
+        names.append("2024/05")  # nested digits: a v2 2-D array's own chunk key
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("mine")
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format, ome_zarr_metadata=False)
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing((4, 4)), "s.zarr/run")
+    assert sorted(name for name in names if not (folder / name).exists()) == []
+    backend.save(np.ones((4, 4), np.uint16), "s.zarr/run")
+    np.testing.assert_array_equal(backend.load("s.zarr/run"), np.ones((4, 4), np.uint16))
+    assert sorted(name for name in names if not (folder / name).exists()) == []
 
 
 # -- a new image whose writer is killed before its group document -----------------------------------

@@ -273,7 +273,8 @@ class MetadataDocuments:
         keys = self.keys(location)
         if clear:
             delete_leftovers(keys, location.node, None if location.remote else
-                             os.path.join(location.store, location.node))
+                             os.path.join(location.store, location.node),
+                             zarr_format=zarr_format, ndim=len(options["shape"]))
         documents = array_documents(zarr_format, options)[1] if mark is None \
             else marked_array_documents(zarr_format, options, mark)
         if zarr_format == 2 and not clear:  # a group's document beside .zarray: both at once

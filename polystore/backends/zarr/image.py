@@ -276,19 +276,20 @@ class ImageWriter:
                 self.documents.unmark_array(location, levels[0][1], zarr_format)
         except BaseException as error:
             self._failed(location, [where for where, _ in levels], zarr_format, error,
-                         existing=existing, marked=bool(changed))
+                         existing=existing, marked=bool(changed), ndim=len(shape))
             raise
 
     def _failed(self, location: Location, levels: Sequence[Location], zarr_format: int,
-                error: BaseException, *, existing: bool, marked: bool) -> None:
+                error: BaseException, *, existing: bool, marked: bool, ndim: int) -> None:
         """After a failed save: see ``abandon``. A replaced node not marked yet (the save failed
         before touching it) is left as it was."""
         if not existing or marked:
-            self.abandon(location, levels, zarr_format, error, existing=existing)
+            self.abandon(location, levels, zarr_format, error, existing=existing, ndim=ndim)
 
     def abandon(self, location: Location, levels: Sequence[Location], zarr_format: int,
-                error: BaseException, *, existing: bool) -> None:
-        """After a failed save of the node at ``location`` (whose level arrays are ``levels``):
+                error: BaseException, *, existing: bool, ndim: int) -> None:
+        """After a failed save of the node at ``location`` (whose level arrays are ``levels``,
+        ``ndim``-D):
         a new node's leftovers removed (levels without a group document that ``repair`` would
         otherwise publish as an image of zeros, or an image of none of the pixels saved); an
         existing one, whose previous pixels are gone, marked incomplete with the reason, so that
@@ -297,11 +298,11 @@ class ImageWriter:
         creating a sibling in them. Never raises: the save's own error is the one to raise."""
         with contextlib.suppress(Exception):
             if not existing:
-                self.discard(location, levels)
+                self.discard(location, levels, zarr_format=zarr_format, ndim=ndim)
             elif not self.documents.mark_array(location, failed_mark(error)):
                 self.documents.write_group(location, zarr_format, failed_mark(error))
 
-    def discard(self, location: Location, levels: Sequence[Location]) -> None:
+    def discard(self, location: Location, levels: Sequence[Location], *, zarr_format: int, ndim: int) -> None:
         """Remove what a failed save of a new node at ``location`` wrote: its level arrays
         (every key under each, and its folder where local), then its own documents (no node
         was there before it), then the node's folder if that left it empty. Nothing else: the
@@ -312,7 +313,7 @@ class ImageWriter:
         keys = self.documents.keys(location)
         for level in levels:
             folder = None if level.remote else os.path.join(level.store, level.node)
-            delete_leftovers(keys, level.node, folder)
+            delete_leftovers(keys, level.node, folder, zarr_format=zarr_format, ndim=ndim)
         for name in (".zattrs", ".zgroup", "zarr.json"):
             keys.delete(join_key(location.node, name))
         if location.node and not location.remote:

@@ -262,27 +262,43 @@ def delete_prefix(keys: KeyStore, prefix: str) -> None:
         keys.delete(key)
 
 
-_ZARR_NAME = re.compile(
-    r"^(?:c(?:\.\d+)*|\d+(?:\.\d+)*(?:#\d+)?|c/.*|zarr\.json|\.zarray|\.zattrs|\.zgroup"
-    rf"|\..+\.(?:{re.escape(TEMP_SUFFIX[1:])}|create))$"
-)
+_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
+_TEMPORARY = re.compile(rf"^\.(.+)\.\d+\.(?:[0-9a-f]+{re.escape(TEMP_SUFFIX)}|\d+\.create)$")
+"""A temporary file of ours beside the key it stands for (``LocalKeys.put`` and ``create``)."""
 
 
-def written_by_zarr(relative: str) -> bool:
-    """Whether ``relative`` (a key under a node) is one a zarr writer leaves there: a metadata
-    document, a chunk (``c/0/0``, ``0/0``, ``0.0``), a chunk staged by obstore (``0#1``), a
-    temporary file of ours. A user's own file kept in that folder is none of these."""
-    *folders, name = relative.split("/")
-    return all(part == "c" or part.isdigit() for part in folders) and bool(_ZARR_NAME.match(name))
+def _chunk_key(zarr_format: int, ndim: int) -> re.Pattern[str]:
+    """The keys of the chunks of an ``ndim``-D array as polystore writes it (``array_options``):
+    v3 ``c/0/0`` (any count of indices: a chunk of an earlier save of another shape is in the
+    way of this one's folders), v2 nested ``0/0`` (exactly ``ndim`` indices, so that a user's
+    file of digits (``2024``) beside a 2-D array's chunks is not taken for one)."""
+    if zarr_format == 3:
+        return re.compile(r"^c(?:/\d+)*(?:#\d+)?$")
+    return re.compile(r"^\d+" + r"/\d+" * max(0, ndim - 1) + r"(?:#\d+)?$")
 
 
-def delete_leftovers(keys: KeyStore, node: str, folder: str | None = None) -> None:
-    """Delete what a zarr writer left under ``node`` where no node is (an interrupted save or
-    delete, or a failed one's own levels), nothing else: the folder may hold its user's files,
-    which a save must not take with it (zarr's overwrite would). ``folder``: the node's local
-    folder, whose subfolders this leaves empty are removed with it."""
+def written_by_zarr(relative: str, zarr_format: int, ndim: int) -> bool:
+    """Whether ``relative`` (a key under a node) is one that saving an ``ndim``-D array in
+    ``zarr_format`` there leaves: a metadata document, one of its chunks (v3 ``c/0/0``, v2
+    ``0/0``), a chunk staged by obstore (``0#1``), a temporary file of ours beside one of these.
+    A user's own file kept in that folder is none of these (``17``, ``c.1`` or ``0.1`` beside
+    a v3 array's chunks are not its keys, nor is ``2024`` beside a 2-D v2 array's)."""
+    folder, _, name = relative.rpartition("/")
+    temporary = _TEMPORARY.match(name)
+    if temporary:
+        relative = f"{folder}/{temporary.group(1)}" if folder else temporary.group(1)
+    return relative in _DOCUMENTS or bool(_chunk_key(zarr_format, ndim).match(relative))
+
+
+def delete_leftovers(keys: KeyStore, node: str, folder: str | None = None, *, zarr_format: int,
+                     ndim: int) -> None:
+    """Delete what a zarr writer of an ``ndim``-D array in ``zarr_format`` left under ``node``
+    where no node is (an interrupted save or delete, or a failed one's own levels), nothing
+    else: the folder may hold its user's files, which a save must not take with it (zarr's
+    overwrite would). ``folder``: the node's local folder, whose subfolders this leaves empty
+    are removed with it."""
     prefix = node.rstrip("/") + "/" if node else ""
-    found = [key for key in keys.list(prefix) if written_by_zarr(key[len(prefix):])]
+    found = [key for key in keys.list(prefix) if written_by_zarr(key[len(prefix):], zarr_format, ndim)]
     for key in found:
         keys.delete(key)
     if folder is not None and found:

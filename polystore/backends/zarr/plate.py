@@ -343,7 +343,8 @@ class PlateWriter:
                 # unlisted, its planes would read as 0 and `repair` would list it), one written
                 # again over damage is marked with the reason
                 levels = [location.child(str(level)) for level in range(level_count)]
-                self.images.abandon(location, levels, config.zarr_format, error, existing=damaged)
+                self.images.abandon(location, levels, config.zarr_format, error, existing=damaged,
+                                    ndim=len(needed))
                 raise
             return
         if image.axes != axes:
