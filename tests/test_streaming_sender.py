@@ -491,3 +491,26 @@ def test_a_frames_header_made_while_it_is_filled_names_its_own_slot_path_and_id(
     finally:
         pull.close(0)
         acks.close(0)
+
+
+def test_a_frames_metadata_given_empty_and_filled_in_the_block_goes_out(port: int) -> None:
+    """A frame() block's header is worked out early only where it has no metadata at all: a
+    dict given empty and filled while the frame is acquired (a timestamp taken then) was sent
+    as the empty dict it was at the block's entry, its keys lost."""
+    from polystore.streaming.protocol import Limits, decode
+
+    context = zmq.Context.instance()
+    pull = context.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVTIMEO, 10_000)
+    try:
+        with ShmBackend(port=port, shm_slots=2, send_timeout=10) as backend:
+            pull.connect(f"tcp://127.0.0.1:{port}")
+            metadata: dict[str, int] = {}
+            with backend.frame((4, 4), np.uint16, "a.tif", metadata=metadata) as buffer:
+                buffer[...] = 1
+                metadata["exposure_us"] = 500
+            header = decode([pull.recv()], Limits(shm_prefixes=(TEST_PREFIX,)))
+            assert header.get("metadata") == {"exposure_us": 500}
+            backend.close(0)
+    finally:
+        pull.close(0)

@@ -53,10 +53,10 @@ class Outgoing:
 
     def plan_header(self, headers: HeaderWriter) -> None:
         """Work out its header's bytes before the id now, for the slot it holds, so that sending
-        it only adds the id. Not for items with metadata: a caller's dict may change until the
-        item is sent."""
+        it only adds the id. Not for items given metadata, even an empty dict: the caller's dict
+        may change (be filled) until the item is sent."""
         options = self.options
-        if not options["metadata"]:
+        if options["metadata"] is None:
             self.prefix = headers.prefix(self.shape, self.dtype, self.order, self.path, kind=options["kind"],
                                          ack=options["ack"], shm=self.place())
 
