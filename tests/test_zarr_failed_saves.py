@@ -417,6 +417,74 @@ def test_a_users_files_named_like_no_key_of_the_array_survive_its_save_and_its_f
     assert sorted(name for name in names if not (folder / name).exists()) == []
 
 
+@FORMATS
+@pytest.mark.parametrize("data", ["array", "image"])
+def test_replacing_a_node_keeps_the_users_files_in_its_folder_even_when_it_fails(
+    tmp_path: Path, zarr_format: int, data: str
+) -> None:
+    """Replacing a node clears its chunks and levels, not the rest of its folder: a replacing
+    save (one that failed too) deleted every file under the node, its user's among them."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    value = np.arange(10, dtype=np.uint16) if data == "array" else np.ones((8, 8), np.uint16)
+    backend.save(value, "s.zarr/node", axes=None if data == "array" else "yx")
+    folder = tmp_path / "s.zarr" / "node"
+    mine = [folder / "notes.txt", folder / "extra" / "a.txt"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    with pytest.raises(OSError, match="the source went away"):
+        backend.save(_failing(value.shape), "s.zarr/node")
+    with pytest.raises(CorruptDataError):
+        backend.load("s.zarr/node")  # cleared and marked: never read as data
+    assert all(path.read_text() == "mine" for path in mine)
+    backend.save(value + 1, "s.zarr/node")
+    np.testing.assert_array_equal(backend.load("s.zarr/node"), value + 1)
+    assert all(path.read_text() == "mine" for path in mine)
+
+
+@FORMATS
+def test_an_image_is_not_saved_over_a_store_root_that_holds_other_nodes(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """The store's root may become an image while it is an empty group (a new store), not
+    while it holds nodes: the save cleared them all (a plate's wells too), and a failed one
+    left the store with none of them."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.arange(4, dtype=np.uint16), "s.zarr/kept")
+    with pytest.raises(IsADirectoryError, match="holding other nodes"):
+        backend.save(np.ones((8, 8), np.uint16), "s.zarr")
+    with pytest.raises(PolystoreError):
+        backend.save(_failing((8, 8)), "s.zarr")
+    np.testing.assert_array_equal(backend.load("s.zarr/kept"), np.arange(4, dtype=np.uint16))
+    backend.ensure_directory("empty.zarr")
+    backend.save(np.ones((8, 8), np.uint16), "empty.zarr")
+    np.testing.assert_array_equal(backend.load("empty.zarr"), np.ones((8, 8), np.uint16))
+
+
+@FORMATS
+def test_a_plane_save_into_a_field_an_unfinished_conversion_marked_is_refused(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """A field a conversion has not finished holds only part of its pixels (the rest are in
+    the conversion's sources): a plane save took it for a damaged field, cleared what the
+    conversion wrote and published the field unmarked, its other planes zeros."""
+    from polystore.backends.zarr.location import Location
+    from polystore.backends.zarr.marks import converting
+
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.full((8, 8), 7, np.uint16), "p.zarr/A01_s1_w1.tif")
+    field = Location(str(tmp_path / "p.zarr"), "A/01/0")
+    attributes = backend.documents.attributes(field, zarr_format)
+    assert attributes is not None
+    backend.documents.write_group(field, zarr_format, {**attributes, **converting("")})  # as convert marks it
+    with pytest.raises(CorruptDataError, match="--resume"):
+        backend.save(np.full((8, 8), 9, np.uint16), "p.zarr/A01_s1_w2.tif")
+    with pytest.raises(CorruptDataError):
+        backend.load("p.zarr/A01_s1_w1.tif")  # still marked: not published
+    written = backend.load("p.zarr/A01_s1_w1.tif", incomplete=True)
+    np.testing.assert_array_equal(written, np.full((8, 8), 7, np.uint16))  # the conversion's pixels
+
+
 # -- a new image whose writer is killed before its group document -----------------------------------
 @FORMATS
 @pytest.mark.parametrize("path", ["s.zarr/image", "s.zarr/A/01/0"], ids=["image", "plate-field"])

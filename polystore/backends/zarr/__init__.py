@@ -402,6 +402,14 @@ class ZarrBackend(StorageBackend):
             raise IsADirectoryStorageError(
                 f"Cannot save to '{path}': it is a group (directory). Choose a name inside it."
             )
+        if kind == "group" and (members := sorted(self._open_node(location).keys())):
+            # the store's root: an empty group there (a new store) may become its image; one
+            # holding nodes may not, or the save would clear them all (a plate's wells too)
+            raise IsADirectoryStorageError(
+                f"Cannot save to '{path}': the store's root is a group holding other nodes "
+                f"({', '.join(members[:5])}{', ...' if len(members) > 5 else ''}), which saving an "
+                "image there would remove. Save it to a name inside the store, or delete the store first."
+            )
         if not config.overwrite:
             if kind == "image":  # a damaged image is not replaced silently either
                 self.documents.image_level_array(location, 0)

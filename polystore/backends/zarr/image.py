@@ -22,7 +22,7 @@ import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
-from polystore.backends.zarr.location import KeyStore, Location, delete_leftovers, delete_prefix, join_key
+from polystore.backends.zarr.location import KeyStore, Location, delete_leftovers, join_key, zarr_entry
 from polystore.backends.zarr.marks import INCOMPLETE, REPLACING, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError, InvalidPathError
@@ -345,16 +345,22 @@ class ImageWriter:
         self._clear(location, keep_own=True)
 
     def _clear(self, location: Location, *, keep_own: bool = False) -> None:
-        """Remove what is under ``location`` (its own documents too, unless ``keep_own``)."""
+        """Remove the data of the node at ``location``: its chunks and its levels' folders,
+        with all below them (and its own documents, unless ``keep_own``). Nothing else its
+        folder holds: a user's files kept there, or another node (``zarr_entry``); a save that
+        replaces the node, or fails doing so, must not take them with it."""
         keys = self.documents.keys(location)
-        own = {join_key(location.node, name) for name in ("zarr.json", ".zgroup", ".zattrs", ".zarray")}
-        for key in list(keys.list(location.node + "/" if location.node else "")):
-            if not (keep_own and key in own):
+        prefix = location.node + "/" if location.node else ""
+        for key in list(keys.list(prefix)):
+            first, below, _ = key[len(prefix):].partition("/")
+            if zarr_entry(first) or (not below and not keep_own and first in _OWN_DOCUMENTS):
                 keys.delete(key)
-        if not keep_own:
-            delete_prefix(keys, location.node)
-        elif not location.remote:  # the emptied level folders: a chunk of the new node may be named so
+        if not location.remote:  # the emptied level folders: a chunk of the new node may be named so
             folder = os.path.join(location.store, location.node)
             with contextlib.suppress(OSError), os.scandir(folder) as found:
-                for entry in [entry for entry in found if entry.is_dir(follow_symlinks=False)]:
+                for entry in [entry for entry in found if entry.is_dir(follow_symlinks=False)
+                              and zarr_entry(entry.name)]:
                     shutil.rmtree(entry.path, ignore_errors=True)
+
+
+_OWN_DOCUMENTS = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zarray"})

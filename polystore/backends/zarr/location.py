@@ -290,6 +290,19 @@ def written_by_zarr(relative: str, zarr_format: int, ndim: int) -> bool:
     return relative in _DOCUMENTS or bool(_chunk_key(zarr_format, ndim).match(relative))
 
 
+_ZARR_ENTRY = re.compile(r"^(?:c|\d+(?:\.\d+)*)(?:#\d+)?$")
+
+
+def zarr_entry(name: str) -> bool:
+    """Whether ``name``, directly under a node's folder, is one that writing the node there
+    makes (what replacing the node clears, with all below it): a chunk or its folder (v3
+    ``c``; v2 ``0``, ``0.0``), a level's folder (``0``), either staged (``0#1``) or as a
+    temporary file of ours. Not a metadata document, nor a user's file or another node kept
+    in that folder (``notes.txt``, ``labels``)."""
+    temporary = _TEMPORARY.match(name)
+    return bool(_ZARR_ENTRY.match(temporary.group(1) if temporary else name))
+
+
 def delete_leftovers(keys: KeyStore, node: str, folder: str | None = None, *, zarr_format: int,
                      ndim: int) -> None:
     """Delete what a zarr writer of an ``ndim``-D array in ``zarr_format`` left under ``node``

@@ -37,7 +37,7 @@ from polystore.backends.zarr.image import (
 )
 from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
-from polystore.backends.zarr.marks import incomplete_error, is_incomplete
+from polystore.backends.zarr.marks import conversion_of, incomplete_error, is_incomplete
 from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import Components, PlateNameError, channel_names, parse_components
@@ -328,6 +328,8 @@ class PlateWriter:
         try:
             image = self.open_field(location)
         except CorruptDataError:
+            if self._converting(location):  # only that conversion, resumed, may write it
+                raise
             image = None  # damaged by a writer that stopped: written again from these planes
             self.images.mark_incomplete(location, config.zarr_format)
             damaged = True
@@ -354,6 +356,16 @@ class PlateWriter:
                 f"A01_s1_w2.tif), or delete the field first (delete_all('{address.field_path}'))."
             )
         self._write_into(image, store, address, planes, config, spec, cast)
+
+    def _converting(self, location: Location) -> bool:
+        """Whether the field at ``location`` is an unfinished conversion's (``marks.py``): its
+        pixels not written yet are in the conversion's source files, not here, so a plane save
+        must not clear it and write it again (that published it, the rest of it zeros)."""
+        try:
+            group = GroupDocument.read(self.documents, location, self.documents.preferred_format)
+        except CorruptDataError:
+            return False
+        return group is not None and conversion_of(group.attributes) is not None
 
     def _write_into(
         self, image: FieldImage, store: str, address: PlaneAddress,
