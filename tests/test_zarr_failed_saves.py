@@ -485,6 +485,30 @@ def test_a_plane_save_into_a_field_an_unfinished_conversion_marked_is_refused(
     np.testing.assert_array_equal(written, np.full((8, 8), 7, np.uint16))  # the conversion's pixels
 
 
+@pytest.mark.parametrize(
+    ("store_format", "backend_format"), [(2, 3), (3, 2)], ids=["v3-into-v2", "v2-into-v3"]
+)
+def test_a_save_in_the_other_zarr_format_is_refused_before_it_touches_the_store(
+    tmp_path: Path, store_format: int, backend_format: int
+) -> None:
+    """A backend of one Zarr format saving into a store of the other: a plane of an existing
+    field took the field for new (looked for in its own format alone), wrote its level over the
+    field's and, when that failed, removed the field's documents as its own; a new field or
+    node was written under groups zarr then reads in the other format. Refused, nothing
+    written, the store's data as it was."""
+    ZarrBackend(root=tmp_path, zarr_format=store_format).save(
+        np.full((8, 8), 7, np.uint16), "p.zarr/A01_s1_w1.tif")
+    store = tmp_path / "p.zarr"
+    before = sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+    other = ZarrBackend(root=tmp_path, zarr_format=backend_format)
+    for name in ("p.zarr/A01_s1_w2.tif", "p.zarr/B01_s1_w1.tif", "p.zarr/A/01/0", "p.zarr/image"):
+        with pytest.raises(PolystoreError, match=f"zarr_format={store_format}"):
+            other.save(np.full((8, 8), 9, np.uint16), name)
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file()) == before
+    backend = ZarrBackend(root=tmp_path, zarr_format=store_format)
+    np.testing.assert_array_equal(backend.load("p.zarr/A01_s1_w1.tif"), np.full((8, 8), 7, np.uint16))
+
+
 # -- a new image whose writer is killed before its group document -----------------------------------
 @FORMATS
 @pytest.mark.parametrize("path", ["s.zarr/image", "s.zarr/A/01/0"], ids=["image", "plate-field"])

@@ -114,14 +114,20 @@ class MetadataDocuments:
         """``"array"``, ``"image"`` or ``"group"``, from the node's metadata documents; None if
         no node is there (a few file reads, or requests, where opening it through zarr costs
         1 ms)."""
+        found = self.kind_and_format(location)
+        return None if found is None else found[0]
+
+    def kind_and_format(self, location: Location) -> tuple[str, int] | None:
+        """``node_kind`` and the Zarr format the node is in; None if no node is there."""
         for zarr_format in (self.preferred_format, 5 - self.preferred_format):
             attributes = self.attributes(location, zarr_format)
             if attributes is None:
                 continue
             if attributes is ARRAY:
-                return "array"
+                return "array", zarr_format
             # a marked image (its replacing save failed or stopped) is still an image to replace
-            return "image" if ngff.is_multiscale_image(attributes) or is_incomplete(attributes) else "group"
+            image = ngff.is_multiscale_image(attributes) or is_incomplete(attributes)
+            return ("image" if image else "group"), zarr_format
         return None
 
     def attributes(self, location: Location, zarr_format: int) -> dict[str, Any] | None:
@@ -246,8 +252,19 @@ class MetadataDocuments:
         node = location.node
         while node:
             node = node.rpartition("/")[0]
-            kind = self.node_kind(Location(location.store, node))
-            if kind == "group":
+            found = self.kind_and_format(Location(location.store, node))
+            kind = None if found is None else found[0]
+            if found is not None and kind == "group":
+                if found[1] != zarr_format:
+                    # a node of this format under a group of the other: zarr would not find it,
+                    # and a plate's field or documents written so would replace or hide the
+                    # store's own (a v3 field's level written over a v2 one's chunks)
+                    raise InvalidOptionError(
+                        f"Cannot write '{location.display}' in Zarr v{zarr_format}: "
+                        f"'{Location(location.store, node).display}' is a Zarr v{found[1]} group, so the "
+                        f"store is v{found[1]}. Open the backend with zarr_format={found[1]} to write "
+                        "into it."
+                    )
                 break
             if kind is not None:
                 raise NotADirectoryStorageError(

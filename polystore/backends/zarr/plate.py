@@ -26,7 +26,7 @@ import numpy as np
 
 from polystore.arrays import framework_of, to_numpy
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
+from polystore.backends.zarr.documents import GroupDocument, MetadataDocuments
 from polystore.backends.zarr.image import (
     ImageSpec,
     ImageWriter,
@@ -38,7 +38,7 @@ from polystore.backends.zarr.image import (
 from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
 from polystore.backends.zarr.marks import conversion_of, incomplete_error, is_incomplete
-from polystore.exceptions import CorruptDataError, UnsupportedDataError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import Components, PlateNameError, channel_names, parse_components
 from polystore.plates.wells import column_sort_key, row_sort_key
@@ -287,10 +287,17 @@ class PlateWriter:
         zarr_format = self.documents.preferred_format
         group = GroupDocument.read(self.documents, location, zarr_format)
         if group is None:
-            kind = self.documents.attributes(location, zarr_format)
-            if kind is ARRAY:
+            # in either format: a field of the other is there (and not new: a failed save of a
+            # new field removes what it wrote), refused before anything is written over it
+            found = self.documents.kind_and_format(location)
+            if found is not None and found[0] == "array":
                 raise UnsupportedDataError(
                     f"'{location.display}' is a bare array, not a field image; delete it first."
+                )
+            if found is not None:
+                raise InvalidOptionError(
+                    f"Cannot write '{location.display}' in Zarr v{zarr_format}: it is a Zarr "
+                    f"v{found[1]} image. Open the backend with zarr_format={found[1]} to write into it."
                 )
             return None
         attributes = group.attributes
