@@ -509,6 +509,45 @@ def test_a_save_in_the_other_zarr_format_is_refused_before_it_touches_the_store(
     np.testing.assert_array_equal(backend.load("p.zarr/A01_s1_w1.tif"), np.full((8, 8), 7, np.uint16))
 
 
+_KILLED_PLANE_WRITER = """
+import resource, signal, sys
+import numpy as np
+from polystore.backends.zarr import ZarrBackend
+
+root, zarr_format = sys.argv[1], int(sys.argv[2])
+backend = ZarrBackend(root=root, zarr_format=zarr_format)
+# a file may not grow past 64 KiB, and SIGXFSZ has its default action (Python ignores it): the
+# kernel kills the writer as it writes the plane's chunk (128 KiB of noise), after the field's
+# documents
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+backend.save(np.random.default_rng(0).integers(0, 65535, (256, 256), dtype=np.uint16), "p.zarr/B02_s1_w1.tif")
+"""
+
+
+@FORMATS
+def test_a_plane_save_killed_in_a_new_field_leaves_no_field_repair_publishes(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """A new field's group document is its commit, written once its planes are: a writer of
+    its first plane killed before that (here by the kernel, SIGXFSZ) left an unlisted field
+    whose plane read as 0, which `repair` listed in its well and the plate as whole."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((256, 256), np.uint16), "p.zarr/A01_s1_w1.tif")
+    result = subprocess.run([sys.executable, "-c", _KILLED_PLANE_WRITER, str(tmp_path), str(zarr_format)],
+                            capture_output=True, timeout=120, check=False)
+    assert result.returncode == -signal.SIGXFSZ, result
+    store = tmp_path / "p.zarr"
+    assert not backend.exists("p.zarr/B02_s1_w1.tif")
+    report = repair_plate(str(store))
+    assert any("B/02/0" in line for line in report.unfinished), report
+    assert all("temporary file of a writer that is gone" in line for line in report.changed), report
+    wells = [w["path"] for w in ome_section(zarr.open_group(str(store), mode="r"))["plate"]["wells"]]
+    assert wells == ["A/01"]
+    backend.save(np.full((256, 256), 2, np.uint16), "p.zarr/B02_s1_w1.tif")  # the next save writes it
+    np.testing.assert_array_equal(backend.load("p.zarr/B02_s1_w1.tif"), np.full((256, 256), 2, np.uint16))
+
+
 # -- a new image whose writer is killed before its group document -----------------------------------
 @FORMATS
 @pytest.mark.parametrize("path", ["s.zarr/image", "s.zarr/A/01/0"], ids=["image", "plate-field"])

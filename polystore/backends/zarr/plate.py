@@ -189,12 +189,15 @@ class PlateWriter:
     # -- the three steps (no locks) -------------------------------------------------------------
     def create_field(
         self, store: str, field_path: str, shape: tuple[int, ...], dtype: Any, axes: str,
-        config: ZarrConfig, spec: ImageSpec | None = None,
+        config: ZarrConfig, spec: ImageSpec | None = None, *, commit: bool = True,
     ) -> FieldImage:
         """Create an empty field image (every level's metadata, the image group last).
 
         Nothing the size of the field is allocated or written: unwritten chunks read as 0.
         The caller owns ``field_path`` (holds its lock, or is the one task writing it).
+        ``commit=False``: the image group's document is not written (the caller writes it,
+        ``write_group`` with the returned group's attributes, once its planes are: until then
+        the levels are not an image, which ``repair`` leaves unpublished).
         """
         location = Location(store, field_path)
         dtype = np.dtype(dtype)
@@ -205,6 +208,11 @@ class PlateWriter:
         self.documents.ensure_parent_groups(location, config.zarr_format)
         levels = self.images.create_levels(location, axes, shape, dtype, config, level_count)
         attrs = self.images.attributes(location, axes, shape, dtype, config, spec, level_count)
+        if not commit:
+            document = attrs if config.zarr_format == 2 else {"zarr_format": 3, "node_type": "group",
+                                                              "attributes": attrs}
+            unwritten = GroupDocument(self.documents, location, config.zarr_format, document)
+            return FieldImage(unwritten, axes, levels)
         self.documents.write_group(location, config.zarr_format, attrs)
         group = GroupDocument.read(self.documents, location, config.zarr_format)
         assert group is not None
@@ -345,8 +353,12 @@ class PlateWriter:
                 spec = replace(spec, channel_names=address.channel_names(needed[axes.index("c")]))
             level_count = field_level_count(spec, config)
             try:
-                image = self.create_field(store, address.field_path, needed, first.dtype, axes, config, spec)
+                image = self.create_field(store, address.field_path, needed, first.dtype, axes, config, spec,
+                                          commit=False)
                 self._write_into(image, store, address, planes, config, spec, cast)
+                # the commit, once its planes are: a writer killed before it leaves levels that
+                # are no image (or the damaged field's mark), never a field of zeros
+                self.documents.write_group(location, config.zarr_format, image.group.attributes)
             except BaseException as error:
                 # the field this save made holds none of its planes: a new one is removed (left,
                 # unlisted, its planes would read as 0 and `repair` would list it), one written
