@@ -443,6 +443,23 @@ def test_replacing_a_node_keeps_the_users_files_in_its_folder_even_when_it_fails
 
 
 @FORMATS
+def test_replacing_an_image_clears_its_labels(tmp_path: Path, zarr_format: int) -> None:
+    """An image's OME-NGFF labels group (written beside its levels by another tool) labels the
+    pixels replaced: kept, a viewer would lay the old labels over the new image."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((8, 8), np.uint16), "s.zarr/image", axes="yx")
+    labels = zarr.open_group(str(tmp_path / "s.zarr" / "image" / "labels"), mode="w",
+                             zarr_format=zarr_format)
+    labels.create_array("cells", shape=(8, 8), dtype="uint8")[:] = 1
+    notes = tmp_path / "s.zarr" / "image" / "notes.txt"
+    notes.write_text("mine")
+    backend.save(np.zeros((4, 4), np.uint16), "s.zarr/image", axes="yx")
+    assert not (tmp_path / "s.zarr" / "image" / "labels").exists()
+    assert notes.read_text() == "mine"
+    np.testing.assert_array_equal(backend.load("s.zarr/image"), np.zeros((4, 4), np.uint16))
+
+
+@FORMATS
 def test_an_image_is_not_saved_over_a_store_root_that_holds_other_nodes(
     tmp_path: Path, zarr_format: int
 ) -> None:

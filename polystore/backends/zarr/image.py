@@ -346,21 +346,26 @@ class ImageWriter:
 
     def _clear(self, location: Location, *, keep_own: bool = False) -> None:
         """Remove the data of the node at ``location``: its chunks and its levels' folders,
-        with all below them (and its own documents, unless ``keep_own``). Nothing else its
-        folder holds: a user's files kept there, or another node (``zarr_entry``); a save that
-        replaces the node, or fails doing so, must not take them with it."""
+        with all below them, its OME-NGFF ``labels`` group (labels of the pixels replaced:
+        kept, a viewer would lay them over the new image), and its own documents unless
+        ``keep_own``. Nothing else its folder holds: a user's files kept there, or another node
+        (``zarr_entry``); a save that replaces the node, or fails doing so, must not take them
+        with it."""
         keys = self.documents.keys(location)
         prefix = location.node + "/" if location.node else ""
         for key in list(keys.list(prefix)):
             first, below, _ = key[len(prefix):].partition("/")
-            if zarr_entry(first) or (not below and not keep_own and first in _OWN_DOCUMENTS):
+            own_document = not below and not keep_own and first in _OWN_DOCUMENTS
+            if zarr_entry(first) or first == _LABELS or own_document:
                 keys.delete(key)
         if not location.remote:  # the emptied level folders: a chunk of the new node may be named so
             folder = os.path.join(location.store, location.node)
             with contextlib.suppress(OSError), os.scandir(folder) as found:
                 for entry in [entry for entry in found if entry.is_dir(follow_symlinks=False)
-                              and zarr_entry(entry.name)]:
+                              and (zarr_entry(entry.name) or entry.name == _LABELS)]:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
 _OWN_DOCUMENTS = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zarray"})
+_LABELS = "labels"
+"""An OME-NGFF image's label images, in a group of this name inside it."""
