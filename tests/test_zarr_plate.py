@@ -5,6 +5,7 @@ checked by ome-zarr-models and read by ome-zarr-py's reader; one plane read read
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import shutil
 import threading
@@ -240,6 +241,9 @@ def _fill_field(store: str, field: int, barrier: Any) -> None:
     import dask.array  # noqa: F401  # imported before the start, so that all start at once
     import ome_zarr_models.v05  # noqa: F401
 
+    # a writer once died of SIGABRT here in a full-suite run, silently: if it happens again,
+    # every thread's Python stack goes to stderr, which the test's failure report shows
+    faulthandler.enable()
     backend = ZarrBackend()
     barrier.wait()
     if field == 2:
@@ -334,6 +338,9 @@ def _write_one_channel_everywhere(store: str, channel: int, barrier: Any) -> Non
     import dask.array  # noqa: F401  # imported before the start, so that all start at once
     import ome_zarr_models.v05  # noqa: F401
 
+    # a writer once died of SIGABRT here in a full-suite run, silently: if it happens again,
+    # every thread's Python stack goes to stderr, which the test's failure report shows
+    faulthandler.enable()
     backend = ZarrBackend()
     barrier.wait()
     names = [f"{store}/{row}{column}_s1_w{channel + 1}.tif" for row, column in WELLS_24[:8]]
