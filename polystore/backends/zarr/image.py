@@ -22,7 +22,14 @@ import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments
-from polystore.backends.zarr.location import KeyStore, Location, delete_leftovers, join_key, zarr_entry
+from polystore.backends.zarr.location import (
+    METADATA_DOCUMENTS,
+    KeyStore,
+    Location,
+    delete_leftovers,
+    join_key,
+    zarr_entry,
+)
 from polystore.backends.zarr.marks import INCOMPLETE, REPLACING, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.exceptions import InvalidOptionError, InvalidPathError
@@ -355,7 +362,7 @@ class ImageWriter:
         prefix = location.node + "/" if location.node else ""
         for key in list(keys.list(prefix)):
             first, below, _ = key[len(prefix):].partition("/")
-            own_document = not below and not keep_own and first in _OWN_DOCUMENTS
+            own_document = not below and not keep_own and first in METADATA_DOCUMENTS
             if zarr_entry(first) or first == _LABELS or own_document:
                 keys.delete(key)
         if not location.remote:  # the emptied level folders: a chunk of the new node may be named so
@@ -366,6 +373,5 @@ class ImageWriter:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
-_OWN_DOCUMENTS = frozenset({"zarr.json", ".zgroup", ".zattrs", ".zarray"})
 _LABELS = "labels"
 """An OME-NGFF image's label images, in a group of this name inside it."""

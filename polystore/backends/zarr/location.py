@@ -10,6 +10,7 @@ accelerates, and obstore's synchronous calls serve the few documents polystore w
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import re
@@ -262,11 +263,13 @@ def delete_prefix(keys: KeyStore, prefix: str) -> None:
         keys.delete(key)
 
 
-_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
+METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
+"""The names of a node's own metadata documents, in either format."""
 _TEMPORARY = re.compile(rf"^\.(.+)\.\d+\.(?:[0-9a-f]+{re.escape(TEMP_SUFFIX)}|\d+\.create)$")
 """A temporary file of ours beside the key it stands for (``LocalKeys.put`` and ``create``)."""
 
 
+@functools.lru_cache(maxsize=16)
 def _chunk_key(zarr_format: int, ndim: int) -> re.Pattern[str]:
     """The keys of the chunks of an ``ndim``-D array as polystore writes it (``array_options``):
     v3 ``c/0/0`` (any count of indices: a chunk of an earlier save of another shape is in the
@@ -287,7 +290,7 @@ def written_by_zarr(relative: str, zarr_format: int, ndim: int) -> bool:
     temporary = _TEMPORARY.match(name)
     if temporary:
         relative = f"{folder}/{temporary.group(1)}" if folder else temporary.group(1)
-    return relative in _DOCUMENTS or bool(_chunk_key(zarr_format, ndim).match(relative))
+    return relative in METADATA_DOCUMENTS or bool(_chunk_key(zarr_format, ndim).match(relative))
 
 
 _ZARR_ENTRY = re.compile(r"^(?:c|\d+(?:\.\d+)*)(?:#\d+)?$")
