@@ -576,10 +576,22 @@ def _os_errors(path: PathLike, store: str) -> Iterator[None]:
         yield
     except OSError as error:
         filename = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
-        in_store = filename is None or os.path.abspath(filename).startswith(os.path.abspath(store))
+        in_store = filename is None or _inside(filename, store)
         if isinstance(error, PolystoreError) or error.errno not in _WRITE_ERRORS or not in_store:
             raise
         raise from_os_error(error, os.fspath(path), "save", "zarr") from error
+
+
+def _inside(filename: str, store: str) -> bool:
+    """Whether ``filename`` is ``store`` or below it, by whole path components (``a.zarr2`` is
+    not inside ``a.zarr``); a URL store holds no local file."""
+    if "://" in store:
+        return False
+    store_path = os.path.abspath(store)
+    try:
+        return os.path.commonpath([os.path.abspath(filename), store_path]) == store_path
+    except ValueError:  # on another drive (Windows)
+        return False
 
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
