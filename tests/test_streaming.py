@@ -879,7 +879,7 @@ def test_the_streaming_entry_point_and_lazy_export_resolve() -> None:
     backend = BackendRegistry()["streaming"]  # made with no arguments: no socket is opened yet
     assert isinstance(backend, StreamingBackend)
     assert (backend.mode, backend.host, backend.port) == ("push", "127.0.0.1", 5555)
-    assert backend.sender._out is None
+    assert not backend.sender.opened
 
 
 def test_tables_stream_with_their_string_columns_and_arrays_as_tables(port: int) -> None:

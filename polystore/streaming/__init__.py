@@ -10,11 +10,14 @@ shm            the shared-memory ring, and what a receiver checks before reading
 outlet         a sender's sockets: data out, acks back, who is connected
 acks           what receivers have not acknowledged yet (bytes in flight, awaited items)
 outgoing       an item a sender accepted: header fields, where its bytes are
-producer       :class:`Frame`: the zero-copy producer (``sender.frame(...)``)
+producer       :class:`Frame`: the zero-copy producer (``sender.frame(...)``): reserve, commit
 slots          a sender's shared-memory slots: taken, given back, waited for
 pump           the thread that delivers what waits in a sender
 linger         how long items wait for a receiver; closing in the background; exit
-sender         :class:`Sender`: the queue, its policies (block, latest), lifetime
+delivery       a sender's wire: an item out without waiting; the bounds a caller waits on
+backlog        ``policy="block"``: what waits to be sent, in order
+latest         ``policy="latest"``: the newest frame per path
+sender         :class:`Sender`: what a caller calls, the policies composed, lifetime
 inbound        :class:`Inbound`: a receiver's socket end: validation, mapping, zero-copy views
 ackroute       acks from a receiver back to its senders, routed and bounded
 inbox          :class:`PathInbox`: a pull backend's items, kept by path

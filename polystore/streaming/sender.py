@@ -1,33 +1,21 @@
-"""The sending end of a stream: sockets, the shared-memory ring, acknowledgements and policies.
+"""The sending end of a stream: what a caller calls, its policies composed, its lifetime.
 
-:class:`Sender` takes items from the caller's thread and sends them at once when it can; what
-cannot go now (no receiver yet, a full queue, no free slot under ``policy="latest"``) waits in
-the sender and a background thread (the *pump*, running only while something waits) delivers
-it when a receiver is there. What waits is bounded:
+:class:`Sender` sends an item at once when it can; what cannot go now (no receiver yet, a full
+queue, no free slot) waits in the sender, and a background thread (the *pump*, running only
+while something waits) delivers it when a receiver is there. Bounded by bytes
+(``max_pending_bytes`` inline, the ring's ``shm_slots``: ``policy="block"`` waits up to
+``send_timeout`` for room, then raises :class:`StreamTimeoutError`; ``policy="latest"`` keeps
+the newest item per path) and by time (``linger``: an item no connected receiver took is
+dropped, counted in ``expired``; a closed sender delivers in the background that long).
+``save`` returns with nothing of the caller's array still referenced. docs/streaming.md
+("Delivery") has the guarantees.
 
-* by bytes: inline items accepted and not yet acknowledged by a receiver take at most
-  ``max_pending_bytes`` (64 MiB by default); shared-memory items at most the ring
-  (``shm_slots`` segments). ``policy="block"`` waits up to ``send_timeout`` for room, then
-  raises :class:`StreamTimeoutError`; ``policy="latest"`` keeps the newest item per path;
-* by time: an item that waited ``linger`` seconds (5 by default) with no receiver connected
-  is dropped, counted in ``expired`` and logged at WARNING; while a receiver is connected,
-  however slow, nothing expires (``policy="block"`` waits for it, bounded by bytes and
-  ``send_timeout``). A sender closed (or garbage-collected) with items still waiting keeps
-  delivering them in the background for ``linger`` seconds.
-
-``save`` returns with nothing of the caller's array still referenced: bytes that go out at
-once are copied by ZeroMQ into its own message, bytes that wait are copied first.
-
-Every item is acknowledged by the receiver (inline ones on receipt, shared-memory ones when
-the slot is free again), so "bytes in flight" is what receivers have not taken yet.
-
-The pieces: :mod:`~polystore.streaming.outlet` (the sockets), :mod:`~polystore.streaming.acks`
-(what is not acknowledged yet), :mod:`~polystore.streaming.slots` (the sender's shared-memory
-slots), :mod:`~polystore.streaming.pump` (the background thread),
-:mod:`~polystore.streaming.linger` (the time bound: expiry, closing in the background, exit),
-:mod:`~polystore.streaming.producer` (:meth:`Sender.frame`, the zero-copy producer: the next
-slot as an array to fill in place). This module is the queue and its policies, and the
-sender's lifetime.
+A sender is composed of: :mod:`~polystore.streaming.delivery` (the wire: sockets, acks, slots,
+headers; the bounds a caller waits on), :mod:`~polystore.streaming.backlog` (``policy="block"``:
+what waits, in order), :mod:`~polystore.streaming.latest` (``policy="latest"``: the newest frame
+per path), :mod:`~polystore.streaming.pump` (the background thread) and
+:mod:`~polystore.streaming.linger` (the time bound). :meth:`Sender.frame`
+(:mod:`~polystore.streaming.producer`) is built on :meth:`Sender.reserve` and :meth:`Sender.commit`.
 """
 
 from __future__ import annotations
@@ -38,25 +26,26 @@ import secrets
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 
 from polystore.streaming._zmq import zmq
-from polystore.streaming.acks import ACK_POLL_S, READ_LIMIT, AckTracker
+from polystore.streaming.acks import ACK_POLL_S, READ_LIMIT
+from polystore.streaming.backlog import Backlog
+from polystore.streaming.delivery import Delivery
 from polystore.streaming.endpoints import Endpoints
-from polystore.streaming.errors import StreamConfigError, StreamTimeoutError
+from polystore.streaming.errors import StreamConfigError
+from polystore.streaming.latest import LatestFrames
 from polystore.streaming.linger import DEFAULT_LINGER_S, Linger, holder_of, register_for_exit
-from polystore.streaming.outgoing import Outgoing, checked_options, private_copy
+from polystore.streaming.outgoing import Outgoing, checked_options
 from polystore.streaming.outlet import Outlet, open_error
 from polystore.streaming.producer import Frame
-from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, HeaderWriter, checked_dtype
+from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, checked_dtype
 from polystore.streaming.pump import PUMP_IDLE_INTERVAL_S, PUMP_INTERVAL_S, Pump
 from polystore.streaming.security import CurveKeys
 from polystore.streaming.shm import SlotRing
-from polystore.streaming.slots import Slots
 
 __all__ = ["DEFAULT_LINGER_S", "READ_LIMIT", "Frame", "Sender"]
 
@@ -111,37 +100,47 @@ class Sender:
         self.bind = bind
         self.curve = curve
         self.policy: Policy = policy
-        self.send_timeout = send_timeout
         self.transport: TransportChoice = transport
         self.shm_threshold = shm_threshold
         self.shm_slots = shm_slots
         self.shm_prefix = shm_prefix
-        self.max_pending_bytes = max_pending_bytes
         self.high_water_mark = high_water_mark if high_water_mark is not None else (
             2 if policy == "latest" else 1000
         )
         self.stream = secrets.token_hex(8)
         self.reply_to: str | None = None if bind else f"{os.getpid()}-{self.stream}"
-        self.sent = 0
-        """Items handed to ZeroMQ."""
-        self.dropped = 0
-        """Items replaced by a newer one for the same path before they went out (``latest``)."""
         self._lock = threading.RLock()
-        self._outlet: Outlet | None = None
-        self._out: Any = None  # the outlet's data socket, while open
         self._pid = os.getpid()
         self._next_id = 1
-        self._queue: deque[Outgoing] = deque()  # accepted, not yet handed to ZeroMQ, in order
-        self._latest: dict[str, Outgoing] = {}  # policy="latest": the newest per path not yet sent
-        self._tracker = AckTracker(self.stream, endpoints.ack)
-        self._slots = Slots(shm_prefix, shm_slots, self.stream, self._tracker, endpoints.data)
+        self._delivery = Delivery(endpoints, stream=self.stream, reply_to=self.reply_to,
+                                  shm_prefix=shm_prefix, shm_slots=shm_slots,
+                                  max_pending_bytes=max_pending_bytes, send_timeout=send_timeout)
+        self._queue = Backlog(self._delivery)  # policy="block": what waits, in order
+        self._latest = LatestFrames(self._delivery)  # policy="latest": the newest per path not yet sent
         self._linger = Linger(linger, endpoints.data)
-        self._headers = HeaderWriter(sender=self._pid, stream=self.stream, reply_to=self.reply_to)
         self._pump = Pump(self._lock, self._pump_step)
         self._closed = False
         register_for_exit(self)
 
     # -- state anyone may read ------------------------------------------------------------------
+    @property
+    def send_timeout(self) -> float:
+        """How long a caller waits for room, a slot or an ack; a slot held longer is reclaimed."""
+        return self._delivery.send_timeout
+
+    @send_timeout.setter
+    def send_timeout(self, seconds: float) -> None:
+        self._delivery.send_timeout = seconds
+
+    @property
+    def max_pending_bytes(self) -> int:
+        """Inline bytes accepted and not yet acknowledged, at most (an item larger goes alone)."""
+        return self._delivery.max_pending_bytes
+
+    @max_pending_bytes.setter
+    def max_pending_bytes(self, limit: int) -> None:
+        self._delivery.max_pending_bytes = limit
+
     @property
     def linger(self) -> float:
         """Seconds an item may wait with no receiver, and a close goes on in the background."""
@@ -150,6 +149,16 @@ class Sender:
     @linger.setter
     def linger(self, seconds: float) -> None:
         self._linger.seconds = seconds
+
+    @property
+    def sent(self) -> int:
+        """Items handed to ZeroMQ."""
+        return self._delivery.sent
+
+    @property
+    def dropped(self) -> int:
+        """Items replaced by a newer one for the same path before they went out (``latest``)."""
+        return self._latest.dropped
 
     @property
     def expired(self) -> int:
@@ -165,12 +174,17 @@ class Sender:
     @property
     def pending_bytes(self) -> int:
         """Inline bytes accepted and not yet acknowledged (bounded by ``max_pending_bytes``)."""
-        return self._tracker.pending_bytes
+        return self._delivery.tracker.pending_bytes
 
     @property
     def reclaimed(self) -> int:
         """Slots (or inline bytes) given up on: no receiver acknowledged them in ``send_timeout``."""
-        return self._tracker.reclaimed
+        return self._delivery.tracker.reclaimed
+
+    @property
+    def opened(self) -> bool:
+        """Whether its sockets are open (they open with the first item)."""
+        return self._delivery.outlet is not None
 
     @property
     def closed(self) -> bool:
@@ -183,7 +197,7 @@ class Sender:
 
     @property
     def ring(self) -> SlotRing | None:
-        return self._slots.ring
+        return self._delivery.slots.ring
 
     # -- sending ---------------------------------------------------------------------------------
     def send(
@@ -216,21 +230,7 @@ class Sender:
             self._catch_up()
             item = Outgoing(self._take_id(), path, array.shape, dtype, order, options, time.monotonic(),
                             use_shm)
-            deadline = time.monotonic() + timeout
-            if policy == "latest":
-                self._offer_latest(item, array)
-                if wait_for_ack:
-                    self._wait_for_ack(item.msg_id, deadline, path, timeout)
-                return
-            if item.use_shm:
-                self._slots.wait(deadline, path, timeout, self.send_timeout, self._service)
-                self._slots.fill(item, array)
-            else:
-                self._wait_for_room(item.nbytes, deadline, path, timeout)
-                item.data = array
-            self._accept(item)
-            if wait_for_ack:
-                self._wait_for_ack(item.msg_id, deadline, path, timeout)
+            self._admit(item, array, policy, timeout)
 
     def frame(
         self,
@@ -255,8 +255,46 @@ class Sender:
         if dims and min(dims) < 0:
             raise StreamConfigError(f"frame shape {dims} has a negative dimension: pass sizes >= 0")
         options = checked_options(kind, metadata, wait_for_ack)
-        return Frame(self, dims, checked_dtype(dtype), path, options,
-                     self.send_timeout if timeout is None else timeout)
+        item = Outgoing(0, path, dims, checked_dtype(dtype), "C", options, 0.0)
+        return Frame(self, item, self.send_timeout if timeout is None else timeout)
+
+    # -- the producer's interface: a buffer reserved, filled by the caller, committed --------------
+    def reserve(self, item: Outgoing, timeout: float) -> np.ndarray:
+        """A C-ordered buffer for ``item`` to be filled in place: a free shared-memory slot
+        (``policy="block"`` waits up to ``timeout`` for one), else a private array (inline, or
+        no slot free under ``"latest"``). Follow with :meth:`commit` or :meth:`cancel`."""
+        item.use_shm = self.local and self.transport != "inline"
+        with self._lock:
+            self._check_open()
+            self._catch_up()
+            if item.use_shm:
+                delivery = self._delivery
+                if self.policy == "block":
+                    delivery.wait_for_slot(time.monotonic() + timeout, item.path, timeout, self._service)
+                if delivery.slots.free():
+                    buffer = delivery.slots.take(item)
+                    item.plan_header(delivery.headers)  # while the caller fills the slot, not after
+                    return buffer
+        return np.empty(item.shape, item.dtype)
+
+    def commit(self, item: Outgoing, buffer: np.ndarray, timeout: float) -> None:
+        """Send ``item``, reserved with :meth:`reserve` and its ``buffer`` filled, as :meth:`send`
+        would (under the sender's policy; ``wait_for_ack`` waits up to ``timeout``). A sender
+        closed meanwhile sends nothing."""
+        with self._lock:
+            if self._closed:
+                self._delivery.slots.give_back(item)
+                return
+            item.msg_id = self._take_id()
+            item.accepted_at = time.monotonic()
+            if item.slot is None:
+                item.data, item.owned = buffer, True  # a private buffer: the caller is done with it
+            self._admit(item, buffer, self.policy, timeout)
+
+    def cancel(self, item: Outgoing) -> None:
+        """Send nothing for ``item``, reserved with :meth:`reserve`: its slot is free again."""
+        with self._lock:
+            self._delivery.slots.give_back(item)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Hand what waits to ZeroMQ, for up to ``timeout`` seconds; whether nothing waits now."""
@@ -266,7 +304,7 @@ class Sender:
                 self._service()
                 if not (self._queue or self._latest) or time.monotonic() >= deadline:
                     return not (self._queue or self._latest)
-                self._drain_acks(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
+                self._delivery.take_acks(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
 
     def wait_delivered(self, timeout: float | None = None) -> bool:
         """Wait until every item is acknowledged and every slot given back; whether that happened."""
@@ -276,8 +314,8 @@ class Sender:
                 self._service()
                 if self._all_delivered() or time.monotonic() >= deadline:
                     return self._all_delivered()
-                self._reclaim_stale()
-                self._drain_acks(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
+                self._delivery.reclaim_stale()
+                self._delivery.take_acks(min(ACK_POLL_S, max(0.0, deadline - time.monotonic())))
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self, timeout: float | None = None) -> None:
@@ -291,7 +329,7 @@ class Sender:
             if os.getpid() != self._pid:
                 self._closed = True  # a forked child must not touch its parent's sockets
                 return
-            if self._out is None:
+            if not self.opened:
                 self._finish()
                 return
             self._service()
@@ -315,7 +353,7 @@ class Sender:
             if os.getpid() != self._pid:
                 self._closed = True
                 return
-            if self._out is None or self._all_delivered():
+            if not self.opened or self._all_delivered():
                 self._finish()
                 return
             self._linger_in_background()
@@ -352,7 +390,7 @@ class Sender:
     def _check_open(self) -> None:
         if self._closed or self._linger.deadline is not None:
             raise StreamConfigError("this sender is closed: make a new one to stream again")
-        if self._out is None:
+        if not self.opened:
             self._open()
 
     def _open(self) -> None:
@@ -364,8 +402,7 @@ class Sender:
             holder = holder_of(self.endpoints, self)
             raise open_error(error, self.endpoints, bind=self.bind,
                              holder_linger=holder.linger if holder is not None else None) from error
-        self._outlet, self._out = outlet, outlet.data
-        self._tracker.attach(outlet.acks, outlet.monitor)
+        self._delivery.attach(outlet)
 
     def _uses_shm(self, nbytes: int, requested: str | None) -> bool:
         choice = requested or self.transport
@@ -391,195 +428,59 @@ class Sender:
         socket until they are needed (a slot, room, an awaited item) or a batch has come."""
         if self._queue or self._latest:
             self._service()
-        elif len(self._tracker.in_flight) >= ACK_BATCH:
-            self._drain_acks(0.0)
+        elif len(self._delivery.tracker.in_flight) >= ACK_BATCH:
+            self._delivery.take_acks(0.0)
 
-    def _wait_for_room(self, nbytes: int, deadline: float, path: str, timeout: float) -> None:
-        """Wait until ``nbytes`` more inline bytes fit in ``max_pending_bytes`` (an item larger
-        than the limit goes alone)."""
-        while self._over_room(nbytes):
-            self._reclaim_stale()
-            self._service()
-            if not self._over_room(nbytes):
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise StreamTimeoutError(
-                    f"Could not stream '{path}' within {timeout:g} s: {self._tracker.pending_bytes} bytes "
-                    f"are still waiting for a receiver on {self.endpoints.data} (the limit is "
-                    f"max_pending_bytes={self.max_pending_bytes}). Start a receiver, raise "
-                    "send_timeout or max_pending_bytes, or use policy='latest' to drop stale frames."
-                )
-            self._drain_acks(min(ACK_POLL_S, remaining))
-
-    def _over_room(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` more inline bytes would pass ``max_pending_bytes`` (an item larger
-        than the limit goes alone)."""
-        pending = self._tracker.pending_bytes
-        return bool(pending) and pending + nbytes > self.max_pending_bytes
-
-    def _accept(self, item: Outgoing) -> None:
-        """Send ``item`` now if nothing waits before it and ZeroMQ takes it; otherwise queue it."""
-        self._tracker.pending_bytes += item.inline_bytes
-        if item.options["ack"]:
-            self._tracker.awaited.add(item.msg_id)
-        if not self._queue:
-            try:
-                if self._try_send(item):
-                    return
-            except BaseException:  # nothing went out: undo what accepting it took
-                self._tracker.pending_bytes -= item.inline_bytes
-                self._tracker.awaited.discard(item.msg_id)
-                self._slots.give_back(item)
-                raise
-        if item.data is not None and item.slot is None and not item.owned:
-            item.data = np.array(item.data, order="A", copy=True)  # the caller's array is free again
-            item.owned = True
-        item.options["queued"] = True
-        self._queue.append(item)
-        self._start_pump()
-
-    def _offer_latest(self, item: Outgoing, array: np.ndarray) -> None:
-        """policy="latest": the newest frame of its path replaces the one kept before (a path's
-        frames never overtake each other); it goes now if a slot (or room) is free and no
-        block-policy item waits, or is kept until it can. A kept frame holds its slot (or a
-        private copy), so that trying again copies nothing."""
-        if item.options["ack"]:
-            self._tracker.awaited.add(item.msg_id)
-        previous = self._latest.pop(item.path, None)
-        reuse = None
-        if previous is not None:
-            self.dropped += 1
-            self._tracker.awaited.discard(previous.msg_id)
-            reuse = previous.data if previous.owned else None
-            self._slots.give_back(previous)
-        if not self._queue and self._send_now(item, array):
-            return
-        if item.slot is None and not item.owned:
-            item.data = private_copy(array, reuse)
-            item.owned = True
-        self._latest[item.path] = item
-        self._start_pump()
-
-    def _send_now(self, item: Outgoing, array: np.ndarray | None) -> bool:
-        """Send ``item`` if that needs no waiting: a free slot, or room for its inline bytes.
-        A slot it took stays its own when ZeroMQ cannot take it yet."""
-        if item.slot is None and item.use_shm:
-            if not self._slots.free():
-                self._reclaim_stale()
-                if not self._slots.made().has_free():
-                    return False
-            assert array is not None  # a kept frame without a slot has its private copy
-            self._slots.fill(item, array)
-        elif item.slot is None:
-            if self._over_room(item.nbytes):
-                self._drain_acks(0.0)
-                self._reclaim_stale()
-                if self._over_room(item.nbytes):
-                    return False
-            if item.data is None:
-                item.data = array
-        self._tracker.pending_bytes += item.inline_bytes
-        try:
-            sent = self._try_send(item)
-        except BaseException:
-            self._tracker.pending_bytes -= item.inline_bytes
-            self._slots.give_back(item)
-            raise
-        if not sent:
-            self._tracker.pending_bytes -= item.inline_bytes
-        return sent
-
-    def _try_send(self, item: Outgoing) -> bool:
-        """Hand ``item`` to ZeroMQ without waiting; False when it would have to wait."""
-        assert self._outlet is not None  # opened by _check_open before anything is accepted
-        raw = item.header(self._headers)
-        body = None
-        if item.slot is None:
-            assert item.data is not None
-            body = item.data.reshape(-1, order="A").view(np.uint8).data if item.nbytes else b""
-        # the caller's array is copied into ZeroMQ's message; a copy of our own it may keep
-        if not self._outlet.push(raw, body, copy=not item.owned):
-            return False
-        if item.slot is not None:
-            self._slots.made().sent(item.slot)
+    def _admit(self, item: Outgoing, array: np.ndarray, policy: Policy, timeout: float) -> None:
+        """Send an accepted ``item`` (its bytes in ``array``, or already in its slot) under
+        ``policy``, or keep it for the pump; with ``ack``, wait until a receiver acknowledged it."""
+        delivery = self._delivery
+        deadline = time.monotonic() + timeout
+        if policy == "latest":  # never waits; block-policy items that wait go first
+            kept = self._latest.offer(item, array, behind=bool(self._queue))
         else:
-            self._tracker.sent_inline(item.msg_id, item.nbytes, self.sent + 1)
-        self.sent += 1
-        return True
+            if item.slot is None and item.use_shm:
+                delivery.wait_for_slot(deadline, item.path, timeout, self._service)
+                delivery.slots.fill(item, array)
+            elif item.slot is None:
+                delivery.wait_for_room(item.nbytes, deadline, item.path, timeout, self._service)
+                item.data = array
+            kept = self._queue.accept(item)
+        if kept:
+            self._pump.start()
+        if item.options["ack"]:
+            delivery.wait_for_ack(item.msg_id, deadline, item.path, timeout, self._service)
 
     def _service(self) -> None:
         """Take acknowledgements, send what waits (in order) while ZeroMQ takes it, expire the stale."""
-        self._drain_acks(0.0)
-        self._watch_peers()
-        while self._queue:
-            if not self._try_send(self._queue[0]):
-                break
-            self._queue.popleft()
+        delivery = self._delivery
+        delivery.take_acks(0.0)
+        delivery.watch_peers()
+        if self._queue:
+            self._queue.send_waiting()
         if self._latest:
-            self._send_latest()
+            self._latest.send_waiting()
         if self._queue or self._latest:
             self._expire()
-
-    def _send_latest(self) -> None:
-        for path in list(self._latest):
-            item = self._latest[path]
-            if not self._send_now(item, item.data):
-                return
-            del self._latest[path]
 
     def _expire(self) -> None:
         """Drop what waited longer than ``linger`` for a receiver, while none is connected: one
         that is connected is slow, not absent, and ``policy="block"`` waits for it."""
-        if self._tracker.peers:
+        if self._delivery.tracker.peers:
             return
-        expired = self._linger.stale(self._queue, self._latest)
+        expired = self._linger.stale(self._queue.items, self._latest.frames)
         if expired:
             self._drop(expired, f"no receiver took them within linger={self.linger:g} s")
 
     def _drop(self, items: list[Outgoing], why: str) -> None:
         """Forget items taken out of the queue or the latest frames, never sent."""
-        for item in items:
-            if item.slot is not None:
-                self._slots.give_back(item)
-            elif item.options["queued"]:
-                self._tracker.pending_bytes -= item.inline_bytes  # counted when queued (latest: when sent)
-            self._tracker.awaited.discard(item.msg_id)
+        self._delivery.forget(items)
         self._linger.dropped(items, why)
 
-    def _reclaim_stale(self) -> None:
-        """Forget inline items that went to a receiver that has left (see
-        :meth:`AckTracker.reclaim_lost`), and give up slots no receiver gave back in ``send_timeout``."""
-        self._watch_peers()
-        self._tracker.reclaim_lost()
-        self._slots.reclaim_stale(self.send_timeout)
-
-    def _watch_peers(self) -> None:
-        self._tracker.watch_peers(self.sent)
-
-    def _drain_acks(self, wait: float) -> None:
-        self._tracker.drain(wait, self._slots.ring)
-
-    def _wait_for_ack(self, msg_id: int, deadline: float, path: str, timeout: float) -> None:
-        while msg_id not in self._tracker.acked:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._tracker.awaited.discard(msg_id)
-                raise StreamTimeoutError(
-                    f"The receiver did not acknowledge '{path}' within {timeout:g} s "
-                    f"(is one reading from {self.endpoints.data}?)."
-                )
-            self._service()
-            self._drain_acks(min(remaining, ACK_POLL_S))
-        self._tracker.acked.discard(msg_id)
-
     def _all_delivered(self) -> bool:
-        return not (self._queue or self._latest or self._tracker.in_flight or self._slots.in_flight)
+        return not (self._queue or self._latest or self._delivery.in_flight)
 
     # -- the pump: delivers what waits, in the background -------------------------------------------
-    def _start_pump(self) -> None:
-        self._pump.start()
-
     def _pump_step(self) -> float | None:
         """One look of the pump (under the lock): the pause before the next, or None when done."""
         if self._closed:
@@ -587,13 +488,13 @@ class Sender:
         with contextlib.suppress(Exception):
             self._service()
         if self._linger.deadline is not None:  # closing: deliver until done or out of time
-            self._reclaim_stale()
+            self._delivery.reclaim_stale()
             if self._all_delivered() or self._linger.over():
                 self._finish(drop=True)
                 return None
         elif not (self._queue or self._latest):
             return None
-        return PUMP_INTERVAL_S if self._tracker.peers else PUMP_IDLE_INTERVAL_S
+        return PUMP_INTERVAL_S if self._delivery.tracker.peers else PUMP_IDLE_INTERVAL_S
 
     def _linger_in_background(self) -> None:
         self._linger.begin(self)
@@ -605,17 +506,9 @@ class Sender:
         and a CURVE sender's own context would wait that long here to end)."""
         if self._closed:
             return
-        left = list(self._queue) + list(self._latest.values())
-        self._queue.clear()
-        self._latest.clear()
+        left = self._queue.take_all() + self._latest.take_all()
         if left:
             self._drop(left, "the sender closed before a receiver took them")
-        self._tracker.detach()
-        if self._outlet is not None:
-            self._outlet.close(drop)
-            self._outlet = None
-        self._out = None
-        self._slots.close()
+        self._delivery.close(drop)
         self._closed = True
         self._linger.finished(self)
-
