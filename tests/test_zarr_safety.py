@@ -8,6 +8,8 @@ creation failed left behind, an error of a sibling folder's file taken for the s
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ pytest.importorskip("zarr")
 
 
 from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.image import ImageSpec
+from polystore.backends.zarr.repair import repair_plate
 from polystore.exceptions import PolystoreError
 
 FORMATS = pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
@@ -47,3 +51,46 @@ def test_a_source_error_in_a_sibling_folder_named_like_the_store_is_not_the_stor
     source = _failing_source(PermissionError(errno.EACCES, "Permission denied", str(inside)))
     with pytest.raises(PolystoreError, match=r"Cannot save 's\.zarr/image'"):
         ZarrBackend(root=tmp_path).save(source, "s.zarr/image")
+
+
+# -- a field whose creation fails part-way --------------------------------------------------------
+_FIELD_CREATOR = """
+import resource, signal, sys
+import numpy as np
+from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.image import ImageSpec
+from polystore.backends.zarr.repair import repair_plate
+
+root, zarr_format = sys.argv[1], int(sys.argv[2])
+backend = ZarrBackend(root=root, zarr_format=zarr_format, pyramid_levels=2)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+# a file may not grow past 64 KiB (a quota): the levels' documents fit, the group document
+# listing 2000 channels does not
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+try:
+    backend.plates.create_field(f"{root}/p.zarr", "B/02/0", (2000, 8, 8), np.uint16, "cyx", backend.config)
+except OSError as error:
+    print(type(error).__name__, error)
+    sys.exit(3)
+"""
+
+
+@FORMATS
+def test_a_field_whose_creation_fails_part_way_leaves_nothing(tmp_path: Path, zarr_format: int) -> None:
+    """``create_field`` (the plan step of a plate writer) that fails after writing its levels'
+    documents: they stayed, levels without an image that ``repair`` reported ever after."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((8, 8), np.uint16), "p.zarr/A01_s1_w1.tif")
+    result = subprocess.run([sys.executable, "-c", _FIELD_CREATOR, str(tmp_path), str(zarr_format)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 3 and "File too large" in result.stdout, result.stdout + result.stderr
+    assert not (tmp_path / "p.zarr" / "B" / "02" / "0").exists()
+    report = repair_plate(str(tmp_path / "p.zarr"))
+    assert report.ok and not report.unfinished, report
+    # a spec NGFF cannot say is refused with our error before anything is written
+    with pytest.raises(PolystoreError, match=r"scale=\(1\.0, 2\.0\) has 2 values for an image of axes 'cyx'"):
+        backend.plates.create_field(str(tmp_path / "p.zarr"), "C/02/0", (2, 8, 8), np.uint16, "cyx",
+                                    backend.config, ImageSpec(scale=(1.0, 2.0)))
+    assert not (tmp_path / "p.zarr" / "C" / "02" / "0").exists()
+    backend.save(np.full((8, 8), 2, np.uint16), "p.zarr/B02_s1_w1.tif")  # the next save writes it
+    assert backend.load("p.zarr/B02_s1_w1.tif").max() == 2

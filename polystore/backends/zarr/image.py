@@ -168,6 +168,11 @@ def write_planes_into(target: Any, index: tuple[int, ...], source: np.ndarray, k
 
 def level_scales(axes: str, base: Sequence[float] | None, level_count: int) -> list[list[float]]:
     scale = list(base) if base is not None else [1.0] * len(axes)
+    if len(scale) != len(axes):  # zip would raise a bare ValueError
+        raise InvalidOptionError(
+            f"scale={tuple(scale)} has {len(scale)} values for an image of axes '{axes}': give one "
+            f"per axis ({len(axes)}), or leave scale out."
+        )
     return [[s * (2**level if a in "yx" else 1) for a, s in zip(axes, scale, strict=True)]
             for level in range(level_count)]
 

@@ -16,6 +16,7 @@ filling it) and one per store for the metadata read-modify-write.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -197,7 +198,9 @@ class PlateWriter:
         The caller owns ``field_path`` (holds its lock, or is the one task writing it).
         ``commit=False``: the image group's document is not written (the caller writes it,
         ``write_group`` with the returned group's attributes, once its planes are: until then
-        the levels are not an image, which ``repair`` leaves unpublished).
+        the levels are not an image, which ``repair`` leaves unpublished). The metadata is made
+        (and a spec NGFF refuses, refused) before anything is written; a write that fails
+        part-way removes what this call wrote (``ImageWriter.discard``) and raises.
         """
         location = Location(store, field_path)
         dtype = np.dtype(dtype)
@@ -205,15 +208,24 @@ class PlateWriter:
         level_count = field_level_count(spec, config)
         names = spec.channel_names or channel_labels(shape, axes)
         spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
-        self.documents.ensure_parent_groups(location, config.zarr_format)
-        levels = self.images.create_levels(location, axes, shape, dtype, config, level_count)
         attrs = self.images.attributes(location, axes, shape, dtype, config, spec, level_count)
+        self.documents.ensure_parent_groups(location, config.zarr_format)
+        try:
+            levels = self.images.create_levels(location, axes, shape, dtype, config, level_count)
+            if commit:
+                self.documents.write_group(location, config.zarr_format, attrs)
+        except BaseException:
+            # levels without their group: an unfinished image that no one is writing any more
+            # (`repair` would report it); the parent groups stay, other fields share them
+            with contextlib.suppress(Exception):
+                self.images.discard(location, [location.child(str(level)) for level in range(level_count)],
+                                    zarr_format=config.zarr_format, ndim=len(shape))
+            raise
         if not commit:
             document = attrs if config.zarr_format == 2 else {"zarr_format": 3, "node_type": "group",
                                                               "attributes": attrs}
             unwritten = GroupDocument(self.documents, location, config.zarr_format, document)
             return FieldImage(unwritten, axes, levels)
-        self.documents.write_group(location, config.zarr_format, attrs)
         group = GroupDocument.read(self.documents, location, config.zarr_format)
         assert group is not None
         return FieldImage(group, axes, levels)
