@@ -172,6 +172,7 @@ class FileManager:
         data_list: Sequence[Any],
         paths: Sequence[PathLike],
         backend: str | None = None,
+        client: Any = None,
         **kwargs: Any,
     ) -> None:
         """Save many items, in parallel on I/O-bound backends.
@@ -185,6 +186,9 @@ class FileManager:
             ``plate.zarr/A01_s1_w2.tif`` into field images).
         backend
             The backend's name (or the manager's ``default_backend``).
+        client
+            A dask.distributed ``Client``: a zarr plate's fields are written on its cluster,
+            one task per field (``polystore.distributed.save_batch``; zarr backend only).
         **kwargs
             Options of the backend and format; ``progress=True`` shows a bar.
 
@@ -193,7 +197,13 @@ class FileManager:
         BatchError
             Some items failed; it lists each failure and its path.
         """
-        self.get_backend(backend).save_batch(data_list, paths, **kwargs)  # type: ignore[attr-defined]
+        target = self.get_backend(backend)
+        if client is not None:  # imported only when asked for: it needs dask
+            from polystore.distributed.batch import save_batch
+
+            save_batch(target, data_list, paths, client=client, **kwargs)
+            return
+        target.save_batch(data_list, paths, **kwargs)  # type: ignore[attr-defined]
 
     def load_batch(
         self,

@@ -1,11 +1,13 @@
 """``save_batch(..., client=...)`` on a real dask.distributed LocalCluster (worker processes,
 spawned): in-memory planes of a zarr plate written on the workers, one task per field, with
 the bytes ``save_batch`` writes in one process; a field that fails is named, the others are
-written and recorded in the plate.
+written and recorded in the plate. The zarr backend is given the writer by
+polystore.distributed and never imports it (no import circle).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +21,12 @@ import zarr
 from distributed import Client, LocalCluster
 from distributed_helpers import RECORD, RecordingBackend, recorded_writes
 
+import polystore
 from polystore import FileManager
+from polystore.backends.disk import DiskBackend
 from polystore.backends.zarr import ZarrBackend
-from polystore.exceptions import BatchError
+from polystore.distributed import save_batch
+from polystore.exceptions import BatchError, InvalidOptionError
 
 QUIET = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
 
@@ -58,7 +63,7 @@ def test_a_batch_is_written_on_the_workers_as_in_one_process(tmp_path: Path, cli
     record = tmp_path / "writes"
     record.mkdir()
     recording = RecordingBackend(storage_options={RECORD: str(record)})
-    recording.save_batch(*batch(tmp_path / "recorded.zarr"), client=client)
+    save_batch(recording, *batch(tmp_path / "recorded.zarr"), client=client)
     chunk_writers = {pid for pid, key in recorded_writes(record) if "/c/" in key}
     assert chunk_writers and os.getpid() not in chunk_writers
     assert chunk_writers <= set(client.run(os.getpid).values())
@@ -87,10 +92,37 @@ def test_a_failed_field_is_named_and_the_others_are_recorded(tmp_path: Path, cli
     planes, names = batch(store)
     planes[1] = planes[1].astype(np.float64)  # into the uint16 field A/01/0: refused unless cast
     with pytest.raises(BatchError, match=r"(?s)1 of 4 items failed.*A/01/0.*cast=True") as raised:
-        backend.save_batch(planes, names, client=client)
+        FileManager({"zarr": backend}).save_batch(planes, names, "zarr", client=client)
     assert [failure.path for failure in raised.value.failures] == ["A/01/0"]
     group = zarr.open_group(store, mode="r")
     wells = {well["path"] for well in group.attrs["ome"]["plate"]["wells"]}
     assert wells == {"A/01", "B/03"}
     assert [image["path"] for image in group["B/03"].attrs["ome"]["well"]["images"]] == ["0", "1"]
     assert np.array_equal(backend.load(names[-1]), planes[-1])
+
+
+def test_the_backends_never_import_the_distributed_package() -> None:
+    """polystore.distributed builds on the backends; a backend importing it (even inside a
+    function, as save_batch's client= once did) makes an import circle."""
+    backends = Path(polystore.__file__).parent / "backends"
+    found = []
+    for path in sorted(backends.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(backends)}: {name}" for name in names
+                      if name == "polystore.distributed" or name.startswith("polystore.distributed.")]
+    assert found == []
+
+
+def test_a_client_goes_through_the_file_manager_or_the_distributed_package(
+        tmp_path: Path, client: Client) -> None:
+    """The backend's own save_batch refuses client= (it would be ignored, the batch written
+    here), saying where it goes; a backend without plates refuses it too."""
+    planes, names = batch(tmp_path / "plate.zarr")
+    with pytest.raises(InvalidOptionError, match=r"FileManager.save_batch\(\.\.\., client=\.\.\.\)"):
+        ZarrBackend().save_batch(planes, names, client=client)
+    with pytest.raises(InvalidOptionError, match="the DiskBackend backend has none"):
+        disk = FileManager({"disk": DiskBackend()})
+        disk.save_batch(planes, [str(tmp_path / "a.npy")] * len(planes), "disk", client=client)
+    assert not (tmp_path / "plate.zarr").exists() and not (tmp_path / "a.npy").exists()

@@ -12,8 +12,10 @@ image's blocks per level), ``chunking`` (chunks and shards checked against the p
 incomplete until written), ``journal`` (progress beside the store), ``tasks`` (what workers
 run), ``runner`` (dask: a cluster or threads), ``job``/``plate_job``/``image_job`` (one
 conversion), ``convert`` (the function), ``worker`` (the workers' zarr settings), ``cluster``
-(the local cluster ``--workers N`` starts), ``batch``
-(``save_batch(..., client=...)``: in-memory planes of a plate written on the cluster).
+(the local cluster ``--workers N`` starts), ``batch`` (:func:`save_batch`, which
+``FileManager.save_batch(..., client=...)`` runs: in-memory planes of a plate written on the
+cluster; the zarr backend is given the function that writes them, and never imports this
+package).
 
 Also exported as ``polystore.convert_to_zarr`` (``polystore.convert`` converts arrays between
 frameworks: another job, kept as it is).
@@ -21,6 +23,7 @@ frameworks: another job, kept as it is).
 
 from __future__ import annotations
 
+from polystore.distributed.batch import save_batch
 from polystore.distributed.chunking import ChunkingError
 from polystore.distributed.convert import DEFAULT_REGION_BYTES, convert
 from polystore.distributed.job import DestinationExistsError, PlanChangedError
@@ -43,4 +46,5 @@ __all__ = [
     "convert",
     "convert_to_zarr",
     "plan_plate",
+    "save_batch",
 ]

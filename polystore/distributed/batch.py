@@ -1,7 +1,9 @@
-"""``ZarrBackend.save_batch(..., client=...)`` (and ``FileManager.save_batch``): a batch of
-in-memory planes of a zarr plate written on a dask cluster, one task per field, the planes
-scattered to the workers; the client then records the fields in the wells' and plate's
-metadata once, as ``save_batch`` does on threads.
+"""``FileManager.save_batch(..., client=...)`` (:func:`save_batch`): a batch of in-memory
+planes of a zarr plate written on a dask cluster, one task per field, the planes scattered to
+the workers; the backend then records the fields in the wells' and plate's metadata once, as
+its ``save_batch`` does on threads. The backend knows nothing of dask: this module gives its
+``save_batch`` the function that writes the fields (``write_fields``), so the dependency runs
+one way (polystore.distributed on the zarr backend, never back).
 
 Not the conversion's plate job (:mod:`polystore.distributed.plate_job`): that one plans the
 whole plate from files, creates every field first and owns every key without locks, which
@@ -13,14 +15,16 @@ plate writer's ``save_batch_field``, under its field lock): the same bytes, on t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.image import ImageSpec
 from polystore.backends.zarr.plate import PlaneAddress
+from polystore.base import PathLike
 from polystore.distributed.runner import run
 from polystore.distributed.tasks import Failure, Outcome, Target, portable
-from polystore.exceptions import BatchError, BatchFailure
+from polystore.exceptions import BatchError, BatchFailure, InvalidOptionError
 from polystore.lazy import optional_import
 
 Field = tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]
@@ -67,3 +71,17 @@ def save_fields(client: Any, backend: ZarrBackend, fields: Sequence[Field], spec
             failures.append(BatchFailure(index, field_path, error))
     if failures:
         raise BatchError("save_batch", failures, len(fields)) from failures[0].error
+
+
+def save_batch(backend: Any, data_list: Sequence[Any], paths: Sequence[PathLike], *, client: Any,
+               **kwargs: Any) -> None:
+    """``backend.save_batch(data_list, paths, **kwargs)`` with a zarr plate's fields written on
+    ``client``'s cluster (what ``FileManager.save_batch(..., client=...)`` runs); items that are
+    not plate planes are saved here. Raises BatchError naming every field that failed, after
+    the others are written and recorded in the plate."""
+    if not isinstance(backend, ZarrBackend):
+        raise InvalidOptionError(
+            f"save_batch(client=...) writes a zarr plate's fields on a dask cluster; the "
+            f"{type(backend).__name__} backend has none. Save with the zarr backend, or without client=."
+        )
+    backend.save_batch(data_list, paths, write_fields=partial(save_fields, client), **kwargs)

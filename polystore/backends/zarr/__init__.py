@@ -427,13 +427,20 @@ class ZarrBackend(StorageBackend):
         progress: bool = False,
         max_workers: int | None = None,
         cast: bool = False,
-        client: Any = None,
+        write_fields: Any = None,
         **kwargs: Any,
     ) -> None:
         """Save many items; planes of one plate field are assembled and written together.
-        ``client`` (a dask.distributed Client): the plate's fields are written on its cluster,
-        one task per field, the planes scattered to the workers (polystore.distributed.batch);
-        other items are saved here."""
+        ``write_fields(backend, fields, spec, cast, progress, written)`` writes the fields
+        elsewhere instead of on threads here, adding each one written to ``written`` (store:
+        [(row, column, field)]), which is committed here: ``polystore.distributed.save_batch``
+        gives one for a dask cluster (``FileManager.save_batch(..., client=...)``), so this
+        backend knows nothing of dask. Other items are saved here."""
+        if "client" in kwargs:
+            raise InvalidOptionError(
+                "ZarrBackend.save_batch takes no client=: save through FileManager.save_batch(..., "
+                "client=...) or polystore.distributed.save_batch(backend, ..., client=...)."
+            )
         fields: dict[tuple[str, str], list[tuple[PlaneAddress, Any]]] = {}
         others: list[tuple[Any, PathLike]] = []
         for data, path in zip(list(data_list), list(file_paths), strict=True):
@@ -455,10 +462,8 @@ class ZarrBackend(StorageBackend):
             written.setdefault(store, []).append((first.row, first.column, first.field))
 
         try:
-            if client is not None:
-                from polystore.distributed.batch import save_fields
-
-                save_fields(client, self, list(fields.items()), spec, cast, progress, written)
+            if write_fields is not None:
+                write_fields(self, list(fields.items()), spec, cast, progress, written)
             else:
                 # fields in parallel: while one thread waits on I/O another compresses (the
                 # codecs release the GIL); one thread per core, as compression is CPU-bound
