@@ -18,11 +18,14 @@ import pytest
 
 pytest.importorskip("zarr")
 
+import zarr
+from ngff_helpers import ome_section
+from test_zarr_failed_saves import _kill_while_writing
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.image import ImageSpec
 from polystore.backends.zarr.repair import repair_plate
-from polystore.exceptions import PolystoreError
+from polystore.exceptions import CorruptDataError, PolystoreError
 
 FORMATS = pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
 
@@ -94,3 +97,34 @@ def test_a_field_whose_creation_fails_part_way_leaves_nothing(tmp_path: Path, za
     assert not (tmp_path / "p.zarr" / "C" / "02" / "0").exists()
     backend.save(np.full((8, 8), 2, np.uint16), "p.zarr/B02_s1_w1.tif")  # the next save writes it
     assert backend.load("p.zarr/B02_s1_w1.tif").max() == 2
+
+
+# -- repair and the wells of fields it leaves out -------------------------------------------------
+@FORMATS
+def test_repair_leaves_no_well_listing_a_field_it_left_out(tmp_path: Path, zarr_format: int) -> None:
+    """A well whose only field was being replaced when its writer was killed: ``repair`` left the
+    field out of its well (so it said) and the well out of the plate, but the well's document
+    still listed the field, for any reader that opens the well."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.full((4, 8), 9, np.uint16), "s.zarr/A/01/0")
+    backend.save(np.full((4, 8), 9, np.uint16), "s.zarr/B/01/0")
+    backend.save(np.full((4, 8), 9, np.uint16), "s.zarr/B/01/1")
+    for path in ("s.zarr/A/01/0", "s.zarr/B/01/1"):
+        _kill_while_writing(tmp_path, path, zarr_format, "image")  # old pixels cleared, new in part
+    report = repair_plate(str(tmp_path / "s.zarr"))
+    assert not report.ok and len(report.unrecoverable) == 2, report
+    store = tmp_path / "s.zarr"
+    plate = ome_section(zarr.open_group(str(store), mode="r"))["plate"]
+    assert [w["path"] for w in plate["wells"]] == ["B/01"]
+    for well, fields in (("A/01", []), ("B/01", ["0"])):
+        listed = ome_section(zarr.open_group(str(store / well), mode="r"))["well"]["images"]
+        assert [image["path"] for image in listed] == fields, (well, listed)
+    with pytest.raises(CorruptDataError, match="was being replaced"):
+        backend.load("s.zarr/A/01/0")
+    assert repair_plate(str(store), dry_run=True).changed == []  # repaired once: nothing more
+    for path in ("s.zarr/A/01/0", "s.zarr/B/01/1"):  # the next saves list them again
+        backend.save(np.full((4, 8), 3, np.uint16), path)
+    for well, fields in (("A/01", ["0"]), ("B/01", ["0", "1"])):
+        listed = ome_section(zarr.open_group(str(store / well), mode="r"))["well"]["images"]
+        assert [image["path"] for image in listed] == fields, (well, listed)
+    assert repair_plate(str(store)).ok

@@ -117,7 +117,8 @@ def repair_plate(
     for node in images:
         if _repair_image(documents, Location(store, node), config, report, dry_run):
             valid.append(node)
-    _repair_plate(documents, store, valid, config, report, dry_run)
+    _repair_plate(documents, store, valid, [node for node in images if node not in valid], config,
+                  report, dry_run)
     _remove_leftovers(stores, store, all_keys, report, dry_run)
     return report
 
@@ -378,10 +379,13 @@ def _image_attributes(
 
 
 def _repair_plate(
-    documents: MetadataDocuments, store: str, images: list[str], config: ZarrConfig,
+    documents: MetadataDocuments, store: str, images: list[str], dropped: list[str], config: ZarrConfig,
     report: RepairReport, dry_run: bool,
 ) -> None:
+    """The wells' and plate's lists made those of the readable field ``images``: a well whose
+    fields were all ``dropped`` (left out as unreadable) lists none, not them."""
     fields = [m for node in images if (m := _FIELD_PATH.match(node))]
+    dropped_wells = {f"{m.group(1)}/{m.group(2)}" for node in dropped if (m := _FIELD_PATH.match(node))}
     root = GroupDocument.read(documents, Location(store, ""), config.zarr_format)
     plate_attrs = ngff.ngff_section(root.attributes).get("plate") if root is not None else None
     if not fields and not plate_attrs:
@@ -395,24 +399,27 @@ def _repair_plate(
     old_wells = {w["path"] for w in (plate_attrs or {}).get("wells", [])}
     for well_path in sorted(old_wells - set(by_well)):
         report.changed.append(f"{store}: well {well_path} left out of the plate (no readable field)")
-    for well_path, names in sorted(by_well.items()):
+    for well_path in sorted(set(by_well) | old_wells | dropped_wells):
+        names = by_well.get(well_path, [])
         location = Location(store, well_path)
         well = GroupDocument.read(documents, location, config.zarr_format)
         listed = (ngff.ngff_section(well.attributes).get("well") or {}) if well is not None else {}
         known = [image["path"] for image in listed.get("images", [])]
         wanted = sorted(names, key=int)
+        if well is None and not names:
+            continue  # no well group, no field: nothing lists anything
         if well is None or sorted(known, key=lambda p: int(p) if p.isdigit() else -1) != wanted:
-            added, dropped = set(wanted) - set(known), set(known) - set(wanted)
+            added, left_out = set(wanted) - set(known), set(known) - set(wanted)
             report.changed.append(
                 f"{location.display}: well lists fields {wanted}"
                 + (f" (added {sorted(added, key=int)})" if added else "")
-                + (f" (left out {sorted(dropped)})" if dropped else "")
+                + (f" (left out {sorted(left_out)})" if left_out else "")
             )
             if not dry_run:
                 attributes = {**(well.attributes if well is not None else {}),
                               **ngff.well_attributes(wanted, version=config.ngff)}
                 documents.write_group(location, config.zarr_format, attributes)
-        if well_path not in old_wells:
+        if well_path not in old_wells and names:
             report.changed.append(f"{store}: well {well_path} added to the plate")
     new_plate = layout.attributes(config.ngff, plate_name(store))
     if ngff.ngff_section(new_plate).get("plate") != _comparable(plate_attrs, plate_name(store)):
