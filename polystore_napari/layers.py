@@ -86,6 +86,7 @@ class LiveLayers:
         self.arrived: dict[str, dict[str, set[int]]] = {}
         """Series -> well -> the sites (0-based fields) of which an image arrived."""
         self.displayed = 0
+        self._made = False
         self._labelling = False
         # napari sets its axis labels back from the layers' when layers change: label again
         self._followed = (viewer.dims.events.current_step, viewer.dims.events.axis_labels,
@@ -120,7 +121,8 @@ class LiveLayers:
                 except Exception as error:  # one layer's trouble must not stop the others
                     logger.warning("could not update layer %s: %s", live.name, error)
         self.displayed += count
-        if count:
+        if regrown or self._made:  # the slider labels change only when a series grows or a layer comes
+            self._made = False
             self._label_sliders()
         return count
 
@@ -198,6 +200,7 @@ class LiveLayers:
             )
         live = _LiveLayer(key, series, name, layer, stack=stack, ndim=stack.ndim)
         self.layers[key] = live
+        self._made = True
         return live
 
     def _new_overlay_layer(
@@ -208,6 +211,7 @@ class LiveLayers:
         layer = self._make_overlay(key[0], name, ndim, series)
         live = _LiveLayer(key, series, name, layer, ndim=ndim)
         self.layers[key] = live
+        self._made = True
         return live
 
     def _make_overlay(self, kind: str, name: str, ndim: int, series: Series) -> Layer:
@@ -226,13 +230,18 @@ class LiveLayers:
     # -- updating ----------------------------------------------------------------------------
     def _refresh(self, live: _LiveLayer, *, reshaped: bool) -> None:
         layer = live.layer
-        layer.metadata = {**layer.metadata, METADATA_KEY: self._described(live.series)}
+        described = self._described(live.series)
+        if layer.metadata.get(METADATA_KEY) != described:
+            # only when it changed: each assignment is an event the layer list repaints for
+            layer.metadata = {**layer.metadata, METADATA_KEY: described}
         if live.stack is not None:
             if reshaped or live.stack.ndim != layer.ndim:
                 layer.data = live.stack  # the same object, grown: napari re-reads its shape
                 layer.axis_labels = self._axis_labels(live.series, len(live.stack.plane_shape))
             else:
-                layer.refresh()
+                # new pixels, same shape: the extent cannot have changed and image and labels
+                # layers draw no highlight, so napari's recomputing both (and its events) is skipped
+                layer.refresh(extent=False, highlight=False)
             return
         ndim = len(live.series.axes) + 2
         present = layer in self.viewer.layers  # the user may have deleted it: make it again

@@ -149,13 +149,15 @@ class StreamReceiverWidget(QWidget):
                                      self.channels_edit.value)
         except PlateNameError as error:
             return self._fail(str(error))
-        self.coalescer = Coalescer(parser)
+        # zero-copy: frames stay in the sender's memory until the GUI takes the newest, and
+        # only those are copied (see Coalescer)
+        self.coalescer = Coalescer(parser, borrowed=True)
         self.live.parser = parser
         service = ViewerService(
             "napari", int(self.port_edit.value), str(self.host_edit.value),
             on_item=self._arrived,
             shm_prefixes=(NapariStreamingBackend.SHM_PREFIX, DEFAULT_SHM_PREFIX),
-            handlers={"load": self._load, "layers": self._layers},
+            handlers={"load": self._load, "layers": self._layers}, zero_copy=True,
         )
         try:
             service.start()

@@ -7,6 +7,7 @@ under a second each; the tests with a real window are in ``test_napari_plugin.py
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.filemanager import FileManager
 from polystore.formats.roi import roi_zip_bytes
 from polystore.rois import ELLIPSE_VERTICES
+from polystore.streaming import StreamingBackend, StreamReceiver
 from polystore.streaming.protocol import StreamItem, make_header
+from polystore.streaming.viewer import free_ports
 from polystore_napari import _reader, _writer
 from polystore_napari.layers import Coalescer, ComponentParser, LiveLayers, PlaneStack, Series
 
@@ -103,6 +106,25 @@ def test_a_new_frame_updates_its_layer_in_place_and_keeps_the_contrast() -> None
     np.testing.assert_array_equal(layer.data[...], second)
     np.testing.assert_array_equal(layer._slice.image.raw, second)  # what the canvas is given
     assert layer.contrast_limits == [0, 500]
+
+
+def test_a_new_frame_of_a_shown_plane_leaves_the_layers_description_alone() -> None:
+    """Only a frame that changes what the stacked axes hold re-describes the layer (each
+    ``metadata`` assignment is an event that napari's layer list repaints for)."""
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    show(live, stream_item(np.full((4, 4), 1, np.uint16), "p/A01_s1_w1.tif"))
+    layer = viewer.layers["p w1"]
+    described: list[object] = []
+    layer.events.metadata.connect(described.append)
+    for value in (2, 3):
+        show(live, stream_item(np.full((4, 4), value, np.uint16), "p/A01_s1_w1.tif"))
+    assert described == []
+    np.testing.assert_array_equal(layer._slice.image.raw, 3)  # the new pixels are shown all the same
+    show(live, stream_item(np.full((4, 4), 4, np.uint16), "p/A01_s2_w1.tif"))  # a new site
+    assert len(described) == 1
+    assert layer.metadata["polystore"]["arrived"] == {"A01": [0, 1]}
+    assert layer.extent.data[1].tolist() == [0, 1, 3, 3]  # well, site, y, x
 
 
 def test_a_new_well_or_axis_grows_every_layer_of_its_series() -> None:
@@ -251,6 +273,54 @@ def test_the_coalescer_keeps_the_newest_frame_per_plane_across_threads() -> None
     assert all(item.array[0, 0] == 49 for _, item in taken)
     assert coalescer.replaced == 3 * 49
     assert coalescer.take() == []
+
+
+class _NapariTestBackend(StreamingBackend):
+    """Segments named pstest_napari_{pid}_{n}: this test's own in /dev/shm."""
+
+    SHM_PREFIX = "pstest_napari_"
+
+
+def test_a_zero_copy_coalescer_copies_only_the_frames_it_hands_out_and_holds_no_slot() -> None:
+    """Frames of one plane faster than the GUI takes them stay views of the sender's slots,
+    each going back uncopied when a newer one replaces it; what ``take`` hands out is a copy
+    (the slot is free again); planes of a plate are copied as they arrive. A 2-slot ring that
+    blocks never waits on the GUI."""
+    port = free_ports(2)
+    coalescer = Coalescer(borrowed=True)
+    receiver = StreamReceiver(port, bind=True, shm_prefixes=(_NapariTestBackend.SHM_PREFIX,), zero_copy=True)
+    receiver.start(coalescer.put)
+    sender = _NapariTestBackend(port=port, bind=False, transport="shm", shm_slots=2, send_timeout=5)
+    try:
+        frames = [np.full((64, 64), value, np.uint16) for value in range(20)]
+        for frame in frames:  # nothing is taken: a view per slot held would stop this at the third
+            sender.save(frame, "camera/live.tif", wait_for_ack=True)
+        deadline = time.monotonic() + 10
+        while coalescer.replaced < 19 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waiting = coalescer.peek("camera/live.tif")
+        assert waiting is not None and not waiting.flags.owndata  # still in the sender's slot
+        np.testing.assert_array_equal(waiting, frames[-1])
+        del waiting
+        planes = plate_planes((64, 64))
+        for (well, site, channel), plane in planes.items():  # one frame per plane: copied on arrival
+            sender.save(plane, f"plate1/{well}_s{site}_w{channel}.tif", wait_for_ack=True)
+        deadline = time.monotonic() + 10
+        while len(coalescer) < 1 + len(planes) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        taken = {item.path: item.array for _placement, item in coalescer.take()}
+        assert len(taken) == 1 + len(planes) and coalescer.replaced == 19
+        assert all(array.flags.owndata for array in taken.values())
+        np.testing.assert_array_equal(taken.pop("camera/live.tif"), frames[-1])
+        for (well, site, channel), plane in planes.items():
+            np.testing.assert_array_equal(taken[f"plate1/{well}_s{site}_w{channel}.tif"], plane)
+        # every slot is free again: a ring of two takes two more frames at once
+        sender.save(frames[0], "camera/live.tif", timeout=2)
+        sender.save(frames[1], "camera/other.tif", timeout=2)
+        assert sender.reclaimed == 0  # no slot was held past send_timeout (then taken back unreleased)
+    finally:
+        sender.close()
+        receiver.stop()
 
 
 # -- reader and writer ---------------------------------------------------------------------------
