@@ -43,10 +43,14 @@ Item = TypeVar("Item")
 
 
 def _blosc(raw: bytes, plane: np.ndarray) -> None:
-    # numcodecs' Blosc fills a larger destination without a word when the chunk holds less:
-    # the size is checked in the chunk's header first (bytes 4-8: the decoded size)
+    # numcodecs' Blosc fills a larger destination without a word when the chunk holds less,
+    # and decodes a chunk cut short from past its end: the chunk's header is checked first
+    # (bytes 4-8: the decoded size; 12-16: the chunk's own size)
     if len(raw) < 16 or struct.unpack_from("<I", raw, 4)[0] != plane.nbytes:
         raise CorruptDataError(f"a blosc chunk of another size than a plane ({plane.nbytes} bytes)")
+    if struct.unpack_from("<I", raw, 12)[0] != len(raw):
+        raise CorruptDataError(f"a blosc chunk of {len(raw)} bytes whose header says "
+                               f"{struct.unpack_from('<I', raw, 12)[0]}: cut short or damaged")
     _numcodecs().Blosc().decode(raw, out=plane)
 
 
