@@ -449,7 +449,7 @@ def test_replacing_an_image_clears_its_labels(tmp_path: Path, zarr_format: int) 
     backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
     backend.save(np.ones((8, 8), np.uint16), "s.zarr/image", axes="yx")
     labels = zarr.open_group(str(tmp_path / "s.zarr" / "image" / "labels"), mode="w",
-                             zarr_format=zarr_format)
+                             zarr_format=zarr_format)  # type: ignore[arg-type]
     labels.create_array("cells", shape=(8, 8), dtype="uint8")[:] = 1
     notes = tmp_path / "s.zarr" / "image" / "notes.txt"
     notes.write_text("mine")

@@ -128,3 +128,33 @@ def test_repair_leaves_no_well_listing_a_field_it_left_out(tmp_path: Path, zarr_
         listed = ome_section(zarr.open_group(str(store / well), mode="r"))["well"]["images"]
         assert [image["path"] for image in listed] == fields, (well, listed)
     assert repair_plate(str(store)).ok
+
+
+# -- replacing an image whose levels another tool named -------------------------------------------
+def _foreign_image(path: Path, zarr_format: int) -> None:
+    """An OME-Zarr image as other tools write one: levels named ``s0``, ``s1``, a file beside."""
+    image = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)  # type: ignore[arg-type]
+    for level, name in enumerate(("s0", "s1")):
+        image.create_array(name, data=np.full((8 >> level, 8 >> level), 9, np.uint16))
+    axes: Any = [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    datasets = [{"path": name, "coordinateTransformations": [{"type": "scale", "scale": [2.0**level] * 2}]}
+                for level, name in enumerate(("s0", "s1"))]
+    multiscales: Any = [{"axes": axes, "datasets": datasets}]
+    image.attrs.update({"ome": {"version": "0.5", "multiscales": multiscales}} if zarr_format == 3
+                       else {"multiscales": [{"version": "0.4", **multiscales[0]}]})
+    (path / "notes.txt").write_text("the user's")
+
+
+@FORMATS
+def test_replacing_an_image_clears_its_levels_of_any_name(tmp_path: Path, zarr_format: int) -> None:
+    """The old levels ``s0``, ``s1`` stayed in the replaced image with the old pixels, arrays of
+    its group beside the new levels (zarr, and any browser of the store, list them); the
+    user's file stays."""
+    _foreign_image(tmp_path / "s.zarr" / "image", zarr_format)
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    assert backend.load("s.zarr/image").max() == 9
+    backend.save(np.ones((8, 8), np.uint16), "s.zarr/image", levels=2)
+    folder = tmp_path / "s.zarr" / "image"
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1"]
+    assert (tmp_path / "s.zarr" / "image" / "notes.txt").read_text() == "the user's"
+    assert backend.load("s.zarr/image").max() == 1 and backend.load("s.zarr/image", level=1).max() == 1

@@ -32,7 +32,7 @@ from polystore.backends.zarr.location import (
 )
 from polystore.backends.zarr.marks import INCOMPLETE, REPLACING, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.exceptions import InvalidOptionError, InvalidPathError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, InvalidPathError
 from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.plates import channel_names
@@ -353,22 +353,37 @@ class ImageWriter:
                 self.documents.keys(location).delete(join_key(location.node, ".zarray"))
                 self.documents.write_group(location, zarr_format, mark)
             return
+        named = self._named_levels(location, zarr_format)  # read before the mark replaces them
         self.documents.write_group(location, zarr_format, mark)
-        self._clear(location, keep_own=True)
+        self._clear(location, keep_own=True, levels=named)
 
-    def _clear(self, location: Location, *, keep_own: bool = False) -> None:
+    def _named_levels(self, location: Location, zarr_format: int) -> list[str]:
+        """The level paths the image at ``location`` lists that are not named as polystore
+        names levels (``s0``, ``s1`` of another tool's image; ``0``, ``1`` are zarr entries,
+        cleared anyway): its levels all the same, whose pixels a replacing save clears."""
+        try:
+            attributes = self.documents.attributes(location, zarr_format)
+            paths = ngff.multiscale_paths(attributes) if attributes else []
+        except (CorruptDataError, KeyError, TypeError, AttributeError):
+            return []  # a damaged document lists nothing to trust
+        return [path for path in paths if isinstance(path, str) and not zarr_entry(path)
+                and all(part not in ("", ".", "..") for part in path.split("/"))]
+
+    def _clear(self, location: Location, *, keep_own: bool = False, levels: Sequence[str] = ()) -> None:
         """Remove the data of the node at ``location``: its chunks and its levels' folders,
-        with all below them, its OME-NGFF ``labels`` group (labels of the pixels replaced:
-        kept, a viewer would lay them over the new image), and its own documents unless
-        ``keep_own``. Nothing else its folder holds: a user's files kept there, or another node
-        (``zarr_entry``); a save that replaces the node, or fails doing so, must not take them
-        with it."""
+        with all below them (``levels``: those of other names its image listed), its OME-NGFF
+        ``labels`` group (labels of the pixels replaced: kept, a viewer would lay them over the
+        new image), and its own documents unless ``keep_own``. Nothing else its folder holds: a
+        user's files kept there, or another node (``zarr_entry``); a save that replaces the
+        node, or fails doing so, must not take them with it."""
         keys = self.documents.keys(location)
         prefix = location.node + "/" if location.node else ""
         for key in list(keys.list(prefix)):
-            first, below, _ = key[len(prefix):].partition("/")
+            relative = key[len(prefix):]
+            first, below, _ = relative.partition("/")
             own_document = not below and not keep_own and first in METADATA_DOCUMENTS
-            if zarr_entry(first) or first == _LABELS or own_document:
+            named_level = any(relative.startswith(level + "/") for level in levels)
+            if zarr_entry(first) or first == _LABELS or own_document or named_level:
                 keys.delete(key)
         if not location.remote:  # the emptied level folders: a chunk of the new node may be named so
             folder = os.path.join(location.store, location.node)
@@ -376,6 +391,8 @@ class ImageWriter:
                 for entry in [entry for entry in found if entry.is_dir(follow_symlinks=False)
                               and (zarr_entry(entry.name) or entry.name == _LABELS)]:
                     shutil.rmtree(entry.path, ignore_errors=True)
+            for level in levels:
+                shutil.rmtree(os.path.join(folder, *level.split("/")), ignore_errors=True)
 
 
 _LABELS = "labels"
