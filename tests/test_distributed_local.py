@@ -7,6 +7,7 @@ Conversions on a LocalCluster: tests/test_distributed.py.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import subprocess
@@ -34,8 +35,9 @@ from polystore.distributed import (
     ConversionError,
     DestinationExistsError,
     convert,
+    plan_plate,
 )
-from polystore.distributed.journal import journal_location
+from polystore.distributed.journal import digest, journal_location
 from polystore.distributed.regions import Grid
 from polystore.exceptions import CorruptDataError
 
@@ -342,6 +344,18 @@ def test_a_conversion_stopped_by_an_earlier_version_resumes_from_its_markers(
     report = convert(source, store, levels=2, resume=True)
     assert report.written == ["B/03/0"] and len(report.already_done) == 5
     assert not Path(journal_location(str(store))).exists()
+
+
+def test_a_fields_digest_is_the_one_earlier_versions_marked(folder: tuple[Path, list[PlateItem]]) -> None:
+    """A done-marker holds the field's digest, which earlier versions made from
+    ``dataclasses.asdict`` of the field: a resume across versions needs the same digest."""
+    source, _items = folder
+    plan = plan_plate(source)
+    options = ({"zarr_format": 3, "chunks": None}, False, False)
+    for field in plan.fields:
+        as_dict = dataclasses.asdict(field)
+        earlier = digest(plan.axes, plan.shape, plan.dtype, plan.channel_names, options, as_dict)
+        assert plan.field_digest(field, options) == earlier
 
 
 def test_the_same_folder_spelled_otherwise_resumes(

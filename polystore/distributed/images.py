@@ -23,7 +23,7 @@ import numpy as np
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.backends.zarr.documents import GroupDocument, array_documents
+from polystore.backends.zarr.documents import GroupDocument, array_documents, group_documents
 from polystore.backends.zarr.image import ImageSpec, array_options, channel_labels, level_shape
 from polystore.backends.zarr.location import Location, join_key, zarr_module
 from polystore.backends.zarr.marks import INCOMPLETE, converting
@@ -44,18 +44,46 @@ def create_image(backend: ZarrBackend, location: Location, shape: tuple[int, ...
     level_count = max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
     names = spec.channel_names or channel_labels(shape, axes)
     spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
-    attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count),
-                  **converting(destination)}
+    group = _group_documents(images, location, shape, dtype, axes, config, spec, level_count, destination)
     fresh = new or documents.node_kind(location) is None
     if not fresh:
-        documents.write_group(location, config.zarr_format, attributes)  # marked before any chunk goes
+        _write(backend, location, group)  # marked before any chunk goes
     elif not new:
         documents.ensure_parent_groups(location, config.zarr_format)
     array_config = repr(zarr_module().config.get("array"))
     for level in range(level_count):
         level_documents = _level_documents(shape, dtype, axes, config, level, array_config)
         _empty_level(backend, location.child(str(level)), level_documents, fresh)
-    documents.write_group(location, config.zarr_format, attributes)
+    _write(backend, location, group)
+
+
+_GROUPS: dict[str, tuple[tuple[str, bytes], ...]] = {}
+_GROUPS_KEPT = 64
+
+
+def _group_documents(images: Any, location: Location, shape: tuple[int, ...], dtype: np.dtype[Any], axes: str,
+                     config: ZarrConfig, spec: ImageSpec, level_count: int, destination: str
+                     ) -> tuple[tuple[str, bytes], ...]:
+    """The documents of a new image's group, marked incomplete: the same for every field image
+    of a plate but for its name (the last part of its path), so made once per name and plan,
+    not per field (its NGFF attributes built and checked, and encoded, for each image took
+    the client more than writing them). Keyed by the repr of what decides them (the spec may
+    hold lists and dicts)."""
+    key = repr((type(images), location.name, shape, dtype.str, axes, config, spec, level_count, destination))
+    found = _GROUPS.get(key)
+    if found is None:
+        attributes = {**images.attributes(location, axes, shape, dtype, config, spec, level_count),
+                      **converting(destination)}
+        found = tuple(group_documents(config.zarr_format, attributes).items())
+        if len(_GROUPS) >= _GROUPS_KEPT:
+            _GROUPS.clear()
+        _GROUPS[key] = found
+    return found
+
+
+def _write(backend: ZarrBackend, location: Location, documents: tuple[tuple[str, bytes], ...]) -> None:
+    for name, content in documents:
+        backend.documents.write(location, name, content)
 
 
 @lru_cache(maxsize=32)

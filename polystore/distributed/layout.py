@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from polystore.backends.zarr.plate import PlaneAddress
@@ -59,6 +59,13 @@ class FieldPlan:
     def path(self) -> str:
         return f"{self.row}/{self.column}/{self.index}"
 
+    def record(self) -> dict[str, Any]:
+        """The field as ``dataclasses.asdict`` gives it (what its digest hashes), made directly:
+        asdict deep-copies every value on its way, and a plate has a field per well and site."""
+        planes = [(index, {"path": file.path, "size": file.size, "mtime_ns": file.mtime_ns})
+                  for index, file in self.planes]
+        return {"row": self.row, "column": self.column, "index": self.index, "planes": planes}
+
 
 @dataclass(frozen=True)
 class PlatePlan:
@@ -78,7 +85,7 @@ class PlatePlan:
     def field_digest(self, field: FieldPlan, options: object) -> str:
         """What a field's done-marker must hold for the field to count as written: its files
         (paths, sizes, times) and everything that decides its bytes."""
-        return digest(self.axes, self.shape, self.dtype, self.channel_names, options, asdict(field))
+        return digest(self.axes, self.shape, self.dtype, self.channel_names, options, field.record())
 
     def summary(self, options: dict[str, Any]) -> dict[str, Any]:
         """What a resumed conversion must find unchanged (its files' contents may change: a

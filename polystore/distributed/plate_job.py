@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 from polystore.backends.zarr.image import ImageSpec
@@ -67,7 +68,8 @@ def make_parent_groups(job: Job, plan_field: FieldPlan, made: set[str]) -> None:
 def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> ConversionReport:
     config = job.target.config
     store = job.location.store
-    tokens = {f.path: plan.field_digest(f, (job.options(), labels, cast)) for f in plan.fields}
+    options = (job.options(), labels, cast)
+    tokens = {f.path: plan.field_digest(f, options) for f in plan.fields}
     done = job.finished()
     todo = [f for f in plan.fields if (f.path, tokens[f.path]) not in done]
     spec = ImageSpec(plan.axes, config.pyramid_levels, plan.channel_names or None, labels=labels)
@@ -102,13 +104,14 @@ def convert_plate(job: Job, plan: PlatePlan, labels: bool, cast: bool) -> Conver
         documents once every image exists."""
         # metadata documents are small writes: a request each on object storage, where threads
         # wait for them together (two fields of a well may make its group at once: exclusive
-        # creates); on a local disk Python's own work, where threads would only contend for
-        # the GIL with the client sending tasks
-        threads = 8 if job.location.remote else 1
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polystore-plan") as pool:
+        # creates); on a local disk Python's own work, done here: threads would only contend
+        # for the GIL with the client sending tasks
+        threads = ThreadPoolExecutor(8, "polystore-plan") if job.location.remote else None
+        with threads if threads is not None else nullcontext():
+            each = threads.map if threads is not None else map
             start, size = 0, FIRST_BATCH
             while start < len(todo):
-                yield list(pool.map(create, todo[start:start + size]))
+                yield list(each(create, todo[start:start + size]))
                 start, size = start + size, size * GROWTH
         if config.ome_zarr_metadata:
             commit_plate(job, plan)

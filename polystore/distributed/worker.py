@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
+import weakref
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -69,7 +71,19 @@ class ZarrWorkerSetup(WorkerPlugin):
         reuse_freed_memory()
 
 
+_REGISTERED: weakref.WeakKeyDictionary[Any, tuple[str, int | None]] = weakref.WeakKeyDictionary()
+"""The settings registered through each client (a plugin stays with the scheduler)."""
+_REGISTERED_LOCK = threading.Lock()
+
+
 def set_up_workers(client: Any, config: ZarrConfig) -> None:
     """Register :class:`ZarrWorkerSetup` for ``config`` on ``client``'s cluster (its workers now
-    and any that join later), before a job sends its tasks."""
-    client.register_plugin(ZarrWorkerSetup(config.codec_pipeline, config.threads))
+    and any that join later, or that a nanny restarts), before a job sends its tasks: once per
+    client and settings, not per job (each registration sets up every worker again, a round
+    of messages through the scheduler, with the workers' cores busy)."""
+    settings = (config.codec_pipeline, config.threads)
+    with _REGISTERED_LOCK:
+        if _REGISTERED.get(client) == settings:
+            return
+        client.register_plugin(ZarrWorkerSetup(*settings))
+        _REGISTERED[client] = settings
