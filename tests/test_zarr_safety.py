@@ -8,6 +8,7 @@ creation failed left behind, an error of a sibling folder's file taken for the s
 from __future__ import annotations
 
 import errno
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +159,47 @@ def test_replacing_an_image_clears_its_levels_of_any_name(tmp_path: Path, zarr_f
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0", "1"]
     assert (tmp_path / "s.zarr" / "image" / "notes.txt").read_text() == "the user's"
     assert backend.load("s.zarr/image").max() == 1 and backend.load("s.zarr/image", level=1).max() == 1
+
+
+# -- a plane save into a pyramid stopped between its levels ---------------------------------------
+_KILLED_BETWEEN_LEVELS = """
+import os, signal, sys
+import numpy as np
+from polystore.backends.zarr import ZarrBackend
+
+root, zarr_format = sys.argv[1], int(sys.argv[2])
+backend = ZarrBackend(root=root, zarr_format=zarr_format, pyramid_levels=2)
+
+def kill_at_level_1(frame, event, arg):  # level 0 is written when level 1's plane is made
+    if event == "call" and frame.f_code.co_name == "downsample_plane":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.setprofile(kill_at_level_1)
+backend.save(np.full((16, 16), 5, np.uint16), "p.zarr/A01_s1_w1.tif")
+"""
+
+
+@FORMATS
+@pytest.mark.parametrize("then", ["repair", "next-save"])
+def test_a_plane_save_killed_between_pyramid_levels_is_marked_and_made_whole(
+    tmp_path: Path, zarr_format: int, then: str
+) -> None:
+    """A writer killed after level 0 of a plane and before level 1: level 1 kept the plane's
+    previous pixels, nothing said so, and ``repair`` found nothing to repair."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format, pyramid_levels=2)
+    backend.save(np.full((16, 16), 1, np.uint16), "p.zarr/A01_s1_w1.tif")
+    result = subprocess.run([sys.executable, "-c", _KILLED_BETWEEN_LEVELS, str(tmp_path), str(zarr_format)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
+    assert backend.load("p.zarr/A01_s1_w1.tif").max() == 5  # level 0: the new plane
+    # readers may read it (level 0 is whole); the mark says its levels below are not
+    assert backend.attributes("p.zarr/A/01/0")["polystore"]["levels_pending"] == {"labels": False}
+    if then == "repair":
+        report = repair_plate(str(tmp_path / "p.zarr"))
+        assert report.ok and any("made again from level 0" in line for line in report.changed), report
+    else:  # the next plane save into the field makes them again
+        backend.save(np.full((16, 16), 7, np.uint16), "p.zarr/A01_s1_w2.tif")
+        assert backend.load("p.zarr/A01_s1_w2.tif", level=1).max() == 7
+    assert backend.load("p.zarr/A01_s1_w1.tif", level=1).max() == 5
+    assert "polystore" not in backend.attributes("p.zarr/A/01/0")
+    assert not repair_plate(str(tmp_path / "p.zarr")).changed

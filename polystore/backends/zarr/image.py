@@ -12,6 +12,7 @@ group whose levels are missing, as damaged.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -129,6 +130,17 @@ def downsample_plane(plane: np.ndarray, labels: bool) -> np.ndarray:
     if plane.dtype.kind in "iu":
         mean = np.round(mean)
     return np.asarray(mean.astype(plane.dtype))
+
+
+def rebuild_levels(levels: Sequence[Any], labels: bool) -> None:
+    """Write levels 1, 2, ... of an image again from level 0, plane by plane (every axis but
+    the last two, y and x, is the same at every level)."""
+    base = levels[0]
+    for index in itertools.product(*(range(int(n)) for n in base.shape[:-2])):
+        source = np.asarray(base[index])
+        for level in levels[1:]:
+            source = downsample_plane(source, labels)
+            level[index] = source
 
 
 def write_into(target: Any, source: Any, keys: KeyStore | None = None,

@@ -15,6 +15,10 @@ viewer watches it fill, and marks it also with the node the conversion writes
 unwritten pixels are: nothing else may unmark such an image. A save that fails after
 clearing the node it replaces leaves the mark with the reason (``"failed"``).
 
+A milder mark (``levels_pending``) says only that a plane save into a pyramid stopped after
+level 0: its levels below may hold the plane's previous pixels; readers read it, ``repair``
+and the next plane save make those levels again from level 0.
+
 Earlier versions wrote the mark at the top of the attributes (``{"incomplete": true}``, with
 ``"conversion"`` beside it for a conversion's): read here as the same marks, so that ``load``
 refuses such an image and ``polystore repair`` treats it as it treats the current ones.
@@ -35,6 +39,22 @@ REPLACING = {"polystore": {"incomplete": True, "replacing": True}}
 """The attributes of an image's group while a save replaces it whole: its previous pixels are
 cleared first, so a writer killed then leaves neither the old image nor the new one (``repair``
 reports it, as it does a failed save's, and does not publish what its levels hold)."""
+
+
+def levels_pending(labels: bool) -> dict[str, Any]:
+    """The mark of a pyramid whose plane save has written level 0 and not yet every level below
+    (``labels``: they are made by picking pixels, not averaging). Not ``incomplete``: level 0
+    is whole, so readers read the image; ``repair``, or the next plane save into it, makes its
+    levels below again from level 0 and removes the mark."""
+    return {"polystore": {"levels_pending": {"labels": labels}}}
+
+
+def pending_levels_of(attributes: dict[str, Any]) -> bool | None:
+    """Whether the levels below level 0 are made by picking (labels), where ``levels_pending``
+    marks the image; None where it does not."""
+    marker = attributes.get("polystore")
+    pending = marker.get("levels_pending") if isinstance(marker, dict) else None
+    return bool(pending.get("labels")) if isinstance(pending, dict) else None
 
 
 def converting(destination: str) -> dict[str, Any]:

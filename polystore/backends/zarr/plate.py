@@ -34,11 +34,18 @@ from polystore.backends.zarr.image import (
     channel_labels,
     downsample_plane,
     level_shape,
+    rebuild_levels,
     write_planes_into,
 )
 from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock, metadata_lock
-from polystore.backends.zarr.marks import conversion_of, incomplete_error, is_incomplete
+from polystore.backends.zarr.marks import (
+    conversion_of,
+    incomplete_error,
+    is_incomplete,
+    levels_pending,
+    pending_levels_of,
+)
 from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import Components, PlateNameError, channel_names, parse_components
@@ -177,6 +184,8 @@ class FieldImage:
     group: GroupDocument
     axes: str
     levels: list[Any]
+    committed: bool = True
+    """Whether its group document is written (``create_field(commit=False)``: not yet)."""
 
 
 class PlateWriter:
@@ -225,7 +234,7 @@ class PlateWriter:
             document = attrs if config.zarr_format == 2 else {"zarr_format": 3, "node_type": "group",
                                                               "attributes": attrs}
             unwritten = GroupDocument(self.documents, location, config.zarr_format, document)
-            return FieldImage(unwritten, axes, levels)
+            return FieldImage(unwritten, axes, levels, committed=False)
         group = GroupDocument.read(self.documents, location, config.zarr_format)
         assert group is not None
         return FieldImage(group, axes, levels)
@@ -235,18 +244,31 @@ class PlateWriter:
         labels: bool = False, cast: bool = False, field_image: FieldImage | None = None,
     ) -> None:
         """Write 2-D planes (by their (t, c, z)-subset index) into an existing field image, at
-        every level. Writes chunks only; the caller owns the field."""
+        every level. Writes chunks only, and, into a pyramid, the mark that its levels below
+        level 0 are being written (``marks.levels_pending``: a writer stopped between levels
+        leaves them older than level 0, which the next plane save or ``repair`` makes again
+        from it). The caller owns the field."""
         image = field_image or self.open_field(Location(store, field_path))
         if image is None:
             raise CorruptDataError(f"'{store}/{field_path}' is not a field image; create_field first.")
         dtype = image.levels[0].dtype
         keys = self.images.local_keys(Location(store, field_path))
-        for index, plane in planes.items():
-            source = checked_plane(plane, dtype, f"{store}/{field_path}", cast)
+        checked = {index: checked_plane(plane, dtype, f"{store}/{field_path}", cast)
+                   for index, plane in planes.items()}
+        left = pending_levels_of(image.group.attributes)  # a writer stopped between levels
+        # a field whose group document is not written yet is no image: nothing to mark
+        pyramid = len(image.levels) > 1 and bool(checked) and image.committed
+        if pyramid and left is None:
+            image.group.update(levels_pending(labels))
+        for index, source in checked.items():
             for level, array in enumerate(image.levels):
                 if level:
                     source = downsample_plane(source, labels)
                 write_planes_into(array, index, source, keys)
+        if pyramid:
+            if left is not None:
+                rebuild_levels(image.levels, left)
+            image.group.put({k: v for k, v in image.group.attributes.items() if k != "polystore"})
 
     def commit(self, store: str, fields: Iterable[tuple[str, str, int]], config: ZarrConfig,
                *, lock: bool = True) -> None:
@@ -440,10 +462,11 @@ class PlateWriter:
         windows = [(c["window"]["start"], c["window"]["end"]) for c in known if c.get("window")]
         dtype = np.dtype(image.levels[0].dtype)
         channels = ngff.channel_infos(count, dtype, labels, colors or None, windows or None)
-        image.group.put(ngff.image_attributes(
+        kept = {k: v for k, v in attributes.items() if k == "polystore"}  # a levels_pending mark
+        image.group.put({**ngff.image_attributes(
             image.axes, scales, version=config.ngff, channels=channels, dtype=dtype,
             name=multiscale.get("name"),
-        ))
+        ), **kept})
 
     def save_field(self, location: Location, address: PlaneAddress, array: Any, config: ZarrConfig,
                    spec: ImageSpec) -> None:

@@ -11,7 +11,9 @@ group document are not an image: a new image's save writes that document last, a
 commit, so they are a save killed before it finished (or one running now); they are reported
 as unfinished and left as they are, never published (their unwritten chunks would read as 0).
 A bare array its writer marked (killed, or failed after clearing it) is reported and left
-marked: no plate fills it plane by plane, so what is there is not data to publish.
+marked: no plate fills it plane by plane, so what is there is not data to publish. A pyramid
+a plane save stopped in between levels (``levels_pending``) has its levels below level 0
+made again from it.
 
 Except for what a conversion (``polystore convert``) has not finished: its unwritten pixels
 are not in the store but in its source files, so an image it marked stays marked (and listed:
@@ -36,7 +38,7 @@ import numpy as np
 from polystore.atomic import TEMP_SUFFIX
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
-from polystore.backends.zarr.image import ImageSpec, ImageWriter, level_shape
+from polystore.backends.zarr.image import ImageSpec, ImageWriter, level_shape, rebuild_levels
 from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, join_key, locate
 from polystore.backends.zarr.locks import DEFAULT_LEASE_S, holder_is_dead, lock_keys
 from polystore.backends.zarr.marks import (
@@ -45,6 +47,7 @@ from polystore.backends.zarr.marks import (
     is_incomplete,
     is_marked_array,
     is_replacing,
+    pending_levels_of,
     resume_advice,
 )
 from polystore.backends.zarr.plate import PlateLayout, plate_name
@@ -294,6 +297,12 @@ def _repair_image(
     for level, array in enumerate(levels):
         for key in _undecodable_chunks(array, dry_run):
             changes.append(f"level {level}: chunk {key} could not be decoded (written partly), removed")
+    labels = pending_levels_of(attributes)
+    if labels is not None:  # a plane save stopped after level 0: the levels below may be older
+        changes.append(f"levels 1-{len(levels) - 1} made again from level 0 (a plane save into it "
+                       "stopped between levels)" if len(levels) > 1 else "a plane save's mark removed")
+        if not dry_run:
+            rebuild_levels(levels, labels)
     expected = _image_attributes(location, levels, axes, attributes, config)
     if is_incomplete(attributes):
         changes.append("was marked as being written: its metadata rebuilt")
