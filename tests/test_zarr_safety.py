@@ -203,3 +203,33 @@ def test_a_plane_save_killed_between_pyramid_levels_is_marked_and_made_whole(
     assert backend.load("p.zarr/A01_s1_w1.tif", level=1).max() == 5
     assert "polystore" not in backend.attributes("p.zarr/A/01/0")
     assert not repair_plate(str(tmp_path / "p.zarr")).changed
+
+
+# -- leftovers of an earlier store where a conversion writes ---------------------------------------
+def test_a_conversion_never_reads_an_earlier_stores_leftover_chunks_as_data(tmp_path: Path) -> None:
+    """A plate whose metadata was deleted by hand left its chunks; a conversion into the same
+    place wrote no chunk for a plane its source lacks (B01 has no w2), so B01's w2 read back
+    the earlier plate's pixels (99) as data. The backend's own saves clear such chunks
+    (``delete_leftovers``); a conversion refuses the destination unless told to overwrite it."""
+    tifffile = pytest.importorskip("tifffile")
+    convert_to_zarr = pytest.importorskip("polystore").convert_to_zarr
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("A01_s1_w1", "A01_s1_w2", "B01_s1_w1"):
+        tifffile.imwrite(source / f"{name}.tif", np.full((16, 16), 5, np.uint16))
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.full((16, 16), 99, np.uint16), "p.zarr/B01_s1_w2.tif")
+    for document in (tmp_path / "p.zarr").rglob("zarr.json"):  # the metadata deleted by hand
+        document.unlink()
+    with pytest.raises(PolystoreError, match=r"holds files but no zarr node.*overwrite=True"):
+        convert_to_zarr(source, str(tmp_path / "p.zarr"))
+    assert (tmp_path / "p.zarr" / "B" / "01" / "0" / "0" / "c" / "1" / "0" / "0").is_file()  # untouched
+    convert_to_zarr(source, str(tmp_path / "p.zarr"), overwrite=True)
+    np.testing.assert_array_equal(backend.load("p.zarr/B/01/0")[:, 0, 0], [5, 0])
+    # a first save over such leftovers clears them itself
+    backend.save(np.full((2, 16, 16), 99, np.uint16), "p.zarr/B/02/0", axes="cyx")
+    for document in (tmp_path / "p.zarr" / "B" / "02").rglob("zarr.json"):
+        document.unlink()
+    backend.save(np.zeros((16, 16), np.uint16), "p.zarr/B02_s1_w1.tif")
+    backend.save(np.zeros((16, 16), np.uint16), "p.zarr/B02_s1_w3.tif")  # w2 never written
+    assert backend.load("p.zarr/B02_s1_w2.tif").max() == 0

@@ -77,8 +77,13 @@ class Job:
         exists = self.backend.documents.node_kind(self.location) is not None
         started = self.journal.exists()
         where = self.location.display
+        # files where no node is (an earlier store's chunks, its metadata deleted): a conversion
+        # writes no chunk where its source has no pixels, so they would be read back as data
+        keys = self.backend.stores.keys(self.location.store)
+        leftovers = not exists and not self.resume and next(
+            iter(keys.list(f"{self.location.node}/" if self.location.node else "")), None) is not None
         if overwrite and not self.resume:
-            if exists:
+            if exists or leftovers:
                 self.backend.stores.remove(self.location.store, self.location.node)
             if self.location.node:
                 self.journal.remove()
@@ -107,6 +112,12 @@ class Job:
             )
         elif exists:
             raise DestinationExistsError(f"'{where}' exists: overwrite=True (--overwrite) replaces it.")
+        elif leftovers:
+            raise DestinationExistsError(
+                f"'{where}' holds files but no zarr node (an earlier store's, its metadata deleted?): "
+                "where the source has no pixels they would be read back as data. Delete them, or "
+                "overwrite=True (--overwrite) to clear the destination."
+            )
         self.journal.begin(plan_digest, summary)
 
     def finished(self) -> set[tuple[str, str]]:
