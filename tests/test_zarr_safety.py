@@ -161,6 +161,42 @@ def test_replacing_an_image_clears_its_levels_of_any_name(tmp_path: Path, zarr_f
     assert backend.load("s.zarr/image").max() == 1 and backend.load("s.zarr/image", level=1).max() == 1
 
 
+
+_KILLED_BEFORE_CLEARING = """
+import os, signal, sys
+import numpy as np
+from polystore.backends.zarr import ZarrBackend
+
+root, zarr_format = sys.argv[1], int(sys.argv[2])
+
+def kill_at_clear(frame, event, arg):  # the image is marked as being replaced, not cleared yet
+    if event == "call" and frame.f_code.co_name == "_clear":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.setprofile(kill_at_clear)
+ZarrBackend(root=root, zarr_format=zarr_format).save(np.ones((8, 8), np.uint16), "s.zarr/image")
+"""
+
+
+@FORMATS
+def test_levels_of_any_name_are_cleared_after_a_replacement_killed_before_clearing_them(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """The mark of the killed replacement took the place of the multiscales that named ``s0``,
+    ``s1``: the next save did not know them, and they stayed."""
+    _foreign_image(tmp_path / "s.zarr" / "image", zarr_format)
+    result = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_CLEARING, str(tmp_path), str(zarr_format)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    with pytest.raises(CorruptDataError, match="was being replaced"):
+        backend.load("s.zarr/image")
+    backend.save(np.full((8, 8), 2, np.uint16), "s.zarr/image")
+    folder = tmp_path / "s.zarr" / "image"
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["0"]
+    assert backend.load("s.zarr/image").max() == 2
+
+
 # -- a plane save into a pyramid stopped between its levels ---------------------------------------
 _KILLED_BETWEEN_LEVELS = """
 import os, signal, sys

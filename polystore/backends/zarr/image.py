@@ -366,16 +366,21 @@ class ImageWriter:
                 self.documents.write_group(location, zarr_format, mark)
             return
         named = self._named_levels(location, zarr_format)  # read before the mark replaces them
-        self.documents.write_group(location, zarr_format, mark)
+        # kept in the mark until they are cleared: a writer killed before leaves them named there
+        self.documents.write_group(location, zarr_format,
+                                   {"polystore": {**mark["polystore"], "levels": named}} if named else mark)
         self._clear(location, keep_own=True, levels=named)
 
     def _named_levels(self, location: Location, zarr_format: int) -> list[str]:
         """The level paths the image at ``location`` lists that are not named as polystore
         names levels (``s0``, ``s1`` of another tool's image; ``0``, ``1`` are zarr entries,
-        cleared anyway): its levels all the same, whose pixels a replacing save clears."""
+        cleared anyway): its levels all the same, whose pixels a replacing save clears. Also
+        those the mark of a replacement killed before clearing them names."""
         try:
             attributes = self.documents.attributes(location, zarr_format)
             paths = ngff.multiscale_paths(attributes) if attributes else []
+            marker = (attributes or {}).get("polystore")
+            paths += list(marker.get("levels") or []) if isinstance(marker, dict) else []
         except (CorruptDataError, KeyError, TypeError, AttributeError):
             return []  # a damaged document lists nothing to trust
         return [path for path in paths if isinstance(path, str) and not zarr_entry(path)
