@@ -269,3 +269,35 @@ def test_a_conversion_never_reads_an_earlier_stores_leftover_chunks_as_data(tmp_
     backend.save(np.zeros((16, 16), np.uint16), "p.zarr/B02_s1_w1.tif")
     backend.save(np.zeros((16, 16), np.uint16), "p.zarr/B02_s1_w3.tif")  # w2 never written
     assert backend.load("p.zarr/B02_s1_w2.tif").max() == 0
+
+
+def test_leftover_chunks_on_s3_are_never_read_as_data(s3_bucket: str, s3_server: str, tmp_path: Path) -> None:
+    """The same on object storage: a first save over chunk keys without metadata clears them,
+    and a conversion there is refused unless told to overwrite."""
+    boto3 = pytest.importorskip("boto3")
+    tifffile = pytest.importorskip("tifffile")
+    convert_to_zarr = pytest.importorskip("polystore").convert_to_zarr
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def delete_documents(prefix: str) -> None:
+        for item in client.list_objects_v2(Bucket=s3_bucket, Prefix=prefix).get("Contents", []):
+            if item["Key"].endswith("zarr.json"):
+                client.delete_object(Bucket=s3_bucket, Key=item["Key"])
+
+    backend = ZarrBackend(root=f"s3://{s3_bucket}")
+    backend.save(np.full((2, 16, 16), 99, np.uint16), "s.zarr/B/02/0", axes="cyx")
+    delete_documents("s.zarr/B/02/")
+    backend.save(np.zeros((16, 16), np.uint16), "s.zarr/B02_s1_w1.tif")
+    backend.save(np.zeros((16, 16), np.uint16), "s.zarr/B02_s1_w3.tif")  # w2 never written
+    assert backend.load("s.zarr/B02_s1_w2.tif").max() == 0
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("A01_s1_w1", "A01_s1_w2", "B01_s1_w1"):
+        tifffile.imwrite(source / f"{name}.tif", np.full((16, 16), 5, np.uint16))
+    backend.save(np.full((16, 16), 99, np.uint16), "p.zarr/B01_s1_w2.tif")
+    delete_documents("p.zarr/")
+    with pytest.raises(PolystoreError, match=r"holds files but no zarr node"):
+        convert_to_zarr(source, f"s3://{s3_bucket}/p.zarr")
+    convert_to_zarr(source, f"s3://{s3_bucket}/p.zarr", overwrite=True)
+    np.testing.assert_array_equal(backend.load("p.zarr/B/01/0")[:, 0, 0], [5, 0])
