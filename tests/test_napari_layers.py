@@ -224,14 +224,15 @@ def test_plane_stack_indexes_like_numpy() -> None:
             series.add((("well", well), ("t", t)))
     stack = PlaneStack(series, np.zeros((3, 4), np.int32))
     reference = np.zeros((*series.shape, 3, 4), np.int32)
-    for i, well in enumerate(series.values["well"]):
-        for j, t in enumerate(series.values["t"]):
+    for i, well_value in enumerate(series.values["well"]):
+        for j, t_value in enumerate(series.values["t"]):
             plane = rng.integers(0, 100, (3, 4), dtype=np.int32)
-            stack.put((("t", t), ("well", well)), plane)
+            stack.put((("t", t_value), ("well", well_value)), plane)
             reference[i, j] = plane
     assert series.values == {"well": ["A1", "A10", "B2"], "t": [1, 3]}
-    for key in [(1, 0), (slice(None), 1), 2, (slice(1, 3), slice(None), slice(0, 2)), (Ellipsis, 1),
-                (0, Ellipsis), (slice(None), slice(None), 1, 2)]:
+    keys: list[Any] = [(1, 0), (slice(None), 1), 2, (slice(1, 3), slice(None), slice(0, 2)), (Ellipsis, 1),
+                       (0, Ellipsis), (slice(None), slice(None), 1, 2)]
+    for key in keys:
         np.testing.assert_array_equal(stack[key], reference[key], err_msg=str(key))
     np.testing.assert_array_equal(np.asarray(stack), reference)
 
@@ -484,11 +485,13 @@ def test_ellipses_stay_ovals_and_shapes_keep_their_c_z_t(tmp_path: Path) -> None
                                axis_labels=("t", "z", "y", "x"))
     target = tmp_path / "cells.roi.zip"
     _writer.save_layer(FileManager(), shapes, str(target), "disk")
-    oval, outline, triangle = roiread(target)
+    rois = roiread(target)
+    assert isinstance(rois, list)
+    oval, outline, triangle = rois
     assert oval.roitype == ROI_TYPE.OVAL  # not the polygon of its bounding box
     assert (oval.top, oval.left, oval.bottom, oval.right) == (2, 3, 10, 13)
     assert (oval.t_position, oval.z_position) == (1, 2)
-    points = outline.coordinates()[:, ::-1]  # y, x
+    points = np.asarray(outline.coordinates())[:, ::-1]  # y, x
     assert outline.roitype == ROI_TYPE.POLYGON and len(points) == ELLIPSE_VERTICES
     # the circle inscribed in that square (side 5*sqrt(2)) around (10, 10): every vertex on it
     np.testing.assert_allclose(np.hypot(*(points - 10).T), 5 / np.sqrt(2), rtol=1e-3)
