@@ -301,3 +301,15 @@ def test_leftover_chunks_on_s3_are_never_read_as_data(s3_bucket: str, s3_server:
         convert_to_zarr(source, f"s3://{s3_bucket}/p.zarr")
     convert_to_zarr(source, f"s3://{s3_bucket}/p.zarr", overwrite=True)
     np.testing.assert_array_equal(backend.load("p.zarr/B/01/0")[:, 0, 0], [5, 0])
+
+
+@FORMATS
+def test_an_image_saved_over_an_earlier_arrays_chunks_is_written(tmp_path: Path, zarr_format: int) -> None:
+    """A 1-D v2 array's chunk files ``0``, ``1``, ... (its metadata deleted) were in the way of
+    a new image's level folder ``0``: the save failed with a bare FileExistsError."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.full((20,), 9, np.uint16), "s.zarr/data", chunks=(4,))
+    for document in ("zarr.json", ".zarray", ".zattrs"):
+        (tmp_path / "s.zarr" / "data" / document).unlink(missing_ok=True)
+    backend.save(np.full((8, 8), 3, np.uint16), "s.zarr/data", levels=2)
+    assert backend.load("s.zarr/data").max() == 3 and backend.load("s.zarr/data", level=1).max() == 3

@@ -289,9 +289,13 @@ class MetadataDocuments:
         """
         keys = self.keys(location)
         if clear:
-            delete_leftovers(keys, location.node, None if location.remote else
-                             os.path.join(location.store, location.node),
-                             zarr_format=zarr_format, ndim=len(options["shape"]))
+            folder = None if location.remote else os.path.join(location.store, location.node)
+            if folder is not None and location.name.isdigit() and os.path.isfile(folder):
+                # a chunk of an earlier v2 array one level up ("image/0" of a 1-D array whose
+                # metadata is gone), in the way of this level's folder
+                os.remove(folder)
+            delete_leftovers(keys, location.node, folder, zarr_format=zarr_format,
+                             ndim=len(options["shape"]))
         documents = array_documents(zarr_format, options)[1] if mark is None \
             else marked_array_documents(zarr_format, options, mark)
         if zarr_format == 2 and not clear:  # a group's document beside .zarray: both at once
