@@ -965,11 +965,12 @@ def test_acknowledgements_meant_for_an_earlier_sender_are_ignored(port: int) -> 
             ring = second.sender.ring
             assert ring is not None and second.sender.wait_delivered(5)
             slot, segment = ring.acquire(16)
-            ring.sent(slot)
+            ring.sent(slot, 999)
             forged = [
                 Ack(first.sender.stream, 1, slot, segment.name),  # the earlier sender's stream
                 Ack("other", None, slot, segment.name),
                 Ack(second.sender.stream, None, slot, "pstest_1_99"),  # the right stream, another segment
+                Ack(second.sender.stream, 998, slot, segment.name),  # an earlier item of the slot
             ]
             push = zmq.Context.instance().socket(zmq.PUSH)
             push.connect(f"tcp://127.0.0.1:{port + 1}")

@@ -200,7 +200,7 @@ from polystore.streaming.shm import SlotRing
 ring = SlotRing(sys.argv[1], 3, "killed")
 for _ in range(3):
     slot, _segment = ring.acquire(1 << 16)
-    ring.sent(slot)
+    ring.sent(slot, slot + 1)
 print("up", flush=True)
 import time
 time.sleep(600)

@@ -46,6 +46,8 @@ class AckTracker:
         """Inline bytes accepted and not yet acknowledged."""
         self.awaited: set[int] = set()
         self.acked: set[int] = set()
+        self.taken = 0
+        """Acknowledgements of this stream read (a slot given back through its segment needs none)."""
         self.reclaimed = 0
         """Inline items given up on (and slots, counted by the sender): no receiver will ack them."""
         self._suspect = 0  # inline items sent up to this send number may have gone to a peer that left
@@ -70,6 +72,15 @@ class AckTracker:
         socket = self._socket
         if socket is None:
             return
+        if ring is not None and ring.in_flight:
+            freed = ring.collect()
+            if wait > 0 and not freed and ring.in_flight:
+                # about to wait: receivers that give slots back through the segment send a
+                # message too from now on; one given back before the ask is seen by this look
+                ring.ask_wake()
+                freed = ring.collect()
+            if freed:
+                wait = 0.0  # a slot came back: the caller has something to look at now
         if wait > 0 and not socket.poll(int(wait * 1000) or 1, POLLIN):
             return
         budget = len(self.in_flight) + (ring.in_flight if ring is not None else 0) + READ_LIMIT
@@ -84,6 +95,7 @@ class AckTracker:
             if ack is None:
                 self.refusals.warn("ignored a malformed acknowledgement on %s", self._address)
             elif ack.stream == self.stream:  # others are meant for an earlier sender on this port
+                self.taken += 1
                 self._on_ack(ack, ring)
 
     def _refuse_multipart(self) -> None:
@@ -106,7 +118,7 @@ class AckTracker:
                 self.awaited.discard(ack.id)
                 self.acked.add(ack.id)
         if ack.slot is not None and ring is not None:
-            ring.release_if(ack.slot, ack.name)
+            ring.release_if(ack.slot, ack.name, ack.id)
 
     def watch_peers(self, sent: int) -> None:
         """Follow who is connected to the data socket (its monitor), a bounded number of events

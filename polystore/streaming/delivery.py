@@ -76,7 +76,7 @@ class Delivery:
         if not self.outlet.push(raw, body, copy=not item.owned):
             return False
         if item.slot is not None:
-            self.slots.made().sent(item.slot)
+            self.slots.made().sent(item.slot, item.msg_id)
         else:
             self.tracker.sent_inline(item.msg_id, item.nbytes, self.sent + 1)
         self.sent += 1

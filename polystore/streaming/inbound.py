@@ -59,8 +59,8 @@ class _ShmPlan:
     again), the array and the ack.
     """
 
-    __slots__ = ("ack_parts", "dtype", "end", "header", "offset", "order", "release", "reply_to",
-                 "segment", "shape", "size", "stream", "wants_ack")
+    __slots__ = ("ack_parts", "dtype", "end", "header", "name", "offset", "order", "release",
+                 "released_here", "reply_to", "segment", "shape", "size", "slot", "stream", "wants_ack")
 
     def __init__(self, header: Mapping[str, Any], segment: AttachedSegment,
                  release: Callable[[], None] | None, ack_parts: tuple[bytes, bytes] | None) -> None:
@@ -76,10 +76,24 @@ class _ShmPlan:
         self.dtype = np.dtype(header["dtype"])
         self.order: Literal["C", "F"] = header.get("order", "C")
         self.release = release
+        """A zero-copy slot's release, the same for every item (a sender without ``shm.release``)."""
+        self.released_here: bool = info.get("release", False)
+        """The slot is given back through the segment's control block (``shm.release``)."""
+        self.slot: int = info["slot"]
+        self.name: str = info["name"]
         self.reply_to = (header.get("reply_to") or "").encode()
         self.wants_ack = bool(header.get("ack"))
         self.ack_parts = ack_parts
         """The ack that gives the slot back, split where the item's id goes (copying receivers)."""
+
+
+def _release_through(segment: AttachedSegment, msg_id: int, route: AckRoute, reply_to: bytes, stream: str,
+                     slot: int, name: str) -> None:
+    """A zero-copy item's slot given back through the segment's control block (``shm.release``),
+    with an ack as well when that is not all (the sender waits for one, or the segment cannot
+    take it). Runs wherever the item's last array died."""
+    if not segment.give_back(msg_id):
+        route.release_later(reply_to, encode_ack(Ack(stream, msg_id, slot, name)))
 
 
 def _open_error(error: Any, endpoints: Endpoints, bind: bool) -> Exception:
@@ -260,10 +274,11 @@ class Inbound:
                     return item
         try:
             header, msg_id = self._headers.decode(frames)  # shared: read, never changed here
+            segment = None
             if header["transport"] == "inline":
                 array = array_from_buffer(header, frames[1].buffer)
             else:
-                array = self._from_shm(header)
+                array, segment = self._from_shm(header, msg_id)
         except Exception as error:  # whatever a message does, the loop goes on serving
             reason = error.reason if isinstance(error, ProtocolError) else f"{type(error).__name__}: {error}"
             self._reject(reason)
@@ -276,7 +291,12 @@ class Inbound:
             if shm is None:  # inline: acknowledged on receipt (the sender's bytes in flight)
                 self._send_ack(header, Ack(stream, msg_id))
             elif not self.zero_copy:  # copied out: the slot is free again
-                self._send_ack(header, Ack(stream, msg_id, shm["slot"], shm["name"]))
+                assert segment is not None
+                if shm.get("release") and segment.give_back(msg_id):
+                    if header.get("ack"):
+                        self._send_ack(header, Ack(stream, msg_id))
+                else:
+                    self._send_ack(header, Ack(stream, msg_id, shm["slot"], shm["name"]))
             elif header.get("ack"):  # zero-copy: received now, the slot comes back later
                 self._send_ack(header, Ack(stream, msg_id))
         if header["transport"] == "shm" and type(frames[0]) is bytes:
@@ -294,7 +314,7 @@ class Inbound:
             return
         release = ack_parts = None
         if self.zero_copy:
-            release = self._release(header)
+            release = None if info.get("release") else self._release_by_message(header)
         else:
             ack = encode_ack(Ack(header["stream"], 0, info["slot"], info["name"]))
             before, _, after = ack.partition(b'"ack":0,')
@@ -313,8 +333,12 @@ class Inbound:
             if segment.size_now() < plan.end:
                 raise ProtocolError("the segment shrank")
             if self.zero_copy:
-                assert plan.release is not None
-                lease = segment.lease(plan.offset, plan.size, plan.release)
+                release = plan.release
+                if release is None:  # given back through the segment: the item's own id
+                    assert self._route is not None
+                    release = functools.partial(_release_through, segment, msg_id, self._route, plan.reply_to,
+                                                plan.stream, plan.slot, plan.name)
+                lease = segment.lease(plan.offset, plan.size, release)
                 array = np.ndarray(plan.shape, plan.dtype, lease, order=plan.order)  # type: ignore[arg-type]
                 array.flags.writeable = False  # the sender's memory: never written from here
             else:
@@ -326,7 +350,11 @@ class Inbound:
         self.received += 1
         self._count_gaps(plan.stream, msg_id)
         if plan.ack_parts is not None:  # copied out: the slot is free again
-            self._send(plan.reply_to, b"%b%d%b" % (plan.ack_parts[0], msg_id, plan.ack_parts[1]))
+            if plan.released_here and segment.give_back(msg_id):
+                if plan.wants_ack:
+                    self._send(plan.reply_to, encode_ack(Ack(plan.stream, msg_id)))
+            else:
+                self._send(plan.reply_to, b"%b%d%b" % (plan.ack_parts[0], msg_id, plan.ack_parts[1]))
         elif plan.wants_ack:  # zero-copy: received now, the slot comes back later
             self._send(plan.reply_to, encode_ack(Ack(plan.stream, msg_id)))
         return StreamItem.received(array, plan.header, msg_id)
@@ -361,7 +389,7 @@ class Inbound:
             self._attached.move_to_end(name)
         return segment
 
-    def _from_shm(self, header: Mapping[str, Any]) -> np.ndarray:
+    def _from_shm(self, header: Mapping[str, Any], msg_id: int) -> tuple[np.ndarray, AttachedSegment]:
         info = header["shm"]
         name = info["name"]
         segment = self._segment(name)
@@ -377,14 +405,22 @@ class Inbound:
             segment = self._segment(name)
             segment.check(info["offset"], info["size"], header["stream"])
         if self.zero_copy:
-            release = self._release(header)
+            release: Callable[[], None]
+            if info.get("release"):
+                assert self._route is not None
+                release = functools.partial(_release_through, segment, msg_id, self._route,
+                                            (header.get("reply_to") or "").encode(), header["stream"],
+                                            info["slot"], name)
+            else:
+                release = self._release_by_message(header)
             array = array_from_buffer(header, segment.lease(info["offset"], info["size"], release))
             array.flags.writeable = False  # the sender's memory: never written from here
-            return array
-        return array_from_buffer(header, segment.copy_out(info["offset"], info["size"]))
+            return array, segment
+        return array_from_buffer(header, segment.copy_out(info["offset"], info["size"])), segment
 
-    def _release(self, header: Mapping[str, Any]) -> Callable[[], None]:
-        """What gives a zero-copy item's slot back, once the last array on it is collected."""
+    def _release_by_message(self, header: Mapping[str, Any]) -> Callable[[], None]:
+        """What gives a zero-copy item's slot back, once the last array on it is collected, to
+        a sender whose header has no ``shm.release``: an ack (the same for every item)."""
         assert self._route is not None
         info = header["shm"]
         message = self._route.release_message(header["stream"], info["slot"], info["name"])

@@ -11,7 +11,11 @@ raises :class:`ProtocolError` (with the reason) for anything it does not accept.
 
 Version 2 (this one): shared-memory segments begin with a stamp the sender wrote (see
 :mod:`polystore.streaming.shm`), so ``shm.offset`` is at least the stamp's size; every inline
-item is acknowledged on receipt (the sender bounds the bytes it has in flight).
+item is acknowledged on receipt (the sender bounds the bytes it has in flight). A header's
+``shm.release: true`` (added within version 2: receivers that do not know it ignore it and
+acknowledge as before) says the segment has a control block after the stamp: the receiver
+gives the slot back by writing the item's id at :data:`RELEASE_AT`, and sends an
+acknowledgement only when the sender wrote that id at :data:`WAKE_AT` (it waits for a slot).
 """
 
 from __future__ import annotations
@@ -63,6 +67,16 @@ MAX_PID = 2**22
 """Linux's largest possible pid (``PID_MAX_LIMIT``): a name with a larger one is not ours."""
 DEFAULT_SHM_PREFIX = "polystore_"
 REPLY_TO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+# a segment: the stamp, the control block of ``shm.release`` (two little-endian uint64), the frame
+STAMP_BYTES = 64
+"""The stamp at a segment's start: magic and the sending stream's id."""
+RELEASE_AT = 64
+"""Where a receiver writes the id of the item whose slot it gives back."""
+WAKE_AT = 72
+"""Where the sender writes the id of an item whose release it waits for (then a message is sent too)."""
+FRAME_AT = 128
+"""Where a frame starts in a segment with a control block (on a cache line of its own)."""
 
 Transport = Literal["inline", "shm"]
 
@@ -352,8 +366,14 @@ def _validated(raw: memoryview | bytes, limits: Limits, pattern: re.Pattern[str]
         name = shm.get("name")
         if not isinstance(name, str) or owner_pid(name, pattern or limits.shm_pattern()) is None:
             raise ProtocolError(f"shared-memory name {name!r} is not one of ours")
-        _int(shm.get("offset"), "shm.offset")
+        offset = _int(shm.get("offset"), "shm.offset")
         _int(shm.get("slot"), "shm.slot")
+        release = shm.get("release", False)
+        if type(release) is not bool:
+            raise ProtocolError(f"shm.release must be true or false, got {release!r}")
+        if release and offset < FRAME_AT:
+            raise ProtocolError(f"shm.release with the frame at {offset}: the control block takes bytes "
+                                f"{RELEASE_AT}..{FRAME_AT}")
         if _int(shm.get("size"), "shm.size") != nbytes:
             raise ProtocolError(f"shm.size {shm.get('size')!r} differs from nbytes {nbytes}")
     elif transport != "inline":
@@ -425,7 +445,11 @@ class HeaderWriter:
         self, shape: tuple[int, ...], dtype: np.dtype[Any], order: Literal["C", "F"], path: str, kind: str,
         metadata: Mapping[str, Any] | None, ack: bool, shm: ShmPlace | None, msg_id: int,
     ) -> dict[str, Any]:
-        place = None if shm is None else dict(zip(("name", "offset", "size", "slot"), shm, strict=True))
+        place: dict[str, Any] | None = None
+        if shm is not None:
+            place = dict(zip(("name", "offset", "size", "slot"), shm, strict=True))
+            if place["offset"] >= FRAME_AT:  # the segment has a control block: give the slot back there
+                place["release"] = True
         return header_for(shape, dtype, order, path, kind=kind, metadata=metadata, ack=ack,
                           transport="inline" if shm is None else "shm", shm=place, msg_id=msg_id,
                           sender=self.sender, reply_to=self.reply_to, stream=self.stream)

@@ -182,6 +182,12 @@ class Sender:
         return self._delivery.tracker.reclaimed
 
     @property
+    def acknowledgements(self) -> int:
+        """Acknowledgement messages read from receivers (a shared-memory slot given back through
+        its segment, as receivers of this version do, takes none)."""
+        return self._delivery.tracker.taken
+
+    @property
     def opened(self) -> bool:
         """Whether its sockets are open (they open with the first item)."""
         return self._delivery.outlet is not None

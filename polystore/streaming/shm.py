@@ -1,8 +1,10 @@
 """Same-host transfer through a ring of reused shared-memory slots.
 
 The sender owns the segments, named ``{prefix}{pid}_{n}``; each begins with a 64-byte stamp
-(magic + the sending stream's id) and the frame follows at :data:`DATA_OFFSET`. A slot is
-written only when the receiver has released it (an ack on the back channel). Normal close
+(magic + the sending stream's id), then a control block, and the frame follows at
+:data:`DATA_OFFSET`. A slot is written only when the receiver has released it: by writing the
+item's id into the control block (a receiver that knows ``shm.release``; a message only when
+the sender asked for one there because it waits), or by an ack on the back channel. Normal close
 unlinks every segment; :func:`sweep_orphaned_segments` removes those left by a sender that
 died (its pid is gone), and the sender's resource tracker unlinks them if it is killed.
 
@@ -25,6 +27,8 @@ import mmap
 import os
 import re
 import stat
+import struct
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing import shared_memory
@@ -34,20 +38,28 @@ from typing import Any, Literal
 import numpy as np
 
 from polystore.streaming.errors import ProtocolError, StreamConfigError
-from polystore.streaming.protocol import owner_pid, shm_name_pattern
+from polystore.streaming.protocol import (
+    FRAME_AT,
+    RELEASE_AT,
+    STAMP_BYTES,
+    WAKE_AT,
+    owner_pid,
+    shm_name_pattern,
+)
 
 logger = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
 MAGIC = b"PSTSHM\x00\x02"
-DATA_OFFSET = 64
-"""Where a frame starts in a segment: after the stamp, on a cache line."""
-_STREAM_BYTES = DATA_OFFSET - len(MAGIC)
+DATA_OFFSET = FRAME_AT
+"""Where a frame starts in the segments a sender makes: after the stamp and the control block."""
+_STREAM_BYTES = STAMP_BYTES - len(MAGIC)
+_WORD = struct.Struct("<Q")  # a control block's words: item ids
 _segment_numbers = itertools.count()
 
 
 def stamp(stream: str) -> bytes:
-    """The first :data:`DATA_OFFSET` bytes of every segment a sender of ``stream`` creates."""
+    """The first :data:`STAMP_BYTES` bytes of every segment a sender of ``stream`` creates."""
     raw = stream.encode("ascii")
     if len(raw) > _STREAM_BYTES:
         raise StreamConfigError(f"stream id {stream!r} is longer than {_STREAM_BYTES} characters")
@@ -140,7 +152,7 @@ class AttachedSegment:
                 raise ProtocolError(f"shared-memory segment {name!r} belongs to another user")
             if status.st_mode & 0o022:
                 raise ProtocolError(f"shared-memory segment {name!r} is writable by other users")
-            if status.st_size < DATA_OFFSET:
+            if status.st_size < STAMP_BYTES:
                 raise ProtocolError(f"shared-memory segment {name!r} is smaller than its stamp")
             self._check_links(status, name)
             self.size = status.st_size
@@ -151,6 +163,10 @@ class AttachedSegment:
             raise
         self.name = name
         self._stamped_by: str | None = None
+        # a zero-copy item gives its slot back from whichever thread drops its last array, maybe
+        # while the receiving thread closes the segment: the fd must not be closed in between
+        self._lock = threading.Lock()
+        self._closed = False
 
     @staticmethod
     def _check_links(status: os.stat_result, name: str) -> None:
@@ -180,16 +196,32 @@ class AttachedSegment:
         else's file has two): a link made later changes nothing of what this mapping reads."""
         end = offset + size
         held = min(self.size_now(), self.size)
-        if offset < DATA_OFFSET or end > held:
+        if offset < STAMP_BYTES or end > held:
             raise ProtocolError(
-                f"shm slot {self.name!r} holds bytes {DATA_OFFSET}..{held}, not {offset}..{end}"
+                f"shm slot {self.name!r} holds bytes {STAMP_BYTES}..{held}, not {offset}..{end}"
             )
         if stream == self._stamped_by:
             return  # read once per mapping: only the owner (our own user) could write it since
         # pread, not the mapping: the stamp is read even if the segment shrank meanwhile
-        if os.pread(self.fd, DATA_OFFSET, 0) != stamp(stream):
+        if os.pread(self.fd, STAMP_BYTES, 0) != stamp(stream):
             raise ProtocolError(f"shared-memory segment {self.name!r} was not made by stream {stream!r}")
         self._stamped_by = stream
+
+    def give_back(self, msg_id: int) -> bool:
+        """Give item ``msg_id``'s slot back through the control block (a header with
+        ``shm.release``, checked then): whether that is all (False: send the acknowledgement
+        too, because the sender asked for one, or the segment is closed or no longer holds its
+        control block).
+
+        The size is checked again first: a segment shrunk since it was mapped would make the
+        write a SIGBUS. Runs on any thread (see ``__init__``)."""
+        with self._lock:
+            if self._closed or min(self.size_now(), self.size) < FRAME_AT:
+                return False
+            _WORD.pack_into(self._mmap, RELEASE_AT, msg_id)
+            # after the write: a sender that asks from now on sees the release itself
+            wake: int = _WORD.unpack_from(self._mmap, WAKE_AT)[0]
+            return wake != msg_id
 
     def copy_out(self, offset: int, size: int) -> np.ndarray:
         """A private copy of ``size`` bytes at ``offset`` (checked by :meth:`check` just before)."""
@@ -214,10 +246,12 @@ class AttachedSegment:
     def close(self) -> None:
         # zero-copy arrays may still point into the mapping: then it is unmapped when the last
         # of them is collected (the sender may unlink the segment meanwhile; the pages stay)
-        with contextlib.suppress(BufferError):
-            self._mmap.close()
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(BufferError):
+                self._mmap.close()
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _release_lease(lease: Any) -> None:
@@ -252,6 +286,9 @@ class SlotRing:
         self._views: dict[int, tuple[tuple[Any, ...], np.ndarray]] = {}
         self._free = list(range(slots))
         self._sent_at: dict[int, float] = {}  # slots in flight, oldest first
+        self._sent_id: dict[int, int] = {}  # slot in flight -> the item it carries
+        self.given_back = 0
+        """Slots given back through their control block (no message)."""
         sweep_orphaned_segments(prefix)
 
     @property
@@ -267,7 +304,29 @@ class SlotRing:
         return len(self._sent_at)
 
     def has_free(self) -> bool:
-        return bool(self._free)
+        """Whether a slot is free, taking the releases receivers wrote if none is."""
+        return bool(self._free) or self.collect() > 0
+
+    def collect(self) -> int:
+        """Free the slots in flight whose receiver wrote, in the control block, the id of the
+        item the slot carries (any other value frees nothing: a receiver may write what it
+        likes there); how many."""
+        freed = 0
+        for slot, msg_id in list(self._sent_id.items()):
+            segment = self._segments[slot]
+            if segment is not None and _WORD.unpack_from(segment.buf, RELEASE_AT)[0] == msg_id:  # type: ignore[arg-type]
+                self.release(slot)
+                freed += 1
+        self.given_back += freed
+        return freed
+
+    def ask_wake(self) -> None:
+        """Ask the receivers of the slots in flight for a message when they give them back (the
+        sender is about to wait for one): the item's id in the control block's wake word."""
+        for slot, msg_id in self._sent_id.items():
+            segment = self._segments[slot]
+            if segment is not None:
+                _WORD.pack_into(segment.buf, WAKE_AT, msg_id)  # type: ignore[arg-type]
 
     def acquire(self, nbytes: int) -> tuple[int, shared_memory.SharedMemory]:
         """A free slot with room for ``nbytes`` after the stamp; the caller has checked :meth:`has_free`."""
@@ -281,7 +340,7 @@ class SlotRing:
             segment = shared_memory.SharedMemory(name=name, create=True, size=DATA_OFFSET + max(nbytes, 1))
             buffer = segment.buf
             assert buffer is not None  # a segment just created is open
-            buffer[:DATA_OFFSET] = self._stamp
+            buffer[:STAMP_BYTES] = self._stamp
             self._segments[slot] = segment
             self._names[slot] = segment.name
         self._free.pop()  # taken only now: a segment that could not be made leaves the slot free
@@ -304,9 +363,10 @@ class SlotRing:
         self._views[slot] = (key, view)
         return view
 
-    def sent(self, slot: int) -> None:
-        """``slot`` went out: in flight until given back (or reclaimed)."""
+    def sent(self, slot: int, msg_id: int) -> None:
+        """``slot`` went out carrying item ``msg_id``: in flight until given back (or reclaimed)."""
         self._sent_at[slot] = time.monotonic()
+        self._sent_id[slot] = msg_id
 
     def oldest_age(self) -> float:
         """Seconds since the slot in flight longest was sent (0 when none is in flight)."""
@@ -320,11 +380,16 @@ class SlotRing:
         if 0 <= slot < len(self._segments) and slot not in self._free:
             self._free.append(slot)
             self._sent_at.pop(slot, None)
+            self._sent_id.pop(slot, None)
 
-    def release_if(self, slot: int | None, name: str | None) -> bool:
-        """Give ``slot`` back if it is in flight and still holds segment ``name`` (an ack for a
-        segment since replaced, or for a slot not sent, frees nothing)."""
+    def release_if(self, slot: int | None, name: str | None, msg_id: int | None = None) -> bool:
+        """Give ``slot`` back if it is in flight, still holds segment ``name`` and (when the ack
+        names one) carries item ``msg_id``: an ack for a segment since replaced, for a slot not
+        sent, or for an earlier item of a slot given back through its control block and sent
+        again, frees nothing."""
         if slot is None or slot not in self._sent_at or name is None or self.name_of(slot) != name:
+            return False
+        if msg_id is not None and self._sent_id.get(slot) != msg_id:
             return False
         self.release(slot)
         return True
@@ -358,3 +423,4 @@ class SlotRing:
             self._drop(index)
         self._free = list(range(len(self._segments)))
         self._sent_at = {}
+        self._sent_id = {}
