@@ -3,7 +3,7 @@
 
     python benchmarks/distributed.py            # 16 wells x 2 fields x 2 channels of 1024x1024 uint16
     python benchmarks/distributed.py --quick    # 4 wells, fewer rounds (a smoke run)
-    python benchmarks/distributed.py --ours-only --rounds 9   # 1 against 2 workers alone (A/B of two versions)
+    python benchmarks/distributed.py --ours-only --rounds 9   # 1 against 2 workers alone (A/B runs)
     python benchmarks/distributed.py --big      # one image larger than this machine's RAM (not in make bench)
     python benchmarks/distributed.py --big --big-gib 4   # ... or of the size given
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp folder)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; --quick 2)")
     parser.add_argument("--ours-only", action="store_true",
-                        help="1 against 2 workers only: no ome-zarr-py row, no figure (for A/B runs of two versions)")
+                        help="1 against 2 workers only: no ome-zarr-py row, no figure (A/B runs)")
     args = parser.parse_args(argv)
     directory = Path(tempfile.mkdtemp(prefix="polystore-bench-", dir=args.dir))
     try:
