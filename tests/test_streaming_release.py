@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -243,6 +244,36 @@ def test_a_segment_shrunk_or_closed_takes_no_release() -> None:
         segment.close()
         assert segment.give_back(5) is False
     finally:
+        path.unlink(missing_ok=True)
+
+
+def test_a_release_written_while_another_of_the_same_segment_is_written_does_not_hang() -> None:
+    """Releases run wherever an item's last array dies, garbage collections included: one that
+    runs inside another item's release of the same segment, on the same thread, must not wait
+    for that thread (a non-reentrant lock would hang the receiver for good). The collection is
+    played by the segment's own size check, which runs inside the release."""
+    path = Path("/dev/shm") / f"{PREFIX}{os.getpid()}_9201"
+    path.write_bytes(stamp("s1") + b"\0" * (FRAME_AT - 64 + 64))
+    os.chmod(path, 0o600)
+    nested: list[bool] = []
+
+    class CollectedInside(AttachedSegment):
+        def size_now(self) -> int:
+            if not nested:  # another item of this segment dropped here, as a collection would
+                nested.append(False)
+                nested[0] = self.give_back(8)
+            return super().size_now()
+
+    segment = CollectedInside(path.name)
+    thread = threading.Thread(target=segment.give_back, args=(7,), daemon=True)
+    try:
+        thread.start()
+        thread.join(20)
+        assert not thread.is_alive() and nested == [True]
+        assert WORD.unpack_from(path.read_bytes(), RELEASE_AT)[0] == 7
+    finally:
+        if not thread.is_alive():  # a hung one holds the segment's lock
+            segment.close()
         path.unlink(missing_ok=True)
 
 

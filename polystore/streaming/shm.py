@@ -164,8 +164,9 @@ class AttachedSegment:
         self.name = name
         self._stamped_by: str | None = None
         # a zero-copy item gives its slot back from whichever thread drops its last array, maybe
-        # while the receiving thread closes the segment: the fd must not be closed in between
-        self._lock = threading.Lock()
+        # while the receiving thread closes the segment: the fd must not be closed in between.
+        # An RLock: a garbage collection inside give_back may drop another item of this segment
+        self._lock = threading.RLock()
         self._closed = False
 
     @staticmethod
