@@ -2,6 +2,7 @@
 
     flock /tmp/polystore-bench.lock python benchmarks/streaming.py            # 6 rounds
     flock /tmp/polystore-bench.lock python benchmarks/streaming.py --quick    # 2 rounds, a smoke check
+    ... --no-figure: leave benchmarks/figures/ as it is (A/B runs of a change)
 
 Paths (sender in this process, each receiver in a process of its own, all started once; every
 round runs each path in turn, rotated, so that drift in the machine's state hits all alike):
@@ -425,6 +426,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames per throughput batch")
     parser.add_argument("--samples", type=int, default=12, help="latency samples per round")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-figure", action="store_true",
+                        help="write no figure (A/B runs: benchmarks/figures/ holds the final run's)")
     args = parser.parse_args()
     rounds, frames, samples = (2, 12, 8) if args.quick else (args.rounds, args.frames, args.samples)
     ipc = f"ipc://{tempfile.gettempdir()}/polystore-bench-{os.getpid()}"
@@ -507,6 +510,8 @@ def main() -> None:
         result = "info" if goal is None else ("PASS" if goal.met(ratio) else "MISS")
         print(f"{label:<62} {ratio:6.3f}x {value:>10}  goal {str(goal) if goal else '-':<9} {result}")
     print(run_summary(time.monotonic() - started, load_before))
+    if args.no_figure:
+        return
     harness.save_figure("streaming", [(label, ratio, goal) for label, ratio, _, goal in verdicts],
                         title="streaming, 2048x2048 uint16 (benchmarks/streaming.py)",
                         load_before=load_before)
