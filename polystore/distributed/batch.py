@@ -20,15 +20,12 @@ from typing import Any
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.image import ImageSpec
-from polystore.backends.zarr.plate import PlaneAddress
+from polystore.backends.zarr.plate import FieldPlanes, PlaneAddress
 from polystore.base import PathLike
 from polystore.distributed.runner import run
 from polystore.distributed.tasks import Failure, Outcome, Target, portable
 from polystore.exceptions import BatchError, BatchFailure, InvalidOptionError
 from polystore.lazy import optional_import
-
-Field = tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]
-"""((store, field path), [(plane address, data)]): one field's planes of a batch."""
 
 
 def write_planes(target: Target, name: str, planes: list[tuple[PlaneAddress, Any]], spec: ImageSpec,
@@ -42,7 +39,7 @@ def write_planes(target: Target, name: str, planes: list[tuple[PlaneAddress, Any
     return Outcome(name)
 
 
-def save_fields(client: Any, backend: ZarrBackend, fields: Sequence[Field], spec: ImageSpec, cast: bool,
+def save_fields(client: Any, backend: ZarrBackend, fields: Sequence[FieldPlanes], spec: ImageSpec, cast: bool,
                 progress: bool, written: dict[str, list[tuple[str, str, int]]]) -> None:
     """Write ``fields`` on ``client``'s cluster, adding each field written to ``written``
     (store: [(row, column, field)], for the caller to commit). Raises BatchError naming
@@ -84,4 +81,4 @@ def save_batch(backend: Any, data_list: Sequence[Any], paths: Sequence[PathLike]
             f"save_batch(client=...) writes a zarr plate's fields on a dask cluster; the "
             f"{type(backend).__name__} backend has none. Save with the zarr backend, or without client=."
         )
-    backend.save_batch(data_list, paths, write_fields=partial(save_fields, client), **kwargs)
+    backend.save_batch(data_list, paths, write_fields=partial(save_fields, client, backend), **kwargs)

@@ -14,7 +14,6 @@ metadata), ``locks``, ``repair`` and ``config``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -27,9 +26,10 @@ from polystore.backends.zarr.documents import MetadataDocuments, damaged
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
 from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_marked_array
+from polystore.backends.zarr.oserrors import os_errors
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.backends.zarr.plate import PlaneAddress, PlateWriter, address_of
+from polystore.backends.zarr.plate import FieldPlanes, FieldWriter, PlaneAddress, PlateWriter, address_of
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
@@ -39,11 +39,9 @@ from polystore.exceptions import (
     InvalidPathError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
-    PolystoreError,
     StorageExistsError,
     StorageFileNotFoundError,
     UnsupportedDataError,
-    from_os_error,
 )
 from polystore.lazy import optional_import
 from polystore.ome import ngff
@@ -372,7 +370,7 @@ class ZarrBackend(StorageBackend):
         address = address_of(location.node, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
-        with _os_errors(file_path, location.store):
+        with os_errors(file_path, location.store):
             self._save(array, location, file_path, address, config, spec, cast)
 
     def _save(self, array: Any, location: Location, file_path: PathLike, address: PlaneAddress | None,
@@ -427,11 +425,11 @@ class ZarrBackend(StorageBackend):
         progress: bool = False,
         max_workers: int | None = None,
         cast: bool = False,
-        write_fields: Any = None,
+        write_fields: FieldWriter | None = None,
         **kwargs: Any,
     ) -> None:
         """Save many items; planes of one plate field are assembled and written together.
-        ``write_fields(backend, fields, spec, cast, progress, written)`` writes the fields
+        ``write_fields(fields, spec, cast, progress, written)`` writes the fields
         elsewhere instead of on threads here, adding each one written to ``written`` (store:
         [(row, column, field)]), which is committed here: ``polystore.distributed.save_batch``
         gives one for a dask cluster (``FileManager.save_batch(..., client=...)``), so this
@@ -453,17 +451,17 @@ class ZarrBackend(StorageBackend):
         written: dict[str, list[tuple[str, str, int]]] = {}
         spec = ImageSpec(None, kwargs.get("levels"), kwargs.get("channel_names"), kwargs.get("colors"))
 
-        def write_field(entry: tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]) -> None:
+        def write_field(entry: FieldPlanes) -> None:
             (store, field_path), planes = entry
             self._check_parent(Location(store, field_path), field_path)
-            with _os_errors(f"{store}/{field_path}", store):
+            with os_errors(f"{store}/{field_path}", store):
                 self.plates.save_batch_field(store, planes, self.config, spec, cast=cast)
             first = planes[0][0]
             written.setdefault(store, []).append((first.row, first.column, first.field))
 
         try:
             if write_fields is not None:
-                write_fields(self, list(fields.items()), spec, cast, progress, written)
+                write_fields(list(fields.items()), spec, cast, progress, written)
             else:
                 # fields in parallel: while one thread waits on I/O another compresses (the
                 # codecs release the GIL); one thread per core, as compression is CPU-bound
@@ -569,38 +567,6 @@ class ZarrBackend(StorageBackend):
             return
         self.copy(source, destination)
         self._remove(src)
-
-
-@contextlib.contextmanager
-def _os_errors(path: PathLike, store: str) -> Iterator[None]:
-    """An OS error met writing ``path`` into ``store`` (a full disk, a file-size limit, a
-    read-only or failing disk, the store's permissions) as our error naming the path and what
-    to do. Any other OSError passes as it is: one of the caller's own source (a dask array
-    reading its files) is about that source, not about the store."""
-    try:
-        yield
-    except OSError as error:
-        filename = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
-        in_store = filename is None or _inside(filename, store)
-        if isinstance(error, PolystoreError) or error.errno not in _WRITE_ERRORS or not in_store:
-            raise
-        raise from_os_error(error, os.fspath(path), "save", "zarr") from error
-
-
-def _inside(filename: str, store: str) -> bool:
-    """Whether ``filename`` is ``store`` or below it, by whole path components (``a.zarr2`` is
-    not inside ``a.zarr``); a URL store holds no local file."""
-    if "://" in store:
-        return False
-    store_path = os.path.abspath(store)
-    try:
-        return os.path.commonpath([os.path.abspath(filename), store_path]) == store_path
-    except ValueError:  # on another drive (Windows)
-        return False
-
-
-_WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
-"""What writing a store's files can fail with for a reason of the disk's (not of the data's)."""
 
 
 def _not_a_plane(location: Location, address: PlaneAddress, ndim: int) -> Exception:

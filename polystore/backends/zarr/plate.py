@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -92,6 +92,19 @@ class PlaneAddress:
     @property
     def plane_index(self) -> tuple[int, ...]:
         return tuple(v for v in (self.t, self.channel, self.z) if v is not None)
+
+
+FieldPlanes = tuple[tuple[str, str], list[tuple[PlaneAddress, Any]]]
+"""((store, field path), [(plane address, data)]): one field's planes of a batch."""
+
+
+class FieldWriter(Protocol):
+    """What writes a batch's fields somewhere other than the backend's own threads (a dask
+    cluster: ``polystore.distributed.save_batch``), adding each field written to ``written``
+    (store: [(row, column, field)]) for the backend to commit to the plate."""
+
+    def __call__(self, fields: Sequence[FieldPlanes], spec: ImageSpec, cast: bool, progress: bool,
+                 written: dict[str, list[tuple[str, str, int]]]) -> None: ...
 
 
 def address_of(node: str, config: ZarrConfig) -> PlaneAddress | None:

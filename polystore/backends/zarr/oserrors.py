@@ -1,0 +1,44 @@
+"""How an OS error met writing a store's files reaches the user: as polystore's error naming
+the node and what to do, when the disk is at fault; untouched when it is not the store's."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
+from polystore.base import PathLike
+from polystore.exceptions import PolystoreError, from_os_error
+
+
+@contextlib.contextmanager
+def os_errors(path: PathLike, store: str) -> Iterator[None]:
+    """An OS error met writing ``path`` into ``store`` (a full disk, a file-size limit, a
+    read-only or failing disk, the store's permissions) as our error naming the path and what
+    to do. Any other OSError passes as it is: one of the caller's own source (a dask array
+    reading its files) is about that source, not about the store."""
+    try:
+        yield
+    except OSError as error:
+        filename = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
+        in_store = filename is None or inside(filename, store)
+        if isinstance(error, PolystoreError) or error.errno not in WRITE_ERRORS or not in_store:
+            raise
+        raise from_os_error(error, os.fspath(path), "save", "zarr") from error
+
+
+def inside(filename: str, store: str) -> bool:
+    """Whether ``filename`` is ``store`` or below it, by whole path components (``a.zarr2`` is
+    not inside ``a.zarr``); a URL store holds no local file."""
+    if "://" in store:
+        return False
+    store_path = os.path.abspath(store)
+    try:
+        return os.path.commonpath([os.path.abspath(filename), store_path]) == store_path
+    except ValueError:  # on another drive (Windows)
+        return False
+
+
+WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
+"""What writing a store's files can fail with for a reason of the disk's (not of the data's)."""
