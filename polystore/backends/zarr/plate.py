@@ -6,8 +6,9 @@ Three steps, each a public method, so that a scheduler can run them apart (plan,
 writes, one commit; see docs/zarr.md):
 
 - ``create_field``: a field image's metadata (levels, axes, channels), no pixels;
-- ``write_planes``: planes into an existing field, its chunks only (no metadata, no locks:
-  the caller owns the field);
+- ``write_planes``: planes into an existing field, its chunks (no locks: the caller owns the
+  field; no metadata but, into a pyramid, the field's own mark while its lower levels are
+  written);
 - ``commit``: the wells' and plate's metadata for the fields written, once.
 
 ``save``/``save_batch`` compose them under locks: a lock per field (creating, growing,
