@@ -275,6 +275,10 @@ def version(name: str) -> str:
 FIGURES = Path(__file__).resolve().parent / "figures"
 """Where :func:`save_figure` writes by default (the README and the docs site show these)."""
 
+FIGURES_VARIABLE = "POLYSTORE_BENCH_FIGURES"
+"""Set to a folder, figures go there instead of :data:`FIGURES`: an A/B run of a change, or a
+run on a busy machine, then leaves the committed figures as they are."""
+
 Bar = tuple[str, float, "Goal | None"]
 """A figure's bar without a :class:`Row`: label, ratio, goal (streaming.py's verdicts)."""
 
@@ -310,7 +314,8 @@ def markdown_table(bars: list[Row | Bar]) -> str:
 def save_figure(name: str, bars: list[Row | Bar], *, title: str, load_before: float | None = None,
                 directory: Path | None = None) -> list[Path]:
     """Write the results as a picture, ``NAME.png`` and ``NAME.svg``, and as ``NAME.md`` (the
-    table), in ``directory`` (default :data:`FIGURES`); the paths written.
+    table), in ``directory`` (default: ``$POLYSTORE_BENCH_FIGURES`` if set, else
+    :data:`FIGURES`); the paths written.
 
     One horizontal bar per row: its ratio on a log axis (1x = as fast as the reference), green
     where it meets its goal, red where it misses, grey without one; the goal as a black tick,
@@ -318,7 +323,8 @@ def save_figure(name: str, bars: list[Row | Bar], *, title: str, load_before: fl
     date and the load average, so a picture always says where its numbers came from. Without
     matplotlib (``pip install matplotlib``) nothing is drawn and a note says so.
     """
-    directory = FIGURES if directory is None else directory
+    if directory is None:
+        directory = Path(os.environ[FIGURES_VARIABLE]) if os.environ.get(FIGURES_VARIABLE) else FIGURES
     directory.mkdir(parents=True, exist_ok=True)
     stamp = (f"{machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
              + (f"; load average {load_before:.2f} at the start" if load_before is not None else ""))
