@@ -8,11 +8,9 @@ blocks; nothing in the backend is mocked.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import pytest
 pytest.importorskip("zarr")
 
 import zarr
+from killed_writers import kill_while_writing
 from ngff_helpers import ome_section
 
 from polystore import PolystoreError
@@ -158,49 +157,6 @@ def test_an_earlier_versions_v3_mark_of_a_bare_array_is_reported_by_repair(tmp_p
 
 
 # -- writers killed part-way ------------------------------------------------------------------------
-_KILLED_WRITER = """
-import sys, time, pathlib
-import numpy as np, dask, dask.array as da
-from polystore import PolystoreError
-from polystore.backends.zarr import ZarrBackend
-
-root, path, zarr_format, ready, kind = sys.argv[1:6]
-
-def block():  # the source's second chunk: the writer is killed while it waits here
-    pathlib.Path(ready).touch()
-    time.sleep(600)
-    return np.zeros(CHUNK, np.uint16)
-
-CHUNK = 8
-first = da.from_array(np.full(CHUNK, 7, np.uint16), chunks=CHUNK)
-blocked = da.from_delayed(dask.delayed(block)(), shape=(CHUNK,), dtype=np.uint16)
-data = da.concatenate([first, blocked])
-options = {"chunks": (CHUNK,)}
-if kind == "image":
-    data = da.stack([data.reshape(2, CHUNK)] * 2).reshape(2 * 2, CHUNK)
-    options = {"chunks": (2, CHUNK), "levels": 2}
-ZarrBackend(root=root, zarr_format=int(zarr_format)).save(data, path, **options)
-"""
-
-
-def _kill_while_writing(tmp_path: Path, path: str, zarr_format: int, kind: str = "array") -> None:
-    """Run a writer saving ``path`` in a process of its own; SIGKILL it once it is writing
-    (its source's second chunk blocks, after its metadata and maybe its first chunk)."""
-    ready = tmp_path / f"ready-{time.monotonic_ns()}"
-    process = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path), path,
-                                str(zarr_format), str(ready), kind])
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert process.poll() is None, "the writer ended before it was killed"
-            assert time.monotonic() < deadline, "the writer never started writing"
-            time.sleep(0.02)
-        time.sleep(0.2)  # its first chunk, where its pool wrote it meanwhile
-    finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(30)
-
-
 @FORMATS
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
 def test_a_bare_array_whose_writer_is_killed_is_refused_not_read_as_data(
@@ -211,7 +167,7 @@ def test_a_bare_array_whose_writer_is_killed_is_refused_not_read_as_data(
         backend.save(np.arange(16, dtype=np.uint16), "s.zarr/data")
     else:
         backend.ensure_directory("s.zarr")
-    _kill_while_writing(tmp_path, "s.zarr/data", zarr_format)
+    kill_while_writing(tmp_path, "s.zarr/data", zarr_format)
     # the array's document was written before its chunks, unmarked: read as 7s and 0s
     with pytest.raises(CorruptDataError, match=r"was being written when its writer stopped.*"
                                                r"Save it again, or delete it"):
@@ -573,7 +529,7 @@ def test_repair_does_not_publish_an_image_whose_first_save_was_killed(
 ) -> None:
     backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
     backend.save(np.ones((8, 8), np.uint16), "s.zarr/B/02/0")  # a plate with one whole field
-    _kill_while_writing(tmp_path, path, zarr_format, "image")  # levels written, no group document
+    kill_while_writing(tmp_path, path, zarr_format, "image")  # levels written, no group document
     assert not backend.exists(path)  # never committed: not there for readers
     report = repair_plate(str(tmp_path / "s.zarr"))
     # it was published as an image (and, as a field, listed by its well and the plate), its
@@ -595,7 +551,7 @@ def test_an_image_whose_replacing_save_was_killed_is_not_published_by_repair(
 ) -> None:
     backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
     backend.save(np.full((4, 8), 9, np.uint16), path)
-    _kill_while_writing(tmp_path, path, zarr_format, "image")  # old pixels cleared, new in part
+    kill_while_writing(tmp_path, path, zarr_format, "image")  # old pixels cleared, new in part
     with pytest.raises(CorruptDataError, match=r"was being replaced when its writer stopped.*Save it again"):
         backend.load(path)
     report = repair_plate(str(tmp_path / "s.zarr"))

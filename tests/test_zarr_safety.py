@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("zarr")
 
 import zarr
+from killed_writers import kill_while_writing
 from ngff_helpers import ome_section
-from test_zarr_failed_saves import _kill_while_writing
 
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.image import ImageSpec
@@ -111,7 +111,7 @@ def test_repair_leaves_no_well_listing_a_field_it_left_out(tmp_path: Path, zarr_
     backend.save(np.full((4, 8), 9, np.uint16), "s.zarr/B/01/0")
     backend.save(np.full((4, 8), 9, np.uint16), "s.zarr/B/01/1")
     for path in ("s.zarr/A/01/0", "s.zarr/B/01/1"):
-        _kill_while_writing(tmp_path, path, zarr_format, "image")  # old pixels cleared, new in part
+        kill_while_writing(tmp_path, path, zarr_format, "image")  # old pixels cleared, new in part
     report = repair_plate(str(tmp_path / "s.zarr"))
     assert not report.ok and len(report.unrecoverable) == 2, report
     store = tmp_path / "s.zarr"
