@@ -35,8 +35,8 @@ from polystore.streaming.protocol import path_metadata
 def parse_plate_path(node: str):  # type: ignore[no-untyped-def]
     """Where the zarr backend puts node ``node`` of a store (its plate address)."""
     pytest.importorskip("zarr")
+    from polystore.backends.zarr.addresses import address_of
     from polystore.backends.zarr.config import ZarrConfig
-    from polystore.backends.zarr.plate import address_of
 
     return address_of(node, ZarrConfig())
 

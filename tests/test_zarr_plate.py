@@ -22,8 +22,8 @@ import zarr
 from ngff_helpers import ngff_models, ome_section
 
 from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.addresses import address_of
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.backends.zarr.plate import address_of
 from polystore.exceptions import BatchError, CorruptDataError, UnsupportedDataError
 from polystore.plates import row_sort_key
 

@@ -71,7 +71,7 @@ def _image_to_zarr_image(args: argparse.Namespace) -> bool:
     if not os.path.isfile(args.source) or infer_backend(args.destination, args.backend) != "zarr":
         return False
     from polystore.backends.zarr import ZarrBackend
-    from polystore.backends.zarr.plate import address_of
+    from polystore.backends.zarr.addresses import address_of
     from polystore.distributed.sources import image_format, read_header
     from polystore.ome import ngff
     from polystore.plates import PlateNameError

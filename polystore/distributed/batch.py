@@ -19,8 +19,8 @@ from functools import partial
 from typing import Any
 
 from polystore.backends.zarr import ZarrBackend
+from polystore.backends.zarr.addresses import FieldPlanes, PlaneAddress
 from polystore.backends.zarr.image import ImageSpec
-from polystore.backends.zarr.plate import FieldPlanes, PlaneAddress
 from polystore.base import PathLike
 from polystore.distributed.runner import run
 from polystore.distributed.tasks import Failure, Outcome, Target, portable

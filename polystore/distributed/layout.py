@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polystore.backends.zarr.plate import PlaneAddress
+from polystore.backends.zarr.addresses import PlaneAddress
 from polystore.distributed.journal import digest
 from polystore.distributed.sources import SourceFile, image_format, known_formats, read_header, walk_files
 from polystore.exceptions import PolystoreError

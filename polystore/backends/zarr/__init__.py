@@ -7,8 +7,9 @@ one array per resolution level): ``load`` gives its full resolution.
 
 This module is the storage contract only; the work is done by its parts (docs/zarr.md has
 the map): ``location`` (stores, nodes, URLs, key I/O), ``documents`` (metadata documents),
-``image`` (the NGFF image writer), ``plate`` (plates: planes, fields, well and plate
-metadata), ``locks``, ``repair`` and ``config``.
+``image`` (the NGFF image writer), ``addresses`` (which plate plane a path names),
+``plate`` (plates: fields, well and plate metadata), ``marks``, ``oserrors``, ``locks``,
+``repair`` and ``config``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from polystore.arrays import as_plain_array, convert
+from polystore.backends.zarr.addresses import FieldPlanes, FieldWriter, PlaneAddress, address_of
 from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments, damaged
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
@@ -29,7 +31,7 @@ from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_ma
 from polystore.backends.zarr.oserrors import os_errors
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.backends.zarr.plate import FieldPlanes, FieldWriter, PlaneAddress, PlateWriter, address_of
+from polystore.backends.zarr.plate import PlateWriter
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
