@@ -17,7 +17,13 @@ Rows:
 
 The clusters (one of 1 worker, one of 2: those ``polystore convert --workers N`` starts, alike
 but for the worker count) are started once; every round runs each case once in rotated order,
-into a fresh folder, removed after the sample (not timed). Times are medians. The CPU time of
+into a fresh folder, moved aside after the sample and written to disk (``sync``, not timed), and
+removed when the run ends. Not removed sooner: on an ext4 file system without a journal (this
+VM's), the kernel skips every inode freed in the last minute (five while its inode table block
+is dirty) when it allocates one, and scans them one by one each time, so a sample that followed
+the removal of the one before (some 500 files and folders) paid for that scan at every file and
+folder it made: perf put ``recently_deleted`` at the top of the client's profile, and removing
+after each sample doubled the workers' CPU time. Times are medians. The CPU time of
 the worker processes and of this process (the client, the schedulers, the nannies) per
 conversion is printed too, with the bound it sets on the speed-up: on 2 cores the client's
 work competes with the 2 workers, where 1 worker leaves it the other core.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import shutil
 import sys
@@ -276,9 +283,14 @@ def plate(args: argparse.Namespace, directory: Path) -> int:
             (directory / f"out-{name}").mkdir()
             meter.start(name)
 
+        kept = directory / "kept"  # the samples' outputs, removed with `directory` (see the docstring)
+        kept.mkdir()
+        count = itertools.count()
+
         def after(name: str) -> None:
             meter.stop(name)
-            shutil.rmtree(directory / f"out-{name}")
+            (directory / f"out-{name}").rename(kept / f"{name}-{next(count)}")  # a rename frees no inode
+            os.sync()  # its writeback done before the next sample, not during it
 
         samples = harness.interleaved(cases, repeat=repeat, warmup=WARMUP, before=before, after=after)
     elapsed = time.perf_counter() - start
