@@ -21,8 +21,10 @@ from polystore.distributed.tasks import FieldTask, write_field
 from polystore.ome import ngff
 from polystore.plates.wells import column_sort_key, row_sort_key
 
-FIRST_BATCH = 4
-"""Fields in the first batch of tasks: two a worker for two workers, one running, one waiting."""
+FIRST_BATCH = 2
+"""Fields in the first batch of tasks: one a worker for two workers. The workers wait for it
+(nothing else is theirs to run), so it is the smallest that starts both; the next batch, 4x
+larger, is made while they write it."""
 GROWTH = 4
 """How many times more fields each batch of tasks has than the one before."""
 
