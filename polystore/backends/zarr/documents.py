@@ -23,6 +23,7 @@ from typing import Any
 from polystore.backends.zarr.location import (
     KeyStore,
     Location,
+    Staged,
     Stores,
     delete_leftovers,
     join_key,
@@ -238,6 +239,19 @@ class MetadataDocuments:
         """Write the group at ``location`` with ``attributes`` (replacing its documents)."""
         for name, content in group_documents(zarr_format, attributes).items():
             self.write(location, name, content)
+
+    def stage_group(self, location: Location, zarr_format: int, attributes: dict[str, Any]) -> list[Staged]:
+        """``write_group``'s documents written aside, to publish in order (see ``Staged``)."""
+        keys = self.keys(location)
+        staged: list[Staged] = []
+        try:
+            for name, content in group_documents(zarr_format, attributes).items():
+                staged.append(keys.stage(join_key(location.node, name), content))
+        except BaseException:
+            for each in staged:
+                each.discard()
+            raise
+        return staged
 
     def ensure_parent_groups(self, location: Location, zarr_format: int) -> None:
         """Make every missing group above ``location`` (as zarr does for a new node), from the

@@ -27,6 +27,7 @@ from polystore.backends.zarr.location import (
     METADATA_DOCUMENTS,
     KeyStore,
     Location,
+    Staged,
     delete_leftovers,
     join_key,
     zarr_entry,
@@ -274,6 +275,7 @@ class ImageWriter:
         changed: list[str] = []  # "marked": an existing node's pixels are being cleared
 
         bare = attrs is None  # marked through its own attributes while written (marks.py)
+        group: list[Staged] = []  # the image's group documents, published at the commit point
 
         def prepare() -> None:
             self.documents.ensure_parent_groups(location, zarr_format)
@@ -283,6 +285,8 @@ class ImageWriter:
             for level_location, options in levels:
                 self.documents.write_array(level_location, options, zarr_format,
                                            mark=INCOMPLETE if bare else None, clear=not (bare and existing))
+            if attrs is not None:  # written now, while the planes are encoded; renamed in place later
+                group.extend(self.documents.stage_group(location, zarr_format, attrs))
 
         try:
             targets = [self.documents.new_array(where, options, zarr_format) for where, options in levels]
@@ -294,11 +298,15 @@ class ImageWriter:
                 source = target  # the next level reads back the chunks just written, not the input
             # the commit point: only now does the group say it is an image of these levels, or
             # the bare array lose its mark
-            if attrs is not None:
-                self.documents.write_group(location, zarr_format, attrs)
-            else:
+            if attrs is None:
                 self.documents.unmark_array(location, levels[0][1], zarr_format)
+            else:
+                assert group, "write_into runs prepare before it returns"
+                while group:
+                    group.pop(0).publish()
         except BaseException as error:
+            for staged in group:
+                staged.discard()
             self._failed(location, [where for where, _ in levels], zarr_format, error,
                          existing=existing, marked=bool(changed), ndim=len(shape))
             raise
