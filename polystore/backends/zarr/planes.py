@@ -159,8 +159,11 @@ def _each(work: Callable[[Item], None], items: Iterable[Item],
 
 def _is_fill(plane: np.ndarray, fill_value: Any) -> bool:
     """Whether every value of ``plane`` is the fill value (such a chunk is not stored)."""
+    first = plane.flat[0]  # a plane of data is told apart by its first value, without a pass over it
     if plane.dtype.kind in "fc" and np.isnan(fill_value):
-        return bool(np.isnan(plane).all())
+        return bool(np.isnan(first)) and bool(np.isnan(plane).all())
+    if first != fill_value:
+        return False
     if not np.any(fill_value):
         return not plane.any()  # no temporary array, unlike ==
     return bool((plane == fill_value).all())
