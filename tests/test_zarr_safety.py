@@ -241,6 +241,26 @@ def test_a_plane_save_killed_between_pyramid_levels_is_marked_and_made_whole(
     assert not repair_plate(str(tmp_path / "p.zarr")).changed
 
 
+def test_a_plane_save_on_s3_killed_between_pyramid_levels_is_marked_and_made_whole(
+    s3_bucket: str, tmp_path: Path
+) -> None:
+    """The same on the S3 server: the mark is a document like any other there, and repair
+    rebuilds the levels through the object store (the writer inherits the AWS_* variables)."""
+    root = f"s3://{s3_bucket}"
+    backend = ZarrBackend(root=root, pyramid_levels=2)
+    backend.save(np.full((16, 16), 1, np.uint16), "p.zarr/A01_s1_w1.tif")
+    result = subprocess.run([sys.executable, "-c", _KILLED_BETWEEN_LEVELS, root, "3"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stdout + result.stderr
+    assert backend.load("p.zarr/A01_s1_w1.tif").max() == 5
+    assert backend.load("p.zarr/A01_s1_w1.tif", level=1).max() == 1  # the old pixels, marked
+    assert backend.attributes("p.zarr/A/01/0")["polystore"]["levels_pending"] == {"labels": False}
+    report = repair_plate(f"{root}/p.zarr")
+    assert report.ok and any("made again from level 0" in line for line in report.changed), report
+    assert backend.load("p.zarr/A01_s1_w1.tif", level=1).max() == 5
+    assert "polystore" not in backend.attributes("p.zarr/A/01/0")
+
+
 # -- leftovers of an earlier store where a conversion writes ---------------------------------------
 def test_a_conversion_never_reads_an_earlier_stores_leftover_chunks_as_data(tmp_path: Path) -> None:
     """A plate whose metadata was deleted by hand left its chunks; a conversion into the same
