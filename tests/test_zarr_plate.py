@@ -466,3 +466,41 @@ def test_a_damaged_or_missing_level_is_named_when_its_image_is_read(tmp_path: Pa
         backend.load("img.zarr/cells")
     with pytest.raises(CorruptDataError):
         backend.save(np.ones((8, 8), np.uint8), "img.zarr/cells", overwrite=False)  # not replaced silently
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_staged_listing_never_publishes_over_a_change_made_since(tmp_path: Path, zarr_format: int) -> None:
+    """A field save stages its well's and the plate's documents while its planes are encoded
+    and renames them in only if those documents are still what it made them from: another
+    writer that listed its own field meanwhile would otherwise lose it."""
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    plane = np.ones((3, 8, 8), np.uint16)
+    backend.save(plane, "p.zarr/A/01/0")
+    store = backend.locate("p.zarr/A/01/0").store
+    staged = backend.plates.listing.stage(store, [("A", "01", 1)], backend.config)
+    backend.save(plane, "p.zarr/A/01/2")  # another writer lists field 2 (and field_count 3)
+    backend.save(plane, "p.zarr/B/03/0")  # and well B/03 in the plate
+    staged.publish()
+    well = ome_section(zarr.open_group(str(tmp_path / "p.zarr" / "A" / "01"), mode="r"))["well"]
+    assert [image["path"] for image in well["images"]] == ["0", "1", "2"]
+    plate = ome_section(zarr.open_group(str(tmp_path / "p.zarr"), mode="r"))["plate"]
+    assert [w["path"] for w in plate["wells"]] == ["A/01", "B/03"]
+    assert plate["field_count"] == 3
+    leftovers = [p.name for p in (tmp_path / "p.zarr").rglob("*") if p.name.endswith(".polystore-tmp")]
+    assert not leftovers  # the staged documents not published were removed
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_staged_listing_is_published_as_staged(tmp_path: Path, zarr_format: int) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.ones((3, 8, 8), np.uint16), "p.zarr/A/01/0")
+    store = backend.locate("p.zarr/A/01/0").store
+    staged = backend.plates.listing.stage(store, [("A", "01", 3)], backend.config)
+    # nothing is published before publish(): readers see the listing as it was
+    well = ome_section(zarr.open_group(str(tmp_path / "p.zarr" / "A" / "01"), mode="r"))["well"]
+    assert [image["path"] for image in well["images"]] == ["0"]
+    staged.publish()
+    well = ome_section(zarr.open_group(str(tmp_path / "p.zarr" / "A" / "01"), mode="r"))["well"]
+    assert [image["path"] for image in well["images"]] == ["0", "3"]
+    plate = ome_section(zarr.open_group(str(tmp_path / "p.zarr"), mode="r"))["plate"]
+    assert [w["path"] for w in plate["wells"]] == ["A/01"] and plate["field_count"] == 4

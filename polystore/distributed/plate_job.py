@@ -9,8 +9,8 @@ from contextlib import nullcontext
 from typing import Any
 
 from polystore.backends.zarr.image import ImageSpec
+from polystore.backends.zarr.listing import plate_name
 from polystore.backends.zarr.location import Location
-from polystore.backends.zarr.plate import plate_name
 from polystore.distributed.images import create_image
 from polystore.distributed.job import Job, new_run_id
 from polystore.distributed.journal import digest

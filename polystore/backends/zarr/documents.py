@@ -390,12 +390,23 @@ class GroupDocument:
 
     def put(self, attributes: dict[str, Any]) -> None:
         """Replace the attributes and write them."""
-        if self.zarr_format == 3:
-            self.document["attributes"] = attributes
-        else:
-            self.document = attributes
+        self.document = self._with(attributes)
         name = attributes_document(self.zarr_format)
         self.documents.write(self.location, name, encode_document(self.document))
+
+    def stage(self, attributes: dict[str, Any]) -> Staged:
+        """``put``'s document written aside (``Staged``); this object keeps the one it read."""
+        name = attributes_document(self.zarr_format)
+        return self.documents.keys(self.location).stage(join_key(self.location.node, name),
+                                                        encode_document(self._with(attributes)))
+
+    def unchanged(self) -> bool:
+        """Whether the group's document is still the one this object read."""
+        now = GroupDocument.read(self.documents, self.location, self.zarr_format)
+        return now is not None and now.document == self.document
+
+    def _with(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        return {**self.document, "attributes": attributes} if self.zarr_format == 3 else attributes
 
 
 ARRAY_DOCUMENTS = {3: ("zarr.json",), 2: (".zarray", ".zattrs")}

@@ -247,14 +247,17 @@ class ImageWriter:
 
     def write(
         self, location: Location, array: Any, config: ZarrConfig, spec: ImageSpec, *, existing: bool,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Write ``array`` at ``location`` as an image (or a bare array), replacing what is there.
 
         ``existing``: whether a node is there now (the caller looked). The metadata I/O before
-        the pixels (parent groups, the mark of a replaced image, the levels' documents) is done
-        while the first level's planes are encoded. A save that fails leaves no trace of a new
-        node (what it wrote is removed), and a replaced one marked incomplete with the reason
-        (its previous pixels were cleared): see ``_failed``.
+        the pixels (parent groups, the mark of a replaced image, the levels' documents, the
+        group's document written aside) is done while the first level's planes are encoded,
+        then the caller's ``meanwhile`` (I/O of its own to stage, e.g. a plate's listing). A
+        save that fails leaves no trace of a new node (what it wrote is removed), and a
+        replaced one marked incomplete with the reason (its previous pixels were cleared):
+        see ``_failed``.
         """
         axes = self.axes_for(array, spec, config)
         zarr_format = config.zarr_format
@@ -287,6 +290,8 @@ class ImageWriter:
                                            mark=INCOMPLETE if bare else None, clear=not (bare and existing))
             if attrs is not None:  # written now, while the planes are encoded; renamed in place later
                 group.extend(self.documents.stage_group(location, zarr_format, attrs))
+            if meanwhile is not None:
+                meanwhile()
 
         try:
             targets = [self.documents.new_array(where, options, zarr_format) for where, options in levels]

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -38,8 +37,9 @@ from polystore.backends.zarr.image import (
     rebuild_levels,
     write_planes_into,
 )
+from polystore.backends.zarr.listing import Field, PlateListing, StagedListing
 from polystore.backends.zarr.location import Location, Stores
-from polystore.backends.zarr.locks import field_lock, metadata_lock
+from polystore.backends.zarr.locks import field_lock
 from polystore.backends.zarr.marks import (
     conversion_of,
     incomplete_error,
@@ -50,57 +50,8 @@ from polystore.backends.zarr.marks import (
 from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import channel_names
-from polystore.plates.wells import column_sort_key, row_sort_key
 
 # -- the plate's bookkeeping ----------------------------------------------------------------------
-
-
-@dataclass
-class PlateLayout:
-    """Rows, columns and wells of a plate's NGFF metadata, merged from what it says and new fields."""
-
-    rows: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    wells: list[tuple[str, str]] = field(default_factory=list)
-    field_count: int = 0
-
-    @classmethod
-    def from_attributes(cls, plate: Mapping[str, Any] | None) -> PlateLayout:
-        if not plate:
-            return cls()
-        rows = [r["name"] for r in plate.get("rows", [])]
-        columns = [c["name"] for c in plate.get("columns", [])]
-        wells = [tuple(w["path"].split("/")) for w in plate.get("wells", [])]
-        count = plate.get("field_count", 0)
-        return cls(rows, columns, wells, int(count) if isinstance(count, int) else 0)
-
-    def add(self, row: str, column: str, field_index: int) -> bool:
-        """Record a field; return whether the plate's metadata changed."""
-        changed = False
-        if row not in self.rows:
-            self.rows = sorted([*self.rows, row], key=row_sort_key)
-            changed = True
-        if column not in self.columns:
-            self.columns = sorted([*self.columns, column], key=column_sort_key)
-            changed = True
-        if (row, column) not in self.wells:
-            self.wells = sorted(
-                [*self.wells, (row, column)], key=lambda w: (row_sort_key(w[0]), column_sort_key(w[1]))
-            )
-            changed = True
-        if field_index + 1 > self.field_count:
-            self.field_count = field_index + 1
-            changed = True
-        return changed
-
-    def attributes(self, version: ngff.NgffVersion, name: str) -> dict[str, Any]:
-        return ngff.plate_attributes(
-            self.rows, self.columns, self.wells, version=version, field_count=self.field_count, name=name,
-        )
-
-
-def plate_name(store: str) -> str:
-    return Path(store.rstrip("/")).name.removesuffix(".zarr")
 
 
 # -- the writer -----------------------------------------------------------------------------------
@@ -124,6 +75,7 @@ class PlateWriter:
         self.stores = stores
         self.documents = documents
         self.images = images
+        self.listing = PlateListing(stores, documents)
 
     # -- the three steps (no locks) -------------------------------------------------------------
     def create_field(
@@ -199,57 +151,10 @@ class PlateWriter:
                 rebuild_levels(image.levels, left)
             image.group.put({k: v for k, v in image.group.attributes.items() if k != "polystore"})
 
-    def commit(self, store: str, fields: Iterable[tuple[str, str, int]], config: ZarrConfig,
-               *, lock: bool = True) -> None:
-        """Add fields ((row, column, field index)) to their wells' and the plate's metadata.
-
-        Read-modify-write of the documents, and only those whose content changes; under the
-        store's metadata lock unless ``lock=False`` (one committer, e.g. after a distributed
-        write).
-        """
-        if not config.ome_zarr_metadata:
-            return
-        fields = list(fields)
-        if lock:
-            if self._listed(store, fields, config):
-                return  # documents are written whole: what they list needs no lock to read
-            with metadata_lock(self.stores, store):
-                self._commit(store, fields, config)
-        else:
-            self._commit(store, fields, config)
-
-    def _listed(self, store: str, fields: list[tuple[str, str, int]], config: ZarrConfig) -> bool:
-        """Whether the plate and its wells already list every one of ``fields``."""
-        plate = GroupDocument.read(self.documents, Location(store, ""), config.zarr_format)
-        if plate is None:
-            return False
-        layout = PlateLayout.from_attributes(ngff.ngff_section(plate.attributes).get("plate"))
-        if any(layout.add(row, column, index) for row, column, index in fields):
-            return False
-        for row, column, index in fields:
-            well = GroupDocument.read(self.documents, Location(store, f"{row}/{column}"), config.zarr_format)
-            images = (ngff.ngff_section(well.attributes).get("well") or {}).get("images", []) if well else []
-            if str(index) not in {image.get("path") for image in images}:
-                return False
-        return True
-
-    def _commit(self, store: str, fields: list[tuple[str, str, int]], config: ZarrConfig) -> None:
-        plate = self.documents.group(Location(store, ""), config.zarr_format)
-        plate_attrs = ngff.ngff_section(plate.attributes).get("plate")
-        layout = PlateLayout.from_attributes(plate_attrs)
-        changed = False
-        by_well: dict[str, set[str]] = {}
-        for row, column, index in fields:
-            changed |= layout.add(row, column, index)
-            by_well.setdefault(f"{row}/{column}", set()).add(str(index))
-        for well_path, names in by_well.items():
-            well = self.documents.group(Location(store, well_path), config.zarr_format)
-            known = [image["path"] for image in (ngff.ngff_section(well.attributes).get("well") or {})
-                     .get("images", [])]
-            if names - set(known):
-                well.update(ngff.well_attributes(sorted(set(known) | names, key=int), version=config.ngff))
-        if changed or not plate_attrs:
-            plate.update(layout.attributes(config.ngff, plate_name(store)))
+    def commit(self, store: str, fields: Iterable[Field], config: ZarrConfig, *, lock: bool = True) -> None:
+        """Add fields ((row, column, field index)) to their wells' and the plate's metadata
+        (``PlateListing.commit``)."""
+        self.listing.commit(store, fields, config, lock=lock)
 
     # -- reading a field back -------------------------------------------------------------------
     def open_field(self, location: Location) -> FieldImage | None:
@@ -400,10 +305,22 @@ class PlateWriter:
     def save_field(self, location: Location, address: PlaneAddress, array: Any, config: ZarrConfig,
                    spec: ImageSpec) -> None:
         """A whole field image (``B/03/0``), under the field's lock, then its metadata."""
-        with field_lock(self.stores, location.store, address.field_path):
-            existing = self.documents.node_kind(location) is not None
-            self.images.write(location, array, config, spec, existing=existing)
-        self.commit(location.store, [(address.row, address.column, address.field)], config)
+        fields = [(address.row, address.column, address.field)]
+        listing: list[StagedListing] = []  # staged while the planes are encoded (listing.py)
+        try:
+            with field_lock(self.stores, location.store, address.field_path):
+                existing = self.documents.node_kind(location) is not None
+                self.images.write(location, array, config, spec, existing=existing,
+                                  meanwhile=lambda: listing.append(self.listing.stage(location.store, fields,
+                                                                                       config)))
+        except BaseException:
+            for staged in listing:
+                staged.discard()
+            raise
+        if listing:
+            listing[0].publish()
+        else:
+            self.commit(location.store, fields, config)
 
     def save_batch_field(
         self, store: str, planes: Sequence[tuple[PlaneAddress, Any]], config: ZarrConfig, spec: ImageSpec,

@@ -39,6 +39,7 @@ from polystore.atomic import TEMP_SUFFIX
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import ARRAY, GroupDocument, MetadataDocuments
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, level_shape, rebuild_levels
+from polystore.backends.zarr.listing import PlateLayout, plate_name
 from polystore.backends.zarr.location import LocalKeys, Location, ObjectKeys, Stores, join_key, locate
 from polystore.backends.zarr.locks import DEFAULT_LEASE_S, holder_is_dead, lock_keys
 from polystore.backends.zarr.marks import (
@@ -50,7 +51,6 @@ from polystore.backends.zarr.marks import (
     pending_levels_of,
     resume_advice,
 )
-from polystore.backends.zarr.plate import PlateLayout, plate_name
 from polystore.exceptions import PolystoreError, StorageFileNotFoundError
 from polystore.ome import ngff
 
