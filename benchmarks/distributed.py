@@ -19,7 +19,7 @@ The clusters (one of 1 worker, one of 2: those ``polystore convert --workers N``
 but for the worker count) are started once; every round runs each case once in rotated order,
 into a fresh folder, moved aside after the sample and written to disk (``sync``, not timed), and
 removed when the run ends. Not removed sooner: on an ext4 file system without a journal (this
-VM's), the kernel skips every inode freed in the last minute (five while its inode table block
+VM's), the kernel skips every inode freed in the last minute (six while its inode table block
 is dirty) when it allocates one, and scans them one by one each time, so a sample that followed
 the removal of the one before (some 500 files and folders) paid for that scan at every file and
 folder it made: perf put ``recently_deleted`` at the top of the client's profile, and removing
