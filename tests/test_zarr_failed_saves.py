@@ -536,10 +536,7 @@ def test_repair_does_not_publish_an_image_whose_first_save_was_killed(
     # unwritten chunks reading as 0
     assert not backend.exists(path)
     assert report.unfinished and path.split("/", 1)[1] in report.unfinished[0], report
-    assert "never finished" in str(report), report
-    # what repair changed: only the group documents the writer had staged (written aside, for
-    # the rename that commits the image) before it was killed
-    assert all("temporary file of a writer that is gone" in line for line in report.changed), report
+    assert "never finished" in str(report) and not report.changed, report
     plate = ome_section(zarr.open_group(str(tmp_path / "s.zarr"), mode="r"))["plate"]
     assert [w["path"] for w in plate["wells"]] == ["B/02"]
     backend.save(np.full((4, 8), 3, np.uint16), path)  # the next save writes it, clearing them

@@ -23,7 +23,6 @@ from typing import Any
 from polystore.backends.zarr.location import (
     KeyStore,
     Location,
-    Staged,
     Stores,
     delete_leftovers,
     join_key,
@@ -240,19 +239,6 @@ class MetadataDocuments:
         for name, content in group_documents(zarr_format, attributes).items():
             self.write(location, name, content)
 
-    def stage_group(self, location: Location, zarr_format: int, attributes: dict[str, Any]) -> list[Staged]:
-        """``write_group``'s documents written aside, to publish in order (see ``Staged``)."""
-        keys = self.keys(location)
-        staged: list[Staged] = []
-        try:
-            for name, content in group_documents(zarr_format, attributes).items():
-                staged.append(keys.stage(join_key(location.node, name), content))
-        except BaseException:
-            for each in staged:
-                each.discard()
-            raise
-        return staged
-
     def ensure_parent_groups(self, location: Location, zarr_format: int) -> None:
         """Make every missing group above ``location`` (as zarr does for a new node), from the
         top down, so that a node is never left without its parents' metadata.
@@ -390,23 +376,12 @@ class GroupDocument:
 
     def put(self, attributes: dict[str, Any]) -> None:
         """Replace the attributes and write them."""
-        self.document = self._with(attributes)
+        if self.zarr_format == 3:
+            self.document["attributes"] = attributes
+        else:
+            self.document = attributes
         name = attributes_document(self.zarr_format)
         self.documents.write(self.location, name, encode_document(self.document))
-
-    def stage(self, attributes: dict[str, Any]) -> Staged:
-        """``put``'s document written aside (``Staged``); this object keeps the one it read."""
-        name = attributes_document(self.zarr_format)
-        return self.documents.keys(self.location).stage(join_key(self.location.node, name),
-                                                        encode_document(self._with(attributes)))
-
-    def unchanged(self) -> bool:
-        """Whether the group's document is still the one this object read."""
-        now = GroupDocument.read(self.documents, self.location, self.zarr_format)
-        return now is not None and now.document == self.document
-
-    def _with(self, attributes: dict[str, Any]) -> dict[str, Any]:
-        return {**self.document, "attributes": attributes} if self.zarr_format == 3 else attributes
 
 
 ARRAY_DOCUMENTS = {3: ("zarr.json",), 2: (".zarray", ".zattrs")}

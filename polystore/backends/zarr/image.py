@@ -27,7 +27,6 @@ from polystore.backends.zarr.location import (
     METADATA_DOCUMENTS,
     KeyStore,
     Location,
-    Staged,
     delete_leftovers,
     join_key,
     zarr_entry,
@@ -247,17 +246,14 @@ class ImageWriter:
 
     def write(
         self, location: Location, array: Any, config: ZarrConfig, spec: ImageSpec, *, existing: bool,
-        meanwhile: Callable[[], None] | None = None,
     ) -> None:
         """Write ``array`` at ``location`` as an image (or a bare array), replacing what is there.
 
         ``existing``: whether a node is there now (the caller looked). The metadata I/O before
-        the pixels (parent groups, the mark of a replaced image, the levels' documents, the
-        group's document written aside) is done while the first level's planes are encoded,
-        then the caller's ``meanwhile`` (I/O of its own to stage, e.g. a plate's listing). A
-        save that fails leaves no trace of a new node (what it wrote is removed), and a
-        replaced one marked incomplete with the reason (its previous pixels were cleared):
-        see ``_failed``.
+        the pixels (parent groups, the mark of a replaced image, the levels' documents) is done
+        while the first level's planes are encoded. A save that fails leaves no trace of a new
+        node (what it wrote is removed), and a replaced one marked incomplete with the reason
+        (its previous pixels were cleared): see ``_failed``.
         """
         axes = self.axes_for(array, spec, config)
         zarr_format = config.zarr_format
@@ -278,7 +274,6 @@ class ImageWriter:
         changed: list[str] = []  # "marked": an existing node's pixels are being cleared
 
         bare = attrs is None  # marked through its own attributes while written (marks.py)
-        group: list[Staged] = []  # the image's group documents, published at the commit point
 
         def prepare() -> None:
             self.documents.ensure_parent_groups(location, zarr_format)
@@ -288,10 +283,6 @@ class ImageWriter:
             for level_location, options in levels:
                 self.documents.write_array(level_location, options, zarr_format,
                                            mark=INCOMPLETE if bare else None, clear=not (bare and existing))
-            if attrs is not None:  # written now, while the planes are encoded; renamed in place later
-                group.extend(self.documents.stage_group(location, zarr_format, attrs))
-            if meanwhile is not None:
-                meanwhile()
 
         try:
             targets = [self.documents.new_array(where, options, zarr_format) for where, options in levels]
@@ -303,16 +294,11 @@ class ImageWriter:
                 source = target  # the next level reads back the chunks just written, not the input
             # the commit point: only now does the group say it is an image of these levels, or
             # the bare array lose its mark
-            if attrs is None:
-                self.documents.unmark_array(location, levels[0][1], zarr_format)
+            if attrs is not None:
+                self.documents.write_group(location, zarr_format, attrs)
             else:
-                if not group:  # prepare staged them (write_into runs it on every path); else now
-                    group.extend(self.documents.stage_group(location, zarr_format, attrs))
-                while group:
-                    group.pop(0).publish()
+                self.documents.unmark_array(location, levels[0][1], zarr_format)
         except BaseException as error:
-            for staged in group:
-                staged.discard()
             self._failed(location, [where for where, _ in levels], zarr_format, error,
                          existing=existing, marked=bool(changed), ndim=len(shape))
             raise

@@ -1,13 +1,9 @@
 """The wells' and the plate's metadata that list a plate's fields: what adding fields changes,
-and how it is written.
+and writing it.
 
 Read-modify-write of those documents under the store's metadata lock, and only of those whose
 content changes; fields already listed need no lock (documents are written whole, so reading
-them needs none). A writer that knows which field it is adding may *stage* the change while it
-writes the field's pixels (the documents read, the new ones written aside), then publish it
-once the field is committed: under the lock, the documents are read again, and if they are
-what the change was made from, the staged ones are renamed into place; if another writer
-changed them meanwhile, the change is made again from what is there now.
+them needs none).
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from typing import Any
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.documents import GroupDocument, MetadataDocuments
-from polystore.backends.zarr.location import Location, Staged, Stores
+from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import metadata_lock
 from polystore.ome import ngff
 from polystore.plates.wells import column_sort_key, row_sort_key
@@ -77,7 +73,8 @@ def plate_name(store: str) -> str:
 
 
 Change = list[tuple[GroupDocument, dict[str, Any]]]
-"""(document as read, its new attributes): the wells' first, then the plate's."""
+"""(document as read, its new attributes): the wells' first, then the plate's, in the order
+they are written."""
 
 
 class PlateListing:
@@ -94,31 +91,10 @@ class PlateListing:
             return
         fields = list(fields)
         if not lock:
-            self.write_change(store, fields, config)
+            self._write(store, fields, config)
         elif not self._listed(store, fields, config):
             with metadata_lock(self.stores, store):
-                self.write_change(store, fields, config)
-
-    def stage(self, store: str, fields: Iterable[Field], config: ZarrConfig) -> StagedListing:
-        """The change ``commit`` would make now, staged; ``StagedListing.publish`` commits it
-        (or ``commit``'s change, if the documents changed since), ``discard`` drops it."""
-        fields = list(fields)
-        read = self._read(store, fields, config) if config.ome_zarr_metadata else None
-        if read is None:  # no metadata kept, or a group not there yet (the commit makes it)
-            return StagedListing(self, store, fields, config, None, [])
-        change = self._change(store, *read, fields, config)
-        if not change:
-            return StagedListing(self, store, fields, config, [], [])
-        basis = [read[0], *read[1].values()]
-        staged: list[Staged] = []
-        try:
-            for document, attributes in change:
-                staged.append(document.stage(attributes))
-        except BaseException:
-            for each in staged:
-                each.discard()
-            raise
-        return StagedListing(self, store, fields, config, basis, staged)
+                self._write(store, fields, config)
 
     def _read(self, store: str, fields: Sequence[Field], config: ZarrConfig,
               ) -> tuple[GroupDocument, dict[str, GroupDocument]] | None:
@@ -139,9 +115,8 @@ class PlateListing:
         read = self._read(store, fields, config)
         return read is not None and not self._change(store, *read, fields, config)
 
-    def write_change(self, store: str, fields: list[Field], config: ZarrConfig) -> None:
-        """The change, made from the documents as they are now (groups missing made first); the
-        caller holds the store's metadata lock, or is its one committer."""
+    def _write(self, store: str, fields: list[Field], config: ZarrConfig) -> None:
+        """The change, made from the documents as they are now (groups missing made first)."""
         plate = self.documents.group(Location(store, ""), config.zarr_format)
         wells = {path: self.documents.group(Location(store, path), config.zarr_format)
                  for path in dict.fromkeys(f"{row}/{column}" for row, column, _ in fields)}
@@ -170,38 +145,3 @@ class PlateListing:
         if layout_changed or not plate_attrs:
             change.append((plate, {**plate.attributes, **layout.attributes(config.ngff, plate_name(store))}))
         return change
-
-
-@dataclass
-class StagedListing:
-    """A listing change staged by ``PlateListing.stage``: publish it once the fields are written."""
-
-    listing: PlateListing
-    store: str
-    fields: list[Field]
-    config: ZarrConfig
-    basis: list[GroupDocument] | None
-    """The plate's and the wells' documents, as read (None: the change is made at publish
-    instead; empty: there is none to make, every field being listed)."""
-    staged: list[Staged]
-
-    def publish(self) -> None:
-        """The staged documents renamed into place if the documents they were made from are
-        all still as read (read again under the lock), else the change made from what is
-        there now."""
-        if self.basis is None:
-            self.listing.commit(self.store, self.fields, self.config)
-            return
-        if not self.basis:
-            return  # every field was listed (no lock, as ``commit``)
-        with metadata_lock(self.listing.stores, self.store):
-            if all(document.unchanged() for document in self.basis):
-                while self.staged:
-                    self.staged.pop(0).publish()
-                return
-            self.discard()
-            self.listing.write_change(self.store, self.fields, self.config)
-
-    def discard(self) -> None:
-        while self.staged:
-            self.staged.pop(0).discard()

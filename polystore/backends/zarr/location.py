@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,15 +115,6 @@ def beside(store: str, name_template: str) -> tuple[str, str]:
 
 
 # -- plain key I/O -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Staged:
-    """A key's new content, written aside: ``publish`` makes it the key's, whole and at once;
-    ``discard`` drops it (after a failure)."""
-
-    publish: Callable[[], None]
-    discard: Callable[[], None]
-
-
 class LocalKeys:
     """Keys of a local store: files under its folder."""
 
@@ -141,59 +132,20 @@ class LocalKeys:
             return None
 
     def put(self, key: str, content: bytes) -> None:
-        self.stage(key, content).publish()
-
-    def stage(self, key: str, content: bytes) -> Staged:
-        """``content`` written beside ``key``, for ``publish`` to rename over it later.
-
-        As zarr's LocalStore writes a key: a temporary file renamed over it (whole or not at
-        all; not fsynced, as zarr's chunks are not), with no more than that per document. A
-        writer stages a document it may only publish once its chunks are written, so that
-        the file's creation is done while they are encoded; a killed one leaves the temporary
-        file, which ``repair`` removes."""
+        # as zarr's LocalStore writes a key: a temporary file beside it renamed over it (whole or
+        # not at all; not fsynced, as zarr's chunks are not), with no more than that per document
         path = self._path(key)
         folder, name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
         temporary = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
-
-        def discard() -> None:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temporary)
-
-        def publish() -> None:
-            try:
-                os.replace(temporary, path)
-            except BaseException:
-                discard()
-                raise
-
         try:
             with open(temporary, "xb") as out:
                 out.write(content)
+            os.replace(temporary, path)
         except BaseException:
-            discard()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
             raise
-        return Staged(publish, discard)
-
-    def make_folders(self, keys: Iterable[str]) -> None:
-        """The folders of ``keys``, made now: a writer makes them ahead (while its chunks are
-        encoded) so that the puts that follow only create their files."""
-        for folder in {os.path.dirname(self._path(key)) for key in keys}:
-            os.makedirs(folder, exist_ok=True)
-
-    def remove_empty_folders(self, keys: Iterable[str], below: str) -> None:
-        """The folders of ``keys`` (absent keys: ``make_folders`` made them for nothing) and
-        their parents up to node ``below``, where empty: zarr leaves no folder for a chunk it
-        does not store."""
-        top = self._path(below) if below else self.root
-        for key in keys:
-            folder = os.path.dirname(self._path(key))
-            while len(folder) > len(top) and folder.startswith(top):
-                try:
-                    os.rmdir(folder)
-                except OSError:  # not empty (or gone): what is above it is not empty either
-                    break
-                folder = os.path.dirname(folder)
 
     def create(self, key: str, content: bytes) -> bool:
         """Write ``key`` only if absent; whether this call created it."""
@@ -246,16 +198,6 @@ class ObjectKeys:
             return None
         except Exception as error:
             raise _credentials_error(error, self.display) or error from error
-
-    def stage(self, key: str, content: bytes) -> Staged:
-        """``content`` for ``key``, put by ``publish`` (an object is written whole anyway)."""
-        return Staged(lambda: self.put(key, content), lambda: None)
-
-    def make_folders(self, keys: Iterable[str]) -> None:
-        """Nothing: an object store has no folders."""
-
-    def remove_empty_folders(self, keys: Iterable[str], below: str) -> None:
-        """Nothing: an object store has no folders."""
 
     def put(self, key: str, content: bytes) -> None:
         try:

@@ -228,7 +228,6 @@ class PlaneChunks:
         flat = np.ascontiguousarray(data, self.dtype).reshape(-1, *shape[-2:])
         ready = threading.Event()
         failed: list[bool] = []
-        unstored: list[str] = []  # planes of the fill value alone, whose folders prepare made
         if meanwhile is None:
             ready.set()
 
@@ -241,28 +240,20 @@ class PlaneChunks:
                 return
             if raw is None:
                 keys.delete(key)
-                unstored.append(key)
             else:
                 keys.put(key, raw)
 
         def prepare() -> None:
             try:
                 if meanwhile is not None:
-                    meanwhile()  # first: it may clear the array's folder
-                # the chunks' folders too, off the path from a plane's code to its file
-                keys.make_folders(key for _, key in planes)
+                    meanwhile()
             except BaseException:
                 failed.append(True)
                 raise
             finally:
                 ready.set()
 
-        planes = list(self._planes(array, index))
-        try:
-            _each(write_plane, planes, prepare if meanwhile is not None else None)
-        finally:
-            if unstored and meanwhile is not None:
-                keys.remove_empty_folders(unstored, array.store_path.path)
+        _each(write_plane, self._planes(array, index), prepare if meanwhile is not None else None)
 
 
 def _encoder(compressor: Any, name: str, zarr_format: int, dtype: np.dtype[Any]) -> Encode | None:

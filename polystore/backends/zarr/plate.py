@@ -37,7 +37,7 @@ from polystore.backends.zarr.image import (
     rebuild_levels,
     write_planes_into,
 )
-from polystore.backends.zarr.listing import Field, PlateListing, StagedListing
+from polystore.backends.zarr.listing import Field, PlateListing
 from polystore.backends.zarr.location import Location, Stores
 from polystore.backends.zarr.locks import field_lock
 from polystore.backends.zarr.marks import (
@@ -305,22 +305,10 @@ class PlateWriter:
     def save_field(self, location: Location, address: PlaneAddress, array: Any, config: ZarrConfig,
                    spec: ImageSpec) -> None:
         """A whole field image (``B/03/0``), under the field's lock, then its metadata."""
-        fields = [(address.row, address.column, address.field)]
-        listing: list[StagedListing] = []  # staged while the planes are encoded (listing.py)
-        try:
-            with field_lock(self.stores, location.store, address.field_path):
-                existing = self.documents.node_kind(location) is not None
-                self.images.write(location, array, config, spec, existing=existing,
-                                  meanwhile=lambda: listing.append(self.listing.stage(location.store, fields,
-                                                                                       config)))
-        except BaseException:
-            for staged in listing:
-                staged.discard()
-            raise
-        if listing:
-            listing[0].publish()
-        else:
-            self.commit(location.store, fields, config)
+        with field_lock(self.stores, location.store, address.field_path):
+            existing = self.documents.node_kind(location) is not None
+            self.images.write(location, array, config, spec, existing=existing)
+        self.commit(location.store, [(address.row, address.column, address.field)], config)
 
     def save_batch_field(
         self, store: str, planes: Sequence[tuple[PlaneAddress, Any]], config: ZarrConfig, spec: ImageSpec,
