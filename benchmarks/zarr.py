@@ -48,7 +48,8 @@ ZarrBackend adds OME-NGFF metadata (multiscales, well, plate) that the bare zarr
 tensorstore writes do not: that overhead is inside the goals. Every time is the median
 of repeated samples after a warm-up; in each round every case runs once, in rotated order, so
 that drifting machine state (page cache, writeback, other processes) hits them alike. Each
-write goes to a fresh folder, removed after the sample (removal is not timed). This is a
+write goes to a fresh folder, kept until the run ends and written to disk after the sample
+(not timed; ``Scratch`` says why it is not removed then). This is a
 script, not a test: it reports PASS / MISS against each goal and always exits 0.
 """
 
@@ -380,7 +381,17 @@ class Settings(harness.Settings):
 
 
 class Scratch:
-    """Fresh, numbered folders under one directory, removed after use."""
+    """Fresh, numbered folders under one directory, kept until the run ends (removed with the
+    directory), not removed after each sample.
+
+    On an ext4 file system without a journal (this VM's), the kernel skips every inode freed
+    in the last minute (six while its inode table block is dirty) when it allocates one,
+    checking each in turn: a sample that follows the removal of the one before (thousands of
+    chunk files and folders) pays for that scan at every file and folder it makes, which
+    weighs on each writer by how many files it makes, not by how it writes them (see
+    docs/distributed.md, "The benchmark's removals"). So a sample's folder stays, written to
+    disk (``sync``, not timed) before the next sample, whose writeback it would slow.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -392,18 +403,23 @@ class Scratch:
         path.mkdir()
         return path
 
+    @staticmethod
+    def done(path: Path) -> None:
+        """A sample's folder written: kept, its writeback done now (see the class)."""
+        os.sync()
+
 
 def fresh_folder_cases(
     scratch: Scratch, writers: dict[str, Callable[[Path], object]]
 ) -> tuple[dict[str, Callable[[], object]], Callable[[str], None], Callable[[str], None]]:
-    """Cases that each write into a new folder (made before, removed after, neither timed)."""
+    """Cases that each write into a new folder (made before, kept after, neither timed)."""
     current: dict[str, Path] = {}
 
     def before(name: str) -> None:
         current[name] = scratch.fresh(name)
 
     def after(name: str) -> None:
-        shutil.rmtree(current.pop(name))
+        scratch.done(current.pop(name))
 
     cases = {name: (lambda w=writer, n=name: w(current[n])) for name, writer in writers.items()}
     return cases, before, after
@@ -459,7 +475,7 @@ def bench_write(settings: Settings, plate: dict[FieldKey, np.ndarray]) -> list[R
 
     def end_round() -> None:
         for folder in folders.values():
-            shutil.rmtree(folder)
+            scratch.done(folder)
 
     lone: dict[str, Callable[[FieldKey], object]] = {
         "fields": lambda key: backends["fields"].save(plate[key], "plate.zarr/{}/{}/{}".format(*key)),
