@@ -1,6 +1,6 @@
-"""The HCS plate writer: planes named by pipeline file names assembled into field images, the
-well and plate metadata that lists them, and the locks (or ownership) that let several
-writers fill one plate.
+"""The HCS plate writer: planes named by pipeline file names assembled into field images, and
+the locks (or ownership) that let several writers fill one plate; the wells' and plate's
+metadata that lists the fields is ``listing.py``'s.
 
 Three steps, each a public method, so that a scheduler can run them apart (plan, owned
 writes, one commit; see docs/zarr.md):
@@ -9,7 +9,7 @@ writes, one commit; see docs/zarr.md):
 - ``write_planes``: planes into an existing field, its chunks (no locks: the caller owns the
   field; no metadata but, into a pyramid, the field's own mark while its lower levels are
   written);
-- ``commit``: the wells' and plate's metadata for the fields written, once.
+- ``commit``: the wells' and plate's metadata for the fields written, once (``PlateListing``).
 
 ``save``/``save_batch`` compose them under locks: a lock per field (creating, growing,
 filling it) and one per store for the metadata read-modify-write.
@@ -50,9 +50,6 @@ from polystore.backends.zarr.marks import (
 from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import channel_names
-
-# -- the plate's bookkeeping ----------------------------------------------------------------------
-
 
 # -- the writer -----------------------------------------------------------------------------------
 
