@@ -249,3 +249,15 @@ def test_the_calling_thread_codes_planes_only_where_the_thread_setting_allows(
     assert pool == int(threads)
     if threads == "1":
         assert coded_here == 0
+
+
+def test_a_plane_starting_with_the_fill_value_is_stored_whole(tmp_path: Path) -> None:
+    """A plane is told from one of the fill value alone by its first value first: one whose
+    first values are the fill value, and whose data comes later, is still stored."""
+    backend = ZarrBackend(root=tmp_path)
+    plane = np.zeros((16, 16), np.uint16)
+    plane[15, 15] = 3  # the fill value (0) everywhere but the last pixel
+    backend.save(plane, "plate.zarr/A01_s1_w1.tif")
+    np.testing.assert_array_equal(backend.load("plate.zarr/A01_s1_w1.tif"), plane)
+    chunks = tmp_path / "plate.zarr" / "A" / "01" / "0" / "0" / "c"
+    assert [p.relative_to(chunks).as_posix() for p in chunks.rglob("*") if p.is_file()] == ["0/0/0"]
