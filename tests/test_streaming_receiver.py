@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 zmq = pytest.importorskip("zmq")
@@ -505,3 +506,47 @@ def test_a_flood_of_bad_control_requests_logs_a_few_warnings_and_a_count_of_the_
     summaries = [m for m in messages if "control requests refused not logged one by one" in m]
     assert DEFAULT_BURST <= len(one_by_one) < flood and summaries
     assert len(one_by_one) + sum(int(m.split()[0]) for m in summaries) == flood
+
+
+def test_a_copying_receiver_reuses_the_memory_of_dropped_items_never_of_held_ones() -> None:
+    port = free_port_block(2)
+    with (
+        StreamingBackend(mode="pull", port=port) as pull,
+        StreamingBackend(port=port, transport="shm") as push,
+    ):
+
+        def received(value: int) -> Any:
+            push.save(np.full((256, 256), value, np.uint16), "frame.tif", timeout=30)
+            item = pull.receive(timeout=30)
+            assert item is not None and item.header["transport"] == "shm"
+            assert item.array.flags.writeable  # a private copy: the caller's to change
+            return item.array
+
+        copies = pull.inbox.inbound.copies
+        first = received(1)
+        corner = first[:8, :8]  # a view holds the copy's memory as its array does
+        del first
+        second, third = received(2), received(3)
+        assert copies.reused == 0  # nothing was dropped yet: every copy in memory of its own
+        del second
+        fourth = received(4)
+        assert copies.reused == 1  # the second's memory, free since it was dropped
+        del corner
+        fifth = received(5)
+        assert copies.reused == 2  # the first's memory, free once its last view was gone
+        for array, value in ((third, 3), (fourth, 4), (fifth, 5)):
+            assert int(array.min()) == int(array.max()) == value
+        fifth[...] = 0  # changing one copy changes no other
+        assert int(fourth.min()) == 4 and int(third.min()) == 3
+
+
+def test_copy_buffers_keep_at_most_their_bound_of_dropped_memory() -> None:
+    from polystore.streaming.copies import CopyBuffers
+
+    copies = CopyBuffers(max_bytes=100)
+    leases = [copies.copy(np.full(60, index, np.uint8)) for index in range(3)]
+    assert [bytes(lease)[0] for lease in leases] == [0, 1, 2]
+    del leases
+    assert copies.kept_bytes == 60  # one of the three fits the bound; the others were freed
+    again = copies.copy(np.full(60, 7, np.uint8))
+    assert copies.reused == 1 and bytes(again) == bytes([7] * 60) and copies.kept_bytes == 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, zmq
 from polystore.streaming.ackroute import UNROUTED_RETRY_S, AckRoute
+from polystore.streaming.copies import CopyBuffers
 from polystore.streaming.endpoints import Endpoints, Link
 from polystore.streaming.errors import AddressInUseError, ProtocolError, StreamConfigError
 from polystore.streaming.protocol import (
@@ -140,6 +141,8 @@ class Inbound:
         self._attached: collections.OrderedDict[str, AttachedSegment] = collections.OrderedDict()
         self._last_sweep = 0.0
         self._plans: dict[bytes, _ShmPlan] = {}
+        self.copies = CopyBuffers()
+        """Where a copying receiver's copies go (memory of dropped items reused)."""
         z = zmq()
         self._link = Link(endpoints.host, serve=bind, curve=curve)  # refuses a public bind without keys
         try:
@@ -342,8 +345,8 @@ class Inbound:
                 array = np.ndarray(plan.shape, plan.dtype, lease, order=plan.order)  # type: ignore[arg-type]
                 array.flags.writeable = False  # the sender's memory: never written from here
             else:
-                array = np.ndarray(plan.shape, plan.dtype, segment.copy_out(plan.offset, plan.size),
-                                   order=plan.order)
+                copy = segment.copy_out(plan.offset, plan.size, self.copies)
+                array = np.ndarray(plan.shape, plan.dtype, copy, order=plan.order)  # type: ignore[arg-type]
         except Exception:
             del self._plans[prefix]
             return None
@@ -416,7 +419,7 @@ class Inbound:
             array = array_from_buffer(header, segment.lease(info["offset"], info["size"], release))
             array.flags.writeable = False  # the sender's memory: never written from here
             return array, segment
-        return array_from_buffer(header, segment.copy_out(info["offset"], info["size"])), segment
+        return array_from_buffer(header, segment.copy_out(info["offset"], info["size"], self.copies)), segment
 
     def _release_by_message(self, header: Mapping[str, Any]) -> Callable[[], None]:
         """What gives a zero-copy item's slot back, once the last array on it is collected, to
@@ -444,6 +447,7 @@ class Inbound:
         for segment in self._attached.values():
             segment.close()
         self._attached.clear()
+        self.copies.clear()
         self._link.close()
 
 

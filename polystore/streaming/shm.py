@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import itertools
 import logging
 import mmap
@@ -37,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from polystore.streaming.copies import CopyBuffers, lease_type
 from polystore.streaming.errors import ProtocolError, StreamConfigError
 from polystore.streaming.protocol import (
     FRAME_AT,
@@ -224,23 +224,20 @@ class AttachedSegment:
             wake: int = _WORD.unpack_from(self._mmap, WAKE_AT)[0]
             return wake != msg_id
 
-    def copy_out(self, offset: int, size: int) -> np.ndarray:
-        """A private copy of ``size`` bytes at ``offset`` (checked by :meth:`check` just before)."""
-        out = np.empty(size, dtype=np.uint8)
-        np.copyto(out, np.frombuffer(self._mmap, dtype=np.uint8, count=size, offset=offset))
-        return out
+    def copy_out(self, offset: int, size: int, buffers: CopyBuffers) -> ctypes.Array[ctypes.c_char]:
+        """A private copy of ``size`` bytes at ``offset`` (checked by :meth:`check` just before),
+        in memory ``buffers`` recycles."""
+        return buffers.copy(np.frombuffer(self._mmap, dtype=np.uint8, count=size, offset=offset))
 
     def lease(self, offset: int, size: int, on_release: Callable[[], object]) -> ctypes.Array[ctypes.c_char]:
         """``size`` bytes at ``offset`` as a buffer object that arrays can be built on;
         ``on_release()`` runs when the last of them is gone (the moment a zero-copy receiver may
         give the slot back).
 
-        A ctypes array, not a slice of the mapping: NumPy collapses a view's ``base`` down to the
-        first object that is not an ndarray, so every array derived from one built on this
-        object keeps *this object* alive. Its class's ``__del__`` calls ``on_release`` (a
-        ``weakref.finalize`` per item costs several times more).
+        A lease (:func:`~polystore.streaming.copies.lease_type`), not a slice of the mapping:
+        every array derived from one built on it keeps it alive.
         """
-        lease = _lease_type(size).from_buffer(self._mmap, offset)
+        lease = lease_type(size).from_buffer(self._mmap, offset)
         lease.__dict__["on_release"] = on_release
         return lease
 
@@ -255,14 +252,6 @@ class AttachedSegment:
                 os.close(self.fd)
 
 
-def _release_lease(lease: Any) -> None:
-    lease.on_release()
-
-
-@functools.lru_cache(maxsize=64)
-def _lease_type(size: int) -> type[ctypes.Array[ctypes.c_char]]:
-    """A ctypes array type of ``size`` bytes whose instances call their ``on_release`` when collected."""
-    return type(f"SlotLease{size}", (ctypes.c_char * size,), {"__del__": _release_lease})
 
 
 class SlotRing:
