@@ -550,3 +550,6 @@ def test_copy_buffers_keep_at_most_their_bound_of_dropped_memory() -> None:
     assert copies.kept_bytes == 60  # one of the three fits the bound; the others were freed
     again = copies.copy(np.full(60, 7, np.uint8))
     assert copies.reused == 1 and bytes(again) == bytes([7] * 60) and copies.kept_bytes == 0
+    copies.close()
+    del again
+    assert copies.kept_bytes == 0  # a closed receiver keeps nothing its holders drop later

@@ -50,6 +50,7 @@ class CopyBuffers:
         self.reused = 0
         """Copies made into a buffer that was kept (not fresh memory)."""
         self._free: dict[int, list[np.ndarray]] = {}
+        self._closed = False
         # a lease is collected on whichever thread drops its last array, maybe inside a
         # garbage collection that runs while this thread holds the lock: re-entrant
         self._lock = threading.RLock()
@@ -73,12 +74,14 @@ class CopyBuffers:
     def _give_back(self, buffer: np.ndarray) -> None:
         """``buffer``'s lease is gone: keep it for the next copy of its size, within the bound."""
         with self._lock:
-            if self.kept_bytes + buffer.nbytes <= self.max_bytes:
+            if not self._closed and self.kept_bytes + buffer.nbytes <= self.max_bytes:
                 self._free.setdefault(buffer.nbytes, []).append(buffer)
                 self.kept_bytes += buffer.nbytes
 
-    def clear(self) -> None:
-        """Free every kept buffer (the receiver closes)."""
+    def close(self) -> None:
+        """Free every kept buffer, and keep none from now on (the receiver closes; copies it
+        handed out stay their holders')."""
         with self._lock:
+            self._closed = True
             self._free.clear()
             self.kept_bytes = 0

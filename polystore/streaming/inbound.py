@@ -447,7 +447,7 @@ class Inbound:
         for segment in self._attached.values():
             segment.close()
         self._attached.clear()
-        self.copies.clear()
+        self.copies.close()
         self._link.close()
 
 

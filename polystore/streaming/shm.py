@@ -252,8 +252,6 @@ class AttachedSegment:
                 os.close(self.fd)
 
 
-
-
 class SlotRing:
     """A fixed number of reusable, stamped segments owned by this process.
 
