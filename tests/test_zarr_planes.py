@@ -261,3 +261,23 @@ def test_a_plane_starting_with_the_fill_value_is_stored_whole(tmp_path: Path) ->
     np.testing.assert_array_equal(backend.load("plate.zarr/A01_s1_w1.tif"), plane)
     chunks = tmp_path / "plate.zarr" / "A" / "01" / "0" / "0" / "c"
     assert [p.relative_to(chunks).as_posix() for p in chunks.rglob("*") if p.is_file()] == ["0/0/0"]
+
+
+@pytest.mark.parametrize("shape, name", [
+    ((0, 16), "plate.zarr/A01_s1_w1.tif"),  # a plate plane
+    ((0, 16), "image.zarr"),  # the store's image
+    ((3, 0, 8), "store.zarr/stack"),  # an image inside a store
+    ((0,), "store.zarr/values"),  # a bare array
+])
+def test_an_array_without_elements_is_refused_before_anything_is_written(
+        tmp_path: Path, shape: tuple[int, ...], name: str) -> None:
+    from polystore.exceptions import BatchError, UnsupportedDataError
+
+    backend = ZarrBackend(tmp_path)
+    # its chunks have an element on every axis: (0, 16) was stored, and read back, as (1, 16)
+    with pytest.raises(UnsupportedDataError, match="has no elements"):
+        backend.save(np.zeros(shape, np.uint16), name)
+    # a batch's planes are refused as a whole; its other items each, reported by the BatchError
+    with pytest.raises((UnsupportedDataError, BatchError), match="has no elements"):
+        backend.save_batch([np.zeros(shape, np.uint16)], [name])
+    assert list(tmp_path.iterdir()) == []

@@ -369,6 +369,7 @@ class ZarrBackend(StorageBackend):
             config = config.replace(chunks=tuple(chunks))
         location = self.locate(file_path)
         array: Any = data if is_lazy(data) else as_plain_array(data, "Zarr")
+        _refuse_empty(array, file_path)
         address = address_of(location.node, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
@@ -447,6 +448,7 @@ class ZarrBackend(StorageBackend):
             location = self.locate(path)
             address = address_of(location.node, self.config)
             if address is not None and address.plane_axes:
+                _refuse_empty(data, path)
                 fields.setdefault((location.store, address.field_path), []).append((address, data))
             else:
                 others.append((data, path))
@@ -569,6 +571,18 @@ class ZarrBackend(StorageBackend):
             return
         self.copy(source, destination)
         self._remove(src)
+
+
+def _refuse_empty(array: Any, path: PathLike) -> None:
+    """Refuse an array with an axis of length 0 before anything is written: its chunks, which
+    have at least one element on every axis, would store it as an array of another shape."""
+    shape = tuple(getattr(array, "shape", np.shape(array)))
+    if 0 in shape:
+        raise UnsupportedDataError(
+            f"'{path}': an array of shape {shape} has no elements; the zarr backend stores arrays "
+            "with at least one element on every axis. Skip the save, or save the empty result to "
+            "a disk format (.npy keeps any shape)."
+        )
 
 
 def _not_a_plane(location: Location, address: PlaneAddress, ndim: int) -> Exception:
