@@ -51,8 +51,11 @@ def save_fields(client: Any, backend: ZarrBackend, fields: Sequence[FieldPlanes]
     tasks = []
     for index, ((store, _field_path), planes) in enumerate(fields):
         target = Target(store, backend.config, backend.storage_options, type(backend))
-        # the planes go to the cluster as data of their own, not pickled into the task graph
-        scattered = client.scatter([data for _address, data in planes])
+        # the planes go to the cluster as data of their own, not pickled into the task graph,
+        # under keys of their own: keys from the planes' content (scatter's default) race
+        # with the release of the same planes scattered by an earlier batch, whose data the
+        # scheduler then forgets under this batch's tasks ("lost dependencies")
+        scattered = client.scatter([data for _address, data in planes], hash=False)
         pairs = [(address, future) for (address, _data), future in zip(planes, scattered, strict=True)]
         task = delayed(write_planes, pure=False)(
             delayed(target, traverse=False), str(index), pairs, delayed(spec, traverse=False), cast)
