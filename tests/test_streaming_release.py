@@ -287,3 +287,25 @@ def test_a_header_whose_release_cannot_be_honoured_is_refused(release: Any, offs
     header = make_header(np.zeros(8, np.uint8), "x.tif", transport="shm", stream="s1", shm=shm, msg_id=1)
     with pytest.raises(ProtocolError, match=why):
         decode([json.dumps(header).encode()], Limits(shm_prefixes=(PREFIX,)))
+
+
+@pytest.mark.parametrize("zero_copy", [False, True], ids=["copying", "zero-copy"])
+def test_an_id_the_control_block_cannot_hold_is_refused_and_the_receiver_goes_on(
+    port: int, context: Any, zero_copy: bool
+) -> None:
+    """The release is the item's id as 8 bytes: an id of 2**64 or more passed the header's checks,
+    then the write raised ``struct.error`` (copying: the item counted as received and lost, a
+    traceback logged; zero-copy: a traceback in the garbage collector, the slot never given back)."""
+    sender = _HandSender(context, port, frame_at=FRAME_AT, number=9102)
+    try:
+        with StreamReceiver(port=port, zero_copy=zero_copy, shm_prefixes=(PREFIX,)).start() as receiver:
+            sender.send(2**64)
+            sender.send(7)
+            item = receiver.get(timeout=20)
+            assert item.header["id"] == 7 and item.array.tolist() == [9] * 64
+            del item
+            assert receiver.rejected == 1 and receiver.received == 1
+            assert receiver.last_reason is not None and "id must be" in receiver.last_reason
+            assert WORD.unpack_from(sender.buf, RELEASE_AT)[0] == 7
+    finally:
+        sender.close()

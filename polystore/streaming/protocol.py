@@ -65,6 +65,8 @@ MAX_DIMENSION = 2**48
 MAX_PATH_CHARS = 4096
 MAX_PID = 2**22
 """Linux's largest possible pid (``PID_MAX_LIMIT``): a name with a larger one is not ours."""
+MAX_ID = 2**64
+"""Item ids fit the control block's little-endian uint64 words (``RELEASE_AT``, ``WAKE_AT``)."""
 DEFAULT_SHM_PREFIX = "polystore_"
 REPLY_TO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -350,8 +352,10 @@ def _validated(raw: memoryview | bytes, limits: Limits, pattern: re.Pattern[str]
         raise ProtocolError(f"{nbytes} bytes is over this receiver's limit of {limits.max_bytes}")
     if not isinstance(header.get("metadata", {}), dict):
         raise ProtocolError("metadata must be a JSON object")
-    # every sender numbers its items (header_for writes "id" last): one without is not ours
-    _int(header.get("id"), "id")
+    # every sender numbers its items (header_for writes "id" last): one without is not ours.
+    # A slot's release is the id as 8 bytes in the control block: a larger one cannot be written
+    if _int(header.get("id"), "id") >= MAX_ID:
+        raise ProtocolError(f"id must be an integer below 2**64, got {header['id']}")
     for field_name in ("reply_to", "stream"):
         value = header.get(field_name)
         if value is not None and (not isinstance(value, str) or not REPLY_TO.match(value)):
