@@ -86,8 +86,10 @@ def checked_zip_members(
                 f"{info.compress_size:,}: the archive is damaged or forged."
             )
     spans.sort()
+    # each member ends before the next one starts, the last before the directory (an archive
+    # of no members, as .npz of an empty dict, has nothing to check)
     ends = [(start, f"member '{name}'") for start, _, name in spans[1:]]
-    ends.append((archive.start_dir, "the archive's directory"))
+    ends += [(archive.start_dir, "the archive's directory")] if spans else []
     for (_, end, name), (next_start, what) in zip(spans, ends, strict=True):
         if end > next_start:
             raise CorruptDataError(

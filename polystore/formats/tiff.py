@@ -23,8 +23,12 @@ from polystore.lazy import optional_import
 IMAGEJ_AXES = "TZCYXS"
 """ImageJ hyperstacks store their axes in this order (a subset of it)."""
 IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
-TIFF_KINDS = "biufc"
-"""TIFF holds bool, integers, floats and complex numbers (in the machine's byte order)."""
+TIFF_DTYPES = frozenset(np.dtype(t) for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float16, np.float32, np.float64, np.complex64, np.complex128,
+))
+"""TIFF holds bool, integers, floats and complex numbers (in the machine's byte order); no
+sample format is wider than float64 (complex128), so long double is not among them."""
 OME_DTYPES = frozenset(np.dtype(t) for t in (
     np.bool_, np.int8, np.int16, np.int32, np.uint8, np.uint16, np.uint32,
     np.float32, np.float64, np.complex64, np.complex128,
@@ -70,10 +74,10 @@ def _save_tiff(
     **tifffile_options: Any,
 ) -> None:
     array = as_plain_array(data, "TIFF")
-    if array.dtype.kind not in TIFF_KINDS:
+    if array.dtype.newbyteorder("=") not in TIFF_DTYPES:
         raise UnsupportedDataError(
-            f"TIFF holds numbers (bool, integers, floats, complex), not {array.dtype}. "
-            "Save it as .npy, which keeps every NumPy dtype."
+            f"TIFF holds numbers (bool, integers, floats up to float64, complex up to "
+            f"complex128), not {array.dtype}. Save it as .npy, which keeps every NumPy dtype."
         )
     meta = dict(metadata or {})
     if imagej:

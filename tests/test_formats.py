@@ -1,0 +1,45 @@
+"""Formats at their edges: what a format accepts it gives back, or it refuses it at save time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from polystore import DiskBackend
+from polystore.exceptions import UnsupportedDataError
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> DiskBackend:
+    return DiskBackend(root=tmp_path, durable=False)
+
+
+@pytest.mark.parametrize("dtype", [np.longdouble, np.clongdouble])
+@pytest.mark.parametrize("ext", [".tif", ".ome.tif"])
+def test_tiff_refuses_extended_precision_at_save(disk: DiskBackend, dtype: type, ext: str) -> None:
+    # TIFF has no sample format wider than 64-bit floats (128-bit complex): tifffile wrote
+    # float128 anyway, and the file loaded as an empty float64 array
+    widest = np.dtype(np.complex128 if dtype is np.clongdouble else np.float64)
+    if np.dtype(dtype).itemsize <= widest.itemsize:
+        pytest.skip("long double is double on this platform")
+    with pytest.raises(UnsupportedDataError, match=r"\.npy") as refused:
+        disk.save(np.arange(6).reshape(2, 3).astype(dtype), f"x{ext}")
+    assert np.dtype(dtype).name in str(refused.value)
+    assert not disk.exists(f"x{ext}")
+
+
+def test_tiff_keeps_every_width_it_accepts(disk: DiskBackend) -> None:
+    for dtype in ["bool", "int8", "uint64", "float16", "float32", "float64", "complex64", "complex128"]:
+        array = np.arange(6).reshape(2, 3).astype(dtype)
+        disk.save(array, f"{dtype}.tif")
+        back = disk.load(f"{dtype}.tif")
+        assert back.dtype == array.dtype and np.array_equal(back, array), dtype
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_npz_of_no_arrays_loads_back_as_an_empty_dict(disk: DiskBackend, compress: bool) -> None:
+    # an archive without members failed the overlap check's zip(strict=True) when loaded
+    disk.save({}, "empty.npz", compress=compress)
+    assert disk.load("empty.npz") == {}
