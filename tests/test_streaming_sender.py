@@ -514,3 +514,58 @@ def test_a_frames_metadata_given_empty_and_filled_in_the_block_goes_out(port: in
             backend.close(0)
     finally:
         pull.close(0)
+
+
+# a sender and its receiver on a /dev/shm of 16 MiB (a container's is 64 MiB by default), saving
+# and producing frames of 32 MiB: each says what it got, then a small frame must still arrive
+SMALL_SHM_SENDER = """
+import sys
+import numpy as np
+from polystore import StreamingBackend
+from polystore.streaming import StreamReceiver
+port, size = int(sys.argv[1]), 32 * 2**20
+with StreamReceiver(port=port).start() as receiver, StreamingBackend(port=port, send_timeout=10) as backend:
+    try:
+        backend.save(np.ones(size, np.uint8), "big.npy")
+        print("save: sent", flush=True)
+    except OSError as error:
+        print("save:", type(error).__name__, error, flush=True)
+    try:
+        with backend.frame((size,), np.uint8, "big.tif") as buffer:
+            buffer[...] = 1
+        print("frame: sent", flush=True)
+    except OSError as error:
+        print("frame:", type(error).__name__, error, flush=True)
+    backend.save(np.arange(3), "small.npy", transport="inline")
+    print("small:", receiver.get(timeout=30).array.tolist(), flush=True)
+"""
+
+
+def test_a_frame_larger_than_dev_shm_has_room_for_is_an_error_not_a_bus_error(port: int) -> None:
+    """/dev/shm (a tmpfs) lets a segment be made larger than the room it has: the sender's first
+    write past that room was a SIGBUS that killed it, in save() and in a frame() block alike."""
+    mount = "mount -t tmpfs -o size=16m tmpfs /dev/shm"
+    if subprocess.run(["unshare", "-m", "sh", "-c", mount], capture_output=True).returncode != 0:
+        pytest.skip("needs a mount namespace (unshare -m, as root) to give /dev/shm 16 MiB")
+    command = f'{mount} && exec "$0" -c "$1" "$2"'
+    child = subprocess.run(
+        ["unshare", "-m", "sh", "-c", command, sys.executable, SMALL_SHM_SENDER, str(port)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert child.returncode == 0, f"the sender died (exit code {child.returncode}): {child.stderr[-2000:]}"
+    lines = child.stdout.splitlines()
+    for line, call in zip(lines, ("save:", "frame:"), strict=False):
+        assert line.startswith(f"{call} StorageIOError") and "/dev/shm" in line, lines
+    assert lines[2:] == ["small: [0, 1, 2]"], lines
+
+
+def test_a_frame_no_array_can_hold_is_refused_and_leaves_no_segment(port: int) -> None:
+    """A shape of 2**80 bytes raised a bare OverflowError from the segment's ftruncate, and left
+    behind a segment with no stamp, which no sweep removes."""
+    before = list_segments(TEST_PREFIX)
+    with ShmBackend(port=port) as backend:
+        for transport in ("auto", "inline"):
+            backend.sender.transport = transport
+            with pytest.raises(StreamConfigError, match="more than an array can hold"):
+                backend.frame((2**40, 2**40), np.uint8, "huge.tif")
+    assert list_segments(TEST_PREFIX) == before

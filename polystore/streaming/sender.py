@@ -21,6 +21,7 @@ per path), :mod:`~polystore.streaming.pump` (the background thread) and
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import sys
@@ -260,8 +261,12 @@ class Sender:
         dims = (shape,) if isinstance(shape, int) else tuple(map(int, shape))
         if dims and min(dims) < 0:
             raise StreamConfigError(f"frame shape {dims} has a negative dimension: pass sizes >= 0")
+        checked = checked_dtype(dtype)
+        if math.prod(dims) * checked.itemsize > sys.maxsize:
+            raise StreamConfigError(f"frame shape {dims} of {checked} is more than an array can hold: "
+                                    "pass a smaller shape")
         options = checked_options(kind, metadata, wait_for_ack)
-        item = Outgoing(0, path, dims, checked_dtype(dtype), "C", options, 0.0)
+        item = Outgoing(0, path, dims, checked, "C", options, 0.0)
         return Frame(self, item, self.send_timeout if timeout is None else timeout)
 
     # -- the producer's interface: a buffer reserved, filled by the caller, committed --------------

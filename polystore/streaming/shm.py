@@ -132,6 +132,17 @@ def sweep_orphaned_segments(prefix: str) -> list[str]:
     return removed
 
 
+def _reserve_pages(name: str, size: int) -> None:
+    """Give a new segment its memory now. /dev/shm (a tmpfs: 64 MiB in a container by default)
+    lets a segment be made larger than the room it has, and the first write past that room is
+    a SIGBUS that kills the sender; ``posix_fallocate`` says ENOSPC instead."""
+    fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
 class AttachedSegment:
     """A receiver's mapping of a sender's segment, checked, and unknown to any resource tracker.
 
@@ -326,6 +337,12 @@ class SlotRing:
             # new segment with an old one of the same name it still has mapped
             name = f"{self.prefix}{self.pid}_{next(_segment_numbers)}"
             segment = shared_memory.SharedMemory(name=name, create=True, size=DATA_OFFSET + max(nbytes, 1))
+            try:
+                _reserve_pages(name, segment.size)
+            except OSError:
+                segment.close()
+                segment.unlink()
+                raise
             buffer = segment.buf
             assert buffer is not None  # a segment just created is open
             buffer[:STAMP_BYTES] = self._stamp
