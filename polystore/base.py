@@ -17,11 +17,13 @@ name when the class is created (see :mod:`polystore.registry`).
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
 from polystore.exceptions import IncompleteBackendError, ReadOnlyBackendError
+from polystore.paths import given_path, refuse_into_itself
 
 PathLike = str | os.PathLike[str]
 """Anything polystore accepts as a path: ``str`` or ``pathlib.Path``."""
@@ -375,6 +377,8 @@ class StorageBackend(DataSink, DataSource):
     def copy(self, source: PathLike, destination: PathLike, **kwargs: Any) -> None:
         """Copy a file (or a directory tree) within this backend."""
         if self.is_dir(source):
+            src, dst = given_path(source), given_path(destination)
+            refuse_into_itself(src, dst, *(posixpath.normpath("/" + p.lstrip("/")) for p in (src, dst)))
             self.ensure_directory(destination)
             for name in self.list_dir(source):
                 src = f"{os.fspath(source).rstrip('/')}/{name}"

@@ -60,6 +60,19 @@ def refuse_directory_path(text: str) -> None:
         )
 
 
+def refuse_into_itself(source: str, destination: str, source_key: str, destination_key: str) -> None:
+    """Refuse to copy or move a folder to a place inside itself (it would copy its own copy).
+
+    ``*_key``: the two paths normalised the same way, so that names are compared, not spellings
+    (``..`` taken lexically, as every backend takes it).
+    """
+    if destination_key.startswith(source_key.rstrip("/") + "/"):
+        raise InvalidPathError(
+            f"Cannot copy or move '{source}' into itself ('{destination}'): the destination is "
+            "inside it. Copy what is inside it instead, or choose a destination outside it."
+        )
+
+
 def escape_error(given: str, root: str, how: str = "") -> PathEscapeError:
     """The error for ``given`` leading outside ``root`` (``how``: through what, if not '..')."""
     return PathEscapeError(

@@ -234,3 +234,33 @@ class TestCustomDictBackend(BackendContractTests):
         backend.save(np.arange(3, dtype="int16"), "a/b.npy")
         assert isinstance(backend.files["/a/b.npy"], bytes)
         assert backend.directories == {"/", "/a"}
+
+
+def _tree_of(backend: StorageBackend) -> list[str]:
+    return sorted(backend.list_files("", recursive=True)) + [
+        f"{folder}/" for folder in ("d", "d/e", "d/sub") if backend.is_dir(folder)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["disk-root", "disk-cwd", "memory", "custom"])
+@pytest.mark.parametrize("operation", ["copy", "move"])
+@pytest.mark.parametrize("destination", ["d/sub", "d/e/f", "./d/sub/../e/g", "d/sub/"])
+def test_a_folder_is_not_copied_or_moved_into_itself(
+    kind: str, operation: str, destination: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the disk backend made the copy with an extra empty folder (the destination, made before
+    # the source was listed); StorageBackend's copy recursed until a bare RecursionError
+    monkeypatch.chdir(tmp_path)
+    makers: dict[str, Any] = {
+        "disk-root": lambda: DiskBackend(root=tmp_path / "root"),
+        "disk-cwd": DiskBackend,
+        "memory": MemoryBackend,
+        "custom": DictBytesBackend,
+    }
+    backend: StorageBackend = makers[kind]()
+    backend.save(np.arange(3), "d/x.npy")
+    backend.save(np.arange(2), "d/e/y.npy")
+    before = _tree_of(backend)
+    with pytest.raises(InvalidPathError, match="into itself"):
+        getattr(backend, operation)("d", destination)
+    assert _tree_of(backend) == before, "a refused copy or move changed the tree"

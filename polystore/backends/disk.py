@@ -29,7 +29,14 @@ from polystore.exceptions import (
     from_os_error,
 )
 from polystore.formats import check_options, format_for, read_with, write_with
-from polystore.paths import given_path, join_given, matches, normalize_extensions, refuse_directory_path
+from polystore.paths import (
+    given_path,
+    join_given,
+    matches,
+    normalize_extensions,
+    refuse_directory_path,
+    refuse_into_itself,
+)
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 """A file is opened without following a link (the tree resolved links already: one found now
@@ -295,12 +302,23 @@ class DiskBackend(StorageBackend):
         if not is_dir:
             self._copy_file(src, dst)
             return
+        refuse_into_itself(src, dst, self._absolute(src), self._absolute(dst))
         self.ensure_directory(dst)
         for relative, is_folder in self._listing(src, recursive=True):
             if is_folder:
                 self.ensure_directory(join_given(dst, relative))
             else:
                 self._copy_file(join_given(src, relative), join_given(dst, relative))
+
+    def _absolute(self, text: str) -> str:
+        """``text`` as a normalised absolute path, to compare paths by name (links are not
+        resolved; a path in the root's real spelling is put in its given one)."""
+        base = self._tree.given_root if isinstance(self._tree, ConfinedTree) else os.getcwd()
+        full = os.path.normpath(os.path.join(base, text))
+        real = str(self.root).rstrip("/") + "/" if self.root is not None else None
+        if real is not None and (full + "/").startswith(real):
+            full = os.path.normpath(os.path.join(base, full[len(real):]))
+        return full
 
     def _copy_file(self, src: str, dst: str) -> None:
         refuse_directory_path(dst)
