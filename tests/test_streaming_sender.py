@@ -22,7 +22,7 @@ zmq = pytest.importorskip("zmq")
 from net_helpers import free_port_block  # noqa: E402
 
 from polystore import StreamingBackend  # noqa: E402
-from polystore.exceptions import PolystoreError  # noqa: E402
+from polystore.exceptions import InvalidPathError, PathTypeError, PolystoreError  # noqa: E402
 from polystore.streaming import CurveKeys, StreamConfigError, StreamTimeoutError  # noqa: E402
 from polystore.streaming.errors import AddressInUseError  # noqa: E402
 from polystore.streaming.shm import list_segments  # noqa: E402
@@ -569,3 +569,21 @@ def test_a_frame_no_array_can_hold_is_refused_and_leaves_no_segment(port: int) -
             with pytest.raises(StreamConfigError, match="more than an array can hold"):
                 backend.frame((2**40, 2**40), np.uint8, "huge.tif")
     assert list_segments(TEST_PREFIX) == before
+
+
+def test_a_path_no_receiver_accepts_is_refused_by_the_sender(port: int) -> None:
+    """A receiver refuses paths over 4096 characters: the sender sent them anyway, so save() and
+    frame() returned as if all was well, nothing arrived, and each shared-memory frame held its
+    slot until it was reclaimed. Paths that are not text were bare TypeErrors from deep inside."""
+    with ShmBackend(port=port) as backend:
+        long_path = "run/" + "x" * 4096 + ".tif"
+        with pytest.raises(InvalidPathError, match="4096"):
+            backend.save(np.zeros(3), long_path)
+        with pytest.raises(InvalidPathError, match="4096"):
+            backend.frame((1024, 1024), np.uint8, long_path)
+        for path in (b"run/a.tif", 5):
+            with pytest.raises(PathTypeError, match="path must be"):
+                backend.save(np.zeros(3), path)
+            with pytest.raises(PathTypeError, match="path must be"):
+                backend.frame((3,), np.uint8, path)
+        assert backend.sent == 0 and backend.sender.pending == 0

@@ -28,6 +28,7 @@ from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import StreamConfigError, UnsupportedOperationError
 from polystore.streaming.inbound import Inbound
 from polystore.streaming.inbox import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, PathInbox
+from polystore.streaming.outgoing import checked_path
 from polystore.streaming.payloads import encode
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, StreamItem
 from polystore.streaming.security import CurveKeys
@@ -318,6 +319,7 @@ class StreamingBackend(StorageBackend):
 
     def _stream_data(self, data: Any, path: PathLike, **kwargs: Any) -> None:
         """Send one item (ROI sets and DataFrames become bytes of a stated format first)."""
+        path = checked_path(path)
         sender = self._open_sender()
         payload = encode(data, path)
         array = payload.array
@@ -328,7 +330,7 @@ class StreamingBackend(StorageBackend):
             options.setdefault("kind", payload.kind)
         if payload.metadata:
             options["metadata"] = {**payload.metadata, **(options.get("metadata") or {})}
-        sender.send(array, os.fspath(path), **options)
+        sender.send(array, path, **options)
 
     def frame(self, shape: tuple[int, ...] | int, dtype: Any, path: PathLike, **options: Any) -> Frame:
         """The zero-copy producer: ``with backend.frame(shape, dtype, path) as buffer:`` fills the
@@ -337,7 +339,7 @@ class StreamingBackend(StorageBackend):
         if unknown:
             raise InvalidOptionError(f"frame() got unexpected options: {', '.join(sorted(unknown))}; "
                                      "it takes kind, metadata, wait_for_ack and timeout")
-        return self._open_sender().frame(shape, dtype, os.fspath(path), **options)
+        return self._open_sender().frame(shape, dtype, checked_path(path), **options)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Hand what waits to the receiver's connection, for up to ``timeout`` seconds."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from polystore.exceptions import InvalidPathError, PathTypeError
 from polystore.streaming.errors import ProtocolError
-from polystore.streaming.protocol import KINDS, HeaderWriter, ShmPlace, encode_header, with_id
+from polystore.streaming.protocol import KINDS, MAX_PATH_CHARS, HeaderWriter, ShmPlace, encode_header, with_id
 from polystore.streaming.shm import DATA_OFFSET
 
 
@@ -68,6 +70,19 @@ class Outgoing:
         return headers.encode(self.shape, self.dtype, self.order, self.path, kind=options["kind"],
                               metadata=options["metadata"], ack=options["ack"], shm=self.place(),
                               msg_id=self.msg_id)
+
+
+def checked_path(path: Any) -> str:
+    """``path`` as the header's text, refused here if no receiver would take it (they refuse
+    paths over :data:`MAX_PATH_CHARS`: sent, such an item would be lost without a word)."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if type(text) is not str:
+        raise PathTypeError(f"a stream's path must be a str or os.PathLike of str, got {type(path).__name__} "
+                            f"{path!r}: pass it as text")
+    if len(text) > MAX_PATH_CHARS:
+        raise InvalidPathError(f"path of {len(text)} characters is over the stream's limit of "
+                               f"{MAX_PATH_CHARS} (receivers refuse it): use a shorter path")
+    return text
 
 
 def checked_options(kind: str, metadata: Mapping[str, Any] | None, wait_for_ack: bool) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import StreamConfigError
 from polystore.streaming.latest import LatestFrames
 from polystore.streaming.linger import DEFAULT_LINGER_S, Linger, holder_of, register_for_exit
-from polystore.streaming.outgoing import Outgoing, checked_options
+from polystore.streaming.outgoing import Outgoing, checked_options, checked_path
 from polystore.streaming.outlet import Outlet, open_error
 from polystore.streaming.producer import Frame
 from polystore.streaming.protocol import DEFAULT_SHM_PREFIX, checked_dtype
@@ -221,6 +221,7 @@ class Sender:
     ) -> None:
         """Send ``array`` as ``path``: now, or queued for delivery. It arrives equal to
         ``np.asarray(array)``; the caller may change ``array`` as soon as this returns."""
+        path = checked_path(path)
         timeout = self.send_timeout if timeout is None else timeout
         policy = self.policy if policy is None else policy
         if policy not in POLICIES:
@@ -258,6 +259,7 @@ class Sender:
         shared memory cannot be used (another host, ``transport="inline"``) the buffer is a
         private array, sent inline.
         """
+        path = checked_path(path)
         dims = (shape,) if isinstance(shape, int) else tuple(map(int, shape))
         if dims and min(dims) < 0:
             raise StreamConfigError(f"frame shape {dims} has a negative dimension: pass sizes >= 0")
