@@ -31,6 +31,7 @@ from polystore import MissingDependencyError, StreamingBackend  # noqa: E402
 from polystore.streaming import (  # noqa: E402
     CurveKeys,
     ProtocolError,
+    StreamConfigError,
     StreamReceiver,
     StreamTimeoutError,
     UnsupportedOperationError,
@@ -818,6 +819,27 @@ def test_curve_admits_the_authorized_client_and_refuses_others(port: int) -> Non
         stranger.close(0)
         context.term()
         sender.close(1)
+
+
+def test_curve_keys_as_text_work_and_a_bad_key_is_named_without_its_value(port: int) -> None:
+    """Z85 keys are text: given as ``str`` they were a bare TypeError from pyzmq ("unicode not
+    allowed"); a key of the wrong length was "Cannot bind ...: Invalid argument. Check host and
+    port", which sent the user to the wrong place."""
+    server_public, server_secret = CurveKeys.keypair()
+    client_public, client_secret = CurveKeys.keypair()
+    server = CurveKeys(server_public.decode(), server_secret.decode(),
+                       authorized_clients=(client_public.decode(),))
+    client = CurveKeys(client_public.decode(), client_secret.decode(), server_key=server_public.decode())
+    with StreamReceiver(port=port, curve=client).start() as receiver, \
+            StreamingBackend(port=port, curve=server, send_timeout=30) as sender:
+        sender.save(np.array([4, 5]), "text-keys.tif", wait_for_ack=True)
+        assert receiver.get(timeout=30).array.tolist() == [4, 5]
+    secret = b"s" * 39
+    with pytest.raises(StreamConfigError, match="secret_key") as error:
+        CurveKeys(server_public, secret)
+    assert "sss" not in str(error.value)  # a secret is never echoed
+    with pytest.raises(StreamConfigError, match="authorized_clients"):
+        CurveKeys(server_public, server_secret, authorized_clients=(b"short",))
 
 
 # ---- topology and the iterator ------------------------------------------------------------------

@@ -46,12 +46,23 @@ def require_keys_for(host: str, bind: bool, curve: CurveKeys | None) -> None:
 class CurveKeys:
     """One side's CurveZMQ keys (Z85 bytes, as ``zmq.curve_keypair()`` makes them)."""
 
-    public_key: bytes
-    secret_key: bytes
-    server_key: bytes | None = None
+    public_key: bytes | str
+    secret_key: bytes | str
+    server_key: bytes | str | None = None
     """Client side: the public key of the server it connects to."""
-    authorized_clients: tuple[bytes, ...] | None = None
+    authorized_clients: tuple[bytes | str, ...] | None = None
     """Server side: the client public keys it accepts (None: any client that has its key)."""
+
+    def __post_init__(self) -> None:
+        # keys are often kept as text; pyzmq takes bytes, and says only "Invalid argument" (at
+        # bind or connect) for a key of the wrong length
+        for field in ("public_key", "secret_key", "server_key"):
+            value = getattr(self, field)
+            if value is not None:
+                object.__setattr__(self, field, _z85_key(value, field))
+        if self.authorized_clients is not None:
+            clients = tuple(_z85_key(key, "authorized_clients") for key in self.authorized_clients)
+            object.__setattr__(self, "authorized_clients", clients)
 
     @staticmethod
     def keypair() -> tuple[bytes, bytes]:
@@ -92,9 +103,25 @@ class CurveKeys:
         return authenticator
 
 
+_Z85 = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _z85_key(value: bytes | str, field: str) -> bytes:
+    """``value`` as the 40 bytes of a Z85 key; :class:`StreamConfigError` naming ``field`` (never
+    the value: it may be a secret) otherwise."""
+    key = value.encode("ascii", "replace") if isinstance(value, str) else value
+    if not isinstance(key, bytes | bytearray) or len(key) != 40 or not _Z85.issuperset(key):
+        raise StreamConfigError(
+            f"CurveKeys {field} must be a 40-character Z85 key (bytes or str), as CurveKeys.keypair() "
+            f"makes them; got a {type(value).__name__} of length "
+            f"{len(value) if isinstance(value, bytes | bytearray | str) else '?'}"
+        )
+    return bytes(key)
+
+
 class _Allowed:
-    def __init__(self, keys: Iterable[bytes]) -> None:
-        self.keys = {bytes(k) for k in keys}
+    def __init__(self, keys: Iterable[bytes | str]) -> None:
+        self.keys = {_z85_key(k, "authorized_clients") for k in keys}
 
     def callback(self, domain: str, key: bytes) -> bool:
         # pyzmq's authenticator hands over the client key in Z85, as we hold them
