@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from net_helpers import free_port_block  # noqa: E402
 
 from polystore import StreamingBackend  # noqa: E402
 from polystore.streaming import StreamReceiver, sweep_orphaned_segments  # noqa: E402
-from polystore.streaming.errors import StreamConfigError  # noqa: E402
+from polystore.streaming.errors import StreamConfigError, StreamTimeoutError  # noqa: E402
 from polystore.streaming.shm import list_segments, stamp  # noqa: E402
 
 SHM = Path("/dev/shm")
@@ -553,3 +554,13 @@ def test_copy_buffers_keep_at_most_their_bound_of_dropped_memory() -> None:
     copies.close()
     del again
     assert copies.kept_bytes == 0  # a closed receiver keeps nothing its holders drop later
+
+
+def test_get_on_a_quiet_stream_says_what_it_waited_for_in_our_error() -> None:
+    """``get(timeout)`` raised a bare ``queue.Empty`` with no message; it is a StreamTimeoutError
+    (a TimeoutError) that still is a ``queue.Empty`` for code that caught that."""
+    port = free_port_block(2)
+    with StreamReceiver(port=port).start() as receiver, pytest.raises(StreamTimeoutError) as error:
+        receiver.get(timeout=0.1)
+    assert isinstance(error.value, queue.Empty) and isinstance(error.value, TimeoutError)
+    assert f"tcp://127.0.0.1:{port}" in str(error.value) and "0.1 s" in str(error.value)

@@ -38,6 +38,7 @@ from polystore.streaming.backend import StreamingBackend
 from polystore.streaming.endpoints import Endpoints
 from polystore.streaming.errors import (
     ProtocolError,
+    ReceiveTimeoutError,
     StreamConfigError,
     StreamStateError,
     StreamTimeoutError,
@@ -56,6 +57,7 @@ __all__ = [
     "Endpoints",
     "Frame",
     "ProtocolError",
+    "ReceiveTimeoutError",
     "Sender",
     "StreamConfigError",
     "StreamItem",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+
 from polystore.exceptions import PolystoreError
 
 
@@ -19,6 +21,10 @@ class ProtocolError(PolystoreError, ValueError):
 class StreamTimeoutError(PolystoreError, TimeoutError):
     """A stream did not get what it waited for in time: room in its queue, a receiver's
     acknowledgement, an item to receive. The message says what and how to wait longer."""
+
+
+class ReceiveTimeoutError(StreamTimeoutError, queue.Empty):
+    """No item arrived in time (``StreamReceiver.get``); also the ``queue.Empty`` it raised before."""
 
 
 class StreamConfigError(PolystoreError, ValueError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from polystore.streaming.ackroute import MAX_UNROUTED_PEERS, MAX_UNROUTED_PER_PEER
 from polystore.streaming.endpoints import Endpoints
-from polystore.streaming.errors import StreamStateError
+from polystore.streaming.errors import ReceiveTimeoutError, StreamStateError
 from polystore.streaming.inbound import Inbound
 from polystore.streaming.inbox import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, PathInbox
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, StreamItem
@@ -159,8 +159,15 @@ class StreamReceiver:
             inbound.close()
 
     def get(self, timeout: float | None = None) -> StreamItem:
-        """The next item (when started without a callback); ``queue.Empty`` after ``timeout``."""
-        return self._queue.get(timeout=timeout)
+        """The next item (when started without a callback); :class:`ReceiveTimeoutError` (a
+        ``TimeoutError`` and a ``queue.Empty``) after ``timeout`` seconds."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise ReceiveTimeoutError(
+                f"No item arrived within {timeout:g} s on {self.endpoints.data}: is a sender streaming "
+                "there (same host, port and bind)? Wait longer with get(timeout=...)."
+            ) from None
 
     def __iter__(self) -> Iterator[StreamItem]:
         while self.running or not self._queue.empty():
