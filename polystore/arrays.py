@@ -90,7 +90,10 @@ def _cupy_from_numpy(array: np.ndarray) -> Any:
 
 
 def _torch_to_numpy(tensor: Any) -> np.ndarray:
-    tensor = tensor.detach()
+    # a lazy conj()/neg() view's memory holds the values before the sign change: DLPack refuses
+    # the conj bit, and exports a negative view's memory as it is (the values negated), so both
+    # are resolved first (each returns the tensor itself when its bit is not set)
+    tensor = tensor.detach().resolve_conj().resolve_neg()
     if tensor.device.type != "cpu":
         tensor = tensor.cpu()
     return _numpy_from_dlpack(tensor, fallback=lambda t: t.numpy())
@@ -107,6 +110,19 @@ def _numpy_to_numpy(array: Any) -> np.ndarray:
             "first (a.filled(np.nan))."
         )
     return np.asarray(array)
+
+
+_TF_NUMERIC = ("is_bool", "is_integer", "is_floating", "is_complex")
+"""The tests on a ``tf.DType`` of what DLPack exchanges (quantized integers are not is_integer)."""
+
+
+def _tensorflow_to_numpy(tensor: Any) -> np.ndarray:
+    # DLPack only for the numbers it exchanges: a string tensor's __dlpack__ aborts the process
+    # (a failed CHECK in TF, not an exception), and a Variable has none (.numpy() copies it)
+    numeric = any(getattr(tensor.dtype, test, False) for test in _TF_NUMERIC)
+    if numeric and hasattr(tensor, "__dlpack__"):
+        return _numpy_from_dlpack(tensor, fallback=lambda t: t.numpy())
+    return np.asarray(tensor.numpy())
 
 
 def _cupy_to_numpy(array: Any) -> np.ndarray:
@@ -149,7 +165,7 @@ FRAMEWORKS: dict[str, Framework] = {
         "tensorflow",
         "tensorflow",
         ("tensorflow", "tf_keras", "keras"),
-        lambda t: _numpy_from_dlpack(t, fallback=lambda x: x.numpy()),
+        _tensorflow_to_numpy,
         _tensorflow_from_numpy,
         lambda t: t,
     ),

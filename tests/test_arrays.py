@@ -234,3 +234,49 @@ def test_big_endian_numpy_converts_with_its_values(framework: str) -> None:
         converted = convert(view, framework)
         np.testing.assert_array_equal(to_numpy(converted), view)
         assert to_numpy(converted).dtype == np.dtype("int32")
+
+
+@pytest.mark.parametrize("view", ["conj", "neg"])
+def test_torch_conjugate_and_negative_views_convert_with_their_values(view: str, tmp_path: Path) -> None:
+    # torch's lazy conj()/neg() views: a conj view was refused as "no numpy equivalent", and a
+    # negative view (x.conj().imag) came out of DLPack with its values negated, saved so too
+    values = torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64)
+    lazy, expected = {
+        "conj": (values.conj(), np.array([1 - 2j, 3 + 4j], np.complex64)),
+        "neg": (values.conj().imag, np.array([-2, 4], np.float32)),
+    }[view]
+    assert lazy.is_conj() or lazy.is_neg()
+    np.testing.assert_array_equal(to_numpy(lazy), expected)
+    np.testing.assert_array_equal(to_numpy(convert(lazy, "jax")), expected)
+    fm = FileManager(default_backend="disk")
+    fm.save(lazy, tmp_path / "view.npy")
+    np.testing.assert_array_equal(fm.load(tmp_path / "view.npy"), expected)
+    assert lazy.is_conj() or lazy.is_neg(), "the caller's view is left as it was"
+
+
+def test_tensorflow_variable_converts_and_saves(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    variable = tf.Variable([[1.5, 2.5], [3.5, 4.5]])  # model weights: no __dlpack__ of its own
+    np.testing.assert_array_equal(to_numpy(variable), variable.numpy())
+    fm = FileManager(default_backend="disk")
+    fm.save(variable, tmp_path / "w.npy")
+    np.testing.assert_array_equal(fm.load(tmp_path / "w.npy"), variable.numpy())
+
+
+def test_tensorflow_string_tensor_is_refused_not_a_crash(tmp_path: Path) -> None:
+    # TF aborts the whole process (a failed CHECK) when a string tensor is asked for DLPack:
+    # run in a child, so that a crash is a failed test and not the end of the test run
+    code = (
+        "import sys, tensorflow as tf\n"
+        "from polystore import FileManager, PolystoreError\n"
+        "fm = FileManager(default_backend='disk')\n"
+        "try:\n"
+        f"    fm.save(tf.constant(['a', 'b']), {str(tmp_path / 's.npy')!r})\n"
+        "except PolystoreError as error:\n"
+        "    print('refused:', error)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, f"the process died ({child.returncode}): {child.stderr[-1500:]}"
+    assert "refused:" in child.stdout and "object" in child.stdout, child.stdout
+    assert not (tmp_path / "s.npy").exists()
