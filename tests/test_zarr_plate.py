@@ -320,6 +320,27 @@ def test_mixing_naming_styles_on_one_field_is_refused_not_erased(tmp_path: Path)
     np.testing.assert_array_equal(backend.load("plate.zarr/A/01/0"), whole)  # nothing was lost
 
 
+def test_a_plane_of_another_shape_than_its_field_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """A larger plane grew the field's y and x (the planes there padded with zeros); a smaller one
+    raised a bare IndexError from the codec pipeline after the field had gained its channel."""
+    backend = ZarrBackend(root=tmp_path)
+    first = np.full((16, 16), 1, np.uint16)
+    backend.save(first, "plate.zarr/A01_s1_w1.tif", levels=2)
+    for shape in ((32, 32), (8, 8), (16, 8)):
+        plane = np.full(shape, 2, np.uint16)
+        with pytest.raises(UnsupportedDataError, match=r"\(16, 16\)"):
+            backend.save(plane, "plate.zarr/A01_s1_w2.tif")
+        with pytest.raises(BatchError, match=r"\(16, 16\)"):
+            backend.save_batch([plane], ["plate.zarr/A01_s1_w2.tif"])
+        with pytest.raises(UnsupportedDataError, match=r"\(16, 16\)"):
+            backend.plates.write_planes(str(tmp_path / "plate.zarr"), "A/01/0", {(1,): plane})
+    assert backend.load("plate.zarr/A/01/0").shape == (1, 16, 16)  # neither grown nor given a channel
+    assert backend.load("plate.zarr/A/01/0", level=1).shape == (1, 8, 8)
+    np.testing.assert_array_equal(backend.load("plate.zarr/A01_s1_w1.tif"), first)
+    attrs: dict[str, Any] = dict(zarr.open_group(tmp_path / "plate.zarr/A/01/0", mode="r").attrs)
+    assert [c["label"] for c in attrs["ome"]["omero"]["channels"]] == ["w1"]
+
+
 def test_growing_a_field_keeps_the_names_given_to_its_channels(tmp_path: Path) -> None:
     backend = ZarrBackend(root=tmp_path)
     backend.save_batch(

@@ -131,7 +131,8 @@ class PlateWriter:
             raise CorruptDataError(f"'{store}/{field_path}' is not a field image; create_field first.")
         dtype = image.levels[0].dtype
         keys = self.images.local_keys(Location(store, field_path))
-        checked = {index: checked_plane(plane, dtype, f"{store}/{field_path}", cast)
+        shape = tuple(image.levels[0].shape[-2:])
+        checked = {index: checked_plane(plane, dtype, f"{store}/{field_path}", cast, shape)
                    for index, plane in planes.items()}
         left = pending_levels_of(image.group.attributes)  # a writer stopped between levels
         # a field whose group document is not written yet is no image: nothing to mark
@@ -258,7 +259,8 @@ class PlateWriter:
         """Grow the field image to hold ``planes`` and write them (the caller holds its lock)."""
         if image.levels:  # refused before the field grows for a plane that will not go in
             where = f"{store}/{address.field_path}"
-            planes = {i: checked_plane(p, image.levels[0].dtype, where, cast) for i, p in planes.items()}
+            dtype, shape = image.levels[0].dtype, tuple(image.levels[0].shape[-2:])
+            planes = {i: checked_plane(p, dtype, where, cast, shape) for i, p in planes.items()}
         first = next(iter(planes.values()))
         needed = tuple(max(index[i] for index in planes) + 1 for i in range(len(address.plane_index)))
         self._grow(image, needed + first.shape, config, address)
@@ -339,13 +341,21 @@ def field_level_count(spec: ImageSpec, config: ZarrConfig) -> int:
     return max(1, spec.levels if spec.levels is not None else config.pyramid_levels)
 
 
-def checked_plane(plane: Any, dtype: np.dtype[Any], where: str, cast: bool) -> np.ndarray:
-    """``plane`` as a NumPy 2-D array of ``dtype``: refused if its dtype differs, unless ``cast``."""
+def checked_plane(
+    plane: Any, dtype: np.dtype[Any], where: str, cast: bool, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """``plane`` as a NumPy 2-D array of ``dtype``: refused if its dtype differs, unless ``cast``,
+    and if it is not of ``shape`` (the existing field's y, x) when given."""
     array = to_numpy(plane) if framework_of(plane) is not None else np.asarray(plane)
     if array.ndim != 2:
         raise UnsupportedDataError(
             f"'{where}' is assembled from file names that each name one plane (a 2-D image); got "
             f"{array.ndim}-D data. Save whole field images instead."
+        )
+    if shape is not None and array.shape != shape:
+        raise UnsupportedDataError(
+            f"A {array.shape} plane cannot go into field '{where}', whose planes are {shape}. Give "
+            "a plane of that shape, or delete the field first to write it at another size."
         )
     if array.dtype != dtype:
         if not cast:
