@@ -22,7 +22,7 @@ zmq = pytest.importorskip("zmq")
 from net_helpers import free_port_block  # noqa: E402
 
 from polystore import StreamingBackend  # noqa: E402
-from polystore.exceptions import InvalidPathError, PathTypeError, PolystoreError  # noqa: E402
+from polystore.exceptions import InvalidOptionError, InvalidPathError, PathTypeError, PolystoreError  # noqa: E402
 from polystore.streaming import CurveKeys, StreamConfigError, StreamTimeoutError  # noqa: E402
 from polystore.streaming.errors import AddressInUseError  # noqa: E402
 from polystore.streaming.shm import list_segments  # noqa: E402
@@ -587,3 +587,11 @@ def test_a_path_no_receiver_accepts_is_refused_by_the_sender(port: int) -> None:
             with pytest.raises(PathTypeError, match="path must be"):
                 backend.frame((3,), np.uint8, path)
         assert backend.sent == 0 and backend.sender.pending == 0
+
+
+def test_a_frame_of_a_dtype_numpy_does_not_know_is_our_error(port: int) -> None:
+    """``frame(shape, "nope", path)`` was NumPy's bare TypeError ("data type 'nope' not understood")."""
+    with ShmBackend(port=port) as backend:
+        with pytest.raises(InvalidOptionError, match="'nope' is not a NumPy dtype") as error:
+            backend.frame((3,), "nope", "x.tif")
+        assert isinstance(error.value, TypeError) and backend.sent == 0

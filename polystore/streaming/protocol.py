@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from polystore.exceptions import InvalidOptionError
 from polystore.streaming.errors import ProtocolError
 from polystore.streaming.payloads import decode_rois, decode_table
 
@@ -186,7 +187,11 @@ def _metadata_of(path: str) -> tuple[tuple[str, Any], ...]:
 
 def checked_dtype(dtype: Any) -> np.dtype[Any]:
     """``dtype`` if the protocol carries it (bool and numeric); :class:`ProtocolError` otherwise."""
-    checked: np.dtype[Any] = np.dtype(dtype)
+    try:
+        checked: np.dtype[Any] = np.dtype(dtype)
+    except TypeError as error:
+        message = f"{dtype!r} is not a NumPy dtype: pass one such as np.uint16 or '<u2'"
+        raise InvalidOptionError(message) from error
     if checked.kind not in ALLOWED_DTYPE_KINDS or checked.fields is not None or checked.subdtype is not None:
         raise ProtocolError(f"dtype {checked} cannot be streamed: only bool and numeric dtypes are carried")
     return checked
