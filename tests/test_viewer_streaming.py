@@ -177,6 +177,22 @@ def test_array_from_reply_rejects_lying_sizes(port: int) -> None:
         server.stop()
 
 
+def test_array_from_reply_counts_a_huge_shape_exactly(port: int) -> None:
+    """The announced size was a product in int64: [2**32, 2**32] wrapped to 0 bytes, which an
+    empty buffer matched, and [2**70] overflowed; both ended in NumPy's bare ValueError or
+    OverflowError instead of the refusal that names the lie."""
+    server = ControlServer(port, handlers={
+        "wraps": lambda p, b: ({"shape": [2**32, 2**32], "dtype": "|u1"}, [b""]),
+        "overflows": lambda p, b: ({"shape": [2**70], "dtype": "|u1"}, [b""]),
+    }).start()
+    try:
+        for op in ("wraps", "overflows"):
+            with pytest.raises(ViewerError, match="but sent 0 bytes"):
+                array_from_reply(request("127.0.0.1", port, op))
+    finally:
+        server.stop()
+
+
 # ---- service and sender ----------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ def array_from_reply(reply: Reply, max_bytes: int = DEFAULT_MAX_BYTES) -> np.nda
         raise ViewerError(f"the viewer replied with an array of dtype {dtype} and {len(shape)} dims")
     if any(n < 0 for n in shape):
         raise ViewerError(f"the viewer replied with a negative shape {shape}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: an int64 product wraps for a huge shape
     if not reply.buffers or len(reply.buffers[0]) != expected or expected > max_bytes:
         got = len(reply.buffers[0]) if reply.buffers else 0
         raise ViewerError(f"the viewer announced {shape} {dtype} ({expected} bytes) but sent {got} bytes")
