@@ -43,3 +43,11 @@ def test_npz_of_no_arrays_loads_back_as_an_empty_dict(disk: DiskBackend, compres
     # an archive without members failed the overlap check's zip(strict=True) when loaded
     disk.save({}, "empty.npz", compress=compress)
     assert disk.load("empty.npz") == {}
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (2, 0, 3)])
+def test_imagej_hyperstack_refuses_an_empty_array_at_save(disk: DiskBackend, shape: tuple[int, ...]) -> None:
+    # a (0, 5) or (5, 0) hyperstack was written, and loaded as (0, 0)
+    with pytest.raises(UnsupportedDataError, match=r"empty.*imagej=True"):
+        disk.save(np.zeros(shape, np.uint8), "x.tif", imagej=True)
+    assert not disk.exists("x.tif")

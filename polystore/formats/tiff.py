@@ -86,6 +86,11 @@ def _save_tiff(
                 f"ImageJ hyperstacks hold uint8, uint16 or float32 pixels, not {array.dtype}. "
                 "Convert first (e.g. array.astype('float32')), or save with imagej=False."
             )
+        if array.size == 0:  # ImageJ's metadata cannot describe it: (0, 5) would load as (0, 0)
+            raise UnsupportedDataError(
+                f"An ImageJ hyperstack cannot be empty; this one is {array.shape}. Save it "
+                "without imagej=True (a plain .tif keeps the shape) or as .npy."
+            )
         array, axes = to_imagej_order(array, axes)
         meta["axes"] = axes
     elif axes is not None:
