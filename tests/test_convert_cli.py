@@ -194,3 +194,15 @@ def test_one_image_file_into_a_zarr_image_then_refused_unless_overwritten(tmp_pa
     again = polystore("convert", "x.tif", "x.zarr", cwd=tmp_path)
     assert again.returncode == 1 and "--overwrite" in again.stderr
     assert polystore("convert", "x.tif", "x.zarr", "--overwrite", cwd=tmp_path).returncode == 0
+
+
+def test_counts_below_one_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    """``--workers 0`` ran on threads without a word, ``--threads -1`` ended in a bare ValueError
+    from the thread pool, and ``--workers -2`` waited forever for a cluster of no workers."""
+    write_plate_tree(tmp_path / "tiffs", "imagexpress")
+    for option, value in (("--workers", "0"), ("--threads", "0"), ("--threads", "-1"), ("--workers", "-2"),
+                          ("--levels", "0")):
+        refused = polystore("convert", "tiffs", "plate.zarr", option, value, cwd=tmp_path)
+        assert refused.returncode == 2, (option, value, refused.stderr)
+        assert f"argument {option}: '{value}': give a whole number of at least 1" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]

@@ -25,6 +25,18 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _count(text: str) -> int:
+    """A count of workers, threads or levels: 0 or less would run on nothing (a cluster of -2
+    workers never starts), so it is refused here with the option's name."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"'{text}': give a whole number of at least 1")
+    return number
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_backend_option(parser)
     parser.add_argument("source", help="a file, or a folder of plate images")
@@ -35,16 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to OME-Zarr", "a folder (or, with these options, an image file) into an OME-Zarr store"
     )
     where = zarr.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, metavar="N", help="start a local dask cluster of N processes")
+    where.add_argument("--workers", type=_count, metavar="N",
+                       help="start a local dask cluster of N processes")
     where.add_argument("--scheduler", metavar="ADDRESS", help="run on this dask cluster (tcp://host:8786)")
-    zarr.add_argument("--threads", type=int, metavar="N", help="threads without a cluster (default: cores)")
+    zarr.add_argument("--threads", type=_count, metavar="N",
+                      help="threads without a cluster (default: cores)")
     zarr.add_argument("--resume", action="store_true", help="finish a conversion that was stopped")
     zarr.add_argument("--overwrite", action="store_true", help="replace the destination")
     names = zarr.add_mutually_exclusive_group()
     names.add_argument("--convention", metavar="NAME", help="the files' naming convention (docs/plates.md)")
     names.add_argument("--pattern", metavar="REGEX", help="a regex with named groups: well (or row, column), "
                        "site/field, channel, z, t")
-    zarr.add_argument("--levels", type=int, metavar="N", help="pyramid levels (default 1)")
+    zarr.add_argument("--levels", type=_count, metavar="N", help="pyramid levels (default 1)")
     zarr.add_argument("--chunks", type=_shape, metavar="A,B,..", help="chunk shape of the arrays")
     zarr.add_argument("--shards", type=_shape, metavar="A,B,..", help="shard shape (whole chunks)")
 
