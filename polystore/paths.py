@@ -51,12 +51,12 @@ def names_directory(text: str) -> bool:
     return text.endswith("/") and text.strip("/") != ""
 
 
-def refuse_directory_path(text: str) -> None:
-    """Saving a file at ``"x.npy/"`` is refused, not done at ``"x.npy"``."""
+def refuse_directory_path(text: str, action: str = "save to") -> None:
+    """Saving (copying, moving) a file to ``"x.npy/"`` is refused, not done at ``"x.npy"``."""
     if names_directory(text):
         raise IsADirectoryStorageError(
-            f"Cannot save to '{text}': a path ending in '/' names a directory. Drop the "
-            "trailing '/' to save a file."
+            f"Cannot {action} '{text}': a path ending in '/' names a directory. Drop the "
+            "trailing '/' to name a file, or name one inside that directory."
         )
 
 

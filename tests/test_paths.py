@@ -58,6 +58,21 @@ def test_a_file_named_with_a_trailing_slash_is_not_found_as_a_file(backend: Stor
     assert backend.list_files("folder/") == []
 
 
+@pytest.mark.parametrize("operation", ["copy", "move"])
+@pytest.mark.parametrize("destination", ["new/", "existing/"])
+def test_a_file_is_not_copied_or_moved_to_a_path_ending_in_slash(
+    backend: StorageBackend, operation: str, destination: str
+) -> None:
+    # move (and the memory backend's copy) made a file named 'new' of 'new/', as a save is not
+    backend.save(np.arange(3), "x.npy")
+    backend.ensure_directory("existing")
+    said = r"ending in '/' names a directory" if destination == "new/" else "directory"
+    with pytest.raises(IsADirectoryStorageError, match=said):
+        getattr(backend, operation)("x.npy", destination)
+    assert backend.is_file("x.npy") and not backend.exists("new")
+    assert backend.list_dir("existing") == []
+
+
 # -- long names ---------------------------------------------------------------------------------
 
 

@@ -321,7 +321,7 @@ class DiskBackend(StorageBackend):
         return full
 
     def _copy_file(self, src: str, dst: str) -> None:
-        refuse_directory_path(dst)
+        refuse_directory_path(dst, f"copy file '{src}' to")
         fd, info = self._open_file(src)
         with open(fd, "rb") as source, self._entry(dst, make_parents=True) as entry:
             self._refuse_folder_target(entry)
@@ -341,7 +341,8 @@ class DiskBackend(StorageBackend):
             self._entry(dst, follow=False, make_parents=True) as target,
         ):
             self._refuse_root(origin, "move")
-            self._mode(origin)  # a missing source is named as such
+            if not stat_module.S_ISDIR(self._mode(origin)):  # a missing source is named as such
+                refuse_directory_path(dst, f"move file '{src}' to")
             if target.name is None:
                 raise _cannot_save_on_folder(dst)
             assert origin.name is not None

@@ -225,6 +225,9 @@ class MemoryBackend(StorageBackend):
             raise _error(refusal, path) from None
 
     def _transfer(self, source: PathLike, destination: PathLike, *, keep_source: bool) -> None:
+        if parse_virtual(destination).names_directory and self.is_file(source):
+            action = "copy" if keep_source else "move"
+            refuse_directory_path(given_path(destination), f"{action} file '{source}' to")
         try:
             self._tree.transfer(virtual_path(source), virtual_path(destination), keep_source)
         except TreeRefusal as refusal:
