@@ -206,3 +206,17 @@ def test_counts_below_one_are_refused_before_anything_runs(tmp_path: Path) -> No
         assert refused.returncode == 2, (option, value, refused.stderr)
         assert f"argument {option}: '{value}': give a whole number of at least 1" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]
+
+
+def test_an_unknown_convention_or_a_bad_pattern_is_refused_as_such(tmp_path: Path) -> None:
+    """Not read as a convention's name file by file ("No plate layout recognised in tiffs: ...:
+    Unknown naming convention '('", once per file shown): a --pattern is a pattern."""
+    write_plate_tree(tmp_path / "tiffs", "imagexpress")
+    for option, value, message in (("--convention", "nope", "Unknown naming convention 'nope'"),
+                                   ("--pattern", "(", "is not a regular expression"),
+                                   ("--pattern", r"scan-(\d+)", "needs a named group 'well'")):
+        refused = polystore("convert", "tiffs", "plate.zarr", option, value, cwd=tmp_path)
+        assert refused.returncode == 1, refused.stdout
+        assert refused.stderr.count(message) == 1 and "No plate layout" not in refused.stderr, refused.stderr
+        assert refused.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]

@@ -120,12 +120,28 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         yield client
 
 
+def _naming(args: argparse.Namespace) -> str | None:
+    """The --pattern or --convention given, checked before any file is read: file by file, a
+    pattern the convention refuses (or an unknown name) read as no convention's name."""
+    from polystore.plates import Convention, get_convention
+
+    pattern: str | None = args.pattern
+    convention: str | None = args.convention
+    if pattern:
+        Convention("pattern", pattern, anchored=False)  # PlateNameError saying what is wrong
+        return pattern
+    if convention:
+        get_convention(convention)
+    return convention
+
+
 def _convert_to_zarr(args: argparse.Namespace) -> int:
     from polystore.distributed import convert
 
+    naming = _naming(args)
     with _client(args) as client:
         report = convert(
-            args.source, args.destination, client=client, convention=args.pattern or args.convention,
+            args.source, args.destination, client=client, convention=naming,
             resume=args.resume, overwrite=args.overwrite, levels=args.levels, chunks=args.chunks,
             shards=args.shards, axes=args.axes, workers=args.threads, progress=True,
         )
