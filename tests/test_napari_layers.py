@@ -609,3 +609,20 @@ def test_the_file_reader_loads_no_live_stream_module() -> None:
             "assert not loaded, loaded")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_bool_labels_become_a_labels_layer() -> None:
+    """napari's add_labels takes a bool array (it views it as uint8), not a live stack of bool
+    planes: "'PlaneStack' object has no attribute 'view'", and the mask was never shown."""
+    viewer = ViewerModel()
+    live = LiveLayers(viewer)
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 3:6] = True
+    mask.flags.writeable = False  # as a zero-copy receiver hands it over
+    assert show(live, stream_item(mask, "plate1/A01_s1_w1.tif", kind="labels")) == 1
+    (layer,) = viewer.layers
+    assert isinstance(layer, Labels)
+    np.testing.assert_array_equal(np.asarray(layer.data)[0, 0], mask.astype(np.uint8))
+    mask2 = ~mask
+    show(live, stream_item(mask2, "plate1/A01_s1_w1.tif", kind="labels"))  # a new frame of that plane
+    np.testing.assert_array_equal(np.asarray(layer.data)[0, 0], mask2.astype(np.uint8))
