@@ -144,7 +144,7 @@ class LiveLayers:
         if key[0] in ("image", "labels"):
             plane = item.array
             if key[0] == "labels" and plane.dtype == np.bool_:
-                plane = plane.view(np.uint8)  # as napari's add_labels does a bool array (a stack has no .view)
+                plane = plane.view(np.uint8)  # as napari's add_labels views a bool array (a stack cannot)
             if key[0] == "labels" and not plane.flags.writeable:
                 plane = plane.copy()  # painting needs a writable array
             if live is not None and live.stack is not None and not live.stack.accepts(plane):
