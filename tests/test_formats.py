@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from polystore import DiskBackend
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import InvalidOptionError, UnsupportedDataError
 
 
 @pytest.fixture
@@ -51,3 +52,23 @@ def test_imagej_hyperstack_refuses_an_empty_array_at_save(disk: DiskBackend, sha
     with pytest.raises(UnsupportedDataError, match=r"empty.*imagej=True"):
         disk.save(np.zeros(shape, np.uint8), "x.tif", imagej=True)
     assert not disk.exists("x.tif")
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"series": 5}, r"series=5 .*series: 1\)"),
+        ({"series": -2}, r"series=-2 .*series: 1\)"),
+        ({"level": 2}, r"level=2 .*levels: 1\)"),
+        ({"key": 3}, r"key=3 .*pages: 3\)"),
+        ({"key": slice(5, 9)}, r"key=slice\(5, 9, None\) .*pages: 3\)"),
+    ],
+)
+def test_tiff_selection_out_of_range_is_an_option_error(
+    disk: DiskBackend, options: dict[str, Any], said: str
+) -> None:
+    # an index past the file's series, levels or pages was reported as a damaged file
+    disk.save(np.zeros((3, 4, 5), np.uint16), "x.tif", photometric="minisblack")
+    assert disk.load("x.tif", key=2).shape == (4, 5)
+    with pytest.raises(InvalidOptionError, match=said):
+        disk.load("x.tif", **options)

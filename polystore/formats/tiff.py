@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from polystore.arrays import as_plain_array
-from polystore.exceptions import CorruptDataError, UnsupportedDataError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.formats import Format, limits
 from polystore.lazy import optional_import
 
@@ -160,19 +160,39 @@ def _check_declared(
 ) -> None:
     """Refuse a read whose pixels would take more than the limit beyond the file's own size
     (compressed pages of zeros, or pages pointing at the same bytes), before reading any."""
-    chosen = tiff.series[series]
+    shown = getattr(handle, "name", "the TIFF")
+    chosen = _within(tiff.series, series, "series", "series", shown)
     if level is not None:
-        chosen = chosen.levels[level]
+        chosen = _within(chosen.levels, level, "level", "levels", shown)
     if key is None:
         declared = math.prod(chosen.shape) * chosen.dtype.itemsize
     else:
-        pages = chosen.pages[key] if isinstance(key, slice) else [chosen.pages[key]]
+        if isinstance(key, slice):
+            pages = chosen.pages[key]
+            if not pages:
+                raise _out_of_range("key", key, "pages", len(chosen.pages), shown)
+        else:
+            pages = [_within(chosen.pages, key, "key", "pages", shown)]
         declared = len(pages) * chosen.keyframe.nbytes
     size = os.fstat(handle.fileno()).st_size
     limits.check_expansion(
         declared - size, limits.TIFF_DECODED_BYTES if limit is None else limit,
         f"'{getattr(handle, 'name', 'the TIFF')}' ({size:,} bytes, declaring {declared:,} bytes of pixels)",
         limits.OPTION, "TIFF_DECODED_BYTES",
+    )
+
+
+def _within(items: Any, index: int, option: str, what: str, shown: str) -> Any:
+    """``items[index]``, or the error naming the option that chose past the file's ``what``."""
+    if -len(items) <= index < len(items):
+        return items[index]
+    raise _out_of_range(option, index, what, len(items), shown)
+
+
+def _out_of_range(option: str, given: object, what: str, count: int, shown: str) -> InvalidOptionError:
+    return InvalidOptionError(
+        f"{option}={given!r} selects nothing in '{shown}' ({what}: {count}). Pass {option} from 0 "
+        f"to {count - 1}."
     )
 
 
