@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from polystore.exceptions import InvalidOptionError, UnsupportedDataError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError, from_os_error
 from polystore.lazy import optional_import
 
 TEMP_SUFFIX = ".polystore-tmp"
@@ -319,6 +319,13 @@ def atomic_update_json(
             current = json.loads(target.read_text(encoding="utf-8"))
         except FileNotFoundError:
             current = default
+        except OSError as error:
+            raise from_os_error(error, str(target), "read") from error
+        except ValueError as error:  # invalid JSON or UTF-8: the file is left as it is
+            raise CorruptDataError(
+                f"Cannot update '{target}': it is not valid JSON ({type(error).__name__}: "
+                f"{error}). Repair or remove the file, then retry."
+            ) from error
         new = update(current)
         atomic_write_json(new, target)
     return new
