@@ -109,6 +109,15 @@ def test_info_of_a_zarr_image_and_plate(folder: Path) -> None:
     assert "2 row(s) x 2 column(s), 2 well(s)" in ok("info", "plate.zarr", cwd=folder)
 
 
+def test_info_and_head_of_a_plate_file_name(folder: Path) -> None:
+    """A plate's file name is a plane to cp and cat; info printed "file" then "No such file",
+    and head only the error."""
+    plane = ok("info", "plate.zarr/B02_s2_w2.tif", cwd=folder)
+    assert "plane c=1 of the field image plate.zarr/B/02/1" in plane
+    assert "level 0: shape=(2, 32, 48) dtype=uint16 chunks=" in plane
+    assert ok("head", "-n", "1", "plate.zarr/B02_s2_w2.tif", cwd=folder).strip() == ",".join(["70"] * 48)
+
+
 def test_info_reads_metadata_only(folder: Path) -> None:
     # A 20 GB .npy whose data was never written (a sparse file): loading it would need 20 GB
     header = {"descr": "<u2", "fortran_order": False, "shape": (100_000, 100_000)}

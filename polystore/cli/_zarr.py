@@ -41,6 +41,28 @@ def zarr_node(backend: Any, path: str) -> ZarrNode:
     return ZarrNode(kind, attributes, node)
 
 
+def plate_plane(backend: Any, path: str) -> tuple[str, str] | None:
+    """(the path of the field image, what of it) that a plate's file name names
+    (``plate.zarr/A01_s1_w2.tif``: ``plate.zarr/A/01/0``, ``plane c=1 of ...``), or None for a
+    node path: such a name is read from its field image, it is no node of its own."""
+    from polystore.backends.zarr.addresses import address_of
+    from polystore.plates import PlateNameError
+
+    location = backend.locate(path)
+    try:
+        address = address_of(location.node, backend.config)
+    except PlateNameError:  # no plane either: opening the node says what is there
+        return None
+    if address is None or address.components is None:  # None: a node path (B/03/0)
+        return None
+    trimmed = path.rstrip("/")
+    prefix = trimmed[: -len(location.node)] if trimmed.endswith(location.node) else f"{location.store}/"
+    field = prefix + address.field_path
+    planes = zip(address.plane_axes, address.plane_index, strict=True)
+    index = ", ".join(f"{axis}={value}" for axis, value in planes)
+    return field, (f"plane {index} of the field image {field}" if index else f"the field image {field}")
+
+
 def plate_wells(plate: ZarrNode) -> list[str]:
     """The wells' paths in the plate's metadata (``A/01``), in the plate's order."""
     return [str(well["path"]) for well in plate.ome["plate"].get("wells", [])]

@@ -32,11 +32,13 @@ def _first_rows(path: str, backend: str, rows: int) -> Any:
         with open(path, encoding="utf-8") as text:
             return "".join(line for _, line in zip(range(rows), text, strict=False))
     if backend == "zarr":
-        from polystore.cli._zarr import zarr_node
+        from polystore.cli._zarr import plate_plane, zarr_node
 
-        node = zarr_node(file_manager().get_backend("zarr"), path)
-        if node.kind == "array":
-            return node.node[:rows]  # zarr reads only the chunks of these rows
+        zarr = file_manager().get_backend("zarr")
+        if plate_plane(zarr, path) is None:  # a plate's file name is a plane, one chunk: loaded below
+            node = zarr_node(zarr, path)
+            if node.kind == "array":
+                return node.node[:rows]  # zarr reads only the chunks of these rows
     return file_manager().load(path, backend)
 
 

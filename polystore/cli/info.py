@@ -97,8 +97,19 @@ def describer(path: str) -> Callable[[Path], list[str]] | None:
 
 
 def zarr_lines(backend: object, path: str) -> list[str]:
-    from polystore.cli._zarr import array_line, image_lines, plate_summary, well_fields, zarr_node
+    from polystore.cli._zarr import (
+        array_line,
+        image_lines,
+        plate_plane,
+        plate_summary,
+        well_fields,
+        zarr_node,
+    )
 
+    plane = plate_plane(backend, path)
+    if plane is not None:
+        field, what = plane
+        return [what, *zarr_lines(backend, field)]
     node = zarr_node(backend, path)
     if node.kind == "plate":
         return [plate_summary(node)]
