@@ -7,9 +7,14 @@ process (``python -m polystore_fiji``, :mod:`polystore_fiji.bridge`).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+
+from polystore.streaming import Frame
 from polystore.streaming.payloads import TABLE_SUFFIXES
+from polystore.streaming.protocol import checked_dtype
 from polystore.streaming.viewer import IMAGE_EXTENSIONS, ROI_EXTENSIONS, ViewerStreamingBackend
 
 
@@ -44,4 +49,25 @@ class FijiStreamingBackend(ViewerStreamingBackend):
             from polystore_fiji.tables import check_results_table
 
             check_results_table(data, kwargs.get("metadata") or {})
+        elif kwargs.get("kind", "image") == "image" and isinstance(data, np.ndarray):
+            _check_image(data, kwargs.get("metadata") or {})
         super()._stream_data(data, path, **kwargs)
+
+    def frame(self, shape: tuple[int, ...] | int, dtype: Any, path: Any, **options: Any) -> Frame:
+        """:meth:`StreamingBackend.frame`, refusing an image ImageJ cannot hold (as ``save`` does)."""
+        dims = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
+        if options.get("kind", "image") == "image" and min(dims, default=0) >= 0:
+            # an array of that shape and dtype that takes no memory: what the bridge will look at
+            shaped = np.broadcast_to(np.zeros((), checked_dtype(dtype)), dims)
+            _check_image(shaped, options.get("metadata") or {})
+        return super().frame(shape, dtype, path, **options)
+
+
+def _check_image(array: np.ndarray, metadata: Mapping[str, Any]) -> None:
+    """Refuse, before it is sent, an image the bridge would refuse (in its own log only: the
+    pipeline never knew): a dtype ImageJ cannot hold, or axes it cannot place."""
+    from polystore_fiji.convert import check_axes, dtype_rule  # pure Python: no JVM
+    from polystore_fiji.hyperstack import item_axes
+
+    dtype_rule(array.dtype)
+    check_axes(item_axes(array, metadata), array.ndim)

@@ -165,3 +165,31 @@ def test_a_window_refuses_more_positions_than_it_may_hold() -> None:
     with pytest.raises(LimitExceededError, match=refused):
         window.put([PreparedPlane(PlaneKey.of(40, 40, 40), None, "p40", None, 40, (1, 1))])
     assert window.sizes == (40, 40, 40)  # nothing of the refused plane recorded
+
+
+@pytest.mark.parametrize(("array", "metadata", "why"), [
+    (np.ones((8, 8), np.complex64), {}, "ImageJ cannot hold complex64"),
+    (np.arange(8, dtype=np.uint16), {}, "2 to 5 dimensions"),
+    (np.ones((1,) * 6 + (4, 4), np.uint8)[0], {}, "2 to 5 dimensions"),
+    (np.ones((8, 8), np.uint16), {"axes": "ZYX"}, "3 letters for an array of 2"),
+], ids=["complex", "1-d", "6-d", "wrong-axes"])
+def test_an_image_imagej_cannot_hold_is_refused_by_the_pipeline(
+    array: np.ndarray, metadata: dict[str, str], why: str
+) -> None:
+    """The bridge refused these ("complex: refused"), but only in its own log and status: the
+    pipeline's save() returned, the item was acknowledged, and no window ever came."""
+    from net_helpers import free_port_block
+
+    from polystore import FileManager
+    from polystore_fiji import FijiStreamingBackend
+
+    backend = FijiStreamingBackend(port=free_port_block(3), probe_timeout=0.2)
+    fm = FileManager({"fiji": backend})
+    try:
+        with pytest.raises(UnsupportedDataError, match=why):
+            fm.save(array, "run/x.tif", backend="fiji", metadata=metadata)
+        with pytest.raises(UnsupportedDataError, match=why):
+            backend.frame(array.shape, array.dtype, "run/x.tif", metadata=metadata)
+        assert backend.sent == 0
+    finally:
+        backend.close(0)
