@@ -24,7 +24,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError, from_os_error
+from polystore.exceptions import (
+    CorruptDataError,
+    InvalidOptionError,
+    NotADirectoryStorageError,
+    UnsupportedDataError,
+    from_os_error,
+)
 from polystore.lazy import optional_import
 
 TEMP_SUFFIX = ".polystore-tmp"
@@ -99,9 +105,21 @@ def file_lock(path: str | os.PathLike[str], timeout: float = -1) -> Iterator[Non
     """
     filelock = optional_import("filelock", extra="lock", purpose="Locking files")
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder_of(target)
     with filelock.FileLock(str(lock_path_for(target)), timeout=timeout):
         yield
+
+
+def _make_folder_of(target: Path) -> None:
+    """Make ``target``'s folder where it is missing; our error where that cannot be done."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:  # with exist_ok, only something other than a folder
+        raise NotADirectoryStorageError(
+            f"Cannot write '{target}': '{error.filename}' is a file, not a directory."
+        ) from error
+    except OSError as error:
+        raise from_os_error(error, str(target), "write") from error
 
 
 def _check_mode(mode: str) -> None:
@@ -153,7 +171,7 @@ def atomic_write(
     """
     _check_mode(mode)
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder_of(target)
     guard = file_lock(target) if lock else contextlib.nullcontext()
     with guard, atomic_write_at(
         None, os.fspath(target), mode, encoding=encoding, newline=newline, durable=durable
@@ -188,7 +206,10 @@ def atomic_write_at(
     # O_EXCL creates a new file or fails (never writes through a link planted at the name)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     kept = _mode_of(name, dir_fd)
-    fd = os.open(temp, flags, permissions, dir_fd=dir_fd)
+    try:
+        fd = os.open(temp, flags, permissions, dir_fd=dir_fd)
+    except OSError as error:
+        raise from_os_error(error, shown if shown is not None else name, "write") from error
     try:
         with open(fd, mode.replace("x", "w"), encoding=encoding, newline=newline) as handle:
             if kept is not None:  # before a byte is written: the new content is never more readable
@@ -198,7 +219,10 @@ def atomic_write_at(
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
-        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError as error:  # named by the target, not by the temporary file
+            raise from_os_error(error, shown if shown is not None else name, "write") from error
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp, dir_fd=dir_fd)

@@ -1,4 +1,5 @@
-"""atomic_update_json meets a file it cannot read: our error, naming the file, the file kept."""
+"""The atomic helpers meet what they cannot read or write: our error, naming the file, nothing
+left behind and nothing changed."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from polystore.atomic import atomic_update_json
-from polystore.exceptions import CorruptDataError, IsADirectoryStorageError
+from polystore.atomic import TEMP_SUFFIX, atomic_update_json, atomic_write, atomic_write_json
+from polystore.exceptions import CorruptDataError, IsADirectoryStorageError, NotADirectoryStorageError
 
 
 def test_a_damaged_json_file_is_our_error_and_is_left_as_it_was(tmp_path: Path) -> None:
@@ -24,3 +25,18 @@ def test_a_folder_in_place_of_the_json_file_is_our_error(tmp_path: Path) -> None
     (tmp_path / "counts.json").mkdir()
     with pytest.raises(IsADirectoryStorageError, match=r"counts\.json"):
         atomic_update_json(tmp_path / "counts.json", lambda data: {"n": 2})
+
+
+def test_atomic_writes_where_a_file_or_folder_is_in_the_way_are_our_errors(tmp_path: Path) -> None:
+    # the OS's bare FileExistsError / IsADirectoryError reached the caller, the second naming
+    # the hidden temporary file
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(NotADirectoryStorageError, match=r"afile"):
+        atomic_write_json({}, tmp_path / "afile" / "x.json")
+    with pytest.raises(NotADirectoryStorageError, match=r"afile"), atomic_write(tmp_path / "afile" / "x.txt"):
+        pass
+    with pytest.raises(IsADirectoryStorageError, match=r"'[^']*folder'") as caught:
+        atomic_write_json({}, tmp_path / "folder")
+    assert TEMP_SUFFIX not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"], "a temporary file was left"
