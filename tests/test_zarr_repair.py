@@ -375,6 +375,23 @@ def test_the_repair_command(tmp_path: Path) -> None:
     assert "plate" in ome_section(zarr.open_group(store, mode="r"))
 
 
+def test_a_path_that_names_no_store_is_refused_not_taken_for_images_zarr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`polystore repair other` repaired ./images.zarr (the backend's store for paths naming
+    none), and left the store `other` as it was while reporting "nothing to repair"."""
+    _plate(tmp_path)
+    shutil.copytree(tmp_path / "plate.zarr", tmp_path / "images.zarr")
+    (tmp_path / "images.zarr" / "A" / "01" / "zarr.json").unlink()  # a well's document lost
+    monkeypatch.chdir(tmp_path)
+    for path in ("other", str(tmp_path / "missing")):
+        with pytest.raises(PolystoreError, match="names no zarr store") as caught:
+            repair_plate(path)
+        assert isinstance(caught.value, ValueError)
+    assert not (tmp_path / "images.zarr" / "A" / "01" / "zarr.json").exists()  # left as it was
+    assert repair_plate("images.zarr").changed  # named, it is repaired
+
+
 def test_repair_plate_is_part_of_the_public_api() -> None:
     import polystore
 

@@ -51,7 +51,7 @@ from polystore.backends.zarr.marks import (
     pending_levels_of,
     resume_advice,
 )
-from polystore.exceptions import PolystoreError, StorageFileNotFoundError
+from polystore.exceptions import InvalidPathError, PolystoreError, StorageFileNotFoundError
 from polystore.ome import ngff
 
 _FIELD_PATH = re.compile(r"^([A-Za-z]{1,2})/(\d{1,3})/(\d+)$")
@@ -99,6 +99,13 @@ def repair_plate(
 ) -> RepairReport:
     """Rebuild the metadata of the zarr store at ``store_url`` (local path or ``s3://`` URL)
     from the arrays present; see the module's docstring. ``dry_run``: report, change nothing."""
+    if not any(part.lower().endswith(".zarr") for part in str(store_url).replace("\\", "/").split("/")):
+        # locate() would take it for a node of ./images.zarr, the backend's store for such paths
+        raise InvalidPathError(
+            f"'{store_url}' names no zarr store: give the store's path or URL (plate.zarr, "
+            "s3://bucket/plate.zarr: a store is found by its name ending in .zarr); rename a store "
+            "named otherwise."
+        )
     location = locate(store_url, None, "images.zarr")
     store = location.store
     stores = Stores(storage_options or {})
