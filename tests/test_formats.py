@@ -72,3 +72,10 @@ def test_tiff_selection_out_of_range_is_an_option_error(
     assert disk.load("x.tif", key=2).shape == (4, 5)
     with pytest.raises(InvalidOptionError, match=said):
         disk.load("x.tif", **options)
+
+
+def test_npz_refuses_a_key_with_a_nul_character(disk: DiskBackend) -> None:
+    # zip cuts a member's name at NUL when reading: the array was dropped from the dict, silently
+    with pytest.raises(UnsupportedDataError, match=r"NUL.*'a\\x00b'"):
+        disk.save({"a\x00b": np.arange(3), "x": np.arange(2)}, "k.npz")
+    assert not disk.exists("k.npz")

@@ -83,6 +83,11 @@ def _save_npz(data: Any, handle: IO[bytes], *, compress: bool = False) -> None:
                 f".npz names its arrays with strings; got keys {bad[:3]!r}. Use str keys "
                 "(a number would come back as its string)."
             )
+        cut = [k for k in data if "\0" in k]
+        if cut:  # zip ends a member's name at NUL when reading: the array would be lost
+            raise UnsupportedDataError(
+                f".npz cannot keep keys with a NUL character; got {cut[:3]!r}. Remove it from the keys."
+            )
         if list(data) == ["arr_0"]:
             raise UnsupportedDataError(
                 ".npz gives a lone array named 'arr_0' back as that array, not as a dict "
