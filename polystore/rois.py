@@ -140,6 +140,11 @@ def rois_from_shapes(shapes: Iterable[Shape]) -> list[Any]:
 def _roi_of(shape: Shape, name: str) -> Any:
     roifile = _roifile()
     yx, kind = shape.vertices, shape.kind
+    if not len(yx) or not np.isfinite(yx).all():  # roifile raises a bare ValueError, or casts NaN
+        raise UnsupportedDataError(
+            f"shape {name!r} has {'no vertices' if not len(yx) else 'vertices that are not finite'}: "
+            "an ImageJ ROI needs at least one, each a finite (y, x); drop or fix that shape."
+        )
     if kind in ("rectangle", "ellipse") and _axis_aligned_box(yx):
         (top, left), (bottom, right) = np.round(yx.min(axis=0)), np.round(yx.max(axis=0))
         box_type = roifile.ROI_TYPE.RECT if kind == "rectangle" else roifile.ROI_TYPE.OVAL

@@ -85,6 +85,9 @@ def test_arrays_of_vertices_from_a_stream() -> None:
         lambda: shapes_from_array(np.zeros(5), "shapes"),
         lambda: shapes_from_array(np.zeros((3, 2)), "shapes", "hexagon"),
         lambda: read_roi_set(b"not a zip"),
+        # a bare ValueError from roifile; NaN vertices were written as -2147483648
+        lambda: roi_set_bytes([Shape(np.zeros((0, 2)), "polygon", "empty")]),
+        lambda: rois_from_shapes([Shape(np.array([[np.nan, 2.0], [3.0, 4.0], [5.0, 5.0]]), "polygon")]),
     ],
 )
 def test_bad_shapes_are_refused_with_our_error(bad) -> None:
