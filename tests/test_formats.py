@@ -79,3 +79,17 @@ def test_npz_refuses_a_key_with_a_nul_character(disk: DiskBackend) -> None:
     with pytest.raises(UnsupportedDataError, match=r"NUL.*'a\\x00b'"):
         disk.save({"a\x00b": np.arange(3), "x": np.arange(2)}, "k.npz")
     assert not disk.exists("k.npz")
+
+
+def test_roi_set_keeps_a_roi_whose_name_has_a_nul_character(disk: DiskBackend) -> None:
+    # the ROI's name became its zip entry's name, which zip cuts at NUL when reading: the ROI was
+    # dropped from the loaded set, silently
+    roifile = pytest.importorskip("roifile")
+    named = roifile.ImagejRoi.frompoints(np.array([[1, 2], [3, 4], [5, 6]]))
+    named.name = "a\x00b"
+    other = roifile.ImagejRoi.frompoints(np.array([[1, 2], [3, 4], [5, 7]]))
+    other.name = "x"
+    disk.save([named, other], "r.roi.zip")
+    back = disk.load("r.roi.zip")
+    assert [roi.name for roi in back] == ["a\x00b", "x"]
+    assert np.array_equal(back[0].coordinates(), named.coordinates())

@@ -35,7 +35,9 @@ def _unique_entry_names(rois: list[Any]) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     for index, roi in enumerate(rois, start=1):
-        base = (getattr(roi, "name", "") or f"{index:04d}").removesuffix(".roi")
+        # zip ends an entry's name at NUL when reading (the ROI would be lost): leave NUL out
+        # of the entry's name; the ROI keeps its own name inside its bytes
+        base = (getattr(roi, "name", "") or "").replace("\0", "").removesuffix(".roi") or f"{index:04d}"
         name, n = base, 1
         while name in seen:
             n += 1
