@@ -176,6 +176,7 @@ def test_other_layouts_details() -> None:
         ("r01c01f01p01-ch0sk1fk1fl1.tiff", "channel written as 0"),
         ("X_A01_T0001F001L01A01Z01C00.tif", "channel written as 00"),
         ("P_A01f00d100.TIF", "channel written as 100"),
+        ("A01_s1_w" + "1" * 5000 + ".tif", "channel written as 1111"),  # int() refuses 4300+ digits
     ],
 )
 def test_indices_out_of_a_conventions_range_are_refused(name: str, what: str) -> None:

@@ -188,7 +188,8 @@ class Convention:
 
     def _index(self, path: str, name: str, text: str, base: int) -> int:
         limit = self.limits[name]
-        value = int(text) - base
+        # no limit has 20 digits; int() refuses 4300 or more (a stream's path comes from a socket)
+        value = int(text) - base if len(text.lstrip("0")) < 20 else limit
         if not 0 <= value < limit:
             raise PlateNameError(
                 f"{path!r}: {name} written as {text} is out of range for convention {self.name!r} "
