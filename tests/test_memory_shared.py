@@ -160,3 +160,17 @@ def test_a_local_store_pickles_with_a_fresh_lock() -> None:
     np.testing.assert_array_equal(copy.load("a/x.npy"), np.arange(3))
     copy.save(np.zeros(1), "a/y.npy")  # its lock works
     assert not backend.exists("a/y.npy")
+
+
+@pytest.mark.parametrize("form", ["shared", "shared_dict"])
+def test_an_object_that_does_not_pickle_is_refused_by_a_shared_store(manager: Any, form: str) -> None:
+    # pickle's bare PicklingError / TypeError reached the caller
+    backend = (MemoryBackend.shared(manager) if form == "shared"
+               else MemoryBackend(shared_dict=manager.dict(), lock=manager.RLock()))
+    for unpicklable in (threading.Lock(), (n for n in range(3))):
+        with pytest.raises(PolystoreError, match="pickle") as caught:
+            backend.save(unpicklable, "a/x.obj")
+        assert isinstance(caught.value, TypeError)
+        assert not backend.exists("a/x.obj")
+    backend.save(np.arange(3), "a/x.npy")  # the store still works
+    np.testing.assert_array_equal(backend.load("a/x.npy"), np.arange(3))

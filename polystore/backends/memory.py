@@ -24,6 +24,7 @@ places:
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, MutableMapping
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -47,6 +48,7 @@ from polystore.exceptions import (
     NotADirectoryStorageError,
     PolystoreError,
     StorageFileNotFoundError,
+    UnsupportedDataError,
 )
 from polystore.paths import (
     given_path,
@@ -201,6 +203,19 @@ class MemoryBackend(StorageBackend):
             self._tree.save(key, copy_array(data) if copy else data)
         except TreeRefusal as refusal:
             raise _error(refusal, file_path) from None
+        except (pickle.PicklingError, TypeError, AttributeError) as error:
+            if not self._is_shared():  # a local store pickles nothing: not ours to explain
+                raise
+            raise UnsupportedDataError(
+                f"Cannot save {type(data).__name__} at '{file_path}': a store shared by processes "
+                f"holds what pickle can send to its process, and this does not pickle "
+                f"({type(error).__name__}: {error}). Save arrays, numbers, strings, or containers "
+                "of them."
+            ) from error
+
+    def _is_shared(self) -> bool:
+        """Whether the store lives in a manager's process (what is saved there is pickled)."""
+        return is_proxy(self._tree) or is_proxy(getattr(self._tree, "_store", None))
 
     def ensure_directory(self, directory: PathLike) -> str:
         # docstring inherited
