@@ -17,6 +17,7 @@ pytest.importorskip("zmq")
 from net_helpers import free_port_block
 
 from polystore import FileManager, UnviewableDataError
+from polystore.exceptions import PathTypeError
 from polystore_napari import NapariStreamingBackend
 
 
@@ -42,6 +43,21 @@ def test_an_array_napari_cannot_show_is_refused_before_it_is_sent(
         shape: Any = array.shape
         with pytest.raises(UnviewableDataError, match=why):
             backend.frame(shape, array.dtype, "run/x.tif", kind=kind)
+        assert backend.sent == 0
+    finally:
+        backend.close(0)
+
+
+def test_a_path_that_is_not_text_is_our_error_on_a_viewer_backend() -> None:
+    """A viewer backend filters paths by extension before anything else: a path of another type
+    was a bare TypeError from ``os.fspath`` there, not the PathTypeError a plain stream gives."""
+    backend = NapariStreamingBackend(port=free_port_block(3), probe_timeout=0.2)
+    try:
+        for path in (5, b"run/a.tif", None):
+            with pytest.raises(PathTypeError, match="path must be"):
+                backend.save(np.ones((4, 4)), path)
+            with pytest.raises(PathTypeError, match="path must be"):
+                backend.save_batch([np.ones((4, 4))], [path])
         assert backend.sent == 0
     finally:
         backend.close(0)

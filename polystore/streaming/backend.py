@@ -279,7 +279,7 @@ class StreamingBackend(StorageBackend):
             return data, paths, []
         kept_data, kept_paths, skipped = [], [], []
         for item, path in zip(data, paths, strict=True):
-            if matches(os.fspath(path).replace("\\", "/").rsplit("/", 1)[-1], None, extensions):
+            if matches(checked_path(path).replace("\\", "/").rsplit("/", 1)[-1], None, extensions):
                 kept_data.append(item)
                 kept_paths.append(path)
             else:
