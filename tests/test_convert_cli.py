@@ -220,3 +220,14 @@ def test_an_unknown_convention_or_a_bad_pattern_is_refused_as_such(tmp_path: Pat
         assert refused.stderr.count(message) == 1 and "No plate layout" not in refused.stderr, refused.stderr
         assert refused.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]
+
+
+def test_options_a_folder_does_not_take_are_refused_not_ignored(tmp_path: Path) -> None:
+    """A plate's axes come from its files' names: ``--axes tczyx`` wrote cyx fields without a word
+    (and ``--imagej``, a TIFF's option, was dropped the same way)."""
+    write_plate_tree(tmp_path / "tiffs", "imagexpress")
+    for option in (("--axes", "tczyx"), ("--imagej",)):
+        refused = polystore("convert", "tiffs", "plate.zarr", *option, cwd=tmp_path)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert f"{option[0]} does not apply to a folder" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]

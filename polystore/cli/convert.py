@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from polystore.cli._common import add_backend_option, file_manager, infer_backend
-from polystore.exceptions import InvalidPathError
+from polystore.exceptions import InvalidOptionError, InvalidPathError
 from polystore.lazy import optional_import
 
 HELP = "convert a file to another format, or a folder of plate images to an OME-Zarr plate (dask)"
@@ -75,6 +75,12 @@ def _to_zarr_store(args: argparse.Namespace) -> bool:
             f"'{args.destination}': a folder (or an image, with these options) converts to an OME-Zarr "
             "store; give a destination ending in .zarr (plate.zarr, s3://bucket/plate.zarr)."
         )
+    for option, given in (("--axes", args.axes), ("--imagej", args.imagej)):
+        if given and os.path.isdir(args.source):  # the conversion of a plate would drop it
+            raise InvalidOptionError(
+                f"{option} does not apply to a folder: a plate's axes come from its files' names "
+                "(channel, z, t) and it is written as OME-Zarr. Leave it out."
+            )
     return True
 
 
