@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from polystore import DiskBackend
-from polystore.exceptions import InvalidOptionError, UnsupportedDataError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
 
 
 @pytest.fixture
@@ -93,3 +93,28 @@ def test_roi_set_keeps_a_roi_whose_name_has_a_nul_character(disk: DiskBackend) -
     back = disk.load("r.roi.zip")
     assert [roi.name for roi in back] == ["a\x00b", "x"]
     assert np.array_equal(back[0].coordinates(), named.coordinates())
+
+
+def test_a_pt_file_holding_other_objects_is_refused_as_such_not_as_damaged(
+    disk: DiskBackend, tmp_path: Path
+) -> None:
+    # a checkpoint saved elsewhere with NumPy arrays in it was a CorruptDataError that called the
+    # file damaged, after torch's own text saying it can still be loaded
+    torch = pytest.importorskip("torch")
+    torch.save({"w": np.arange(3)}, tmp_path / "other.pt")  # as another program would
+    said = r"holds numpy\S+, which weights_only=True.*safe_globals"
+    with pytest.raises(UnsupportedDataError, match=said) as refused:
+        disk.load("other.pt")
+    assert "damaged" not in str(refused.value)
+    with torch.serialization.safe_globals([np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+                                           type(np.dtype(np.int64))]):
+        assert np.array_equal(disk.load("other.pt")["w"], np.arange(3))  # as the message says
+
+
+def test_a_damaged_pickle_in_a_pt_file_is_still_named_damaged(disk: DiskBackend, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import pickle
+
+    (tmp_path / "cut.pt").write_bytes(pickle.dumps({"a": 1}, protocol=2)[:-3])  # torch's legacy form, cut
+    with pytest.raises(CorruptDataError, match="damaged"):
+        disk.load("cut.pt")

@@ -9,6 +9,8 @@ frameworks anywhere in the structure become tensors (sharing memory where they c
 from __future__ import annotations
 
 import collections
+import pickle
+import re
 import zipfile
 from typing import IO, Any
 
@@ -90,7 +92,23 @@ def _load_pt(
             records = archive.infolist()
             limits.checked_zip_members(archive, handle, shown, records, limit, "PT_DECOMPRESSED_BYTES")
     handle.seek(0)
-    return _torch().load(handle, map_location=map_location, weights_only=True)
+    try:
+        return _torch().load(handle, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = _REFUSED_GLOBAL.search(str(error))
+        if refused is None:  # not a refusal: a damaged file, which read_with names as such
+            raise
+        raise UnsupportedDataError(
+            f"'{getattr(handle, 'name', '.pt')}' holds {refused.group(1)}, which weights_only=True "
+            "does not load; polystore loads .pt with weights_only=True only (unpickling other "
+            "objects runs code from the file). If you trust the file, allow such types around the "
+            "load (with torch.serialization.safe_globals([...]):), or call torch.load(path, "
+            "weights_only=False) yourself."
+        ) from error
+
+
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global")
+"""What torch's weights-only unpickler says when it refuses a type (as opposed to damaged data)."""
 
 
 FORMATS = [
