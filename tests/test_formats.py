@@ -118,3 +118,11 @@ def test_a_damaged_pickle_in_a_pt_file_is_still_named_damaged(disk: DiskBackend,
     (tmp_path / "cut.pt").write_bytes(pickle.dumps({"a": 1}, protocol=2)[:-3])  # torch's legacy form, cut
     with pytest.raises(CorruptDataError, match="damaged"):
         disk.load("cut.pt")
+
+
+def test_a_csv_of_numbers_with_a_byte_order_mark_loads_as_numbers(disk: DiskBackend, tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts with a BOM: the first line no longer read as numbers, so the
+    # file loaded as a DataFrame whose header was the first row of data
+    (tmp_path / "excel.csv").write_bytes("\ufeff1,2\r\n3,4\r\n".encode())
+    back = disk.load("excel.csv")
+    assert isinstance(back, np.ndarray) and back.tolist() == [[1, 2], [3, 4]]

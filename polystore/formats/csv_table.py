@@ -114,7 +114,7 @@ def _first_line_is_numeric(text: str) -> bool:
 
 
 def _load_csv(handle: IO[bytes], *, as_dataframe: bool | None = None) -> Any:
-    text = handle.read().decode("utf-8")
+    text = handle.read().decode("utf-8-sig")  # a byte order mark (Excel writes one) is not data
     if as_dataframe is None:
         as_dataframe = not _first_line_is_numeric(text)
     if as_dataframe:
