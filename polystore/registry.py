@@ -136,6 +136,15 @@ class BackendRegistry(Mapping[str, "DataSource"]):
         BackendRegistrationError
             This registry already holds a backend named ``name`` and ``replace`` is false.
         """
+        from polystore.base import DataSource  # here: polystore.base imports this module
+
+        kind = backend if isinstance(backend, type) else type(backend)
+        if not issubclass(kind, DataSource):
+            raise BackendRegistrationError(
+                f"Backend '{name}' must be a backend instance or class (a polystore DataSource, "
+                f"such as DiskBackend(root=...) or MemoryBackend), not {type(backend).__name__} "
+                f"{backend!r:.60}."
+            )
         with self._lock:
             if not replace and name in self._instances:
                 raise BackendRegistrationError(

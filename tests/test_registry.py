@@ -365,3 +365,16 @@ def test_addon_is_absent_without_its_distribution(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "Unknown backend 'addon_demo'" in result.stdout
     assert "disk" in result.stdout and "memory" in result.stdout
+
+
+@pytest.mark.parametrize("thing", [5, "disk", None, object()])
+def test_what_is_no_backend_is_refused_when_registered(thing: Any) -> None:
+    # it was taken, and the first call on it raised a bare AttributeError ('int' object has no
+    # attribute 'exists')
+    with pytest.raises(BackendRegistrationError, match="backend instance or class") as refused:
+        FileManager({"x": thing})
+    assert isinstance(refused.value, TypeError)
+    registry = BackendRegistry()
+    with pytest.raises(BackendRegistrationError, match="DiskBackend"):
+        registry.register("x", thing)
+    assert "x" not in registry
