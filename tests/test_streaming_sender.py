@@ -595,3 +595,17 @@ def test_a_frame_of_a_dtype_numpy_does_not_know_is_our_error(port: int) -> None:
         with pytest.raises(InvalidOptionError, match="'nope' is not a NumPy dtype") as error:
             backend.frame((3,), "nope", "x.tif")
         assert isinstance(error.value, TypeError) and backend.sent == 0
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("linger", None), ("linger", -1), ("send_timeout", "5"), ("send_timeout", float("nan")),
+    ("shm_threshold", None), ("max_pending_bytes", 0), ("shm_slots", 0), ("high_water_mark", -1),
+])
+def test_a_sender_setting_that_cannot_work_is_refused_when_the_backend_is_made(
+    port: int, option: str, value: object
+) -> None:
+    """These were taken, then failed at the first save with a bare TypeError (linger=None,
+    shm_threshold=None), "Cannot bind ...: Invalid argument. Check host and port"
+    (high_water_mark=-1), or did something else without a word (send_timeout="5", nan)."""
+    with pytest.raises(StreamConfigError, match=option):
+        StreamingBackend(port=port, **{option: value})

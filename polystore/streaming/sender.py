@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import secrets
 import sys
@@ -63,6 +64,16 @@ ACK_BATCH = 32
 room, an awaited item) or in batches, not on every send."""
 
 
+def _check_numbers(**settings: tuple[Any, int, bool]) -> None:
+    """Refuse a setting that is not a number of at least its minimum (whole when asked), now:
+    taken as it was, it failed at the first save, with a bare TypeError or a misleading error."""
+    for name, (value, minimum, whole) in settings.items():
+        kind = numbers.Integral if whole else numbers.Real  # NumPy's scalars too
+        if isinstance(value, bool) or not isinstance(value, kind) or not float(value) >= minimum:  # NaN too
+            what = "a whole number" if whole else "a number of seconds"
+            raise StreamConfigError(f"{name} must be {what} >= {minimum}, got {value!r}")
+
+
 class Sender:
     """Push items to receivers over ZeroMQ (see the module's documentation for the guarantees).
 
@@ -95,6 +106,10 @@ class Sender:
             raise StreamConfigError(
                 f"transport='shm' needs a receiver on this host; host is {endpoints.host!r}"
             )
+        _check_numbers(send_timeout=(send_timeout, 0, False), linger=(linger, 0, False),
+                       shm_threshold=(shm_threshold, 0, True), shm_slots=(shm_slots, 1, True),
+                       max_pending_bytes=(max_pending_bytes, 1, True),
+                       high_water_mark=(0 if high_water_mark is None else high_water_mark, 0, True))
         self.endpoints = endpoints
         self.local = endpoints.local
         """Whether receivers are on this host (shared memory may be used): worked out once."""
