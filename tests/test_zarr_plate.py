@@ -341,6 +341,15 @@ def test_a_plane_of_another_shape_than_its_field_is_refused_and_changes_nothing(
     assert [c["label"] for c in attrs["ome"]["omero"]["channels"]] == ["w1"]
 
 
+def test_a_plane_under_an_image_is_refused_naming_the_image(tmp_path: Path) -> None:
+    """The message named '' (the store's root) as "an array" when the store is an image."""
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.ones((8, 8), np.uint16), "image.zarr")
+    with pytest.raises(NotADirectoryError, match=r"'.*image\.zarr' is an image, not a group"):
+        backend.save(np.ones((8, 8), np.uint16), "image.zarr/A01_s1_w1.tif")
+    assert backend.load("image.zarr").shape == (8, 8)
+
+
 def test_growing_a_field_keeps_the_names_given_to_its_channels(tmp_path: Path) -> None:
     backend = ZarrBackend(root=tmp_path)
     backend.save_batch(

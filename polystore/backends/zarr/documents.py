@@ -266,9 +266,10 @@ class MetadataDocuments:
                         "into it."
                     )
                 break
-            if kind is not None:
+            if kind is not None:  # an array, or an image (a group holding its levels only)
                 raise NotADirectoryStorageError(
-                    f"Cannot create '{location.display}': '{node}' is an array, not a group."
+                    f"Cannot create '{location.display}': '{Location(location.store, node).display}' "
+                    f"is {'an image' if kind == 'image' else 'an array'}, not a group."
                 )
             missing.append(node)
         keys = self.keys(location)
