@@ -564,3 +564,17 @@ def test_get_on_a_quiet_stream_says_what_it_waited_for_in_our_error() -> None:
         receiver.get(timeout=0.1)
     assert isinstance(error.value, queue.Empty) and isinstance(error.value, TimeoutError)
     assert f"tcp://127.0.0.1:{port}" in str(error.value) and "0.1 s" in str(error.value)
+
+
+@pytest.mark.parametrize("options", [{"max_bytes": None}, {"max_bytes": -1}, {"max_bytes": "1"}],
+                         ids=["none", "negative", "text"])
+def test_a_receiver_limit_that_cannot_work_is_our_error(options: dict[str, Any]) -> None:
+    """max_bytes=None or "1" was a bare TypeError from inside the receiver's start; -1 started a
+    receiver that refused every message."""
+    port = free_port_block(2)
+    with pytest.raises(StreamConfigError, match="max_bytes"):
+        StreamReceiver(port=port, **options).start()
+    pull = StreamingBackend(mode="pull", port=port, inbox_items=None)
+    with pytest.raises(StreamConfigError, match="inbox limits"):
+        pull.inbox  # noqa: B018
+    pull.close()

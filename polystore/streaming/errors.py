@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 import queue
+from typing import Any
 
 from polystore.exceptions import PolystoreError
 
@@ -43,3 +45,14 @@ class AddressInUseError(PolystoreError, OSError):
 
 class UnsupportedOperationError(PolystoreError, NotImplementedError):
     """An operation a backend declares it does not support (see its ``supports_*`` flags)."""
+
+
+def check_settings(**settings: tuple[Any, int, bool]) -> None:
+    """Refuse, when a sender or receiver is made, a setting (``name=(value, minimum, whole)``)
+    that is not a number of at least its minimum: taken as it was, it failed at first use, with
+    a bare TypeError or a misleading error."""
+    for name, (value, minimum, whole) in settings.items():
+        kind = numbers.Integral if whole else numbers.Real  # NumPy's scalars too
+        if isinstance(value, bool) or not isinstance(value, kind) or not float(value) >= minimum:  # NaN too
+            what = "a whole number" if whole else "a number of seconds"
+            raise StreamConfigError(f"{name} must be {what} >= {minimum}, got {value!r}")

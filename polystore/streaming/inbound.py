@@ -25,7 +25,7 @@ from polystore.streaming._zmq import EVENTS, NOBLOCK, POLLIN, RCVMORE, zmq
 from polystore.streaming.ackroute import UNROUTED_RETRY_S, AckRoute
 from polystore.streaming.copies import CopyBuffers
 from polystore.streaming.endpoints import Endpoints, Link
-from polystore.streaming.errors import AddressInUseError, ProtocolError, StreamConfigError
+from polystore.streaming.errors import AddressInUseError, ProtocolError, StreamConfigError, check_settings
 from polystore.streaming.protocol import (
     DEFAULT_MAX_BYTES,
     DEFAULT_SHM_PREFIX,
@@ -125,6 +125,7 @@ class Inbound:
         curve: CurveKeys | None = None,
         zero_copy: bool = False,
     ) -> None:
+        check_settings(max_bytes=(max_bytes, 0, True))
         self.limits = Limits(max_bytes=max_bytes, shm_prefixes=tuple(shm_prefixes))
         self.endpoints = endpoints
         self.zero_copy = zero_copy

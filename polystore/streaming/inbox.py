@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from polystore.streaming.errors import StreamConfigError, StreamTimeoutError
+from polystore.streaming.errors import StreamConfigError, StreamTimeoutError, check_settings
 from polystore.streaming.protocol import StreamItem
 
 if TYPE_CHECKING:
@@ -30,9 +30,10 @@ class PathInbox:
 
     def __init__(self, inbound: Inbound, recv_timeout: float, *, max_items: int = DEFAULT_INBOX_ITEMS,
                  max_bytes: int = DEFAULT_INBOX_BYTES) -> None:
-        if max_items < 0 or max_bytes < 0:
-            raise StreamConfigError(f"inbox limits must be >= 0, got max_items={max_items}, "
-                                    f"max_bytes={max_bytes}")
+        try:
+            check_settings(max_items=(max_items, 0, True), max_bytes=(max_bytes, 0, True))
+        except StreamConfigError as error:
+            raise StreamConfigError(f"inbox limits: {error}") from None
         self.inbound = inbound
         self.recv_timeout = recv_timeout
         self.max_items = max_items

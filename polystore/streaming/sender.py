@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import secrets
 import sys
@@ -38,7 +37,7 @@ from polystore.streaming.acks import ACK_POLL_S, READ_LIMIT
 from polystore.streaming.backlog import Backlog
 from polystore.streaming.delivery import Delivery
 from polystore.streaming.endpoints import Endpoints
-from polystore.streaming.errors import StreamConfigError
+from polystore.streaming.errors import StreamConfigError, check_settings
 from polystore.streaming.latest import LatestFrames
 from polystore.streaming.linger import DEFAULT_LINGER_S, Linger, holder_of, register_for_exit
 from polystore.streaming.outgoing import Outgoing, checked_options, checked_path
@@ -62,16 +61,6 @@ DEFAULT_MAX_PENDING_BYTES = 64 * 1024**2
 ACK_BATCH = 32
 """Inline items out before a send takes their acks: acks are read when they are needed (a slot,
 room, an awaited item) or in batches, not on every send."""
-
-
-def _check_numbers(**settings: tuple[Any, int, bool]) -> None:
-    """Refuse a setting that is not a number of at least its minimum (whole when asked), now:
-    taken as it was, it failed at the first save, with a bare TypeError or a misleading error."""
-    for name, (value, minimum, whole) in settings.items():
-        kind = numbers.Integral if whole else numbers.Real  # NumPy's scalars too
-        if isinstance(value, bool) or not isinstance(value, kind) or not float(value) >= minimum:  # NaN too
-            what = "a whole number" if whole else "a number of seconds"
-            raise StreamConfigError(f"{name} must be {what} >= {minimum}, got {value!r}")
 
 
 class Sender:
@@ -106,7 +95,7 @@ class Sender:
             raise StreamConfigError(
                 f"transport='shm' needs a receiver on this host; host is {endpoints.host!r}"
             )
-        _check_numbers(send_timeout=(send_timeout, 0, False), linger=(linger, 0, False),
+        check_settings(send_timeout=(send_timeout, 0, False), linger=(linger, 0, False),
                        shm_threshold=(shm_threshold, 0, True), shm_slots=(shm_slots, 1, True),
                        max_pending_bytes=(max_pending_bytes, 1, True),
                        high_water_mark=(0 if high_water_mark is None else high_water_mark, 0, True))
