@@ -126,3 +126,15 @@ def test_a_csv_of_numbers_with_a_byte_order_mark_loads_as_numbers(disk: DiskBack
     (tmp_path / "excel.csv").write_bytes("\ufeff1,2\r\n3,4\r\n".encode())
     back = disk.load("excel.csv")
     assert isinstance(back, np.ndarray) and back.tolist() == [[1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize("ext", [".npy", ".npz"])
+@pytest.mark.parametrize("name", ["bfloat16", "float8_e4m3fn", "int4"])
+def test_npy_refuses_dtypes_its_header_cannot_name(disk: DiskBackend, ext: str, name: str) -> None:
+    # ml_dtypes' types (JAX's bfloat16 among them) were written, and loaded as raw bytes (|V2)
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    array = np.arange(3).astype(getattr(ml_dtypes, name))
+    for data in (array, {"a": array, "b": np.arange(2)}) if ext == ".npz" else (array,):
+        with pytest.raises(UnsupportedDataError, match=rf"{name}.*raw bytes.*astype"):
+            disk.save(data, f"x{ext}")
+        assert not disk.exists(f"x{ext}")

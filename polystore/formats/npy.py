@@ -20,8 +20,21 @@ from polystore.exceptions import CorruptDataError, UnsupportedDataError
 from polystore.formats import Format, limits
 
 
+def _nameable(array: np.ndarray, fmt: str) -> np.ndarray:
+    """``array``, if the .npy header can name its dtype (ml_dtypes' cannot: they read back as bytes)."""
+    descr = np.lib.format.dtype_to_descr(array.dtype)
+    if np.lib.format.descr_to_dtype(descr) != array.dtype:
+        raise UnsupportedDataError(
+            f"{fmt} cannot name the dtype {array.dtype} in its header (not one of NumPy's own: "
+            f"ml_dtypes' bfloat16, float8 and int4 types are not): it would load as raw bytes "
+            f"({np.lib.format.descr_to_dtype(descr)}). Convert it first (a.astype(np.float32) "
+            "keeps bfloat16 exactly), or save a torch tensor of it as .pt."
+        )
+    return array
+
+
 def _save_npy(data: Any, handle: IO[bytes]) -> None:
-    np.save(handle, as_plain_array(data, ".npy"), allow_pickle=False)
+    np.save(handle, _nameable(as_plain_array(data, ".npy"), ".npy"), allow_pickle=False)
 
 
 def read_header(handle: IO[bytes], shown: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
@@ -93,9 +106,9 @@ def _save_npz(data: Any, handle: IO[bytes], *, compress: bool = False) -> None:
                 ".npz gives a lone array named 'arr_0' back as that array, not as a dict "
                 "(that is how one array is stored). Name it otherwise, or save the array itself."
             )
-        arrays = {k: as_plain_array(v, ".npz") for k, v in data.items()}
+        arrays = {k: _nameable(as_plain_array(v, ".npz"), ".npz") for k, v in data.items()}
     else:
-        arrays = {"arr_0": as_plain_array(data, ".npz")}
+        arrays = {"arr_0": _nameable(as_plain_array(data, ".npz"), ".npz")}
     # np.savez's own loop: its keyword arguments would take the names 'file' and 'allow_pickle'
     method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     with zipfile.ZipFile(handle, "w", compression=method, allowZip64=True) as archive:
