@@ -135,7 +135,10 @@ def sweep_orphaned_segments(prefix: str) -> list[str]:
 def _reserve_pages(name: str, size: int) -> None:
     """Give a new segment its memory now. /dev/shm (a tmpfs: 64 MiB in a container by default)
     lets a segment be made larger than the room it has, and the first write past that room is
-    a SIGBUS that kills the sender; ``posix_fallocate`` says ENOSPC instead."""
+    a SIGBUS that kills the sender; ``posix_fallocate`` says ENOSPC instead. (Linux's: a system
+    without /dev/shm or the call keeps the segment as it was made.)"""
+    if not hasattr(os, "posix_fallocate") or not SHM_DIR.is_dir():
+        return
     fd = os.open(SHM_DIR / name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.posix_fallocate(fd, 0, size)
