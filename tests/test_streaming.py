@@ -332,6 +332,10 @@ def test_wait_for_ack_returns_after_the_receiver_has_the_item(port: int) -> None
         acked = [results.get(timeout=30) for _ in range(3)]
         # each save returned only once its item had been received (the ack follows receipt)
         assert acked == [("acked", 0), ("acked", 1), ("acked", 2)]
+        # the callback runs after the item was acknowledged: give the last one a moment
+        deadline = time.monotonic() + 20
+        while len(got) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert got == [0, 1, 2]
         sender.join(20)
     assert sender.exitcode == 0
