@@ -595,3 +595,15 @@ def test_an_os_error_of_the_callers_own_source_is_not_reported_as_the_stores(tmp
     with pytest.raises(FileNotFoundError, match=r"/nowhere/source\.tif"):
         ZarrBackend(root=tmp_path).save(source, "s.zarr/image")
     assert not (tmp_path / "s.zarr" / "image").exists()
+
+
+@pytest.mark.parametrize("node", ["", "/image", "/A01_s1_w1.tif"])
+def test_a_file_where_the_store_goes_is_named_not_a_bare_os_error(tmp_path: Path, node: str) -> None:
+    """A file named like the store (``plate.zarr``, a file): obstore's bare 'File exists (os error
+    17)' (an OSError without errno), or os.makedirs' bare FileExistsError for a plate's plane."""
+    (tmp_path / "plate.zarr").write_text("not a store")
+    backend = ZarrBackend(root=tmp_path)
+    with pytest.raises(PolystoreError, match=r"plate\.zarr' is a file, not a zarr store") as caught:
+        backend.save(np.ones((4, 4), np.uint16), f"plate.zarr{node}")
+    assert isinstance(caught.value, NotADirectoryError)
+    assert (tmp_path / "plate.zarr").read_text() == "not a store"

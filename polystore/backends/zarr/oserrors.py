@@ -9,18 +9,24 @@ import os
 from collections.abc import Iterator
 
 from polystore.base import PathLike
-from polystore.exceptions import PolystoreError, from_os_error
+from polystore.exceptions import NotADirectoryStorageError, PolystoreError, from_os_error
 
 
 @contextlib.contextmanager
 def os_errors(path: PathLike, store: str) -> Iterator[None]:
     """An OS error met writing ``path`` into ``store`` (a full disk, a file-size limit, a
-    read-only or failing disk, the store's permissions) as our error naming the path and what
-    to do. Any other OSError passes as it is: one of the caller's own source (a dask array
+    read-only or failing disk, the store's permissions, a file where the store's folder
+    goes) as our error naming the path and what to do. Any other OSError passes as it is: one of the caller's own source (a dask array
     reading its files) is about that source, not about the store."""
     try:
         yield
     except OSError as error:
+        if not isinstance(error, PolystoreError) and "://" not in store and os.path.isfile(store):
+            # the store's folder cannot be made: obstore says only "File exists (os error 17)"
+            raise NotADirectoryStorageError(
+                f"'{store}' is a file, not a zarr store (a folder), so '{os.fspath(path)}' cannot be "
+                "saved into it. Move that file away, or save to another store."
+            ) from error
         filename = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
         in_store = filename is None or inside(filename, store)
         if isinstance(error, PolystoreError) or error.errno not in WRITE_ERRORS or not in_store:
