@@ -16,8 +16,9 @@ from polystore.exceptions import NotADirectoryStorageError, PolystoreError, from
 def os_errors(path: PathLike, store: str) -> Iterator[None]:
     """An OS error met writing ``path`` into ``store`` (a full disk, a file-size limit, a
     read-only or failing disk, the store's permissions, a file where the store's folder
-    goes) as our error naming the path and what to do. Any other OSError passes as it is: one of the caller's own source (a dask array
-    reading its files) is about that source, not about the store."""
+    goes) as our error naming the path and what to do. Any other OSError passes as it is:
+    one of the caller's own source (a dask array reading its files) is about that source, not
+    about the store."""
     try:
         yield
     except OSError as error:
