@@ -138,3 +138,16 @@ def test_npy_refuses_dtypes_its_header_cannot_name(disk: DiskBackend, ext: str, 
         with pytest.raises(UnsupportedDataError, match=rf"{name}.*raw bytes.*astype"):
             disk.save(data, f"x{ext}")
         assert not disk.exists(f"x{ext}")
+
+
+def test_npy_version_3_header_keeps_unicode_field_names(disk: DiskBackend, tmp_path: Path) -> None:
+    # NumPy writes field names outside Latin-1 in a version 3.0 header (UTF-8); it was read as
+    # version 2.0 (Latin-1), so the names came back garbled: '名前' as 'å\x90\x8då\x89\x8d'
+    array = np.array([(1, 2.5)], dtype=[("名前", "<i4"), ("é", "<f8")])
+    with pytest.warns(UserWarning, match="format 3.0"):
+        np.save(tmp_path / "named.npy", array)
+    assert (tmp_path / "named.npy").read_bytes()[6:8] == b"\x03\x00"
+    for options in ({}, {"mmap_mode": "r"}):
+        back = disk.load("named.npy", **options)
+        assert back.dtype == array.dtype and back.dtype.names == ("名前", "é")
+        assert back.tobytes() == array.tobytes()

@@ -46,8 +46,14 @@ def read_header(handle: IO[bytes], shown: str) -> tuple[tuple[int, ...], bool, n
             f"'{shown}' is not a NumPy .npy file: it does not start with NumPy's magic bytes "
             "(\\x93NUMPY). It is damaged, or another kind of file with a .npy name."
         ) from error
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(handle)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:  # 3.0 is 2.0 in UTF-8 (field names outside Latin-1), read only by NumPy's private reader
+        from numpy.lib._format_impl import _read_array_header  # type: ignore[attr-defined]
+
+        shape, fortran, dtype = _read_array_header(handle, version)
     if dtype.hasobject:
         raise UnsupportedDataError(
             f"'{shown}' holds Python objects (dtype {dtype}), stored pickled; polystore never "
