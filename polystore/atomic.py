@@ -361,7 +361,11 @@ def sweep_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
     Returns the removed paths. Files of live processes (writes in progress) are kept.
     """
     removed: list[Path] = []
-    for entry in os.scandir(directory):
+    try:
+        entries = list(os.scandir(directory))
+    except OSError as error:
+        raise from_os_error(error, os.fspath(directory), "sweep") from error
+    for entry in entries:
         if not (entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)):
             continue
         parts = entry.name[: -len(TEMP_SUFFIX)].rsplit(".", 2)  # ['.name', pid, random]

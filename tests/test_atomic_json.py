@@ -7,8 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from polystore.atomic import TEMP_SUFFIX, atomic_update_json, atomic_write, atomic_write_json
-from polystore.exceptions import CorruptDataError, IsADirectoryStorageError, NotADirectoryStorageError
+from polystore.atomic import (
+    TEMP_SUFFIX,
+    atomic_update_json,
+    atomic_write,
+    atomic_write_json,
+    sweep_stale_temp_files,
+)
+from polystore.exceptions import (
+    CorruptDataError,
+    IsADirectoryStorageError,
+    NotADirectoryStorageError,
+    StorageFileNotFoundError,
+)
 
 
 def test_a_damaged_json_file_is_our_error_and_is_left_as_it_was(tmp_path: Path) -> None:
@@ -40,3 +51,12 @@ def test_atomic_writes_where_a_file_or_folder_is_in_the_way_are_our_errors(tmp_p
         atomic_write_json({}, tmp_path / "folder")
     assert TEMP_SUFFIX not in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"], "a temporary file was left"
+
+
+def test_sweeping_a_folder_that_is_not_there_is_our_error(tmp_path: Path) -> None:
+    # os.scandir's bare FileNotFoundError / NotADirectoryError reached the caller (and the CLI)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    with pytest.raises(StorageFileNotFoundError, match="missing"):
+        sweep_stale_temp_files(tmp_path / "missing")
+    with pytest.raises(NotADirectoryStorageError, match="afile"):
+        sweep_stale_temp_files(tmp_path / "afile")
