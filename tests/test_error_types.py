@@ -52,7 +52,7 @@ ALLOWED: dict[tuple[str, str], tuple[int, str]] = {
     ("polystore/cli/__init__.py", "SystemExit"): (1, "the CLI's exit status"),
     ("polystore_napari/__main__.py", "SystemExit"): (1, "the exit status of `python -m polystore_napari`"),
     ("polystore/cli/convert.py", "argparse.ArgumentTypeError"): (
-        1, "argparse's protocol for a type= function: argparse turns it into a usage error"),
+        2, "argparse's protocol for a type= function (shapes, counts): argparse turns it into a usage error"),
     ("polystore/streaming/payloads.py", "ValueError"): (
         1, "caught a line below with pandas' own ValueError and raised as CorruptDataError"),
 }
