@@ -39,7 +39,8 @@ from polystore.distributed import (
 )
 from polystore.distributed.journal import digest, journal_location
 from polystore.distributed.regions import Grid
-from polystore.exceptions import CorruptDataError
+from polystore.exceptions import CorruptDataError, InvalidOptionError, NotADirectoryStorageError
+from polystore.plates import PlateNameError
 
 PLANE = (32, 32)
 
@@ -91,6 +92,45 @@ def test_chunks_and_shards_that_do_not_fit_are_refused_before_anything_is_writte
     with pytest.raises(ChunkingError, match=match):
         convert(data, tmp_path / "out.zarr", **layout)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]  # no store, no progress folder
+
+
+@pytest.mark.parametrize(("options", "error", "match"), [
+    ({"convention": "nope"}, PlateNameError, "Unknown naming convention 'nope'"),
+    ({"convention": "(?P<well>[A-P"}, PlateNameError, "pattern"),
+    ({"axes": "cyx"}, InvalidOptionError, "for one image"),
+    ({"channel_names": ["DAPI"]}, InvalidOptionError, "1 names, but .* 2 channels"),
+], ids=["unknown convention", "pattern no regex", "axes for a plate", "a name per channel missing"])
+def test_plate_options_that_cannot_apply_are_refused_once_before_anything_is_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], options: dict[str, Any], error: type[Exception],
+    match: str,
+) -> None:
+    """An unknown convention was tried file by file (each file 'skipped' with the same error);
+    axes= and channel_names= were ignored for a plate without a word."""
+    with pytest.raises(error, match=match) as raised:
+        convert(folder[0], tmp_path / "out.zarr", **options)
+    assert str(raised.value).count("nope") <= 1 and "skipped" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]  # no store, no progress folder
+
+
+def test_a_plates_channels_take_the_names_given(tmp_path: Path, folder: tuple[Path, list[PlateItem]]) -> None:
+    convert(folder[0], tmp_path / "plate.zarr", channel_names=["DAPI", "GFP"])
+    group = zarr.open_group(tmp_path / "plate.zarr", mode="r")
+    for node in listed_levels(tmp_path / "plate.zarr"):
+        image = group[node.rsplit("/", 1)[0]].attrs["ome"]
+        assert [c["label"] for c in image["omero"]["channels"]] == ["DAPI", "GFP"]
+
+
+def test_a_file_where_the_store_goes_is_named_and_nothing_is_made(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]]
+) -> None:
+    """A bare FileExistsError before, and a progress folder left beside the file that a second
+    try took for a stopped conversion."""
+    (tmp_path / "out.zarr").write_text("not a store")
+    for _attempt in range(2):
+        with pytest.raises(NotADirectoryStorageError, match="is a file, not a zarr store"):
+            convert(folder[0], tmp_path / "out.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "tiffs"]
+    assert (tmp_path / "out.zarr").read_text() == "not a store"
 
 
 def test_an_existing_destination_is_refused_unless_overwritten(

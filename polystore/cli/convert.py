@@ -129,7 +129,7 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
 def _naming(args: argparse.Namespace) -> str | None:
     """The --pattern or --convention given, checked before any file is read: file by file, a
     pattern the convention refuses (or an unknown name) read as no convention's name."""
-    from polystore.plates import Convention, get_convention
+    from polystore.plates import Convention, named_convention
 
     pattern: str | None = args.pattern
     convention: str | None = args.convention
@@ -137,7 +137,7 @@ def _naming(args: argparse.Namespace) -> str | None:
         Convention("pattern", pattern, anchored=False)  # PlateNameError saying what is wrong
         return pattern
     if convention:
-        get_convention(convention)
+        named_convention(convention)
     return convention
 
 

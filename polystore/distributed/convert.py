@@ -22,6 +22,7 @@ dask cluster or local threads. A plan, then owned writes, then done.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -37,12 +38,12 @@ from polystore.distributed.chunking import ChunkingError, check_chunking, image_
 from polystore.distributed.image_job import convert_image, image_digest
 from polystore.distributed.job import Job
 from polystore.distributed.journal import Journal
-from polystore.distributed.layout import PathOrPaths, plan_plate
+from polystore.distributed.layout import PathOrPaths, PlatePlan, plan_plate
 from polystore.distributed.plate_job import convert_plate, plate_digest
 from polystore.distributed.report import ConversionReport
 from polystore.distributed.sources import FileImage
 from polystore.distributed.tasks import Target
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import InvalidOptionError, NotADirectoryStorageError, UnsupportedDataError
 from polystore.ome import ngff
 
 DEFAULT_REGION_BYTES = 32 * 2**20
@@ -84,8 +85,10 @@ def convert(
     ``s3://bucket/plate.zarr``) or, for an image, a node in one. ``levels`` pyramid levels,
     ``chunks``/``shards`` (shards must be whole multiples of chunks; an image's default chunks
     are 1024 x 1024 tiles), and any ``ZarrConfig`` option (``compressor="blosc-lz4"``) or a
-    ``backend`` to take them from. ``resume=True`` finishes a conversion that was stopped;
-    ``overwrite=True`` replaces the destination.
+    ``backend`` to take them from. ``axes``: an image's axes (a plate's come from its files'
+    names); ``channel_names``: one per channel (a plate's otherwise as its files name them).
+    ``resume=True`` finishes a conversion that was stopped; ``overwrite=True`` replaces the
+    destination.
 
     Returns a :class:`ConversionReport`; raises :class:`ConversionError` (a ``BatchError``)
     naming each field or block that failed, with the file and why, after writing all others.
@@ -94,13 +97,24 @@ def convert(
     config = _config(target_backend.config, levels, chunks, shards, zarr_options)
     options = {**target_backend.storage_options, **(storage_options or {})}
     location = _absolute_location(target_backend.locate(destination))
+    if not location.remote and os.path.isfile(location.store):
+        # refused before the journal is made beside it: obstore would say only "File exists"
+        raise NotADirectoryStorageError(
+            f"'{location.store}' is a file, not a zarr store (a folder): move that file away, or "
+            "convert to another destination."
+        )
     level_count = config.pyramid_levels
     if _is_plate_source(source):
         if location.node:
             raise UnsupportedDataError(
                 f"A plate is a whole store: give '{location.store}' as the destination, not a node in it."
             )
-        plan = plan_plate(source, convention)
+        if axes is not None:
+            raise InvalidOptionError(
+                f"axes={axes!r} is for one image: a plate's field axes come from its files' names "
+                "(channel, z, time) and images. Leave axes= out for a folder or a list of files."
+            )
+        plan = _named_channels(plan_plate(source, convention), channel_names)
         check_chunking(config, plan.shape, plan.dtype, plan.axes, level_count, "plate's field image")
         job = _job(target_backend, config, options, location, client, workers, progress, resume)
         plan_digest, summary = plate_digest(job, plan, labels, cast)
@@ -130,6 +144,22 @@ def convert(
     plan_digest, summary = image_digest(job, image, shape, dtype, image_axes, spec)
     job.start(plan_digest, summary, overwrite=overwrite)
     return convert_image(job, image, spec, region_bytes, plan_digest)
+
+
+def _named_channels(plan: PlatePlan, channel_names: Sequence[str] | None) -> PlatePlan:
+    """``plan`` with its channels named ``channel_names`` (one name per channel the files
+    number), not as the instrument's names in the files say."""
+    if channel_names is None:
+        return plan
+    names = tuple(str(name) for name in channel_names)
+    count = plan.shape[plan.axes.index("c")] if "c" in plan.axes else 0
+    if len(names) != count:
+        has = f"{count} channels" if count else "no channel axis"
+        raise InvalidOptionError(
+            f"channel_names gives {len(names)} names, but the plate's field images have {has} "
+            f"(axes {plan.axes!r}, shape {plan.shape}): give one name per channel, or leave it out."
+        )
+    return dataclasses.replace(plan, channel_names=names)
 
 
 def _config(config: ZarrConfig, levels: int | None, chunks: Sequence[int] | None,

@@ -20,7 +20,7 @@ from polystore.distributed.journal import digest
 from polystore.distributed.sources import SourceFile, image_format, known_formats, read_header, walk_files
 from polystore.exceptions import PolystoreError
 from polystore.ome import ngff
-from polystore.plates import Components, PlateNameError, number_plate, recognise
+from polystore.plates import Components, PlateNameError, named_convention, number_plate, recognise
 from polystore.plates import channel_names as plate_channel_names
 from polystore.plates.wells import column_sort_key, row_sort_key
 
@@ -108,8 +108,11 @@ def plan_plate(source: PathOrPaths, convention: str | None = None) -> PlatePlan:
     """Plan the plate a folder (recursively) or a list of image files makes.
 
     ``convention``: a registered convention's name, or a regular expression with named groups;
-    None tries every convention. Raises :class:`LayoutError` when the files do not make one plate.
+    None tries every convention. Raises :class:`LayoutError` when the files do not make one plate,
+    :class:`PlateNameError` for an unknown convention or a pattern that cannot read a plate.
     """
+    if convention is not None:
+        named_convention(convention)  # once: file by file, it would read as no convention's name
     skipped: list[Skipped] = []
     found: list[tuple[Components, SourceFile]] = []
     names: list[str] = []

@@ -29,7 +29,7 @@ from polystore.plates.errors import PlateNameError
 __all__ = [
     "BUILTIN", "DEFAULT_BASE", "DEFAULT_LIMITS", "Convention", "Recognition", "channel_names",
     "components_of", "conventions", "find_convention", "format_name", "get_convention", "index_label",
-    "parse_components", "recognise", "register_convention", "unregister_convention",
+    "named_convention", "parse_components", "recognise", "register_convention", "unregister_convention",
 ]
 
 _user: list[Convention] = []
@@ -229,14 +229,16 @@ def _normalise(path: str) -> str:
     return "/".join(p for p in text.split("/") if p not in ("", "."))
 
 
+def named_convention(convention: str) -> Convention:
+    """The convention ``convention`` names: a regular expression with named groups, or a
+    registered name. :class:`PlateNameError` saying what is wrong with either: check it once,
+    before reading files, not file by file."""
+    return _pattern_convention(convention) if "(?P<" in convention else get_convention(convention)
+
+
 @functools.lru_cache(maxsize=8192)  # a stream parses each path of every frame it sends
 def _recognise(path: str, convention: str | None) -> Recognition:
-    if convention is None:
-        groups = [tuple(_user), BUILTIN]
-    elif "(?P<" in convention:
-        groups = [(_pattern_convention(convention),)]
-    else:
-        groups = [(get_convention(convention),)]
+    groups = [tuple(_user), BUILTIN] if convention is None else [(named_convention(convention),)]
     for number, group in enumerate(groups):
         readings: list[_Reading] = []
         for candidate in group:
