@@ -411,9 +411,30 @@ def _credentials_error(error: Exception, display: str) -> StorageCredentialsErro
     return StorageCredentialsError(message)
 
 
+EXIT_SETTLE_S = 0.05
+"""How long the interpreter gives up the GIL at exit once an object store was opened."""
+
+
+@functools.cache
+def _settle_object_store_threads_at_exit() -> None:
+    """Registered once: at exit, give obstore's threads the GIL a moment before the interpreter
+    finalizes. zarr-python's ObjectStore awaits obstore's async calls, whose results a Rust
+    thread hands to the event loop (pyo3-async-runtimes); the loop can take a result while that
+    thread is still inside the hand-over, blocked on the GIL. If the interpreter starts to
+    finalize then, the thread cannot take the GIL, and the pthread_exit CPython ends it with
+    cannot unwind a Rust thread: the process aborts (exit -6, or a bus error) after it did all
+    its work. obstore has no call to shut its runtime down, so the main thread sleeps (which
+    releases the GIL) and such a thread finishes its hand-over first."""
+    import atexit
+    import time
+
+    atexit.register(time.sleep, EXIT_SETTLE_S)
+
+
 def _object_store(url: str, options: dict[str, Any]) -> Any:
     """An obstore store rooted at ``url`` (bucket and prefix)."""
     store_module = optional_import("obstore.store", extra="s3", purpose="Zarr stores on object storage")
+    _settle_object_store_threads_at_exit()
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("s3", "s3a"):
         config, client, provider = _s3_settings(options)
