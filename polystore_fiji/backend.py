@@ -54,7 +54,8 @@ class FijiStreamingBackend(ViewerStreamingBackend):
         super()._stream_data(data, path, **kwargs)
 
     def frame(self, shape: tuple[int, ...] | int, dtype: Any, path: Any, **options: Any) -> Frame:
-        """:meth:`StreamingBackend.frame`, refusing an image ImageJ cannot hold (as ``save`` does)."""
+        """:meth:`~polystore.streaming.backend.StreamingBackend.frame`, refusing an image ImageJ cannot
+        hold (as ``save`` does)."""
         dims = (shape,) if isinstance(shape, int) else tuple(int(n) for n in shape)
         if options.get("kind", "image") == "image" and min(dims, default=0) >= 0:
             # an array of that shape and dtype that takes no memory: what the bridge will look at

@@ -58,7 +58,8 @@ class NapariStreamingBackend(ViewerStreamingBackend):
         super()._stream_data(data, path, **kwargs)
 
     def frame(self, shape: tuple[int, ...] | int, dtype: Any, path: Any, **options: Any) -> Frame:
-        """:meth:`StreamingBackend.frame`, refusing a frame napari would not show (:func:`check_viewable`)."""
+        """:meth:`~polystore.streaming.backend.StreamingBackend.frame`, refusing a frame napari would not show
+        (``check_viewable``)."""
         dims = (shape,) if isinstance(shape, int) else tuple(shape)
         check_viewable(dims, checked_dtype(dtype), options.get("kind", "image"), str(path))
         return super().frame(shape, dtype, path, **options)
