@@ -496,3 +496,24 @@ def test_a_damaged_or_missing_level_is_named_when_its_image_is_read(tmp_path: Pa
         backend.load("img.zarr/cells")
     with pytest.raises(CorruptDataError):
         backend.save(np.ones((8, 8), np.uint8), "img.zarr/cells", overwrite=False)  # not replaced silently
+
+
+def test_plane_names_go_to_the_wells_a_plate_spells_otherwise(tmp_path: Path) -> None:
+    """A plate another tool wrote (ome-zarr-py spells column 1 '1', the plate model '01'):
+    plane names load from its wells and save into them, never into a second well 'A/01'
+    beside 'A/1' at the same place."""
+    store = tmp_path / "other.zarr"
+    backend = ZarrBackend()
+    field = np.stack([np.full((16, 16), 10, np.uint16), np.full((16, 16), 20, np.uint16)])
+    backend.save(field, f"{store}/A/1/0", axes="cyx")  # an NGFF path: the node as written
+    assert np.array_equal(backend.load(f"{store}/A01_s1_w2.tif"), field[1])
+    backend.save(np.full((16, 16), 30, np.uint16), f"{store}/A01_s1_w3.tif")
+    backend.save_batch([np.full((16, 16), 40, np.uint16), np.full((16, 16), 50, np.uint16)],
+                       [f"{store}/A01_s1_w4.tif", f"{store}/A01_s2_w1.tif"])
+    plate = ome_section(zarr.open_group(store, mode="r"))["plate"]
+    assert [w["path"] for w in plate["wells"]] == ["A/1"]
+    assert [c["name"] for c in plate["columns"]] == ["1"] and [r["name"] for r in plate["rows"]] == ["A"]
+    assert sorted(zarr.open_group(store / "A", mode="r").group_keys()) == ["1"]
+    image = backend.load(f"{store}/A/1/0")
+    assert image.shape == (4, 16, 16) and [int(image[c, 0, 0]) for c in range(4)] == [10, 20, 30, 40]
+    assert int(backend.load(f"{store}/A01_s2_w1.tif")[0, 0]) == 50

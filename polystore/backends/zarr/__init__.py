@@ -15,6 +15,7 @@ the map): ``location`` (stores, nodes, URLs, key I/O), ``documents`` (metadata d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from polystore.backends.zarr.addresses import FieldPlanes, FieldWriter, PlaneAdd
 from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
 from polystore.backends.zarr.documents import MetadataDocuments, damaged
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
+from polystore.backends.zarr.listing import PlateLayout
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
 from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_marked_array
 from polystore.backends.zarr.oserrors import os_errors
@@ -139,6 +141,19 @@ class ZarrBackend(StorageBackend):
                 raise damaged(location, documents, not_json) from not_json
         raise StorageFileNotFoundError(location.display, "zarr") from error
 
+    def _spelled(self, store: str, address: PlaneAddress, config: ZarrConfig,
+                 layout: PlateLayout | None = None) -> PlaneAddress:
+        """``address``, read from a plate file name, with its well as the plate at ``store``
+        (its ``layout``) spells it: in a plate another tool wrote (``A/1``), ``A01_s1_w1.tif``
+        is in the well ``A/1``, not in a second well ``A/01`` beside it."""
+        if address.components is None:  # an NGFF path ("A/1/0") names its node as written
+            return address
+        found = layout if layout is not None else self.plates.listing.layout(store, config)
+        row, column = found.spelled(address.row, address.column)
+        if (row, column) == (address.row, address.column):
+            return address
+        return dataclasses.replace(address, row=row, column=column)
+
     # -- reading -------------------------------------------------------------------------
     def _resolve_array(self, location: Location, level: int,
                        incomplete: bool = False) -> tuple[Any, tuple[int, ...]]:
@@ -151,6 +166,10 @@ class ZarrBackend(StorageBackend):
             # itself first costs a request per metadata document on object storage
             field = self.documents.image_level_array(Location(location.store, address.field_path), level,
                                                      incomplete=incomplete)
+            if field is None and (spelled := self._spelled(location.store, address, self.config)) != address:
+                address = spelled
+                field = self.documents.image_level_array(Location(location.store, address.field_path), level,
+                                                         incomplete=incomplete)
             inside = field is not None and all(
                 i < s for i, s in zip(address.plane_index, field.shape, strict=False))
             if inside:
@@ -371,6 +390,8 @@ class ZarrBackend(StorageBackend):
         array: Any = data if is_lazy(data) else as_plain_array(data, "Zarr")
         _refuse_empty(array, file_path)
         address = address_of(location.node, config)
+        if address is not None:
+            address = self._spelled(location.store, address, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
         with os_errors(file_path, location.store):
@@ -444,10 +465,14 @@ class ZarrBackend(StorageBackend):
             )
         fields: dict[tuple[str, str], list[tuple[PlaneAddress, Any]]] = {}
         others: list[tuple[Any, PathLike]] = []
+        layouts: dict[str, PlateLayout] = {}
         for data, path in zip(list(data_list), list(file_paths), strict=True):
             location = self.locate(path)
             address = address_of(location.node, self.config)
             if address is not None and address.plane_axes:
+                if location.store not in layouts:
+                    layouts[location.store] = self.plates.listing.layout(location.store, self.config)
+                address = self._spelled(location.store, address, self.config, layouts[location.store])
                 _refuse_empty(data, path)
                 fields.setdefault((location.store, address.field_path), []).append((address, data))
             else:

@@ -43,6 +43,13 @@ class PlateLayout:
         count = plate.get("field_count", 0)
         return cls(rows, columns, wells, int(count) if isinstance(count, int) else 0)
 
+    def spelled(self, row: str, column: str) -> tuple[str, str]:
+        """``row`` and ``column`` as this plate spells them (a row in another case, a column
+        with or without leading zeros), or as given where it lists no such row or column."""
+        row = next((r for r in self.rows if r.upper() == row.upper()), row)
+        column = next((c for c in self.columns if same_column(c, column)), column)
+        return row, column
+
     def add(self, row: str, column: str, field_index: int) -> bool:
         """Record a field; return whether the plate's metadata changed."""
         changed = False
@@ -66,6 +73,12 @@ class PlateLayout:
         return ngff.plate_attributes(
             self.rows, self.columns, self.wells, version=version, field_count=self.field_count, name=name,
         )
+
+
+def same_column(listed: str, named: str) -> bool:
+    """Whether a plate's column ``listed`` is the column ``named``: other tools (ome-zarr-py)
+    spell column 1 as ``1`` where the plate model says ``01``."""
+    return listed == named or (listed.isdigit() and named.isdigit() and int(listed) == int(named))
 
 
 def plate_name(store: str) -> str:
@@ -95,6 +108,12 @@ class PlateListing:
         elif not self._listed(store, fields, config):
             with metadata_lock(self.stores, store):
                 self._write(store, fields, config)
+
+    def layout(self, store: str, config: ZarrConfig) -> PlateLayout:
+        """The rows, columns and wells the plate at ``store`` lists (none if there is no plate)."""
+        plate = GroupDocument.read(self.documents, Location(store, ""), config.zarr_format)
+        attributes = None if plate is None else ngff.ngff_section(plate.attributes).get("plate")
+        return PlateLayout.from_attributes(attributes)
 
     def _read(self, store: str, fields: Sequence[Field], config: ZarrConfig,
               ) -> tuple[GroupDocument, dict[str, GroupDocument]] | None:
