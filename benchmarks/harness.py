@@ -294,6 +294,17 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs"
 
 
+def last_level_cache_bytes() -> int | None:
+    """The size of the largest CPU cache the kernel reports (sysfs), or None where it says none."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        with contextlib.suppress(OSError, ValueError):
+            text = entry.read_text(encoding="utf-8").strip()
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            sizes.append(int(text.rstrip("KMG")) * scale)
+    return max(sizes, default=None)
+
+
 def markdown_table(bars: list[Row | Bar]) -> str:
     """The rows as a Markdown table: case, ours, reference, ratio (per-round range), goal, result."""
     lines = ["| case | ours | reference | ratio | goal | result |", "|---|---|---|---|---|---|"]
