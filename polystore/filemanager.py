@@ -8,6 +8,7 @@ from typing import Any
 
 from polystore.arrays import convert
 from polystore.backends.disk import DiskBackend
+from polystore.backends.memory import MemoryBackend
 from polystore.base import DataSource, FileStat, PathLike, StorageBackend
 from polystore.exceptions import InvalidOptionError, ReadOnlyBackendError
 from polystore.registry import BackendRegistry
@@ -370,7 +371,8 @@ class FileManager:
         (so memory -> disk materialises objects in the format of the destination's
         extension). Between two disk backends the bytes are copied instead (each file
         atomically, as the disk backend writes), so the copy is identical to its source, unless
-        save options are given.
+        save options are given. Between two memory backends the objects are copied, so the two
+        stores are independent, as within one.
 
         Parameters
         ----------
@@ -414,6 +416,8 @@ class FileManager:
             # decoding and encoding again would lose what a format's loader does not carry
             target.copy_from(source_backend, source, destination)
             return
+        if independent and isinstance(source_backend, MemoryBackend) and isinstance(target, MemoryBackend):
+            kwargs = {"copy": True, **kwargs}  # a local store hands out the very objects it holds
         if not source_backend.is_dir(source):
             target.save(source_backend.load(source), destination, **kwargs)
             return

@@ -229,3 +229,18 @@ def test_copy_between_two_disk_backends_stays_in_each_root(tmp_path: Path) -> No
         fm.copy("leak.npy", "../escaped.npy", "a", dest_backend="b")
     assert not (tmp_path / "b" / "leak.npy").exists() and not (tmp_path / "escaped.npy").exists()
 
+
+def test_copy_between_two_memory_backends_makes_independent_objects() -> None:
+    # the copy was the source's very array: changing one changed the other
+    fm = FileManager({"m1": MemoryBackend(), "m2": MemoryBackend()})
+    array, nested = np.zeros(3), np.ones(2)
+    fm.save(array, "/a.npy", "m1")
+    fm.save(nested, "/tree/b.npy", "m1")
+    fm.copy("/a.npy", "/a.npy", "m1", dest_backend="m2")
+    fm.copy("/tree", "/tree", "m1", dest_backend="m2")
+    array[:] = 5
+    nested[:] = 5
+    _assert_same(fm.load("/a.npy", "m2"), np.zeros(3))
+    _assert_same(fm.load("/tree/b.npy", "m2"), np.ones(2))
+    fm.move("/a.npy", "/moved.npy", "m1", dest_backend="m2")  # a move hands the object over
+    assert fm.load("/moved.npy", "m2") is array and not fm.exists("/a.npy", "m1")
