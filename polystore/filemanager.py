@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from polystore.arrays import convert
+from polystore.backends.disk import DiskBackend
+from polystore.backends.memory import MemoryBackend
 from polystore.base import DataSource, FileStat, PathLike, StorageBackend
 from polystore.exceptions import InvalidOptionError, ReadOnlyBackendError
 from polystore.registry import BackendRegistry
@@ -367,7 +369,10 @@ class FileManager:
 
         Across backends, each file is loaded from the source and saved to the destination
         (so memory -> disk materialises objects in the format of the destination's
-        extension).
+        extension). Between two disk backends the bytes are copied instead (each file
+        atomically, as the disk backend writes), so the copy is identical to its source, unless
+        save options are given. Between two memory backends the objects are copied, so the two
+        stores are independent, as within one.
 
         Parameters
         ----------
@@ -387,12 +392,32 @@ class FileManager:
         ReadOnlyBackendError
             The destination's backend does not write.
         """
+        self._copy(source, destination, backend, dest_backend, kwargs, independent=True)
+
+    def _copy(
+        self,
+        source: PathLike,
+        destination: PathLike,
+        backend: str | None,
+        dest_backend: str | None,
+        kwargs: dict[str, Any],
+        *,
+        independent: bool,
+    ) -> None:
+        """:meth:`copy`; ``independent``: a memory store gets its own objects (a move, which
+        drops the source's, need not copy them)."""
         source_backend = self.get_backend(backend)
         target_name = dest_backend if dest_backend is not None else backend
         target = self._writable(target_name)
         if target is source_backend:
             target.copy(source, destination, **kwargs)
             return
+        if isinstance(source_backend, DiskBackend) and isinstance(target, DiskBackend) and not kwargs:
+            # decoding and encoding again would lose what a format's loader does not carry
+            target.copy_from(source_backend, source, destination)
+            return
+        if independent and isinstance(source_backend, MemoryBackend) and isinstance(target, MemoryBackend):
+            kwargs = {"copy": True, **kwargs}  # a local store hands out the very objects it holds
         if not source_backend.is_dir(source):
             target.save(source_backend.load(source), destination, **kwargs)
             return
@@ -429,5 +454,5 @@ class FileManager:
         if self.get_backend(target_name) is source_backend:
             source_backend.move(source, destination, **kwargs)
             return
-        self.copy(source, destination, backend, dest_backend=target_name, **kwargs)
+        self._copy(source, destination, backend, target_name, kwargs, independent=False)
         source_backend.delete_all(source)

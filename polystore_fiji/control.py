@@ -10,12 +10,14 @@ A window the user closed is not there for them (until a new frame for it opens i
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from polystore.exceptions import ViewerError
+from polystore.streaming.protocol import ALLOWED_DTYPE_KINDS, MAX_DIMENSION, MAX_NDIM
 from polystore.streaming.viewer import Handler, HandlerResult, array_reply
 from polystore_fiji.convert import from_imageplus, imageplus_axes, to_imageplus
 from polystore_fiji.jvm import java_class, on_edt
@@ -158,19 +160,32 @@ def op_load(bridge: FijiBridge, params: dict[str, Any], buffers: list[memoryview
     return _image_reply(bridge, find_image(bridge, bridge.assembler.placer.title(path, {})), params)
 
 
-def op_put_image(bridge: FijiBridge, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
-    """Show an array sent with the request: ``shape``, ``dtype``, ``title``, ``axes``, ``show``."""
+def array_of_request(params: dict[str, Any], buffers: list[memoryview]) -> np.ndarray:
+    """The image a ``put_image`` request carries (``shape``, ``dtype``, one buffer), checked as a
+    stream header is (:mod:`polystore.streaming.protocol`'s limits) before anything is allocated."""
     if len(buffers) != 1:
         raise ViewerError("put_image takes exactly one buffer: the array's bytes")
     shape = params.get("shape", [])
     if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
         raise ViewerError(f"'shape' is a list of sizes (whole numbers from 0), not {shape!r}")
-    dtype = np.dtype(_text(params, "dtype"))
-    if dtype.kind not in "biufc" or int(np.prod(shape)) * dtype.itemsize != len(buffers[0]):
+    if len(shape) > MAX_NDIM or any(n > MAX_DIMENSION for n in shape):
+        raise ViewerError(f"'shape' has at most {MAX_NDIM} sizes of at most {MAX_DIMENSION} each; "
+                          f"got {len(shape)} sizes up to {max(shape)}")
+    try:
+        dtype = np.dtype(_text(params, "dtype"))
+    except TypeError as error:
+        raise ViewerError(f"'dtype' is not a NumPy dtype: {error}") from None
+    # Python ints: NumPy's int64 product wraps, and a huge shape could match a small buffer
+    if dtype.kind not in ALLOWED_DTYPE_KINDS or math.prod(shape) * dtype.itemsize != len(buffers[0]):
         raise ViewerError(f"the buffer of {len(buffers[0])} bytes is not a {shape} {dtype} array")
     if len(shape) < 2 or 0 in shape:
         raise ViewerError(f"an image has at least 2 dimensions and one pixel along each; got shape {shape}")
-    array = np.frombuffer(buffers[0], dtype=dtype).reshape(shape).copy()
+    return np.frombuffer(buffers[0], dtype=dtype).reshape(shape).copy()
+
+
+def op_put_image(bridge: FijiBridge, params: dict[str, Any], buffers: list[memoryview]) -> HandlerResult:
+    """Show an array sent with the request: ``shape``, ``dtype``, ``title``, ``axes``, ``show``."""
+    array = array_of_request(params, buffers)
     title = _text(params, "title", "image")
     axes = params.get("axes")
     imp = to_imageplus(array, axes if isinstance(axes, str) else None, title)

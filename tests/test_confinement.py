@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from polystore import DiskBackend, PathEscapeError, PolystoreError
+from polystore import DiskBackend, FileManager, InvalidPathError, PathEscapeError, PolystoreError
 from polystore.exceptions import SymlinkLoopError, UnsupportedFormatError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX symbolic links and dir_fd")
@@ -62,6 +62,25 @@ def test_copy_of_a_tree_leaves_out_links_leading_out(places: Places) -> None:
     (root / "tree" / "leakdir").symlink_to(outside, target_is_directory=True)
     disk.copy("tree", "copy")
     assert _files_under(root / "copy") == ["kept.npy"]
+
+
+@pytest.mark.parametrize(("linked", "destination"), [("link", "link/sub"), ("data/inner", "data/inner/sub")])
+def test_a_folder_is_not_copied_into_itself_through_a_link(
+    places: Places, linked: str, destination: str
+) -> None:
+    # names were compared, not places: the copy went in, and nested itself in the source
+    disk, root, _ = places
+    disk.save(np.ones(2), "data/x.npy")
+    (root / linked).symlink_to(root / "data", target_is_directory=True)
+    before = _files_under(root / "data")
+    with pytest.raises(InvalidPathError, match="into itself"):
+        disk.copy("data", destination)
+    other = DiskBackend(root=root / "data")  # the same place, as another backend sees it
+    with pytest.raises(InvalidPathError, match="into itself"):
+        FileManager({"a": disk, "b": other}).copy("data", "sub", "a", dest_backend="b")
+    assert _files_under(root / "data") == before
+    expected = ["inner", "x.npy"] if linked == "data/inner" else ["x.npy"]
+    assert sorted(p.name for p in (root / "data").iterdir()) == expected
 
 
 def test_recursive_listing_does_not_go_through_a_link_leading_out(places: Places) -> None:

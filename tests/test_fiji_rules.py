@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from polystore.exceptions import UnsupportedDataError
+from polystore.exceptions import UnsupportedDataError, ViewerError
 from polystore.streaming.protocol import path_metadata
+from polystore_fiji.control import array_of_request
 from polystore_fiji.convert import (
     DTYPE_RULES,
     check_axes,
@@ -193,3 +194,28 @@ def test_an_image_imagej_cannot_hold_is_refused_by_the_pipeline(
         assert backend.sent == 0
     finally:
         backend.close(0)
+
+
+@pytest.mark.parametrize("shape", [[2**32, 2**32], [2**40, 2**24], [2**16] * 4])
+def test_a_put_image_whose_shape_wraps_int64_is_refused(shape: list[int]) -> None:
+    # each size is within the limits, but NumPy's int64 product wraps to 0: an empty buffer
+    # passed the size check and reshape failed with NumPy's bare ValueError
+    assert int(np.prod(shape)) == 0
+    with pytest.raises(ViewerError, match="is not a"):
+        array_of_request({"shape": shape, "dtype": "uint8"}, [memoryview(b"")])
+
+
+def test_a_put_image_request_is_checked_before_it_is_read() -> None:
+    good = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    np.testing.assert_array_equal(
+        array_of_request({"shape": [3, 4], "dtype": "<u2"}, [memoryview(good.tobytes())]), good
+    )
+    for params, match in [
+        ({"shape": [3] * 33, "dtype": "u1"}, "at most 32 sizes"),
+        ({"shape": [2**49, 1], "dtype": "u1"}, "at most 32 sizes of at most"),
+        ({"shape": [3, 4], "dtype": "nonsense"}, "not a NumPy dtype"),
+        ({"shape": [3, 4], "dtype": "O"}, "is not a"),
+        ({"shape": [3, 5], "dtype": "<u2"}, "is not a"),
+    ]:
+        with pytest.raises(ViewerError, match=match):
+            array_of_request(params, [memoryview(good.tobytes())])

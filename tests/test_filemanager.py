@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polystore import DiskBackend, FileManager, MemoryBackend
+from polystore import DiskBackend, FileManager, MemoryBackend, PathEscapeError
 
 
 @pytest.fixture
@@ -184,3 +184,63 @@ def test_copy_and_move_within_one_backend(fm: FileManager) -> None:
     for relative, data in plate.items():
         _assert_same(fm.load(f"/moved/{relative}", backend="memory"), data)
         _assert_same(fm.load(f"/plate/{relative}", backend="memory"), data)
+
+
+# -- disk -> disk, memory -> memory (two stores of one kind) ------------------------------------
+def _tiff_a_load_and_save_would_change(path: Path) -> bytes:
+    """A compressed TIFF with a description and a private tag: bytes a decode and encode change."""
+    import tifffile
+
+    tifffile.imwrite(
+        path, np.arange(64, dtype=np.uint16).reshape(8, 8), description="made by a microscope",
+        compression="zlib", extratags=[(65000, "s", 0, "acquisition settings", True)],
+    )
+    return path.read_bytes()
+
+
+def test_copy_between_two_disk_backends_copies_the_bytes(tmp_path: Path) -> None:
+    # the file was loaded and saved again: tags, description and compression were lost
+    (tmp_path / "a").mkdir()
+    original = _tiff_a_load_and_save_would_change(tmp_path / "a" / "x.tif")
+    (tmp_path / "a" / "plate" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / "plate" / "sub" / "y.tif").write_bytes(original)
+    fm = FileManager({"a": DiskBackend(root=tmp_path / "a"), "b": DiskBackend(root=tmp_path / "b")})
+
+    fm.copy("x.tif", "out/x.tif", "a", dest_backend="b")
+    fm.copy("plate", "plate", "a", dest_backend="b")
+    fm.copy("x.tif", "same.tif", "a")  # within one backend, as before
+
+    assert (tmp_path / "b" / "out" / "x.tif").read_bytes() == original
+    assert (tmp_path / "b" / "plate" / "sub" / "y.tif").read_bytes() == original
+    assert (tmp_path / "a" / "same.tif").read_bytes() == original
+    fm.move("out/x.tif", "moved.tif", "b", dest_backend="a")
+    assert (tmp_path / "a" / "moved.tif").read_bytes() == original
+    assert not (tmp_path / "b" / "out" / "x.tif").exists()
+
+
+def test_copy_between_two_disk_backends_stays_in_each_root(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "secret.npy").write_bytes(b"secret")
+    (tmp_path / "a" / "leak.npy").symlink_to(tmp_path / "secret.npy")
+    fm = FileManager({"a": DiskBackend(root=tmp_path / "a"), "b": DiskBackend(root=tmp_path / "b")})
+    with pytest.raises(PathEscapeError):
+        fm.copy("leak.npy", "leak.npy", "a", dest_backend="b")
+    with pytest.raises(PathEscapeError):
+        fm.copy("leak.npy", "../escaped.npy", "a", dest_backend="b")
+    assert not (tmp_path / "b" / "leak.npy").exists() and not (tmp_path / "escaped.npy").exists()
+
+
+def test_copy_between_two_memory_backends_makes_independent_objects() -> None:
+    # the copy was the source's very array: changing one changed the other
+    fm = FileManager({"m1": MemoryBackend(), "m2": MemoryBackend()})
+    array, nested = np.zeros(3), np.ones(2)
+    fm.save(array, "/a.npy", "m1")
+    fm.save(nested, "/tree/b.npy", "m1")
+    fm.copy("/a.npy", "/a.npy", "m1", dest_backend="m2")
+    fm.copy("/tree", "/tree", "m1", dest_backend="m2")
+    array[:] = 5
+    nested[:] = 5
+    _assert_same(fm.load("/a.npy", "m2"), np.zeros(3))
+    _assert_same(fm.load("/tree/b.npy", "m2"), np.ones(2))
+    fm.move("/a.npy", "/moved.npy", "m1", dest_backend="m2")  # a move hands the object over
+    assert fm.load("/moved.npy", "m2") is array and not fm.exists("/a.npy", "m1")

@@ -174,3 +174,31 @@ def test_an_object_that_does_not_pickle_is_refused_by_a_shared_store(manager: An
         assert not backend.exists("a/x.obj")
     backend.save(np.arange(3), "a/x.npy")  # the store still works
     np.testing.assert_array_equal(backend.load("a/x.npy"), np.arange(3))
+
+
+class _LoadsOnlyInAnotherProcess:
+    """Pickles here and loads in the manager's process, but does not load back here: as an object
+    another program saved, whose class this process lacks."""
+
+    def __init__(self) -> None:
+        self.made_in = os.getpid()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["made_in"] == os.getpid():
+            raise AttributeError("Can't get attribute '_LoadsOnlyInAnotherProcess' on <module '__main__'>")
+        self.__dict__.update(state)
+
+
+def test_a_failure_that_is_not_pickling_is_not_blamed_on_the_data(manager: Any) -> None:
+    # a save reads what is at its path first; an AttributeError loading that back was reported
+    # as "this does not pickle" about the array being saved
+    backend = MemoryBackend(shared_dict=manager.dict(), lock=manager.RLock())
+    backend.save(_LoadsOnlyInAnotherProcess(), "a/x.obj")
+    with pytest.raises(PolystoreError) as caught:
+        backend.save(np.arange(3), "a/x.obj")
+    message = str(caught.value)
+    assert "does not pickle" not in message and "not a pickling failure" in message, message
+    assert "Can't get attribute" in message
+    assert isinstance(caught.value.__cause__, AttributeError)
+    backend.save(np.arange(3), "a/y.npy")  # the store still works
+    np.testing.assert_array_equal(backend.load("a/y.npy"), np.arange(3))

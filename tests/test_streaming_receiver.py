@@ -578,3 +578,27 @@ def test_a_receiver_limit_that_cannot_work_is_our_error(options: dict[str, Any])
     with pytest.raises(StreamConfigError, match="inbox limits"):
         pull.inbox  # noqa: B018
     pull.close()
+
+
+@pytest.mark.parametrize("queue_size", [0, -1, 2.5, None])
+def test_a_receiver_queue_size_that_is_no_bound_is_refused(queue_size: Any) -> None:
+    # queue.Queue(0) (and any size <= 0) is unbounded: a receiver nobody reads kept every item
+    with pytest.raises(StreamConfigError, match="queue_size must be a whole number >= 1") as error:
+        StreamReceiver(port=free_port_block(2), queue_size=queue_size)
+    assert isinstance(error.value, ValueError)
+    assert StreamReceiver(port=free_port_block(2), queue_size=1)._queue.maxsize == 1
+
+
+def test_timeouts_and_sizes_that_cannot_work_are_refused_when_given() -> None:
+    """A NaN recv_timeout failed the first load with a bare ValueError; a negative get timeout
+    was queue's bare ValueError; a negative max_request_bytes is no limit for libzmq."""
+    from polystore.streaming.viewer.control import ControlServer
+
+    port = free_port_block(2)
+    with pytest.raises(StreamConfigError, match="recv_timeout"):
+        StreamingBackend(mode="pull", port=port, recv_timeout=float("nan"))
+    receiver = StreamReceiver(port=port)
+    with pytest.raises(StreamConfigError, match="timeout must be a number of seconds >= 0"):
+        receiver.get(timeout=-1)
+    with pytest.raises(StreamConfigError, match="max_request_bytes"):
+        ControlServer(port, max_request_bytes=-1)

@@ -296,33 +296,42 @@ class DiskBackend(StorageBackend):
         A tree is copied as :meth:`list_files` sees it: links inside the root are copied as
         what they lead to; links leading out of the root are left out.
         """
+        self.copy_from(self, source, destination)
+
+    def copy_from(self, origin: DiskBackend, source: PathLike, destination: PathLike) -> None:
+        """Copy a file or tree from ``origin`` (another disk backend, or this one) to
+        ``destination`` here, bytes for bytes, each file written atomically.
+
+        ``source`` is read as ``origin`` confines its paths, ``destination`` written as this
+        backend confines its own; nothing is decoded, so the copy is identical to its source
+        (what a format's loader does not carry, such as TIFF tags, is kept). A folder copied to
+        a place inside itself, by name or through symbolic links, is refused.
+        """
         src, dst = given_path(source), given_path(destination)
-        with self._entry(src) as entry:
-            is_dir = stat_module.S_ISDIR(self._mode(entry))
+        with origin._entry(src) as entry:
+            is_dir = stat_module.S_ISDIR(origin._mode(entry))
         if not is_dir:
-            self._copy_file(src, dst)
+            self._copy_file(origin, src, dst)
             return
-        refuse_into_itself(src, dst, self._absolute(src), self._absolute(dst))
+        # real paths: a destination reached through a link into the source is inside it too
+        refuse_into_itself(src, dst, origin._real(src), self._real(dst))
         self.ensure_directory(dst)
-        for relative, is_folder in self._listing(src, recursive=True):
+        for relative, is_folder in origin._listing(src, recursive=True):
             if is_folder:
                 self.ensure_directory(join_given(dst, relative))
             else:
-                self._copy_file(join_given(src, relative), join_given(dst, relative))
+                self._copy_file(origin, join_given(src, relative), join_given(dst, relative))
 
-    def _absolute(self, text: str) -> str:
-        """``text`` as a normalised absolute path, to compare paths by name (links are not
-        resolved; a path in the root's real spelling is put in its given one)."""
-        base = self._tree.given_root if isinstance(self._tree, ConfinedTree) else os.getcwd()
-        full = os.path.normpath(os.path.join(base, text))
-        real = str(self.root).rstrip("/") + "/" if self.root is not None else None
-        if real is not None and (full + "/").startswith(real):
-            full = os.path.normpath(os.path.join(base, full[len(real):]))
-        return full
+    def _real(self, text: str) -> str:
+        """Where ``text`` is on the filesystem, links resolved, to compare places (it opens
+        nothing: reads and writes still go through the confined tree). ``..`` is taken
+        lexically first, as the tree takes it."""
+        base = self._tree.root if self._tree.root is not None else os.getcwd()
+        return os.path.realpath(os.path.normpath(os.path.join(base, text)))
 
-    def _copy_file(self, src: str, dst: str) -> None:
+    def _copy_file(self, origin: DiskBackend, src: str, dst: str) -> None:
         refuse_directory_path(dst, f"copy file '{src}' to")
-        fd, info = self._open_file(src)
+        fd, info = origin._open_file(src)
         with open(fd, "rb") as source, self._entry(dst, make_parents=True) as entry:
             self._refuse_folder_target(entry)
             try:

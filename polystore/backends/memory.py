@@ -27,6 +27,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterable, MutableMapping
 from multiprocessing.managers import SyncManager
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from polystore.arrays import convert, copy_array
@@ -48,6 +49,7 @@ from polystore.exceptions import (
     NotADirectoryStorageError,
     PolystoreError,
     StorageFileNotFoundError,
+    StorageIOError,
     UnsupportedDataError,
 )
 from polystore.paths import (
@@ -204,8 +206,17 @@ class MemoryBackend(StorageBackend):
         except TreeRefusal as refusal:
             raise _error(refusal, file_path) from None
         except (pickle.PicklingError, TypeError, AttributeError) as error:
-            if not self._is_shared():  # a local store pickles nothing: not ours to explain
-                raise
+            # these are what pickling raises, but the store's other steps raise them too:
+            # only a value that does not pickle is the caller's data's fault
+            if isinstance(error, PolystoreError) or not self._is_shared():
+                raise  # ours already, or a local store (it pickles nothing): not ours to explain
+            if _pickles(data):
+                raise StorageIOError(
+                    f"Cannot save {type(data).__name__} at '{file_path}' in a store shared by "
+                    f"processes: {type(error).__name__}: {error}. The value pickles, so this is not "
+                    "a pickling failure: check what is already at that path and the manager "
+                    "process holding the store."
+                ) from error
             raise UnsupportedDataError(
                 f"Cannot save {type(data).__name__} at '{file_path}': a store shared by processes "
                 f"holds what pickle can send to its process, and this does not pickle "
@@ -259,6 +270,15 @@ class MemoryBackend(StorageBackend):
     def clear(self) -> None:
         """Remove everything."""
         self._tree.clear()
+
+
+def _pickles(value: Any) -> bool:
+    """Whether ``value`` pickles as a manager's connection sends it (asked only once a save failed)."""
+    try:
+        ForkingPickler.dumps(value)
+    except Exception:  # whatever pickling raises, the value cannot go to the store's process
+        return False
+    return True
 
 
 def _error(

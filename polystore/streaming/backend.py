@@ -25,7 +25,7 @@ from polystore.base import PathLike, StorageBackend
 from polystore.exceptions import InvalidOptionError
 from polystore.paths import matches, normalize_extensions
 from polystore.streaming.endpoints import Endpoints
-from polystore.streaming.errors import StreamConfigError, UnsupportedOperationError
+from polystore.streaming.errors import StreamConfigError, UnsupportedOperationError, check_settings
 from polystore.streaming.inbound import Inbound
 from polystore.streaming.inbox import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, PathInbox
 from polystore.streaming.outgoing import checked_path
@@ -138,6 +138,8 @@ class StreamingBackend(StorageBackend):
     ) -> None:
         if mode not in ("push", "pull"):
             raise StreamConfigError(f"mode must be 'push' or 'pull', got {mode!r}")
+        # NaN failed the first load with a bare ValueError, deep in the receiving loop
+        check_settings(recv_timeout=(recv_timeout, 0, False))
         self.mode: Mode = mode
         self.endpoints = Endpoints(host, port, ack_port)
         self.bind = (mode == "push") if bind is None else bind

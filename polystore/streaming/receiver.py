@@ -19,7 +19,12 @@ from typing import Any
 
 from polystore.streaming.ackroute import MAX_UNROUTED_PEERS, MAX_UNROUTED_PER_PEER
 from polystore.streaming.endpoints import Endpoints
-from polystore.streaming.errors import ReceiveTimeoutError, StreamStateError
+from polystore.streaming.errors import (
+    ReceiveTimeoutError,
+    StreamConfigError,
+    StreamStateError,
+    check_settings,
+)
 from polystore.streaming.inbound import Inbound
 from polystore.streaming.inbox import DEFAULT_INBOX_BYTES, DEFAULT_INBOX_ITEMS, PathInbox
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, StreamItem
@@ -50,6 +55,9 @@ class StreamReceiver:
     the sender's slot, not a copy; the slot goes back to the sender when the last array built
     on it is collected. Faster (one copy per frame instead of two), but a consumer that keeps
     items stalls the sender once its ring (``shm_slots``, 4 by default) is held: copy what you keep.
+
+    ``queue_size``: the items kept for :meth:`get` and iteration (at least 1); when nobody takes
+    them fast enough the oldest is dropped (counted in ``dropped``).
     """
 
     def __init__(
@@ -65,6 +73,10 @@ class StreamReceiver:
         queue_size: int = 64,
         zero_copy: bool = False,
     ) -> None:
+        try:  # queue.Queue(0) is unbounded: what was meant as a bound would be none
+            check_settings(queue_size=(queue_size, 1, True), max_bytes=(max_bytes, 0, True))
+        except StreamConfigError as error:
+            raise StreamConfigError(f"StreamReceiver: {error}") from None
         self.endpoints = Endpoints(host, port, ack_port)
         self._options: dict[str, Any] = dict(
             bind=bind, max_bytes=max_bytes, shm_prefixes=tuple(shm_prefixes), curve=curve,
@@ -161,6 +173,8 @@ class StreamReceiver:
     def get(self, timeout: float | None = None) -> StreamItem:
         """The next item (when started without a callback); :class:`ReceiveTimeoutError` (a
         ``TimeoutError`` and a ``queue.Empty``) after ``timeout`` seconds."""
+        if timeout is not None:
+            check_settings(timeout=(timeout, 0, False))
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:

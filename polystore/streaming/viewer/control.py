@@ -31,6 +31,7 @@ import numpy as np
 from polystore.exceptions import InvalidOptionError, ViewerError, ViewerUnavailableError
 from polystore.streaming._zmq import zmq
 from polystore.streaming.endpoints import Link, control_address
+from polystore.streaming.errors import check_settings
 from polystore.streaming.protocol import (
     ALLOWED_DTYPE_KINDS,
     DEFAULT_MAX_BYTES,
@@ -99,6 +100,8 @@ class ControlServer:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         no_buffers: Sequence[str] = ("ping",),
     ) -> None:
+        # libzmq takes a negative MAXMSGSIZE as no limit at all
+        check_settings(max_request_bytes=(max_request_bytes, 0, True))
         require_keys_for(host, True, curve)  # a public address without keys: refused now
         self.host = host
         self.address = control_address(host, port)
