@@ -141,14 +141,20 @@ class ZarrBackend(StorageBackend):
                 raise damaged(location, documents, not_json) from not_json
         raise StorageFileNotFoundError(location.display, "zarr") from error
 
-    def _spelled(self, store: str, address: PlaneAddress, config: ZarrConfig,
-                 layout: PlateLayout | None = None) -> PlaneAddress:
+    def spelled_address(self, store: str, address: PlaneAddress, config: ZarrConfig | None = None,
+                        layout: PlateLayout | None = None) -> PlaneAddress:
         """``address``, read from a plate file name, with its well as the plate at ``store``
-        (its ``layout``) spells it: in a plate another tool wrote (``A/1``), ``A01_s1_w1.tif``
-        is in the well ``A/1``, not in a second well ``A/01`` beside it."""
+        spells it: in a plate another tool wrote (ome-zarr-py's ``A/1``), ``A01_s1_w1.tif`` is
+        in the well ``A/1``, not in a second well ``A/01`` beside it.
+
+        ``address`` is what :func:`~polystore.backends.zarr.addresses.address_of` gives for the
+        node; an NGFF node path (``A/1/0``) is returned as written. The plate's metadata are
+        read (one document) unless its ``layout`` is given; ``config`` defaults to the
+        backend's. A well the plate does not list keeps the plate model's spelling (``A/01``).
+        """
         if address.components is None:  # an NGFF path ("A/1/0") names its node as written
             return address
-        found = layout if layout is not None else self.plates.listing.layout(store, config)
+        found = layout if layout is not None else self.plates.listing.layout(store, config or self.config)
         row, column = found.spelled(address.row, address.column)
         if (row, column) == (address.row, address.column):
             return address
@@ -166,7 +172,7 @@ class ZarrBackend(StorageBackend):
             # itself first costs a request per metadata document on object storage
             field = self.documents.image_level_array(Location(location.store, address.field_path), level,
                                                      incomplete=incomplete)
-            if field is None and (spelled := self._spelled(location.store, address, self.config)) != address:
+            if field is None and (spelled := self.spelled_address(location.store, address)) != address:
                 address = spelled
                 field = self.documents.image_level_array(Location(location.store, address.field_path), level,
                                                          incomplete=incomplete)
@@ -391,7 +397,7 @@ class ZarrBackend(StorageBackend):
         _refuse_empty(array, file_path)
         address = address_of(location.node, config)
         if address is not None:
-            address = self._spelled(location.store, address, config)
+            address = self.spelled_address(location.store, address, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
         with os_errors(file_path, location.store):
@@ -472,7 +478,7 @@ class ZarrBackend(StorageBackend):
             if address is not None and address.plane_axes:
                 if location.store not in layouts:
                     layouts[location.store] = self.plates.listing.layout(location.store, self.config)
-                address = self._spelled(location.store, address, self.config, layouts[location.store])
+                address = self.spelled_address(location.store, address, self.config, layouts[location.store])
                 _refuse_empty(data, path)
                 fields.setdefault((location.store, address.field_path), []).append((address, data))
             else:
