@@ -8,8 +8,8 @@ one array per resolution level): ``load`` gives its full resolution.
 This module is the storage contract only; the work is done by its parts (docs/zarr.md has
 the map): ``location`` (stores, nodes, URLs, key I/O), ``documents`` (metadata documents),
 ``image`` (the NGFF image writer), ``addresses`` (which plate plane a path names),
-``plate`` (plates: fields, well and plate metadata), ``marks``, ``oserrors``, ``locks``,
-``repair`` and ``config``.
+``plate`` (plates: fields, well and plate metadata), ``marks``, ``oserrors``, ``selection``
+(a ``load`` selection outside the array), ``locks``, ``repair`` and ``config``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from polystore.backends.zarr.oserrors import os_errors
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
 from polystore.backends.zarr.plate import PlateWriter
+from polystore.backends.zarr.selection import SelectionError, checked_selection
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
@@ -51,7 +52,7 @@ from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.paths import join_given, matches, normalize_extensions
 
-__all__ = ["ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig"]
+__all__ = ["SelectionError", "ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig"]
 
 
 def _is_array(node: Any) -> bool:
@@ -234,7 +235,8 @@ class ZarrBackend(StorageBackend):
         """The array at ``file_path`` (an OME-Zarr image's full resolution, or ``level``).
 
         ``lazy=True`` returns a dask array (reading nothing yet); ``selection`` (e.g.
-        ``np.s_[0, 5]``) reads only the chunks it touches. An image a conversion has not
+        ``np.s_[0, 5]``) reads only the chunks it touches (one outside the array is refused
+        with :class:`SelectionError`, an ``IndexError``). An image a conversion has not
         finished (or a writer stopped replacing) is refused with CorruptDataError saying what
         to run, unless ``incomplete=True``: then what is written so far is read and the rest
         reads as 0 (for a viewer watching a plate fill, never as data).
@@ -246,7 +248,10 @@ class ZarrBackend(StorageBackend):
             result = dask_array.from_zarr(array)
             if plane:
                 result = result[plane]
-            return result[selection] if selection is not None else result
+            if selection is None:
+                return result
+            with checked_selection(file_path, result.shape, selection):
+                return result[selection]
         index = plane + (tuple(selection) if isinstance(selection, tuple) else (selection,)) \
             if selection is not None else plane
         whole_planes = not location.remote and all(
@@ -257,7 +262,9 @@ class ZarrBackend(StorageBackend):
                                location.display)
             return convert(data, framework)
         try:
-            data = array[index] if index else array[...]
+            with checked_selection(file_path, tuple(array.shape)[len(plane):], selection) \
+                    if selection is not None else contextlib.nullcontext():
+                data = array[index] if index else array[...]
         except RuntimeError as error:  # what the codecs raise for a chunk they cannot decode
             raise CorruptDataError(
                 f"'{file_path}': a chunk cannot be decoded ({error}): it is damaged, or another "
