@@ -25,7 +25,7 @@ import numpy as np
 from polystore.arrays import as_plain_array, convert
 from polystore.backends.zarr.addresses import FieldPlanes, FieldWriter, PlaneAddress, address_of
 from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
-from polystore.backends.zarr.documents import MetadataDocuments, damaged
+from polystore.backends.zarr.documents import MetadataDocuments, damaged, refuse_unstorable_dtype
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
 from polystore.backends.zarr.listing import PlateLayout
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
@@ -403,6 +403,8 @@ class ZarrBackend(StorageBackend):
         array: Any = data if is_lazy(data) else as_plain_array(data, "Zarr")
         _refuse_empty(array, file_path)
         address = address_of(location.node, config)
+        if not (cast and address is not None and address.plane_axes):  # a plane may be cast to its field's
+            refuse_unstorable_dtype(np.dtype(array.dtype), config.zarr_format, file_path)
         if address is not None:
             address = self.spelled_address(location.store, address, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.backends.zarr.documents import MetadataDocuments
+from polystore.backends.zarr.documents import MetadataDocuments, array_documents
 from polystore.backends.zarr.location import (
     METADATA_DOCUMENTS,
     KeyStore,
@@ -230,6 +230,15 @@ class ImageWriter:
             self.documents.write_array(level_location, options, config.zarr_format)
         return [self.documents.new_array(where, options, config.zarr_format) for where, options in levels]
 
+    def check_levels(
+        self, location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConfig,
+        level_count: int,
+    ) -> None:
+        """Refuse what zarr would refuse creating these levels (a dtype it has no type for, or
+        cannot fill), writing nothing: their documents are made in memory (and cached)."""
+        for _where, options in self._levels(location, axes, shape, dtype, config, level_count):
+            array_documents(config.zarr_format, options)
+
     @staticmethod
     def _levels(
         location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConfig,
@@ -264,6 +273,7 @@ class ImageWriter:
             )
         shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
         # refused before anything changes: chunks or shards that do not fit, a spec NGFF refuses
+        # (a dtype zarr cannot store: by new_array, before prepare() writes anything)
         if axes is None:
             levels = [(location, array_options(shape, dtype, config))]
             attrs = None

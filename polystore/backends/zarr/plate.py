@@ -96,6 +96,9 @@ class PlateWriter:
         names = spec.channel_names or channel_labels(shape, axes)
         spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
         attrs = self.images.attributes(location, axes, shape, dtype, config, spec, level_count)
+        # a dtype zarr cannot store refused before the well's groups are made (left, they were
+        # a well in no plate's list)
+        self.images.check_levels(location, axes, shape, dtype, config, level_count)
         self.documents.ensure_parent_groups(location, config.zarr_format)
         try:
             levels = self.images.create_levels(location, axes, shape, dtype, config, level_count)
