@@ -26,7 +26,7 @@ from ngff_helpers import ome_section
 from polystore import PolystoreError
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.repair import repair_plate
-from polystore.exceptions import BatchError, CorruptDataError, UnsupportedDataError
+from polystore.exceptions import BatchError, CorruptDataError, InvalidOptionError, UnsupportedDataError
 
 FORMATS = pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
 
@@ -641,3 +641,29 @@ def test_a_file_where_the_store_goes_is_named_not_a_bare_os_error(tmp_path: Path
         backend.save(np.ones((4, 4), np.uint16), f"plate.zarr{node}")
     assert isinstance(caught.value, NotADirectoryError)
     assert (tmp_path / "plate.zarr").read_text() == "not a store"
+
+
+@pytest.mark.parametrize("node", ["userfile/x", "A01_s1_w1.tif"])
+def test_a_file_in_the_store_where_a_group_goes_is_named_not_a_bare_os_error(
+    tmp_path: Path, node: str
+) -> None:
+    """A user's file inside the store where a group's folder goes ('A' of a plate's well A/01):
+    os.makedirs' bare FileExistsError."""
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.ones((4, 4), np.uint16), "s.zarr/image")
+    blocking = "userfile" if node.startswith("userfile") else "A"
+    (tmp_path / "s.zarr" / blocking).write_text("mine")
+    with pytest.raises(NotADirectoryError, match=rf"s\.zarr/{blocking}' is a file, not a group") as caught:
+        backend.save(np.ones((4, 4), np.uint16), f"s.zarr/{node}")
+    assert isinstance(caught.value, PolystoreError)
+    assert (tmp_path / "s.zarr" / blocking).read_text() == "mine"
+
+
+def test_chunks_and_shards_zarr_cannot_use_are_refused_as_options(tmp_path: Path) -> None:
+    """chunks=(0, 4) was a bare ZeroDivisionError, shards smaller than a chunk zarr's ValueError."""
+    backend = ZarrBackend(root=tmp_path)
+    with pytest.raises(InvalidOptionError, match=r"chunks=\(0, 4\): give a whole number of 1 or more"):
+        backend.save(np.ones((4, 4), np.uint16), "s.zarr/a", chunks=(0, 4))
+    with pytest.raises(InvalidOptionError, match=r"shards=\(3, 3\).*multiple of its chunk size"):
+        backend.save(np.ones((4, 4), np.uint16), "s.zarr/b", shards=(3, 3))
+    assert not (tmp_path / "s.zarr" / "a").exists() and not (tmp_path / "s.zarr" / "b").exists()

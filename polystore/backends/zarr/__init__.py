@@ -33,7 +33,7 @@ from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_ma
 from polystore.backends.zarr.oserrors import os_errors
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.backends.zarr.plate import PlateWriter
+from polystore.backends.zarr.plate import CastRangeError, PlateWriter
 from polystore.backends.zarr.selection import SelectionError, checked_selection
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
@@ -52,7 +52,9 @@ from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.paths import join_given, matches, normalize_extensions
 
-__all__ = ["SelectionError", "ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig"]
+__all__ = [
+    "CastRangeError", "SelectionError", "ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig",
+]
 
 
 def _is_array(node: Any) -> bool:

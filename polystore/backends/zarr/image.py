@@ -84,6 +84,12 @@ def array_options(shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConf
         inner = options["chunks"] if options["chunks"] != "auto" else shape
         options["shards"] = tuple(min(s, -(-n // c) * c) if n else s
                                   for s, n, c in zip(config.shards, shape, inner, strict=True))
+        if any(s % c for s, c in zip(options["shards"], inner, strict=True)):  # zarr's bare ValueError
+            raise InvalidOptionError(
+                f"shards={config.shards} for chunks {tuple(inner)} of a {shape} array: a shard holds "
+                "whole chunks, so each shard size must be a multiple of its chunk size (or give "
+                "chunks= that divide the shards)."
+            )
     if config.zarr_format == 2:  # nested chunk keys ("0/0"), as OME-NGFF 0.4 requires
         options["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     return options
