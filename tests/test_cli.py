@@ -118,6 +118,19 @@ def test_info_and_head_of_a_plate_file_name(folder: Path) -> None:
     assert ok("head", "-n", "1", "plate.zarr/B02_s2_w2.tif", cwd=folder).strip() == ",".join(["70"] * 48)
 
 
+def test_info_and_head_of_a_plate_file_name_in_wells_another_tool_spelled(tmp_path: Path) -> None:
+    """A plate another tool wrote (ome-zarr-py spells column 1 '1'): info of A01_s1_w2.tif named
+    the field 'A/01/0', which is not there, and failed; it is the plate's 'A/1/0'."""
+    from polystore.backends.zarr import ZarrBackend
+
+    field = np.stack([np.full((16, 16), 10, np.uint16), np.full((16, 16), 20, np.uint16)])
+    ZarrBackend().save(field, str(tmp_path / "other.zarr" / "A" / "1" / "0"), axes="cyx")
+    plane = ok("info", "other.zarr/A01_s1_w2.tif", cwd=tmp_path)
+    assert "plane c=1 of the field image other.zarr/A/1/0" in plane
+    assert "level 0: shape=(2, 16, 16) dtype=uint16" in plane
+    assert ok("head", "-n", "1", "other.zarr/A01_s1_w2.tif", cwd=tmp_path).strip() == ",".join(["20"] * 16)
+
+
 def test_info_reads_metadata_only(folder: Path) -> None:
     # A 20 GB .npy whose data was never written (a sparse file): loading it would need 20 GB
     header = {"descr": "<u2", "fortran_order": False, "shape": (100_000, 100_000)}

@@ -539,6 +539,26 @@ def test_lazy_load_returns_dask_and_reads_no_chunk(tmp_path: Path) -> None:
     np.testing.assert_array_equal(backend.load("stack", lazy=True, selection=np.s_[1]).compute(), data[1])
 
 
+@pytest.mark.parametrize("lazy", [False, True], ids=["eager", "lazy"])
+def test_a_selection_outside_the_array_is_our_index_error(tmp_path: Path, lazy: bool) -> None:
+    """zarr's BoundsCheckError (an IndexError naming one dimension's length) reached the user;
+    it is our error, still an IndexError, naming the shape the file has and the selection."""
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.zeros((2, 16, 16), np.uint16), "s.zarr/stack")
+    backend.save(np.zeros((16, 16), np.uint16), "s.zarr/A01_s1_w2.tif")  # a plane of a (2, 16, 16) field
+    stack = r"\(2, 16, 16\)"
+    cases = [("s.zarr/stack", np.s_[5], stack), ("s.zarr/stack", np.s_[0, 3, 20], stack),
+             ("s.zarr/stack", np.s_[0, 0, 0, 0], stack), ("s.zarr/stack", 1.5, stack),
+             ("s.zarr/A01_s1_w2.tif", np.s_[0, 20], r"\(16, 16\)")]
+    for path, selection, shape in cases:
+        with pytest.raises(IndexError, match=rf"selection={re.escape(repr(selection))} does not index "
+                                             rf"'{re.escape(path)}', an array of shape {shape}") as caught:
+            result = backend.load(path, selection=selection, lazy=lazy)
+            if lazy:
+                result.compute()
+        assert isinstance(caught.value, InvalidOptionError)  # as the TIFF format's key= past its pages
+
+
 @pytest.mark.parametrize(("zarr_format", "chunk_key"), [(3, "B/03/1/0/c/2/0/0"), (2, "B/03/1/0/2/0/0")])
 def test_reading_one_plane_of_a_plate_reads_only_its_chunk(
     tmp_path: Path, zarr_format: int, chunk_key: str

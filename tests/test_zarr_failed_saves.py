@@ -26,7 +26,7 @@ from ngff_helpers import ome_section
 from polystore import PolystoreError
 from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.repair import repair_plate
-from polystore.exceptions import CorruptDataError
+from polystore.exceptions import BatchError, CorruptDataError, InvalidOptionError, UnsupportedDataError
 
 FORMATS = pytest.mark.parametrize("zarr_format", [2, 3], ids=["v2", "v3"])
 
@@ -582,6 +582,40 @@ def test_a_dtype_zarr_cannot_store_is_refused_with_our_error_before_anything_cha
     assert not backend.exists("s.zarr/new") and not backend.exists("s.zarr/A/01/0")
 
 
+@FORMATS
+def test_ml_dtypes_zarr_has_no_type_for_are_refused_before_anything_is_written(
+    tmp_path: Path, zarr_format: int
+) -> None:
+    """bfloat16, float8 and int4 (what JAX and torch hand over) were zarr's bare ValueError, and
+    a plate plane left its well's groups behind (a well in no plate's list)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    backend.save(np.arange(64, dtype=np.uint16).reshape(8, 8), "s.zarr/data")
+    for dtype in (ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.int4):
+        plane = np.ones((8, 8), dtype)
+        for path in ("s.zarr/data", "s.zarr/new", "p.zarr/A01_s1_w1.tif"):
+            with pytest.raises(UnsupportedDataError, match=r"no data type for .*astype\(np\.float32\)"):
+                backend.save(plane, path)
+        with pytest.raises(BatchError) as caught:
+            backend.save_batch([plane, plane], ["q.zarr/A01_s1_w1.tif", "q.zarr/A01_s1_w2.tif"])
+        assert all(isinstance(f.error, UnsupportedDataError) for f in caught.value.failures)
+    np.testing.assert_array_equal(backend.load("s.zarr/data"), np.arange(64, dtype=np.uint16).reshape(8, 8))
+    assert not (tmp_path / "s.zarr" / "new").exists()
+    assert not (tmp_path / "p.zarr").exists() and not (tmp_path / "q.zarr").exists()
+    # cast=True casts a plane to its field's dtype, which zarr stores
+    backend.save(np.zeros((8, 8), np.uint16), "p.zarr/A01_s1_w1.tif")
+    backend.save(np.full((8, 8), 3, ml_dtypes.bfloat16), "p.zarr/A01_s1_w2.tif", cast=True)
+    assert backend.load("p.zarr/A01_s1_w2.tif").dtype == np.uint16
+    assert int(backend.load("p.zarr/A01_s1_w2.tif")[0, 0]) == 3
+
+
+def test_a_jax_bfloat16_array_is_refused_with_our_error(tmp_path: Path) -> None:
+    jnp = pytest.importorskip("jax.numpy")
+    with pytest.raises(UnsupportedDataError, match="no data type for bfloat16"):
+        ZarrBackend(root=tmp_path).save(jnp.ones((8, 8), jnp.bfloat16), "s.zarr/image")
+    assert not (tmp_path / "s.zarr").exists()
+
+
 def test_an_os_error_of_the_callers_own_source_is_not_reported_as_the_stores(tmp_path: Path) -> None:
     """A lazy source that cannot read its own file: its error names that file, not the node
     saved to (from_os_error would make it "no such file: <the node>")."""
@@ -607,3 +641,29 @@ def test_a_file_where_the_store_goes_is_named_not_a_bare_os_error(tmp_path: Path
         backend.save(np.ones((4, 4), np.uint16), f"plate.zarr{node}")
     assert isinstance(caught.value, NotADirectoryError)
     assert (tmp_path / "plate.zarr").read_text() == "not a store"
+
+
+@pytest.mark.parametrize("node", ["userfile/x", "A01_s1_w1.tif"])
+def test_a_file_in_the_store_where_a_group_goes_is_named_not_a_bare_os_error(
+    tmp_path: Path, node: str
+) -> None:
+    """A user's file inside the store where a group's folder goes ('A' of a plate's well A/01):
+    os.makedirs' bare FileExistsError."""
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.ones((4, 4), np.uint16), "s.zarr/image")
+    blocking = "userfile" if node.startswith("userfile") else "A"
+    (tmp_path / "s.zarr" / blocking).write_text("mine")
+    with pytest.raises(NotADirectoryError, match=rf"s\.zarr/{blocking}' is a file, not a group") as caught:
+        backend.save(np.ones((4, 4), np.uint16), f"s.zarr/{node}")
+    assert isinstance(caught.value, PolystoreError)
+    assert (tmp_path / "s.zarr" / blocking).read_text() == "mine"
+
+
+def test_chunks_and_shards_zarr_cannot_use_are_refused_as_options(tmp_path: Path) -> None:
+    """chunks=(0, 4) was a bare ZeroDivisionError, shards smaller than a chunk zarr's ValueError."""
+    backend = ZarrBackend(root=tmp_path)
+    with pytest.raises(InvalidOptionError, match=r"chunks=\(0, 4\): give a whole number of 1 or more"):
+        backend.save(np.ones((4, 4), np.uint16), "s.zarr/a", chunks=(0, 4))
+    with pytest.raises(InvalidOptionError, match=r"shards=\(3, 3\).*multiple of its chunk size"):
+        backend.save(np.ones((4, 4), np.uint16), "s.zarr/b", shards=(3, 3))
+    assert not (tmp_path / "s.zarr" / "a").exists() and not (tmp_path / "s.zarr" / "b").exists()

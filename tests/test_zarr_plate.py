@@ -517,3 +517,27 @@ def test_plane_names_go_to_the_wells_a_plate_spells_otherwise(tmp_path: Path) ->
     image = backend.load(f"{store}/A/1/0")
     assert image.shape == (4, 16, 16) and [int(image[c, 0, 0]) for c in range(4)] == [10, 20, 30, 40]
     assert int(backend.load(f"{store}/A01_s2_w1.tif")[0, 0]) == 50
+
+
+def test_cast_refuses_values_the_fields_dtype_cannot_hold(tmp_path: Path) -> None:
+    """cast=True wrapped values around without a word (70000 into uint16 was 4464, -1 was
+    65535, NaN 0); it casts values the field's dtype holds, and refuses the others."""
+    backend = ZarrBackend(root=tmp_path)
+    backend.save(np.zeros((8, 8), np.uint16), "p.zarr/A01_s1_w1.tif")
+    refused = [(np.full((8, 8), 70000, np.int32), r"from 70000 to 70000, and uint16 holds 0 to 65535"),
+               (np.full((8, 8), -1, np.int64), r"from -1 to -1"),
+               (np.full((8, 8), np.nan), r"NaN or infinite"),
+               (np.full((8, 8), 1e9), r"uint16 holds 0 to 65535")]
+    for plane, reason in refused:
+        with pytest.raises(ValueError, match=rf"cannot be cast into field .*{reason}.*np\.clip") as caught:
+            backend.save(plane, "p.zarr/A01_s1_w2.tif", cast=True)
+        assert isinstance(caught.value, UnsupportedDataError)  # as a plane refused without cast=True
+        with pytest.raises(BatchError, match=reason):
+            backend.save_batch([plane], ["p.zarr/A01_s1_w3.tif"], cast=True)
+    assert backend.load("p.zarr/A/01/0").shape == (1, 8, 8)  # the field did not grow for them
+    backend.save(np.full((8, 8), 65535.7), "p.zarr/A01_s1_w2.tif", cast=True)  # truncated, as astype does
+    backend.save_batch([np.full((8, 8), 3, np.int64)], ["p.zarr/A01_s1_w3.tif"], cast=True)
+    assert [int(backend.load(f"p.zarr/A01_s1_w{w}.tif")[0, 0]) for w in (2, 3)] == [65535, 3]
+    backend.save(np.zeros((8, 8), np.float16), "p.zarr/B01_s1_w1.tif")
+    with pytest.raises(ValueError, match="beyond float16's largest 65504"):
+        backend.save(np.full((8, 8), 1e6), "p.zarr/B01_s1_w2.tif", cast=True)  # it would be inf

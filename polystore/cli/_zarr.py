@@ -43,8 +43,9 @@ def zarr_node(backend: Any, path: str) -> ZarrNode:
 
 def plate_plane(backend: Any, path: str) -> tuple[str, str] | None:
     """(the path of the field image, what of it) that a plate's file name names
-    (``plate.zarr/A01_s1_w2.tif``: ``plate.zarr/A/01/0``, ``plane c=1 of ...``), or None for a
-    node path: such a name is read from its field image, it is no node of its own."""
+    (``plate.zarr/A01_s1_w2.tif``: ``plate.zarr/A/01/0``, or ``plate.zarr/A/1/0`` in a plate that
+    spells its wells so; ``plane c=1 of ...``), or None for a node path: such a name is read
+    from its field image, it is no node of its own."""
     from polystore.backends.zarr.addresses import address_of
     from polystore.plates import PlateNameError
 
@@ -55,6 +56,8 @@ def plate_plane(backend: Any, path: str) -> tuple[str, str] | None:
         return None
     if address is None or address.components is None:  # None: a node path (B/03/0)
         return None
+    # the well as the plate spells it: one another tool wrote has A/1 where the name says A01
+    address = backend.spelled_address(location.store, address)
     trimmed = path.rstrip("/")
     prefix = trimmed[: -len(location.node)] if trimmed.endswith(location.node) else f"{location.store}/"
     field = prefix + address.field_path

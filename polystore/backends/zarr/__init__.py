@@ -8,8 +8,8 @@ one array per resolution level): ``load`` gives its full resolution.
 This module is the storage contract only; the work is done by its parts (docs/zarr.md has
 the map): ``location`` (stores, nodes, URLs, key I/O), ``documents`` (metadata documents),
 ``image`` (the NGFF image writer), ``addresses`` (which plate plane a path names),
-``plate`` (plates: fields, well and plate metadata), ``marks``, ``oserrors``, ``locks``,
-``repair`` and ``config``.
+``plate`` (plates: fields, well and plate metadata), ``marks``, ``oserrors``, ``selection``
+(a ``load`` selection outside the array), ``locks``, ``repair`` and ``config``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from polystore.arrays import as_plain_array, convert
 from polystore.backends.zarr.addresses import FieldPlanes, FieldWriter, PlaneAddress, address_of
 from polystore.backends.zarr.config import ZarrChunkStrategy, ZarrCompressor, ZarrConfig
-from polystore.backends.zarr.documents import MetadataDocuments, damaged
+from polystore.backends.zarr.documents import MetadataDocuments, damaged, refuse_unstorable_dtype
 from polystore.backends.zarr.image import ImageSpec, ImageWriter, is_lazy
 from polystore.backends.zarr.listing import PlateLayout
 from polystore.backends.zarr.location import KeyStore, Location, Stores, locate, zarr_module
@@ -33,7 +33,8 @@ from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_ma
 from polystore.backends.zarr.oserrors import os_errors
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.backends.zarr.plate import PlateWriter
+from polystore.backends.zarr.plate import CastRangeError, PlateWriter
+from polystore.backends.zarr.selection import SelectionError, checked_selection
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
@@ -51,7 +52,9 @@ from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.paths import join_given, matches, normalize_extensions
 
-__all__ = ["ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig"]
+__all__ = [
+    "CastRangeError", "SelectionError", "ZarrBackend", "ZarrChunkStrategy", "ZarrCompressor", "ZarrConfig",
+]
 
 
 def _is_array(node: Any) -> bool:
@@ -141,14 +144,20 @@ class ZarrBackend(StorageBackend):
                 raise damaged(location, documents, not_json) from not_json
         raise StorageFileNotFoundError(location.display, "zarr") from error
 
-    def _spelled(self, store: str, address: PlaneAddress, config: ZarrConfig,
-                 layout: PlateLayout | None = None) -> PlaneAddress:
+    def spelled_address(self, store: str, address: PlaneAddress, config: ZarrConfig | None = None,
+                        layout: PlateLayout | None = None) -> PlaneAddress:
         """``address``, read from a plate file name, with its well as the plate at ``store``
-        (its ``layout``) spells it: in a plate another tool wrote (``A/1``), ``A01_s1_w1.tif``
-        is in the well ``A/1``, not in a second well ``A/01`` beside it."""
+        spells it: in a plate another tool wrote (ome-zarr-py's ``A/1``), ``A01_s1_w1.tif`` is
+        in the well ``A/1``, not in a second well ``A/01`` beside it.
+
+        ``address`` is what :func:`~polystore.backends.zarr.addresses.address_of` gives for the
+        node; an NGFF node path (``A/1/0``) is returned as written. The plate's metadata are
+        read (one document) unless its ``layout`` is given; ``config`` defaults to the
+        backend's. A well the plate does not list keeps the plate model's spelling (``A/01``).
+        """
         if address.components is None:  # an NGFF path ("A/1/0") names its node as written
             return address
-        found = layout if layout is not None else self.plates.listing.layout(store, config)
+        found = layout if layout is not None else self.plates.listing.layout(store, config or self.config)
         row, column = found.spelled(address.row, address.column)
         if (row, column) == (address.row, address.column):
             return address
@@ -166,7 +175,7 @@ class ZarrBackend(StorageBackend):
             # itself first costs a request per metadata document on object storage
             field = self.documents.image_level_array(Location(location.store, address.field_path), level,
                                                      incomplete=incomplete)
-            if field is None and (spelled := self._spelled(location.store, address, self.config)) != address:
+            if field is None and (spelled := self.spelled_address(location.store, address)) != address:
                 address = spelled
                 field = self.documents.image_level_array(Location(location.store, address.field_path), level,
                                                          incomplete=incomplete)
@@ -228,7 +237,8 @@ class ZarrBackend(StorageBackend):
         """The array at ``file_path`` (an OME-Zarr image's full resolution, or ``level``).
 
         ``lazy=True`` returns a dask array (reading nothing yet); ``selection`` (e.g.
-        ``np.s_[0, 5]``) reads only the chunks it touches. An image a conversion has not
+        ``np.s_[0, 5]``) reads only the chunks it touches (one outside the array is refused
+        with :class:`SelectionError`, an ``IndexError``). An image a conversion has not
         finished (or a writer stopped replacing) is refused with CorruptDataError saying what
         to run, unless ``incomplete=True``: then what is written so far is read and the rest
         reads as 0 (for a viewer watching a plate fill, never as data).
@@ -240,7 +250,10 @@ class ZarrBackend(StorageBackend):
             result = dask_array.from_zarr(array)
             if plane:
                 result = result[plane]
-            return result[selection] if selection is not None else result
+            if selection is None:
+                return result
+            with checked_selection(file_path, result.shape, selection):
+                return result[selection]
         index = plane + (tuple(selection) if isinstance(selection, tuple) else (selection,)) \
             if selection is not None else plane
         whole_planes = not location.remote and all(
@@ -251,7 +264,9 @@ class ZarrBackend(StorageBackend):
                                location.display)
             return convert(data, framework)
         try:
-            data = array[index] if index else array[...]
+            with checked_selection(file_path, tuple(array.shape)[len(plane):], selection) \
+                    if selection is not None else contextlib.nullcontext():
+                data = array[index] if index else array[...]
         except RuntimeError as error:  # what the codecs raise for a chunk they cannot decode
             raise CorruptDataError(
                 f"'{file_path}': a chunk cannot be decoded ({error}): it is damaged, or another "
@@ -390,8 +405,10 @@ class ZarrBackend(StorageBackend):
         array: Any = data if is_lazy(data) else as_plain_array(data, "Zarr")
         _refuse_empty(array, file_path)
         address = address_of(location.node, config)
+        if not (cast and address is not None and address.plane_axes):  # a plane may be cast to its field's
+            refuse_unstorable_dtype(np.dtype(array.dtype), config.zarr_format, file_path)
         if address is not None:
-            address = self._spelled(location.store, address, config)
+            address = self.spelled_address(location.store, address, config)
         spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
         self._check_parent(location, file_path)
         with os_errors(file_path, location.store):
@@ -472,7 +489,7 @@ class ZarrBackend(StorageBackend):
             if address is not None and address.plane_axes:
                 if location.store not in layouts:
                     layouts[location.store] = self.plates.listing.layout(location.store, self.config)
-                address = self._spelled(location.store, address, self.config, layouts[location.store])
+                address = self.spelled_address(location.store, address, self.config, layouts[location.store])
                 _refuse_empty(data, path)
                 fields.setdefault((location.store, address.field_path), []).append((address, data))
             else:

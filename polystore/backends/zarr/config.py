@@ -91,6 +91,12 @@ class ZarrConfig:
             raise InvalidOptionError(
                 f"ZarrConfig pyramid_levels={self.pyramid_levels}: give 1 (no pyramid) or more."
             )
+        for name in ("chunks", "shards"):  # 0 divided zarr's chunk grid (a bare ZeroDivisionError)
+            sizes = getattr(self, name)
+            if sizes is not None and not all(isinstance(n, int) and n >= 1 for n in sizes):
+                raise InvalidOptionError(
+                    f"ZarrConfig {name}={tuple(sizes)!r}: give a whole number of 1 or more per axis."
+                )
         if self.shards is not None and self.zarr_format != 3:
             raise InvalidOptionError(
                 f"ZarrConfig shards={self.shards!r} with zarr_format={self.zarr_format}: shards need "

@@ -441,6 +441,7 @@ def array_documents(zarr_format: int, options: dict[str, Any]) -> tuple[Any, dic
     with _ARRAY_DOCUMENTS_LOCK:
         cached = _ARRAY_DOCUMENTS.get(key)
     if cached is None:
+        refuse_unstorable_dtype(options.get("dtype"), zarr_format)
         written: dict[str, Any] = {}
         try:
             array = zarr.create_array(zarr.storage.MemoryStore(written), **options, zarr_format=zarr_format)
@@ -458,3 +459,19 @@ def array_documents(zarr_format: int, options: dict[str, Any]) -> tuple[Any, dic
                 _ARRAY_DOCUMENTS.clear()
             _ARRAY_DOCUMENTS[key] = cached
     return cached
+
+
+def refuse_unstorable_dtype(dtype: Any, zarr_format: int, path: object = None) -> None:
+    """Refuse a dtype zarr has no data type for (ml_dtypes' bfloat16, float8 and int4, as JAX
+    and torch hand them over) with our error: zarr's was a bare ValueError. ``path``: the node
+    saved, to name in the message."""
+    try:
+        importlib.import_module("zarr.dtype").parse_data_type(dtype, zarr_format=zarr_format)
+    except ValueError as error:
+        where = f"Cannot save '{path}': " if path is not None else ""
+        raise UnsupportedDataError(
+            f"{where}Zarr (format {zarr_format}) has no data type for {dtype} (its types are NumPy's "
+            "own; ml_dtypes' bfloat16, float8 and int4 types are not among them); nothing was "
+            "written. Convert it first: a.astype(np.float32) keeps bfloat16, float8 and int4 "
+            "values exactly."
+        ) from error

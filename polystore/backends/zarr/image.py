@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
-from polystore.backends.zarr.documents import MetadataDocuments
+from polystore.backends.zarr.documents import MetadataDocuments, array_documents
 from polystore.backends.zarr.location import (
     METADATA_DOCUMENTS,
     KeyStore,
@@ -84,6 +84,12 @@ def array_options(shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConf
         inner = options["chunks"] if options["chunks"] != "auto" else shape
         options["shards"] = tuple(min(s, -(-n // c) * c) if n else s
                                   for s, n, c in zip(config.shards, shape, inner, strict=True))
+        if any(s % c for s, c in zip(options["shards"], inner, strict=True)):  # zarr's bare ValueError
+            raise InvalidOptionError(
+                f"shards={config.shards} for chunks {tuple(inner)} of a {shape} array: a shard holds "
+                "whole chunks, so each shard size must be a multiple of its chunk size (or give "
+                "chunks= that divide the shards)."
+            )
     if config.zarr_format == 2:  # nested chunk keys ("0/0"), as OME-NGFF 0.4 requires
         options["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     return options
@@ -230,6 +236,15 @@ class ImageWriter:
             self.documents.write_array(level_location, options, config.zarr_format)
         return [self.documents.new_array(where, options, config.zarr_format) for where, options in levels]
 
+    def check_levels(
+        self, location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConfig,
+        level_count: int,
+    ) -> None:
+        """Refuse what zarr would refuse creating these levels (a dtype it has no type for, or
+        cannot fill), writing nothing: their documents are made in memory (and cached)."""
+        for _where, options in self._levels(location, axes, shape, dtype, config, level_count):
+            array_documents(config.zarr_format, options)
+
     @staticmethod
     def _levels(
         location: Location, axes: str, shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConfig,
@@ -264,6 +279,7 @@ class ImageWriter:
             )
         shape, dtype = tuple(int(s) for s in array.shape), np.dtype(array.dtype)
         # refused before anything changes: chunks or shards that do not fit, a spec NGFF refuses
+        # (a dtype zarr cannot store: by new_array, before prepare() writes anything)
         if axes is None:
             levels = [(location, array_options(shape, dtype, config))]
             attrs = None

@@ -29,6 +29,13 @@ def os_errors(path: PathLike, store: str) -> Iterator[None]:
                 "saved into it. Move that file away, or save to another store."
             ) from error
         filename = os.fspath(error.filename) if isinstance(error.filename, (str, os.PathLike)) else None
+        if (not isinstance(error, PolystoreError) and error.errno == errno.EEXIST and filename is not None
+                and inside(filename, store) and os.path.isfile(filename)):
+            # a file of the user's in the store where a group's folder goes (a bare FileExistsError)
+            raise NotADirectoryStorageError(
+                f"'{filename}' is a file, not a group (a folder), so '{os.fspath(path)}' cannot be "
+                "saved below it. Move that file away, or save to another name."
+            ) from error
         in_store = filename is None or inside(filename, store)
         if isinstance(error, PolystoreError) or error.errno not in WRITE_ERRORS or not in_store:
             raise

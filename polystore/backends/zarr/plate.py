@@ -96,6 +96,9 @@ class PlateWriter:
         names = spec.channel_names or channel_labels(shape, axes)
         spec = ImageSpec(axes, level_count, names, spec.colors, spec.scale, spec.units, spec.labels)
         attrs = self.images.attributes(location, axes, shape, dtype, config, spec, level_count)
+        # a dtype zarr cannot store refused before the well's groups are made (left, they were
+        # a well in no plate's list)
+        self.images.check_levels(location, axes, shape, dtype, config, level_count)
         self.documents.ensure_parent_groups(location, config.zarr_format)
         try:
             levels = self.images.create_levels(location, axes, shape, dtype, config, level_count)
@@ -363,8 +366,64 @@ def checked_plane(
                 f"A {array.dtype} plane cannot go into field '{where}', which holds {dtype}: values "
                 f"would change silently. Convert it first, or pass cast=True to cast it to {dtype}."
             )
-        array = array.astype(dtype)
+        array = cast_plane(array, np.dtype(dtype), where)
     return array
+
+
+class CastRangeError(UnsupportedDataError, ValueError):
+    """``cast=True`` was asked to cast a plane whose values its field's dtype cannot hold (they
+    would wrap around, or become another value); a ValueError too, as the values are at fault."""
+
+
+def cast_plane(array: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:
+    """``array`` cast to ``dtype`` (``cast=True``), refused where a value would not come through
+    as itself: outside an integer dtype's range (NumPy wraps it), NaN or infinite into integers,
+    beyond a float dtype's range (it becomes infinite), an imaginary part dropped. Fractions
+    into integers are truncated, as ``astype`` does: that is the cast asked for."""
+    problem = _cast_problem(array, dtype)
+    if problem is not None:
+        raise CastRangeError(
+            f"A {array.dtype} plane cannot be cast into field '{where}', which holds {dtype}: "
+            f"{problem}, so cast=True would change them silently. Scale or clip it first "
+            f"({_clip_hint(dtype)}), or save it into a field of a dtype that holds it."
+        )
+    with np.errstate(invalid="ignore", over="ignore"):  # checked above
+        return array.astype(dtype)
+
+
+def _cast_problem(array: np.ndarray, dtype: np.dtype[Any]) -> str | None:
+    """Why casting ``array`` to ``dtype`` would change a value (beyond truncating fractions), or None."""
+    if array.dtype.kind == "V" and array.dtype.names is None:  # ml_dtypes' (bfloat16): as floats
+        try:
+            array = array.astype(np.float64)
+        except (TypeError, ValueError):
+            return None
+    if array.dtype.kind == "c" and dtype.kind != "c":
+        if np.any(array.imag):
+            return "it has imaginary parts"
+        array = array.real
+    if dtype.kind in "iu" and array.dtype.kind in "iuf":
+        if array.dtype.kind in "iu" and np.can_cast(array.dtype, dtype):
+            return None
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            return "it holds NaN or infinite values, which integers cannot"
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if np.trunc(low) < info.min or np.trunc(high) > info.max:
+            return f"its values run from {low} to {high}, and {dtype} holds {info.min} to {info.max}"
+    elif dtype.kind == "f" and array.dtype.kind in "iuf" and not np.can_cast(array.dtype, dtype):
+        finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+        largest = float(np.abs(finite.astype(np.float64)).max()) if finite.size else 0.0
+        if largest > float(np.finfo(dtype).max):
+            return f"values reach {largest:g}, beyond {dtype}'s largest {float(np.finfo(dtype).max):g}"
+    return None
+
+
+def _clip_hint(dtype: np.dtype[Any]) -> str:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return f"np.clip(plane, {info.min}, {info.max})"
+    return f"np.clip(plane, -{float(np.finfo(dtype).max):g}, {float(np.finfo(dtype).max):g})"
 
 
 def assemble_planes(
