@@ -133,6 +133,19 @@ class UnsupportedDataError(PolystoreError, TypeError):
     """The data given cannot be stored in the requested format."""
 
 
+class SelectionError(InvalidOptionError, IndexError):
+    """``load(..., selection=...)`` was given an index outside the array, or no index at all.
+
+    An :class:`InvalidOptionError`, as the TIFF format's out-of-range ``key=``/``series=`` are,
+    and an ``IndexError``, as NumPy's and zarr's are, so code written against either keeps
+    catching it."""
+
+
+class CastRangeError(UnsupportedDataError, ValueError):
+    """``cast=True`` was asked to cast values the target dtype cannot hold (they would wrap
+    around, or become another value); a ValueError too, as the values are at fault."""
+
+
 class CorruptDataError(PolystoreError, ValueError):
     """Stored data or metadata is there but cannot be read (damaged, or partly written)."""
 

@@ -33,17 +33,19 @@ from polystore.backends.zarr.marks import incomplete_error, is_incomplete, is_ma
 from polystore.backends.zarr.oserrors import os_errors
 from polystore.backends.zarr.pipeline import configure as configure_pipeline
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.backends.zarr.plate import CastRangeError, PlateWriter
-from polystore.backends.zarr.selection import SelectionError, checked_selection
+from polystore.backends.zarr.plate import PlateWriter
+from polystore.backends.zarr.selection import checked_selection
 from polystore.base import FileStat, PathLike, StorageBackend
 from polystore.batch import run_batch
 from polystore.exceptions import (
+    CastRangeError,
     CorruptDataError,
     DirectoryNotEmptyError,
     InvalidOptionError,
     InvalidPathError,
     IsADirectoryStorageError,
     NotADirectoryStorageError,
+    SelectionError,
     StorageExistsError,
     StorageFileNotFoundError,
     UnsupportedDataError,

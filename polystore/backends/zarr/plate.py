@@ -47,7 +47,7 @@ from polystore.backends.zarr.marks import (
     levels_pending,
     pending_levels_of,
 )
-from polystore.exceptions import CorruptDataError, InvalidOptionError, UnsupportedDataError
+from polystore.exceptions import CastRangeError, CorruptDataError, InvalidOptionError, UnsupportedDataError
 from polystore.ome import ngff
 from polystore.plates import channel_names
 
@@ -368,11 +368,6 @@ def checked_plane(
             )
         array = cast_plane(array, np.dtype(dtype), where)
     return array
-
-
-class CastRangeError(UnsupportedDataError, ValueError):
-    """``cast=True`` was asked to cast a plane whose values its field's dtype cannot hold (they
-    would wrap around, or become another value); a ValueError too, as the values are at fault."""
 
 
 def cast_plane(array: np.ndarray, dtype: np.dtype[Any], where: str) -> np.ndarray:

@@ -9,15 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from polystore.base import PathLike
-from polystore.exceptions import InvalidOptionError
-
-
-class SelectionError(InvalidOptionError, IndexError):
-    """``load(..., selection=...)`` was given an index outside the array, or no index at all.
-
-    An :class:`~polystore.exceptions.InvalidOptionError`, as the TIFF format's out-of-range
-    ``key=``/``series=`` are, and an ``IndexError``, as numpy's and zarr's are, so code written
-    against either keeps catching it."""
+from polystore.exceptions import SelectionError
 
 
 @contextlib.contextmanager
