@@ -26,14 +26,26 @@ ROI_SUFFIXES = tuple(extension for fmt in ROI_FORMATS for extension in fmt.exten
 
 MAX_GROUP_MEMBERS = 16
 """A plain zarr group opens its first few images/arrays; open the others from the store browser."""
+ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+"""What makes a folder a zarr node (Zarr v3, v2 group, v2 array)."""
 
 
 def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     """The reader for ``path`` (one path or several), or None when polystore does not read it."""
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or any(_kind(p) is None for p in paths):
+    if not paths or any(_kind(p) is None or not _present(p) for p in paths):
         return None
     return read
+
+
+def _present(path: str) -> bool:
+    """Whether a local ``.zarr`` path is a zarr node (a folder named so that is not, an empty
+    one, or none at all, is for other readers: napari tries them only when this returns None).
+    Anything else, and a URL, is tried."""
+    text = os.fspath(path)
+    if _kind(text) != "zarr" or "://" in text:
+        return True
+    return any(os.path.isfile(os.path.join(text, document)) for document in ZARR_DOCUMENTS)
 
 
 def _kind(path: str) -> str | None:

@@ -111,3 +111,17 @@ def test_an_image_opens_with_its_labels_and_its_translation(
     (alone,) = viewer.open(str(store / "labels" / "nuclei"), plugin=PLUGIN)
     assert isinstance(alone, Labels)
 
+
+def test_a_folder_named_zarr_that_holds_no_zarr_is_left_to_other_readers(
+    make_napari_viewer: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "scan.zarr"  # a folder of TIFFs someone named so, then an empty one
+    folder.mkdir()
+    DiskBackend().save(np.zeros((8, 8), np.uint8), str(folder / "a.tif"))
+    viewer = make_napari_viewer()
+    for path in (folder, tmp_path / "empty.zarr"):
+        path.mkdir(exist_ok=True)
+        # napari's words when a reader's get_reader returns None (other readers are tried):
+        # not an error raised from reading
+        with pytest.raises(ValueError, match="refused the file"):
+            viewer.open(str(path), plugin=PLUGIN)
