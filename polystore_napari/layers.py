@@ -184,7 +184,8 @@ class LiveLayers:
         stack: PlaneStack, item: StreamItem,
     ) -> _LiveLayer:
         name = self._layer_name(key, placement)
-        labels = self._axis_labels(series, len(stack.plane_shape))
+        rgb = key[0] == "image" and bool(item.metadata.get("rgb"))
+        labels = self._axis_labels(series, len(stack.plane_shape) - rgb)  # colours are no axis
         metadata = {METADATA_KEY: self._described(series)}
         if key[0] == "labels":
             layer = self.viewer.add_labels(stack, name=name, axis_labels=labels, metadata=metadata)
@@ -196,7 +197,7 @@ class LiveLayers:
                 colour = sum(1 for k in self.layers if k[:2] == ("image", key[1]) and k[2] is not None)
             colormap = "gray" if channel is None else CHANNEL_COLORMAPS[colour % len(CHANNEL_COLORMAPS)]
             layer = self.viewer.add_image(
-                stack, name=name, axis_labels=labels, metadata=metadata, rgb=bool(item.metadata.get("rgb")),
+                stack, name=name, axis_labels=labels, metadata=metadata, rgb=rgb,
                 colormap=colormap, blending="additive" if channel is not None else "translucent",
                 contrast_limits=initial_contrast(item.array),
             )
@@ -239,7 +240,8 @@ class LiveLayers:
         if live.stack is not None:
             if reshaped or live.stack.ndim != layer.ndim:
                 layer.data = live.stack  # the same object, grown: napari re-reads its shape
-                layer.axis_labels = self._axis_labels(live.series, len(live.stack.plane_shape))
+                rgb = bool(getattr(layer, "rgb", False))
+                layer.axis_labels = self._axis_labels(live.series, len(live.stack.plane_shape) - rgb)
             else:
                 # new pixels, same shape: the extent cannot have changed and image and labels
                 # layers draw no highlight, so napari's recomputing both (and its events) is skipped
