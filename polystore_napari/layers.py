@@ -86,6 +86,9 @@ class LiveLayers:
         self.arrived: dict[str, dict[str, set[int]]] = {}
         """Series -> well -> the sites (0-based fields) of which an image arrived."""
         self.displayed = 0
+        self.failed = 0
+        """Items that could not be shown (napari refused the layer or its update)."""
+        self.last_error: str | None = None
         self._made = False
         self._labelling = False
         # napari sets its axis labels back from the layers' when layers change: label again
@@ -109,6 +112,8 @@ class LiveLayers:
                 live, grew = self._place(placement, item)
             except Exception as error:  # one bad item must not stop the others
                 logger.warning("could not show %s: %s", item.path, error)
+                self.failed += 1
+                self.last_error = f"{item.path}: {error}"
                 continue
             touched[live.key] = live
             if grew:
@@ -120,6 +125,8 @@ class LiveLayers:
                     self._refresh(live, reshaped=live.series.name in regrown)
                 except Exception as error:  # one layer's trouble must not stop the others
                     logger.warning("could not update layer %s: %s", live.name, error)
+                    self.failed += 1
+                    self.last_error = f"layer {live.name}: {error}"
         self.displayed += count
         if regrown or self._made:  # the slider labels change only when a series grows or a layer comes
             self._made = False

@@ -266,6 +266,8 @@ class StreamReceiverWidget(QWidget):
             text += f", {rejected} rejected"
         if self.coalescer.failed:
             text += f", {self.coalescer.failed} unplaced ({self.coalescer.last_error})"
+        if self.live.failed:  # napari refused them: said here, not only in a log nobody reads
+            text += f", {self.live.failed} not shown ({self.live.last_error})"
         self.counters_label.value = text
 
     def _show_position(self, event: Any = None) -> None:

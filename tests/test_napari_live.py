@@ -45,3 +45,20 @@ def test_rgb_frames_become_rgb_layers_and_a_plate_of_them_grows(make_napari_view
     assert plate.rgb and plate.data.shape == (2, 1, 8, 9, 3)
     assert tuple(plate.axis_labels) == ("well", "site", "y", "x")
     np.testing.assert_array_equal(plate.data[1, 0], frames[2])
+
+
+def test_an_item_napari_refuses_is_counted_and_said_in_the_receiver(make_napari_viewer: Any) -> None:
+    from polystore_napari.receiver_widget import StreamReceiverWidget
+
+    viewer = make_napari_viewer()
+    widget = StreamReceiverWidget(viewer, autostart=False)
+    try:
+        # another sender than polystore's napari backend (which refuses these before sending)
+        widget.coalescer.put(stream_item(np.zeros((4, 4), np.float32), "masks/a.tif", kind="labels"))
+        widget.coalescer.put(stream_item(np.ones((4, 4), np.uint16), "camera/b.tif"))
+        assert widget.show_pending() == 1  # the other item is shown all the same
+        widget.update_status()
+        assert "1 not shown (masks/a.tif: " in widget.counters_label.value
+        assert "integer" in widget.counters_label.value  # napari's reason
+    finally:
+        widget.deleteLater()
