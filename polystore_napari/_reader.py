@@ -15,7 +15,7 @@ import numpy as np
 
 from polystore.formats.roi import FORMATS as ROI_FORMATS
 from polystore.ome import ngff
-from polystore_napari.display import channel_options, image_scale
+from polystore_napari.display import channel_options, image_transform
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
@@ -26,14 +26,26 @@ ROI_SUFFIXES = tuple(extension for fmt in ROI_FORMATS for extension in fmt.exten
 
 MAX_GROUP_MEMBERS = 16
 """A plain zarr group opens its first few images/arrays; open the others from the store browser."""
+ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+"""What makes a folder a zarr node (Zarr v3, v2 group, v2 array)."""
 
 
 def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     """The reader for ``path`` (one path or several), or None when polystore does not read it."""
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or any(_kind(p) is None for p in paths):
+    if not paths or any(_kind(p) is None or not _present(p) for p in paths):
         return None
     return read
+
+
+def _present(path: str) -> bool:
+    """Whether a local ``.zarr`` path is a zarr node (a folder named so that is not, an empty
+    one, or none at all, is for other readers: napari tries them only when this returns None).
+    Anything else, and a URL, is tried."""
+    text = os.fspath(path)
+    if _kind(text) != "zarr" or "://" in text:
+        return True
+    return any(os.path.isfile(os.path.join(text, document)) for document in ZARR_DOCUMENTS)
 
 
 def _kind(path: str) -> str | None:
@@ -103,7 +115,7 @@ def read_zarr(backend: Any, path: str) -> list[LayerData]:
 
         return read_plate_overview(backend, path, attributes)
     if kind == "image":
-        return [image_layer(backend, path, attributes, name)]
+        return [image_layer(backend, path, attributes, name), *label_layers(backend, path)]
     if kind == "array":
         return [(backend.load(path, lazy=True), {"name": name}, "image")]
     layers: list[LayerData] = []
@@ -113,23 +125,47 @@ def read_zarr(backend: Any, path: str) -> list[LayerData]:
 
 
 def image_layer(backend: Any, path: str, attributes: dict[str, Any], name: str) -> LayerData:
-    """A multiscale OME-Zarr image, lazily: one dask array per level (channels split into layers)."""
+    """A multiscale OME-Zarr image, lazily: one dask array per level (channels split into layers);
+    an OME-NGFF label image (``image-label``) as a labels layer."""
     count = len(ngff.multiscale_paths(attributes))
     levels = [backend.load(path, level=level, lazy=True) for level in range(count)]
     axes = ngff.multiscale_axes(attributes) or "yx"[-levels[0].ndim :]
     options: dict[str, Any] = {"multiscale": len(levels) > 1}
-    scale = image_scale(attributes)
+    scale, translate = image_transform(attributes)
     labels = [a for a in axes]
-    if "c" in axes:
+    is_label = "image-label" in ngff.ngff_section(attributes)
+    if "c" in axes and not is_label:
         channel_axis = axes.index("c")
         options["channel_axis"] = channel_axis
         options.update(channel_options(attributes, levels[0].shape[channel_axis]))
         del labels[channel_axis]
-        if scale is not None:
-            del scale[channel_axis]
+        for per_axis in (scale, translate):
+            if per_axis is not None:
+                del per_axis[channel_axis]
     else:
         options["name"] = name
     options["axis_labels"] = tuple(labels)
     if scale is not None:
         options["scale"] = scale
-    return (levels if len(levels) > 1 else levels[0], options, "image")
+    if translate is not None:
+        options["translate"] = translate
+    return (levels if len(levels) > 1 else levels[0], options, "labels" if is_label else "image")
+
+
+def label_layers(backend: Any, path: str) -> list[LayerData]:
+    """The label images of an OME-Zarr image (its ``labels`` group), as labels layers."""
+    try:
+        group = ngff.ngff_section(backend.attributes(f"{path}/labels"))
+    except (FileNotFoundError, KeyError):
+        return []
+    names = group.get("labels")
+    layers: list[LayerData] = []
+    for label in names if isinstance(names, list) else []:
+        label_path = f"{path}/labels/{label}"
+        try:
+            kind, attributes = node_attributes(backend, label_path)
+        except (FileNotFoundError, KeyError):
+            continue  # listed, not written (yet)
+        if kind == "image":
+            layers.append(image_layer(backend, label_path, attributes, str(label)))
+    return layers

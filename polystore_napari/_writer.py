@@ -71,12 +71,27 @@ def layer_payload(layer: Layer, path: str) -> tuple[Any, dict[str, Any]]:
         data = np.asarray(data)  # any other array-like: its pixels
     options: dict[str, Any] = {}
     if backend_for(path) == "zarr":
-        axes = ome_axes(layer.axis_labels)
-        if axes is not None and 2 <= len(axes) <= 5:
-            options["axes"] = axes
-        if kind == "labels":
-            options["labels"] = True
+        options = zarr_options(layer.axis_labels, layer.scale, np.ndim(data), labels=kind == "labels",
+                               levels=len(layer.data) if layer.multiscale else None)
     return data, options
+
+
+def zarr_options(axis_labels: Sequence[str], scale: Sequence[float] | None, ndim: int, *,
+                 labels: bool = False, levels: int | None = None) -> dict[str, Any]:
+    """What ``ZarrBackend.save`` is given for a layer: its axes (where its labels name OME
+    axes), its scale (pixel sizes, one per axis; not an RGB layer's, which has none for its
+    colours), ``labels`` and as many resolution levels as a multiscale layer has."""
+    options: dict[str, Any] = {}
+    axes = ome_axes(axis_labels)
+    if axes is not None and 2 <= len(axes) <= 5 and len(axes) == ndim:
+        options["axes"] = axes
+    if scale is not None and len(scale) == ndim and 2 <= ndim <= 5:
+        options["scale"] = [float(s) for s in scale]
+    if labels:
+        options["labels"] = True
+    if levels is not None and levels > 1:
+        options["levels"] = levels
+    return options
 
 
 def pixels(data: Any) -> Any:
@@ -114,15 +129,25 @@ def _write(path: str, data: Any, options: dict[str, Any]) -> list[str]:
     return [path]
 
 
+def _write_layer(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[str]:
+    """An image or labels layer's data (a multiscale layer's full resolution: its data as an
+    array is its coarsest level) with its axes, scale and levels in a .zarr store."""
+    levels = len(data) if meta.get("multiscale") else None
+    if levels is not None:
+        data = data[0]
+    options = zarr_options(meta.get("axis_labels") or (), meta.get("scale"), np.ndim(data),
+                           labels=labels, levels=levels)
+    return _write(path, data, options)
+
+
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write an image layer's data to ``path`` (.tif, .ome.tif, .npy, or inside a .zarr store)."""
-    axes = ome_axes(meta.get("axis_labels") or ())
-    return _write(path, data, {"axes": axes} if axes is not None and 2 <= len(axes) <= 5 else {})
+    return _write_layer(path, data, meta, labels=False)
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a labels layer's data to ``path`` (in a .zarr store: a labels image, picked not averaged)."""
-    return _write(path, data, {"labels": True})
+    return _write_layer(path, data, meta, labels=True)
 
 
 def write_shapes(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -86,6 +86,9 @@ class LiveLayers:
         self.arrived: dict[str, dict[str, set[int]]] = {}
         """Series -> well -> the sites (0-based fields) of which an image arrived."""
         self.displayed = 0
+        self.failed = 0
+        """Items that could not be shown (napari refused the layer or its update)."""
+        self.last_error: str | None = None
         self._made = False
         self._labelling = False
         # napari sets its axis labels back from the layers' when layers change: label again
@@ -109,6 +112,8 @@ class LiveLayers:
                 live, grew = self._place(placement, item)
             except Exception as error:  # one bad item must not stop the others
                 logger.warning("could not show %s: %s", item.path, error)
+                self.failed += 1
+                self.last_error = f"{item.path}: {error}"
                 continue
             touched[live.key] = live
             if grew:
@@ -120,6 +125,8 @@ class LiveLayers:
                     self._refresh(live, reshaped=live.series.name in regrown)
                 except Exception as error:  # one layer's trouble must not stop the others
                     logger.warning("could not update layer %s: %s", live.name, error)
+                    self.failed += 1
+                    self.last_error = f"layer {live.name}: {error}"
         self.displayed += count
         if regrown or self._made:  # the slider labels change only when a series grows or a layer comes
             self._made = False
@@ -184,7 +191,8 @@ class LiveLayers:
         stack: PlaneStack, item: StreamItem,
     ) -> _LiveLayer:
         name = self._layer_name(key, placement)
-        labels = self._axis_labels(series, len(stack.plane_shape))
+        rgb = key[0] == "image" and bool(item.metadata.get("rgb"))
+        labels = self._axis_labels(series, len(stack.plane_shape) - rgb)  # colours are no axis
         metadata = {METADATA_KEY: self._described(series)}
         if key[0] == "labels":
             layer = self.viewer.add_labels(stack, name=name, axis_labels=labels, metadata=metadata)
@@ -196,7 +204,7 @@ class LiveLayers:
                 colour = sum(1 for k in self.layers if k[:2] == ("image", key[1]) and k[2] is not None)
             colormap = "gray" if channel is None else CHANNEL_COLORMAPS[colour % len(CHANNEL_COLORMAPS)]
             layer = self.viewer.add_image(
-                stack, name=name, axis_labels=labels, metadata=metadata, rgb=bool(item.metadata.get("rgb")),
+                stack, name=name, axis_labels=labels, metadata=metadata, rgb=rgb,
                 colormap=colormap, blending="additive" if channel is not None else "translucent",
                 contrast_limits=initial_contrast(item.array),
             )
@@ -239,7 +247,8 @@ class LiveLayers:
         if live.stack is not None:
             if reshaped or live.stack.ndim != layer.ndim:
                 layer.data = live.stack  # the same object, grown: napari re-reads its shape
-                layer.axis_labels = self._axis_labels(live.series, len(live.stack.plane_shape))
+                rgb = bool(getattr(layer, "rgb", False))
+                layer.axis_labels = self._axis_labels(live.series, len(live.stack.plane_shape) - rgb)
             else:
                 # new pixels, same shape: the extent cannot have changed and image and labels
                 # layers draw no highlight, so napari's recomputing both (and its events) is skipped

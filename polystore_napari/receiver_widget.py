@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton, SpinBox
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from polystore.exceptions import ViewerError
@@ -181,6 +181,14 @@ class StreamReceiverWidget(QWidget):
         self.toggle_button.text = "Start"
         self.update_status()
 
+    def event(self, event: QEvent | None) -> bool:
+        # napari's close button (remove_dock_widget) takes the widget out of its dock and keeps
+        # it: the receiver thread references it, so it is never destroyed and kept the port
+        if (event is not None and event.type() == QEvent.Type.ParentChange and self.parent() is None
+                and self.service is not None):
+            self.stop()
+        return super().event(event)
+
     def _toggle(self, *args: object) -> None:
         if self.listening:
             self.stop()
@@ -258,6 +266,8 @@ class StreamReceiverWidget(QWidget):
             text += f", {rejected} rejected"
         if self.coalescer.failed:
             text += f", {self.coalescer.failed} unplaced ({self.coalescer.last_error})"
+        if self.live.failed:  # napari refused them: said here, not only in a log nobody reads
+            text += f", {self.live.failed} not shown ({self.live.last_error})"
         self.counters_label.value = text
 
     def _show_position(self, event: Any = None) -> None:

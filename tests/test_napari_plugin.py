@@ -301,3 +301,25 @@ def test_a_pipeline_launches_a_viewer_once_and_the_next_one_reuses_it() -> None:
     assert first["pid"] == second["pid"]
     assert first["equal"] and second["equal"]
     assert first["layers"] == ["live/frame.tif"]
+
+
+def test_closing_the_receiver_panel_frees_its_port_for_the_next_one(
+    make_napari_viewer: Any, qtbot: Any
+) -> None:
+    port = free_port()
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("polystore", "Stream receiver")
+    assert isinstance(widget, StreamReceiverWidget)
+    widget.port_edit.value = port
+    assert widget.start(), widget.error
+    # the panel's close button: napari takes the widget out of its dock
+    dock.title.close_button.click()
+    assert "Stream receiver (polystore)" not in viewer.window.dock_widgets
+    assert not widget.listening
+    # File > Acquire > Open polystore stream again: it listens on the same port
+    _, again = viewer.window.add_plugin_dock_widget("polystore", "Stream receiver")
+    assert isinstance(again, StreamReceiverWidget)
+    again.port_edit.value = port
+    assert again.start(), again.error
+    assert request("127.0.0.1", port + 2, "ping").header["viewer"] == "napari"
+    again.stop()
