@@ -112,6 +112,16 @@ def test_an_image_opens_with_its_labels_and_its_translation(
     assert isinstance(alone, Labels)
 
 
+def test_labels_the_zarr_backend_saved_open_as_labels(make_napari_viewer: Any, tmp_path: Path) -> None:
+    cells = np.zeros((16, 16), np.uint32)
+    cells[2:6, 3:9] = 70000
+    ZarrBackend(tmp_path).save(cells, "cells.zarr", labels=True)
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(tmp_path / "cells.zarr"), plugin=PLUGIN)
+    assert isinstance(layer, Labels)
+    np.testing.assert_array_equal(np.asarray(layer.data), cells)
+
+
 def test_a_folder_named_zarr_that_holds_no_zarr_is_left_to_other_readers(
     make_napari_viewer: Any, tmp_path: Path
 ) -> None:

@@ -309,6 +309,22 @@ def test_ome_image_validates_with_ome_zarr_models(tmp_path: Path, zarr_format: i
 
 
 @pytest.mark.parametrize("zarr_format", [3, 2], ids=["ngff-0.5", "ngff-0.4"])
+def test_labels_are_saved_as_an_ngff_label_image(tmp_path: Path, zarr_format: int) -> None:
+    # without "image-label" viewers (napari-ome-zarr, polystore's reader) open labels as intensities
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    cells = np.zeros((16, 16), np.uint32)
+    cells[2:6, 3:9] = 70000
+    backend.save(cells, "cells.zarr", levels=2, labels=True)
+    backend.save(cells.astype(np.uint16), "image.zarr")
+    models = ngff_models(zarr_format)
+    labelled: Any = zarr.open_group(tmp_path / "cells.zarr", mode="r")
+    assert "image-label" in ome_section(labelled)
+    models.ImageLabel.from_zarr(labelled)  # raises if the label image's metadata is invalid
+    assert "image-label" not in ome_section(zarr.open_group(tmp_path / "image.zarr", mode="r"))
+    np.testing.assert_array_equal(backend.load("cells.zarr"), cells)
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2], ids=["ngff-0.5", "ngff-0.4"])
 def test_ome_zarr_py_reads_the_pyramid(tmp_path: Path, zarr_format: int) -> None:
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Multiscales, Reader

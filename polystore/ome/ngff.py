@@ -155,8 +155,10 @@ def image_attributes(
     name: str | None = None,
     channels: Sequence[ChannelInfo] | None = None,
     dtype: np.dtype[Any] | None = None,
+    label: bool = False,
 ) -> dict[str, Any]:
-    """The group attributes of a multiscale image with one dataset ("0", "1", ...) per level."""
+    """The group attributes of a multiscale image with one dataset ("0", "1", ...) per level;
+    ``label``: a label image (``image-label``: viewers open it as labels, not intensities)."""
     unit_of = {**DEFAULT_UNITS, **(units or {})}
     axis_list = [
         {"name": a, "type": AXIS_TYPES[a], **({"unit": unit_of[a]} if a in unit_of else {})}
@@ -198,17 +200,22 @@ def image_attributes(
             ],
             "rdefs": {"model": "color" if len(channels) > 1 else "greyscale"},
         }
+    model = "image_label.ImageLabelAttrs" if label else "image.ImageAttrs"
     if version in ("0.5", "0.6"):
         attrs: dict[str, Any] = {"version": version, "multiscales": [multiscale]}
-        _validate(version, "image.ImageAttrs", attrs)  # raises if we got the spec wrong
+        if label:
+            attrs["image-label"] = {}  # the version is the "ome" section's
+        _validate(version, model, attrs)  # raises if we got the spec wrong
         if omero:
             attrs["omero"] = omero
         return {"ome": attrs}
     multiscale["version"] = "0.4"
     attrs = {"multiscales": [multiscale]}
+    if label:
+        attrs["image-label"] = {"version": "0.4"}
     if omero:
         attrs["omero"] = omero
-    _validate(version, "image.ImageAttrs", attrs)
+    _validate(version, model, attrs)
     return attrs
 
 

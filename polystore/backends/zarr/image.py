@@ -223,6 +223,7 @@ class ImageWriter:
         return ngff.image_attributes(
             axes, level_scales(axes, spec.scale, level_count), version=config.ngff,
             units=spec.units, name=location.name or None, channels=channels, dtype=dtype,
+            label=spec.labels,
         )
 
     def create_levels(
