@@ -14,6 +14,7 @@ from typing import Any
 
 from polystore.exceptions import ViewerError
 from polystore.streaming.endpoints import Endpoints
+from polystore.streaming.errors import AddressInUseError
 from polystore.streaming.protocol import DEFAULT_MAX_BYTES, DEFAULT_SHM_PREFIX, PROTOCOL_VERSION, StreamItem
 from polystore.streaming.receiver import StreamReceiver
 from polystore.streaming.security import CurveKeys
@@ -90,6 +91,8 @@ class ViewerService:
         """Bind both sockets and start serving; a taken port raises here, naming the fix."""
         try:
             self.receiver.start(self._on_item)
+        except AddressInUseError as error:  # its message names the address and what to do
+            raise ViewerError(f"This viewer cannot receive streams: {error}") from error
         except Exception as error:
             raise ViewerError(
                 f"Cannot receive streams on {self.host}:{self.port}: {error}. Another viewer may "
