@@ -154,16 +154,18 @@ class LiveLayers:
                 plane = plane.view(np.uint8)  # as napari's add_labels views a bool array (a stack cannot)
             if key[0] == "labels" and not plane.flags.writeable:
                 plane = plane.copy()  # painting needs a writable array
+            replaced = None
             if live is not None and live.stack is not None and not live.stack.accepts(plane):
                 logger.info("%s: plane %s %s replaces the layer's %s %s", item.path, plane.shape,
                             plane.dtype, live.stack.plane_shape, live.stack.dtype)
-                self.viewer.layers.remove(live.layer)
-                del self.layers[key]
-                live = None
+                replaced, live = live, None
             if live is None:
                 stack = PlaneStack(series, plane)
                 stack.put(components, plane)
+                # made before the old layer goes: if napari refuses the new one, the old stays
                 live = self._new_scalar_layer(key, placement, series, stack, item)
+                if replaced is not None:
+                    self._take_place_of(replaced.layer, live)
             else:
                 assert live.stack is not None
                 live.stack.put(components, plane)
@@ -212,6 +214,16 @@ class LiveLayers:
         self.layers[key] = live
         self._made = True
         return live
+
+    def _take_place_of(self, old: Layer, live: _LiveLayer) -> None:
+        """``live``'s new layer where ``old`` was in the layer list, under its name (napari
+        suffixed the new one's while both were there)."""
+        layers = self.viewer.layers
+        if old in layers:
+            index = list(layers).index(old)
+            layers.remove(old)
+            layers.move(list(layers).index(live.layer), index)
+        live.layer.name = live.name
 
     def _new_overlay_layer(
         self, key: tuple[str, str, Hashable | None], placement: Placement, series: Series, item: StreamItem,

@@ -62,3 +62,24 @@ def test_an_item_napari_refuses_is_counted_and_said_in_the_receiver(make_napari_
         assert "integer" in widget.counters_label.value  # napari's reason
     finally:
         widget.deleteLater()
+
+
+def test_a_new_shape_replaces_its_layer_in_place_and_a_refused_one_keeps_the_old(
+    make_napari_viewer: Any,
+) -> None:
+    viewer = make_napari_viewer()
+    live = LiveLayers(viewer)
+    show(live, stream_item(np.ones((4, 4), np.uint16), "masks/b.tif", kind="labels"))
+    show(live, stream_item(np.zeros((6, 6), np.uint8), "camera/a.tif"))
+    assert [layer.name for layer in viewer.layers] == ["masks/b.tif labels", "camera/a.tif"]
+    # another shape on the same path: a new layer, where the old one was, under its name
+    bigger = np.full((8, 8), 7, np.uint8)
+    assert show(live, stream_item(bigger, "masks/b.tif", kind="labels")) == 1
+    assert [layer.name for layer in viewer.layers] == ["masks/b.tif labels", "camera/a.tif"]
+    np.testing.assert_array_equal(np.asarray(viewer.layers["masks/b.tif labels"].data), bigger)
+    # a replacement napari refuses (float labels, from another sender than polystore's):
+    # counted, and the layer shown so far stays
+    assert show(live, stream_item(np.zeros((5, 5), np.float32), "masks/b.tif", kind="labels")) == 0
+    assert live.failed == 1
+    assert [layer.name for layer in viewer.layers] == ["masks/b.tif labels", "camera/a.tif"]
+    np.testing.assert_array_equal(np.asarray(viewer.layers["masks/b.tif labels"].data), bigger)
