@@ -35,6 +35,9 @@ DEFAULT_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micr
 CHANNEL_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00", "FFFFFF")
 """Default LUTs: green, magenta, cyan, red, blue, yellow, grey (colour-blind-friendly first)."""
 
+RGB_CHANNELS = (("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"), ("A", "FFFFFF"))
+"""An RGB(A) picture's colours as OME channels (label, colour): what marks an image as one,
+read back as a colour picture (``is_rgb``), and shown as three coloured channels elsewhere."""
 
 def _models(version: NgffVersion) -> Any:
     return optional_import(MODULES[version], extra="zarr", purpose="Writing OME-Zarr metadata")
@@ -288,6 +291,25 @@ def multiscale_axes(attributes: dict[str, Any]) -> str:
     if axes is None:
         axes = ((multiscale.get("coordinateSystems") or [{}])[0]).get("axes", [])
     return "".join(a["name"] if isinstance(a, dict) else str(a) for a in axes)
+
+
+def is_rgb(attributes: dict[str, Any], shape: Sequence[int], dtype: np.dtype[Any]) -> bool:
+    """Whether a multiscale image is an RGB(A) picture written as channels: a uint8/uint16
+    intensity image whose c axis holds 3 or 4 channels labelled and coloured exactly as
+    ``RGB_CHANNELS``. Read from the standard metadata, so a picture another tool wrote so is
+    one too."""
+    section = ngff_section(attributes)
+    axes = multiscale_axes(attributes)
+    if "c" not in axes or len(axes) != len(shape) or "image-label" in section:
+        return False
+    count = shape[axes.index("c")]
+    omero = section.get("omero") or attributes.get("omero")
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if np.dtype(dtype) not in (np.uint8, np.uint16) or count not in (3, 4) or not isinstance(channels, list):
+        return False
+    found = [(c.get("label"), str(c.get("color", "")).upper()) if isinstance(c, dict) else None
+             for c in channels]
+    return found == list(RGB_CHANNELS[:count])
 
 
 def plate_attributes(
