@@ -126,7 +126,8 @@ def read_zarr(backend: Any, path: str) -> list[LayerData]:
 
 def image_layer(backend: Any, path: str, attributes: dict[str, Any], name: str) -> LayerData:
     """A multiscale OME-Zarr image, lazily: one dask array per level (channels split into layers);
-    an OME-NGFF label image (``image-label``) as a labels layer."""
+    an OME-NGFF label image (``image-label``) as a labels layer; an RGB(A) picture written as
+    channels (``ngff.is_rgb``) as one RGB layer."""
     count = len(ngff.multiscale_paths(attributes))
     levels = [backend.load(path, level=level, lazy=True) for level in range(count)]
     axes = ngff.multiscale_axes(attributes) or "yx"[-levels[0].ndim :]
@@ -136,8 +137,13 @@ def image_layer(backend: Any, path: str, attributes: dict[str, Any], name: str) 
     is_label = "image-label" in ngff.ngff_section(attributes)
     if "c" in axes and not is_label:
         channel_axis = axes.index("c")
-        options["channel_axis"] = channel_axis
-        options.update(channel_options(attributes, levels[0].shape[channel_axis]))
+        if ngff.is_rgb(attributes, levels[0].shape, levels[0].dtype):
+            # one colour picture: its channels last, as napari has them (a lazy transpose)
+            levels = [np.moveaxis(level, channel_axis, -1) for level in levels]
+            options.update(rgb=True, name=name)
+        else:
+            options["channel_axis"] = channel_axis
+            options.update(channel_options(attributes, levels[0].shape[channel_axis]))
         del labels[channel_axis]
         for per_axis in (scale, translate):
             if per_axis is not None:

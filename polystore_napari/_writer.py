@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from polystore.exceptions import UnsupportedDataError
+from polystore.ome import ngff
 from polystore.rois import rois_from_shapes
 from polystore.streaming.payloads import ROI_SET_SUFFIXES as ROI_SUFFIXES
 from polystore_napari.layers import PlaneStack
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 OME_AXES = "tczyx"
 AXIS_NAMES = {"t": "t", "time": "t", "c": "c", "channel": "c", "z": "z", "y": "y", "x": "x"}
+RGB_PICTURE_AXES = {2: "yx", 3: "zyx", 4: "tzyx"}
+"""An RGB layer's axes before its colours, where its labels name none."""
+COLOUR_POSITION = "colour_position"
+"""Not a backend option: where ``pixels`` moves an RGB layer's colour axis to (zarr writes)."""
 
 
 def backend_for(path: str) -> str:
@@ -71,22 +76,31 @@ def layer_payload(layer: Layer, path: str) -> tuple[Any, dict[str, Any]]:
         data = np.asarray(data)  # any other array-like: its pixels
     options: dict[str, Any] = {}
     if backend_for(path) == "zarr":
-        options = zarr_options(layer.axis_labels, layer.scale, np.ndim(data), labels=kind == "labels",
-                               levels=len(layer.data) if layer.multiscale else None)
+        options = zarr_options(layer.axis_labels, layer.scale, np.shape(data), labels=kind == "labels",
+                               levels=len(layer.data) if layer.multiscale else None,
+                               translate=layer.translate, rgb=kind == "image" and bool(layer.rgb))
     return data, options
 
 
-def zarr_options(axis_labels: Sequence[str], scale: Sequence[float] | None, ndim: int, *,
-                 labels: bool = False, levels: int | None = None) -> dict[str, Any]:
-    """What ``ZarrBackend.save`` is given for a layer: its axes (where its labels name OME
-    axes), its scale (pixel sizes, one per axis; not an RGB layer's, which has none for its
-    colours), ``labels`` and as many resolution levels as a multiscale layer has."""
+def zarr_options(axis_labels: Sequence[str], scale: Sequence[float] | None, shape: Sequence[int], *,
+                 labels: bool = False, levels: int | None = None, translate: Sequence[float] | None = None,
+                 rgb: bool = False) -> dict[str, Any]:
+    """What ``ZarrBackend.save`` is given for a layer of data ``shape``: its axes (where its
+    labels name OME axes), its scale and translate (one per axis), ``labels`` and as many
+    resolution levels as a multiscale layer has. An RGB(A) layer (``rgb``) is written as OME
+    channels: see ``rgb_options``."""
+    if rgb and (colour := rgb_options(axis_labels, scale, shape, levels, translate)) is not None:
+        return colour
+    ndim = len(shape)
     options: dict[str, Any] = {}
     axes = ome_axes(axis_labels)
     if axes is not None and 2 <= len(axes) <= 5 and len(axes) == ndim:
         options["axes"] = axes
     if scale is not None and len(scale) == ndim and 2 <= ndim <= 5:
         options["scale"] = [float(s) for s in scale]
+    # napari's default, no translation, is left out: the metadata says only what was set
+    if translate is not None and len(translate) == ndim and 2 <= ndim <= 5 and any(translate):
+        options["translation"] = [float(t) for t in translate]
     if labels:
         options["labels"] = True
     if levels is not None and levels > 1:
@@ -94,15 +108,47 @@ def zarr_options(axis_labels: Sequence[str], scale: Sequence[float] | None, ndim
     return options
 
 
-def pixels(data: Any) -> Any:
-    """``data`` from :func:`layer_payload` as ``FileManager.save`` takes it (a live stack's
-    snapshot stacked into one array: call it in the thread that writes)."""
-    return np.asarray(data) if isinstance(data, PlaneStack) else data
+def rgb_options(axis_labels: Sequence[str], scale: Sequence[float] | None, shape: Sequence[int],
+                levels: int | None, translate: Sequence[float] | None) -> dict[str, Any] | None:
+    """An RGB(A) layer's (data ``(..., y, x, 3 or 4)``) options as OME channels: its colour
+    axis moved to the c position (yx -> cyx, tyx -> tcyx, zyx -> czyx; ``pixels`` moves it),
+    labelled and coloured as ``ngff.RGB_CHANNELS``, which the reader opens as one RGB layer.
+    None where there is no room for a c axis (over 4 axes before the colours)."""
+    labels = ome_axes(axis_labels) if len(axis_labels) == len(shape) - 1 else None
+    picture = labels if labels is not None and "c" not in labels else RGB_PICTURE_AXES.get(len(shape) - 1)
+    if picture is None or shape[-1] not in (3, 4):
+        return None
+    axes = "".join(a for a in OME_AXES if a in picture or a == "c")
+    position = axes.index("c")
+
+    def with_channel(values: Sequence[float] | None, channel: float) -> list[float] | None:
+        return None if values is None else [*values[:position], channel, *values[position:]]
+
+    moved = (*shape[:position], shape[-1], *shape[position:-1])
+    options = zarr_options(tuple(axes), with_channel(scale, 1.0), moved, levels=levels,
+                           translate=with_channel(translate, 0.0))
+    count = shape[-1]
+    options["channel_names"] = [label for label, _ in ngff.RGB_CHANNELS[:count]]
+    options["colors"] = [color for _, color in ngff.RGB_CHANNELS[:count]]
+    options[COLOUR_POSITION] = position
+    return options
+
+
+def pixels(data: Any, options: dict[str, Any] | None = None) -> Any:
+    """``data`` from :func:`layer_payload` as ``FileManager.save`` takes it with ``options``
+    (the zarr ones): a live stack's snapshot stacked into one array (call it in the thread that
+    writes), an RGB layer's colours moved to their OME axis (lazily for dask data)."""
+    stacked = np.asarray(data) if isinstance(data, PlaneStack) else data
+    if options and COLOUR_POSITION in options:
+        return np.moveaxis(stacked, -1, options[COLOUR_POSITION])
+    return stacked
 
 
 def save_payload(manager: FileManager, data: Any, options: dict[str, Any], path: str, backend: str) -> None:
     """Write what :func:`layer_payload` gave to ``path`` on ``backend`` (any thread)."""
-    manager.save(pixels(data), path, backend=backend, **backend_options(options, backend))
+    taken = backend_options(options, backend)
+    manager.save(pixels(data, taken), path, backend=backend,
+                 **{key: value for key, value in taken.items() if key != COLOUR_POSITION})
 
 
 def save_layer(manager: FileManager, layer: Layer, path: str, backend: str) -> None:
@@ -125,18 +171,21 @@ def _write(path: str, data: Any, options: dict[str, Any]) -> list[str]:
     backend = backend_for(path)
     if backend != "zarr":
         options = {}
-    FileManager().save(data, path, backend=backend, **options)
+    FileManager().save(pixels(data, options), path, backend=backend,
+                       **{key: value for key, value in options.items() if key != COLOUR_POSITION})
     return [path]
 
 
 def _write_layer(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[str]:
     """An image or labels layer's data (a multiscale layer's full resolution: its data as an
-    array is its coarsest level) with its axes, scale and levels in a .zarr store."""
+    array is its coarsest level) with its axes, scale, translate and levels in a .zarr store
+    (an RGB layer's colours as OME channels)."""
     levels = len(data) if meta.get("multiscale") else None
     if levels is not None:
         data = data[0]
-    options = zarr_options(meta.get("axis_labels") or (), meta.get("scale"), np.ndim(data),
-                           labels=labels, levels=levels)
+    options = zarr_options(meta.get("axis_labels") or (), meta.get("scale"), np.shape(data),
+                           labels=labels, levels=levels, translate=meta.get("translate"),
+                           rgb=not labels and bool(meta.get("rgb")))
     return _write(path, data, options)
 
 

@@ -16,9 +16,12 @@ pytest.importorskip("zarr")
 
 import zarr
 from napari.layers import Image, Labels
+from ngff_helpers import ome_section
 
 from polystore.backends.disk import DiskBackend
 from polystore.backends.zarr import ZarrBackend
+from polystore.filemanager import FileManager
+from polystore_napari import _writer
 
 # napari's libraries stay out of the main test process (see addopts in pyproject.toml)
 pytestmark = pytest.mark.napari
@@ -29,6 +32,97 @@ PLUGIN = "polystore"
 def save_layer(viewer: Any, layer: Any, path: Path) -> list[str]:
     viewer.layers.selection = {layer}
     return list(viewer.layers.save(str(path), selected=True, plugin=PLUGIN))
+
+
+def save_with_browser(layer: Any, path: Path, **zarr_config: Any) -> None:
+    """The store browser's "Save to…" (``layer_payload``), with the zarr backend's settings
+    (``zarr_format=2``: NGFF 0.4, ``ngff_version="0.6"``) as ``FileManager.save`` takes them."""
+    data, options = _writer.layer_payload(layer, str(path))
+    _writer.save_payload(FileManager(), data, {**options, **zarr_config}, str(path), "zarr")
+
+
+def validate_image(path: Path) -> None:
+    """Check the image's metadata (levels included) with ome-zarr-models for its NGFF version."""
+    import warnings
+
+    group = zarr.open_group(path, mode="r")
+    version = ome_section(group).get("version") or ome_section(group)["multiscales"][0]["version"]
+    module = {"0.4": "v04", "0.5": "v05", "0.6": "v06"}[version]
+    models = pytest.importorskip(f"ome_zarr_models.{module}")
+    with warnings.catch_warnings():  # ome-zarr-models reads the released 0.6 as its draft
+        warnings.filterwarnings("ignore", message="Version number is '0.6'")
+        models.Image.from_zarr(group)
+
+
+NGFF_VERSIONS = [pytest.param({}, id="ngff-0.5"), pytest.param({"zarr_format": 2}, id="ngff-0.4"),
+                 pytest.param({"ngff_version": "0.6"}, id="ngff-0.6")]
+
+
+@pytest.mark.parametrize("zarr_config", NGFF_VERSIONS)
+def test_a_layer_reopens_where_it_was_placed(
+    make_napari_viewer: Any, tmp_path: Path, zarr_config: dict[str, Any]
+) -> None:
+    viewer = make_napari_viewer()
+    image = np.arange(32 * 48, dtype=np.uint16).reshape(32, 48)
+    placed = viewer.add_image(image, scale=(0.5, 0.25), translate=(10, 20), name="placed")
+    pyramid = viewer.add_image([image, image[::2, ::2], image[::4, ::4]], multiscale=True,
+                               scale=(0.5, 0.25), translate=(10, 20), name="pyramid")
+    for layer in (placed, pyramid):
+        path = tmp_path / f"{layer.name}.zarr"
+        save_with_browser(layer, path, **zarr_config)
+        validate_image(path)
+        (reopened,) = viewer.open(str(path), plugin=PLUGIN)
+        # napari places a multiscale layer by its full resolution's translate, not a coarser
+        # level's (shifted by half a pixel: each of its pixels is the mean of finer ones)
+        np.testing.assert_allclose(reopened.translate, [10, 20])
+        np.testing.assert_allclose(reopened.scale, [0.5, 0.25])
+        full = reopened.data[0] if reopened.multiscale else reopened.data
+        np.testing.assert_array_equal(np.asarray(full), image)
+    if not zarr_config:  # napari's own File > Save (the npe2 writer) does the same
+        assert save_layer(viewer, placed, tmp_path / "saved.zarr")
+        (reopened,) = viewer.open(str(tmp_path / "saved.zarr"), plugin=PLUGIN)
+        np.testing.assert_allclose(reopened.translate, [10, 20])
+        np.testing.assert_allclose(reopened.scale, [0.5, 0.25])
+
+
+def test_an_rgb_layer_reopens_as_one_rgb_layer(make_napari_viewer: Any, tmp_path: Path) -> None:
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(3)
+    picture = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    frames = rng.integers(0, 256, size=(2, 24, 32, 4), dtype=np.uint8)  # RGBA over time
+    flat = viewer.add_image(picture, rgb=True, scale=(0.5, 0.25), translate=(1, 2), name="flat")
+    movie = viewer.add_image(frames, rgb=True, scale=(3.0, 0.5, 0.25), axis_labels=("t", "y", "x"),
+                             name="movie")
+    volume = rng.integers(0, 4096, size=(3, 24, 32, 3), dtype=np.uint16)  # no axis labels: z
+    stack = viewer.add_image(volume, rgb=True, contrast_limits=(0, 4095), name="stack")
+    cases = ((flat, picture, "cyx"), (movie, frames, "tcyx"), (stack, volume, "czyx"))
+    for layer, data, axes in cases:
+        path = tmp_path / f"{layer.name}.zarr"
+        assert save_layer(viewer, layer, path)
+        validate_image(path)
+        # other OME-Zarr readers see the colours as channels, each in its colour
+        section = ome_section(zarr.open_group(path, mode="r"))
+        assert [a["name"] for a in section["multiscales"][0]["axes"]] == list(axes)
+        channels = section["omero"]["channels"]
+        assert [(c["label"], c["color"]) for c in channels] == [
+            ("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"), ("A", "FFFFFF")][: data.shape[-1]]
+        np.testing.assert_array_equal(ZarrBackend().load(str(path)), np.moveaxis(data, -1, axes.index("c")))
+
+        (reopened,) = viewer.open(str(path), plugin=PLUGIN)
+        assert reopened.rgb and reopened.name == path.name
+        assert tuple(reopened.axis_labels) == tuple(axes.replace("c", ""))
+        assert type(reopened.data).__module__.startswith("dask")  # lazily: not loaded to transpose
+        np.testing.assert_array_equal(np.asarray(reopened.data), data)
+        np.testing.assert_allclose(reopened.scale, layer.scale)
+        np.testing.assert_allclose(reopened.translate, layer.translate)
+
+    # the store browser's "Save to…" writes one so too; a TIFF keeps the colours last
+    save_with_browser(flat, tmp_path / "browser.zarr")
+    (again,) = viewer.open(str(tmp_path / "browser.zarr"), plugin=PLUGIN)
+    assert again.rgb
+    np.testing.assert_array_equal(np.asarray(again.data), picture)
+    assert save_layer(viewer, flat, tmp_path / "flat.tif")
+    np.testing.assert_array_equal(DiskBackend().load(str(tmp_path / "flat.tif")), picture)
 
 
 def test_a_multiscale_layer_is_saved_at_full_resolution_with_its_scale(

@@ -325,6 +325,45 @@ def test_labels_are_saved_as_an_ngff_label_image(tmp_path: Path, zarr_format: in
 
 
 @pytest.mark.parametrize("zarr_format", [3, 2], ids=["ngff-0.5", "ngff-0.4"])
+def test_a_translation_follows_the_scale_at_every_level(tmp_path: Path, zarr_format: int) -> None:
+    backend = ZarrBackend(root=tmp_path, zarr_format=zarr_format)
+    image = np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32)
+    backend.save(image, "img.zarr", axes="cyx", levels=3, scale=[1.0, 0.5, 0.25], translation=[0, 10, -20])
+    group: Any = zarr.open_group(tmp_path / "img.zarr", mode="r")
+    ngff_models(zarr_format).Image.from_zarr(group)  # raises if invalid
+    datasets = ome_section(group)["multiscales"][0]["datasets"]
+    kinds = [[t["type"] for t in d["coordinateTransformations"]] for d in datasets]
+    assert kinds == [["scale", "translation"]] * 3
+    # a coarser level's pixel is the mean of 2x2 finer ones: its centre is half a finer pixel on
+    translations = [d["coordinateTransformations"][1]["translation"] for d in datasets]
+    assert translations == [[0, 10, -20], [0, 10.25, -19.875], [0, 10.75, -19.625]]
+    np.testing.assert_array_equal(backend.load("img.zarr"), image)  # the pixels, nothing moved
+
+    # a label image's levels pick a pixel of each block: the same centre at every level
+    backend.save(np.zeros((16, 16), np.uint32), "cells.zarr", levels=2, labels=True, translation=(3, 4))
+    labelled: Any = zarr.open_group(tmp_path / "cells.zarr", mode="r")
+    ngff_models(zarr_format).ImageLabel.from_zarr(labelled)
+    datasets = ome_section(labelled)["multiscales"][0]["datasets"]
+    assert [d["coordinateTransformations"][1]["translation"] for d in datasets] == [[3, 4], [3, 4]]
+
+
+@pytest.mark.parametrize(
+    ("translation", "wrong"),
+    [([10.0, 20.0], "has 2 values"), ([0, float("nan"), 1], "is not all finite numbers"),
+     ([0, float("inf"), 1], "is not all finite numbers"), (["a", 1, 2], "is not all finite numbers"),
+     (5, "has 1 values")],
+)
+def test_a_translation_is_one_finite_offset_per_axis(tmp_path: Path, translation: Any, wrong: str) -> None:
+    backend = ZarrBackend(root=tmp_path)
+    message = f"{wrong} for an image of axes 'zyx': give one finite offset per axis \\(3"
+    with pytest.raises(InvalidOptionError, match=message):
+        backend.save(np.zeros((2, 8, 8), np.uint8), "img.zarr", translation=translation)
+    assert not (tmp_path / "img.zarr").exists()  # refused before anything was written
+    with pytest.raises(InvalidOptionError, match="plate, whose fields take no translation"):
+        backend.save(np.zeros((8, 8), np.uint8), "plate.zarr/A01_s1_w1.tif", translation=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2], ids=["ngff-0.5", "ngff-0.4"])
 def test_ome_zarr_py_reads_the_pyramid(tmp_path: Path, zarr_format: int) -> None:
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Multiscales, Reader

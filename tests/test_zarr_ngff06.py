@@ -43,6 +43,23 @@ def test_an_image_in_ngff_0_6_has_a_coordinate_system_and_round_trips(tmp_path: 
     assert ngff.multiscale_axes(dict(group.attrs)) == "cyx"
 
 
+def test_a_translation_in_ngff_0_6_is_a_sequence_after_the_scale(tmp_path: Path) -> None:
+    backend = ZarrBackend(root=tmp_path, ngff_version="0.6")
+    image = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+    backend.save(image, "img.zarr", levels=2, scale=[0.5, 0.25], translation=[10, 20])
+    group = zarr.open_group(tmp_path / "img.zarr", mode="r")
+    v06.Image.from_zarr(group)  # ome-zarr-models' 0.6 model, levels included
+    datasets = ome_section(group)["multiscales"][0]["datasets"]
+    # RFC-5: one transformation from each level to the coordinate system, a sequence of two
+    (level1,) = datasets[1]["coordinateTransformations"]
+    assert level1["type"] == "sequence"
+    assert level1["input"] == {"path": "1"} and level1["output"] == {"name": "physical"}
+    assert level1["transformations"] == [{"type": "scale", "scale": [1.0, 0.5]},
+                                         {"type": "translation", "translation": [10.25, 20.125]}]
+    assert datasets[0]["coordinateTransformations"][0]["transformations"][1]["translation"] == [10, 20]
+    np.testing.assert_array_equal(backend.load("img.zarr"), image)
+
+
 def test_a_plate_in_ngff_0_6_validates_and_grows(tmp_path: Path) -> None:
     backend = ZarrBackend(root=tmp_path, ngff_version="0.6")
     for channel in (1, 2):

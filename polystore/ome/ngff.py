@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ DEFAULT_UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micr
 CHANNEL_COLORS = ("00FF00", "FF00FF", "00FFFF", "FF0000", "0000FF", "FFFF00", "FFFFFF")
 """Default LUTs: green, magenta, cyan, red, blue, yellow, grey (colour-blind-friendly first)."""
 
+RGB_CHANNELS = (("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"), ("A", "FFFFFF"))
+"""An RGB(A) picture's colours as OME channels (label, colour): what marks an image as one,
+read back as a colour picture (``is_rgb``), and shown as three coloured channels elsewhere."""
 
 def _models(version: NgffVersion) -> Any:
     return optional_import(MODULES[version], extra="zarr", purpose="Writing OME-Zarr metadata")
@@ -146,6 +150,57 @@ def channel_infos(
     ]
 
 
+def level_translations(
+    axes: str, level_scales: Sequence[Sequence[float]], translation: Sequence[float], *, labels: bool = False,
+) -> list[list[float]]:
+    """Each level's translation for an image whose full resolution is placed at ``translation``
+    (one offset per axis, checked): a coordinate is the centre of a pixel, and a coarser level's
+    first pixel is the mean of a block of finer ones, so its centre moves by half the pixel
+    sizes it gained, (scale - scale0) / 2. Both ngff-zarr (``_next_scale_metadata``) and
+    ome-zarr-py (``generate_coordinate_transformations``) shift their block-mean levels so;
+    followed so that their readers, and ours, overlay the levels where the pixels are. A label
+    image's levels pick the block's first pixel (``downsample``): their centres do not move."""
+    try:
+        given: tuple[Any, ...] = tuple(translation)
+    except TypeError:  # one number: reported as given
+        given = (translation,)
+    try:
+        offsets = [float(t) for t in given]
+    except (TypeError, ValueError):
+        offsets = [math.nan]
+    if not all(math.isfinite(t) for t in offsets):
+        wrong = "is not all finite numbers"
+    elif len(offsets) != len(axes):
+        wrong = f"has {len(offsets)} values"
+    else:
+        wrong = ""
+    if wrong:
+        raise InvalidOptionError(
+            f"translation={given} {wrong} for an image of axes '{axes}': give one finite offset per "
+            f"axis ({len(axes)}, in the units of scale), or leave translation out."
+        )
+    base = level_scales[0]
+    return [[t + (0.0 if labels else (s - s0) / 2) for t, s, s0 in zip(offsets, scale, base, strict=True)]
+            for scale in level_scales]
+
+
+def _dataset_transforms(
+    version: NgffVersion, path: str, scale: Sequence[float], translation: Sequence[float] | None,
+) -> list[dict[str, Any]]:
+    """A level's coordinate transformations: its scale, then its translation where it has one
+    (0.6: RFC-5's one transformation from the array to the coordinate system, a "sequence"
+    where there are two, as ome-zarr-models' ``Dataset.build`` writes it)."""
+    steps: list[dict[str, Any]] = [{"type": "scale", "scale": list(scale)}]
+    if translation is not None:
+        steps.append({"type": "translation", "translation": list(translation)})
+    if version != "0.6":
+        return steps
+    ends = {"input": {"path": path}, "output": {"name": COORDINATE_SYSTEM}}
+    if len(steps) == 1:
+        return [{**steps[0], **ends}]
+    return [{"type": "sequence", **ends, "transformations": steps}]
+
+
 def image_attributes(
     axes: str,
     level_scales: Sequence[Sequence[float]],
@@ -156,33 +211,27 @@ def image_attributes(
     channels: Sequence[ChannelInfo] | None = None,
     dtype: np.dtype[Any] | None = None,
     label: bool = False,
+    level_translations: Sequence[Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """The group attributes of a multiscale image with one dataset ("0", "1", ...) per level;
-    ``label``: a label image (``image-label``: viewers open it as labels, not intensities)."""
+    ``label``: a label image (``image-label``: viewers open it as labels, not intensities);
+    ``level_translations``: each level's translation, after its scale (see ``level_translations``)."""
     unit_of = {**DEFAULT_UNITS, **(units or {})}
     axis_list = [
         {"name": a, "type": AXIS_TYPES[a], **({"unit": unit_of[a]} if a in unit_of else {})}
         for a in axes
     ]
+    datasets = [
+        {"path": str(level), "coordinateTransformations": _dataset_transforms(
+            version, str(level), scale, level_translations[level] if level_translations else None)}
+        for level, scale in enumerate(level_scales)
+    ]
     if version == "0.6":  # RFC-5: the axes belong to a coordinate system the levels map into
         multiscale: dict[str, Any] = {
-            "coordinateSystems": [{"name": COORDINATE_SYSTEM, "axes": axis_list}],
-            "datasets": [
-                {"path": str(level), "coordinateTransformations": [{
-                    "type": "scale", "input": {"path": str(level)}, "output": {"name": COORDINATE_SYSTEM},
-                    "scale": list(scale),
-                }]}
-                for level, scale in enumerate(level_scales)
-            ],
+            "coordinateSystems": [{"name": COORDINATE_SYSTEM, "axes": axis_list}], "datasets": datasets,
         }
     else:
-        multiscale = {
-            "axes": axis_list,
-            "datasets": [
-                {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
-                for level, scale in enumerate(level_scales)
-            ],
-        }
+        multiscale = {"axes": axis_list, "datasets": datasets}
     if name:
         multiscale["name"] = name
     omero = None
@@ -242,6 +291,25 @@ def multiscale_axes(attributes: dict[str, Any]) -> str:
     if axes is None:
         axes = ((multiscale.get("coordinateSystems") or [{}])[0]).get("axes", [])
     return "".join(a["name"] if isinstance(a, dict) else str(a) for a in axes)
+
+
+def is_rgb(attributes: dict[str, Any], shape: Sequence[int], dtype: np.dtype[Any]) -> bool:
+    """Whether a multiscale image is an RGB(A) picture written as channels: a uint8/uint16
+    intensity image whose c axis holds 3 or 4 channels labelled and coloured exactly as
+    ``RGB_CHANNELS``. Read from the standard metadata, so a picture another tool wrote so is
+    one too."""
+    section = ngff_section(attributes)
+    axes = multiscale_axes(attributes)
+    if "c" not in axes or len(axes) != len(shape) or "image-label" in section:
+        return False
+    count = shape[axes.index("c")]
+    omero = section.get("omero") or attributes.get("omero")
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if np.dtype(dtype) not in (np.uint8, np.uint16) or count not in (3, 4) or not isinstance(channels, list):
+        return False
+    found = [(c.get("label"), str(c.get("color", "")).upper()) if isinstance(c, dict) else None
+             for c in channels]
+    return found == list(RGB_CHANNELS[:count])
 
 
 def plate_attributes(

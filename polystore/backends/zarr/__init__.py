@@ -388,6 +388,7 @@ class ZarrBackend(StorageBackend):
         scale: Sequence[float] | None = None,
         units: dict[str, str] | None = None,
         labels: bool = False,
+        translation: Sequence[float] | None = None,
         cast: bool = False,
         **config_overrides: Any,
     ) -> None:
@@ -395,8 +396,9 @@ class ZarrBackend(StorageBackend):
 
         With OME-Zarr metadata on (the default), 2-D to 5-D arrays become multiscale images
         (``axes`` default to yx, zyx, czyx, tczyx; ``levels`` resolution levels;
-        ``channel_names``/``colors`` for the viewer; ``scale`` per axis; ``labels=True``
-        downsamples by picking, not averaging). A plane of a plate (``A01_s1_w2.tif``) must
+        ``channel_names``/``colors`` for the viewer; ``scale`` per axis; ``translation`` per
+        axis, where the first pixel's centre is, after ``scale``; ``labels=True`` downsamples by
+        picking, not averaging). A plane of a plate (``A01_s1_w2.tif``) must
         have its field's dtype; ``cast=True`` casts it instead. Other keywords override the
         config for this call (``compressor="gzip"``, ``shards=(...)``).
         """
@@ -411,7 +413,12 @@ class ZarrBackend(StorageBackend):
             refuse_unstorable_dtype(np.dtype(array.dtype), config.zarr_format, file_path)
         if address is not None:
             address = self.spelled_address(location.store, address, config)
-        spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels)
+        if translation is not None and address is not None:  # a field is placed by its well
+            raise InvalidOptionError(
+                f"'{file_path}' is in a plate, whose fields take no translation: save the image "
+                "outside the plate to place it, or leave translation out."
+            )
+        spec = ImageSpec(axes, levels, channel_names, colors, scale, units, labels, translation)
         self._check_parent(location, file_path)
         with os_errors(file_path, location.store):
             self._save(array, location, file_path, address, config, spec, cast)

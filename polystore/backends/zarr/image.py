@@ -54,6 +54,7 @@ class ImageSpec:
     scale: Sequence[float] | None = None
     units: dict[str, str] | None = None
     labels: bool = False
+    translation: Sequence[float] | None = None
 
 
 def channel_labels(shape: tuple[int, ...], axes: str) -> list[str]:
@@ -220,10 +221,12 @@ class ImageWriter:
             windows = ngff.data_windows(data, axes.index("c")) if isinstance(data, np.ndarray) else None
             count = shape[axes.index("c")]
             channels = ngff.channel_infos(count, dtype, spec.channel_names, spec.colors, windows)
+        scales = level_scales(axes, spec.scale, level_count)
+        translations = None if spec.translation is None else \
+            ngff.level_translations(axes, scales, spec.translation, labels=spec.labels)
         return ngff.image_attributes(
-            axes, level_scales(axes, spec.scale, level_count), version=config.ngff,
-            units=spec.units, name=location.name or None, channels=channels, dtype=dtype,
-            label=spec.labels,
+            axes, scales, version=config.ngff, units=spec.units, name=location.name or None,
+            channels=channels, dtype=dtype, label=spec.labels, level_translations=translations,
         )
 
     def create_levels(
