@@ -15,7 +15,7 @@ import numpy as np
 
 from polystore.formats.roi import FORMATS as ROI_FORMATS
 from polystore.ome import ngff
-from polystore_napari.display import channel_options, image_transform
+from polystore_napari.display import channel_options
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
@@ -132,7 +132,7 @@ def image_layer(backend: Any, path: str, attributes: dict[str, Any], name: str) 
     levels = [backend.load(path, level=level, lazy=True) for level in range(count)]
     axes = ngff.multiscale_axes(attributes) or "yx"[-levels[0].ndim :]
     options: dict[str, Any] = {"multiscale": len(levels) > 1}
-    scale, translate = image_transform(attributes)
+    scale, translate = ngff.image_transform(attributes)
     labels = [a for a in axes]
     is_label = "image-label" in ngff.ngff_section(attributes)
     if "c" in axes and not is_label:

@@ -30,40 +30,8 @@ def colormap(color: Any, fallback: str) -> Any:
     return Colormap([[0, 0, 0, 1], [*rgb, 1]], name=f"#{color.lower()}")
 
 
-def _transforms(node: Any) -> list[dict[str, Any]]:
-    """A node's coordinate transformations in order (a 0.6 "sequence" spelled out)."""
-    found = node.get("coordinateTransformations") if isinstance(node, dict) else None
-    flat: list[dict[str, Any]] = []
-    for transform in found if isinstance(found, list) else []:
-        if isinstance(transform, dict) and transform.get("type") == "sequence":
-            flat += _transforms({"coordinateTransformations": transform.get("transformations")})
-        elif isinstance(transform, dict):
-            flat.append(transform)
-    return flat
-
-
-def image_transform(attributes: dict[str, Any]) -> tuple[list[float] | None, list[float] | None]:
-    """(scale, translate) of a multiscale image's full resolution, one value per axis (None
-    where it has none): its first dataset's transformations, then the multiscale's own."""
-    multiscale = (ngff.ngff_section(attributes).get("multiscales") or [{}])[0]
-    datasets = multiscale.get("datasets") or [{}]
-    scale: list[float] | None = None
-    translate: list[float] | None = None
-    for transform in _transforms(datasets[0]) + _transforms(multiscale):
-        kind = transform.get("type")
-        if kind == "scale" and isinstance(transform.get("scale"), list):
-            factors = [float(s) for s in transform["scale"]]
-            scale = [a * b for a, b in zip(scale, factors, strict=True)] if scale else factors
-            if translate is not None:
-                translate = [t * f for t, f in zip(translate, factors, strict=True)]
-        elif kind == "translation" and isinstance(transform.get("translation"), list):
-            offsets = [float(t) for t in transform["translation"]]
-            translate = [a + b for a, b in zip(translate, offsets, strict=True)] if translate else offsets
-    return scale, translate
-
-
 def image_scale(attributes: dict[str, Any]) -> list[float] | None:
-    return image_transform(attributes)[0]
+    return ngff.image_transform(attributes)[0]
 
 
 def channel_options(attributes: dict[str, Any], count: int, prefix: str = "") -> dict[str, Any]:

@@ -342,6 +342,27 @@ def test_repair_lists_fields_the_metadata_lost_and_drops_those_gone(tmp_path: Pa
     assert backend.load("plate.zarr/B02_s1_w1.tif").max() == 6
 
 
+@pytest.mark.parametrize("ngff_version", ["0.5", "0.6"])
+def test_a_rebuilt_image_keeps_its_placement_units_and_label_mark(tmp_path: Path, ngff_version: str) -> None:
+    backend = ZarrBackend(tmp_path, ngff_version=ngff_version)
+    cells = np.zeros((16, 16), np.uint32)
+    cells[2:6, 3:9] = 70000
+    backend.save(cells, "cells.zarr", levels=2, labels=True, scale=(0.5, 0.25), translation=(10.0, 20.0),
+                 units={"y": "nanometer", "x": "nanometer"})
+    document = tmp_path / "cells.zarr" / "zarr.json"
+    written = json.loads(document.read_text())["attributes"]["ome"]
+    # a writer killed while the image's pyramid grew: its document lists level 0 only
+    damaged = json.loads(document.read_text())
+    damaged["attributes"]["ome"]["multiscales"][0]["datasets"] = written["multiscales"][0]["datasets"][:1]
+    document.write_text(json.dumps(damaged))
+    report = repair_plate(str(tmp_path / "cells.zarr"), ngff_version=ngff_version)
+    assert report.ok and "multiscales rebuilt" in "\n".join(report.changed)
+    repaired = json.loads(document.read_text())["attributes"]["ome"]
+    assert repaired["multiscales"] == written["multiscales"]  # scale, translation, units: as written
+    assert "image-label" in repaired
+    np.testing.assert_array_equal(backend.load("cells.zarr"), cells)
+
+
 def test_a_torn_chunk_is_named_on_load_and_removed_by_repair(tmp_path: Path) -> None:
     """A chunk cut short (damage, or another tool killed while writing it in place; polystore's
     own writes are whole, tests/test_zarr_atomic.py) is named on load and removed by repair."""

@@ -293,6 +293,47 @@ def multiscale_axes(attributes: dict[str, Any]) -> str:
     return "".join(a["name"] if isinstance(a, dict) else str(a) for a in axes)
 
 
+def _transforms(node: Any) -> list[dict[str, Any]]:
+    """A node's coordinate transformations in order (a 0.6 "sequence" spelled out)."""
+    found = node.get("coordinateTransformations") if isinstance(node, dict) else None
+    flat: list[dict[str, Any]] = []
+    for transform in found if isinstance(found, list) else []:
+        if isinstance(transform, dict) and transform.get("type") == "sequence":
+            flat += _transforms({"coordinateTransformations": transform.get("transformations")})
+        elif isinstance(transform, dict):
+            flat.append(transform)
+    return flat
+
+
+def image_transform(attributes: dict[str, Any]) -> tuple[list[float] | None, list[float] | None]:
+    """(scale, translate) of a multiscale image's full resolution, one value per axis (None
+    where it has none): its first dataset's transformations, then the multiscale's own."""
+    multiscale = (ngff_section(attributes).get("multiscales") or [{}])[0]
+    datasets = multiscale.get("datasets") or [{}]
+    scale: list[float] | None = None
+    translate: list[float] | None = None
+    for transform in _transforms(datasets[0]) + _transforms(multiscale):
+        kind = transform.get("type")
+        if kind == "scale" and isinstance(transform.get("scale"), list):
+            factors = [float(s) for s in transform["scale"]]
+            scale = [a * b for a, b in zip(scale, factors, strict=True)] if scale else factors
+            if translate is not None:
+                translate = [t * f for t, f in zip(translate, factors, strict=True)]
+        elif kind == "translation" and isinstance(transform.get("translation"), list):
+            offsets = [float(t) for t in transform["translation"]]
+            translate = [a + b for a, b in zip(translate, offsets, strict=True)] if translate else offsets
+    return scale, translate
+
+
+def multiscale_units(attributes: dict[str, Any]) -> dict[str, str]:
+    """The units a multiscale image gives its axes (0.6: those of its first coordinate system)."""
+    multiscale = (ngff_section(attributes).get("multiscales") or [{}])[0]
+    axes = multiscale.get("axes")
+    if axes is None:
+        axes = ((multiscale.get("coordinateSystems") or [{}])[0]).get("axes", [])
+    return {a["name"]: a["unit"] for a in axes if isinstance(a, dict) and isinstance(a.get("unit"), str)}
+
+
 def is_rgb(attributes: dict[str, Any], shape: Sequence[int], dtype: np.dtype[Any]) -> bool:
     """Whether a multiscale image is an RGB(A) picture written as channels: a uint8/uint16
     intensity image whose c axis holds 3 or 4 channels labelled and coloured exactly as

@@ -382,14 +382,13 @@ def _image_attributes(
         count = shape[axes.index("c")]
         labels = [c.get("label") for c in known[:count]] + [f"w{i + 1}" for i in range(len(known), count)]
         colors = [c.get("color") for c in known[:count] if c.get("color")] or None
-    scales = None
-    multiscales = section.get("multiscales") or []
-    if multiscales and ngff.multiscale_axes(attributes) == axes:
-        datasets = multiscales[0].get("datasets") or []
-        with_scale = [d.get("coordinateTransformations", [{}])[0].get("scale") for d in datasets]
-        if with_scale and with_scale[0]:
-            scales = with_scale[0]
-    spec = ImageSpec(axes, len(levels), labels, colors, scales, None, False)
+    scale = translation = units = None
+    if section.get("multiscales") and ngff.multiscale_axes(attributes) == axes:
+        # what the damaged document still says of its full resolution: kept, not reset
+        scale, translation = ngff.image_transform(attributes)
+        units = ngff.multiscale_units(attributes)
+    label = "image-label" in section
+    spec = ImageSpec(axes, len(levels), labels, colors, scale, units, label, translation)
     writer = ImageWriter(MetadataDocuments(Stores({}), config.zarr_format))
     return writer.attributes(location, axes, shape, np.dtype(levels[0].dtype), config, spec, len(levels))
 
