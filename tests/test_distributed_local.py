@@ -39,7 +39,12 @@ from polystore.distributed import (
 )
 from polystore.distributed.journal import digest, journal_location
 from polystore.distributed.regions import Grid
-from polystore.exceptions import CorruptDataError, InvalidOptionError, NotADirectoryStorageError
+from polystore.exceptions import (
+    CorruptDataError,
+    InvalidOptionError,
+    InvalidPathError,
+    NotADirectoryStorageError,
+)
 from polystore.plates import PlateNameError
 
 PLANE = (32, 32)
@@ -131,6 +136,19 @@ def test_a_file_where_the_store_goes_is_named_and_nothing_is_made(
             convert(folder[0], tmp_path / "out.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "tiffs"]
     assert (tmp_path / "out.zarr").read_text() == "not a store"
+
+
+def test_a_source_inside_the_destination_is_refused_and_kept(tmp_path: Path) -> None:
+    """overwrite=True deleted the store, and the source files in it, before a field was read
+    (every field then failed 'No such file'); the same store as source and destination too."""
+    items = write_plate_tree(tmp_path / "plate.zarr" / "tiffs", "imagexpress", shape=PLANE)
+    tifffile.imwrite(tmp_path / "plate.zarr" / "big.tif", np.ones(PLANE, np.uint16))
+    before = store_bytes(tmp_path)
+    inside = tmp_path / "plate.zarr"
+    for source in (inside / "tiffs", inside, [str(inside / "tiffs" / items[0].path)], inside / "big.tif"):
+        with pytest.raises(InvalidPathError, match="is inside the destination"):
+            convert(source, tmp_path / "plate.zarr", overwrite=True)
+    assert store_bytes(tmp_path) == before  # and no progress folder beside it
 
 
 def test_an_existing_destination_is_refused_unless_overwritten(

@@ -43,7 +43,12 @@ from polystore.distributed.plate_job import convert_plate, plate_digest
 from polystore.distributed.report import ConversionReport
 from polystore.distributed.sources import FileImage
 from polystore.distributed.tasks import Target
-from polystore.exceptions import InvalidOptionError, NotADirectoryStorageError, UnsupportedDataError
+from polystore.exceptions import (
+    InvalidOptionError,
+    InvalidPathError,
+    NotADirectoryStorageError,
+    UnsupportedDataError,
+)
 from polystore.ome import ngff
 
 DEFAULT_REGION_BYTES = 32 * 2**20
@@ -103,6 +108,7 @@ def convert(
             f"'{location.store}' is a file, not a zarr store (a folder): move that file away, or "
             "convert to another destination."
         )
+    _refuse_source_in_destination(source, location)
     level_count = config.pyramid_levels
     if _is_plate_source(source):
         if location.node:
@@ -179,6 +185,28 @@ def _absolute_location(location: Location) -> Location:
     if location.remote:
         return location
     return Location(os.path.abspath(location.store), location.node)
+
+
+def _refuse_source_in_destination(source: Any, location: Location) -> None:
+    """Refuse a local source that is the destination store or inside it: overwrite=True would
+    delete its files before they are read (and the conversion would write among them)."""
+    if location.remote:
+        return
+    paths: list[str | os.PathLike[str]]
+    if isinstance(source, (str, os.PathLike)):
+        paths = [source]
+    elif _is_plate_source(source):
+        paths = list(source)
+    else:
+        return
+    store = os.path.realpath(location.store)
+    for path in paths:
+        if os.path.commonpath([os.path.realpath(path), store]) == store:
+            raise InvalidPathError(
+                f"The source '{os.fspath(path)}' is inside the destination '{location.store}': the "
+                "conversion would write among the files it reads (and overwrite=True would delete "
+                "them first). Convert to a store outside the source."
+            )
 
 
 def _is_plate_source(source: Any) -> bool:
