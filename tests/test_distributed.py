@@ -55,9 +55,11 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.location import Location
 from polystore.backends.zarr.pipeline import DEFAULT_PIPELINE, PIPELINE_PATH, zarrs_installed
 from polystore.distributed import (
+    ClusterError,
     ConversionError,
     DestinationExistsError,
     convert,
+    save_batch,
 )
 from polystore.distributed.cluster import local_cluster
 from polystore.distributed.journal import journal_location
@@ -420,6 +422,23 @@ def test_a_cancelled_task_is_reported_by_its_block_and_resumed(
                      resume=True)
     assert report.written == ["0/0_0"]
     assert np.all(zarr.open_group(tmp_path / "image.zarr", mode="r")["0"][:] == 1)
+
+
+def test_a_closed_client_is_refused_before_anything_is_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], threads_client: Client
+) -> None:
+    """A bare ClosedClientError came from the first task sent, after the plate's metadata and
+    progress were written: the next try was refused as a stopped conversion."""
+    closed = Client(threads_client.scheduler.address)
+    convert(np.ones((8, 8), np.uint8), tmp_path / "first.zarr", client=closed)  # its plugin registered
+    closed.close()
+    for source in (folder[0], np.ones((8, 8), np.uint8)):
+        with pytest.raises(ClusterError, match="client given is closed"):
+            convert(source, tmp_path / "plate.zarr", client=closed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.zarr", "tiffs"]
+    with pytest.raises(ClusterError, match="client given is closed"):
+        save_batch(ZarrBackend(), [np.ones((8, 8), np.uint8)], [str(tmp_path / "b.zarr" / "A01_s1_w1.tif")],
+                   client=closed)
 
 
 def test_relative_paths_are_the_clients_not_each_workers(
