@@ -44,6 +44,7 @@ from polystore.exceptions import (
     InvalidOptionError,
     InvalidPathError,
     NotADirectoryStorageError,
+    UnsupportedDataError,
 )
 from polystore.plates import PlateNameError
 
@@ -123,6 +124,18 @@ def test_a_plates_channels_take_the_names_given(tmp_path: Path, folder: tuple[Pa
     for node in listed_levels(tmp_path / "plate.zarr"):
         image = group[node.rsplit("/", 1)[0]].attrs["ome"]
         assert [c["label"] for c in image["omero"]["channels"]] == ["DAPI", "GFP"]
+
+
+def test_a_dask_array_of_unknown_size_and_a_thread_count_below_one_are_refused(tmp_path: Path) -> None:
+    """A bare ValueError each ('cannot convert float NaN to integer', and the thread pool's
+    'max_workers must be greater than 0'); workers=0 ran on one thread per core without a word."""
+    image = da.from_array(np.arange(64, dtype=np.uint16).reshape(8, 8), chunks=(4, 8))
+    with pytest.raises(UnsupportedDataError, match="compute_chunk_sizes"):
+        convert(image[image[:, 0] >= 0], tmp_path / "unknown.zarr")
+    for workers in (0, -1):
+        with pytest.raises(InvalidOptionError, match=f"workers={workers}: give a whole number"):
+            convert(image, tmp_path / "threads.zarr", workers=workers)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_file_where_the_store_goes_is_named_and_nothing_is_made(

@@ -109,6 +109,10 @@ def convert(
             "convert to another destination."
         )
     _refuse_source_in_destination(source, location)
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        # dask's thread pool would raise a bare ValueError for -1, and take 0 as one per core
+        raise InvalidOptionError(f"workers={workers!r}: give a whole number of threads, at least 1 "
+                                 "(or leave it out: one per core).")
     level_count = config.pyramid_levels
     if _is_plate_source(source):
         if location.node:
@@ -130,6 +134,12 @@ def convert(
         image: Any = FileImage.open(os.path.abspath(source))
     else:
         image = source if is_lazy(source) else as_plain_array(source, "Zarr")
+    if any(not isinstance(n, (int, np.integer)) for n in image.shape):  # a dask array's nan
+        raise UnsupportedDataError(
+            f"The array's shape {tuple(image.shape)} is not known before it is computed (a dask array "
+            "whose chunk sizes depend on its data, as after boolean indexing): call "
+            "array.compute_chunk_sizes() first, then convert it."
+        )
     image_axes = ngff.infer_axes(image.ndim, axes)
     if image_axes is None or not image_axes.endswith("yx"):
         raise UnsupportedDataError(
