@@ -138,6 +138,20 @@ def test_a_dask_array_of_unknown_size_and_a_thread_count_below_one_are_refused(t
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_plate_converted_into_its_source_folder_is_one_skipped_store_the_next_time(
+    folder: tuple[Path, list[PlateItem]]
+) -> None:
+    """The next conversion of the folder walked the store key by key (each opened to read its
+    first bytes), every chunk and document listed as a skipped file."""
+    source, items = folder
+    convert(source, source / "plate.zarr")
+    plan = plan_plate(source)
+    assert [str(s) for s in plan.skipped] == ["plate.zarr/: a zarr store, not image files"]
+    assert sum(len(f.planes) for f in plan.fields) == len(items)
+    report = convert(source, source / "plate.zarr", overwrite=True)
+    assert len(report.written) == len(plan.fields) and len(report.skipped_files) == 1
+
+
 def test_a_file_where_the_store_goes_is_named_and_nothing_is_made(
     tmp_path: Path, folder: tuple[Path, list[PlateItem]]
 ) -> None:
