@@ -79,14 +79,16 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
     _wait(distributed, client, futures, progress, total, what)
     # the type of a task's result comes with its end: a plain Outcome is a success, which its
     # task's name says whole; only the others are fetched, in one gather, not a request each
-    done = [future for future in futures if future.status == "finished"]
-    outcomes = [Outcome(names[future.key]) for future in done if future.type is Outcome]
-    fetched = [future for future in done if future.type is not Outcome]
+    # (a "lost" task ended too: its result was on a worker that died since)
+    succeeded = [f for f in futures if f.status in ("finished", "lost") and f.type is Outcome]
+    outcomes = [Outcome(names[future.key]) for future in succeeded]
+    fetched = [future for future in futures if future.status == "finished" and future.type is not Outcome]
     if fetched:
         outcomes += client.gather(fetched)
     outcomes += [Outcome(names[f.key], _failure(f.exception())) for f in futures if f.status == "error"]
+    reported = {f.key for f in succeeded} | {f.key for f in fetched}
     outcomes += [Outcome(names[f.key], _stopped(f.status)) for f in futures
-                 if f.status not in ("finished", "error")]
+                 if f.status != "error" and f.key not in reported]
     return outcomes
 
 
