@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,28 @@ def tile_values(rows: slice, columns: slice, level: int = 0) -> np.ndarray:
     y = np.arange(rows.start, rows.stop)[:, None] * scale // TILE
     x = np.arange(columns.start, columns.stop)[None, :] * scale // TILE
     return tile_value(y, x)
+
+
+GATE = threading.Event()
+"""Held shut, :func:`gated` blocks wait on it (workers in this process: ``processes=False``)."""
+AT_GATE = threading.Event()
+"""Set when a :func:`gated` block starts waiting (its task is running on a worker)."""
+
+
+def _wait_at_gate(block: np.ndarray) -> np.ndarray:
+    AT_GATE.set()
+    GATE.wait()
+    return block
+
+
+def gated(shape: tuple[int, int]) -> Any:
+    """A uint16 image of ``shape`` whose blocks are computed only once :data:`GATE` is set: its
+    tasks stay running until the test lets them end."""
+    import dask.array as da
+
+    # meta given: dask would otherwise call the function on an empty block to learn it
+    return da.ones(shape, dtype=np.uint16, chunks=shape).map_blocks(
+        _wait_at_gate, meta=np.empty((0, 0), np.uint16))
 
 
 def peak_rss_bytes() -> int:

@@ -231,3 +231,21 @@ def test_options_a_folder_does_not_take_are_refused_not_ignored(tmp_path: Path) 
         assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
         assert f"{option[0]} does not apply to a folder" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]
+
+
+def test_a_scheduler_that_cannot_be_reached_is_named_with_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A malformed address was a bare ValueError ('missing port number'), one nobody answers
+    'Timed out trying to connect' and no more."""
+    import dask
+
+    write_plate_tree(tmp_path / "tiffs", "imagexpress")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        for address in ("notanaddress", "tcp://127.0.0.1:1"):
+            assert main(["convert", str(tmp_path / "tiffs"), str(tmp_path / "plate.zarr"), "--scheduler",
+                         address]) == 1
+            error = capsys.readouterr().err
+            assert f"Cannot connect to the dask scheduler at '{address}'" in error, error
+            assert "--workers N" in error and "ValueError" not in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiffs"]

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +31,15 @@ pytest.importorskip("distributed")
 pytest.importorskip("tifffile")
 
 import zarr
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, Future, LocalCluster, get_task_stream
 from distributed_helpers import (
+    AT_GATE,
+    GATE,
     KILL_AT,
     RECORD,
     TORN,
     RecordingBackend,
+    gated,
     graph_sizes,
     peak_rss_bytes,
     record_graph_sizes,
@@ -51,9 +55,11 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.location import Location
 from polystore.backends.zarr.pipeline import DEFAULT_PIPELINE, PIPELINE_PATH, zarrs_installed
 from polystore.distributed import (
+    ClusterError,
     ConversionError,
     DestinationExistsError,
     convert,
+    save_batch,
 )
 from polystore.distributed.cluster import local_cluster
 from polystore.distributed.journal import journal_location
@@ -70,6 +76,15 @@ SHARDED = {"chunks": (1, 1, 24, 20), "shards": (2, 2, 48, 40)}
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **QUIET) as cluster, \
+            Client(cluster) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def threads_client() -> Iterator[Client]:
+    """A cluster whose worker runs in this process (what the client and its futures do, not
+    worker processes): a test can hold its tasks at a gate (distributed_helpers.GATE)."""
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, **QUIET) as cluster, \
             Client(cluster) as connected:
         yield connected
 
@@ -378,6 +393,52 @@ def test_a_task_dask_gives_up_on_is_reported_by_its_field(
     report = convert(source, tmp_path / "plate.zarr", client=client, levels=2, resume=True)
     assert report.written == failed
     assert_plate(tmp_path / "plate.zarr", items)
+
+
+def test_a_cancelled_task_is_reported_by_its_block_and_resumed(
+    tmp_path: Path, threads_client: Client
+) -> None:
+    """client.cancel (or a restart of the cluster) made distributed.wait raise a bare
+    FuturesCancelledError out of convert; now the block is a failure, and a resume redoes it."""
+    GATE.clear()
+    AT_GATE.clear()
+
+    def cancel_the_block() -> None:  # once it runs (the scheduler has it); it ends when the gate opens
+        AT_GATE.wait()
+        keys = [key for key in list(threads_client.futures) if "polystore-block" in str(key)]
+        threads_client.cancel([Future(key, client=threads_client) for key in keys], force=True)
+        GATE.set()
+
+    canceller = threading.Thread(target=cancel_the_block)
+    canceller.start()
+    try:
+        with pytest.raises(ConversionError, match="cancelled it before it finished") as raised:
+            convert(gated((64, 64)), tmp_path / "image.zarr", client=threads_client, chunks=(64, 64))
+    finally:
+        GATE.set()
+        canceller.join()
+    assert [f.path for f in raised.value.failures] == ["0/0_0"]
+    report = convert(gated((64, 64)), tmp_path / "image.zarr", client=threads_client, chunks=(64, 64),
+                     resume=True)
+    assert report.written == ["0/0_0"]
+    assert np.all(zarr.open_group(tmp_path / "image.zarr", mode="r")["0"][:] == 1)
+
+
+def test_a_closed_client_is_refused_before_anything_is_written(
+    tmp_path: Path, folder: tuple[Path, list[PlateItem]], threads_client: Client
+) -> None:
+    """A bare ClosedClientError came from the first task sent, after the plate's metadata and
+    progress were written: the next try was refused as a stopped conversion."""
+    closed = Client(threads_client.scheduler.address)
+    convert(np.ones((8, 8), np.uint8), tmp_path / "first.zarr", client=closed)  # its plugin registered
+    closed.close()
+    for source in (folder[0], np.ones((8, 8), np.uint8)):
+        with pytest.raises(ClusterError, match="client given is closed"):
+            convert(source, tmp_path / "plate.zarr", client=closed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.zarr", "tiffs"]
+    with pytest.raises(ClusterError, match="client given is closed"):
+        save_batch(ZarrBackend(), [np.ones((8, 8), np.uint8)], [str(tmp_path / "b.zarr" / "A01_s1_w1.tif")],
+                   client=closed)
 
 
 def test_relative_paths_are_the_clients_not_each_workers(

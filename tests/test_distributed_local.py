@@ -39,7 +39,13 @@ from polystore.distributed import (
 )
 from polystore.distributed.journal import digest, journal_location
 from polystore.distributed.regions import Grid
-from polystore.exceptions import CorruptDataError, InvalidOptionError, NotADirectoryStorageError
+from polystore.exceptions import (
+    CorruptDataError,
+    InvalidOptionError,
+    InvalidPathError,
+    NotADirectoryStorageError,
+    UnsupportedDataError,
+)
 from polystore.plates import PlateNameError
 
 PLANE = (32, 32)
@@ -120,6 +126,32 @@ def test_a_plates_channels_take_the_names_given(tmp_path: Path, folder: tuple[Pa
         assert [c["label"] for c in image["omero"]["channels"]] == ["DAPI", "GFP"]
 
 
+def test_a_dask_array_of_unknown_size_and_a_thread_count_below_one_are_refused(tmp_path: Path) -> None:
+    """A bare ValueError each ('cannot convert float NaN to integer', and the thread pool's
+    'max_workers must be greater than 0'); workers=0 ran on one thread per core without a word."""
+    image = da.from_array(np.arange(64, dtype=np.uint16).reshape(8, 8), chunks=(4, 8))
+    with pytest.raises(UnsupportedDataError, match="compute_chunk_sizes"):
+        convert(image[image[:, 0] >= 0], tmp_path / "unknown.zarr")
+    for workers in (0, -1):
+        with pytest.raises(InvalidOptionError, match=f"workers={workers}: give a whole number"):
+            convert(image, tmp_path / "threads.zarr", workers=workers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plate_converted_into_its_source_folder_is_one_skipped_store_the_next_time(
+    folder: tuple[Path, list[PlateItem]]
+) -> None:
+    """The next conversion of the folder walked the store key by key (each opened to read its
+    first bytes), every chunk and document listed as a skipped file."""
+    source, items = folder
+    convert(source, source / "plate.zarr")
+    plan = plan_plate(source)
+    assert [str(s) for s in plan.skipped] == ["plate.zarr/: a zarr store, not image files"]
+    assert sum(len(f.planes) for f in plan.fields) == len(items)
+    report = convert(source, source / "plate.zarr", overwrite=True)
+    assert len(report.written) == len(plan.fields) and len(report.skipped_files) == 1
+
+
 def test_a_file_where_the_store_goes_is_named_and_nothing_is_made(
     tmp_path: Path, folder: tuple[Path, list[PlateItem]]
 ) -> None:
@@ -131,6 +163,19 @@ def test_a_file_where_the_store_goes_is_named_and_nothing_is_made(
             convert(folder[0], tmp_path / "out.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "tiffs"]
     assert (tmp_path / "out.zarr").read_text() == "not a store"
+
+
+def test_a_source_inside_the_destination_is_refused_and_kept(tmp_path: Path) -> None:
+    """overwrite=True deleted the store, and the source files in it, before a field was read
+    (every field then failed 'No such file'); the same store as source and destination too."""
+    items = write_plate_tree(tmp_path / "plate.zarr" / "tiffs", "imagexpress", shape=PLANE)
+    tifffile.imwrite(tmp_path / "plate.zarr" / "big.tif", np.ones(PLANE, np.uint16))
+    before = store_bytes(tmp_path)
+    inside = tmp_path / "plate.zarr"
+    for source in (inside / "tiffs", inside, [str(inside / "tiffs" / items[0].path)], inside / "big.tif"):
+        with pytest.raises(InvalidPathError, match="is inside the destination"):
+            convert(source, tmp_path / "plate.zarr", overwrite=True)
+    assert store_bytes(tmp_path) == before  # and no progress folder beside it
 
 
 def test_an_existing_destination_is_refused_unless_overwritten(

@@ -109,6 +109,20 @@ def _image_to_zarr_image(args: argparse.Namespace) -> bool:
         return False  # saving it says what is wrong with the name
 
 
+def _connected(distributed: Any, address: str) -> Any:
+    """A client of the scheduler at ``address``; ClusterError when it cannot be reached (dask
+    says only 'Timed out trying to connect', or a bare ValueError for a malformed address)."""
+    from polystore.distributed.cluster import ClusterError
+
+    try:
+        return distributed.Client(address)
+    except (OSError, ValueError) as error:  # TimeoutError and refused connections are OSErrors
+        raise ClusterError(
+            f"Cannot connect to the dask scheduler at '{address}' ({error}): check that it is running "
+            "and its address (tcp://host:8786), or give --workers N to start a cluster on this machine."
+        ) from error
+
+
 @contextmanager
 def _client(args: argparse.Namespace) -> Iterator[Any]:
     """The dask client asked for: a running cluster's, a LocalCluster's, or None (threads)."""
@@ -117,7 +131,7 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
         return
     distributed = optional_import("distributed", extra="distributed", purpose="--workers and --scheduler")
     if args.scheduler:
-        with distributed.Client(args.scheduler) as client:
+        with _connected(distributed, args.scheduler) as client:
             yield client
         return
     from polystore.distributed.cluster import local_cluster

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from polystore.distributed.batch import save_batch
 from polystore.distributed.chunking import ChunkingError
+from polystore.distributed.cluster import ClusterError
 from polystore.distributed.convert import DEFAULT_REGION_BYTES, convert
 from polystore.distributed.job import DestinationExistsError, PlanChangedError
 from polystore.distributed.layout import LayoutError, PlatePlan, Skipped, plan_plate
@@ -36,6 +37,7 @@ convert_to_zarr = convert
 __all__ = [
     "DEFAULT_REGION_BYTES",
     "ChunkingError",
+    "ClusterError",
     "ConversionError",
     "ConversionReport",
     "DestinationExistsError",

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from polystore.exceptions import PolystoreError
 from polystore.lazy import optional_import
+
+
+class ClusterError(PolystoreError, ConnectionError):
+    """The dask cluster cannot be used: its client is closed, or its scheduler does not answer."""
 
 CLUSTER_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,

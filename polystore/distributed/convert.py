@@ -43,7 +43,12 @@ from polystore.distributed.plate_job import convert_plate, plate_digest
 from polystore.distributed.report import ConversionReport
 from polystore.distributed.sources import FileImage
 from polystore.distributed.tasks import Target
-from polystore.exceptions import InvalidOptionError, NotADirectoryStorageError, UnsupportedDataError
+from polystore.exceptions import (
+    InvalidOptionError,
+    InvalidPathError,
+    NotADirectoryStorageError,
+    UnsupportedDataError,
+)
 from polystore.ome import ngff
 
 DEFAULT_REGION_BYTES = 32 * 2**20
@@ -103,6 +108,11 @@ def convert(
             f"'{location.store}' is a file, not a zarr store (a folder): move that file away, or "
             "convert to another destination."
         )
+    _refuse_source_in_destination(source, location)
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        # dask's thread pool would raise a bare ValueError for -1, and take 0 as one per core
+        raise InvalidOptionError(f"workers={workers!r}: give a whole number of threads, at least 1 "
+                                 "(or leave it out: one per core).")
     level_count = config.pyramid_levels
     if _is_plate_source(source):
         if location.node:
@@ -124,6 +134,12 @@ def convert(
         image: Any = FileImage.open(os.path.abspath(source))
     else:
         image = source if is_lazy(source) else as_plain_array(source, "Zarr")
+    if any(not isinstance(n, (int, np.integer)) for n in image.shape):  # a dask array's nan
+        raise UnsupportedDataError(
+            f"The array's shape {tuple(image.shape)} is not known before it is computed (a dask array "
+            "whose chunk sizes depend on its data, as after boolean indexing): call "
+            "array.compute_chunk_sizes() first, then convert it."
+        )
     image_axes = ngff.infer_axes(image.ndim, axes)
     if image_axes is None or not image_axes.endswith("yx"):
         raise UnsupportedDataError(
@@ -179,6 +195,28 @@ def _absolute_location(location: Location) -> Location:
     if location.remote:
         return location
     return Location(os.path.abspath(location.store), location.node)
+
+
+def _refuse_source_in_destination(source: Any, location: Location) -> None:
+    """Refuse a local source that is the destination store or inside it: overwrite=True would
+    delete its files before they are read (and the conversion would write among them)."""
+    if location.remote:
+        return
+    paths: list[str | os.PathLike[str]]
+    if isinstance(source, (str, os.PathLike)):
+        paths = [source]
+    elif _is_plate_source(source):
+        paths = list(source)
+    else:
+        return
+    store = os.path.realpath(location.store)
+    for path in paths:
+        if os.path.commonpath([os.path.realpath(path), store]) == store:
+            raise InvalidPathError(
+                f"The source '{os.fspath(path)}' is inside the destination '{location.store}': the "
+                "conversion would write among the files it reads (and overwrite=True would delete "
+                "them first). Convert to a store outside the source."
+            )
 
 
 def _is_plate_source(source: Any) -> bool:

@@ -94,13 +94,14 @@ class PlatePlan:
                 "dtype": self.dtype, "channels": list(self.channel_names), **options}
 
 
-def _entries(source: PathOrPaths) -> list[tuple[str, str]]:
+def _entries(source: PathOrPaths, stores: list[str]) -> list[tuple[str, str]]:
     """(name read by the conventions, absolute file path) of every file of a folder or list:
     the names as given (relative to the folder), the paths absolute, so that workers find the
-    files whatever folder they run in, and a plan is the same however its folder is spelled."""
+    files whatever folder they run in, and a plan is the same however its folder is spelled.
+    The zarr stores of a folder, not walked, are added to ``stores``."""
     if isinstance(source, (str, os.PathLike)):
         folder = os.path.abspath(source)
-        return [(relative, os.path.join(folder, relative)) for relative in walk_files(folder)]
+        return [(relative, os.path.join(folder, relative)) for relative in walk_files(folder, stores)]
     return [(os.fspath(path).replace("\\", "/"), os.path.abspath(path)) for path in source]
 
 
@@ -116,7 +117,9 @@ def plan_plate(source: PathOrPaths, convention: str | None = None) -> PlatePlan:
     skipped: list[Skipped] = []
     found: list[tuple[Components, SourceFile]] = []
     names: list[str] = []
-    entries = _entries(source)
+    stores: list[str] = []
+    entries = _entries(source, stores)
+    skipped += [Skipped(f"{store}/", "a zarr store, not image files") for store in stores]
     for name, path in entries:
         if image_format(path) is None:
             skipped.append(Skipped(name, f"not an image file this converter reads ({known_formats()})"))

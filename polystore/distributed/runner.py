@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,12 +79,16 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
     _wait(distributed, client, futures, progress, total, what)
     # the type of a task's result comes with its end: a plain Outcome is a success, which its
     # task's name says whole; only the others are fetched, in one gather, not a request each
-    done = [future for future in futures if future.status != "error"]
-    outcomes = [Outcome(names[future.key]) for future in done if future.type is Outcome]
-    fetched = [future for future in done if future.type is not Outcome]
+    # (a "lost" task ended too: its result was on a worker that died since)
+    succeeded = [f for f in futures if f.status in ("finished", "lost") and f.type is Outcome]
+    outcomes = [Outcome(names[future.key]) for future in succeeded]
+    fetched = [future for future in futures if future.status == "finished" and future.type is not Outcome]
     if fetched:
         outcomes += client.gather(fetched)
     outcomes += [Outcome(names[f.key], _failure(f.exception())) for f in futures if f.status == "error"]
+    reported = {f.key for f in succeeded} | {f.key for f in fetched}
+    outcomes += [Outcome(names[f.key], _stopped(f.status)) for f in futures
+                 if f.status != "error" and f.key not in reported]
     return outcomes
 
 
@@ -111,7 +115,9 @@ def _wait(distributed: Any, client: Any, futures: list[Any], progress: bool, tot
     on the event loop (per task, that thread's work alone)."""
     with _bar(progress, total, what) as bar:
         if bar is None:
-            with client.as_current():  # distributed.wait waits through the current client
+            # distributed.wait waits through the current client; it raises once all are done if
+            # some were cancelled: each is reported as failed by its name
+            with client.as_current(), suppress(distributed.client.FuturesCancelledError):
                 distributed.wait(futures)
             return
         for _future in distributed.as_completed(futures, loop=client.loop):  # no results fetched
@@ -129,6 +135,15 @@ def _failure(error: BaseException) -> BaseException:
         failure.__cause__ = error
         return failure
     return portable(error)
+
+
+def _stopped(status: str) -> TaskError:
+    """What the report says of a task that dask stopped before it ended (``status``: cancelled,
+    by ``client.cancel`` or a restart of the cluster, or lost)."""
+    return TaskError(
+        f"dask {status} it before it finished (client.cancel, client.restart, or its cluster went "
+        "away): nothing of it counts as written. Resume the conversion (resume=True, --resume) to redo it."
+    )
 
 
 def _delayed(task: Any) -> Any:

@@ -165,10 +165,21 @@ class FileImage:
         return (self.path, self.size, self.mtime_ns)
 
 
-def walk_files(folder: str) -> Iterator[str]:
+ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+"""What the root of a zarr store (v3, v2) holds."""
+
+
+def walk_files(folder: str, stores: list[str] | None = None) -> Iterator[str]:
     """Every file under ``folder``, recursively, as a path relative to it, in sorted order
-    (hidden files and folders left out)."""
+    (hidden files and folders left out), but for the zarr stores in it: their keys are no
+    image files (a plate converted into the source folder, read again), and there may be
+    millions; each store's relative path is added to ``stores`` instead."""
     for current, folders, files in os.walk(folder):
+        if current != folder and any(name in files for name in ZARR_DOCUMENTS):
+            folders.clear()
+            if stores is not None:
+                stores.append(Path(current).relative_to(folder).as_posix())
+            continue
         folders[:] = sorted(f for f in folders if not f.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):

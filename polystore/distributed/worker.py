@@ -20,6 +20,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.pipeline import configure
+from polystore.distributed.cluster import ClusterError
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -81,6 +82,11 @@ def set_up_workers(client: Any, config: ZarrConfig) -> None:
     and any that join later, or that a nanny restarts), before a job sends its tasks: once per
     client and settings, not per job (each registration sets up every worker again, a round
     of messages through the scheduler, with the workers' cores busy)."""
+    if client.status in ("closing", "closed"):  # before anything is written for the job
+        raise ClusterError(
+            f"The dask client given is {client.status} ({client}): connect a new one, Client(address) "
+            "or Client(cluster), and pass it as client=."
+        )
     settings = (config.codec_pipeline, config.threads)
     with _REGISTERED_LOCK:
         if _REGISTERED.get(client) == settings:
