@@ -584,3 +584,29 @@ def test_an_image_file_is_converted_with_bounded_memory_by_default(tmp_path: Pat
     level = zarr.open_array(tmp_path / "big.zarr" / "0", mode="r")
     assert level.chunks == (1024, 1024)  # tiles, not the whole plane
     assert np.array_equal(level[4000:4100, 29000:29500], image[4000:4100, 29000:29500])
+
+
+@pytest.mark.parametrize("kind", ["imagej", "ome"])
+def test_a_hyperstack_file_converts_in_the_axes_it_says_it_has(tmp_path: Path, kind: str) -> None:
+    # ImageJ's (and this OME-TIFF's) ZCYX: a 4-D array without axes would be taken for CZYX
+    stack = np.random.default_rng(3).integers(0, 4000, (5, 2, 16, 20), dtype=np.uint16)
+    source = tmp_path / ("stack.tif" if kind == "imagej" else "stack.ome.tif")
+    tifffile.imwrite(source, stack, **({"imagej": True} if kind == "imagej" else {"ome": True}),
+                     metadata={"axes": "ZCYX"})
+    convert(str(source), str(tmp_path / "stack.zarr"), workers=1, region_bytes=2048)
+    image = zarr.open_group(tmp_path / "stack.zarr", mode="r")
+    axes = [axis["name"] for axis in image.attrs["ome"]["multiscales"][0]["axes"]]
+    assert axes == ["c", "z", "y", "x"]
+    np.testing.assert_array_equal(image["0"][...], np.swapaxes(stack, 0, 1))
+
+
+def test_an_rgb_picture_converts_as_its_colour_channels(tmp_path: Path) -> None:
+    picture = np.random.default_rng(4).integers(0, 255, (16, 20, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "slide.tif", picture, photometric="rgb")  # YXS: samples last
+    convert(str(tmp_path / "slide.tif"), str(tmp_path / "slide.zarr"), workers=1)
+    image = zarr.open_group(tmp_path / "slide.zarr", mode="r")
+    ome = image.attrs["ome"]
+    assert [axis["name"] for axis in ome["multiscales"][0]["axes"]] == ["c", "y", "x"]
+    assert [(c["label"], c["color"]) for c in ome["omero"]["channels"]] == [
+        ("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF")]  # what napari reopens as one RGB layer
+    np.testing.assert_array_equal(image["0"][...], np.moveaxis(picture, -1, 0))

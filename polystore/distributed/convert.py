@@ -49,6 +49,7 @@ from polystore.exceptions import (
     NotADirectoryStorageError,
     UnsupportedDataError,
 )
+from polystore.lazy import optional_import
 from polystore.ome import ngff
 
 DEFAULT_REGION_BYTES = 32 * 2**20
@@ -130,8 +131,11 @@ def convert(
         plan_digest, summary = plate_digest(job, plan, labels, cast)
         job.start(plan_digest, summary, overwrite=overwrite)
         return convert_plate(job, plan, labels, cast)
+    colors = None
     if isinstance(source, (str, os.PathLike)):
         image: Any = FileImage.open(os.path.abspath(source))
+        if axes is None:
+            image, axes, channel_names, colors = _as_the_file_says(image, channel_names, region_bytes)
     else:
         image = source if is_lazy(source) else as_plain_array(source, "Zarr")
     if any(not isinstance(n, (int, np.integer)) for n in image.shape):  # a dask array's nan
@@ -156,10 +160,39 @@ def convert(
             f"shards or chunks, or region_bytes={unit} (a task then holds a few times that)."
         )
     job = _job(target_backend, config, options, location, client, workers, progress, resume)
-    spec = ImageSpec(image_axes, level_count, channel_names, labels=labels)
+    spec = ImageSpec(image_axes, level_count, channel_names, colors, labels=labels)
     plan_digest, summary = image_digest(job, image, shape, dtype, image_axes, spec)
     job.start(plan_digest, summary, overwrite=overwrite)
     return convert_image(job, image, spec, region_bytes, plan_digest)
+
+
+def _as_the_file_says(image: FileImage, channel_names: Sequence[str] | None, region_bytes: int
+                      ) -> tuple[Any, str | None, Sequence[str] | None, Sequence[str] | None]:
+    """(the image in OME-NGFF's axis order, its axes, channel names, colours) where its file
+    says what its axes are: an ImageJ hyperstack's ZCYX is not the CZYX a 4-D array is taken
+    for, nor an RGB picture's YXS (colour samples last) a ZYX stack. Its colour samples become
+    channels named and coloured as an RGB picture's (``ngff.RGB_CHANNELS``: napari opens them as
+    one colour image). Otherwise as given: the axes inferred from the number of dimensions."""
+    header = image.header
+    file_axes = header.axes if header is not None else None
+    ordered = "".join(letter for letter in "tczyx" if file_axes and letter in file_axes)
+    if header is None or file_axes is None or not ordered.endswith("yx"):
+        return image, None, channel_names, None
+    colors = None
+    count = image.shape[file_axes.index("c")] if "c" in file_axes else 0
+    rgb = header.samples and count in (3, 4) and image.dtype in (np.uint8, np.uint16)
+    if rgb and channel_names is None:
+        channel_names = [label for label, _ in ngff.RGB_CHANNELS[:count]]
+        colors = [color for _, color in ngff.RGB_CHANNELS[:count]]
+    if ordered == file_axes:
+        return image, ordered, channel_names, colors
+    dask_array = optional_import("dask.array", extra="zarr", purpose="Converting images")
+    # read in file order by pieces of about region_bytes, then transposed: a task's block of the
+    # image reads the few pieces it covers, never the whole file
+    pieces = dask_array.core.normalize_chunks("auto", image.shape, limit=region_bytes, dtype=image.dtype)
+    lazy = dask_array.from_array(image, chunks=pieces, asarray=True, fancy=False,
+                                 meta=np.empty((0,) * image.ndim, image.dtype))
+    return lazy.transpose([file_axes.index(letter) for letter in ordered]), ordered, channel_names, colors
 
 
 def _named_channels(plan: PlatePlan, channel_names: Sequence[str] | None) -> PlatePlan:

@@ -24,10 +24,14 @@ from polystore.formats import tiff as tiff_format
 
 @dataclass(frozen=True)
 class Header:
-    """What a file holds, without its pixels."""
+    """What a file holds, without its pixels; ``axes``: OME-NGFF letters in the file's order
+    where the file says what its axes are (an ImageJ hyperstack, an OME-TIFF, an RGB picture's
+    samples as ``c``), else None; ``samples``: its channels are a pixel's colour samples."""
 
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
+    axes: str | None = None
+    samples: bool = False
 
 
 def _npy_header(handle: IO[bytes]) -> Header:
@@ -48,7 +52,8 @@ def _npy_region(handle: IO[bytes], selection: tuple[slice, ...]) -> np.ndarray:
 
 
 def _tiff_header(handle: IO[bytes]) -> Header:
-    return Header(*tiff_format.read_header(handle))
+    shape, dtype, tiff_axes = tiff_format.read_header(handle)
+    return Header(shape, dtype, tiff_format.ome_axes(tiff_axes), "S" in tiff_axes.upper())
 
 
 @dataclass(frozen=True)
@@ -144,12 +149,13 @@ class FileImage:
     dtype: np.dtype[Any]
     size: int
     mtime_ns: int
+    header: Header | None = None
 
     @classmethod
     def open(cls, path: str) -> FileImage:
         header = read_header(path)
         info = os.stat(path)
-        return cls(path, header.shape, header.dtype, info.st_size, info.st_mtime_ns)
+        return cls(path, header.shape, header.dtype, info.st_size, info.st_mtime_ns, header)
 
     @property
     def ndim(self) -> int:

@@ -196,14 +196,31 @@ def _out_of_range(option: str, given: object, what: str, count: int, shown: str)
     )
 
 
-def read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
-    """(shape, dtype) of the first series of a TIFF, from its header (no pixels read)."""
+OME_LETTERS = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
+"""tifffile's axis letters that name an OME-NGFF axis; ``S``, a pixel's samples (RGB), is the
+channel axis. Others (``I``, a plain sequence of pages; ``Q``, unknown) name nothing."""
+
+
+def read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], str]:
+    """(shape, dtype, axes) of the first series of a TIFF, from its header (no pixels read);
+    axes as tifffile reads them (``ZCYX`` of an ImageJ hyperstack, an OME-TIFF's order, ``YXS``
+    of an RGB picture, ``IYX`` of pages that say nothing of what they are)."""
     with _tifffile().TiffFile(handle, _multifile=False) as tiff:
         if not tiff.pages:
             raise CorruptDataError(f"'{getattr(handle, 'name', 'the TIFF')}' holds no image (no page could "
                                    "be read): the file is damaged, cut short, or not a TIFF.")
         series = tiff.series[0]
-        return tuple(int(n) for n in series.shape), np.dtype(series.dtype)
+        return tuple(int(n) for n in series.shape), np.dtype(series.dtype), str(series.axes)
+
+
+def ome_axes(tiff_axes: str) -> str | None:
+    """A TIFF's axes (:func:`read_header`) as OME-NGFF letters, in the file's order, where every
+    one names an OME axis once (``ZCYX`` -> ``zcyx``, ``YXS`` -> ``yxc``); None otherwise."""
+    letters = [OME_LETTERS.get(letter) for letter in tiff_axes.upper()]
+    if any(letter is None for letter in letters):
+        return None
+    axes = "".join(letter for letter in letters if letter is not None)
+    return axes if len(set(axes)) == len(axes) else None
 
 
 def read_region(handle: IO[bytes], selection: tuple[slice, ...]) -> np.ndarray:
