@@ -30,6 +30,7 @@ import pytest
 pytest.importorskip("distributed")
 pytest.importorskip("tifffile")
 
+import dask.array as da
 import zarr
 from distributed import Client, Future, LocalCluster, get_task_stream
 from distributed_helpers import (
@@ -63,7 +64,7 @@ from polystore.distributed import (
 )
 from polystore.distributed.cluster import local_cluster
 from polystore.distributed.journal import journal_location
-from polystore.exceptions import CorruptDataError
+from polystore.exceptions import CorruptDataError, UnsupportedDataError
 
 PLANE = (48, 40)
 QUIET = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
@@ -439,6 +440,23 @@ def test_a_closed_client_is_refused_before_anything_is_written(
     with pytest.raises(ClusterError, match="client given is closed"):
         save_batch(ZarrBackend(), [np.ones((8, 8), np.uint8)], [str(tmp_path / "b.zarr" / "A01_s1_w1.tif")],
                    client=closed)
+
+
+def test_a_source_the_workers_cannot_be_sent_is_said_so(tmp_path: Path, threads_client: Client) -> None:
+    """A bare TypeError from dask's serializer came out of convert before."""
+    held = threading.Lock()  # what no pickle sends: a lock held in the source's graph
+
+    def brighter(block: np.ndarray) -> np.ndarray:
+        with held:
+            return block + 1
+
+    source = da.zeros((64, 64), np.uint16, chunks=(32, 64)).map_blocks(brighter, dtype=np.uint16)
+    with pytest.raises(UnsupportedDataError, match="cannot be sent to the cluster's workers") as refused:
+        convert(source, tmp_path / "image.zarr", client=threads_client, chunks=(32, 64))
+    assert "resume=True" in str(refused.value)
+    report = convert(source, tmp_path / "image.zarr", resume=True, chunks=(32, 64))  # on local threads
+    assert not report.failures and report.written
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "image.zarr" / "0", mode="r")[...], 1)
 
 
 def test_relative_paths_are_the_clients_not_each_workers(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from polystore.distributed.tasks import Outcome, TaskError, portable
+from polystore.exceptions import UnsupportedDataError
 from polystore.lazy import optional_import
 
 
@@ -73,7 +74,17 @@ def run_batches(batches: Iterable[Sequence[Task]], total: int, client: Any = Non
     names: dict[Any, str] = {}
     futures: list[Any] = []
     for batch in batches:
-        sent = _submit(client, [task for _, task in batch])
+        try:
+            sent = _submit(client, [task for _, task in batch])
+        except TypeError as error:  # dask's "Could not serialize object of type ..."
+            client.cancel(futures)
+            raise UnsupportedDataError(
+                f"The {what} cannot be sent to the cluster's workers: {error}. Give a source the "
+                "workers can read themselves (files, a NumPy array, a dask array built from them; not "
+                "one whose graph holds locks, open files or functions defined in a notebook cell), "
+                "or convert on local threads (no client). What was written is kept: convert again "
+                "with resume=True, or overwrite=True."
+            ) from error
         names.update((future.key, name) for future, (name, _) in zip(sent, batch, strict=True))
         futures += sent
     _wait(distributed, client, futures, progress, total, what)
