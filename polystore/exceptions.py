@@ -133,6 +133,11 @@ class UnsupportedDataError(PolystoreError, TypeError):
     """The data given cannot be stored in the requested format."""
 
 
+class ChunkingError(InvalidOptionError):
+    """Chunks or shards that do not fit the arrays written: sizes below 1, the wrong number of
+    axes, shards that are not whole chunks, or write units larger than a task may hold."""
+
+
 class SelectionError(InvalidOptionError, IndexError):
     """``load(..., selection=...)`` was given an index outside the array, or no index at all.
 

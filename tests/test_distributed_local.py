@@ -87,7 +87,7 @@ def break_file(path: Path) -> bytes:
     ("image", {"chunks": (1, 16, 16), "shards": (1, 32, 32)}, "2 axes"),
     ("plate", {"chunks": (16, 16), "shards": (32, 32)}, "3 axes"),
     ("plate", {"shards": (2, 16, 16)}, "whole chunks"),  # a plane's chunk is the whole plane
-    ("plate", {"chunks": (0, 16, 16)}, "at least 1"),
+    ("plate", {"chunks": (0, 16, 16)}, "1 or more"),
     ("image", {"chunks": (32, 32), "shards": (64, 64), "region_bytes": 4 * 2**10}, "region_bytes"),
 ], ids=["not multiples", "shards without chunks", "3-D chunks of a 2-D image", "2-D chunks of a 3-D field",
         "shards of plane chunks", "a zero chunk", "shards larger than a task may hold"])

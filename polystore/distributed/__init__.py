@@ -24,12 +24,12 @@ frameworks: another job, kept as it is).
 from __future__ import annotations
 
 from polystore.distributed.batch import save_batch
-from polystore.distributed.chunking import ChunkingError
 from polystore.distributed.cluster import ClusterError
 from polystore.distributed.convert import DEFAULT_REGION_BYTES, convert
 from polystore.distributed.job import DestinationExistsError, PlanChangedError
 from polystore.distributed.layout import LayoutError, PlatePlan, Skipped, plan_plate
 from polystore.distributed.report import ConversionError, ConversionReport
+from polystore.exceptions import ChunkingError
 
 convert_to_zarr = convert
 """``polystore.convert_to_zarr``: the same function under the name the package exports."""

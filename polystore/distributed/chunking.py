@@ -17,15 +17,10 @@ import numpy as np
 
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.image import array_options, level_shape
-from polystore.exceptions import PolystoreError
+from polystore.exceptions import ChunkingError
 
 DEFAULT_TILE = 1024
 """An image's default chunk in y and x (2 MiB of uint16)."""
-
-
-class ChunkingError(PolystoreError, ValueError):
-    """Chunks or shards that do not fit the arrays written: the wrong number of axes, shards
-    that are not whole chunks, or write units larger than a task may hold."""
 
 
 def image_config(config: ZarrConfig, shape: Sequence[int], axes: str) -> ZarrConfig:

@@ -34,7 +34,7 @@ from polystore.backends.zarr import ZarrBackend
 from polystore.backends.zarr.config import ZarrConfig
 from polystore.backends.zarr.image import ImageSpec, is_lazy
 from polystore.backends.zarr.location import Location
-from polystore.distributed.chunking import ChunkingError, check_chunking, image_config, write_unit_bytes
+from polystore.distributed.chunking import check_chunking, image_config, write_unit_bytes
 from polystore.distributed.image_job import convert_image, image_digest
 from polystore.distributed.job import Job
 from polystore.distributed.journal import Journal
@@ -44,6 +44,7 @@ from polystore.distributed.report import ConversionReport
 from polystore.distributed.sources import FileImage
 from polystore.distributed.tasks import Target
 from polystore.exceptions import (
+    ChunkingError,
     InvalidOptionError,
     InvalidPathError,
     NotADirectoryStorageError,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from polystore.exceptions import InvalidOptionError
+from polystore.exceptions import ChunkingError, InvalidOptionError
 from polystore.lazy import optional_import
 from polystore.ome.ngff import NgffVersion
 
@@ -94,7 +94,7 @@ class ZarrConfig:
         for name in ("chunks", "shards"):  # 0 divided zarr's chunk grid (a bare ZeroDivisionError)
             sizes = getattr(self, name)
             if sizes is not None and not all(isinstance(n, int) and n >= 1 for n in sizes):
-                raise InvalidOptionError(
+                raise ChunkingError(
                     f"ZarrConfig {name}={tuple(sizes)!r}: give a whole number of 1 or more per axis."
                 )
         if self.shards is not None and self.zarr_format != 3:

@@ -33,7 +33,7 @@ from polystore.backends.zarr.location import (
 )
 from polystore.backends.zarr.marks import INCOMPLETE, REPLACING, failed_mark
 from polystore.backends.zarr.planes import plane_chunks
-from polystore.exceptions import CorruptDataError, InvalidOptionError, InvalidPathError
+from polystore.exceptions import ChunkingError, CorruptDataError, InvalidOptionError, InvalidPathError
 from polystore.lazy import optional_import
 from polystore.ome import ngff
 from polystore.plates import channel_names
@@ -86,7 +86,7 @@ def array_options(shape: tuple[int, ...], dtype: np.dtype[Any], config: ZarrConf
         options["shards"] = tuple(min(s, -(-n // c) * c) if n else s
                                   for s, n, c in zip(config.shards, shape, inner, strict=True))
         if any(s % c for s, c in zip(options["shards"], inner, strict=True)):  # zarr's bare ValueError
-            raise InvalidOptionError(
+            raise ChunkingError(
                 f"shards={config.shards} for chunks {tuple(inner)} of a {shape} array: a shard holds "
                 "whole chunks, so each shard size must be a multiple of its chunk size (or give "
                 "chunks= that divide the shards)."
