@@ -93,7 +93,8 @@ def read_rois(path: str) -> list[LayerData]:
 
 
 def node_attributes(backend: Any, path: str) -> tuple[str, dict[str, Any]]:
-    """("plate" | "image" | "array" | "group", the node's attributes) for ``path`` in a zarr store."""
+    """("plate" | "well" | "image" | "array" | "group", the node's attributes) for ``path`` in a
+    zarr store."""
     node = backend.node(path)
     attributes = dict(node.attrs)
     if hasattr(node, "shape") and hasattr(node, "chunks"):
@@ -101,6 +102,8 @@ def node_attributes(backend: Any, path: str) -> tuple[str, dict[str, Any]]:
     section = ngff.ngff_section(attributes)
     if section.get("plate"):
         return "plate", attributes
+    if section.get("well"):
+        return "well", attributes
     if section.get("multiscales"):
         return "image", attributes
     return "group", attributes
@@ -114,6 +117,11 @@ def read_zarr(backend: Any, path: str) -> list[LayerData]:
         from polystore_napari.overview import read_plate_overview
 
         return read_plate_overview(backend, path, attributes)
+    if kind == "well":
+        from polystore_napari.overview import read_well_overview
+
+        if fields := read_well_overview(backend, path):
+            return fields
     if kind == "image":
         return [image_layer(backend, path, attributes, name), *label_layers(backend, path)]
     if kind == "array":

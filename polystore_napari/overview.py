@@ -89,8 +89,23 @@ def store_arrivals(path: str, backend: Any = None) -> dict[str, list[int]]:
     return arrived
 
 
-def read_plate_overview(backend: Any, path: str, attributes: dict[str, Any]) -> list[LayerData]:
-    """The plate at ``path`` as one lazy multiscale mosaic layer per channel (see the module)."""
+def read_well_overview(backend: Any, path: str) -> list[LayerData]:
+    """The well at ``path`` (``plate.zarr/B/03``) as its fields in a grid, one lazy multiscale
+    layer per channel: the plate's overview of that well alone (napari-ome-zarr shows a well
+    so). A well group outside a plate's row/column layout gives no layers here."""
+    parent, _, column = path.rstrip("/").rpartition("/")
+    plate_path, _, row = parent.rpartition("/")
+    if not plate_path or not row or not column:
+        return []
+    plate = {"rows": [{"name": row}], "columns": [{"name": column}],
+             "wells": [{"path": f"{row}/{column}", "rowIndex": 0, "columnIndex": 0}]}
+    return read_plate_overview(backend, plate_path, {"plate": plate}, name=f"{row}{column}")
+
+
+def read_plate_overview(backend: Any, path: str, attributes: dict[str, Any], *,
+                        name: str | None = None) -> list[LayerData]:
+    """The plate at ``path`` as one lazy multiscale mosaic layer per channel (see the module);
+    ``name``: the layers' (the store's by default)."""
     da: Any = optional_import("dask.array", extra="zarr", purpose="Opening a plate in napari")
     plate = _plate_section(attributes)
     wells = _wells(plate)
@@ -150,7 +165,8 @@ def read_plate_overview(backend: Any, path: str, attributes: dict[str, Any]) -> 
         pyramid.append(mosaic(stored - 1, stride))
         stride *= 2
     tile_h, tile_w = tile_shape(0)
-    name = os.path.basename(path.rstrip("/"))
+    prefix = f"{name} " if name else ""  # a well's channels: not taken for its plate's
+    name = name or os.path.basename(path.rstrip("/"))
     leading = [a for a in axes[:-2] if a != "c"]
     described = {
         "series": name,
@@ -167,7 +183,7 @@ def read_plate_overview(backend: Any, path: str, attributes: dict[str, Any]) -> 
         options["scale"] = [s for a, s in zip(axes, scale, strict=False) if a != "c"]
     if "c" in axes:
         options["channel_axis"] = axes.index("c")
-        options.update(channel_options(field_attributes, lead[axes.index("c")]))
+        options.update(channel_options(field_attributes, lead[axes.index("c")], prefix))
     else:
         options["name"] = name
     return [(pyramid if len(pyramid) > 1 else pyramid[0], options, "image")]

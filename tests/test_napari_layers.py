@@ -363,6 +363,24 @@ def test_the_reader_opens_an_ome_zarr_plate_as_a_tiled_overview(tmp_path: Path) 
     assert [layer.name for layer in layers] == ["w1", "w2"]
 
 
+def test_the_reader_opens_a_well_as_its_fields_in_a_grid(tmp_path: Path) -> None:
+    planes = plate_planes((16, 20))
+    backend = ZarrBackend(tmp_path)
+    for (well, site, channel), plane in planes.items():
+        backend.save(plane, f"plate.zarr/{well}_s{site}_w{channel}.tif")
+    (layer_data,) = _reader.read(str(tmp_path / "plate.zarr" / "B" / "01"))
+    data, options, layer_type = layer_data
+    # one layer per channel (not one per field and channel, as members of a group were)
+    assert layer_type == "image" and options["channel_axis"] == 0
+    assert options["name"] == ["B01 w1", "B01 w2"]  # beside the plate's own w1, w2
+    assert data.shape == (2, 16, 2 * 20)  # the well's two fields side by side
+    mosaic = np.asarray(data)
+    for site in (1, 2):
+        for channel in (1, 2):
+            np.testing.assert_array_equal(mosaic[channel - 1, :, (site - 1) * 20 : site * 20],
+                                          planes["B01", site, channel])
+
+
 def test_the_reader_opens_a_pyramid_as_a_lazy_multiscale_layer(tmp_path: Path) -> None:
     data = np.random.default_rng(1).integers(0, 4000, size=(2, 64, 48), dtype=np.uint16)
     ZarrBackend(tmp_path).save(data, "cells.zarr", levels=3, channel_names=["DAPI", "GFP"])
