@@ -240,7 +240,7 @@ class ZarrBackend(StorageBackend):
 
         ``lazy=True`` returns a dask array (reading nothing yet); ``selection`` (e.g.
         ``np.s_[0, 5]``) reads only the chunks it touches (one outside the array is refused
-        with :class:`SelectionError`, an ``IndexError``). An image a conversion has not
+        with :class:`~polystore.exceptions.SelectionError`, an ``IndexError``). An image a conversion has not
         finished (or a writer stopped replacing) is refused with CorruptDataError saying what
         to run, unless ``incomplete=True``: then what is written so far is read and the rest
         reads as 0 (for a viewer watching a plate fill, never as data).
