@@ -144,11 +144,16 @@ def pixels(data: Any, options: dict[str, Any] | None = None) -> Any:
     return stacked
 
 
+def _saved(data: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(what ``FileManager.save`` is given, its options): :func:`pixels`, and the options
+    without the colour position, which is no backend's."""
+    return pixels(data, options), {key: value for key, value in options.items() if key != COLOUR_POSITION}
+
+
 def save_payload(manager: FileManager, data: Any, options: dict[str, Any], path: str, backend: str) -> None:
     """Write what :func:`layer_payload` gave to ``path`` on ``backend`` (any thread)."""
-    taken = backend_options(options, backend)
-    manager.save(pixels(data, taken), path, backend=backend,
-                 **{key: value for key, value in taken.items() if key != COLOUR_POSITION})
+    array, taken = _saved(data, backend_options(options, backend))
+    manager.save(array, path, backend=backend, **taken)
 
 
 def save_layer(manager: FileManager, layer: Layer, path: str, backend: str) -> None:
@@ -171,8 +176,8 @@ def _write(path: str, data: Any, options: dict[str, Any]) -> list[str]:
     backend = backend_for(path)
     if backend != "zarr":
         options = {}
-    FileManager().save(pixels(data, options), path, backend=backend,
-                       **{key: value for key, value in options.items() if key != COLOUR_POSITION})
+    array, taken = _saved(data, options)
+    FileManager().save(array, path, backend=backend, **taken)
     return [path]
 
 
