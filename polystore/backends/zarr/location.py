@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -412,7 +413,10 @@ def _credentials_error(error: Exception, display: str) -> StorageCredentialsErro
 
 
 EXIT_SETTLE_S = 0.05
-"""How long the interpreter gives up the GIL at exit once an object store was opened."""
+"""How long the interpreter gives up the GIL at exit once an object store was opened, at least."""
+EXIT_SETTLE_MAX_S = 1.0
+"""At most: while another thread of the process still runs or waits for a core (a loaded
+machine), the wait goes on, up to this."""
 
 
 @functools.cache
@@ -424,11 +428,40 @@ def _settle_object_store_threads_at_exit() -> None:
     finalize then, the thread cannot take the GIL, and the pthread_exit CPython ends it with
     cannot unwind a Rust thread: the process aborts (exit -6, or a bus error) after it did all
     its work. obstore has no call to shut its runtime down, so the main thread sleeps (which
-    releases the GIL) and such a thread finishes its hand-over first."""
+    releases the GIL) and such a thread finishes its hand-over first: for ``EXIT_SETTLE_S``,
+    then for as long as another thread is still running or runnable (on a loaded machine the
+    woken thread may wait for a core longer than that), up to ``EXIT_SETTLE_MAX_S``."""
     import atexit
-    import time
 
-    atexit.register(time.sleep, EXIT_SETTLE_S)
+    atexit.register(_settle)
+
+
+def _settle() -> None:
+    deadline = time.monotonic() + EXIT_SETTLE_MAX_S
+    time.sleep(EXIT_SETTLE_S)
+    while _other_threads_running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _other_threads_running() -> bool:
+    """Whether a thread of this process other than the caller is running or waiting for a core
+    (Linux: each thread's state in /proc; False where it cannot be read)."""
+    me = str(threading.get_native_id())
+    try:
+        threads = os.listdir("/proc/self/task")
+    except OSError:
+        return False
+    for thread in threads:
+        if thread == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread}/stat", encoding="ascii") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]  # after the name, which may hold spaces
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if state == "R":
+            return True
+    return False
 
 
 def _object_store(url: str, options: dict[str, Any]) -> Any:
@@ -523,4 +556,5 @@ def _staging_local_store(root: str) -> Any:
         store_module = importlib.import_module("obstore.store")
     except ImportError:
         return None
+    _settle_object_store_threads_at_exit()  # zarr's own reads and writes through it are async too
     return store_module.LocalStore(root, mkdir=True, automatic_cleanup=True)
