@@ -51,7 +51,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r".*\._[A-Za-z].*"),  # private names (polystore.base._BackendBase)
     # the ends a StreamingBackend composes, and their insides
     (r"py:class", r"polystore\.streaming\.(sender|receiver|inbox|producer|outgoing)\..*"),
-    (r"py:(class|func)", r"polystore\.backends\.zarr\.(location|plate|addresses|listing)\..*"),  # the backend's parts
+    # the backend's parts
+    (r"py:(class|func)", r"polystore\.backends\.zarr\.(location|plate|addresses|listing)\..*"),
     (r"py:.*", r"(Sender|PathInbox)(\..*)?"),
     (r"py:class", r"(dict|list|tuple)\[.*"),  # a piece of a generic type autodoc could not parse
 ]
