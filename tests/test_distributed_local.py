@@ -587,16 +587,26 @@ def test_an_image_file_is_converted_with_bounded_memory_by_default(tmp_path: Pat
 
 
 @pytest.mark.parametrize("kind", ["imagej", "ome"])
-def test_a_hyperstack_file_converts_in_the_axes_it_says_it_has(tmp_path: Path, kind: str) -> None:
+def test_a_hyperstack_file_converts_in_the_axes_and_sizes_it_says_it_has(tmp_path: Path, kind: str) -> None:
     # ImageJ's (and this OME-TIFF's) ZCYX: a 4-D array without axes would be taken for CZYX
     stack = np.random.default_rng(3).integers(0, 4000, (5, 2, 16, 20), dtype=np.uint16)
     source = tmp_path / ("stack.tif" if kind == "imagej" else "stack.ome.tif")
-    tifffile.imwrite(source, stack, **({"imagej": True} if kind == "imagej" else {"ome": True}),
-                     metadata={"axes": "ZCYX"})
+    if kind == "imagej":  # calibrated: 0.5 um pixels, 1.5 um between slices
+        tifffile.imwrite(source, stack, imagej=True, resolution=(2.0, 2.0),
+                         metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"})
+    else:
+        tifffile.imwrite(source, stack, ome=True, metadata={
+            "axes": "ZCYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 1.5,
+            "Channel": {"Name": ["DAPI", "GFP"]}})
     convert(str(source), str(tmp_path / "stack.zarr"), workers=1, region_bytes=2048)
     image = zarr.open_group(tmp_path / "stack.zarr", mode="r")
-    axes = [axis["name"] for axis in image.attrs["ome"]["multiscales"][0]["axes"]]
-    assert axes == ["c", "z", "y", "x"]
+    ome = image.attrs["ome"]
+    multiscale = ome["multiscales"][0]
+    assert [(axis["name"], axis.get("unit")) for axis in multiscale["axes"]] == [
+        ("c", None), ("z", "micrometer"), ("y", "micrometer"), ("x", "micrometer")]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 1.5, 0.5, 0.5]
+    names = [channel["label"] for channel in ome["omero"]["channels"]]
+    assert names == (["DAPI", "GFP"] if kind == "ome" else ["c0", "c1"])  # ImageJ's carry no names
     np.testing.assert_array_equal(image["0"][...], np.swapaxes(stack, 0, 1))
 
 

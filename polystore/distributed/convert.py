@@ -41,7 +41,7 @@ from polystore.distributed.journal import Journal
 from polystore.distributed.layout import PathOrPaths, PlatePlan, plan_plate
 from polystore.distributed.plate_job import convert_plate, plate_digest
 from polystore.distributed.report import ConversionReport
-from polystore.distributed.sources import FileImage
+from polystore.distributed.sources import FileImage, Header
 from polystore.distributed.tasks import Target
 from polystore.exceptions import (
     ChunkingError,
@@ -132,11 +132,13 @@ def convert(
         plan_digest, summary = plate_digest(job, plan, labels, cast)
         job.start(plan_digest, summary, overwrite=overwrite)
         return convert_plate(job, plan, labels, cast)
-    colors = None
+    colors = scale = units = None
     if isinstance(source, (str, os.PathLike)):
-        image: Any = FileImage.open(os.path.abspath(source))
+        file_image = FileImage.open(os.path.abspath(source))
+        image: Any = file_image
         if axes is None:
-            image, axes, channel_names, colors = _as_the_file_says(image, channel_names, region_bytes)
+            image, axes, channel_names, colors = _as_the_file_says(file_image, channel_names, region_bytes)
+            scale, units = _pixel_sizes(file_image.header, axes)
     else:
         image = source if is_lazy(source) else as_plain_array(source, "Zarr")
     if any(not isinstance(n, (int, np.integer)) for n in image.shape):  # a dask array's nan
@@ -161,7 +163,7 @@ def convert(
             f"shards or chunks, or region_bytes={unit} (a task then holds a few times that)."
         )
     job = _job(target_backend, config, options, location, client, workers, progress, resume)
-    spec = ImageSpec(image_axes, level_count, channel_names, colors, labels=labels)
+    spec = ImageSpec(image_axes, level_count, channel_names, colors, scale, units, labels)
     plan_digest, summary = image_digest(job, image, shape, dtype, image_axes, spec)
     job.start(plan_digest, summary, overwrite=overwrite)
     return convert_image(job, image, spec, region_bytes, plan_digest)
@@ -179,6 +181,8 @@ def _as_the_file_says(image: FileImage, channel_names: Sequence[str] | None, reg
     ordered = "".join(letter for letter in "tczyx" if file_axes and letter in file_axes)
     if header is None or file_axes is None or not ordered.endswith("yx"):
         return image, None, channel_names, None
+    if channel_names is None and header.channel_names:  # as an OME-TIFF names them
+        channel_names = list(header.channel_names)
     colors = None
     count = image.shape[file_axes.index("c")] if "c" in file_axes else 0
     rgb = header.samples and count in (3, 4) and image.dtype in (np.uint8, np.uint16)
@@ -194,6 +198,17 @@ def _as_the_file_says(image: FileImage, channel_names: Sequence[str] | None, reg
     lazy = dask_array.from_array(image, chunks=pieces, asarray=True, fancy=False,
                                  meta=np.empty((0,) * image.ndim, image.dtype))
     return lazy.transpose([file_axes.index(letter) for letter in ordered]), ordered, channel_names, colors
+
+
+def _pixel_sizes(header: Header | None, axes: str | None) -> tuple[list[float] | None, dict[str, str] | None]:
+    """(scale, units) of an image file's axes as its file states them (OME-XML's physical sizes,
+    ImageJ's calibration), 1 for the others; (None, None) where it states none."""
+    sizes = header.pixel_sizes if header is not None and axes is not None else {}
+    if not sizes:
+        return None, None
+    assert axes is not None
+    scale = [sizes[letter][0] if letter in sizes else 1.0 for letter in axes]
+    return scale, {letter: unit for letter, (_, unit) in sizes.items() if letter in axes}
 
 
 def _named_channels(plan: PlatePlan, channel_names: Sequence[str] | None) -> PlatePlan:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,12 +26,15 @@ from polystore.formats import tiff as tiff_format
 class Header:
     """What a file holds, without its pixels; ``axes``: OME-NGFF letters in the file's order
     where the file says what its axes are (an ImageJ hyperstack, an OME-TIFF, an RGB picture's
-    samples as ``c``), else None; ``samples``: its channels are a pixel's colour samples."""
+    samples as ``c``), else None; ``samples``: its channels are a pixel's colour samples;
+    ``pixel_sizes`` (``{letter: (size, unit)}``) and ``channel_names`` where the file states them."""
 
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
     axes: str | None = None
     samples: bool = False
+    pixel_sizes: dict[str, tuple[float, str]] = field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()
 
 
 def _npy_header(handle: IO[bytes]) -> Header:
@@ -52,8 +55,9 @@ def _npy_region(handle: IO[bytes], selection: tuple[slice, ...]) -> np.ndarray:
 
 
 def _tiff_header(handle: IO[bytes]) -> Header:
-    shape, dtype, tiff_axes = tiff_format.read_header(handle)
-    return Header(shape, dtype, tiff_format.ome_axes(tiff_axes), "S" in tiff_axes.upper())
+    found = tiff_format.read_header(handle)
+    return Header(found.shape, found.dtype, tiff_format.ome_axes(found.axes), "S" in found.axes.upper(),
+                  found.pixel_sizes, found.channel_names)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ declaring more pixels than the file holds is held to :mod:`polystore.formats.lim
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import numpy as np
@@ -201,16 +203,78 @@ OME_LETTERS = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
 channel axis. Others (``I``, a plain sequence of pages; ``Q``, unknown) name nothing."""
 
 
-def read_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], str]:
-    """(shape, dtype, axes) of the first series of a TIFF, from its header (no pixels read);
-    axes as tifffile reads them (``ZCYX`` of an ImageJ hyperstack, an OME-TIFF's order, ``YXS``
-    of an RGB picture, ``IYX`` of pages that say nothing of what they are)."""
+@dataclass(frozen=True)
+class TiffHeader:
+    """What a TIFF's first series is, from its header: ``axes`` as tifffile reads them (``ZCYX``
+    of an ImageJ hyperstack, an OME-TIFF's order, ``YXS`` of an RGB picture, ``IYX`` of pages
+    that say nothing of what they are); ``pixel_sizes``: ``{OME letter: (size, NGFF unit)}``
+    where the file states them (OME-XML's PhysicalSize, ImageJ's resolution and spacing);
+    ``channel_names``: OME-XML's channel names, where it gives one for every channel."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    axes: str
+    pixel_sizes: dict[str, tuple[float, str]] = field(default_factory=dict)
+    channel_names: tuple[str, ...] = ()
+
+
+UNITS = {"\u00b5m": "micrometer", "\u03bcm": "micrometer", "\\u00b5m": "micrometer", "um": "micrometer",
+         "micron": "micrometer", "microns": "micrometer", "micrometer": "micrometer", "nm": "nanometer",
+         "nanometer": "nanometer", "mm": "millimeter", "millimeter": "millimeter", "cm": "centimeter",
+         "m": "meter", "s": "second", "ms": "millisecond"}
+"""Length and time units as OME-XML and ImageJ spell them, by their OME-NGFF names."""
+
+
+def read_header(handle: IO[bytes]) -> TiffHeader:
+    """The :class:`TiffHeader` of a TIFF's first series (no pixels read)."""
     with _tifffile().TiffFile(handle, _multifile=False) as tiff:
         if not tiff.pages:
             raise CorruptDataError(f"'{getattr(handle, 'name', 'the TIFF')}' holds no image (no page could "
                                    "be read): the file is damaged, cut short, or not a TIFF.")
         series = tiff.series[0]
-        return tuple(int(n) for n in series.shape), np.dtype(series.dtype), str(series.axes)
+        shape = tuple(int(n) for n in series.shape)
+        sizes: dict[str, tuple[float, str]] = {}
+        names: tuple[str, ...] = ()
+        # what a file says of its pixels is a courtesy: a damaged description is no pixel's loss
+        with contextlib.suppress(Exception):
+            if tiff.is_ome and tiff.ome_metadata:
+                sizes, names = _ome_pixels(tiff.ome_metadata)
+            elif tiff.is_imagej and tiff.imagej_metadata:
+                sizes = _imagej_pixels(tiff.imagej_metadata, tiff.pages[0])
+        channels = shape[series.axes.index("C")] if "C" in series.axes else 0
+        return TiffHeader(shape, np.dtype(series.dtype), str(series.axes), sizes,
+                          names if len(names) == channels else ())
+
+
+def _ome_pixels(xml: str) -> tuple[dict[str, tuple[float, str]], tuple[str, ...]]:
+    image = _tifffile().xml2dict(xml)["OME"]["Image"]
+    pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+    sizes = {}
+    for letter in "ZYX":
+        size = pixels.get(f"PhysicalSize{letter}")
+        unit = UNITS.get(str(pixels.get(f"PhysicalSize{letter}Unit", "um")).lower())
+        if isinstance(size, (int, float)) and size > 0 and unit is not None:
+            sizes[letter.lower()] = (float(size), unit)
+    channels = pixels.get("Channel") or []
+    channels = channels if isinstance(channels, list) else [channels]
+    names = tuple(str(c["Name"]) for c in channels if isinstance(c, dict) and c.get("Name"))
+    return sizes, names if len(names) == len(channels) else ()
+
+
+def _imagej_pixels(metadata: dict[str, Any], page: Any) -> dict[str, tuple[float, str]]:
+    unit = UNITS.get(str(metadata.get("unit", "")).strip().lower())
+    if unit is None:
+        return {}
+    sizes = {}
+    for letter, tag in (("x", "XResolution"), ("y", "YResolution")):
+        found = page.tags.get(tag)
+        per_unit = found.value[0] / found.value[1] if found is not None and found.value[1] else 0
+        if per_unit > 0 and per_unit != 1:  # 1 pixel per unit: ImageJ's "no calibration"
+            sizes[letter] = (1 / per_unit, unit)
+    spacing = metadata.get("spacing")
+    if isinstance(spacing, (int, float)) and spacing > 0:
+        sizes["z"] = (float(spacing), unit)
+    return sizes
 
 
 def ome_axes(tiff_axes: str) -> str | None:
