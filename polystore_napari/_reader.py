@@ -26,8 +26,6 @@ ROI_SUFFIXES = tuple(extension for fmt in ROI_FORMATS for extension in fmt.exten
 
 MAX_GROUP_MEMBERS = 16
 """A plain zarr group opens its first few images/arrays; open the others from the store browser."""
-ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
-"""What makes a folder a zarr node (Zarr v3, v2 group, v2 array)."""
 
 
 def get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
@@ -45,7 +43,9 @@ def _present(path: str) -> bool:
     text = os.fspath(path)
     if _kind(text) != "zarr" or "://" in text:
         return True
-    return any(os.path.isfile(os.path.join(text, document)) for document in ZARR_DOCUMENTS)
+    from polystore.backends.zarr.location import NODE_DOCUMENTS  # zarr's import: only for a .zarr path
+
+    return any(os.path.isfile(os.path.join(text, document)) for document in NODE_DOCUMENTS)
 
 
 def _kind(path: str) -> str | None:

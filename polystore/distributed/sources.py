@@ -17,6 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from polystore.backends.zarr.location import NODE_DOCUMENTS
 from polystore.exceptions import CorruptDataError, PolystoreError, UnsupportedFormatError, from_os_error
 from polystore.formats import Format, format_for, read_with, registered_formats
 from polystore.formats import tiff as tiff_format
@@ -175,17 +176,13 @@ class FileImage:
         return (self.path, self.size, self.mtime_ns)
 
 
-ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
-"""What the root of a zarr store (v3, v2) holds."""
-
-
 def walk_files(folder: str, stores: list[str] | None = None) -> Iterator[str]:
     """Every file under ``folder``, recursively, as a path relative to it, in sorted order
     (hidden files and folders left out), but for the zarr stores in it: their keys are no
     image files (a plate converted into the source folder, read again), and there may be
     millions; each store's relative path is added to ``stores`` instead."""
     for current, folders, files in os.walk(folder):
-        if current != folder and any(name in files for name in ZARR_DOCUMENTS):
+        if current != folder and any(name in files for name in NODE_DOCUMENTS):
             folders.clear()
             if stores is not None:
                 stores.append(Path(current).relative_to(folder).as_posix())

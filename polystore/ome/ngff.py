@@ -39,6 +39,7 @@ RGB_CHANNELS = (("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"), ("A", "FFFFFF
 """An RGB(A) picture's colours as OME channels (label, colour): what marks an image as one,
 read back as a colour picture (``is_rgb``), and shown as three coloured channels elsewhere."""
 
+
 def _models(version: NgffVersion) -> Any:
     return optional_import(MODULES[version], extra="zarr", purpose="Writing OME-Zarr metadata")
 
@@ -284,13 +285,18 @@ def multiscale_paths(attributes: dict[str, Any]) -> list[str]:
     return [d["path"] for d in multiscales[0].get("datasets", [])]
 
 
-def multiscale_axes(attributes: dict[str, Any]) -> str:
-    """The axis letters of a multiscale image (0.6: those of its first coordinate system)."""
+def _axis_entries(attributes: dict[str, Any]) -> list[Any]:
+    """A multiscale image's axes as its metadata lists them (0.6: its first coordinate system's)."""
     multiscale = (ngff_section(attributes).get("multiscales") or [{}])[0]
     axes = multiscale.get("axes")
     if axes is None:
         axes = ((multiscale.get("coordinateSystems") or [{}])[0]).get("axes", [])
-    return "".join(a["name"] if isinstance(a, dict) else str(a) for a in axes)
+    return list(axes)
+
+
+def multiscale_axes(attributes: dict[str, Any]) -> str:
+    """The axis letters of a multiscale image (0.6: those of its first coordinate system)."""
+    return "".join(a["name"] if isinstance(a, dict) else str(a) for a in _axis_entries(attributes))
 
 
 def _transforms(node: Any) -> list[dict[str, Any]]:
@@ -327,11 +333,8 @@ def image_transform(attributes: dict[str, Any]) -> tuple[list[float] | None, lis
 
 def multiscale_units(attributes: dict[str, Any]) -> dict[str, str]:
     """The units a multiscale image gives its axes (0.6: those of its first coordinate system)."""
-    multiscale = (ngff_section(attributes).get("multiscales") or [{}])[0]
-    axes = multiscale.get("axes")
-    if axes is None:
-        axes = ((multiscale.get("coordinateSystems") or [{}])[0]).get("axes", [])
-    return {a["name"]: a["unit"] for a in axes if isinstance(a, dict) and isinstance(a.get("unit"), str)}
+    return {a["name"]: a["unit"] for a in _axis_entries(attributes)
+            if isinstance(a, dict) and isinstance(a.get("unit"), str)}
 
 
 def is_rgb(attributes: dict[str, Any], shape: Sequence[int], dtype: np.dtype[Any]) -> bool:

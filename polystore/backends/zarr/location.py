@@ -266,6 +266,8 @@ def delete_prefix(keys: KeyStore, prefix: str) -> None:
 
 METADATA_DOCUMENTS = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup"})
 """The names of a node's own metadata documents, in either format."""
+NODE_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
+"""Of those, the ones that make a folder a zarr node (Zarr v3; a v2 group, a v2 array)."""
 _TEMPORARY = re.compile(rf"^\.(.+)\.\d+\.(?:[0-9a-f]+{re.escape(TEMP_SUFFIX)}|\d+\.create)$")
 """A temporary file of ours beside the key it stands for (``LocalKeys.put`` and ``create``)."""
 
